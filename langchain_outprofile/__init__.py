@@ -1,0 +1,43 @@
+"""langchain-outprofile: personalize LangChain apps with what a user wrote or approved.
+
+Example:
+    ```python
+    from langchain_outprofile import OutputProfileMemory, Signal
+
+    memory = OutputProfileMemory(path="./profiles")
+    memory.add("Short answer first, then bullets.", user_id="ana", signal=Signal.AUTHORED)
+    block = memory.select("ana", max_tokens=400).text
+    ```
+"""
+
+from langchain_outprofile.embeddings import StyleEmbeddings
+from langchain_outprofile.memory import OutputProfileMemory, ProfileStats
+from langchain_outprofile.records import (
+    InvalidInputError,
+    OutprofileError,
+    ProfileEntry,
+    Signal,
+    SignalStrengths,
+)
+from langchain_outprofile.render import BlockTemplate, ProfileSelection, parse_block
+from langchain_outprofile.selection import SelectionOptions
+from langchain_outprofile.store import EmbeddingMismatchError, ProfileStore
+from langchain_outprofile.tokens import TokenCounter
+
+__all__ = [
+    "BlockTemplate",
+    "EmbeddingMismatchError",
+    "InvalidInputError",
+    "OutprofileError",
+    "OutputProfileMemory",
+    "ProfileEntry",
+    "ProfileSelection",
+    "ProfileStats",
+    "ProfileStore",
+    "SelectionOptions",
+    "Signal",
+    "SignalStrengths",
+    "StyleEmbeddings",
+    "TokenCounter",
+    "parse_block",
+]

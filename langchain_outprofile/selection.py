@@ -1,0 +1,289 @@
+"""Select: score entries by preference signal, diversify, and pack them under a token budget.
+
+No LLM call and no embedding call happen here: scores come from stored signal strengths
+and ages, diversity from the style vectors stored beside each entry. The caller supplies
+what an entry costs once rendered (``entry_cost``) and a check of the real total
+(``fits``), so this stage stays ignorant of the block's exact text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from langchain_outprofile.records import InvalidInputError, ProfileEntry
+from langchain_outprofile.store import StoredProfile
+from langchain_outprofile.tokens import TokenCounter
+
+__all__ = ["Candidate", "Choice", "SelectionOptions", "choose"]
+
+Order = Literal["strongest", "stable"]
+Fields = Literal["output", "input", "full"]
+_DAY_S = 86_400.0
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How a block is chosen. Every field has a sensible default.
+
+    Args:
+        max_tokens: budget of the whole rendered block (header and delimiters included).
+        max_entry_tokens: longer entries are cut at a sentence boundary.
+        half_life_days: recency half-life; ``None`` turns decay off.
+        order: ``"strongest"`` first, or ``"stable"`` (oldest first: a new entry appends).
+        fields: ``"output"`` (default), ``"input"`` or ``"full"`` (for ablations).
+        task: scope to entries of this task first.
+        fill_from_profile: when the task scope cannot fill the budget, use other entries.
+        relevance_weight: 0 (default) ignores the query entirely; up to 1 blends it in.
+        mmr_lambda: 1 ranks by score alone; lower values favour stylistic diversity.
+        duplicate_threshold: cosine similarity above which an entry is a near-duplicate.
+        pool_size: how many top-scored candidates diversity and packing consider.
+    """
+
+    max_tokens: int = 600
+    max_entry_tokens: int = 200
+    half_life_days: float | None = 180.0
+    order: Order = "strongest"
+    fields: Fields = "output"
+    task: str | None = None
+    fill_from_profile: bool = True
+    relevance_weight: float = 0.0
+    mmr_lambda: float = 0.7
+    duplicate_threshold: float = 0.92
+    pool_size: int = 400
+
+    def __post_init__(self) -> None:
+        _check_int(self.max_tokens, "max_tokens", 1)
+        _check_int(self.max_entry_tokens, "max_entry_tokens", 1)
+        _check_int(self.pool_size, "pool_size", 1)
+        if self.half_life_days is not None:
+            _check_fraction(self.half_life_days, "half_life_days", upper=math.inf, open_low=True)
+        _check_fraction(self.relevance_weight, "relevance_weight")
+        _check_fraction(self.mmr_lambda, "mmr_lambda")
+        _check_fraction(self.duplicate_threshold, "duplicate_threshold")
+        if self.order not in ("strongest", "stable"):
+            raise InvalidInputError(f"order must be 'strongest' or 'stable'; got {self.order!r}")
+        if self.fields not in ("output", "input", "full"):
+            raise InvalidInputError(f"fields must be output, input or full; got {self.fields!r}")
+
+    def with_changes(self, **changes: object) -> SelectionOptions:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An entry as selection saw it: its score, cost, and what happened to it."""
+
+    entry: ProfileEntry
+    score: float
+    age_days: float
+    tokens: int = 0
+    cut: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The entries chosen (in block order) and every other entry with why it was left out."""
+
+    chosen: tuple[Candidate, ...]
+    left_out: tuple[Candidate, ...]
+    options: SelectionOptions
+
+
+def choose(
+    profile: StoredProfile,
+    options: SelectionOptions,
+    *,
+    counter: TokenCounter,
+    fixed_cost: int,
+    entry_cost: Callable[[ProfileEntry], int],
+    fits: Callable[[Sequence[ProfileEntry]], bool],
+    now: float,
+    query_vector: np.ndarray | None = None,
+) -> Choice:
+    """Pick the entries of one block.
+
+    Args:
+        profile: the user's stored entries and style vectors.
+        options: budget, decay, diversity, order and field choices.
+        counter: counts tokens for cutting long entries.
+        fixed_cost: tokens of the header and footer.
+        entry_cost: tokens one rendered entry adds.
+        fits: the real check that a rendered list of entries stays within budget.
+        now: the time ages are measured from (epoch seconds).
+        query_vector: used only when ``options.relevance_weight`` > 0.
+    """
+    scored, left_out = _score(profile, options, now, query_vector)
+    ordered = _diversify(scored, profile.vectors, options, left_out)
+    chosen = _pack(ordered, options, counter, fixed_cost, entry_cost, left_out)
+    while chosen and not fits([c.entry for c in chosen]):
+        dropped = chosen.pop()
+        left_out.append(replace(dropped, reason="over budget once rendered"))
+    chosen = _block_order(chosen, options.order)
+    left_out.sort(key=lambda c: (-c.score, c.entry.id))
+    return Choice(tuple(chosen), tuple(left_out), options)
+
+
+def _score(
+    profile: StoredProfile,
+    options: SelectionOptions,
+    now: float,
+    query_vector: np.ndarray | None,
+) -> tuple[list[tuple[int, Candidate]], list[Candidate]]:
+    """Score every eligible entry; return (index, candidate) best first, and the ineligible."""
+    scored: list[tuple[int, Candidate]] = []
+    left_out: list[Candidate] = []
+    similarity = _query_similarity(profile.vectors, query_vector, options.relevance_weight)
+    for index, entry in enumerate(profile.entries):
+        age_days = max(0.0, now - entry.created_at) / _DAY_S
+        score = entry.strength * _decay(age_days, options.half_life_days)
+        if similarity is not None:
+            w = options.relevance_weight
+            score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
+        candidate = Candidate(entry, score, age_days)
+        reason = _ineligible_reason(entry, options)
+        if reason:
+            left_out.append(replace(candidate, reason=reason))
+        else:
+            scored.append((index, candidate))
+    in_scope = options.task
+    scored.sort(key=lambda ic: (in_scope is not None and ic[1].entry.task != in_scope,
+                                -ic[1].score, ic[1].entry.id))
+    return scored, left_out
+
+
+def _ineligible_reason(entry: ProfileEntry, options: SelectionOptions) -> str:
+    if entry.rejected:
+        return "rejected"
+    if entry.pending:
+        return "pending feedback"
+    if entry.strength <= 0.0:
+        return "no positive signal"
+    if options.task is not None and entry.task != options.task and not options.fill_from_profile:
+        return f"outside task {options.task!r}"
+    if options.fields in ("input", "full") and not entry.source_input:
+        return "no stored input"
+    return ""
+
+
+def _decay(age_days: float, half_life_days: float | None) -> float:
+    return 1.0 if half_life_days is None else 0.5 ** (age_days / half_life_days)
+
+
+def _query_similarity(
+    vectors: np.ndarray, query_vector: np.ndarray | None, weight: float
+) -> np.ndarray | None:
+    if weight <= 0.0 or query_vector is None or len(vectors) == 0:
+        return None
+    return vectors @ np.asarray(query_vector, dtype=np.float32)
+
+
+def _diversify(
+    scored: list[tuple[int, Candidate]],
+    vectors: np.ndarray,
+    options: SelectionOptions,
+    left_out: list[Candidate],
+) -> list[Candidate]:
+    """Maximal marginal relevance over the top of the ranking; near-duplicates are dropped."""
+    pool, rest = scored[: options.pool_size], scored[options.pool_size :]
+    left_out.extend(replace(c, reason="below the candidate pool") for _, c in rest)
+    if not pool:
+        return []
+    pool_vectors = vectors[[i for i, _ in pool]]
+    scope = np.array([options.task is None or c.entry.task == options.task for _, c in pool])
+    top = max(c.score for _, c in pool) or 1.0
+    relevance = np.array([c.score / top for _, c in pool])
+    max_similarity = np.zeros(len(pool), dtype=np.float32)
+    remaining = np.ones(len(pool), dtype=bool)
+    ordered: list[Candidate] = []
+    lam = options.mmr_lambda
+    while remaining.any():
+        gain = lam * relevance - (1.0 - lam) * max_similarity + 2.0 * scope
+        gain[~remaining] = -np.inf
+        pick = int(np.argmax(gain))
+        remaining[pick] = False
+        ordered.append(pool[pick][1])
+        similarity = pool_vectors @ pool_vectors[pick]
+        np.maximum(max_similarity, similarity, out=max_similarity)
+        duplicates = remaining & (similarity >= options.duplicate_threshold)
+        for index in np.flatnonzero(duplicates):
+            remaining[index] = False
+            left_out.append(replace(pool[index][1], reason=f"near-duplicate of {pool[pick][1].entry.id}"))
+    return ordered
+
+
+def _pack(
+    ordered: list[Candidate],
+    options: SelectionOptions,
+    counter: TokenCounter,
+    fixed_cost: int,
+    entry_cost: Callable[[ProfileEntry], int],
+    left_out: list[Candidate],
+) -> list[Candidate]:
+    """Greedy whole-entry packing: take each candidate that still fits, skip the rest."""
+    used = fixed_cost
+    chosen: list[Candidate] = []
+    for candidate in ordered:
+        entry, cut = _cut_to(candidate.entry, options.max_entry_tokens, counter)
+        cost = entry_cost(entry)
+        if used + cost > options.max_tokens:
+            left_out.append(replace(candidate, tokens=cost, reason="over budget"))
+            continue
+        used += cost
+        chosen.append(replace(candidate, entry=entry, tokens=cost, cut=cut))
+    return chosen
+
+
+def _cut_to(entry: ProfileEntry, max_tokens: int, counter: TokenCounter) -> tuple[ProfileEntry, bool]:
+    """Cut a long entry at the last sentence boundary within ``max_tokens`` (else a word one)."""
+    if counter.count(entry.text) <= max_tokens:
+        return entry, False
+    text = _longest_prefix(entry.text, _sentence_ends(entry.text), max_tokens, counter)
+    if not text:
+        word_ends = [m.start() for m in re.finditer(r"\s+", entry.text)]
+        text = _longest_prefix(entry.text, word_ends, max_tokens, counter)
+    return replace(entry, text=text or entry.text[: max_tokens]), True
+
+
+def _sentence_ends(text: str) -> list[int]:
+    return [m.start() for m in _SENTENCE_END.finditer(text)]
+
+
+def _longest_prefix(text: str, ends: list[int], max_tokens: int, counter: TokenCounter) -> str:
+    best = ""
+    for end in ends:
+        prefix = text[:end].rstrip()
+        if counter.count(prefix) > max_tokens:
+            break
+        best = prefix
+    return best
+
+
+def _block_order(chosen: list[Candidate], order: Order) -> list[Candidate]:
+    if order == "stable":
+        return sorted(chosen, key=lambda c: (c.entry.created_at, c.entry.id))
+    return sorted(chosen, key=lambda c: (-c.score, c.entry.id))
+
+
+def _check_int(value: object, name: str, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InvalidInputError(f"{name} must be an int >= {low}; got {value!r}")
+
+
+def _check_fraction(
+    value: object, name: str, upper: float = 1.0, open_low: bool = False
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+        float(value)) or (upper == math.inf and value == math.inf)
+    low_ok = ok and (float(value) > 0 if open_low else float(value) >= 0)  # type: ignore[arg-type]
+    if not (ok and low_ok and float(value) <= upper):  # type: ignore[arg-type]
+        bound = "> 0" if open_low else f"in [0, {upper:g}]"
+        raise InvalidInputError(f"{name} must be a number {bound}; got {value!r}")

@@ -1,0 +1,313 @@
+"""Store: one Chroma collection holding many users' profile entries.
+
+This is the only module that imports chromadb. Every read, delete and export is
+filtered by ``user_id`` here; there is no unfiltered read path for entry content.
+Embeddings are always passed explicitly, so Chroma's default embedding function (which
+downloads a model) never runs.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import chromadb
+import numpy as np
+from chromadb.api import ClientAPI
+from langchain_core.embeddings import Embeddings
+from platformdirs import user_data_dir
+
+from langchain_outprofile.embeddings import StyleEmbeddings
+from langchain_outprofile.records import (
+    InvalidInputError,
+    OutprofileError,
+    ProfileEntry,
+    Signal,
+    validate_user_id,
+)
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "SCHEMA_VERSION",
+    "EmbeddingMismatchError",
+    "ProfileStore",
+    "StoredProfile",
+    "default_path",
+]
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+DEFAULT_COLLECTION = "outprofile"
+_META_PREFIX = "m."
+_COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
+_INCLUDE_ALL: Any = ["documents", "metadatas"]
+
+
+class EmbeddingMismatchError(OutprofileError):
+    """The collection was written with another embedder or schema than the one given."""
+
+
+def default_path() -> Path:
+    """Where the embedded store lives when no ``path`` or ``client`` is given."""
+    return Path(user_data_dir("langchain-outprofile", appauthor=False)) / "chroma"
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    """Every entry of one user, with the style vectors stored beside them (row i ↔ entry i)."""
+
+    entries: tuple[ProfileEntry, ...]
+    vectors: np.ndarray
+
+
+class ProfileStore:
+    """Per-user profile entries in one Chroma collection.
+
+    Args:
+        path: directory of an embedded ``PersistentClient`` (default: the user data dir).
+        client: any chromadb client instead (``EphemeralClient``, ``HttpClient``, ...).
+        collection_name: the collection holding every user.
+        embeddings: a LangChain ``Embeddings``; default :class:`StyleEmbeddings`.
+
+    Example:
+        ```python
+        store = ProfileStore(client=chromadb.EphemeralClient(), collection_name="t1")
+        store.upsert([ProfileEntry.create("Hi!", user_id="ana")])
+        store.load("ana").entries[0].text  # "Hi!"
+        ```
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path | None = None,
+        client: ClientAPI | None = None,
+        collection_name: str = DEFAULT_COLLECTION,
+        embeddings: Embeddings | None = None,
+    ) -> None:
+        if path is not None and client is not None:
+            raise InvalidInputError("pass either path= or client=, not both")
+        if client is None:
+            client = chromadb.PersistentClient(path=str(path or default_path()))
+        self.client = client
+        self.embeddings = embeddings or StyleEmbeddings()
+        self._fingerprint, self._dimension = _fingerprint(self.embeddings)
+        self._collection = self._open_collection(collection_name)
+        self._max_batch = max(1, int(client.get_max_batch_size()))
+        self._write_lock = threading.RLock()
+
+    @property
+    def collection_name(self) -> str:
+        """Name of the Chroma collection in use."""
+        return str(self._collection.name)
+
+    def _open_collection(self, name: str) -> Any:
+        if not isinstance(name, str) or not _COLLECTION_NAME.fullmatch(name):
+            raise InvalidInputError(
+                f"collection_name must be 3-512 characters of [a-zA-Z0-9._-], starting and "
+                f"ending with a letter or digit; got {name!r}"
+            )
+        wanted = {
+            "outprofile_schema": SCHEMA_VERSION,
+            "embedding": self._fingerprint,
+            "dimension": self._dimension,
+            "hnsw:space": "cosine",
+        }
+        collection = self.client.get_or_create_collection(
+            name=name, metadata=wanted, embedding_function=None
+        )
+        found = dict(collection.metadata or {})
+        for key in ("outprofile_schema", "embedding", "dimension"):
+            if found.get(key) != wanted[key]:
+                raise EmbeddingMismatchError(
+                    f"collection {name!r} was written with {key}={found.get(key)!r}, but this "
+                    f"memory uses {key}={wanted[key]!r}; open it with the embedder it was "
+                    "written with, or use another collection_name"
+                )
+        return collection
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+        """Store entries, folding each into any stored entry with the same id.
+
+        Returns the entries as stored. Writes go in batches under the client's maximum.
+        """
+        merged_all: list[ProfileEntry] = []
+        with self._write_lock:
+            for batch in _batches(_fold_duplicates(entries), self._max_batch):
+                stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
+                merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
+                self._write(merged)
+                merged_all.extend(merged)
+        return merged_all
+
+    def replace(self, entries: Sequence[ProfileEntry]) -> None:
+        """Store entries exactly as given (no folding): for imports and feedback rewrites."""
+        with self._write_lock:
+            for batch in _batches(list(entries), self._max_batch):
+                self._write(batch)
+
+    def _write(self, batch: Sequence[ProfileEntry]) -> None:
+        if not batch:
+            return
+        vectors = self.embeddings.embed_documents([e.text for e in batch])
+        self._collection.upsert(
+            ids=[e.id for e in batch],
+            documents=[e.text for e in batch],
+            metadatas=[_to_metadata(e) for e in batch],
+            embeddings=np.asarray(vectors, dtype=np.float32),
+        )
+
+    def delete(self, user_id: str, ids: Iterable[str]) -> int:
+        """Delete the given entries of one user; ids of other users are left alone."""
+        user = validate_user_id(user_id)
+        with self._write_lock:
+            owned = [e.id for e in self._get_by_ids(list(ids)) if e.user_id == user]
+            for batch in _batches(owned, self._max_batch):
+                self._collection.delete(ids=batch, where={"user_id": user})
+        return len(owned)
+
+    def delete_user(self, user_id: str) -> int:
+        """Hard-delete every entry of one user, pending ones included."""
+        user = validate_user_id(user_id)
+        with self._write_lock:
+            ids = self._ids_where({"user_id": user})
+            for batch in _batches(ids, self._max_batch):
+                self._collection.delete(ids=batch, where={"user_id": user})
+        return len(ids)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
+        """Every entry of one user (and its style vector), oldest first."""
+        user = validate_user_id(user_id)
+        include: Any = [*_INCLUDE_ALL, "embeddings"] if with_vectors else _INCLUDE_ALL
+        result = self._collection.get(where={"user_id": user}, include=include)
+        entries = _entries_from(result)
+        if with_vectors and entries:
+            vectors = np.asarray(result["embeddings"], dtype=np.float32)
+        else:
+            vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
+        order = sorted(range(len(entries)), key=lambda i: (entries[i].created_at, entries[i].id))
+        return StoredProfile(tuple(entries[i] for i in order), vectors[order])
+
+    def get(self, user_id: str, entry_id: str) -> ProfileEntry | None:
+        """One entry of one user, or None."""
+        user = validate_user_id(user_id)
+        found = [e for e in self._get_by_ids([entry_id]) if e.user_id == user]
+        return found[0] if found else None
+
+    def find_run(self, run_id: str, user_id: str | None = None) -> ProfileEntry | None:
+        """The entry recorded for a tracked run (run ids are unguessable UUIDs)."""
+        where: dict[str, Any] = {"run_id": run_id}
+        if user_id is not None:
+            where = {"$and": [where, {"user_id": validate_user_id(user_id)}]}
+        found = _entries_from(self._collection.get(where=where, include=_INCLUDE_ALL))
+        return max(found, key=lambda e: e.updated_at) if found else None
+
+    def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
+        """Ids of one user's pending entries last touched before ``cutoff``."""
+        user = validate_user_id(user_id)
+        where = {"$and": [{"user_id": user}, {"pending": True}, {"updated_at": {"$lt": cutoff}}]}
+        return self._ids_where(where)
+
+    def count(self, user_id: str) -> int:
+        """Number of entries stored for one user."""
+        return len(self._ids_where({"user_id": validate_user_id(user_id)}))
+
+    def total(self) -> int:
+        """Number of entries in the whole collection (all users; no content is read)."""
+        return int(self._collection.count())
+
+    def user_ids(self) -> list[str]:
+        """The users that have entries (reads only the ``user_id`` field)."""
+        users: set[str] = set()
+        for page in self._pages(include=["metadatas"]):
+            users.update(str(m["user_id"]) for m in page["metadatas"] or [])
+        return sorted(users)
+
+    def _pages(self, include: Any, page_size: int = 5000) -> Iterator[Any]:
+        offset = 0
+        while True:
+            page = self._collection.get(include=include, limit=page_size, offset=offset)
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+
+    def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
+        if not ids:
+            return []
+        return _entries_from(self._collection.get(ids=ids, include=_INCLUDE_ALL))
+
+    def _ids_where(self, where: Any) -> list[str]:
+        return list(self._collection.get(where=where, include=[])["ids"])
+
+
+def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:
+    if isinstance(embeddings, StyleEmbeddings):
+        return embeddings.fingerprint, embeddings.dimension
+    dimension = len(embeddings.embed_query("outprofile fingerprint probe"))
+    return f"{type(embeddings).__module__}.{type(embeddings).__qualname__}", dimension
+
+
+def _fold_duplicates(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    """Merge entries of one batch that share an id, in the order given."""
+    folded: dict[str, ProfileEntry] = {}
+    for entry in entries:
+        folded[entry.id] = folded[entry.id].merged_with(entry) if entry.id in folded else entry
+    return list(folded.values())
+
+
+def _batches(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _to_metadata(entry: ProfileEntry) -> dict[str, Any]:
+    metadata: dict[str, Any] = {f"{_META_PREFIX}{k}": v for k, v in entry.metadata.items()}
+    metadata.update(
+        user_id=entry.user_id,
+        signals=",".join(s.value for s in entry.signals),
+        strength=float(entry.strength),
+        selectable=entry.selectable,
+        pending=entry.pending,
+        task=entry.task,
+        source_input=entry.source_input,
+        created_at=float(entry.created_at),
+        updated_at=float(entry.updated_at),
+        run_id=entry.run_id,
+    )
+    return metadata
+
+
+def _entries_from(result: Any) -> list[ProfileEntry]:
+    documents = result["documents"] or []
+    metadatas = result["metadatas"] or []
+    return [
+        _from_metadata(id_, doc, meta)
+        for id_, doc, meta in zip(result["ids"], documents, metadatas, strict=True)
+    ]
+
+
+def _from_metadata(id_: str, document: str, meta: Any) -> ProfileEntry:
+    extra = {k[len(_META_PREFIX) :]: v for k, v in meta.items() if k.startswith(_META_PREFIX)}
+    return ProfileEntry(
+        id=id_,
+        user_id=str(meta["user_id"]),
+        text=document,
+        signals=tuple(Signal(s) for s in str(meta["signals"]).split(",") if s),
+        strength=float(meta["strength"]),
+        task=str(meta.get("task", "")),
+        source_input=str(meta.get("source_input", "")),
+        created_at=float(meta.get("created_at", 0.0)),
+        updated_at=float(meta.get("updated_at", 0.0)),
+        run_id=str(meta.get("run_id", "")),
+        metadata=extra,
+    )

@@ -1,0 +1,137 @@
+"""Shared fixtures: real Chroma in every mode (ephemeral, persistent, and a `chroma run` server).
+
+The server comes from ``OUTPROFILE_CHROMA_URL`` when ``.ci/run`` started one; otherwise the
+``chroma_server`` fixture starts ``chroma run`` on a free loopback port for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import pytest
+
+from langchain_outprofile import OutputProfileMemory
+
+LAMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lamp"
+LAMP7_DEV = LAMP_DIR / "lamp7_dev.jsonl"
+
+MemoryFactory = Callable[..., OutputProfileMemory]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_heartbeat(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"chroma server at {url} did not answer /api/v2/heartbeat")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """(host, port) of a real Chroma server on loopback."""
+    url = os.environ.get("OUTPROFILE_CHROMA_URL")
+    if url:
+        host, port = url.removeprefix("http://").split(":")
+        _wait_for_heartbeat(url)
+        yield host, int(port)
+        return
+    binary = shutil.which("chroma")
+    if binary is None:
+        pytest.skip("the `chroma` command (from the chromadb package) is not on PATH")
+    port = _free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = (path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [binary, "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_heartbeat(f"http://127.0.0.1:{port}")
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A collection name no other test uses (EphemeralClient is shared per process)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(
+    params=[
+        "ephemeral",
+        "persistent",
+        pytest.param("server", marks=pytest.mark.integration),
+    ]
+)
+def store_mode(request: pytest.FixtureRequest) -> str:
+    """Which real Chroma client a behaviour test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def chroma_client(
+    store_mode: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> chromadb.api.ClientAPI:
+    """A real chromadb client of the parametrized mode."""
+    if store_mode == "ephemeral":
+        return chromadb.EphemeralClient()
+    if store_mode == "persistent":
+        return chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    host, port = request.getfixturevalue("chroma_server")
+    return chromadb.HttpClient(host=host, port=port)
+
+
+@pytest.fixture
+def make_memory(chroma_client: chromadb.api.ClientAPI) -> MemoryFactory:
+    """Build memories on the parametrized client, each in a fresh collection by default."""
+    name = unique_name()
+
+    def build(**kwargs: Any) -> OutputProfileMemory:
+        kwargs.setdefault("collection_name", name)
+        return OutputProfileMemory(client=chroma_client, **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def memory(make_memory: MemoryFactory) -> OutputProfileMemory:
+    """A fresh memory on the parametrized real Chroma client."""
+    return make_memory()
+
+
+@pytest.fixture
+def ephemeral_memory() -> OutputProfileMemory:
+    """A fresh memory on an in-process EphemeralClient (for tests about one mode only)."""
+    return OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+
+
+@pytest.fixture
+def lamp7_path() -> Path:
+    """The LaMP-7 dev file in ../shared/data/lamp; skips when it is absent."""
+    if not LAMP7_DEV.exists():
+        pytest.skip(f"LaMP-7 data not found at {LAMP7_DEV} (the shared data folder is absent)")
+    return LAMP7_DEV
