@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.config import Settings
 from langchain_core.embeddings import Embeddings
 from platformdirs import user_data_dir
 
@@ -93,7 +94,9 @@ class ProfileStore:
         if path is not None and client is not None:
             raise InvalidInputError("pass either path= or client=, not both")
         if client is None:
-            client = chromadb.PersistentClient(path=str(path or default_path()))
+            client = chromadb.PersistentClient(
+                path=str(path or default_path()), settings=Settings(anonymized_telemetry=False)
+            )
         self.client = client
         self.embeddings = embeddings or StyleEmbeddings()
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
