@@ -1,0 +1,64 @@
+"""StyleEmbeddings: LangChain's standard embedding suites plus style-specific checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+from langchain_tests.unit_tests import EmbeddingsUnitTests
+
+from langchain_outprofile import StyleEmbeddings
+
+
+class TestStyleEmbeddingsUnit(EmbeddingsUnitTests):
+    @property
+    def embeddings_class(self) -> type[StyleEmbeddings]:
+        return StyleEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, object]:
+        return {"dimension": 256}
+
+
+class TestStyleEmbeddingsIntegration(EmbeddingsIntegrationTests):
+    @property
+    def embeddings_class(self) -> type[StyleEmbeddings]:
+        return StyleEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, object]:
+        return {"dimension": 256}
+
+
+def test_vectors_are_dense_normalized_and_deterministic() -> None:
+    embedder = StyleEmbeddings()
+    first = np.array(embedder.embed_documents(["sooo good!!!", "Very good."]))
+    again = np.array(StyleEmbeddings().embed_documents(["sooo good!!!", "Very good."]))
+    assert first.shape == (2, 512)
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(first, again)
+
+
+def test_style_not_topic_drives_similarity() -> None:
+    embedder = StyleEmbeddings()
+    shouty_a, shouty_b, calm = embedder.embed_array(
+        ["OMG!!! SO GOOD!!! 😍😍", "LOL!!! SO FUNNY!!! 😂😂", "The results were satisfactory."]
+    )
+    assert float(shouty_a @ shouty_b) > float(shouty_a @ calm)
+
+
+def test_casing_is_a_feature() -> None:
+    embedder = StyleEmbeddings()
+    lower, upper = embedder.embed_array(["you better not", "YOU BETTER NOT"])
+    assert float(lower @ upper) < 0.5
+
+
+async def test_async_matches_sync() -> None:
+    embedder = StyleEmbeddings(dimension=64)
+    assert await embedder.aembed_query("hi!!") == embedder.embed_query("hi!!")
+
+
+@pytest.mark.parametrize("kwargs", [{"dimension": 4}, {"ngram_range": (3, 2)}])
+def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        StyleEmbeddings(**kwargs)  # type: ignore[arg-type]
