@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import chromadb
 import numpy as np
@@ -36,8 +37,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "EmbeddingMismatchError",
     "ProfileStore",
+    "StoreUnavailableError",
     "StoredProfile",
     "default_path",
+    "http_client",
 ]
 
 _T = TypeVar("_T")
@@ -56,6 +59,41 @@ class EmbeddingMismatchError(OutprofileError):
 def default_path() -> Path:
     """Where the embedded store lives when no ``path`` or ``client`` is given."""
     return Path(user_data_dir("langchain-outprofile", appauthor=False)) / "chroma"
+
+
+class StoreUnavailableError(OutprofileError):
+    """No Chroma server answers at the given URL."""
+
+
+def http_client(url: str) -> ClientAPI:
+    """A chromadb ``HttpClient`` for a ``chroma run`` server at ``http(s)://host:port``.
+
+    Raises:
+        InvalidInputError: when ``url`` is not an http(s) URL with a host.
+        StoreUnavailableError: when no server answers there.
+
+    Example:
+        ```python
+        memory = OutputProfileMemory(client=http_client("http://127.0.0.1:8000"))
+        ```
+    """
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        port = parts.port if parts else None
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInputError(f"a Chroma URL looks like http://host:port; got {url!r}")
+    secure = parts.scheme == "https"
+    try:
+        return chromadb.HttpClient(
+            host=parts.hostname,
+            port=port or (443 if secure else 8000),
+            ssl=secure,
+            settings=Settings(anonymized_telemetry=False),
+        )
+    except ValueError as error:  # chromadb's "Could not connect to a Chroma server"
+        raise StoreUnavailableError(f"no Chroma server answers at {url}: {error}") from None
 
 
 @dataclass(frozen=True)
