@@ -355,3 +355,164 @@ class OutputProfileMemory:
         with self._cache_lock:
             for user in users:
                 self._cache.pop(user, None)
+
+    # -- LangChain surfaces (each imports its module on first use) -------------------------
+
+    def injector(
+        self,
+        user_id: str | None = None,
+        *,
+        placement: Placement = "merge",
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> ProfileInjector:
+        """A runnable for ``prompt | memory.injector() | model`` that puts the block first.
+
+        ``user_id`` defaults to ``config["configurable"]["user_id"]`` on each call.
+
+        Example:
+            ```python
+            chain = prompt | memory.injector(max_tokens=300) | model
+            chain.invoke({"question": "..."}, config={"configurable": {"user_id": "ana"}})
+            ```
+        """
+        from langchain_outprofile.inject import ProfileInjector
+
+        return ProfileInjector(
+            self,
+            user_id=user_id,
+            placement=placement,
+            options=options,
+            max_tokens=max_tokens,
+            task=task,
+            **changes,
+        )
+
+    def middleware(
+        self,
+        user_id: str | None = None,
+        *,
+        placement: Placement = "merge",
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> ProfileMiddleware:
+        """A ``create_agent`` middleware leading each model call with the block (``agents`` extra).
+
+        Example:
+            ```python
+            agent = create_agent(model, tools, middleware=[memory.middleware()],
+                                 context_schema=Context)
+            ```
+        """
+        from langchain_outprofile.middleware import ProfileMiddleware
+
+        return ProfileMiddleware(
+            self,
+            user_id=user_id,
+            placement=placement,
+            options=options,
+            max_tokens=max_tokens,
+            task=task,
+            **changes,
+        )
+
+    def as_retriever(
+        self,
+        user_id: str | None = None,
+        *,
+        k: int | None = None,
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> ProfileRetriever:
+        """The selection as a LangChain retriever of Documents (at most ``k``).
+
+        Example:
+            ```python
+            docs = memory.as_retriever(user_id="ana", k=5).invoke("any query")
+            ```
+        """
+        from langchain_outprofile.inject import ProfileRetriever, resolve_options
+
+        chosen = resolve_options(self, options, **changes) if changes else options
+        return ProfileRetriever(
+            memory=self, user_id=user_id, k=k, options=chosen, max_tokens=max_tokens, task=task
+        )
+
+    def block_messages(
+        self,
+        user_id: str,
+        *,
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> list[BaseMessage]:
+        """The block as ``[SystemMessage]`` (``[]`` when empty) for a ``MessagesPlaceholder``.
+
+        Example:
+            ```python
+            prompt.invoke({"profile": memory.block_messages("ana"), "question": "..."})
+            ```
+        """
+        from langchain_outprofile.inject import profile_messages
+
+        return profile_messages(
+            self, user_id, options=options, max_tokens=max_tokens, task=task, **changes
+        )
+
+    def track(self, chain: Runnable[Any, Any], *, task: str | None = None) -> TrackedRunnable:
+        """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id.
+
+        Example:
+            ```python
+            tracked = memory.track(chain)
+            tracked.invoke(inputs, config={"configurable": {"user_id": "ana"}, "run_id": rid})
+            ```
+        """
+        from langchain_outprofile.feedback import track
+
+        return track(self, chain, task=task)
+
+    def feedback(
+        self,
+        run_id: str | UUID,
+        signal: Signal | str | None = None,
+        *,
+        rating: float | None = None,
+        edited: str | None = None,
+        user_id: str | None = None,
+    ) -> ProfileEntry:
+        """Turn a tracked run's output into endorsed / rejected / accepted / rating / edited.
+
+        Example:
+            ```python
+            memory.feedback(rid, "endorsed")
+            memory.feedback(rid, edited="The user's corrected text.")
+            ```
+        """
+        from langchain_outprofile.feedback import feedback
+
+        return feedback(self, run_id, signal, rating=rating, edited=edited, user_id=user_id)
+
+    def expire_pending(self, user_id: str) -> int:
+        """Delete the user's tracked outputs pending longer than ``pending_ttl_s``."""
+        from langchain_outprofile.feedback import expire_pending
+
+        return expire_pending(self, user_id)
+
+
+if TYPE_CHECKING:  # the surfaces import this module; these names are for annotations only
+    from uuid import UUID
+
+    from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import Runnable
+
+    from langchain_outprofile.feedback import TrackedRunnable
+    from langchain_outprofile.inject import Placement, ProfileInjector, ProfileRetriever
+    from langchain_outprofile.middleware import ProfileMiddleware
