@@ -1,0 +1,144 @@
+"""Agents: a LangChain v1 ``AgentMiddleware`` that leads every model call with the profile block.
+
+It wraps each model call (``wrap_model_call`` / ``awrap_model_call``) and changes only the
+request the model sees: the agent's own system prompt stays intact after the block, and
+nothing is written into graph state or the checkpointer. ``langchain`` is the optional
+``agents`` extra; this is the only module that imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import ModelCallResult
+from langchain_core.messages import SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_config
+
+from langchain_outprofile.inject import (
+    MissingUserIdError,
+    Placement,
+    check_placement,
+    last_human_text,
+    merge_into,
+    resolve_options,
+    user_id_from_config,
+)
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.records import validate_user_id
+from langchain_outprofile.selection import SelectionOptions
+
+__all__ = ["ProfileMiddleware"]
+
+
+class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
+    """Puts the user's profile block first in every model call of a ``create_agent`` graph.
+
+    ``user_id`` comes from the explicit argument, else ``runtime.context`` (attribute or
+    key ``user_id``), else ``config["configurable"]["user_id"]``, else
+    :class:`MissingUserIdError`.
+
+    Args:
+        memory: where the profile lives.
+        user_id: a fixed user; default: read per call as above.
+        placement: ``"merge"`` (the block at the top of the agent's system message, or as
+            the system message when there is none) or ``"separate"`` (its own system
+            message before the agent's).
+        options: selection options (default: the memory's).
+        max_tokens: budget of the block.
+        task: prefer entries of this task.
+        **changes: any other :class:`SelectionOptions` field.
+
+    Example:
+        ```python
+        @dataclass
+        class Context:
+            user_id: str
+
+        agent = create_agent(model, tools, system_prompt="You are helpful.",
+                             middleware=[memory.middleware()], context_schema=Context)
+        agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="ana"))
+        ```
+    """
+
+    def __init__(
+        self,
+        memory: OutputProfileMemory,
+        *,
+        user_id: str | None = None,
+        placement: Placement = "merge",
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> None:
+        super().__init__()
+        self.memory = memory
+        self.user_id = None if user_id is None else validate_user_id(user_id)
+        self.placement = check_placement(placement)
+        self.options = resolve_options(memory, options, max_tokens=max_tokens, task=task, **changes)
+        self.tools = []
+
+    def user_for(self, request: ModelRequest[Any]) -> str:
+        """The user of this model call (see the class docstring for the order)."""
+        if self.user_id is not None:
+            return self.user_id
+        runtime = getattr(request, "runtime", None)
+        context = getattr(runtime, "context", None)
+        found = context.get("user_id") if isinstance(context, Mapping) else None
+        found = getattr(context, "user_id", found)
+        if found is not None:
+            return validate_user_id(found)
+        try:
+            return user_id_from_config(None, _current_config())
+        except MissingUserIdError:
+            raise MissingUserIdError(
+                "no user_id for the profile middleware: pass context=Context(user_id=...) "
+                "(with context_schema=Context), or config={'configurable': {'user_id': ...}}, "
+                "or memory.middleware(user_id=...)"
+            ) from None
+
+    def block_for(self, request: ModelRequest[Any]) -> str:
+        """The profile block for this request ('' when the profile is empty)."""
+        user = self.user_for(request)
+        query = last_human_text(request.messages)
+        return self.memory.select(user, options=self.options, query=query).text
+
+    def with_block(self, request: ModelRequest[Any], block: str) -> ModelRequest[Any]:
+        """A new request with ``block`` first; the original request is left unchanged."""
+        if not block:
+            return request
+        system = request.system_message
+        if self.placement == "separate" and system is not None:
+            messages: list[Any] = [system, *request.messages]
+            return request.override(system_message=SystemMessage(content=block), messages=messages)
+        if system is None:
+            return request.override(system_message=SystemMessage(content=block))
+        return request.override(system_message=merge_into(system, block))
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelCallResult[Any]:
+        """Call the model with the profile block first."""
+        return handler(self.with_block(request, self.block_for(request)))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelCallResult[Any]:
+        """Async :meth:`wrap_model_call`; the store read runs in a worker thread."""
+        block = await asyncio.to_thread(self.block_for, request)
+        return await handler(self.with_block(request, block))
+
+
+def _current_config() -> RunnableConfig | None:
+    try:
+        return get_config()
+    except RuntimeError:
+        return None

@@ -1,0 +1,165 @@
+"""The middleware in real ``create_agent`` graphs: what exactly the model receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile.inject import MissingUserIdError
+from langchain_outprofile.render import parse_block
+from tests.fakes import RecordingChatModel
+
+SYSTEM = "You are a travel assistant."
+ANA = ["Short answer first, then bullets.", "No fluff. Sign off with -A."]
+BOB = ["Dear colleague, thank you for writing.", "Kind regards, Robert."]
+
+
+@dataclass
+class Context:
+    user_id: str
+
+
+@tool
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"Sunny in {city}."
+
+
+@pytest.fixture
+def filled(ephemeral_memory: OutputProfileMemory) -> OutputProfileMemory:
+    for text in ANA:
+        ephemeral_memory.add(text, user_id="ana")
+    for text in BOB:
+        ephemeral_memory.add(text, user_id="bob", signal="endorsed")
+    return ephemeral_memory
+
+
+def agent_for(memory: OutputProfileMemory, model: RecordingChatModel, **kwargs: Any) -> Any:
+    kwargs.setdefault("system_prompt", SYSTEM)
+    return create_agent(
+        model, [weather], middleware=[memory.middleware()], context_schema=Context, **kwargs
+    )
+
+
+def ask(text: str) -> dict[str, Any]:
+    return {"messages": [HumanMessage(text)]}
+
+
+def test_block_leads_and_the_agent_system_prompt_follows_intact(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    result = agent_for(filled, model).invoke(ask("Rome?"), context=Context(user_id="ana"))
+    [received] = model.received
+    block = filled.select("ana").text
+    assert received[0] == SystemMessage(content=f"{block}\n\n{SYSTEM}")
+    assert received[1:] == [HumanMessage("Rome?", id=received[1].id)]
+    assert sorted(parse_block(received[0].text)) == sorted(ANA)
+    assert model.bound_tools and result["messages"][-1].text == "reply 1"
+
+
+def test_block_is_not_written_into_state_or_the_checkpointer(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    agent = agent_for(filled, model, checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "t1"}}
+    agent.invoke(ask("one"), config=config, context=Context(user_id="ana"))
+    agent.invoke(ask("two"), config=config, context=Context(user_id="ana"))
+    state = agent.get_state(config).values["messages"]
+    assert not any("<user_profile>" in m.text for m in state)
+    second = model.received[1]
+    assert sum("<user_profile>" in m.text for m in second) == 1
+    assert [m.text for m in second[1:]] == ["one", "reply 1", "two"]
+
+
+def test_without_an_agent_system_prompt_the_block_is_the_system_message(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    agent = create_agent(model, [], middleware=[filled.middleware()], context_schema=Context)
+    agent.invoke(ask("hi"), context=Context(user_id="bob"))
+    assert model.received[0][0] == SystemMessage(content=filled.select("bob").text)
+
+
+def test_separate_placement_puts_its_own_system_message_first(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    agent = create_agent(
+        model, [], system_prompt=SYSTEM, middleware=[filled.middleware(placement="separate")]
+    )
+    agent.invoke(ask("hi"), config={"configurable": {"user_id": "ana"}})
+    assert model.texts(0) == [filled.select("ana").text, SYSTEM, "hi"]
+
+
+def test_users_never_see_each_others_entries(filled: OutputProfileMemory) -> None:
+    model = RecordingChatModel()
+    agent = agent_for(filled, model)
+    agent.invoke(ask("q"), context=Context(user_id="ana"))
+    agent.invoke(ask("q"), context=Context(user_id="bob"))
+    ana, bob = (model.received[i][0].text for i in (0, 1))
+    assert all(t in ana for t in ANA) and not any(t in ana for t in BOB)
+    assert all(t in bob for t in BOB) and not any(t in bob for t in ANA)
+
+
+def test_every_model_call_of_a_tool_loop_gets_the_block(filled: OutputProfileMemory) -> None:
+    call = AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Oslo"}, "id": "c1"}])
+    model = RecordingChatModel(messages=iter([call, AIMessage("Sunny.")]))
+    result = agent_for(filled, model).invoke(ask("Oslo?"), context=Context(user_id="ana"))
+    assert len(model.received) == 2
+    block = filled.select("ana").text
+    assert all(r[0].text == f"{block}\n\n{SYSTEM}" for r in model.received)
+    assert isinstance(model.received[1][-1], ToolMessage)
+    assert result["messages"][-1].text == "Sunny."
+
+
+async def test_async_agent_gives_the_same_messages(filled: OutputProfileMemory) -> None:
+    sync_model, async_model = RecordingChatModel(), RecordingChatModel()
+    agent_for(filled, sync_model).invoke(ask("Paris?"), context=Context(user_id="bob"))
+    await agent_for(filled, async_model).ainvoke(ask("Paris?"), context=Context(user_id="bob"))
+    strip = [[(type(m), m.text) for m in call] for call in sync_model.received]
+    assert [[(type(m), m.text) for m in call] for call in async_model.received] == strip
+    assert async_model.received[0][0].text.startswith("<user_profile>")
+
+
+def test_user_id_from_a_dict_context_or_the_config(filled: OutputProfileMemory) -> None:
+    model = RecordingChatModel()
+    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
+    agent.invoke(ask("a"), context={"user_id": "ana"})
+    agent.invoke(ask("b"), config={"configurable": {"user_id": "bob"}})
+    assert sorted(parse_block(model.received[0][0].text)) == sorted(ANA)
+    assert sorted(parse_block(model.received[1][0].text)) == sorted(BOB)
+
+
+def test_missing_user_id_is_a_clear_error_and_the_model_is_not_called(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
+    with pytest.raises(MissingUserIdError, match="context"):
+        agent.invoke(ask("hi"))
+    assert model.received == []
+
+
+def test_empty_profile_leaves_the_request_unchanged(filled: OutputProfileMemory) -> None:
+    model = RecordingChatModel()
+    agent_for(filled, model).invoke(ask("hi"), context=Context(user_id="nobody"))
+    assert model.texts(0) == [SYSTEM, "hi"]
+
+
+def test_selection_options_reach_the_agent(filled: OutputProfileMemory) -> None:
+    filled.add("Email habit: greet by first name.", user_id="ana", task="email")
+    model = RecordingChatModel()
+    middleware = filled.middleware(task="email", fill_from_profile=False, max_tokens=120)
+    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
+    agent.invoke(ask("hi"), context={"user_id": "ana"})
+    assert parse_block(model.received[0][0].text) == ["Email habit: greet by first name."]
+    assert filled.counter.count(model.received[0][0].text.split("\n\n" + SYSTEM)[0]) <= 120
