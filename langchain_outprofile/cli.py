@@ -1,0 +1,365 @@
+"""CLI: the ``outprofile`` command (typer + rich) over one :class:`OutputProfileMemory`.
+
+Global options choose the store (``--path`` for an embedded store, ``--chroma-url`` for a
+``chroma run`` server, ``--collection``). Errors a person can act on (a missing file, bad
+JSON at line N, an unknown user, a bad option) print one clear line and exit non-zero.
+
+Example:
+    ```bash
+    outprofile --path ./profiles ingest notes.jsonl --user ana
+    outprofile --path ./profiles preview --user ana --max-tokens 300 --explain
+    outprofile demo
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.records import InvalidInputError, OutprofileError, ProfileEntry
+from langchain_outprofile.store import DEFAULT_COLLECTION, http_client
+from langchain_outprofile.tokens import ApproximateTokenizerWarning
+
+__all__ = ["app", "read_entries", "read_records"]
+
+BATCH = 256
+ENTRY_FIELDS = frozenset(
+    {"text", "user_id", "signal", "rating", "task", "source_input", "created_at", "metadata"}
+)
+
+app = typer.Typer(
+    name="outprofile",
+    help="Keep, inspect and inject users' output profiles (what each user wrote or approved).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class CliError(OutprofileError):
+    """A problem the person running the command can fix; printed without a traceback."""
+
+
+@dataclass
+class StoreChoice:
+    """Which store the commands open (set by the global options)."""
+
+    path: Path | None = None
+    chroma_url: str | None = None
+    collection: str = DEFAULT_COLLECTION
+
+    def open(self) -> OutputProfileMemory:
+        """The memory over the chosen store."""
+        if self.path is not None and self.chroma_url is not None:
+            raise CliError("give either --path or --chroma-url, not both")
+        if self.chroma_url is not None:
+            return OutputProfileMemory(
+                client=http_client(self.chroma_url), collection_name=self.collection
+            )
+        return OutputProfileMemory(path=self.path, collection_name=self.collection)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the package's typed errors and file errors into a message and exit code 1."""
+    try:
+        yield
+    except (OutprofileError, OSError) as error:
+        Console(stderr=True, soft_wrap=True).print(Text(f"error: {error}", style="bold red"))
+        raise typer.Exit(1) from None
+
+
+def _memory(ctx: typer.Context) -> OutputProfileMemory:
+    choice: StoreChoice = ctx.ensure_object(StoreChoice)
+    return choice.open()
+
+
+def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
+    """``user_id`` if it has entries, else a :class:`CliError` that lists who is stored."""
+    if memory.store.count(user_id) > 0:
+        return user_id
+    users = memory.store.user_ids()
+    listed = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "") if users else "none"
+    raise CliError(f"no entries stored for user {user_id!r} (users in this store: {listed})")
+
+
+# -- reading files --------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) pairs of a JSONL file, or of a JSON file holding a list.
+
+    Raises:
+        CliError: naming the line of the first malformed record.
+
+    Example:
+        ```python
+        read_records(Path("entries.jsonl"))[0]  # (1, {"text": "...", "user_id": "ana"})
+        ```
+    """
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CliError(f"{path}: not valid JSON at line {error.lineno}: {error.msg}") from None
+        pairs = list(enumerate(items, start=1))
+        where = "item"
+    else:
+        pairs = [(n, _json_line(path, n, line)) for n, line in _lines(text)]
+        where = "line"
+    for n, item in pairs:
+        if not isinstance(item, dict):
+            raise CliError(f"{path}: {where} {n} must be a JSON object; got {type(item).__name__}")
+    return pairs
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield n, line
+
+
+def _json_line(path: Path, n: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CliError(f"{path}: line {n} is not valid JSON: {error.msg}") from None
+
+
+def read_entries(
+    memory: OutputProfileMemory, path: Path, user_id: str | None
+) -> list[ProfileEntry]:
+    """Validated entries of a JSONL/JSON file of entries or of LaMP question records.
+
+    An entry is ``{text, user_id?, signal?, rating?, task?, source_input?, created_at?,
+    metadata?}``. A LaMP record (``{id, input, profile: [{text, ...}], ...}``) becomes one
+    authored entry per profile item, for the user named by the record's ``id``. ``user_id``,
+    when given, is the user of every entry.
+
+    Example:
+        ```python
+        entries = read_entries(memory, Path("lamp7_dev.jsonl"), user_id=None)
+        ```
+    """
+    entries: list[ProfileEntry] = []
+    for n, record in read_records(path):
+        try:
+            items = (
+                _lamp_items(record, user_id)
+                if "profile" in record
+                else [_entry_fields(record, user_id)]
+            )
+            entries += [memory.entry(**item) for item in items]
+        except (InvalidInputError, TypeError) as error:
+            raise CliError(f"{path}: line {n}: {error}") from None
+    return entries
+
+
+def _entry_fields(record: Mapping[str, Any], user_id: str | None) -> dict[str, Any]:
+    unknown = sorted(set(record) - ENTRY_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"unknown field(s) {unknown}; allowed: {sorted(ENTRY_FIELDS)}")
+    fields = dict(record)
+    fields["user_id"] = user_id or fields.get("user_id")
+    if not fields["user_id"]:
+        raise InvalidInputError("no user_id in the entry; pass --user or add a user_id field")
+    return fields
+
+
+def _lamp_items(record: Mapping[str, Any], user_id: str | None) -> list[dict[str, Any]]:
+    profile = record["profile"]
+    owner = user_id or record.get("id")
+    if not isinstance(profile, list) or owner in (None, ""):
+        raise InvalidInputError("a LaMP record needs an 'id' and a 'profile' list")
+    items = []
+    for item in profile:
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise InvalidInputError("every LaMP profile item needs a 'text' string")
+        meta = {"source": "lamp", "lamp_record": str(record.get("id", ""))}
+        if item.get("id") is not None:
+            meta["lamp_item"] = str(item["id"])
+        items.append({"text": item["text"], "user_id": str(owner), "metadata": meta})
+    return items
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Directory of the embedded Chroma store.")
+    ] = None,
+    chroma_url: Annotated[
+        str | None, typer.Option("--chroma-url", help="A `chroma run` server: http://host:port.")
+    ] = None,
+    collection: Annotated[
+        str, typer.Option("--collection", help="Collection holding every user.")
+    ] = DEFAULT_COLLECTION,
+) -> None:
+    """Keep, inspect and inject users' output profiles."""
+    # preview and --explain already name the encoding used; the warning would repeat it.
+    warnings.simplefilter("ignore", ApproximateTokenizerWarning)
+    ctx.obj = StoreChoice(path=path, chroma_url=chroma_url, collection=collection)
+
+
+ExistingFile = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL or JSON file.")
+]
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    file: ExistingFile,
+    user: Annotated[str | None, typer.Option("--user", help="User of every entry.")] = None,
+) -> None:
+    """Store entries from JSONL (one entry per line) or a LaMP questions file."""
+    with _errors():
+        memory = _memory(ctx)
+        entries = read_entries(memory, file, user)
+        if not entries:
+            raise CliError(f"{file}: no entries found")
+        columns = (TextColumn("storing"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("store", total=len(entries))
+            for start in range(0, len(entries), BATCH):
+                memory.add_many(entries[start : start + BATCH])
+                progress.advance(task, len(entries[start : start + BATCH]))
+        users = sorted({e.user_id for e in entries})
+        typer.echo(f"stored {len(entries)} entries for {len(users)} user(s)")
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose block.")],
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Prefer this task.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Why each entry was chosen.")] = False,
+) -> None:
+    """Print the user's profile block exactly as the model will read it."""
+    with _errors():
+        memory = _memory(ctx)
+        selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
+        console = Console()
+        title = f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens"
+        console.print(Panel(Text(selection.text or "(empty block)"), title=title))
+        if explain:
+            console.print(Text(selection.explain()))
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", help="One user; default: all.")] = None,
+) -> None:
+    """Counts per user: entries, selectable, pending, rejected, by signal."""
+    with _errors():
+        memory = _memory(ctx)
+        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        if not users:
+            typer.echo("no profiles stored")
+            return
+        table = Table("user", "entries", "selectable", "pending", "rejected", "signals")
+        for name in users:
+            s = memory.stats(name)
+            signals = ", ".join(f"{k}={v}" for k, v in sorted(s.by_signal.items()))
+            table.add_row(
+                name, *map(str, (s.entries, s.selectable, s.pending, s.rejected)), signals
+            )
+        Console().print(table)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose entries.")],
+    out: Annotated[Path | None, typer.Option("--out", help="File (default: stdout).")] = None,
+) -> None:
+    """Write everything stored for one user as JSONL (restorable with `import`)."""
+    with _errors():
+        memory = _memory(ctx)
+        records = memory.export(_known_user(memory, user))
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if out is None:
+            typer.echo(lines, nl=False)
+        else:
+            out.write_text(lines, encoding="utf-8")
+            typer.echo(f"wrote {len(records)} entries to {out}")
+
+
+@app.command("import")
+def import_(ctx: typer.Context, file: ExistingFile) -> None:
+    """Restore entries written by `export`, exactly (all are validated first)."""
+    with _errors():
+        memory = _memory(ctx)
+        pairs = read_records(file)
+        for n, record in pairs:
+            try:
+                ProfileEntry.from_dict(record, memory.max_text_chars)
+            except InvalidInputError as error:
+                raise CliError(f"{file}: line {n}: {error}") from None
+        count = memory.import_([record for _, record in pairs])
+        typer.echo(f"imported {count} entries")
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose entries to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+) -> None:
+    """Hard-delete everything stored for one user."""
+    with _errors():
+        memory = _memory(ctx)
+        count = memory.store.count(_known_user(memory, user))
+        if not yes and not typer.confirm(f"delete all {count} entries of {user!r}?"):
+            typer.echo("nothing deleted")
+            raise typer.Exit(1)
+        typer.echo(f"deleted {memory.forget(user)} entries of {user!r}")
+
+
+@app.command()
+def demo() -> None:
+    """An offline run-through: three users, their blocks, one request answered for two."""
+    from langchain_outprofile.demo import run_demo
+
+    with _errors():
+        run_demo(Console())
+
+
+def _register_optional(commands: Sequence[tuple[str, str, str]]) -> None:
+    """Register commands whose modules are installed (``eval``, ``bench``)."""
+    import importlib
+
+    for name, module, attribute in commands:
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            continue
+        app.command(name)(command)
+
+
+_register_optional(
+    [
+        ("eval", "langchain_outprofile.evaluation", "eval_command"),
+        ("bench", "benchmarks.run", "bench_command"),
+    ]
+)
