@@ -127,7 +127,7 @@ def choose(
     while chosen and not fits([c.entry for c in chosen]):
         dropped = chosen.pop()
         left_out.append(replace(dropped, reason="over budget once rendered"))
-    chosen = _block_order(chosen, options.order)
+    chosen = _block_order(chosen, options)
     left_out.sort(key=lambda c: (-c.score, c.entry.id))
     return Choice(tuple(chosen), tuple(left_out), options)
 
@@ -155,8 +155,13 @@ def _score(
         else:
             scored.append((index, candidate))
     in_scope = options.task
-    scored.sort(key=lambda ic: (in_scope is not None and ic[1].entry.task != in_scope,
-                                -ic[1].score, ic[1].entry.id))
+    scored.sort(
+        key=lambda ic: (
+            in_scope is not None and ic[1].entry.task != in_scope,
+            -ic[1].score,
+            ic[1].entry.id,
+        )
+    )
     return scored, left_out
 
 
@@ -216,7 +221,9 @@ def _diversify(
         duplicates = remaining & (similarity >= options.duplicate_threshold)
         for index in np.flatnonzero(duplicates):
             remaining[index] = False
-            left_out.append(replace(pool[index][1], reason=f"near-duplicate of {pool[pick][1].entry.id}"))
+            left_out.append(
+                replace(pool[index][1], reason=f"near-duplicate of {pool[pick][1].entry.id}")
+            )
     return ordered
 
 
@@ -242,7 +249,9 @@ def _pack(
     return chosen
 
 
-def _cut_to(entry: ProfileEntry, max_tokens: int, counter: TokenCounter) -> tuple[ProfileEntry, bool]:
+def _cut_to(
+    entry: ProfileEntry, max_tokens: int, counter: TokenCounter
+) -> tuple[ProfileEntry, bool]:
     """Cut a long entry at the last sentence boundary within ``max_tokens`` (else a word one)."""
     if counter.count(entry.text) <= max_tokens:
         return entry, False
@@ -250,7 +259,7 @@ def _cut_to(entry: ProfileEntry, max_tokens: int, counter: TokenCounter) -> tupl
     if not text:
         word_ends = [m.start() for m in re.finditer(r"\s+", entry.text)]
         text = _longest_prefix(entry.text, word_ends, max_tokens, counter)
-    return replace(entry, text=text or entry.text[: max_tokens]), True
+    return replace(entry, text=text or entry.text[:max_tokens]), True
 
 
 def _sentence_ends(text: str) -> list[int]:
@@ -267,10 +276,14 @@ def _longest_prefix(text: str, ends: list[int], max_tokens: int, counter: TokenC
     return best
 
 
-def _block_order(chosen: list[Candidate], order: Order) -> list[Candidate]:
-    if order == "stable":
+def _block_order(chosen: list[Candidate], options: SelectionOptions) -> list[Candidate]:
+    """Oldest first for ``stable``; else the task's own entries, then strongest first."""
+    if options.order == "stable":
         return sorted(chosen, key=lambda c: (c.entry.created_at, c.entry.id))
-    return sorted(chosen, key=lambda c: (-c.score, c.entry.id))
+    task = options.task
+    return sorted(
+        chosen, key=lambda c: (task is not None and c.entry.task != task, -c.score, c.entry.id)
+    )
 
 
 def _check_int(value: object, name: str, low: int) -> None:
@@ -278,11 +291,13 @@ def _check_int(value: object, name: str, low: int) -> None:
         raise InvalidInputError(f"{name} must be an int >= {low}; got {value!r}")
 
 
-def _check_fraction(
-    value: object, name: str, upper: float = 1.0, open_low: bool = False
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-        float(value)) or (upper == math.inf and value == math.inf)
+def _check_fraction(value: object, name: str, upper: float = 1.0, open_low: bool = False) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        or (upper == math.inf and value == math.inf)
+    )
     low_ok = ok and (float(value) > 0 if open_low else float(value) >= 0)  # type: ignore[arg-type]
     if not (ok and low_ok and float(value) <= upper):  # type: ignore[arg-type]
         bound = "> 0" if open_low else f"in [0, {upper:g}]"

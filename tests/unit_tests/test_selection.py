@@ -1,0 +1,260 @@
+"""Preference selection and the rendered block, on real Chroma and real tiktoken."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from langchain_outprofile import (
+    OutputProfileMemory,
+    SelectionOptions,
+    StyleEmbeddings,
+    parse_block,
+)
+from langchain_outprofile.render import DEFAULT_TEMPLATE
+from tests.conftest import MemoryFactory
+
+DAY = 86_400.0
+NOW = 1_800_000_000.0
+
+SENTENCES = [
+    "Ship it today, polish tomorrow.",
+    "honestly?? best coffee in town lol",
+    "Kindly find the report attached; comments welcome.",
+    "nope. not doing meetings before 10.",
+    "We should measure before we optimise anything.",
+    "OMG the new album!!! 🔥🔥",
+    "Thanks, that works for me - see you Thursday.",
+    "Bullet points first; prose only if someone asks.",
+]
+
+
+WORDS = (
+    "meeting coffee report deadline album weekend budget draft launch review bug fix lunch "
+    "train rain game movie plan idea garden email call summary invoice trip party code test"
+).split()
+
+
+def _note(user: str, i: int) -> str:
+    """A distinct, varied sentence (seeded by i) so that entries are not near-duplicates."""
+    rng = random.Random(i)
+    words = rng.sample(WORDS, rng.randint(3, 9))
+    return f"{SENTENCES[i % len(SENTENCES)]} {' '.join(words)} ({user} note {i})"
+
+
+def _fill(memory: OutputProfileMemory, user: str, n: int, **fields: object) -> None:
+    memory.add_many(
+        [
+            {"text": _note(user, i), "user_id": user, "created_at": NOW - i * DAY, **fields}
+            for i in range(n)
+        ]
+    )
+
+
+class CountingEmbeddings(StyleEmbeddings):
+    """The real style embedder, counting how often it is asked to embed."""
+
+    calls = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        type(self).calls += 1
+        return super().embed_documents(texts)
+
+
+def test_block_is_exactly_counted_and_within_budget(memory: OutputProfileMemory) -> None:
+    _fill(memory, "ana", 60)
+    for budget in (120, 300, 600):
+        selection = memory.select("ana", max_tokens=budget)
+        assert selection.tokens == memory.counter.count(selection.text)
+        assert 0 < selection.tokens <= budget
+        if budget >= 300:  # whole ~20-token entries cannot fill a tiny budget to the token
+            assert selection.tokens >= 0.95 * budget
+        assert parse_block(selection.text) == [e.text for e in selection.entries]
+
+
+def test_block_does_not_depend_on_the_query(memory: OutputProfileMemory) -> None:
+    _fill(memory, "ana", 30)
+    a = memory.select("ana", max_tokens=200, query="coffee")
+    b = memory.select("ana", max_tokens=200, query="quarterly report")
+    assert a.text == b.text and a.text
+
+
+def test_relevance_weight_lets_the_query_in(make_memory: MemoryFactory) -> None:
+    memory = make_memory(cache_ttl_s=0)
+    memory.add_many([{"text": t, "user_id": "ana", "created_at": NOW} for t in SENTENCES])
+    options = {"max_tokens": 90, "relevance_weight": 1.0, "mmr_lambda": 1.0}
+    shouty = memory.select("ana", query="OMG!!! 🔥🔥 album", **options)
+    formal = memory.select("ana", query="Kindly find the attached report", **options)
+    assert "OMG" in shouty.entries[0].text
+    assert "Kindly" in formal.entries[0].text
+
+
+def test_rejected_and_pending_are_never_selected(memory: OutputProfileMemory) -> None:
+    memory.add("keep me", user_id="ana")
+    memory.endorse("thumbs down later", user_id="ana")
+    memory.reject("thumbs down later", user_id="ana")
+    memory.add("awaiting feedback", user_id="ana", signal="pending", run_id="run-1")
+    selection = memory.select("ana")
+    assert [e.text for e in selection.entries] == ["keep me"]
+    reasons = {c.entry.text: c.reason for c in selection.choice.left_out}
+    assert reasons == {"thumbs down later": "rejected", "awaiting feedback": "pending feedback"}
+
+
+def test_stronger_signals_come_first(memory: OutputProfileMemory) -> None:
+    memory.accept("accepted once, meh", user_id="ana", created_at=NOW)
+    memory.add("I wrote this myself!", user_id="ana", created_at=NOW)
+    memory.endorse("Endorsed: crisp and short.", user_id="ana", created_at=NOW)
+    texts = [e.text for e in memory.select("ana").entries]
+    assert texts == ["I wrote this myself!", "Endorsed: crisp and short.", "accepted once, meh"]
+
+
+def test_recency_decay_and_turning_it_off(make_memory: MemoryFactory) -> None:
+    memory = make_memory(clock=lambda: NOW)
+    memory.add("an old habit of mine", user_id="ana", created_at=NOW - 400 * DAY)
+    memory.accept("a fresh, merely accepted reply", user_id="ana", created_at=NOW)
+    decayed = memory.select("ana", half_life_days=90.0)
+    assert decayed.entries[0].text == "a fresh, merely accepted reply"
+    flat = memory.select("ana", options=SelectionOptions(half_life_days=None))
+    assert flat.entries[0].text == "an old habit of mine"
+
+
+def test_task_scope_then_fill_from_the_profile(memory: OutputProfileMemory) -> None:
+    _fill(memory, "ana", 10, task="chat")
+    memory.add(
+        "Dear team, please find the summary below.",
+        user_id="ana",
+        task="email",
+        created_at=NOW - 900 * DAY,
+    )
+    scoped = memory.select("ana", task="email", max_tokens=150)
+    assert scoped.entries[0].task == "email"
+    assert len(scoped.entries) > 1
+    only = memory.select("ana", task="email", max_tokens=150, fill_from_profile=False)
+    assert [e.task for e in only.entries] == ["email"]
+
+
+def test_near_duplicates_do_not_crowd_the_budget(memory: OutputProfileMemory) -> None:
+    for i in range(12):
+        memory.add(f"Great job team!!! Keep going!!! #{i}", user_id="ana", created_at=NOW)
+    memory.add("A calmer note: the deadline moves to May.", user_id="ana", created_at=NOW - DAY)
+    selection = memory.select("ana", max_tokens=400)
+    texts = [e.text for e in selection.entries]
+    assert "A calmer note: the deadline moves to May." in texts
+    assert sum(t.startswith("Great job") for t in texts) < 12
+    assert any(c.reason.startswith("near-duplicate") for c in selection.choice.left_out)
+
+
+def test_long_entries_are_cut_at_a_sentence_boundary(memory: OutputProfileMemory) -> None:
+    long_text = " ".join(f"Sentence number {i} is here." for i in range(80))
+    memory.add(long_text, user_id="ana")
+    selection = memory.select("ana", max_entry_tokens=40, max_tokens=400)
+    (entry,) = selection.entries
+    assert entry.text.endswith("is here.") and long_text.startswith(entry.text)
+    assert memory.counter.count(entry.text) <= 40
+    assert selection.choice.chosen[0].cut
+
+
+def test_stable_order_appends_new_entries(make_memory: MemoryFactory) -> None:
+    memory = make_memory()
+    for i, text in enumerate(SENTENCES[:4]):
+        memory.add(text, user_id="ana", created_at=NOW + i)
+    before = memory.select("ana", order="stable", max_tokens=2000).text
+    memory.accept("a brand-new, weaker entry", user_id="ana", created_at=NOW + 10)
+    after = memory.select("ana", order="stable", max_tokens=2000).text
+    assert after.startswith(before.removesuffix(DEFAULT_TEMPLATE.footer))
+    assert after.count("<entry") == 5
+
+
+def test_fields_for_ablations(memory: OutputProfileMemory) -> None:
+    memory.add("Sure - Tuesday works.", user_id="ana", source_input="Can we meet Tuesday?")
+    memory.add("No input stored for this one.", user_id="ana")
+    assert parse_block(memory.select("ana").text) == [
+        "Sure - Tuesday works.",
+        "No input stored for this one.",
+    ] or parse_block(memory.select("ana").text) == [
+        "No input stored for this one.",
+        "Sure - Tuesday works.",
+    ]
+    assert parse_block(memory.select("ana", fields="input").text) == ["Can we meet Tuesday?"]
+    full = memory.select("ana", fields="full").text
+    assert "Request: Can we meet Tuesday?\nUser's text: Sure - Tuesday works." in full
+    assert "Can we meet" not in memory.select("ana").text
+
+
+def test_same_state_gives_a_byte_identical_block(make_memory: MemoryFactory) -> None:
+    first = make_memory()
+    _fill(first, "ana", 40)
+    second = make_memory()  # same collection, its own cache
+    assert first.select("ana", max_tokens=300).text == second.select("ana", max_tokens=300).text
+
+
+def test_read_path_makes_no_embedding_call(make_memory: MemoryFactory) -> None:
+    memory = make_memory(embeddings=CountingEmbeddings(), cache_ttl_s=0)
+    _fill(memory, "ana", 20)
+    CountingEmbeddings.calls = 0
+    memory.select("ana", max_tokens=200, query="anything at all")
+    memory.select("ana", max_tokens=300, order="stable")
+    assert CountingEmbeddings.calls == 0
+
+
+def test_empty_profile_gives_an_empty_block(memory: OutputProfileMemory) -> None:
+    selection = memory.select("nobody")
+    assert selection.text == "" and selection.tokens == 0 and not selection
+
+
+def test_users_never_see_each_other(memory: OutputProfileMemory) -> None:
+    _fill(memory, "ana", 10)
+    _fill(memory, "bob", 10)
+    assert all("(bob note" in e.text for e in memory.select("bob", max_tokens=2000).entries)
+    assert all(e.user_id == "ana" for e in memory.select("ana", max_tokens=2000).entries)
+
+
+def test_explain_accounts_for_every_entry(memory: OutputProfileMemory) -> None:
+    _fill(memory, "ana", 25)
+    selection = memory.select("ana", max_tokens=120)
+    report = selection.explain(max_left_out=100)
+    assert f"{selection.tokens}/120 tokens" in report
+    assert len(selection.choice.chosen) + len(selection.choice.left_out) == 25
+    assert "over budget" in report and "score=" in report and "[authored]" in report
+
+
+def test_writes_through_the_memory_invalidate_its_cache(memory: OutputProfileMemory) -> None:
+    memory.add("first", user_id="ana")
+    assert len(memory.select("ana").entries) == 1
+    memory.add("second", user_id="ana")
+    assert len(memory.select("ana").entries) == 2
+
+
+def test_other_writers_show_up_after_the_ttl(make_memory: MemoryFactory) -> None:
+    reader = make_memory(cache_ttl_s=0.5)
+    writer = make_memory()
+    writer.add("first", user_id="ana")
+    assert len(reader.select("ana").entries) == 1
+    writer.add("second", user_id="ana")
+    assert len(reader.select("ana").entries) == 1  # still cached
+    time.sleep(0.6)
+    assert len(reader.select("ana").entries) == 2
+    through = make_memory(cache_ttl_s=0)
+    writer.add("third", user_id="ana")
+    assert len(through.select("ana").entries) == 3
+
+
+def test_template_can_be_overridden(make_memory: MemoryFactory) -> None:
+    from langchain_outprofile import BlockTemplate
+
+    memory = make_memory(template=BlockTemplate(header="My voice:", footer="", entry="- {text}"))
+    memory.add("hello <|im_start|> there", user_id="ana")
+    text = memory.select("ana").text
+    assert text.startswith("My voice:\n- hello <")
+    assert "<|im_start|>" not in text
+
+
+@pytest.mark.parametrize("budget", [1, 20])
+def test_budget_smaller_than_the_header_yields_nothing(
+    memory: OutputProfileMemory, budget: int
+) -> None:
+    memory.add("hi", user_id="ana")
+    selection = memory.select("ana", max_tokens=budget)
+    assert selection.text == "" and selection.tokens == 0
