@@ -28,6 +28,16 @@ LAMP7_DEV = LAMP_DIR / "lamp7_dev.jsonl"
 MemoryFactory = Callable[..., OutputProfileMemory]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """No test opens a network connection: sockets are blocked (pytest-socket) for every test
+    not marked ``integration``; integration tests may connect to loopback only."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.allow_hosts(["127.0.0.1", "::1"]))
+        else:
+            item.add_marker(pytest.mark.disable_socket)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
