@@ -38,7 +38,9 @@ class StyleEmbeddings(Embeddings):
             raise ValueError(f"dimension must be an int >= 8; got {dimension!r}")
         low, high = ngram_range
         if not 1 <= low <= high:
-            raise ValueError(f"ngram_range must be (low, high) with 1 <= low <= high; got {ngram_range!r}")
+            raise ValueError(
+                f"ngram_range must be (low, high) with 1 <= low <= high; got {ngram_range!r}"
+            )
         self.dimension = dimension
         self.ngram_range = (low, high)
         self._vectorizer = HashingVectorizer(

@@ -13,7 +13,7 @@ import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -45,7 +45,7 @@ class InvalidInputError(OutprofileError, ValueError):
     """
 
 
-class Signal(str, Enum):
+class Signal(StrEnum):
     """How an output came to be in a user's profile (see DESIGN.md "Records and signals")."""
 
     AUTHORED = "authored"
@@ -102,7 +102,9 @@ class SignalStrengths:
         for name in ("authored", "edited", "endorsed", "accepted"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= float(value) <= 1.0:
-                raise InvalidInputError(f"strength {name} must be a number in [0, 1]; got {value!r}")
+                raise InvalidInputError(
+                    f"strength {name} must be a number in [0, 1]; got {value!r}"
+                )
 
     def of(self, signal: Signal, rating: float | None = None) -> float:
         """Strength of one positive signal (a rating maps to (r - 1) / 4)."""
@@ -226,7 +228,9 @@ class ProfileEntry:
             signals=tuple(Signal.parse(s) for s in raw_signals),
             strength=float(strength),
             task=validate_optional_str(record.get("task"), "task"),
-            source_input=validate_optional_str(record.get("source_input"), "source_input", max_chars),
+            source_input=validate_optional_str(
+                record.get("source_input"), "source_input", max_chars
+            ),
             created_at=created,
             updated_at=validate_timestamp(record.get("updated_at", created)),
             run_id=validate_optional_str(record.get("run_id"), "run_id"),
@@ -342,9 +346,7 @@ def validate_timestamp(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def validate_optional_str(
-    value: object, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS
-) -> str:
+def validate_optional_str(value: object, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
     """Return ``value`` as a string ('' for None) or raise."""
     if value is None:
         return ""

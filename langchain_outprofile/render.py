@@ -83,7 +83,10 @@ def entry_body(entry: ProfileEntry, fields: Fields, template: BlockTemplate) -> 
 
 
 def render_entry(
-    entry: ProfileEntry, n: int, fields: Fields = "output", template: BlockTemplate = DEFAULT_TEMPLATE
+    entry: ProfileEntry,
+    n: int,
+    fields: Fields = "output",
+    template: BlockTemplate = DEFAULT_TEMPLATE,
 ) -> str:
     """One delimited entry."""
     body = escape_entry_text(entry_body(entry, fields, template))
@@ -135,7 +138,7 @@ class ProfileSelection:
         return bool(self.text)
 
     def explain(self, max_left_out: int = 20) -> str:
-        """A per-entry account: signal, strength, age, score, tokens; and why others were not chosen."""
+        """Per entry: signal, strength, age, score, tokens; and why each other was left out."""
         options = self.choice.options
         lines = [
             f"profile block for user {self.user_id!r}: {len(self.entries)} entries, "

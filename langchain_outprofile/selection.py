@@ -292,13 +292,16 @@ def _check_int(value: object, name: str, low: int) -> None:
 
 
 def _check_fraction(value: object, name: str, upper: float = 1.0, open_low: bool = False) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-        or (upper == math.inf and value == math.inf)
+    number = (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
-    low_ok = ok and (float(value) > 0 if open_low else float(value) >= 0)  # type: ignore[arg-type]
-    if not (ok and low_ok and float(value) <= upper):  # type: ignore[arg-type]
+    valid = (
+        number is not None
+        and not math.isnan(number)
+        and (number > 0 if open_low else number >= 0)
+        and number <= upper
+        and (math.isfinite(number) or upper == math.inf)
+    )
+    if not valid:
         bound = "> 0" if open_low else f"in [0, {upper:g}]"
         raise InvalidInputError(f"{name} must be a number {bound}; got {value!r}")

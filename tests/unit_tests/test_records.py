@@ -117,13 +117,24 @@ def test_bad_input_is_refused_and_changes_nothing(
 
 
 BAD_BATCH_CALLS: list[tuple[str, Callable[[OutputProfileMemory], object], str]] = [
-    ("batch with one bad item", lambda m: m.add_many(
-        [{"text": "fine", "user_id": "ana"}, {"text": "", "user_id": "ana"}]), "entries\\[1\\]"),
+    (
+        "batch with one bad item",
+        lambda m: m.add_many([{"text": "fine", "user_id": "ana"}, {"text": "", "user_id": "ana"}]),
+        "entries\\[1\\]",
+    ),
     ("batch item without user", lambda m: m.add_many([{"text": "x"}]), "'text' and 'user_id'"),
-    ("unknown option in batch", lambda m: m.add_many([{"text": "x", "user_id": "a", "x": 1}]),
-     "entries\\[0\\]"),
-    ("import with bad strength", lambda m: m.import_(
-        [{"user_id": "ana", "text": "t", "signals": ["authored"], "strength": 3}]), "strength"),
+    (
+        "unknown option in batch",
+        lambda m: m.add_many([{"text": "x", "user_id": "a", "x": 1}]),
+        "entries\\[0\\]",
+    ),
+    (
+        "import with bad strength",
+        lambda m: m.import_(
+            [{"user_id": "ana", "text": "t", "signals": ["authored"], "strength": 3}]
+        ),
+        "strength",
+    ),
     ("import of a non-dict", lambda m: m.import_(["just a string"]), "must be a dict"),
     ("unknown select option", lambda m: m.select("ana", colour="red"), "unknown selection option"),
     ("zero budget", lambda m: m.select("ana", max_tokens=0), "max_tokens"),

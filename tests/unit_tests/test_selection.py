@@ -31,10 +31,36 @@ SENTENCES = [
 ]
 
 
-WORDS = (
-    "meeting coffee report deadline album weekend budget draft launch review bug fix lunch "
-    "train rain game movie plan idea garden email call summary invoice trip party code test"
-).split()
+WORDS = [
+    "meeting",
+    "coffee",
+    "report",
+    "deadline",
+    "album",
+    "weekend",
+    "budget",
+    "draft",
+    "launch",
+    "review",
+    "bug",
+    "fix",
+    "lunch",
+    "train",
+    "rain",
+    "game",
+    "movie",
+    "plan",
+    "idea",
+    "garden",
+    "email",
+    "call",
+    "summary",
+    "invoice",
+    "trip",
+    "party",
+    "code",
+    "test",
+]
 
 
 def _note(user: str, i: int) -> str:

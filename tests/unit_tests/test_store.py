@@ -72,8 +72,13 @@ def test_add_many_batches_under_the_client_limit(make_memory: MemoryFactory) -> 
 
 def test_export_import_round_trip(make_memory: MemoryFactory) -> None:
     source = make_memory()
-    source.add("Cheers!", user_id="ana", task="email", source_input="say bye",
-               metadata={"channel": "mail", "stars": 5})
+    source.add(
+        "Cheers!",
+        user_id="ana",
+        task="email",
+        source_input="say bye",
+        metadata={"channel": "mail", "stars": 5},
+    )
     source.endorse("Noted.", user_id="ana")
     records = source.export("ana")
     target = make_memory(collection_name=unique_name("copy"))
@@ -95,7 +100,9 @@ def test_other_embedder_on_existing_collection_is_a_clear_error(tmp_path: Path) 
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     ProfileStore(client=client, collection_name="coll")
     with pytest.raises(EmbeddingMismatchError, match="dim64"):
-        ProfileStore(client=client, collection_name="coll", embeddings=StyleEmbeddings(dimension=64))
+        ProfileStore(
+            client=client, collection_name="coll", embeddings=StyleEmbeddings(dimension=64)
+        )
 
 
 def test_entries_survive_a_new_process(tmp_path: Path) -> None:
@@ -110,7 +117,10 @@ def test_entries_survive_a_new_process(tmp_path: Path) -> None:
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.stdout.strip() == "Written in process one. email"
@@ -121,7 +131,9 @@ def test_bad_collection_name_is_a_clear_error() -> None:
         ProfileStore(client=chromadb.EphemeralClient(), collection_name="c")
 
 
-def test_default_path_is_in_the_user_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_path_is_in_the_user_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     store = ProfileStore(collection_name=unique_name())
     store.upsert([ProfileEntry.create("hello", user_id="ana")])
