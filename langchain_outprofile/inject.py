@@ -31,7 +31,7 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.records import InvalidInputError, validate_user_id
@@ -300,11 +300,19 @@ class ProfileRetriever(BaseRetriever):
     memory: OutputProfileMemory
     user_id: str | None = None
     """A fixed user; default: ``config["configurable"]["user_id"]``."""
-    k: int | None = Field(default=None, ge=1)
+    k: int | None = None
     """At most this many documents (the token budget applies too)."""
     max_tokens: int | None = None
     task: str | None = None
     options: SelectionOptions | None = None
+
+    def __init__(self, **data: Any) -> None:
+        """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
+        super().__init__(**data)
+        if self.user_id is not None:
+            validate_user_id(self.user_id)
+        _check_k(self.k)
+        resolve_options(self.memory, self.options, max_tokens=self.max_tokens, task=self.task)
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
@@ -340,9 +348,7 @@ class ProfileRetriever(BaseRetriever):
             self.memory, self.options, max_tokens=self.max_tokens, task=self.task
         )
         selection = self.memory.select(user, options=chosen, query=query)
-        limit = k if k is not None else self.k
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise InvalidInputError(f"k must be a positive integer; got {limit!r}")
+        limit = _check_k(k if k is not None else self.k)
         return selection_documents(selection)[:limit]
 
     async def _aget_relevant_documents(
@@ -360,6 +366,12 @@ class ProfileRetriever(BaseRetriever):
             user_id=user_id,
             k=k,
         )
+
+
+def _check_k(k: object) -> int | None:
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise InvalidInputError(f"k must be a positive integer or None; got {k!r}")
+    return k
 
 
 def selection_documents(selection: ProfileSelection) -> list[Document]:
