@@ -1,0 +1,276 @@
+"""track() and feedback(): outputs stored as pending by run id, then turned into signals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tracers.context import collect_runs
+
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, Signal
+from langchain_outprofile.feedback import UnknownRunError
+from langchain_outprofile.inject import MissingUserIdError
+from langchain_outprofile.render import parse_block
+from tests.fakes import RecordingChatModel
+
+
+def cfg(user: str, run_id: uuid.UUID | None = None) -> RunnableConfig:
+    config: RunnableConfig = {"configurable": {"user_id": user}}
+    if run_id is not None:
+        config["run_id"] = run_id
+    return config
+
+
+def chain_for(memory: OutputProfileMemory, model: RecordingChatModel) -> Runnable[Any, Any]:
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Write emails."), ("human", "{question}")]
+    )
+    return prompt | memory.injector() | model
+
+
+def only(memory: OutputProfileMemory, user: str) -> dict[str, Any]:
+    [record] = memory.export(user)
+    return record
+
+
+def test_tracked_output_is_pending_under_its_run_id(memory: OutputProfileMemory) -> None:
+    model = RecordingChatModel()
+    tracked = memory.track(chain_for(memory, model))
+    rid = uuid.uuid4()
+    reply = tracked.invoke({"question": "Lunch?"}, config=cfg("ana", rid))
+    assert reply.text == "reply 1"
+    record = only(memory, "ana")
+    assert record["text"] == "reply 1" and record["signals"] == ["pending"]
+    assert record["run_id"] == str(rid) and record["source_input"] == "Lunch?"
+    assert memory.select("ana").text == ""
+    assert memory.export("bob") == []
+
+
+@pytest.mark.parametrize(
+    ("signal", "rating", "strength"),
+    [("endorsed", None, 0.8), ("accepted", None, 0.4), (None, 5, 1.0), ("rating", 3, 0.5)],
+)
+def test_positive_feedback_makes_the_output_part_of_the_next_block(
+    ephemeral_memory: OutputProfileMemory, signal: str | None, rating: int | None, strength: float
+) -> None:
+    model = RecordingChatModel()
+    tracked = ephemeral_memory.track(chain_for(ephemeral_memory, model))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "Lunch?"}, config=cfg("ana", rid))
+    entry = ephemeral_memory.feedback(rid, signal, rating=rating)
+    assert entry.signals == (Signal(signal or "rating"),)
+    assert entry.strength == pytest.approx(strength) and entry.selectable
+    tracked.invoke({"question": "Dinner?"}, config=cfg("ana"))
+    assert parse_block(model.received[1][0].text) == ["reply 1"]
+    assert model.received[1][0].text.endswith("\n\nWrite emails.")
+
+
+def test_rejected_output_is_never_selected(ephemeral_memory: OutputProfileMemory) -> None:
+    tracked = ephemeral_memory.track(chain_for(ephemeral_memory, RecordingChatModel()))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "q"}, config=cfg("ana", rid))
+    entry = ephemeral_memory.feedback(str(rid), "rejected")
+    assert entry.rejected and ephemeral_memory.select("ana").text == ""
+    assert only(ephemeral_memory, "ana")["signals"] == ["rejected"]
+
+
+def test_edited_text_replaces_the_pending_output(ephemeral_memory: OutputProfileMemory) -> None:
+    tracked = ephemeral_memory.track(chain_for(ephemeral_memory, RecordingChatModel()))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "Can we meet?"}, config=cfg("ana", rid))
+    entry = ephemeral_memory.feedback(rid, edited="Yes. Tuesday 14:00. -A")
+    record = only(ephemeral_memory, "ana")
+    assert record["text"] == "Yes. Tuesday 14:00. -A" == entry.text
+    assert record["signals"] == ["edited"] and record["source_input"] == "Can we meet?"
+    assert record["run_id"] == str(rid)
+    assert parse_block(ephemeral_memory.select("ana").text) == ["Yes. Tuesday 14:00. -A"]
+
+
+def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
+    first = OutputProfileMemory(path=tmp_path / "store")
+    tracked = first.track(chain_for(first, RecordingChatModel()))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "q"}, config=cfg("ana", rid))
+    second = OutputProfileMemory(path=tmp_path / "store")
+    assert second.feedback(rid, "endorsed", user_id="ana").selectable
+    assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
+
+
+@pytest.mark.slow
+def test_feedback_from_another_process(tmp_path: Path) -> None:
+    first = OutputProfileMemory(path=tmp_path / "store")
+    rid = uuid.uuid4()
+    first.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
+    script = textwrap.dedent(
+        f"""
+        from langchain_outprofile import OutputProfileMemory
+        memory = OutputProfileMemory(path={str(tmp_path / "store")!r})
+        print(memory.feedback({str(rid)!r}, rating=5).strength)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "1.0"
+    assert [e.text for e in first.select("ana").entries] == ["reply 1"]
+
+
+def test_unknown_or_foreign_run_ids_are_clear_errors(memory: OutputProfileMemory) -> None:
+    tracked = memory.track(RecordingChatModel())
+    rid = uuid.uuid4()
+    tracked.invoke("q", config=cfg("ana", rid))
+    before = memory.export("ana")
+    with pytest.raises(UnknownRunError, match="no tracked output"):
+        memory.feedback(uuid.uuid4(), "endorsed")
+    with pytest.raises(UnknownRunError, match="bob"):
+        memory.feedback(rid, "endorsed", user_id="bob")
+    assert memory.export("ana") == before and memory.export("bob") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        (("pending",), {}),
+        (("authored",), {}),
+        (("nonsense",), {}),
+        (("edited",), {}),
+        (("endorsed",), {"rating": 4}),
+        ((), {"rating": 7}),
+        ((), {"edited": "x", "rating": 4}),
+        ((), {"edited": "   "}),
+    ],
+)
+def test_bad_feedback_is_refused_and_nothing_changes(
+    ephemeral_memory: OutputProfileMemory, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    rid = uuid.uuid4()
+    ephemeral_memory.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
+    before = ephemeral_memory.export("ana")
+    with pytest.raises(InvalidInputError):
+        ephemeral_memory.feedback(rid, *args, **kwargs)
+    assert ephemeral_memory.export("ana") == before
+
+
+def test_missing_user_id_fails_before_the_chain_runs(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    with pytest.raises(MissingUserIdError):
+        ephemeral_memory.track(model).invoke("q", config={"run_id": uuid.uuid4()})
+    assert model.received == []
+
+
+def test_without_a_run_id_the_trace_run_id_is_stored(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    tracked = ephemeral_memory.track(RecordingChatModel())
+    with collect_runs() as runs:
+        tracked.invoke("q", config=cfg("ana"))
+    [run] = runs.traced_runs
+    assert only(ephemeral_memory, "ana")["run_id"] == str(run.id)
+    assert ephemeral_memory.feedback(run.id, "accepted").selectable
+
+
+async def test_async_and_streaming_runs_are_tracked(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    tracked = ephemeral_memory.track(chain_for(ephemeral_memory, model))
+    ids = [uuid.uuid4() for _ in range(4)]
+    await tracked.ainvoke({"question": "a"}, config=cfg("ana", ids[0]))
+    chunks = [c async for c in tracked.astream({"question": "b"}, config=cfg("ana", ids[1]))]
+    assert len(chunks) > 1
+    list(tracked.stream({"question": "c"}, config=cfg("ana", ids[2])))
+    tracked.batch([{"question": "d"}], config=[cfg("ana", ids[3])])
+    by_run = {r["run_id"]: (r["text"], r["source_input"]) for r in ephemeral_memory.export("ana")}
+    assert by_run == {
+        str(ids[0]): ("reply 1", "a"),
+        str(ids[1]): ("reply 2", "b"),
+        str(ids[2]): ("reply 3", "c"),
+        str(ids[3]): ("reply 4", "d"),
+    }
+
+
+def test_agent_runs_are_tracked_by_their_last_answer(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    agent = create_agent(RecordingChatModel(), [], middleware=[ephemeral_memory.middleware()])
+    rid = uuid.uuid4()
+    ephemeral_memory.track(agent).invoke(
+        {"messages": [HumanMessage("Plan my day")]}, config=cfg("ana", rid)
+    )
+    record = only(ephemeral_memory, "ana")
+    assert (record["text"], record["source_input"]) == ("reply 1", "Plan my day")
+
+
+def test_output_without_text_is_a_typed_error(ephemeral_memory: OutputProfileMemory) -> None:
+    tracked = ephemeral_memory.track(RunnableLambda(lambda _: 42))
+    with pytest.raises(InvalidInputError, match="track"):
+        tracked.invoke("q", config=cfg("ana"))
+    assert ephemeral_memory.export("ana") == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
+    clock = Clock()
+    memory = OutputProfileMemory(
+        client=ephemeral_memory.store.client,
+        collection_name=ephemeral_memory.store.collection_name,
+        pending_ttl_s=60,
+        clock=clock,
+    )
+    tracked = memory.track(RecordingChatModel())
+    old, new, bob = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    tracked.invoke("q1", config=cfg("ana", old))
+    tracked.invoke("q1", config=cfg("bob", bob))
+    clock.now += 61
+    tracked.invoke("q2", config=cfg("ana", new))  # the next track of ana expires the old one
+    assert [r["run_id"] for r in memory.export("ana")] == [str(new)]
+    assert len(memory.export("bob")) == 1  # bob's expire only when bob is touched
+    with pytest.raises(UnknownRunError, match="expired"):
+        memory.feedback(bob, "endorsed")
+    assert memory.export("bob") == []
+    clock.now += 61
+    assert memory.expire_pending("ana") == 1
+    assert memory.expire_pending("ana") == 0
+
+
+def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:
+    clock = Clock()
+    memory = OutputProfileMemory(
+        client=ephemeral_memory.store.client,
+        collection_name=ephemeral_memory.store.collection_name,
+        pending_ttl_s=60,
+        clock=clock,
+    )
+    rid = uuid.uuid4()
+    memory.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
+    clock.now += 59
+    assert memory.feedback(rid, "endorsed").selectable
+    clock.now += 1_000
+    assert memory.expire_pending("ana") == 0  # endorsed entries never expire
+
+
+def test_tracking_a_known_endorsed_text_keeps_it_selectable(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    ephemeral_memory.endorse("reply 1", user_id="ana")
+    ephemeral_memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
+    assert [e.text for e in ephemeral_memory.select("ana").entries] == ["reply 1"]
