@@ -1,0 +1,271 @@
+"""The benchmark suite: ingest, add latency, cold/warm select+render, and the similarity baseline.
+
+Run ``python -m benchmarks.run`` (small default sizes, a few minutes on 2 cores) or
+``outprofile bench``; ``--help`` lists the size flags. Prints a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import chromadb
+from chromadb.config import Settings
+
+from benchmarks.server import chroma_server
+from benchmarks.synthetic import queries, user_entries, user_name
+from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile.tokens import TokenCounter
+
+__all__ = ["bench_command", "main"]
+
+_INGEST_CHUNK = 5000
+_COLUMNS = (
+    ("mode", "mode"),
+    ("scenario", "scenario"),
+    ("entries", "entries"),
+    ("users", "users"),
+    ("ingest/s", "ingest_per_s"),
+    ("add p50 ms", "add_p50_ms"),
+    ("cold p50 ms", "cold_p50_ms"),
+    ("cold p95 ms", "cold_p95_ms"),
+    ("warm p50 ms", "warm_p50_ms"),
+    ("warm p95 ms", "warm_p95_ms"),
+    ("similarity p50 ms", "similarity_p50_ms"),
+    ("similarity p95 ms", "similarity_p95_ms"),
+    ("similarity/warm", "ratio_similarity_over_warm"),
+)
+
+
+def _ms(samples: Sequence[float]) -> tuple[float, float]:
+    """p50 and p95 of samples in seconds, in milliseconds."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1e3, p95 * 1e3
+
+
+def _timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _ingest(memory: OutputProfileMemory, records: Iterator[dict[str, Any]]) -> tuple[int, float]:
+    """Write records with add_many in chunks; returns (count, seconds)."""
+    count, seconds, chunk = 0, 0.0, []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == _INGEST_CHUNK:
+            seconds += _timed(lambda c=chunk: memory.add_many(c))  # type: ignore[misc]
+            count, chunk = count + len(chunk), []
+    if chunk:
+        seconds += _timed(lambda: memory.add_many(chunk))
+        count += len(chunk)
+    return count, seconds
+
+
+def _cold(client: Any, collection: str, users: Sequence[str], max_tokens: int) -> list[float]:
+    """Read-through selects: no read cache and a fresh token memo for every call."""
+    reader = OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=0)
+    samples = []
+    for user in users:
+        reader.counter = TokenCounter(reader.counter.model)
+        samples.append(_timed(lambda u=user: reader.select(u, max_tokens=max_tokens).text))  # type: ignore[misc]
+    return samples
+
+
+def _warm(memory: OutputProfileMemory, users: Sequence[str], max_tokens: int) -> list[float]:
+    """Selects served by the read cache (each user read once before timing)."""
+    for user in set(users):
+        memory.select(user, max_tokens=max_tokens)
+    return [_timed(lambda u=u: memory.select(u, max_tokens=max_tokens).text) for u in users]  # type: ignore[misc]
+
+
+def _similarity(
+    client: Any, collection: str, users: Sequence[str], texts: Sequence[str], k: int
+) -> list[float]:
+    """LangChain's retriever-memory pattern: embed the query, search filtered by user, format."""
+    handle = client.get_collection(collection)
+    embedder = StyleEmbeddings()
+
+    def one(user: str, text: str) -> str:
+        vector = embedder.embed_query(text)
+        hits = handle.query(
+            query_embeddings=[vector], n_results=k, where={"user_id": user}, include=["documents"]
+        )
+        return "\n".join(hits["documents"][0])
+
+    return [_timed(lambda u=u, t=t: one(u, t)) for u, t in zip(users, texts, strict=True)]  # type: ignore[misc]
+
+
+def _add_latency(memory: OutputProfileMemory, user: str, repeats: int) -> list[float]:
+    stamp = time.time_ns()
+    return [
+        _timed(lambda i=i: memory.add(f"Fresh single add {stamp}-{i}.", user_id=user))  # type: ignore[misc]
+        for i in range(repeats)
+    ]
+
+
+def _scenario(
+    client: Any, name: str, *, entries: int, users: int, repeats: int, max_tokens: int, seed: int
+) -> dict[str, Any]:
+    collection = f"bench-{name}-{time.time_ns()}"
+    memory = OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=3600)
+    per_user = entries // users
+    records = (r for u in range(users) for r in user_entries(u, per_user, seed=seed))
+    count, seconds = _ingest(memory, records)
+    picks = [user_name(i * 7919 % users) for i in range(repeats)]
+    cold = _ms(_cold(client, collection, picks, max_tokens))
+    warm = _ms(_warm(memory, picks, max_tokens))
+    k = max(1, len(memory.select(picks[0], max_tokens=max_tokens).entries))
+    similar = _ms(_similarity(client, collection, picks, queries(repeats, seed=seed), k))
+    add = _ms(_add_latency(memory, picks[0], repeats))
+    return {
+        "scenario": name,
+        "entries": count,
+        "users": users,
+        "ingest_s": round(seconds, 2),
+        "ingest_per_s": round(count / seconds),
+        "add_p50_ms": add[0],
+        "add_p95_ms": add[1],
+        "cold_p50_ms": cold[0],
+        "cold_p95_ms": cold[1],
+        "warm_p50_ms": warm[0],
+        "warm_p95_ms": warm[1],
+        "similarity_k": k,
+        "similarity_p50_ms": similar[0],
+        "similarity_p95_ms": similar[1],
+        "ratio_similarity_over_warm": similar[0] / warm[0],
+        "ratio_similarity_over_cold": similar[0] / cold[0],
+    }
+
+
+@contextmanager
+def _client(mode: str, root: Path, server_rss: dict[str, float | None]) -> Iterator[Any]:
+    if mode == "embedded":
+        yield chromadb.PersistentClient(
+            path=str(root / "embedded"), settings=Settings(anonymized_telemetry=False)
+        )
+        return
+    with chroma_server(root / "server") as server:
+        yield chromadb.HttpClient(host=server.host, port=server.port)
+        server_rss["server_peak_rss_mb"] = server.peak_rss_mb()
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(title for title, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[key]) for _, key in _COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bench_command(
+    sizes: Sequence[int] = (1_000, 10_000),
+    many_entries: int = 20_000,
+    many_users: int = 200,
+    modes: Sequence[str] = ("embedded", "server"),
+    repeats: int = 30,
+    max_tokens: int = 600,
+    seed: int = 0,
+    out: Path | None = Path("outprofile-bench.json"),
+) -> dict[str, Any]:
+    """Run the benchmark suite, print a markdown table, and write the numbers as JSON.
+
+    Args:
+        sizes: entries of one user, one scenario each (e.g. 1000, 10000, 100000).
+        many_entries: entries of the many-users scenario (0 skips it), e.g. 1_000_000.
+        many_users: users sharing that one collection, e.g. 10_000.
+        modes: ``embedded`` (PersistentClient) and/or ``server`` (HttpClient to ``chroma run``).
+        repeats: timed calls per figure.
+        max_tokens: block budget of every select.
+        seed: seed of the synthetic users and texts.
+        out: where the JSON goes (None: not written).
+
+    Example:
+        ```python
+        from benchmarks.run import bench_command
+        report = bench_command(sizes=(1000,), many_entries=0, modes=("embedded",))
+        ```
+    """
+    unknown = set(modes) - {"embedded", "server"}
+    if unknown:
+        raise ValueError(f"modes must be embedded and/or server; got {sorted(unknown)}")
+    rows: list[dict[str, Any]] = []
+    server_rss: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory(prefix="outprofile-bench-") as tmp:
+        for mode in modes:
+            with _client(mode, Path(tmp), server_rss) as client:
+                plan = [(f"one-user-{n}", n, 1) for n in sizes]
+                if many_entries:
+                    plan.append((f"many-users-{many_entries}", many_entries, many_users))
+                for name, entries, users in plan:
+                    row = _scenario(
+                        client,
+                        name,
+                        entries=entries,
+                        users=users,
+                        repeats=repeats,
+                        max_tokens=max_tokens,
+                        seed=seed,
+                    )
+                    rows.append({"mode": mode, **row})
+                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
+    report = {
+        "rows": rows,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **server_rss,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "settings": {"repeats": repeats, "max_tokens": max_tokens, "seed": seed},
+    }
+    print(_table(rows))
+    print(
+        f"\npeak RSS of this process: {report['peak_rss_mb']:.0f} MB"
+        + (
+            f"; chroma server: {server_rss['server_peak_rss_mb']:.0f} MB"
+            if server_rss.get("server_peak_rss_mb")
+            else ""
+        )
+    )
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry: ``python -m benchmarks.run --sizes 1000,10000,100000``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000", help="one-user sizes, comma separated")
+    parser.add_argument("--many-entries", type=int, default=20_000, help="0 skips the scenario")
+    parser.add_argument("--many-users", type=int, default=200)
+    parser.add_argument("--modes", default="embedded,server")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
+    args = parser.parse_args(argv)
+    bench_command(
+        sizes=[int(s) for s in args.sizes.split(",") if s],
+        many_entries=args.many_entries,
+        many_users=args.many_users,
+        modes=args.modes.split(","),
+        repeats=args.repeats,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        out=args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
