@@ -343,6 +343,10 @@ class OutputProfileMemory:
                 self._cache.move_to_end(user)
                 return hit
         fresh = _Cached(self.store.load(user), now)
+        cutoff = self.clock() - self.pending_ttl_s
+        if any(e.pending and e.updated_at < cutoff for e in fresh.profile.entries):
+            self.expire_pending(user)  # stale tracked outputs go on the next read as well
+            fresh = _Cached(self.store.load(user), now)
         if self.cache_ttl_s > 0:
             with self._cache_lock:
                 self._cache[user] = fresh

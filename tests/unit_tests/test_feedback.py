@@ -252,6 +252,26 @@ def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
     assert memory.expire_pending("ana") == 0
 
 
+def test_a_read_of_the_profile_expires_stale_pending_outputs(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    clock = Clock()
+    memory = OutputProfileMemory(
+        client=ephemeral_memory.store.client,
+        collection_name=ephemeral_memory.store.collection_name,
+        pending_ttl_s=60,
+        clock=clock,
+        cache_ttl_s=0,
+    )
+    memory.add("Kept: authored long ago.", user_id="ana")
+    memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
+    memory.select("ana")
+    assert memory.stats("ana").pending == 1
+    clock.now += 61
+    assert [e.text for e in memory.select("ana").entries] == ["Kept: authored long ago."]
+    assert memory.stats("ana").pending == 0 and memory.stats("ana").entries == 1
+
+
 def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:
     clock = Clock()
     memory = OutputProfileMemory(
