@@ -58,11 +58,13 @@ USER_ID_SPEC = ConfigurableFieldSpec(
     id="user_id",
     annotation=str,
     name="User ID",
-    description="Whose output profile to inject (required; there is no shared profile).",
+    description="Unique identifier for the user.",
     default="",
     is_shared=True,
 )
-"""How ``user_id`` is declared in ``config_specs`` (as ``RunnableWithMessageHistory`` does)."""
+"""How ``user_id`` is declared in ``config_specs``: exactly the spec of
+``RunnableWithMessageHistory``'s documented ``history_factory_config`` example, so that both
+can share one ``user_id`` in a chain (two different specs for one id are refused)."""
 
 
 class MissingUserIdError(InvalidInputError):

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
+from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from langchain_outprofile import InvalidInputError, OutprofileError, OutputProfileMemory
-from langchain_outprofile.inject import MissingUserIdError, ProfileInjector, place_block
+from langchain_outprofile.inject import (
+    USER_ID_SPEC,
+    MissingUserIdError,
+    ProfileInjector,
+    place_block,
+)
 from langchain_outprofile.render import parse_block
 from tests.fakes import RecordingChatModel
 
@@ -286,3 +294,44 @@ def test_injector_is_a_runnable_in_parallel_event_loops(filled: OutputProfileMem
     ana, bob = asyncio.run(both())
     assert sorted(parse_block(ana[0].text)) == sorted(ANA)
     assert sorted(parse_block(bob[0].text)) == sorted(BOB)
+
+
+class ListHistory(BaseChatMessageHistory):
+    """A plain in-process chat history for the RunnableWithMessageHistory test."""
+
+    def __init__(self) -> None:
+        self.messages: list[BaseMessage] = []
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        self.messages.extend(messages)
+
+    def clear(self) -> None:
+        self.messages = []
+
+
+@pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
+def test_shares_user_id_with_runnable_with_message_history(filled: OutputProfileMemory) -> None:
+    histories: dict[tuple[str, str], ListHistory] = {}
+
+    def history(user_id: str, conversation_id: str) -> ListHistory:
+        return histories.setdefault((user_id, conversation_id), ListHistory())
+
+    template = ChatPromptTemplate.from_messages(
+        [("system", "Sys."), MessagesPlaceholder("history"), ("human", "{q}")]
+    )
+    model = RecordingChatModel()
+    chain = RunnableWithMessageHistory(
+        template | filled.injector() | model,
+        history,
+        input_messages_key="q",
+        history_messages_key="history",
+        history_factory_config=[
+            USER_ID_SPEC,
+            ConfigurableFieldSpec(id="conversation_id", annotation=str, default="", is_shared=True),
+        ],
+    )
+    config: Any = {"configurable": {"user_id": "ana", "conversation_id": "c1"}}
+    chain.invoke({"q": "hi"}, config=config)
+    chain.invoke({"q": "again"}, config=config)
+    assert model.texts(1) == [f"{block_of(filled, 'ana')}\n\nSys.", "hi", "reply 1", "again"]
+    assert not any("<user_profile>" in m.text for m in histories[("ana", "c1")].messages)
