@@ -189,9 +189,13 @@ class ProfileStore:
         return merged_all
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
-        """Store entries exactly as given (no folding): for imports and feedback rewrites."""
+        """Store entries exactly as given (no folding): for imports and feedback rewrites.
+
+        When several entries share an id, the last one wins (Chroma refuses duplicate ids).
+        """
+        last = list({e.id: e for e in entries}.values())
         with self._write_lock:
-            for batch in _batches(list(entries), self._max_batch):
+            for batch in _batches(last, self._max_batch):
                 self._write(batch)
 
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
