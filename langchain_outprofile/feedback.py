@@ -79,7 +79,13 @@ def output_text(output: Any) -> str:
 
 
 def input_text(value: Any) -> str:
-    """The request a run answered, as text (kept as ``source_input``, not rendered)."""
+    """The request a run answered, as text (kept as ``source_input``, not rendered).
+
+    Example:
+        ```python
+        input_text({"question": "Lunch?", "tone": "warm"})  # "Lunch?"
+        ```
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, PromptValue):
@@ -126,7 +132,13 @@ def record(
     source_input: Any = None,
     task: str | None = None,
 ) -> ProfileEntry:
-    """Store one run's output as a ``pending`` entry under ``run_id`` (expiring stale ones)."""
+    """Store one run's output as a ``pending`` entry under ``run_id`` (expiring stale ones).
+
+    Example:
+        ```python
+        record(memory, AIMessage("Hi Ana,"), user_id="ana", run_id=str(uuid.uuid4()))
+        ```
+    """
     text = output_text(output)
     expire_pending(memory, user_id)
     source = input_text(source_input)[: memory.max_text_chars] if source_input is not None else None
@@ -281,8 +293,9 @@ class TrackedRunnable(Runnable[Any, Any]):
     def _prepare(self, config: RunnableConfig | None) -> tuple[str, str, RunnableConfig]:
         config = ensure_config(config)
         user = user_id_from_config(None, config)
-        run = _run_id(config.get("run_id") or uuid.uuid4())
-        return user, run, {**config, "run_id": uuid.UUID(run) if _is_uuid(run) else None}
+        run = config.get("run_id") or uuid.uuid4()
+        inner: RunnableConfig = {**config, "run_id": run if isinstance(run, uuid.UUID) else None}
+        return user, _run_id(run), inner
 
     def _record(self, output: Any, user: str, run: str, value: Any) -> None:
         record(self.memory, output, user_id=user, run_id=run, source_input=value, task=self.task)
@@ -322,14 +335,6 @@ class TrackedRunnable(Runnable[Any, Any]):
             total = chunk if total is None else total + chunk
             yield chunk
         await asyncio.to_thread(self._record, total, user, run, input)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def track(

@@ -1,8 +1,8 @@
 """Inject: the profile block as the first thing a chat model reads, in any LCEL chain.
 
 ``ProfileInjector`` sits between a prompt and a model (``prompt | injector | model``), so
-the model keeps ``bind_tools`` and ``with_structured_output``. ``ProfileRetriever`` offers
-the same selection as Documents. Both read ``user_id`` from the explicit argument, else
+the model keeps ``bind_tools`` and ``with_structured_output``. Every surface reads
+``user_id`` from the explicit argument, else
 from ``config["configurable"]["user_id"]``, else raise :class:`MissingUserIdError`; a
 shared profile is never used silently.
 """
@@ -15,11 +15,8 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
-    AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForChainRun,
-    CallbackManagerForRetrieverRun,
 )
-from langchain_core.documents import Document
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import (
     BaseMessage,
@@ -28,10 +25,8 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 from langchain_core.prompt_values import PromptValue
-from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict
 
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.records import InvalidInputError, validate_user_id
@@ -43,7 +38,6 @@ __all__ = [
     "MissingUserIdError",
     "Placement",
     "ProfileInjector",
-    "ProfileRetriever",
     "place_block",
     "profile_messages",
     "resolve_options",
@@ -115,14 +109,26 @@ def resolve_options(
 
 
 def check_placement(placement: str) -> Placement:
-    """Return a valid placement or raise :class:`InvalidInputError`."""
+    """Return a valid placement or raise :class:`InvalidInputError`.
+
+    Example:
+        ```python
+        check_placement("separate")  # "separate"
+        ```
+    """
     if placement not in ("merge", "separate"):
         raise InvalidInputError(f"placement must be 'merge' or 'separate'; got {placement!r}")
     return placement  # type: ignore[return-value]
 
 
 def to_messages(value: LanguageModelInput) -> list[BaseMessage]:
-    """Everything a chat model accepts (PromptValue, str, message-likes) as a message list."""
+    """Everything a chat model accepts (PromptValue, str, message-likes) as a message list.
+
+    Example:
+        ```python
+        to_messages([("system", "Be brief."), ("human", "hi")])  # [SystemMessage, HumanMessage]
+        ```
+    """
     if isinstance(value, PromptValue):
         return value.to_messages()
     if isinstance(value, str):
@@ -139,7 +145,13 @@ def to_messages(value: LanguageModelInput) -> list[BaseMessage]:
 
 
 def merge_into(message: SystemMessage, block: str) -> SystemMessage:
-    """A copy of ``message`` whose content starts with ``block``; the rest stays intact."""
+    """A copy of ``message`` whose content starts with ``block``; the rest stays intact.
+
+    Example:
+        ```python
+        merge_into(SystemMessage("Be brief."), "BLOCK").content  # "BLOCK\n\nBe brief."
+        ```
+    """
     content = message.content
     if isinstance(content, str):
         merged: Any = f"{block}{BLOCK_SEPARATOR}{content}" if content else block
@@ -171,7 +183,13 @@ def place_block(
 
 
 def last_human_text(messages: Sequence[BaseMessage]) -> str | None:
-    """Text of the latest human message (the query, read only when relevance_weight > 0)."""
+    """Text of the latest human message (the query, read only when relevance_weight > 0).
+
+    Example:
+        ```python
+        last_human_text([HumanMessage("a"), AIMessage("b"), HumanMessage("c")])  # "c"
+        ```
+    """
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
             return message.text or None
@@ -282,116 +300,3 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
         return await self._acall_with_config(
             self._ainject, input, ensure_config(config), run_type="prompt"
         )
-
-
-class ProfileRetriever(BaseRetriever):
-    """The user's profile selection as Documents, strongest (or stable) order kept.
-
-    Each Document's metadata holds ``id``, ``signal``, ``strength``, ``task`` and ``score``.
-    The query is read only when ``relevance_weight`` > 0; selection is by preference signal.
-
-    Example:
-        ```python
-        retriever = memory.as_retriever(user_id="ana", k=5)
-        docs = retriever.invoke("any query")
-        ```
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    memory: OutputProfileMemory
-    user_id: str | None = None
-    """A fixed user; default: ``config["configurable"]["user_id"]``."""
-    k: int | None = None
-    """At most this many documents (the token budget applies too)."""
-    max_tokens: int | None = None
-    task: str | None = None
-    options: SelectionOptions | None = None
-
-    def __init__(self, **data: Any) -> None:
-        """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
-        super().__init__(**data)
-        if self.user_id is not None:
-            validate_user_id(self.user_id)
-        _check_k(self.k)
-        resolve_options(self.memory, self.options, max_tokens=self.max_tokens, task=self.task)
-
-    @property
-    def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """Declares ``user_id`` (unless fixed)."""
-        return [] if self.user_id is not None else [USER_ID_SPEC]
-
-    def invoke(
-        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """The selection as Documents; ``k=`` limits their number for this call."""
-        config = ensure_config(config)
-        kwargs["user_id"] = user_id_from_config(self.user_id, config)
-        return super().invoke(input, config, **kwargs)
-
-    async def ainvoke(
-        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> list[Document]:
-        """Async :meth:`invoke`; the store read runs in a worker thread."""
-        config = ensure_config(config)
-        kwargs["user_id"] = user_id_from_config(self.user_id, config)
-        return await super().ainvoke(input, config, **kwargs)
-
-    def _get_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: CallbackManagerForRetrieverRun,
-        user_id: str | None = None,
-        k: int | None = None,
-    ) -> list[Document]:
-        user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
-        chosen = resolve_options(
-            self.memory, self.options, max_tokens=self.max_tokens, task=self.task
-        )
-        selection = self.memory.select(user, options=chosen, query=query)
-        limit = _check_k(k if k is not None else self.k)
-        return selection_documents(selection)[:limit]
-
-    async def _aget_relevant_documents(
-        self,
-        query: str,
-        *,
-        run_manager: AsyncCallbackManagerForRetrieverRun,
-        user_id: str | None = None,
-        k: int | None = None,
-    ) -> list[Document]:
-        return await asyncio.to_thread(
-            self._get_relevant_documents,
-            query,
-            run_manager=run_manager.get_sync(),
-            user_id=user_id,
-            k=k,
-        )
-
-
-def _check_k(k: object) -> int | None:
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-        raise InvalidInputError(f"k must be a positive integer or None; got {k!r}")
-    return k
-
-
-def selection_documents(selection: ProfileSelection) -> list[Document]:
-    """One Document per chosen entry, in block order (the text as selected, maybe cut)."""
-    return [
-        Document(
-            page_content=candidate.entry.text,
-            id=candidate.entry.id,
-            metadata={
-                "id": candidate.entry.id,
-                "user_id": candidate.entry.user_id,
-                "signal": candidate.entry.signal.value,
-                "strength": candidate.entry.strength,
-                "task": candidate.entry.task,
-                "score": candidate.score,
-                "tokens": candidate.tokens,
-                "cut": candidate.cut,
-            },
-        )
-        for candidate in selection.choice.chosen
-    ]

@@ -441,7 +441,8 @@ class OutputProfileMemory:
             docs = memory.as_retriever(user_id="ana", k=5).invoke("any query")
             ```
         """
-        from langchain_outprofile.inject import ProfileRetriever, resolve_options
+        from langchain_outprofile.inject import resolve_options
+        from langchain_outprofile.retriever import ProfileRetriever
 
         chosen = resolve_options(self, options, **changes) if changes else options
         return ProfileRetriever(
@@ -518,5 +519,6 @@ if TYPE_CHECKING:  # the surfaces import this module; these names are for annota
     from langchain_core.runnables import Runnable
 
     from langchain_outprofile.feedback import TrackedRunnable
-    from langchain_outprofile.inject import Placement, ProfileInjector, ProfileRetriever
+    from langchain_outprofile.inject import Placement, ProfileInjector
     from langchain_outprofile.middleware import ProfileMiddleware
+    from langchain_outprofile.retriever import ProfileRetriever

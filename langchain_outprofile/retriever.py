@@ -1,0 +1,149 @@
+"""Retriever: the user's profile selection as LangChain Documents.
+
+Selection is by preference signal, not query similarity: the query is read only when
+``relevance_weight`` > 0. ``user_id`` comes from the explicit field, else
+``config["configurable"]["user_id"]``, else :class:`MissingUserIdError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.utils import ConfigurableFieldSpec
+from pydantic import ConfigDict
+
+from langchain_outprofile.inject import USER_ID_SPEC, resolve_options, user_id_from_config
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.records import InvalidInputError, validate_user_id
+from langchain_outprofile.render import ProfileSelection
+from langchain_outprofile.selection import SelectionOptions
+
+__all__ = ["ProfileRetriever", "selection_documents"]
+
+
+class ProfileRetriever(BaseRetriever):
+    """The user's profile selection as Documents, strongest (or stable) order kept.
+
+    Each Document's metadata holds ``id``, ``signal``, ``strength``, ``task`` and ``score``.
+    The query is read only when ``relevance_weight`` > 0; selection is by preference signal.
+
+    Example:
+        ```python
+        retriever = memory.as_retriever(user_id="ana", k=5)
+        docs = retriever.invoke("any query")
+        ```
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    memory: OutputProfileMemory
+    user_id: str | None = None
+    """A fixed user; default: ``config["configurable"]["user_id"]``."""
+    k: int | None = None
+    """At most this many documents (the token budget applies too)."""
+    max_tokens: int | None = None
+    task: str | None = None
+    options: SelectionOptions | None = None
+
+    def __init__(self, **data: Any) -> None:
+        """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
+        super().__init__(**data)
+        if self.user_id is not None:
+            validate_user_id(self.user_id)
+        _check_k(self.k)
+        resolve_options(self.memory, self.options, max_tokens=self.max_tokens, task=self.task)
+
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        """Declares ``user_id`` (unless fixed)."""
+        return [] if self.user_id is not None else [USER_ID_SPEC]
+
+    def invoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        """The selection as Documents; ``k=`` limits their number for this call."""
+        config = ensure_config(config)
+        kwargs["user_id"] = user_id_from_config(self.user_id, config)
+        return super().invoke(input, config, **kwargs)
+
+    async def ainvoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        """Async :meth:`invoke`; the store read runs in a worker thread."""
+        config = ensure_config(config)
+        kwargs["user_id"] = user_id_from_config(self.user_id, config)
+        return await super().ainvoke(input, config, **kwargs)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        user_id: str | None = None,
+        k: int | None = None,
+    ) -> list[Document]:
+        user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
+        chosen = resolve_options(
+            self.memory, self.options, max_tokens=self.max_tokens, task=self.task
+        )
+        selection = self.memory.select(user, options=chosen, query=query)
+        limit = _check_k(k if k is not None else self.k)
+        return selection_documents(selection)[:limit]
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        user_id: str | None = None,
+        k: int | None = None,
+    ) -> list[Document]:
+        return await asyncio.to_thread(
+            self._get_relevant_documents,
+            query,
+            run_manager=run_manager.get_sync(),
+            user_id=user_id,
+            k=k,
+        )
+
+
+def _check_k(k: object) -> int | None:
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise InvalidInputError(f"k must be a positive integer or None; got {k!r}")
+    return k
+
+
+def selection_documents(selection: ProfileSelection) -> list[Document]:
+    """One Document per chosen entry, in block order (the text as selected, maybe cut).
+
+    Example:
+        ```python
+        docs = selection_documents(memory.select("ana"))
+        docs[0].metadata["signal"]  # e.g. "authored"
+        ```
+    """
+    return [
+        Document(
+            page_content=candidate.entry.text,
+            id=candidate.entry.id,
+            metadata={
+                "id": candidate.entry.id,
+                "user_id": candidate.entry.user_id,
+                "signal": candidate.entry.signal.value,
+                "strength": candidate.entry.strength,
+                "task": candidate.entry.task,
+                "score": candidate.score,
+                "tokens": candidate.tokens,
+                "cut": candidate.cut,
+            },
+        )
+        for candidate in selection.choice.chosen
+    ]
