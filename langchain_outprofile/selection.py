@@ -122,7 +122,7 @@ def choose(
         query_vector: used only when ``options.relevance_weight`` > 0.
     """
     scored, left_out = _score(profile, options, now, query_vector)
-    ordered = _diversify(scored, profile.vectors, options, left_out)
+    ordered = _diversify(scored, profile, options, left_out)
     chosen = _pack(ordered, options, counter, fixed_cost, entry_cost, left_out)
     while chosen and not fits([c.entry for c in chosen]):
         dropped = chosen.pop()
@@ -141,7 +141,7 @@ def _score(
     """Score every eligible entry; return (index, candidate) best first, and the ineligible."""
     scored: list[tuple[int, Candidate]] = []
     left_out: list[Candidate] = []
-    similarity = _query_similarity(profile.vectors, query_vector, options.relevance_weight)
+    similarity = _query_similarity(profile, query_vector, options.relevance_weight)
     for index, entry in enumerate(profile.entries):
         age_days = max(0.0, now - entry.created_at) / _DAY_S
         score = entry.strength * _decay(age_days, options.half_life_days)
@@ -184,16 +184,16 @@ def _decay(age_days: float, half_life_days: float | None) -> float:
 
 
 def _query_similarity(
-    vectors: np.ndarray, query_vector: np.ndarray | None, weight: float
+    profile: StoredProfile, query_vector: np.ndarray | None, weight: float
 ) -> np.ndarray | None:
-    if weight <= 0.0 or query_vector is None or len(vectors) == 0:
+    if weight <= 0.0 or query_vector is None or not profile.entries:
         return None
-    return vectors @ np.asarray(query_vector, dtype=np.float32)
+    return profile.vectors @ np.asarray(query_vector, dtype=np.float32)
 
 
 def _diversify(
     scored: list[tuple[int, Candidate]],
-    vectors: np.ndarray,
+    profile: StoredProfile,
     options: SelectionOptions,
     left_out: list[Candidate],
 ) -> list[Candidate]:
@@ -202,7 +202,7 @@ def _diversify(
     left_out.extend(replace(c, reason="below the candidate pool") for _, c in rest)
     if not pool:
         return []
-    pool_vectors = vectors[[i for i, _ in pool]]
+    pool_vectors = profile.vectors_for([i for i, _ in pool])  # only the pool's rows are fetched
     scope = np.array([options.task is None or c.entry.task == options.task for _, c in pool])
     top = max(c.score for _, c in pool) or 1.0
     relevance = np.array([c.score / top for _, c in pool])

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -96,12 +95,63 @@ def http_client(url: str) -> ClientAPI:
         raise StoreUnavailableError(f"no Chroma server answers at {url}: {error}") from None
 
 
-@dataclass(frozen=True)
 class StoredProfile:
-    """Every entry of one user, with the style vectors stored beside them (row i ↔ entry i)."""
+    """Every entry of one user, with the style vectors stored beside them (row i ↔ entry i).
 
-    entries: tuple[ProfileEntry, ...]
-    vectors: np.ndarray
+    Vectors may be fetched lazily: a cold read loads texts and metadata only, and selection
+    asks :meth:`vectors_for` for the rows of its candidate pool, so a large profile never
+    moves every embedding out of Chroma. Fetched rows are kept.
+
+    Args:
+        entries: the entries, oldest first.
+        vectors: every row at once; or None with ``fetch``.
+        fetch: returns the vectors of the given entry ids (rows in that order).
+        dimension: vector length, when ``vectors`` is None.
+
+    Example:
+        ```python
+        profile = StoredProfile((entry,), np.ones((1, 8), dtype=np.float32))
+        profile.vectors_for([0]).shape  # (1, 8)
+        ```
+    """
+
+    def __init__(
+        self,
+        entries: tuple[ProfileEntry, ...],
+        vectors: np.ndarray | None = None,
+        *,
+        fetch: Callable[[list[str]], np.ndarray] | None = None,
+        dimension: int = 0,
+    ) -> None:
+        if vectors is None and fetch is None:
+            raise InvalidInputError("StoredProfile needs vectors or a fetch function")
+        self.entries = entries
+        self._all = vectors
+        self._fetch = fetch
+        self._dimension = dimension if vectors is None else int(vectors.shape[1])
+        self._rows: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every row (fetched once, on first use, when the profile was loaded lazily)."""
+        if self._all is None:
+            self._all = self.vectors_for(range(len(self.entries)))
+        return self._all
+
+    def vectors_for(self, indices: Iterable[int]) -> np.ndarray:
+        """The rows of the given entry indices, fetching only those not seen before."""
+        wanted = list(indices)
+        if self._all is not None:
+            return self._all[wanted]
+        with self._lock:
+            missing = sorted({i for i in wanted if i not in self._rows})
+            if missing and self._fetch is not None:
+                rows = self._fetch([self.entries[i].id for i in missing])
+                self._rows.update(zip(missing, rows, strict=True))
+            if not wanted:
+                return np.zeros((0, self._dimension), dtype=np.float32)
+            return np.stack([self._rows[i] for i in wanted])
 
 
 class ProfileStore:
@@ -232,15 +282,30 @@ class ProfileStore:
     def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
         """Every entry of one user (and its style vector), oldest first."""
         user = validate_user_id(user_id)
-        include: Any = [*_INCLUDE_ALL, "embeddings"] if with_vectors else _INCLUDE_ALL
-        result = self._collection.get(where={"user_id": user}, include=include)
-        entries = _entries_from(result)
-        if with_vectors and entries:
-            vectors = np.asarray(result["embeddings"], dtype=np.float32)
-        else:
-            vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
-        order = sorted(range(len(entries)), key=lambda i: (entries[i].created_at, entries[i].id))
-        return StoredProfile(tuple(entries[i] for i in order), vectors[order])
+        entries = _entries_from(self._collection.get(where={"user_id": user}, include=_INCLUDE_ALL))
+        entries.sort(key=lambda e: (e.created_at, e.id))
+        if not with_vectors:
+            return StoredProfile(
+                tuple(entries), np.zeros((len(entries), self._dimension), np.float32)
+            )
+        return StoredProfile(
+            tuple(entries), fetch=lambda ids: self._vectors(user, ids), dimension=self._dimension
+        )
+
+    def _vectors(self, user: str, ids: list[str]) -> np.ndarray:
+        """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone).
+
+        ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
+        plain id lookup stays inside the user: adding ``where`` here makes Chroma scan the
+        collection (seconds at 10k entries) for no gain in isolation.
+        """
+        rows = np.zeros((len(ids), self._dimension), dtype=np.float32)
+        position = {id_: i for i, id_ in enumerate(ids)}
+        for batch in _batches(ids, self._max_batch):
+            found = self._collection.get(ids=list(batch), include=["embeddings"])
+            for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
+                rows[position[id_]] = vector
+        return rows
 
     def get(self, user_id: str, entry_id: str) -> ProfileEntry | None:
         """One entry of one user, or None."""

@@ -1,0 +1,90 @@
+"""The read cache: an LRU over users, bounded by ``cache_size``, expiring after ``cache_ttl_s``.
+
+A write made straight to the store (as another process sharing the collection would) does not
+invalidate this memory's cache, so whether ``select`` shows it tells a cached user from an
+evicted or expired one, without looking inside the cache.
+"""
+
+from __future__ import annotations
+
+import chromadb
+import numpy as np
+import pytest
+
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
+from tests.conftest import unique_name
+
+
+def _memory(**kwargs: object) -> OutputProfileMemory:
+    return OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=unique_name("cache"), **kwargs
+    )
+
+
+def _texts(memory: OutputProfileMemory, user: str) -> set[str]:
+    return {e.text for e in memory.select(user, max_tokens=400).entries}
+
+
+def _write_behind(memory: OutputProfileMemory, user: str, text: str) -> None:
+    """Store an entry without going through the memory (no invalidation)."""
+    memory.store.upsert([ProfileEntry.create(text, user_id=user)])
+
+
+def test_the_least_recently_used_user_is_evicted_beyond_cache_size() -> None:
+    memory = _memory(cache_size=2, cache_ttl_s=3600)
+    for user in ("a", "b", "c"):
+        memory.add(f"First text of {user}.", user_id=user)
+    _texts(memory, "a")
+    _texts(memory, "b")
+    _texts(memory, "a")  # a is now more recent than b
+    _texts(memory, "c")  # evicts b, the least recently used
+    for user in ("a", "b", "c"):
+        _write_behind(memory, user, f"Second text of {user}.")
+
+    assert _texts(memory, "b") == {"First text of b.", "Second text of b."}
+    assert _texts(memory, "c") == {"First text of c."}  # still cached: stale on purpose
+
+
+def test_a_cached_user_is_served_stale_until_its_ttl_then_read_through() -> None:
+    cached = _memory(cache_ttl_s=3600)
+    cached.add("Stay brief.", user_id="ana")
+    _texts(cached, "ana")
+    _write_behind(cached, "ana", "Use bullets.")
+    assert _texts(cached, "ana") == {"Stay brief."}
+
+    through = OutputProfileMemory(
+        client=cached.store.client, collection_name=cached.store.collection_name, cache_ttl_s=0
+    )
+    assert _texts(through, "ana") == {"Stay brief.", "Use bullets."}
+    _write_behind(through, "ana", "Sign off with a dash.")
+    assert _texts(through, "ana") == {"Stay brief.", "Use bullets.", "Sign off with a dash."}
+
+
+def test_writes_through_the_memory_invalidate_at_once() -> None:
+    memory = _memory(cache_ttl_s=3600)
+    memory.add("Stay brief.", user_id="ana")
+    _texts(memory, "ana")
+    memory.add("Use bullets.", user_id="ana")
+    assert _texts(memory, "ana") == {"Stay brief.", "Use bullets."}
+
+
+@pytest.mark.parametrize("kwargs", [{"cache_size": 0}, {"cache_ttl_s": -1.0}])
+def test_bad_cache_settings_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(InvalidInputError, match="cache"):
+        _memory(**kwargs)
+
+
+def test_a_lazily_loaded_profile_fetches_the_stored_vectors_of_the_rows_asked() -> None:
+    memory = _memory()
+    memory.add_many(
+        [{"text": f"Text number {i}, told my way!", "user_id": "ana"} for i in range(6)]
+    )
+    memory.add("Someone else's text.", user_id="bob")
+    profile = memory.store.load("ana")
+    texts = [profile.entries[i].text for i in (4, 1)]
+    expected = np.asarray(memory.store.embeddings.embed_documents(texts), dtype=np.float32)
+
+    np.testing.assert_allclose(profile.vectors_for([4, 1]), expected, atol=1e-6)
+    assert profile.vectors_for([]).shape == (0, len(expected[0]))
+    assert profile.vectors.shape == (6, len(expected[0]))
+    np.testing.assert_allclose(profile.vectors[[4, 1]], expected, atol=1e-6)
