@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,3 +164,42 @@ def test_selection_options_reach_the_agent(filled: OutputProfileMemory) -> None:
     agent.invoke(ask("hi"), context={"user_id": "ana"})
     assert parse_block(model.received[0][0].text) == ["Email habit: greet by first name."]
     assert filled.counter.count(model.received[0][0].text.split("\n\n" + SYSTEM)[0]) <= 120
+
+
+def test_content_block_system_prompt_keeps_its_blocks(filled: OutputProfileMemory) -> None:
+    blocks: list[str | dict[str, Any]] = [
+        {"type": "text", "text": "Part one."},
+        {"type": "text", "text": "Part two."},
+    ]
+    model = RecordingChatModel()
+    agent = create_agent(
+        model, [], system_prompt=SystemMessage(content=blocks), middleware=[filled.middleware()]
+    )
+    agent.invoke(ask("hi"), context={"user_id": "ana"})
+    system = model.received[0][0]
+    assert system.content[1:] == blocks
+    assert system.text.startswith(filled.select("ana").text)
+
+
+def test_streaming_agent_gets_the_same_request(filled: OutputProfileMemory) -> None:
+    streamed, invoked = RecordingChatModel(), RecordingChatModel()
+    list(agent_for(filled, streamed).stream(ask("Rome?"), context=Context(user_id="ana")))
+    agent_for(filled, invoked).invoke(ask("Rome?"), context=Context(user_id="ana"))
+    assert [m.text for m in streamed.received[0]] == [m.text for m in invoked.received[0]]
+
+
+async def test_async_middleware_reads_the_store_off_the_event_loop(
+    filled: OutputProfileMemory,
+) -> None:
+    threads: list[int] = []
+    original = filled.select
+
+    def select(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    filled.select = select  # type: ignore[method-assign]
+    model = RecordingChatModel()
+    await agent_for(filled, model).ainvoke(ask("hi"), context=Context(user_id="ana"))
+    assert threads and threading.get_ident() not in threads
+    assert model.received[0][0].text.startswith("<user_profile>")
