@@ -294,3 +294,11 @@ def test_tracking_a_known_endorsed_text_keeps_it_selectable(
     ephemeral_memory.endorse("reply 1", user_id="ana")
     ephemeral_memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
     assert [e.text for e in ephemeral_memory.select("ana").entries] == ["reply 1"]
+
+
+def test_tracked_task_is_kept_through_feedback(ephemeral_memory: OutputProfileMemory) -> None:
+    rid = uuid.uuid4()
+    tracked = ephemeral_memory.track(RecordingChatModel(), task="email")
+    tracked.invoke("Reply to Tom", config=cfg("ana", rid))
+    assert ephemeral_memory.feedback(rid, edited="Hi Tom, yes. -A").task == "email"
+    assert [e.task for e in ephemeral_memory.select("ana", task="email").entries] == ["email"]
