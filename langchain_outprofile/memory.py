@@ -127,6 +127,8 @@ class OutputProfileMemory:
         self.clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # writes per user: a read that raced a write must not cache its (stale) load
+        self._writes: dict[str, int] = {}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -342,13 +344,18 @@ class OutputProfileMemory:
             if hit is not None and now - hit.loaded_at < self.cache_ttl_s:
                 self._cache.move_to_end(user)
                 return hit
+            writes = self._writes.get(user, 0)
         fresh = _Cached(self.store.load(user), now)
         cutoff = self.clock() - self.pending_ttl_s
         if any(e.pending and e.updated_at < cutoff for e in fresh.profile.entries):
             self.expire_pending(user)  # stale tracked outputs go on the next read as well
+            with self._cache_lock:
+                writes = self._writes.get(user, 0)
             fresh = _Cached(self.store.load(user), now)
         if self.cache_ttl_s > 0:
             with self._cache_lock:
+                if self._writes.get(user, 0) != writes:
+                    return fresh  # a write landed while loading: serve, do not cache
                 self._cache[user] = fresh
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_size:
@@ -359,6 +366,7 @@ class OutputProfileMemory:
         with self._cache_lock:
             for user in users:
                 self._cache.pop(user, None)
+                self._writes[user] = self._writes.get(user, 0) + 1
 
     # -- LangChain surfaces (each imports its module on first use) -------------------------
 
