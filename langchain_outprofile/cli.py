@@ -220,7 +220,10 @@ def main(
 
 
 ExistingFile = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A JSONL or JSON file.")
+    Path,
+    typer.Argument(
+        exists=True, dir_okay=False, readable=True, metavar="FILE", help="A JSONL or JSON file."
+    ),
 ]
 
 
