@@ -1,0 +1,170 @@
+# ruff: noqa: E501  (one row of the bad-input tables per line reads best)
+"""Bad input across the API and the CLI: a typed, clear error, and nothing stored changes.
+
+Every row runs against a real store holding two users (and a tracked pending run); the
+exports of both users and the collection size are compared before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import pytest
+from typer.testing import CliRunner
+
+from langchain_outprofile import (
+    EmbeddingMismatchError,
+    InvalidInputError,
+    OutputProfileMemory,
+    StyleEmbeddings,
+)
+from langchain_outprofile.cli import app
+from langchain_outprofile.feedback import UnknownRunError
+from tests.conftest import unique_name
+
+RUN = "6f1c0f9e-1111-4c1e-9f00-000000000001"
+USERS = ("ana", "bob")
+Row = tuple[str, Callable[[OutputProfileMemory], Any], type[Exception], str]
+
+
+def _seed(memory: OutputProfileMemory) -> OutputProfileMemory:
+    memory.add("Short answer first.", user_id="ana")
+    memory.endorse("Bullets, no fluff.", user_id="ana", task="email")
+    memory.add("Cheers, Bob", user_id="bob", signal="edited")
+    memory.add("A tracked answer.", user_id="ana", signal="pending", run_id=RUN)
+    return memory
+
+
+def _snapshot(memory: OutputProfileMemory) -> tuple[Any, ...]:
+    return (*(memory.export(u) for u in USERS), memory.store.total())
+
+
+def _good(text: str = "fine") -> dict[str, Any]:
+    return {"text": text, "user_id": "ana"}
+
+
+API_ROWS: list[Row] = [
+    ("text not a string", lambda m: m.add(123, user_id="ana"), InvalidInputError, "text must be a string"),
+    ("empty text", lambda m: m.add("", user_id="ana"), InvalidInputError, "empty"),
+    ("whitespace text", lambda m: m.add(" \n\t ", user_id="ana"), InvalidInputError, "empty"),
+    ("huge text", lambda m: m.add("x" * 20_001, user_id="ana"), InvalidInputError, "over the limit"),
+    ("lone surrogate", lambda m: m.add("hi \ud800", user_id="ana"), InvalidInputError, "lone surrogates"),
+    ("user_id None", lambda m: m.add("hi", user_id=None), InvalidInputError, "user_id must be"),
+    ("user_id empty", lambda m: m.add("hi", user_id="  "), InvalidInputError, "user_id must be"),
+    ("user_id huge", lambda m: m.add("hi", user_id="u" * 300), InvalidInputError, "256"),
+    ("unknown signal", lambda m: m.add("hi", user_id="ana", signal="loved"), InvalidInputError, "signal must be one of"),
+    ("NaN rating", lambda m: m.add("hi", user_id="ana", rating=math.nan), InvalidInputError, "rating must be"),
+    ("rating 6", lambda m: m.add("hi", user_id="ana", rating=6), InvalidInputError, "rating must be"),
+    ("rating bool", lambda m: m.add("hi", user_id="ana", rating=True), InvalidInputError, "rating must be"),
+    ("rating + other signal", lambda m: m.add("hi", user_id="ana", signal="endorsed", rating=4), InvalidInputError, "rating= goes with"),
+    ("negative created_at", lambda m: m.add("hi", user_id="ana", created_at=-1), InvalidInputError, "created_at"),
+    ("infinite created_at", lambda m: m.add("hi", user_id="ana", created_at=math.inf), InvalidInputError, "created_at"),
+    ("list metadata value", lambda m: m.add("hi", user_id="ana", metadata={"k": [1]}), InvalidInputError, "metadata['k']"),
+    ("NaN metadata value", lambda m: m.add("hi", user_id="ana", metadata={"k": math.nan}), InvalidInputError, "finite"),
+    ("metadata not a dict", lambda m: m.add("hi", user_id="ana", metadata="k=v"), InvalidInputError, "metadata must be a dict"),
+    ("add_many one bad item", lambda m: m.add_many([_good("a"), _good(""), _good("b")]), InvalidInputError, "entries[1]"),
+    ("add_many not a dict", lambda m: m.add_many(["just text"]), InvalidInputError, "entries[0]"),
+    ("add_many unknown field", lambda m: m.add_many([{**_good(), "colour": "red"}]), InvalidInputError, "entries[0]"),
+    ("feedback unknown run", lambda m: m.feedback("no-such-run", "endorsed"), UnknownRunError, "no tracked output"),
+    ("feedback empty run id", lambda m: m.feedback("", "endorsed"), InvalidInputError, "run_id"),
+    ("feedback other user's run", lambda m: m.feedback(RUN, "endorsed", user_id="bob"), UnknownRunError, "for user 'bob'"),
+    ("feedback without signal", lambda m: m.feedback(RUN), InvalidInputError, "give feedback"),
+    ("feedback authored", lambda m: m.feedback(RUN, "authored"), InvalidInputError, "feedback signal must be"),
+    ("feedback edited + rating", lambda m: m.feedback(RUN, edited="new", rating=3), InvalidInputError, "edited= stands alone"),
+    ("feedback NaN rating", lambda m: m.feedback(RUN, rating=math.nan), InvalidInputError, "rating must be"),
+    ("import missing text", lambda m: m.import_([{"user_id": "ana", "signals": ["authored"]}]), InvalidInputError, "missing ['text']"),
+    ("import signals not a list", lambda m: m.import_([{**_good(), "signals": "authored"}]), InvalidInputError, "signals"),
+    ("import strength 2", lambda m: m.import_([{**_good(), "signals": ["authored"], "strength": 2}]), InvalidInputError, "strength"),
+    ("import good then bad", lambda m: m.import_([{**_good(), "signals": ["authored"]}, "not a record"]), InvalidInputError, "record 1"),
+    ("select max_tokens 0", lambda m: m.select("ana", max_tokens=0), InvalidInputError, "max_tokens"),
+    ("select unknown option", lambda m: m.select("ana", colour="red"), InvalidInputError, "unknown selection option"),
+    ("select bad order", lambda m: m.select("ana", order="random"), InvalidInputError, "order"),
+    ("forget user_id int", lambda m: m.forget(5), InvalidInputError, "user_id must be"),
+    ("delete user_id empty", lambda m: m.delete("op-x", user_id=""), InvalidInputError, "user_id must be"),
+    ("bad collection name", lambda m: OutputProfileMemory(client=m.store.client, collection_name="a"), InvalidInputError, "collection_name must be"),
+    ("other embedder dimension", lambda m: OutputProfileMemory(client=m.store.client, collection_name=m.store.collection_name, embeddings=StyleEmbeddings(dimension=64)), EmbeddingMismatchError, "open it with the embedder it was written with"),
+    ("path and client", lambda m: OutputProfileMemory(path="x", client=m.store.client), InvalidInputError, "either path= or client="),
+    ("negative cache ttl", lambda m: OutputProfileMemory(client=m.store.client, cache_ttl_s=-1), InvalidInputError, "cache_ttl_s"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seeded() -> OutputProfileMemory:
+    memory = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    return _seed(memory)
+
+
+@pytest.mark.parametrize(("case", "call", "error", "says"), API_ROWS, ids=[r[0] for r in API_ROWS])
+def test_api_rejects_bad_input_and_changes_nothing(
+    seeded: OutputProfileMemory,
+    case: str,
+    call: Callable[[OutputProfileMemory], Any],
+    error: type[Exception],
+    says: str,
+) -> None:
+    before = _snapshot(seeded)
+    with pytest.raises(error) as raised:
+        call(seeded)
+    assert says in str(raised.value), f"{case}: unclear message {raised.value!r}"
+    assert _snapshot(seeded) == before
+    assert seeded.store.collection_name  # the store still opens and answers
+    assert seeded.select("ana").entries
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, name: str, lines: list[str]) -> str:
+    target = tmp_path / name
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(target)
+
+
+def _line(**record: Any) -> str:
+    return json.dumps(record)
+
+
+CliRow = tuple[str, Callable[[Path], list[str]], str]
+
+CLI_ROWS: list[CliRow] = [
+    ("ingest missing file", lambda p: ["ingest", str(p / "nope.jsonl")], "does not exist"),
+    ("ingest corrupt line", lambda p: ["ingest", _write(p, "a.jsonl", [_line(text="ok", user_id="ana"), "{not json"])], "line 2 is not valid JSON"),
+    ("ingest lone surrogate", lambda p: ["ingest", _write(p, "b.jsonl", ['{"text": "hi \\ud800", "user_id": "ana"}'])], "lone surrogates"),
+    ("ingest NaN rating", lambda p: ["ingest", _write(p, "c.jsonl", ['{"text": "hi", "user_id": "ana", "rating": NaN}'])], "rating must be"),
+    ("ingest unknown field", lambda p: ["ingest", _write(p, "d.jsonl", [_line(text="hi", user_id="ana", colour="red")])], "unknown field"),
+    ("ingest without user", lambda p: ["ingest", _write(p, "e.jsonl", [_line(text="hi")])], "no user_id"),
+    ("ingest not an object", lambda p: ["ingest", _write(p, "f.jsonl", ["[1, 2]"])], "must be a JSON object"),
+    ("import corrupt line", lambda p: ["import", _write(p, "g.jsonl", ["{"])], "line 1 is not valid JSON"),
+    ("import bad strength", lambda p: ["import", _write(p, "h.jsonl", [_line(text="x", user_id="ana", signals=["authored"], strength=5)])], "strength"),
+    ("preview max-tokens 0", lambda p: ["preview", "--user", "ana", "--max-tokens", "0"], "max-tokens"),
+    ("preview unknown user", lambda p: ["preview", "--user", "zed"], "no entries stored for user 'zed'"),
+    ("forget unknown user", lambda p: ["forget", "--user", "zed", "--yes"], "no entries stored for user 'zed'"),
+    ("export unknown user", lambda p: ["export", "--user", "Ana"], "no entries stored for user 'Ana'"),
+    ("bad chroma url", lambda p: ["--chroma-url", "ftp://x", "stats"], "a Chroma URL looks like"),
+    ("path and url", lambda p: ["--path", str(p / "store"), "--chroma-url", "http://127.0.0.1:9", "stats"], "either --path or --chroma-url"),
+    ("bad collection", lambda p: ["--collection", "a", "stats"], "collection_name must be"),
+    ("unknown option", lambda p: ["stats", "--colour", "red"], "No such option"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "args", "says"), CLI_ROWS, ids=[r[0] for r in CLI_ROWS])
+def test_cli_rejects_bad_input_and_changes_nothing(
+    tmp_path: Path, case: str, args: Callable[[Path], list[str]], says: str
+) -> None:
+    store = tmp_path / "store"
+    memory = _seed(OutputProfileMemory(path=store))
+    before = _snapshot(memory)
+    argv = args(tmp_path)
+    if "--chroma-url" not in argv:
+        argv = ["--path", str(store), *argv]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code != 0, f"{case}: exit 0\n{result.output}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    message = " ".join(result.output.split())
+    assert says in message, f"{case}: unclear message {result.output!r}"
+    assert _snapshot(memory) == before
