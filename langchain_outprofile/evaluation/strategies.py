@@ -1,0 +1,210 @@
+"""Strategies: how each block is built, always from profiles stored in the real memory.
+
+Every strategy reads the user's entries back from Chroma through :class:`OutputProfileMemory`
+and renders them with :func:`render_block`, under the same token budget counted by the
+memory's own counter. ``output-profile``, ``recency``, ``other-user``, ``full``,
+``input-only`` and ``op-diverse`` are ``memory.select`` calls; ``random``, ``bm25-query``,
+``op-short`` and ``op-typical`` order the stored entries their own way and pack them with
+:func:`pack`.
+"""
+
+from __future__ import annotations
+
+import random as random_module
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+
+from langchain_outprofile.evaluation.data import LampExample
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.records import InvalidInputError, ProfileEntry
+from langchain_outprofile.render import render_block
+from langchain_outprofile.selection import Fields
+
+__all__ = [
+    "BASE_SYSTEM",
+    "PLACEMENTS",
+    "STRATEGIES",
+    "Placement",
+    "build_block",
+    "ingest",
+    "messages_for",
+    "other_users",
+    "pack",
+    "parse_names",
+]
+
+STRATEGIES = (
+    "none",
+    "output-profile",
+    "recency",
+    "random",
+    "bm25-query",
+    "other-user",
+    "full",
+    "input-only",
+    "op-short",
+    "op-diverse",
+    "op-typical",
+)
+PLACEMENTS = ("leading", "middle", "trailing")
+Placement = Literal["leading", "middle", "trailing"]
+BASE_SYSTEM = "You are a helpful assistant."
+EPOCH = 1_700_000_000.0
+_DAY_S = 86_400.0
+
+
+def parse_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """Split a comma list and check every name (``InvalidInputError`` names the bad one)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise InvalidInputError(f"unknown {what} {bad or text!r}; choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(names))
+
+
+def ingest(memory: OutputProfileMemory, examples: Sequence[LampExample]) -> int:
+    """Store every example's profile as authored entries (one ``add_many`` per user).
+
+    Items keep their file order as time: item ``i`` is ``i`` days after the first, so the
+    last item is the newest (LaMP-7 items carry no dates).
+    """
+    stored = 0
+    for example in examples:
+        records = [
+            {
+                "text": item.output,
+                "user_id": example.user_id,
+                "signal": "authored",
+                "task": example.task,
+                "source_input": item.input or None,
+                "created_at": EPOCH + i * _DAY_S,
+            }
+            for i, item in enumerate(example.profile)
+        ]
+        stored += len(memory.add_many(records))
+    return stored
+
+
+def other_users(examples: Sequence[LampExample], seed: int) -> dict[str, str]:
+    """A seeded derangement: each user is paired with a different user's profile."""
+    users = [e.user_id for e in examples]
+    if len(users) < 2:
+        return {}
+    shuffled = users[:]
+    random_module.Random(seed).shuffle(shuffled)
+    return {u: shuffled[(i + 1) % len(shuffled)] for i, u in enumerate(shuffled)}
+
+
+def build_block(
+    memory: OutputProfileMemory,
+    example: LampExample,
+    strategy: str,
+    budget: int,
+    *,
+    seed: int = 0,
+    partner: str | None = None,
+) -> str | None:
+    """The block text of one strategy for one user ('' for ``none``; None when not applicable).
+
+    Example:
+        ```python
+        text = build_block(memory, example, "bm25-query", 200)
+        ```
+    """
+    user = example.user_id
+    if strategy == "none":
+        return ""
+    if strategy in ("full", "input-only"):
+        if not example.has_inputs:
+            return None
+        fields: Fields = "full" if strategy == "full" else "input"
+        return memory.select(user, max_tokens=budget, fields=fields).text
+    selectors: dict[str, Callable[[], str]] = {
+        "output-profile": lambda: memory.select(user, max_tokens=budget).text,
+        "recency": lambda: (
+            memory.select(user, max_tokens=budget, mmr_lambda=1.0, duplicate_threshold=1.0).text
+        ),
+        "op-diverse": lambda: memory.select(user, max_tokens=budget, mmr_lambda=0.3).text,
+        "other-user": lambda: memory.select(partner, max_tokens=budget).text if partner else "",
+    }
+    if strategy in selectors:
+        return selectors[strategy]()
+    return _ordered_block(memory, example, strategy, budget, seed)
+
+
+def _ordered_block(
+    memory: OutputProfileMemory, example: LampExample, strategy: str, budget: int, seed: int
+) -> str:
+    profile = memory.store.load(example.user_id)
+    entries = [e for e in profile.entries if e.selectable]
+    keep = [i for i, e in enumerate(profile.entries) if e.selectable]
+    vectors = profile.vectors[keep] if len(keep) else profile.vectors
+    if strategy == "random":
+        order = sorted(entries, key=lambda e: e.id)
+        random_module.Random(f"{seed}:{example.user_id}").shuffle(order)
+    elif strategy == "bm25-query":
+        order = _bm25_order(entries, example.input)
+    elif strategy == "op-short":
+        order = sorted(entries, key=lambda e: (memory.counter.count(e.text), e.id))
+    elif strategy == "op-typical":
+        order = _typical_order(entries, vectors)
+    else:
+        raise InvalidInputError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    return render_block(pack(memory, order, budget), "output", memory.template)
+
+
+def pack(
+    memory: OutputProfileMemory, ordered: Sequence[ProfileEntry], budget: int
+) -> list[ProfileEntry]:
+    """Greedy whole-entry packing in the given order: take each entry whose block still fits."""
+    chosen: list[ProfileEntry] = []
+    for entry in ordered:
+        trial = [*chosen, entry]
+        if memory.counter.count(render_block(trial, "output", memory.template)) <= budget:
+            chosen = trial
+    return chosen
+
+
+def _bm25_order(entries: Sequence[ProfileEntry], query: str) -> list[ProfileEntry]:
+    """The user's entries most similar to the request first (LaMP's BM25 retriever)."""
+    import bm25s
+
+    if not entries:
+        return []
+    corpus = [f"{e.source_input} {e.text}".strip() for e in entries]
+    retriever = bm25s.BM25()
+    retriever.index(
+        bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False
+    )
+    query_tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
+    if not query_tokens.vocab:
+        return list(entries)
+    docs, _ = retriever.retrieve(query_tokens, k=len(entries), show_progress=False)
+    return [entries[int(i)] for i in docs[0]]
+
+
+def _typical_order(entries: Sequence[ProfileEntry], vectors: np.ndarray) -> list[ProfileEntry]:
+    """Entries closest to the user's style centroid first."""
+    if not entries:
+        return []
+    centroid = vectors.mean(axis=0)
+    similarity = vectors @ centroid
+    ranked = sorted(range(len(entries)), key=lambda i: (-float(similarity[i]), entries[i].id))
+    return [entries[i] for i in ranked]
+
+
+def messages_for(request: str, block: str, placement: Placement) -> list[tuple[str, str]]:
+    """Chat messages with the block ``leading`` (top of the system message, as the memory
+    injects it), in the ``middle`` (after the instructions, before the request) or
+    ``trailing`` (after the request)."""
+    if not block:
+        return [("system", BASE_SYSTEM), ("user", request)]
+    if placement == "leading":
+        return [("system", f"{block}\n\n{BASE_SYSTEM}"), ("user", request)]
+    if placement == "middle":
+        return [("system", f"{BASE_SYSTEM}\n\n{block}"), ("user", request)]
+    if placement == "trailing":
+        return [("system", BASE_SYSTEM), ("user", f"{request}\n\n{block}")]
+    raise InvalidInputError(f"placement must be one of {PLACEMENTS}; got {placement!r}")
