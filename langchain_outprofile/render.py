@@ -2,7 +2,8 @@
 
 The block frames entries as evidence, never instructions. Each entry sits between
 ``<entry>`` delimiters that its text cannot close: every ``<`` that could start a tag or a
-special token (``</entry>``, ``<|im_start|>``, ``<s>``) gets a zero-width space after it.
+special token (``</entry>``, ``<|im_start|>``, ``<s>``, DeepSeek's fullwidth-bar tokens) gets
+a zero-width space after it.
 The escape is reversible, so :func:`parse_block` recovers the stored texts exactly.
 """
 
@@ -27,8 +28,9 @@ __all__ = [
 ]
 
 _ZWSP = "\u200b"
-_ESCAPE = re.compile(f"<({_ZWSP}*)(?=[|/!?A-Za-z_])")
-_UNESCAPE = re.compile(f"<{_ZWSP}({_ZWSP}*)(?=[|/!?A-Za-z_])")
+_TAG_START = "[|\uff5c/!?A-Za-z_]"  # \uff5c: fullwidth bar (DeepSeek tokens)
+_ESCAPE = re.compile(f"<({_ZWSP}*)(?={_TAG_START})")
+_UNESCAPE = re.compile(f"<{_ZWSP}({_ZWSP}*)(?={_TAG_START})")
 _ENTRY = re.compile(r'<entry n="\d+">\n(.*?)\n</entry>', re.DOTALL)
 
 
