@@ -20,4 +20,6 @@ if [[ "$extras" == *dev* || "$extras" == *local* ]] &&
     --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -w "$wheelhouse"
 fi
 
-python -m pip install --find-links "$wheelhouse" -e ".[$extras]"
+# --only-binary: take llama-cpp-python from the portable wheel above, never compile it (a
+# compile here would be the CPU-tuned build, and pip would cache it).
+python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e ".[$extras]"
