@@ -76,13 +76,16 @@ def http_client(url: str) -> ClientAPI:
         memory = OutputProfileMemory(client=http_client("http://127.0.0.1:8000"))
         ```
     """
-    parts = urlsplit(url) if isinstance(url, str) else None
+    bad = InvalidInputError(f"a Chroma URL looks like http://host:port; got {url!r}")
+    if not isinstance(url, str):
+        raise bad
+    parts = urlsplit(url)
     try:
-        port = parts.port if parts else None
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError(f"a Chroma URL looks like http://host:port; got {url!r}")
+        port = parts.port
+    except ValueError:  # a port that is not a number in range
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad
     secure = parts.scheme == "https"
     try:
         return chromadb.HttpClient(
