@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,17 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from langchain_outprofile.cli.files import CliError, read_entries, read_exported, read_records
 from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import InvalidInputError, OutprofileError, ProfileEntry
+from langchain_outprofile.records import OutprofileError
 from langchain_outprofile.store import DEFAULT_COLLECTION, http_client
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
 
-__all__ = ["app", "read_entries", "read_records"]
+__all__ = ["app", "read_entries", "read_exported", "read_records"]
 
 BATCH = 256
-ENTRY_FIELDS = frozenset(
-    {"text", "user_id", "signal", "rating", "task", "source_input", "created_at", "metadata"}
-)
 
 app = typer.Typer(
     name="outprofile",
@@ -48,10 +46,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class CliError(OutprofileError):
-    """A problem the person running the command can fix; printed without a traceback."""
 
 
 @dataclass
@@ -95,106 +89,6 @@ def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
     users = memory.store.user_ids()
     listed = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "") if users else "none"
     raise CliError(f"no entries stored for user {user_id!r} (users in this store: {listed})")
-
-
-# -- reading files --------------------------------------------------------------------------
-
-
-def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) pairs of a JSONL file, or of a JSON file holding a list.
-
-    Raises:
-        CliError: naming the line of the first malformed record.
-
-    Example:
-        ```python
-        read_records(Path("entries.jsonl"))[0]  # (1, {"text": "...", "user_id": "ana"})
-        ```
-    """
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise CliError(f"{path}: not valid JSON at line {error.lineno}: {error.msg}") from None
-        pairs = list(enumerate(items, start=1))
-        where = "item"
-    else:
-        pairs = [(n, _json_line(path, n, line)) for n, line in _lines(text)]
-        where = "line"
-    for n, item in pairs:
-        if not isinstance(item, dict):
-            raise CliError(f"{path}: {where} {n} must be a JSON object; got {type(item).__name__}")
-    return pairs
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield n, line
-
-
-def _json_line(path: Path, n: int, line: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as error:
-        raise CliError(f"{path}: line {n} is not valid JSON: {error.msg}") from None
-
-
-def read_entries(
-    memory: OutputProfileMemory, path: Path, user_id: str | None
-) -> list[ProfileEntry]:
-    """Validated entries of a JSONL/JSON file of entries or of LaMP question records.
-
-    An entry is ``{text, user_id?, signal?, rating?, task?, source_input?, created_at?,
-    metadata?}``. A LaMP record (``{id, input, profile: [{text, ...}], ...}``) becomes one
-    authored entry per profile item, for the user named by the record's ``id``. ``user_id``,
-    when given, is the user of every entry.
-
-    Example:
-        ```python
-        entries = read_entries(memory, Path("lamp7_dev.jsonl"), user_id=None)
-        ```
-    """
-    entries: list[ProfileEntry] = []
-    for n, record in read_records(path):
-        try:
-            items = (
-                _lamp_items(record, user_id)
-                if "profile" in record
-                else [_entry_fields(record, user_id)]
-            )
-            entries += [memory.entry(**item) for item in items]
-        except (InvalidInputError, TypeError) as error:
-            raise CliError(f"{path}: line {n}: {error}") from None
-    return entries
-
-
-def _entry_fields(record: Mapping[str, Any], user_id: str | None) -> dict[str, Any]:
-    unknown = sorted(set(record) - ENTRY_FIELDS)
-    if unknown:
-        raise InvalidInputError(f"unknown field(s) {unknown}; allowed: {sorted(ENTRY_FIELDS)}")
-    fields = dict(record)
-    fields["user_id"] = user_id or fields.get("user_id")
-    if not fields["user_id"]:
-        raise InvalidInputError("no user_id in the entry; pass --user or add a user_id field")
-    return fields
-
-
-def _lamp_items(record: Mapping[str, Any], user_id: str | None) -> list[dict[str, Any]]:
-    profile = record["profile"]
-    owner = user_id or record.get("id")
-    if not isinstance(profile, list) or owner in (None, ""):
-        raise InvalidInputError("a LaMP record needs an 'id' and a 'profile' list")
-    items = []
-    for item in profile:
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
-            raise InvalidInputError("every LaMP profile item needs a 'text' string")
-        meta = {"source": "lamp", "lamp_record": str(record.get("id", ""))}
-        if item.get("id") is not None:
-            meta["lamp_item"] = str(item["id"])
-        items.append({"text": item["text"], "user_id": str(owner), "metadata": meta})
-    return items
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -245,8 +139,9 @@ def ingest(
             for start in range(0, len(entries), BATCH):
                 memory.add_many(entries[start : start + BATCH])
                 progress.advance(task, len(entries[start : start + BATCH]))
-        users = sorted({e.user_id for e in entries})
-        typer.echo(f"stored {len(entries)} entries for {len(users)} user(s)")
+        users = {e.user_id for e in entries}
+        distinct = len({e.id for e in entries})  # the same text of a user is one entry
+        typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
 
 
 @app.command()
@@ -313,13 +208,8 @@ def import_(ctx: typer.Context, file: ExistingFile) -> None:
     """Restore entries written by `export`, exactly (all are validated first)."""
     with _errors():
         memory = _memory(ctx)
-        pairs = read_records(file)
-        for n, record in pairs:
-            try:
-                ProfileEntry.from_dict(record, memory.max_text_chars)
-            except InvalidInputError as error:
-                raise CliError(f"{file}: line {n}: {error}") from None
-        count = memory.import_([record for _, record in pairs])
+        records = read_exported(file, memory.max_text_chars)
+        count = memory.import_(records)
         typer.echo(f"imported {count} entries")
 
 
