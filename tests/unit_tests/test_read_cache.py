@@ -7,6 +7,8 @@ evicted or expired one, without looking inside the cache.
 
 from __future__ import annotations
 
+from typing import Any
+
 import chromadb
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from langchain_outprofile import InvalidInputError, OutputProfileMemory, Profile
 from tests.conftest import unique_name
 
 
-def _memory(**kwargs: object) -> OutputProfileMemory:
+def _memory(**kwargs: Any) -> OutputProfileMemory:
     return OutputProfileMemory(
         client=chromadb.EphemeralClient(), collection_name=unique_name("cache"), **kwargs
     )
