@@ -91,6 +91,7 @@ DEMO_REQUEST = "Write a short message to my team: the Friday meeting moves to Mo
 DEMO_ANSWERED = ("dana_dev", "mia_warm")
 SYSTEM_PROMPT = "Write as this user writes: same tone, length and formatting."
 BLOCK_TOKENS = 250
+ANSWER_TOKENS = 64
 NOTE = (
     "SmolLM2-135M is tiny: it shows the mechanism (each user's block is the first thing the "
     "model reads), not the quality a larger model gets from it. Set OPENAI_API_KEY (and "
@@ -186,7 +187,7 @@ def run_demo(
     if model is None:
         from langchain_outprofile.local import default_chat_model
 
-        model, described = default_chat_model()
+        model, described = default_chat_model(max_tokens=ANSWER_TOKENS)
     run = DemoRun(model=described)
     with tempfile.TemporaryDirectory(prefix="outprofile-demo-") as path:
         memory = OutputProfileMemory(path=path)
