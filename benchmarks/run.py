@@ -23,7 +23,7 @@ from chromadb.config import Settings
 
 from benchmarks.server import chroma_server
 from benchmarks.synthetic import queries, user_entries, user_name
-from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.tokens import TokenCounter
 
 __all__ = ["bench_command", "main"]
@@ -171,10 +171,10 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def bench_command(
-    sizes: Sequence[int] = (1_000, 10_000),
+    sizes: list[int] | None = None,
     many_entries: int = 20_000,
     many_users: int = 200,
-    modes: Sequence[str] = ("embedded", "server"),
+    modes: list[str] | None = None,
     repeats: int = 30,
     max_tokens: int = 600,
     seed: int = 0,
@@ -183,10 +183,11 @@ def bench_command(
     """Run the benchmark suite, print a markdown table, and write the numbers as JSON.
 
     Args:
-        sizes: entries of one user, one scenario each (e.g. 1000, 10000, 100000).
+        sizes: entries of one user, one scenario each (default 1000 and 10000; 0 skips).
         many_entries: entries of the many-users scenario (0 skips it), e.g. 1_000_000.
         many_users: users sharing that one collection, e.g. 10_000.
-        modes: ``embedded`` (PersistentClient) and/or ``server`` (HttpClient to ``chroma run``).
+        modes: ``embedded`` (PersistentClient) and/or ``server`` (HttpClient to ``chroma run``);
+            default both.
         repeats: timed calls per figure.
         max_tokens: block budget of every select.
         seed: seed of the synthetic users and texts.
@@ -195,12 +196,16 @@ def bench_command(
     Example:
         ```python
         from benchmarks.run import bench_command
-        report = bench_command(sizes=(1000,), many_entries=0, modes=("embedded",))
+        report = bench_command(sizes=[1000], many_entries=0, modes=["embedded"])
         ```
     """
+    sizes = [n for n in (sizes or [1_000, 10_000]) if n > 0]
+    modes = modes or ["embedded", "server"]
     unknown = set(modes) - {"embedded", "server"}
     if unknown:
-        raise ValueError(f"modes must be embedded and/or server; got {sorted(unknown)}")
+        raise InvalidInputError(f"modes must be embedded and/or server; got {sorted(unknown)}")
+    if many_entries and not 0 < many_users <= many_entries:
+        raise InvalidInputError("many_users must be between 1 and many_entries")
     rows: list[dict[str, Any]] = []
     server_rss: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="outprofile-bench-") as tmp:
@@ -246,7 +251,9 @@ def bench_command(
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry: ``python -m benchmarks.run --sizes 1000,10000,100000``."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000,10000", help="one-user sizes, comma separated")
+    parser.add_argument(
+        "--sizes", default="1000,10000", help="one-user sizes, comma separated; 0 skips"
+    )
     parser.add_argument("--many-entries", type=int, default=20_000, help="0 skips the scenario")
     parser.add_argument("--many-users", type=int, default=200)
     parser.add_argument("--modes", default="embedded,server")
@@ -256,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
     args = parser.parse_args(argv)
     bench_command(
-        sizes=[int(s) for s in args.sizes.split(",") if s],
+        sizes=[int(s) for s in args.sizes.split(",") if s] or [0],
         many_entries=args.many_entries,
         many_users=args.many_users,
         modes=args.modes.split(","),
