@@ -1,0 +1,95 @@
+"""The whole harness end to end on the invented fixture with the real SmolLM2 model: a tiny
+slice that CI runs so the evaluation cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from langchain_outprofile.evaluation.command import eval_command, run_command
+from langchain_outprofile.evaluation.scoring import LlamaScorer
+from langchain_outprofile.records import InvalidInputError
+
+pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    scorer = LlamaScorer(n_ctx=1024)
+    args = dict(
+        strategies="none,output-profile,bm25-query",
+        budgets="100",
+        placement="leading,trailing",
+        limit=2,
+        seed=3,
+        out=out,
+    )
+    paths = run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)  # type: ignore[arg-type]
+    assert [p.name for p in paths] == ["report.json", "report.md", "lift.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["users"] == 2 and report["meta"]["scored_now"] == 10
+    table = report["budgets"]["100"]
+    assert list(table) == ["none", "output-profile", "bm25-query"]
+    assert set(report["placements"]) == {"leading", "trailing"}
+    rows = _rows(out / "scores.jsonl")
+    assert len(rows) == 10 and all(r["model"] == scorer.name for r in rows)
+    mean = {(r["user"], r["strategy"], r["placement"]): r["nll"] / r["tokens"] for r in rows}
+    for placement in ("leading", "trailing"):
+        got = report["placements"][placement]["100"]["output-profile"]
+        expected = np.mean(
+            [
+                mean[(u, "none", "-")] - mean[(u, "output-profile", placement)]
+                for u in ("lamp-t0", "lamp-t1")
+            ]
+        )
+        assert got["users"] == 2 and np.isclose(got["lift_vs_none"]["mean"], expected)
+        assert (
+            got["lift_vs_none"]["low"] <= got["lift_vs_none"]["mean"] <= got["lift_vs_none"]["high"]
+        )
+        assert "lift_vs_bm25-query" in got
+    blocks = [r for r in rows if r["strategy"] != "none"]
+    assert all(0 < r["block_tokens"] <= 100 and r["entries"] >= 1 for r in blocks)
+    assert (out / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "`output-profile`" in (out / "report.md").read_text()
+
+    run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)  # type: ignore[arg-type]
+    again = json.loads((out / "report.json").read_text())
+    assert again["meta"]["scored_now"] == 0 and again["meta"]["from_cache"] == 10
+    assert again["placements"] == report["placements"]
+    assert len(_rows(out / "scores.jsonl")) == 10
+
+
+def test_bad_arguments_fail_before_any_work(tiny_lamp7: Path, tmp_path: Path) -> None:
+    base = dict(
+        strategies="none", budgets="100", placement="leading", limit=1, seed=0, out=tmp_path / "x"
+    )
+    for change, message in [
+        ({"strategies": "none,rag"}, "unknown strategy"),
+        ({"budgets": "100,abc"}, "comma list of integers"),
+        ({"placement": "top"}, "unknown placement"),
+        ({"limit": 0}, "--limit"),
+        ({"backend": "openai"}, "--base-url and --model"),
+    ]:
+        with pytest.raises(InvalidInputError, match=message):
+            run_command(tiny_lamp7, **{**base, **change})  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_reports_bad_input_as_a_clean_error(tiny_lamp7: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    result = CliRunner().invoke(
+        app, [str(tiny_lamp7), "--strategies", "none,rag", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "unknown strategy" in result.output and "Traceback" not in result.output

@@ -1,0 +1,107 @@
+"""Strategies build their blocks from the real memory on real Chroma, within the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from langchain_outprofile import OutputProfileMemory, parse_block
+from langchain_outprofile.evaluation.data import load_lamp
+from langchain_outprofile.evaluation.strategies import (
+    BASE_SYSTEM,
+    build_block,
+    ingest,
+    messages_for,
+    other_users,
+    parse_names,
+)
+from langchain_outprofile.records import InvalidInputError
+
+ALL = ["output-profile", "recency", "random", "bm25-query", "op-short", "op-diverse", "op-typical"]
+
+
+def test_every_strategy_stays_in_budget_and_uses_only_the_users_own_texts(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    examples = load_lamp(tiny_lamp7)
+    assert ingest(ephemeral_memory, examples) == sum(len(e.profile) for e in examples)
+    for example in examples:
+        own = {p.output for p in example.profile}
+        for strategy in ALL:
+            for budget in (90, 150):  # the header and footer alone are ~60 tokens
+                block = build_block(ephemeral_memory, example, strategy, budget, seed=1)
+                assert block, (strategy, budget)
+                assert ephemeral_memory.counter.count(block) <= budget
+                texts = parse_block(block)
+                assert texts and set(texts) <= own, (strategy, texts)
+
+
+def test_none_is_empty_and_input_fields_need_a_task_with_inputs(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path, tiny_lamp4: tuple[Path, Path]
+) -> None:
+    tweets, headlines = load_lamp(tiny_lamp7), load_lamp(tiny_lamp4[0])
+    ingest(ephemeral_memory, [*tweets, *headlines])
+    assert build_block(ephemeral_memory, tweets[0], "none", 200) == ""
+    assert build_block(ephemeral_memory, tweets[0], "full", 200) is None
+    full = build_block(ephemeral_memory, headlines[0], "full", 400)
+    inputs = build_block(ephemeral_memory, headlines[0], "input-only", 400)
+    assert full and inputs
+    item = headlines[0].profile[0]
+    assert item.input in full and item.output in full and "Request:" in full
+    assert item.input in inputs and item.output not in inputs
+
+
+def test_other_user_is_a_seeded_derangement_and_uses_the_partners_texts(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    examples = load_lamp(tiny_lamp7)
+    ingest(ephemeral_memory, examples)
+    partners = other_users(examples, seed=5)
+    assert partners == other_users(examples, seed=5)
+    assert sorted(partners) == sorted(partners.values()) == sorted(e.user_id for e in examples)
+    assert all(user != partner for user, partner in partners.items())
+    by_user = {e.user_id: e for e in examples}
+    for example in examples:
+        partner = partners[example.user_id]
+        block = build_block(ephemeral_memory, example, "other-user", 200, partner=partner)
+        assert block
+        assert set(parse_block(block)) <= {p.output for p in by_user[partner].profile}
+
+
+def test_bm25_puts_the_entry_sharing_the_requests_words_first(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    example = load_lamp(tiny_lamp7)[0]  # the request mentions a late ferry
+    ingest(ephemeral_memory, [example])
+    block = build_block(ephemeral_memory, example, "bm25-query", 100)
+    assert block and "ferry" in parse_block(block)[0]
+    assert (
+        "ferry" not in parse_block(build_block(ephemeral_memory, example, "op-short", 100) or "")[0]
+    )
+
+
+def test_random_is_seeded(ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path) -> None:
+    example = load_lamp(tiny_lamp7)[1]
+    ingest(ephemeral_memory, [example])
+    blocks = {s: build_block(ephemeral_memory, example, "random", 110, seed=s) for s in range(6)}
+    assert blocks[0] == build_block(ephemeral_memory, example, "random", 110, seed=0)
+    assert len(set(blocks.values())) > 1
+
+
+def test_placements() -> None:
+    block, request = "<user_profile>\nB\n</user_profile>", "Rewrite this."
+    leading = messages_for(request, block, "leading")
+    assert leading[0] == ("system", f"{block}\n\n{BASE_SYSTEM}") and leading[1] == ("user", request)
+    assert messages_for(request, block, "middle")[0][1].endswith(block)
+    assert messages_for(request, block, "trailing")[1] == ("user", f"{request}\n\n{block}")
+    assert messages_for(request, "", "trailing") == [("system", BASE_SYSTEM), ("user", request)]
+
+
+def test_unknown_names_are_refused() -> None:
+    assert parse_names("none, bm25-query,none", ["none", "bm25-query"], "strategy") == [
+        "none",
+        "bm25-query",
+    ]
+    with pytest.raises(InvalidInputError, match=r"unknown strategy \['bm25'\]"):
+        parse_names("none,bm25", ["none", "bm25-query"], "strategy")
