@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -409,13 +410,19 @@ def _entries_from(result: Any) -> list[ProfileEntry]:
     ]
 
 
+@lru_cache(maxsize=1024)
+def _signals_of(value: str) -> tuple[Signal, ...]:
+    """Parse a stored signal list once per distinct value (a cold read builds thousands)."""
+    return tuple(Signal(s) for s in value.split(",") if s)
+
+
 def _from_metadata(id_: str, document: str, meta: Any) -> ProfileEntry:
     extra = {k[len(_META_PREFIX) :]: v for k, v in meta.items() if k.startswith(_META_PREFIX)}
     return ProfileEntry(
         id=id_,
         user_id=str(meta["user_id"]),
         text=document,
-        signals=tuple(Signal(s) for s in str(meta["signals"]).split(",") if s),
+        signals=_signals_of(str(meta["signals"])),
         strength=float(meta["strength"]),
         task=str(meta.get("task", "")),
         source_input=str(meta.get("source_input", "")),
