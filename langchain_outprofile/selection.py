@@ -41,6 +41,8 @@ class SelectionOptions:
         task: scope to entries of this task first.
         fill_from_profile: when the task scope cannot fill the budget, use other entries.
         relevance_weight: 0 (default) ignores the query entirely; up to 1 blends it in.
+        typicality_weight: 0 (default) off; up to 1 blends in closeness to the user's style
+            centroid (query-free: the block stays the same for every request).
         mmr_lambda: 1 ranks by score alone; lower values favour stylistic diversity.
         duplicate_threshold: cosine similarity above which an entry is a near-duplicate.
         pool_size: how many top-scored candidates diversity and packing consider.
@@ -54,6 +56,7 @@ class SelectionOptions:
     task: str | None = None
     fill_from_profile: bool = True
     relevance_weight: float = 0.0
+    typicality_weight: float = 0.0
     mmr_lambda: float = 0.7
     duplicate_threshold: float = 0.92
     pool_size: int = 400
@@ -65,6 +68,7 @@ class SelectionOptions:
         if self.half_life_days is not None:
             _check_fraction(self.half_life_days, "half_life_days", upper=math.inf, open_low=True)
         _check_fraction(self.relevance_weight, "relevance_weight")
+        _check_fraction(self.typicality_weight, "typicality_weight")
         _check_fraction(self.mmr_lambda, "mmr_lambda")
         _check_fraction(self.duplicate_threshold, "duplicate_threshold")
         if self.order not in ("strongest", "stable"):
@@ -142,9 +146,13 @@ def _score(
     scored: list[tuple[int, Candidate]] = []
     left_out: list[Candidate] = []
     similarity = _query_similarity(profile, query_vector, options.relevance_weight)
+    typical = _typicality(profile, options.typicality_weight)
     for index, entry in enumerate(profile.entries):
         age_days = max(0.0, now - entry.created_at) / _DAY_S
         score = entry.strength * _decay(age_days, options.half_life_days)
+        if typical is not None:
+            t = options.typicality_weight
+            score = (1.0 - t) * score + t * max(0.0, float(typical[index]))
         if similarity is not None:
             w = options.relevance_weight
             score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
@@ -189,6 +197,17 @@ def _query_similarity(
     if weight <= 0.0 or query_vector is None or not profile.entries:
         return None
     return profile.vectors @ np.asarray(query_vector, dtype=np.float32)
+
+
+def _typicality(profile: StoredProfile, weight: float) -> np.ndarray | None:
+    """Cosine of each entry's style vector to the centroid of the user's selectable entries."""
+    usable = [i for i, e in enumerate(profile.entries) if e.selectable]
+    if weight <= 0.0 or not usable:
+        return None
+    vectors = profile.vectors
+    centroid = vectors[usable].mean(axis=0)
+    norm = float(np.linalg.norm(centroid))
+    return vectors @ (centroid / norm) if norm > 0 else None
 
 
 def _diversify(

@@ -105,3 +105,23 @@ def test_unknown_names_are_refused() -> None:
     ]
     with pytest.raises(InvalidInputError, match=r"unknown strategy \['bm25'\]"):
         parse_names("none,bm25", ["none", "bm25-query"], "strategy")
+
+
+def test_typicality_option_ranks_like_the_op_typical_strategy(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    examples = load_lamp(tiny_lamp7)
+    ingest(ephemeral_memory, examples)
+    for example in examples:
+        evaluated = parse_block(build_block(ephemeral_memory, example, "op-typical", 400) or "")
+        selected = ephemeral_memory.select(
+            example.user_id,
+            max_tokens=400,
+            typicality_weight=1.0,
+            mmr_lambda=1.0,
+            duplicate_threshold=1.0,
+            half_life_days=None,
+        )
+        assert [e.text for e in selected.entries] == evaluated
+        default = ephemeral_memory.select(example.user_id, max_tokens=400)
+        assert [e.text for e in default.entries] != evaluated or len(evaluated) < 2
