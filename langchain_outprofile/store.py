@@ -175,6 +175,10 @@ class ProfileStore:
         ```
     """
 
+    eager_rows: int = 512
+    """Profiles up to this many entries load with their vectors in one read (a larger one
+    fetches only the vectors selection asks for)."""
+
     def __init__(
         self,
         *,
@@ -284,9 +288,19 @@ class ProfileStore:
     # -- reads ----------------------------------------------------------------------------
 
     def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
-        """Every entry of one user (and its style vector), oldest first."""
+        """Every entry of one user (and its style vector), oldest first.
+
+        A profile of up to ``eager_rows`` entries comes back with its vectors in one read;
+        a larger one reads texts and metadata only and fetches vectors by id when asked.
+        """
         user = validate_user_id(user_id)
-        entries = _entries_from(self._collection.get(where={"user_id": user}, include=_INCLUDE_ALL))
+        where = {"user_id": user}
+        if with_vectors:
+            include: Any = [*_INCLUDE_ALL, "embeddings"]
+            first = self._collection.get(where=where, include=include, limit=self.eager_rows + 1)
+            if len(first["ids"]) <= self.eager_rows:
+                return self._eager_profile(first)
+        entries = _entries_from(self._collection.get(where=where, include=_INCLUDE_ALL))
         entries.sort(key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             return StoredProfile(
@@ -295,6 +309,14 @@ class ProfileStore:
         return StoredProfile(
             tuple(entries), fetch=lambda ids: self._vectors(user, ids), dimension=self._dimension
         )
+
+    def _eager_profile(self, result: Any) -> StoredProfile:
+        entries = _entries_from(result)
+        vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
+        if entries:
+            vectors[:] = np.asarray(result["embeddings"], dtype=np.float32)
+        order = sorted(range(len(entries)), key=lambda i: (entries[i].created_at, entries[i].id))
+        return StoredProfile(tuple(entries[i] for i in order), vectors[order])
 
     def _vectors(self, user: str, ids: list[str]) -> np.ndarray:
         """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone).

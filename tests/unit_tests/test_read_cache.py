@@ -76,17 +76,38 @@ def test_bad_cache_settings_are_refused(kwargs: dict[str, float]) -> None:
         _memory(**kwargs)
 
 
-def test_a_lazily_loaded_profile_fetches_the_stored_vectors_of_the_rows_asked() -> None:
+@pytest.mark.parametrize("eager_rows", [0, 5, 6, 512])
+def test_a_profile_gives_the_stored_vectors_of_the_rows_asked(eager_rows: int) -> None:
     memory = _memory()
+    memory.store.eager_rows = eager_rows  # 0 and 5: lazy (6 entries); 6 and 512: one read
+    texts_in = [f"Text number {i}, told my way!" for i in range(6)]
     memory.add_many(
-        [{"text": f"Text number {i}, told my way!", "user_id": "ana"} for i in range(6)]
+        [{"text": t, "user_id": "ana", "created_at": 1e9 + i} for i, t in enumerate(texts_in)]
     )
     memory.add("Someone else's text.", user_id="bob")
     profile = memory.store.load("ana")
-    texts = [profile.entries[i].text for i in (4, 1)]
-    expected = np.asarray(memory.store.embeddings.embed_documents(texts), dtype=np.float32)
+    assert [e.text for e in profile.entries] == texts_in  # oldest first, only ana's
+    expected = np.asarray(memory.store.embeddings.embed_documents(texts_in), dtype=np.float32)
 
-    np.testing.assert_allclose(profile.vectors_for([4, 1]), expected, atol=1e-6)
-    assert profile.vectors_for([]).shape == (0, len(expected[0]))
-    assert profile.vectors.shape == (6, len(expected[0]))
-    np.testing.assert_allclose(profile.vectors[[4, 1]], expected, atol=1e-6)
+    np.testing.assert_allclose(profile.vectors_for([4, 1]), expected[[4, 1]], atol=1e-6)
+    assert profile.vectors_for([]).shape == (0, expected.shape[1])
+    np.testing.assert_allclose(profile.vectors, expected, atol=1e-6)
+
+
+def test_lazy_and_eager_loads_choose_the_same_block() -> None:
+    memory = _memory(cache_ttl_s=0)
+    memory.add_many(
+        [
+            {
+                "text": f"Entry {i}: {'short. ' * (i % 4)}done!",
+                "user_id": "ana",
+                "signal": ("authored", "accepted", "endorsed")[i % 3],
+            }
+            for i in range(30)
+        ]
+    )
+    eager = memory.select("ana", max_tokens=200, pool_size=10).text
+    memory.store.eager_rows = 0
+    lazy = memory.select("ana", max_tokens=200, pool_size=10).text
+
+    assert eager and lazy == eager
