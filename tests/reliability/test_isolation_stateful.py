@@ -8,6 +8,7 @@ user's entries only and match the model, and the collection holds nothing else.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,15 +187,16 @@ class IsolationMachine(RuleBasedStateMachine):
         )
     )
     def import_records(self, records: list[tuple[str, str, str]]) -> None:
+        now = time.time()  # an old pending record would be expired (pending_ttl_s) on read
         rows = [
-            {"user_id": u, "text": t, "signals": [s], "strength": 0.5, "created_at": 1.0e9}
+            {"user_id": u, "text": t, "signals": [s], "strength": 0.5, "created_at": now}
             for u, t, s in records
         ]
         assert self.memory.import_(rows) == len(rows)
         for user, text, signal in records:
             body = validate_text(text)
             self.model.entries[user][entry_id(user, body)] = ModelEntry(
-                user, body, [signal], "", 1.0e9
+                user, body, [signal], "", now
             )
 
     # -- reads ----------------------------------------------------------------------------
