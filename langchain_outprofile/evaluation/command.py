@@ -44,6 +44,9 @@ def eval_command(
     model: Annotated[str | None, typer.Option(help="llama: GGUF path; openai: model name")] = None,
     threads: Annotated[int, typer.Option(help="llama backend CPU threads")] = 1,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    cached_only: Annotated[
+        bool, typer.Option(help="score nothing new: report what the score cache holds")
+    ] = False,
 ) -> None:
     """Score strategies by the gold output's NLL and write report.json, report.md, lift.png."""
     try:
@@ -85,6 +88,7 @@ def run_command(
     threads: int = 1,
     quiet: bool = False,
     scorer: Scorer | None = None,
+    cached_only: bool = False,
 ) -> list[Path]:
     """The command's work as a function (``scorer`` replaces the backend when given).
 
@@ -108,7 +112,9 @@ def run_command(
         path=out / "chroma", collection_name=EVAL_COLLECTION, clock=lambda: _NOW
     )
     cache = ScoreCache(out / "scores.jsonl")
-    rows, timing = run_eval(examples, scorer, memory, config, cache, show_progress=not quiet)
+    rows, timing = run_eval(
+        examples, scorer, memory, config, cache, show_progress=not quiet, cached_only=cached_only
+    )
     summary = summarize(
         rows,
         budgets=config.budgets,

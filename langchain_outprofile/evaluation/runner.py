@@ -112,8 +112,11 @@ def run_eval(
     cache: ScoreCache,
     *,
     show_progress: bool = True,
+    cached_only: bool = False,
 ) -> tuple[list[ScoreRow], dict[str, Any]]:
     """Ingest, then score every (user, strategy, budget, placement); returns rows and timings.
+
+    With ``cached_only`` nothing new is scored: the report covers what the cache holds.
 
     Example:
         ```python
@@ -131,7 +134,7 @@ def run_eval(
         for example, strategy, budget, placement in jobs:
             key = (example.user_id, strategy, budget, placement, scorer.name)
             row = cache.get(key)
-            if row is None:
+            if row is None and not cached_only:
                 row = _score(
                     memory,
                     scorer,
