@@ -64,6 +64,7 @@ def eval_command(
             model=model,
             threads=threads,
             quiet=quiet,
+            cached_only=cached_only,
         )
     except InvalidInputError as error:
         typer.echo(f"error: {error}", err=True)

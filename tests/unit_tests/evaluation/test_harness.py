@@ -68,6 +68,12 @@ def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_pa
     assert again["placements"] == report["placements"]
     assert len(_rows(out / "scores.jsonl")) == 10
 
+    more = {**args, "budgets": "100,150"}
+    run_command(tiny_lamp7, scorer=scorer, quiet=True, cached_only=True, **more)  # type: ignore[arg-type]
+    cached = json.loads((out / "report.json").read_text())
+    assert cached["meta"]["scored_now"] == 0 and len(_rows(out / "scores.jsonl")) == 10
+    assert list(cached["budgets"]["150"]) == ["none"]  # nothing was scored at budget 150
+
 
 def test_bad_arguments_fail_before_any_work(tiny_lamp7: Path, tmp_path: Path) -> None:
     base = dict(
