@@ -297,10 +297,10 @@ class ProfileStore:
         where = {"user_id": user}
         if with_vectors:
             include: Any = [*_INCLUDE_ALL, "embeddings"]
-            first = self._collection.get(where=where, include=include, limit=self.eager_rows + 1)
+            first = self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 return self._eager_profile(first)
-        entries = _entries_from(self._collection.get(where=where, include=_INCLUDE_ALL))
+        entries = _entries_from(self._read(where=where, include=_INCLUDE_ALL))
         entries.sort(key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             return StoredProfile(
@@ -328,7 +328,7 @@ class ProfileStore:
         rows = np.zeros((len(ids), self._dimension), dtype=np.float32)
         position = {id_: i for i, id_ in enumerate(ids)}
         for batch in _batches(ids, self._max_batch):
-            found = self._collection.get(ids=list(batch), include=["embeddings"])
+            found = self._read(ids=list(batch), include=["embeddings"])
             for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
                 rows[position[id_]] = vector
         return rows
@@ -344,7 +344,7 @@ class ProfileStore:
         where: dict[str, Any] = {"run_id": run_id}
         if user_id is not None:
             where = {"$and": [where, {"user_id": validate_user_id(user_id)}]}
-        found = _entries_from(self._collection.get(where=where, include=_INCLUDE_ALL))
+        found = _entries_from(self._read(where=where, include=_INCLUDE_ALL))
         return max(found, key=lambda e: e.updated_at) if found else None
 
     def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
@@ -371,7 +371,7 @@ class ProfileStore:
     def _pages(self, include: Any, page_size: int = 5000) -> Iterator[Any]:
         offset = 0
         while True:
-            page = self._collection.get(include=include, limit=page_size, offset=offset)
+            page = self._read(include=include, limit=page_size, offset=offset)
             if not page["ids"]:
                 return
             yield page
@@ -380,10 +380,16 @@ class ProfileStore:
     def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
         if not ids:
             return []
-        return _entries_from(self._collection.get(ids=ids, include=_INCLUDE_ALL))
+        return _entries_from(self._read(ids=ids, include=_INCLUDE_ALL))
+
+    def _read(self, **query: Any) -> Any:
+        """``collection.get`` under the write lock: embedded Chroma can fail a read that races
+        a write of another thread ("Error finding id"; see docs/reliability.md)."""
+        with self._write_lock:
+            return self._collection.get(**query)
 
     def _ids_where(self, where: Any) -> list[str]:
-        return list(self._collection.get(where=where, include=[])["ids"])
+        return list(self._read(where=where, include=[])["ids"])
 
 
 def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:
