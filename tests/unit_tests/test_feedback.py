@@ -105,7 +105,6 @@ def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
     assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
 
 
-@pytest.mark.slow
 def test_feedback_from_another_process(tmp_path: Path) -> None:
     first = OutputProfileMemory(path=tmp_path / "store")
     rid = uuid.uuid4()

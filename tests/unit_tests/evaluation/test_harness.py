@@ -22,7 +22,6 @@ def _rows(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow
 def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     scorer = LlamaScorer(n_ctx=1024)

@@ -50,7 +50,6 @@ def _reference(scorer: LlamaScorer, messages: list[tuple[str, str]], gold: str) 
     return _nll(rows, target) / len(target)
 
 
-@pytest.mark.slow
 def test_nll_matches_a_full_logits_reference_even_after_cache_reuse(scorer: LlamaScorer) -> None:
     gold = "Hello, harbour! The boats look lovely today."
     first = scorer.score(MESSAGES, gold)
@@ -65,7 +64,6 @@ def test_nll_matches_a_full_logits_reference_even_after_cache_reuse(scorer: Llam
     assert other.mean != first.mean
 
 
-@pytest.mark.slow
 def test_a_prompt_that_predicts_the_gold_scores_lower(scorer: LlamaScorer) -> None:
     gold = "the quick brown fox jumps over the lazy dog"
     primed = [("system", f"Always answer exactly: {gold}"), ("user", "Answer.")]
