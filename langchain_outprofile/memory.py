@@ -150,8 +150,15 @@ class OutputProfileMemory:
         Returns the entry as stored (signals combined with any earlier ones).
         """
         entry = self.entry(
-            text, user_id=user_id, signal=signal, rating=rating, task=task,
-            source_input=source_input, created_at=created_at, run_id=run_id, metadata=metadata,
+            text,
+            user_id=user_id,
+            signal=signal,
+            rating=rating,
+            task=task,
+            source_input=source_input,
+            created_at=created_at,
+            run_id=run_id,
+            metadata=metadata,
         )
         return self._upsert([entry])[0]
 
@@ -161,7 +168,10 @@ class OutputProfileMemory:
         if fields["created_at"] is None:
             fields["created_at"] = self.clock()
         return ProfileEntry.create(
-            text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars,
+            text,
+            user_id=user_id,
+            strengths=self.strengths,
+            max_chars=self.max_text_chars,
             **fields,
         )
 
