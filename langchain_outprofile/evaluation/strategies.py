@@ -47,6 +47,7 @@ STRATEGIES = (
     "op-short",
     "op-diverse",
     "op-typical",
+    "op-flat",
 )
 PLACEMENTS = ("leading", "middle", "trailing")
 Placement = Literal["leading", "middle", "trailing"]
@@ -127,6 +128,9 @@ def build_block(
             memory.select(user, max_tokens=budget, mmr_lambda=1.0, duplicate_threshold=1.0).text
         ),
         "op-diverse": lambda: memory.select(user, max_tokens=budget, mmr_lambda=0.3).text,
+        "op-flat": lambda: (
+            memory.select(user, max_tokens=budget, half_life_days=None, mmr_lambda=1.0).text
+        ),
         "other-user": lambda: memory.select(partner, max_tokens=budget).text if partner else "",
     }
     if strategy in selectors:

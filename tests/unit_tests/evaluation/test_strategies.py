@@ -18,7 +18,16 @@ from langchain_outprofile.evaluation.strategies import (
 )
 from langchain_outprofile.records import InvalidInputError
 
-ALL = ["output-profile", "recency", "random", "bm25-query", "op-short", "op-diverse", "op-typical"]
+ALL = [
+    "output-profile",
+    "recency",
+    "random",
+    "bm25-query",
+    "op-short",
+    "op-diverse",
+    "op-typical",
+    "op-flat",
+]
 
 
 def test_every_strategy_stays_in_budget_and_uses_only_the_users_own_texts(
