@@ -48,6 +48,7 @@ STRATEGIES = (
     "op-diverse",
     "op-typical",
     "op-flat",
+    "op-nodup",
 )
 PLACEMENTS = ("leading", "middle", "trailing")
 Placement = Literal["leading", "middle", "trailing"]
@@ -130,6 +131,15 @@ def build_block(
         "op-diverse": lambda: memory.select(user, max_tokens=budget, mmr_lambda=0.3).text,
         "op-flat": lambda: (
             memory.select(user, max_tokens=budget, half_life_days=None, mmr_lambda=1.0).text
+        ),
+        "op-nodup": lambda: (
+            memory.select(
+                user,
+                max_tokens=budget,
+                half_life_days=None,
+                mmr_lambda=1.0,
+                duplicate_threshold=1.0,
+            ).text
         ),
         "other-user": lambda: memory.select(partner, max_tokens=budget).text if partner else "",
     }

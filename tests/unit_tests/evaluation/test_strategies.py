@@ -27,6 +27,7 @@ ALL = [
     "op-diverse",
     "op-typical",
     "op-flat",
+    "op-nodup",
 ]
 
 
