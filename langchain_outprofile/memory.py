@@ -29,6 +29,12 @@ from langchain_outprofile.render import (
     render_entry,
 )
 from langchain_outprofile.selection import SelectionOptions, choose
+from langchain_outprofile.snapshots import (
+    dump_selection,
+    load_selection,
+    snapshot_key,
+    valid_until,
+)
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, StoredProfile
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter
 
@@ -59,8 +65,12 @@ class ProfileStats:
 
 @dataclass
 class _Cached:
-    profile: StoredProfile
+    """One user's in-memory read state. ``version`` is the store's profile version, read
+    before ``profile`` is loaded; both stay None until a read needs them."""
+
     loaded_at: float
+    version: str | None = None
+    profile: StoredProfile | None = None
     selections: dict[tuple[Any, ...], ProfileSelection] = field(default_factory=dict)
 
 
@@ -80,6 +90,8 @@ class OutputProfileMemory:
         cache_ttl_s: how long a user's cached candidates serve reads before re-reading the
             store (writes through this object invalidate at once; 0 = always read through).
         cache_size: users kept in the read cache (least recently used are dropped).
+        snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
+            unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
 
     Example:
@@ -108,11 +120,14 @@ class OutputProfileMemory:
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_ttl_s: float = 2.0,
         cache_size: int = 1024,
+        snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if cache_ttl_s < 0 or cache_size < 1 or pending_ttl_s <= 0:
-            raise InvalidInputError("cache_ttl_s >= 0, cache_size >= 1 and pending_ttl_s > 0")
+        if cache_ttl_s < 0 or cache_size < 1 or pending_ttl_s <= 0 or snapshot_ttl_s < 0:
+            raise InvalidInputError(
+                "cache_ttl_s >= 0, cache_size >= 1, snapshot_ttl_s >= 0 and pending_ttl_s > 0"
+            )
         self.store = ProfileStore(
             path=path, client=client, collection_name=collection_name, embeddings=embeddings
         )
@@ -123,12 +138,11 @@ class OutputProfileMemory:
         self.max_text_chars = max_text_chars
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
+        self.snapshot_ttl_s = snapshot_ttl_s
         self.pending_ttl_s = pending_ttl_s
         self.clock = clock
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_lock = threading.Lock()
-        # writes per user: a read that raced a write must not cache its (stale) load
-        self._writes: dict[str, int] = {}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -297,15 +311,50 @@ class OutputProfileMemory:
             )
         except TypeError as error:
             raise InvalidInputError(f"unknown selection option: {error}") from None
-        uses_query = chosen.relevance_weight > 0 and bool(query)
         cached = self._cached(user)
+        if chosen.relevance_weight > 0 and query:
+            return self._select(user, self._profile(user, cached), chosen, query)
         key = (chosen, self.template)
-        if not uses_query and key in cached.selections:
+        if key in cached.selections:
             return cached.selections[key]
-        selection = self._select(user, cached.profile, chosen, query if uses_query else None)
-        if not uses_query:
-            with self._cache_lock:
-                cached.selections[key] = selection
+        selection = self._stored_selection(user, cached, chosen)
+        if selection is None:
+            selection = self._fresh_selection(user, cached, chosen)
+        with self._cache_lock:
+            cached.selections[key] = selection
+        return selection
+
+    def _snapshot_key(self, options: SelectionOptions) -> str:
+        return snapshot_key(options, self.template, self.counter.encoding_name)
+
+    def _stored_selection(
+        self, user: str, cached: _Cached, options: SelectionOptions
+    ) -> ProfileSelection | None:
+        """The selection saved in the store for the user's current profile version, if any."""
+        if self.snapshot_ttl_s <= 0:
+            return None
+        version, payload = self.store.snapshot(user, self._snapshot_key(options))
+        if cached.profile is None and cached.version is None:
+            cached.version = version
+        if payload is None:
+            return None
+        return load_selection(payload, user_id=user, options=options, now=self.clock())
+
+    def _fresh_selection(
+        self, user: str, cached: _Cached, options: SelectionOptions
+    ) -> ProfileSelection:
+        """Rank and pack the whole profile; save the result for later cold reads."""
+        profile = self._profile(user, cached)
+        selection = self._select(user, profile, options, None)
+        if self.snapshot_ttl_s > 0 and cached.version is not None:
+            until = valid_until(
+                profile,
+                now=self.clock(),
+                max_age_s=self.snapshot_ttl_s,
+                pending_ttl_s=self.pending_ttl_s,
+            )
+            payload = dump_selection(selection, until=until)
+            self.store.save_snapshot(user, self._snapshot_key(options), cached.version, payload)
         return selection
 
     def _select(
@@ -348,35 +397,44 @@ class OutputProfileMemory:
     # -- read cache -----------------------------------------------------------------------
 
     def _cached(self, user: str) -> _Cached:
+        """The user's read state, fresh for ``cache_ttl_s``. A write through this object
+        drops it from the cache, so whatever a read still fills into it is never served
+        again (no store I/O happens here)."""
         now = time.monotonic()
         with self._cache_lock:
             hit = self._cache.get(user)
             if hit is not None and now - hit.loaded_at < self.cache_ttl_s:
                 self._cache.move_to_end(user)
                 return hit
-            writes = self._writes.get(user, 0)
-        fresh = _Cached(self.store.load(user), now)
-        cutoff = self.clock() - self.pending_ttl_s
-        if any(e.pending and e.updated_at < cutoff for e in fresh.profile.entries):
-            self.expire_pending(user)  # stale tracked outputs go on the next read as well
-            with self._cache_lock:
-                writes = self._writes.get(user, 0)
-            fresh = _Cached(self.store.load(user), now)
-        if self.cache_ttl_s > 0:
-            with self._cache_lock:
-                if self._writes.get(user, 0) != writes:
-                    return fresh  # a write landed while loading: serve, do not cache
-                self._cache[user] = fresh
-                self._cache.move_to_end(user)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            fresh = _Cached(now)
+            if self.cache_ttl_s <= 0:
+                self._cache.pop(user, None)
+                return fresh
+            self._cache[user] = fresh
+            self._cache.move_to_end(user)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return fresh
+
+    def _profile(self, user: str, cached: _Cached) -> StoredProfile:
+        """The user's whole profile, loaded once per read state (version read first)."""
+        if cached.profile is not None:
+            return cached.profile
+        if cached.version is None:
+            cached.version = self.store.version(user)
+        profile = self.store.load(user)
+        cutoff = self.clock() - self.pending_ttl_s
+        if any(e.pending and e.updated_at < cutoff for e in profile.entries):
+            self.expire_pending(user)  # stale tracked outputs go on the next read as well
+            cached.version = self.store.version(user)
+            profile = self.store.load(user)
+        cached.profile = profile
+        return profile
 
     def _invalidate(self, users: Iterable[str]) -> None:
         with self._cache_lock:
             for user in users:
                 self._cache.pop(user, None)
-                self._writes[user] = self._writes.get(user, 0) + 1
 
     # -- LangChain surfaces (each imports its module on first use) -------------------------
 

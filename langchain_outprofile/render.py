@@ -148,12 +148,13 @@ class ProfileSelection:
             f"fields={options.fields}, half_life_days={options.half_life_days}",
         ]
         lines += [_explain_line(n, c) for n, c in enumerate(self.choice.chosen, start=1)]
-        left = self.choice.left_out
-        if left:
-            lines.append(f"left out: {len(left)}")
-            lines += [f"  - {_preview(c.entry.text)}: {c.reason}" for c in left[:max_left_out]]
-            if len(left) > max_left_out:
-                lines.append(f"  ... and {len(left) - max_left_out} more")
+        left, total = self.choice.left_out, self.choice.left_out_total
+        if total:
+            lines.append(f"left out: {total}")
+            shown = left[:max_left_out]
+            lines += [f"  - {_preview(c.entry.text)}: {c.reason}" for c in shown]
+            if total > len(shown):
+                lines.append(f"  ... and {total - len(shown)} more")
         return "\n".join(lines)
 
 

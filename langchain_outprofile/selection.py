@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from langchain_outprofile.records import InvalidInputError, ProfileEntry
-from langchain_outprofile.store import StoredProfile
+from langchain_outprofile.rows import StoredProfile
 from langchain_outprofile.tokens import TokenCounter
 
 __all__ = ["Candidate", "Choice", "SelectionOptions", "choose"]
@@ -100,6 +100,13 @@ class Choice:
     chosen: tuple[Candidate, ...]
     left_out: tuple[Candidate, ...]
     options: SelectionOptions
+    left_out_total: int = -1
+    """How many entries were left out in all (``left_out`` may keep only the first of them
+    when the choice was read back from a stored snapshot)."""
+
+    def __post_init__(self) -> None:
+        if self.left_out_total < 0:
+            object.__setattr__(self, "left_out_total", len(self.left_out))
 
 
 def choose(

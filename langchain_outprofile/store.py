@@ -8,10 +8,11 @@ downloads a model) never runs.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import lru_cache
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -28,9 +29,9 @@ from langchain_outprofile.records import (
     InvalidInputError,
     OutprofileError,
     ProfileEntry,
-    Signal,
     validate_user_id,
 )
+from langchain_outprofile.rows import StoredProfile, entries_from, to_metadata
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -45,10 +46,15 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_READABLE_SCHEMAS = (1, 2)  # row format 1 is still read; every write uses format 2
+# The vector index only serves direct similarity queries (selection never searches it), so
+# it is built cheaply: ef_construction and M well below Chroma's defaults of 100 and 16.
+_HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 32, "hnsw:M": 8}
 DEFAULT_COLLECTION = "outprofile"
-_META_PREFIX = "m."
-_COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]")
+_STATE_SUFFIX = ".state"
+# leaves room for the state collection's suffix within Chroma's 512 characters
+_COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]
 
 
@@ -99,65 +105,6 @@ def http_client(url: str) -> ClientAPI:
         raise StoreUnavailableError(f"no Chroma server answers at {url}: {error}") from None
 
 
-class StoredProfile:
-    """Every entry of one user, with the style vectors stored beside them (row i ↔ entry i).
-
-    Vectors may be fetched lazily: a cold read loads texts and metadata only, and selection
-    asks :meth:`vectors_for` for the rows of its candidate pool, so a large profile never
-    moves every embedding out of Chroma. Fetched rows are kept.
-
-    Args:
-        entries: the entries, oldest first.
-        vectors: every row at once; or None with ``fetch``.
-        fetch: returns the vectors of the given entry ids (rows in that order).
-        dimension: vector length, when ``vectors`` is None.
-
-    Example:
-        ```python
-        profile = StoredProfile((entry,), np.ones((1, 8), dtype=np.float32))
-        profile.vectors_for([0]).shape  # (1, 8)
-        ```
-    """
-
-    def __init__(
-        self,
-        entries: tuple[ProfileEntry, ...],
-        vectors: np.ndarray | None = None,
-        *,
-        fetch: Callable[[list[str]], np.ndarray] | None = None,
-        dimension: int = 0,
-    ) -> None:
-        if vectors is None and fetch is None:
-            raise InvalidInputError("StoredProfile needs vectors or a fetch function")
-        self.entries = entries
-        self._all = vectors
-        self._fetch = fetch
-        self._dimension = dimension if vectors is None else int(vectors.shape[1])
-        self._rows: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """Every row (fetched once, on first use, when the profile was loaded lazily)."""
-        if self._all is None:
-            self._all = self.vectors_for(range(len(self.entries)))
-        return self._all
-
-    def vectors_for(self, indices: Iterable[int]) -> np.ndarray:
-        """The rows of the given entry indices, fetching only those not seen before."""
-        wanted = list(indices)
-        if self._all is not None:
-            return self._all[wanted]
-        with self._lock:
-            missing = sorted({i for i in wanted if i not in self._rows})
-            if missing and self._fetch is not None:
-                rows = self._fetch([self.entries[i].id for i in missing])
-                self._rows.update(zip(missing, rows, strict=True))
-            if not wanted:
-                return np.zeros((0, self._dimension), dtype=np.float32)
-            return np.stack([self._rows[i] for i in wanted])
-
-
 class ProfileStore:
     """Per-user profile entries in one Chroma collection.
 
@@ -197,6 +144,11 @@ class ProfileStore:
         self.embeddings = embeddings or StyleEmbeddings()
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._collection = self._open_collection(collection_name)
+        self._state = client.get_or_create_collection(
+            name=f"{collection_name}{_STATE_SUFFIX}",
+            metadata={"outprofile_state": SCHEMA_VERSION},
+            embedding_function=None,
+        )
         self._max_batch = max(1, int(client.get_max_batch_size()))
         self._write_lock = threading.RLock()
 
@@ -208,20 +160,26 @@ class ProfileStore:
     def _open_collection(self, name: str) -> Any:
         if not isinstance(name, str) or not _COLLECTION_NAME.fullmatch(name):
             raise InvalidInputError(
-                f"collection_name must be 3-512 characters of [a-zA-Z0-9._-], starting and "
+                f"collection_name must be 3-506 characters of [a-zA-Z0-9._-], starting and "
                 f"ending with a letter or digit; got {name!r}"
             )
         wanted = {
             "outprofile_schema": SCHEMA_VERSION,
             "embedding": self._fingerprint,
             "dimension": self._dimension,
-            "hnsw:space": "cosine",
+            **_HNSW,
         }
         collection = self.client.get_or_create_collection(
             name=name, metadata=wanted, embedding_function=None
         )
         found = dict(collection.metadata or {})
-        for key in ("outprofile_schema", "embedding", "dimension"):
+        if found.get("outprofile_schema") not in _READABLE_SCHEMAS:
+            raise EmbeddingMismatchError(
+                f"collection {name!r} has outprofile_schema={found.get('outprofile_schema')!r}; "
+                f"this version reads {list(_READABLE_SCHEMAS)}: upgrade langchain-outprofile, "
+                "or use another collection_name"
+            )
+        for key in ("embedding", "dimension"):
             if found.get(key) != wanted[key]:
                 raise EmbeddingMismatchError(
                     f"collection {name!r} was written with {key}={found.get(key)!r}, but this "
@@ -244,6 +202,7 @@ class ProfileStore:
                 merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
                 self._write(merged)
                 merged_all.extend(merged)
+            self._touch(e.user_id for e in merged_all)
         return merged_all
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
@@ -255,6 +214,7 @@ class ProfileStore:
         with self._write_lock:
             for batch in _batches(last, self._max_batch):
                 self._write(batch)
+            self._touch(e.user_id for e in last)
 
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
@@ -262,8 +222,7 @@ class ProfileStore:
         vectors = self.embeddings.embed_documents([e.text for e in batch])
         self._collection.upsert(
             ids=[e.id for e in batch],
-            documents=[e.text for e in batch],
-            metadatas=[_to_metadata(e) for e in batch],
+            metadatas=[to_metadata(e) for e in batch],
             embeddings=np.asarray(vectors, dtype=np.float32),
         )
 
@@ -274,6 +233,8 @@ class ProfileStore:
             owned = [e.id for e in self._get_by_ids(list(ids)) if e.user_id == user]
             for batch in _batches(owned, self._max_batch):
                 self._collection.delete(ids=batch, where={"user_id": user})
+            if owned:
+                self._drop_state(user)
         return len(owned)
 
     def delete_user(self, user_id: str) -> int:
@@ -283,7 +244,72 @@ class ProfileStore:
             ids = self._ids_where({"user_id": user})
             for batch in _batches(ids, self._max_batch):
                 self._collection.delete(ids=batch, where={"user_id": user})
+            self._drop_state(user)
         return len(ids)
+
+    # -- profile versions and stored selections ------------------------------------------
+
+    def _touch(self, users: Iterable[str]) -> None:
+        """Give each user's profile a new version, so selections stored for the old one go
+        stale. Called after the entries are written: a reader that saw the old version
+        cannot have missed them (see docs/design.md, "Snapshots")."""
+        ordered = sorted(set(users))
+        for batch in _batches(ordered, self._max_batch):
+            self._state.upsert(
+                ids=[_state_id("v", user) for user in batch],
+                metadatas=[{"user_id": u, "version": uuid.uuid4().hex} for u in batch],
+                embeddings=np.ones((len(batch), 1), dtype=np.float32),
+            )
+
+    def _drop_state(self, user: str) -> None:
+        """After a delete: remove the user's stored selections (they may quote deleted text)
+        and start a new version."""
+        self._state.delete(where={"user_id": user})
+        self._touch([user])
+
+    def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
+        """The user's profile version, and the payload saved under ``key`` for exactly that
+        version (None when there is none, or it was saved for an older version).
+
+        Two reads by id in one call: the cost does not grow with the collection.
+        """
+        user = validate_user_id(user_id)
+        version_id, snapshot_id = _state_id("v", user), _state_id("s", user, key)
+        rows = self._state_rows(user, [version_id, snapshot_id])
+        version = str(rows[version_id][1]["version"]) if version_id in rows else ""
+        document, meta = rows.get(snapshot_id, (None, {}))
+        if document is None or meta.get("version") != version:
+            return version, None
+        return version, document
+
+    def version(self, user_id: str) -> str:
+        """The user's profile version: a new random token after every write ('' before any)."""
+        user = validate_user_id(user_id)
+        version_id = _state_id("v", user)
+        rows = self._state_rows(user, [version_id])
+        return str(rows[version_id][1]["version"]) if version_id in rows else ""
+
+    def _state_rows(self, user: str, ids: list[str]) -> dict[str, tuple[str | None, Any]]:
+        with self._write_lock:
+            found = self._state.get(ids=ids, include=_INCLUDE_ALL)
+        return {
+            id_: (document, meta)
+            for id_, document, meta in zip(
+                found["ids"], found["documents"] or [], found["metadatas"] or [], strict=True
+            )
+            if meta and meta.get("user_id") == user
+        }
+
+    def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> None:
+        """Keep ``payload`` for ``key`` as computed from the profile at ``version``."""
+        user = validate_user_id(user_id)
+        with self._write_lock:
+            self._state.upsert(
+                ids=[_state_id("s", user, key)],
+                documents=[payload],
+                metadatas=[{"user_id": user, "version": version}],
+                embeddings=np.ones((1, 1), dtype=np.float32),
+            )
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -300,7 +326,7 @@ class ProfileStore:
             first = self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 return self._eager_profile(first)
-        entries = _entries_from(self._read(where=where, include=_INCLUDE_ALL))
+        entries = entries_from(self._read(where=where, include=_INCLUDE_ALL))
         entries.sort(key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             return StoredProfile(
@@ -311,7 +337,7 @@ class ProfileStore:
         )
 
     def _eager_profile(self, result: Any) -> StoredProfile:
-        entries = _entries_from(result)
+        entries = entries_from(result)
         vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
         if entries:
             vectors[:] = np.asarray(result["embeddings"], dtype=np.float32)
@@ -344,7 +370,8 @@ class ProfileStore:
         where: dict[str, Any] = {"run_id": run_id}
         if user_id is not None:
             where = {"$and": [where, {"user_id": validate_user_id(user_id)}]}
-        found = _entries_from(self._read(where=where, include=_INCLUDE_ALL))
+        found = entries_from(self._read(where=where, include=_INCLUDE_ALL))
+        found = [e for e in found if e.run_id == run_id]
         return max(found, key=lambda e: e.updated_at) if found else None
 
     def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
@@ -380,7 +407,7 @@ class ProfileStore:
     def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
         if not ids:
             return []
-        return _entries_from(self._read(ids=ids, include=_INCLUDE_ALL))
+        return entries_from(self._read(ids=ids, include=_INCLUDE_ALL))
 
     def _read(self, **query: Any) -> Any:
         """``collection.get`` under the write lock: embedded Chroma can fail a read that races
@@ -399,6 +426,11 @@ def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:
     return f"{type(embeddings).__module__}.{type(embeddings).__qualname__}", dimension
 
 
+def _state_id(kind: str, user: str, key: str = "") -> str:
+    digest = hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:32]
+    return f"{kind}:{digest}"
+
+
 def _fold_duplicates(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
     """Merge entries of one batch that share an id, in the order given."""
     folded: dict[str, ProfileEntry] = {}
@@ -410,52 +442,3 @@ def _fold_duplicates(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
 def _batches(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _to_metadata(entry: ProfileEntry) -> dict[str, Any]:
-    metadata: dict[str, Any] = {f"{_META_PREFIX}{k}": v for k, v in entry.metadata.items()}
-    metadata.update(
-        user_id=entry.user_id,
-        signals=",".join(s.value for s in entry.signals),
-        strength=float(entry.strength),
-        selectable=entry.selectable,
-        pending=entry.pending,
-        task=entry.task,
-        source_input=entry.source_input,
-        created_at=float(entry.created_at),
-        updated_at=float(entry.updated_at),
-        run_id=entry.run_id,
-    )
-    return metadata
-
-
-def _entries_from(result: Any) -> list[ProfileEntry]:
-    documents = result["documents"] or []
-    metadatas = result["metadatas"] or []
-    return [
-        _from_metadata(id_, doc, meta)
-        for id_, doc, meta in zip(result["ids"], documents, metadatas, strict=True)
-    ]
-
-
-@lru_cache(maxsize=1024)
-def _signals_of(value: str) -> tuple[Signal, ...]:
-    """Parse a stored signal list once per distinct value (a cold read builds thousands)."""
-    return tuple(Signal(s) for s in value.split(",") if s)
-
-
-def _from_metadata(id_: str, document: str, meta: Any) -> ProfileEntry:
-    extra = {k[len(_META_PREFIX) :]: v for k, v in meta.items() if k.startswith(_META_PREFIX)}
-    return ProfileEntry(
-        id=id_,
-        user_id=str(meta["user_id"]),
-        text=document,
-        signals=_signals_of(str(meta["signals"])),
-        strength=float(meta["strength"]),
-        task=str(meta.get("task", "")),
-        source_input=str(meta.get("source_input", "")),
-        created_at=float(meta.get("created_at", 0.0)),
-        updated_at=float(meta.get("updated_at", 0.0)),
-        run_id=str(meta.get("run_id", "")),
-        metadata=extra,
-    )

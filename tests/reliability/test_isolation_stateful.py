@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.feedback import UnknownRunError
 from langchain_outprofile.records import entry_id, validate_text
+from langchain_outprofile.rows import entries_from
 from tests.conftest import unique_name
 
 USERS = ("ana", "Ana", "ana ", "ana-1", "bob", "user:1")
@@ -232,8 +233,7 @@ class IsolationMachine(RuleBasedStateMachine):
     def the_collection_holds_exactly_the_model(self) -> None:
         raw = self.memory.store._collection.get(include=["metadatas", "documents"])
         stored = {
-            (str(meta["user_id"]), id_): (doc, str(meta["signals"]).split(","))
-            for id_, doc, meta in zip(raw["ids"], raw["documents"], raw["metadatas"], strict=True)
+            (e.user_id, e.id): (e.text, [s.value for s in e.signals]) for e in entries_from(raw)
         }
         expected = {
             (u, i): (e.text, e.signals)

@@ -95,7 +95,7 @@ def test_a_profile_gives_the_stored_vectors_of_the_rows_asked(eager_rows: int) -
 
 
 def test_lazy_and_eager_loads_choose_the_same_block() -> None:
-    memory = _memory(cache_ttl_s=0)
+    memory = _memory(cache_ttl_s=0, snapshot_ttl_s=0)
     memory.add_many(
         [
             {

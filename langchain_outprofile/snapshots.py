@@ -1,0 +1,115 @@
+"""Snapshots: a finished selection kept in the store, for cold reads of an unchanged profile.
+
+The block is query-free, so it stays the same until the profile changes (or recency decay
+has moved on). The memory saves every query-free selection it computes under a key of its
+options, tagged with the profile version it read *before* loading the entries; every write
+gives the user a new version. A later cold read (another process, or after the in-memory
+cache expired) that finds a snapshot of the current version serves it from two reads by id
+instead of loading and ranking the whole profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from langchain_outprofile.records import ProfileEntry, Signal
+from langchain_outprofile.render import BlockTemplate, ProfileSelection
+from langchain_outprofile.rows import StoredProfile
+from langchain_outprofile.selection import Candidate, Choice, SelectionOptions
+
+__all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key", "valid_until"]
+
+FORMAT = 1
+LEFT_OUT_KEPT = 50
+"""Left-out candidates a snapshot keeps (``explain`` shows 20; ``left_out_total`` counts all)."""
+
+
+def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: str) -> str:
+    """One key per way of choosing and rendering a block (both are frozen dataclasses whose
+    ``repr`` lists every field, so equal settings give equal keys in every process)."""
+    return hashlib.sha256(repr((FORMAT, options, template, encoding)).encode()).hexdigest()[:32]
+
+
+def valid_until(
+    profile: StoredProfile, *, now: float, max_age_s: float, pending_ttl_s: float
+) -> float:
+    """When a selection made ``now`` from ``profile`` must be recomputed: after ``max_age_s``
+    (recency decay moves on), or when a pending entry of it expires, whichever is first."""
+    pending = [e.updated_at + pending_ttl_s for e in profile.entries if e.pending]
+    return min([now + max_age_s, *pending])
+
+
+def dump_selection(selection: ProfileSelection, *, until: float) -> str:
+    """The selection as a JSON payload that :func:`load_selection` restores exactly."""
+    choice = selection.choice
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "valid_until": until,
+            "text": selection.text,
+            "tokens": selection.tokens,
+            "encoding": selection.encoding,
+            "chosen": [_candidate_dict(c) for c in choice.chosen],
+            "left_out": [_candidate_dict(c) for c in choice.left_out[:LEFT_OUT_KEPT]],
+            "left_out_total": choice.left_out_total,
+        }
+    )
+
+
+def load_selection(
+    payload: str, *, user_id: str, options: SelectionOptions, now: float
+) -> ProfileSelection | None:
+    """The stored selection, or None when it has expired, is of another format or another
+    user (ids hash the user in; this is the second check)."""
+    data = json.loads(payload)
+    if data.get("format") != FORMAT or float(data["valid_until"]) <= now:
+        return None
+    chosen = tuple(_candidate(c) for c in data["chosen"])
+    left_out = tuple(_candidate(c) for c in data["left_out"])
+    if any(c.entry.user_id != user_id for c in (*chosen, *left_out)):
+        return None
+    choice = Choice(chosen, left_out, options, left_out_total=int(data["left_out_total"]))
+    return ProfileSelection(
+        user_id=user_id,
+        text=str(data["text"]),
+        tokens=int(data["tokens"]),
+        choice=choice,
+        encoding=str(data["encoding"]),
+    )
+
+
+def _candidate_dict(candidate: Candidate) -> dict[str, Any]:
+    return {
+        "entry": candidate.entry.to_dict(),
+        "score": candidate.score,
+        "age_days": candidate.age_days,
+        "tokens": candidate.tokens,
+        "cut": candidate.cut,
+        "reason": candidate.reason,
+    }
+
+
+def _candidate(data: dict[str, Any]) -> Candidate:
+    entry = data["entry"]
+    return Candidate(
+        entry=ProfileEntry(
+            id=str(entry["id"]),
+            user_id=str(entry["user_id"]),
+            text=str(entry["text"]),
+            signals=tuple(Signal(s) for s in entry["signals"]),
+            strength=float(entry["strength"]),
+            task=str(entry["task"]),
+            source_input=str(entry["source_input"]),
+            created_at=float(entry["created_at"]),
+            updated_at=float(entry["updated_at"]),
+            run_id=str(entry["run_id"]),
+            metadata=dict(entry["metadata"]),
+        ),
+        score=float(data["score"]),
+        age_days=float(data["age_days"]),
+        tokens=int(data["tokens"]),
+        cut=bool(data["cut"]),
+        reason=str(data["reason"]),
+    )
