@@ -24,6 +24,7 @@ from chromadb.config import Settings
 from benchmarks.server import chroma_server
 from benchmarks.synthetic import queries, user_entries, user_name
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile.rows import PAYLOAD_KEY
 from langchain_outprofile.tokens import TokenCounter
 
 __all__ = ["bench_command", "main"]
@@ -117,9 +118,9 @@ def _similarity(
     def one(user: str, text: str) -> str:
         vector = embedder.embed_query(text)
         hits = handle.query(
-            query_embeddings=[vector], n_results=k, where={"user_id": user}, include=["documents"]
+            query_embeddings=[vector], n_results=k, where={"user_id": user}, include=["metadatas"]
         )
-        return "\n".join(hits["documents"][0])
+        return "\n".join(json.loads(m[PAYLOAD_KEY])["text"] for m in hits["metadatas"][0])
 
     return [_timed(lambda u=u, t=t: one(u, t)) for u, t in zip(users, texts, strict=True)]  # type: ignore[misc]
 
@@ -133,7 +134,15 @@ def _add_latency(memory: OutputProfileMemory, user: str, repeats: int) -> list[f
 
 
 def _scenario(
-    client: Any, name: str, *, entries: int, users: int, repeats: int, max_tokens: int, seed: int
+    client: Any,
+    name: str,
+    *,
+    entries: int,
+    users: int,
+    repeats: int,
+    rebuild_repeats: int,
+    max_tokens: int,
+    seed: int,
 ) -> dict[str, Any]:
     collection = f"bench-{name}-{time.time_ns()}"
     memory = OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=3600)
@@ -141,7 +150,8 @@ def _scenario(
     records = (r for u in range(users) for r in user_entries(u, per_user, seed=seed))
     count, seconds = _ingest(memory, records)
     picks = [user_name(i * 7919 % users) for i in range(repeats)]
-    rebuild = _ms(_cold(client, collection, picks, max_tokens, snapshots=False))
+    rebuilds = picks[: max(1, rebuild_repeats)]
+    rebuild = _ms(_cold(client, collection, rebuilds, max_tokens, snapshots=False))
     cold = _ms(_cold(client, collection, picks, max_tokens, snapshots=True))
     warm = _ms(_warm(memory, picks, max_tokens))
     k = max(1, len(memory.select(picks[0], max_tokens=max_tokens).entries))
@@ -196,6 +206,7 @@ def bench_command(
     many_users: int = 200,
     modes: list[str] | None = None,
     repeats: int = 30,
+    rebuild_repeats: int = 10,
     max_tokens: int = 600,
     seed: int = 0,
     out: Path | None = Path("outprofile-bench.json"),
@@ -209,6 +220,7 @@ def bench_command(
         modes: ``embedded`` (PersistentClient) and/or ``server`` (HttpClient to ``chroma run``);
             default both.
         repeats: timed calls per figure.
+        rebuild_repeats: timed full rebuilds (seconds each at 100k entries).
         max_tokens: block budget of every select.
         seed: seed of the synthetic users and texts.
         out: where the JSON goes (None: not written).
@@ -241,6 +253,7 @@ def bench_command(
                         entries=entries,
                         users=users,
                         repeats=repeats,
+                        rebuild_repeats=rebuild_repeats,
                         max_tokens=max_tokens,
                         seed=seed,
                     )
@@ -251,7 +264,12 @@ def bench_command(
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **server_rss,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"repeats": repeats, "max_tokens": max_tokens, "seed": seed},
+        "settings": {
+            "repeats": repeats,
+            "rebuild_repeats": rebuild_repeats,
+            "max_tokens": max_tokens,
+            "seed": seed,
+        },
     }
     print(_table(rows))
     print(
@@ -278,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--many-users", type=int, default=200)
     parser.add_argument("--modes", default="embedded,server")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rebuild-repeats", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
@@ -288,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         many_users=args.many_users,
         modes=args.modes.split(","),
         repeats=args.repeats,
+        rebuild_repeats=args.rebuild_repeats,
         max_tokens=args.max_tokens,
         seed=args.seed,
         out=args.out,

@@ -199,8 +199,9 @@ class ProfileStore:
         with self._write_lock:
             for batch in _batches(_fold_duplicates(entries), self._max_batch):
                 stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
+                self._write([e for e in batch if e.id not in stored])
                 merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
-                self._write(merged)
+                self._write_metadata([m for m in merged if m.id in stored])
                 merged_all.extend(merged)
             self._touch(e.user_id for e in merged_all)
         return merged_all
@@ -219,12 +220,24 @@ class ProfileStore:
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
             return
-        vectors = self.embeddings.embed_documents([e.text for e in batch])
         self._collection.upsert(
             ids=[e.id for e in batch],
             metadatas=[to_metadata(e) for e in batch],
-            embeddings=np.asarray(vectors, dtype=np.float32),
+            embeddings=self._embed([e.text for e in batch]),
         )
+
+    def _write_metadata(self, merged: Sequence[ProfileEntry]) -> None:
+        """Rewrite the rows of entries folded into stored ones: same id, so same text and
+        vector; only signals, strength and fields change (no embedding, no index update)."""
+        if merged:
+            self._collection.update(
+                ids=[e.id for e in merged], metadatas=[to_metadata(e) for e in merged]
+            )
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if isinstance(self.embeddings, StyleEmbeddings):
+            return self.embeddings.embed_array(texts)  # skips a round trip through lists
+        return np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
 
     def delete(self, user_id: str, ids: Iterable[str]) -> int:
         """Delete the given entries of one user; ids of other users are left alone."""
