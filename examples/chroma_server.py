@@ -41,7 +41,7 @@ def main() -> int:
         )
         print(f"answer: {reply.strip()}")
     finally:
-        memory.store.client.delete_collection(collection)  # leave the server as found
+        memory.store.drop()  # leave the server as found
     return 0
 
 

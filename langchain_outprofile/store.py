@@ -260,6 +260,12 @@ class ProfileStore:
             self._drop_state(user)
         return len(ids)
 
+    def drop(self) -> None:
+        """Delete this store's collections (every user's entries and state). Irreversible."""
+        with self._write_lock:
+            self.client.delete_collection(self._state.name)
+            self.client.delete_collection(self._collection.name)
+
     # -- profile versions and stored selections ------------------------------------------
 
     def _touch(self, users: Iterable[str]) -> None:

@@ -247,7 +247,7 @@ class IsolationMachine(RuleBasedStateMachine):
             for user in USERS:
                 self._check_user(user)
         finally:
-            self.client.delete_collection(self.name)
+            self.memory.store.drop()
 
 
 def _run(client: Any, chosen: settings | None = None) -> None:

@@ -138,3 +138,75 @@ def test_default_path_is_in_the_user_data_dir(
     store = ProfileStore(collection_name=unique_name())
     store.upsert([ProfileEntry.create("hello", user_id="ana")])
     assert list((tmp_path / "xdg" / "langchain-outprofile" / "chroma").iterdir())
+
+
+def test_drop_deletes_the_entries_and_the_state_collection(memory: OutputProfileMemory) -> None:
+    memory.add("Gone with the store.", user_id="ana")
+    memory.select("ana")  # writes a snapshot into the state collection
+    client, name = memory.store.client, memory.store.collection_name
+
+    memory.store.drop()
+
+    names = {c.name for c in client.list_collections()}
+    assert name not in names and f"{name}.state" not in names
+
+
+def _row_format_1_collection(client: chromadb.api.ClientAPI, schema: int) -> str:
+    """A collection as langchain-outprofile 0.1 wrote it: text as the document, a key a field."""
+    embedder = StyleEmbeddings()
+    name = unique_name("v1")
+    collection = client.create_collection(
+        name,
+        metadata={
+            "outprofile_schema": schema,
+            "embedding": embedder.fingerprint,
+            "dimension": embedder.dimension,
+            "hnsw:space": "cosine",
+        },
+        embedding_function=None,
+    )
+    old = ProfileEntry.create("Written by the old version!", user_id="ana", task="email")
+    collection.add(
+        ids=[old.id],
+        documents=[old.text],
+        embeddings=embedder.embed_documents([old.text]),
+        metadatas=[
+            {
+                "user_id": "ana",
+                "signals": "authored",
+                "strength": old.strength,
+                "selectable": True,
+                "pending": False,
+                "task": "email",
+                "source_input": "",
+                "created_at": old.created_at,
+                "updated_at": old.updated_at,
+                "run_id": "",
+                "m.channel": "mail",
+            }
+        ],
+    )
+    return name
+
+
+def test_rows_of_format_1_are_read_and_folded_into(make_memory: MemoryFactory) -> None:
+    probe = make_memory()
+    name = _row_format_1_collection(probe.store.client, schema=1)
+    memory = make_memory(collection_name=name)
+
+    (record,) = memory.export("ana")
+    assert record["text"] == "Written by the old version!"
+    assert record["task"] == "email" and record["metadata"] == {"channel": "mail"}
+    assert memory.select("ana").text.count("Written by the old version!") == 1
+
+    again = memory.endorse("Written by the old version!", user_id="ana")
+    assert [s.value for s in again.signals] == ["authored", "endorsed"]
+    (record,) = memory.export("ana")
+    assert record["signals"] == ["authored", "endorsed"] and record["task"] == "email"
+
+
+def test_a_collection_of_a_newer_schema_is_a_clear_error(make_memory: MemoryFactory) -> None:
+    probe = make_memory()
+    name = _row_format_1_collection(probe.store.client, schema=99)
+    with pytest.raises(EmbeddingMismatchError, match="outprofile_schema=99"):
+        make_memory(collection_name=name)
