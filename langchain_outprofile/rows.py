@@ -120,14 +120,19 @@ def entries_from(result: Any) -> list[ProfileEntry]:
     """Entries from a ``collection.get`` result (row format 2, or 1 as written before)."""
     metadatas = result["metadatas"] or []
     documents = result["documents"] or [None] * len(metadatas)
+    # one json.loads for every payload: a cold rebuild parses thousands of them
+    payloads = iter(
+        json.loads("[" + ",".join(m[PAYLOAD_KEY] for m in metadatas if PAYLOAD_KEY in m) + "]")
+    )
     return [
-        _from_payload(id_, meta) if PAYLOAD_KEY in meta else _from_metadata(id_, doc, meta)
+        _from_payload(id_, meta, next(payloads))
+        if PAYLOAD_KEY in meta
+        else _from_metadata(id_, doc, meta)
         for id_, doc, meta in zip(result["ids"], documents, metadatas, strict=True)
     ]
 
 
-def _from_payload(id_: str, meta: Any) -> ProfileEntry:
-    payload = json.loads(meta[PAYLOAD_KEY])
+def _from_payload(id_: str, meta: Any, payload: dict[str, Any]) -> ProfileEntry:
     return ProfileEntry(
         id=id_,
         user_id=str(meta["user_id"]),

@@ -163,12 +163,11 @@ def _score(
         if similarity is not None:
             w = options.relevance_weight
             score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
-        candidate = Candidate(entry, score, age_days)
         reason = _ineligible_reason(entry, options)
         if reason:
-            left_out.append(replace(candidate, reason=reason))
+            left_out.append(Candidate(entry, score, age_days, reason=reason))
         else:
-            scored.append((index, candidate))
+            scored.append((index, Candidate(entry, score, age_days)))
     in_scope = options.task
     scored.sort(
         key=lambda ic: (
@@ -225,7 +224,10 @@ def _diversify(
 ) -> list[Candidate]:
     """Maximal marginal relevance over the top of the ranking; near-duplicates are dropped."""
     pool, rest = scored[: options.pool_size], scored[options.pool_size :]
-    left_out.extend(replace(c, reason="below the candidate pool") for _, c in rest)
+    # a direct constructor, not dataclasses.replace: this runs for nearly every entry
+    left_out.extend(
+        Candidate(c.entry, c.score, c.age_days, reason="below the candidate pool") for _, c in rest
+    )
     if not pool:
         return []
     pool_vectors = profile.vectors_for([i for i, _ in pool])  # only the pool's rows are fetched
