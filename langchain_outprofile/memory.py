@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from langchain_outprofile.reader import ProfileReader
 from langchain_outprofile.records import (
     DEFAULT_MAX_TEXT_CHARS,
     InvalidInputError,
@@ -25,17 +23,9 @@ from langchain_outprofile.render import (
     DEFAULT_TEMPLATE,
     BlockTemplate,
     ProfileSelection,
-    render_block,
-    render_entry,
 )
-from langchain_outprofile.selection import SelectionOptions, choose
-from langchain_outprofile.snapshots import (
-    dump_selection,
-    load_selection,
-    snapshot_key,
-    valid_until,
-)
-from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, StoredProfile
+from langchain_outprofile.selection import SelectionOptions
+from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter
 
 if TYPE_CHECKING:
@@ -61,17 +51,6 @@ class ProfileStats:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return dict(self.__dict__)
-
-
-@dataclass
-class _Cached:
-    """One user's in-memory read state. ``version`` is the store's profile version, read
-    before ``profile`` is loaded; both stay None until a read needs them."""
-
-    loaded_at: float
-    version: str | None = None
-    profile: StoredProfile | None = None
-    selections: dict[tuple[Any, ...], ProfileSelection] = field(default_factory=dict)
 
 
 class OutputProfileMemory:
@@ -141,8 +120,7 @@ class OutputProfileMemory:
         self.snapshot_ttl_s = snapshot_ttl_s
         self.pending_ttl_s = pending_ttl_s
         self.clock = clock
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._reader = ProfileReader(self)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -311,130 +289,11 @@ class OutputProfileMemory:
             )
         except TypeError as error:
             raise InvalidInputError(f"unknown selection option: {error}") from None
-        cached = self._cached(user)
-        if chosen.relevance_weight > 0 and query:
-            return self._select(user, self._profile(user, cached), chosen, query)
-        key = (chosen, self.template)
-        if key in cached.selections:
-            return cached.selections[key]
-        selection = self._stored_selection(user, cached, chosen)
-        if selection is None:
-            selection = self._fresh_selection(user, cached, chosen)
-        with self._cache_lock:
-            cached.selections[key] = selection
-        return selection
-
-    def _snapshot_key(self, options: SelectionOptions) -> str:
-        return snapshot_key(options, self.template, self.counter.encoding_name)
-
-    def _stored_selection(
-        self, user: str, cached: _Cached, options: SelectionOptions
-    ) -> ProfileSelection | None:
-        """The selection saved in the store for the user's current profile version, if any."""
-        if self.snapshot_ttl_s <= 0:
-            return None
-        version, payload = self.store.snapshot(user, self._snapshot_key(options))
-        if cached.profile is None and cached.version is None:
-            cached.version = version
-        if payload is None:
-            return None
-        return load_selection(payload, user_id=user, options=options, now=self.clock())
-
-    def _fresh_selection(
-        self, user: str, cached: _Cached, options: SelectionOptions
-    ) -> ProfileSelection:
-        """Rank and pack the whole profile; save the result for later cold reads."""
-        profile = self._profile(user, cached)
-        selection = self._select(user, profile, options, None)
-        if self.snapshot_ttl_s > 0 and cached.version is not None:
-            until = valid_until(
-                profile,
-                now=self.clock(),
-                max_age_s=self.snapshot_ttl_s,
-                pending_ttl_s=self.pending_ttl_s,
-            )
-            payload = dump_selection(selection, until=until)
-            self.store.save_snapshot(user, self._snapshot_key(options), cached.version, payload)
-        return selection
-
-    def _select(
-        self, user: str, profile: StoredProfile, options: SelectionOptions, query: str | None
-    ) -> ProfileSelection:
-        template = self.template
-        query_vector = (
-            np.asarray(self.store.embeddings.embed_query(query), dtype=np.float32)
-            if query
-            else None
-        )
-
-        def entry_cost(entry: ProfileEntry) -> int:
-            return self.counter.count(render_entry(entry, 999, options.fields, template) + "\n")
-
-        def fits(entries: Sequence[ProfileEntry]) -> bool:
-            return self.counter.count(render_block(entries, options.fields, template)) <= (
-                options.max_tokens
-            )
-
-        choice = choose(
-            profile,
-            options,
-            counter=self.counter,
-            fixed_cost=self.counter.count(f"{template.header}\n{template.footer}"),
-            entry_cost=entry_cost,
-            fits=fits,
-            now=self.clock(),
-            query_vector=query_vector,
-        )
-        text = render_block([c.entry for c in choice.chosen], options.fields, template)
-        return ProfileSelection(
-            user_id=user,
-            text=text,
-            tokens=self.counter.count(text) if text else 0,
-            choice=choice,
-            encoding=self.counter.encoding_name,
-        )
-
-    # -- read cache -----------------------------------------------------------------------
-
-    def _cached(self, user: str) -> _Cached:
-        """The user's read state, fresh for ``cache_ttl_s``. A write through this object
-        drops it from the cache, so whatever a read still fills into it is never served
-        again (no store I/O happens here)."""
-        now = time.monotonic()
-        with self._cache_lock:
-            hit = self._cache.get(user)
-            if hit is not None and now - hit.loaded_at < self.cache_ttl_s:
-                self._cache.move_to_end(user)
-                return hit
-            fresh = _Cached(now)
-            if self.cache_ttl_s <= 0:
-                self._cache.pop(user, None)
-                return fresh
-            self._cache[user] = fresh
-            self._cache.move_to_end(user)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return fresh
-
-    def _profile(self, user: str, cached: _Cached) -> StoredProfile:
-        """The user's whole profile, loaded once per read state (version read first)."""
-        if cached.profile is not None:
-            return cached.profile
-        if cached.version is None:
-            cached.version = self.store.version(user)
-        profile = self.store.load(user)
-        cutoff = self.clock() - self.pending_ttl_s
-        if any(e.pending and e.updated_at < cutoff for e in profile.entries):
-            self.expire_pending(user)  # stale tracked outputs go on the next read as well
-            cached.version = self.store.version(user)
-            profile = self.store.load(user)
-        cached.profile = profile
-        return profile
+        return self._reader.select(user, chosen, query)
 
     def _invalidate(self, users: Iterable[str]) -> None:
-        with self._cache_lock:
-            for user in users:
-                self._cache.pop(user, None)
+        """Drop the read state of users just written through this object."""
+        self._reader.invalidate(users)
 
     # -- LangChain surfaces (each imports its module on first use) -------------------------
 
