@@ -56,6 +56,7 @@ _STATE_SUFFIX = ".state"
 # leaves room for the state collection's suffix within Chroma's 512 characters
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]
+_READ_PAGE = 10_000
 
 
 class EmbeddingMismatchError(OutprofileError):
@@ -345,7 +346,7 @@ class ProfileStore:
             first = self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 return self._eager_profile(first)
-        entries = entries_from(self._read(where=where, include=_INCLUDE_ALL))
+        entries = self._entries_where(where)
         entries.sort(key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             return StoredProfile(
@@ -422,6 +423,16 @@ class ProfileStore:
                 return
             yield page
             offset += len(page["ids"])
+
+    def _entries_where(self, where: Any) -> list[ProfileEntry]:
+        """Every entry matching ``where``. Chroma's SQLite fails a read of more rows than it
+        has SQL variables for ("too many SQL variables" at 100k rows), so a result larger
+        than one page is read as ids first, then by id, a page at a time."""
+        first = self._read(where=where, include=_INCLUDE_ALL, limit=_READ_PAGE + 1)
+        if len(first["ids"]) <= _READ_PAGE:
+            return entries_from(first)
+        ids = self._ids_where(where)
+        return [e for page in _batches(ids, _READ_PAGE) for e in self._get_by_ids(list(page))]
 
     def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
         if not ids:

@@ -19,6 +19,7 @@ from langchain_outprofile import (
     Signal,
     StyleEmbeddings,
 )
+from langchain_outprofile import store as store_module
 from langchain_outprofile.store import ProfileStore
 from tests.conftest import MemoryFactory, unique_name
 
@@ -210,3 +211,18 @@ def test_a_collection_of_a_newer_schema_is_a_clear_error(make_memory: MemoryFact
     name = _row_format_1_collection(probe.store.client, schema=99)
     with pytest.raises(EmbeddingMismatchError, match="outprofile_schema=99"):
         make_memory(collection_name=name)
+
+
+def test_a_profile_larger_than_a_read_page_loads_whole(
+    memory: OutputProfileMemory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [f"Entry number {i} of many." for i in range(7)]
+    memory.add_many(
+        [{"text": t, "user_id": "ana", "created_at": 1e9 + i} for i, t in enumerate(texts)]
+    )
+    memory.add("Not Ana's.", user_id="bob")
+    monkeypatch.setattr(store_module, "_READ_PAGE", 3)  # pages of 3: 7 entries read in 3 pages
+    memory.store.eager_rows = 0
+
+    assert [e.text for e in memory.store.load("ana").entries] == texts
+    assert len(memory.export("ana")) == 7
