@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from langchain_outprofile.records import ProfileEntry, Signal
@@ -22,6 +23,10 @@ from langchain_outprofile.selection import Candidate, Choice, SelectionOptions
 __all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key", "valid_until"]
 
 FORMAT = 1
+try:  # a new release may choose differently: its snapshots never serve an older one's
+    _RELEASE = version("langchain-outprofile")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    _RELEASE = "source"
 LEFT_OUT_KEPT = 50
 """Left-out candidates a snapshot keeps (``explain`` shows 20; ``left_out_total`` counts all)."""
 
@@ -29,7 +34,8 @@ LEFT_OUT_KEPT = 50
 def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: str) -> str:
     """One key per way of choosing and rendering a block (both are frozen dataclasses whose
     ``repr`` lists every field, so equal settings give equal keys in every process)."""
-    return hashlib.sha256(repr((FORMAT, options, template, encoding)).encode()).hexdigest()[:32]
+    settings = repr((FORMAT, _RELEASE, options, template, encoding))
+    return hashlib.sha256(settings.encode()).hexdigest()[:32]
 
 
 def valid_until(
