@@ -67,13 +67,16 @@ def dump_selection(selection: ProfileSelection, *, until: float) -> str:
 def load_selection(
     payload: str, *, user_id: str, options: SelectionOptions, now: float
 ) -> ProfileSelection | None:
-    """The stored selection, or None when it has expired, is of another format or another
-    user (ids hash the user in; this is the second check)."""
-    data = json.loads(payload)
-    if data.get("format") != FORMAT or float(data["valid_until"]) <= now:
-        return None
-    chosen = tuple(_candidate(c) for c in data["chosen"])
-    left_out = tuple(_candidate(c) for c in data["left_out"])
+    """The stored selection, or None when it has expired, is damaged, of another format or
+    of another user (ids hash the user in; this is the second check)."""
+    try:
+        data = json.loads(payload)
+        if data.get("format") != FORMAT or float(data["valid_until"]) <= now:
+            return None
+        chosen = tuple(_candidate(c) for c in data["chosen"])
+        left_out = tuple(_candidate(c) for c in data["left_out"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # damaged: the caller ranks the profile again and saves a good one
     if any(c.entry.user_id != user_id for c in (*chosen, *left_out)):
         return None
     choice = Choice(chosen, left_out, options, left_out_total=int(data["left_out_total"]))

@@ -200,3 +200,20 @@ def _stored_payloads(memory: OutputProfileMemory, user: str) -> list[str]:
     """Every stored selection of one user, read straight from the state collection."""
     found = memory.store._state.get(where={"user_id": user}, include=["documents"])
     return [d for d in found["documents"] or [] if d]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", "[]", '{"format": 1}', '{"format": 1, "valid_until": 9e9, "chosen": [{}]}'],
+)
+def test_a_damaged_snapshot_is_ranked_again_and_replaced(
+    make_memory: MemoryFactory, damage: str
+) -> None:
+    memory = _filled(make_memory, cache_ttl_s=0)
+    expected = memory.select("ana", max_tokens=200).text
+    key = memory._reader._snapshot_key(memory.options.with_changes(max_tokens=200))
+    memory.store.save_snapshot("ana", key, memory.store.version("ana"), damage)
+
+    assert memory.select("ana", max_tokens=200).text == expected
+    (payload,) = _stored_payloads(memory, "ana")
+    assert payload != damage
