@@ -193,15 +193,19 @@ class ProfileReader:
         if cached.profile is not None:
             return cached.profile
         if cached.version is None:
-            cached.version = self._memory.store.version(user)
+            cached.version = self._version(user)
         profile = self._memory.store.load(user)
         cutoff = self._memory.clock() - self._memory.pending_ttl_s
         if any(e.pending and e.updated_at < cutoff for e in profile.entries):
             self._memory.expire_pending(user)  # stale tracked outputs go on the next read as well
-            cached.version = self._memory.store.version(user)
+            cached.version = self._version(user)
             profile = self._memory.store.load(user)
         cached.profile = profile
         return profile
+
+    def _version(self, user: str) -> str | None:
+        """The profile version a snapshot would be tagged with (None: snapshots are off)."""
+        return self._memory.store.version(user) if self._memory.snapshot_ttl_s > 0 else None
 
     def invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users just written (see :meth:`_cached`)."""
