@@ -296,7 +296,7 @@ class ProfileStore:
         user = validate_user_id(user_id)
         version_id, snapshot_id = _state_id("v", user), _state_id("s", user, key)
         rows = self._state_rows(user, [version_id, snapshot_id])
-        version = str(rows[version_id][1]["version"]) if version_id in rows else ""
+        version = _version_in(rows, version_id)
         document, meta = rows.get(snapshot_id, (None, {}))
         if document is None or meta.get("version") != version:
             return version, None
@@ -306,8 +306,7 @@ class ProfileStore:
         """The user's profile version: a new random token after every write ('' before any)."""
         user = validate_user_id(user_id)
         version_id = _state_id("v", user)
-        rows = self._state_rows(user, [version_id])
-        return str(rows[version_id][1]["version"]) if version_id in rows else ""
+        return _version_in(self._state_rows(user, [version_id]), version_id)
 
     def _state_rows(self, user: str, ids: list[str]) -> dict[str, tuple[str | None, Any]]:
         with self._write_lock:
@@ -459,6 +458,10 @@ def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:
 def _state_id(kind: str, user: str, key: str = "") -> str:
     digest = hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:32]
     return f"{kind}:{digest}"
+
+
+def _version_in(rows: dict[str, tuple[str | None, Any]], version_id: str) -> str:
+    return str(rows[version_id][1]["version"]) if version_id in rows else ""
 
 
 def _fold_duplicates(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
