@@ -1,5 +1,8 @@
 """langchain-outprofile: personalize LangChain apps with what a user wrote or approved.
 
+Names are loaded on first use (PEP 562), so ``import langchain_outprofile`` and
+``outprofile --help`` stay fast; ``ProfileMiddleware`` needs the optional ``agents`` extra.
+
 Example:
     ```python
     from langchain_outprofile import OutputProfileMemory, Signal
@@ -10,25 +13,69 @@ Example:
     ```
 """
 
-from langchain_outprofile.embeddings import StyleEmbeddings
-from langchain_outprofile.feedback import UnknownRunError
-from langchain_outprofile.inject import MissingUserIdError, ProfileInjector
-from langchain_outprofile.memory import OutputProfileMemory, ProfileStats
-from langchain_outprofile.records import (
-    InvalidInputError,
-    OutprofileError,
-    ProfileEntry,
-    Signal,
-    SignalStrengths,
-)
-from langchain_outprofile.render import BlockTemplate, ProfileSelection, parse_block
-from langchain_outprofile.retriever import ProfileRetriever
-from langchain_outprofile.selection import SelectionOptions
-from langchain_outprofile.store import EmbeddingMismatchError, ProfileStore, StoreUnavailableError
-from langchain_outprofile.tokens import TokenCounter
+from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_outprofile.embeddings import StyleEmbeddings
+    from langchain_outprofile.errors import (
+        EmbeddingMismatchError,
+        InvalidInputError,
+        MissingUserIdError,
+        OutprofileError,
+        StoreUnavailableError,
+        UnknownRunError,
+    )
+    from langchain_outprofile.memory import (
+        BudgetTooSmallWarning,
+        OutputProfileMemory,
+        ProfileStats,
+    )
+    from langchain_outprofile.render import BlockTemplate, parse_block
+    from langchain_outprofile.store import ProfileStore
+    from langchain_outprofile.surfaces.injector import ProfileInjector
+    from langchain_outprofile.surfaces.middleware import ProfileMiddleware
+    from langchain_outprofile.surfaces.retriever import ProfileRetriever
+    from langchain_outprofile.tokens import TokenCounter
+    from langchain_outprofile.types import (
+        ProfileEntry,
+        ProfileSelection,
+        ProfileSource,
+        SelectionOptions,
+        Signal,
+        SignalStrengths,
+    )
+
+_EXPORTS = {
+    "BlockTemplate": "render",
+    "BudgetTooSmallWarning": "memory",
+    "EmbeddingMismatchError": "errors",
+    "InvalidInputError": "errors",
+    "MissingUserIdError": "errors",
+    "OutprofileError": "errors",
+    "OutputProfileMemory": "memory",
+    "ProfileEntry": "types",
+    "ProfileInjector": "surfaces.injector",
+    "ProfileMiddleware": "surfaces.middleware",
+    "ProfileRetriever": "surfaces.retriever",
+    "ProfileSelection": "types",
+    "ProfileSource": "types",
+    "ProfileStats": "memory",
+    "ProfileStore": "store",
+    "SelectionOptions": "types",
+    "Signal": "types",
+    "SignalStrengths": "types",
+    "StoreUnavailableError": "errors",
+    "StyleEmbeddings": "embeddings",
+    "TokenCounter": "tokens",
+    "UnknownRunError": "errors",
+    "parse_block": "render",
+}
 __all__ = [
     "BlockTemplate",
+    "BudgetTooSmallWarning",
     "EmbeddingMismatchError",
     "InvalidInputError",
     "MissingUserIdError",
@@ -36,8 +83,10 @@ __all__ = [
     "OutputProfileMemory",
     "ProfileEntry",
     "ProfileInjector",
+    "ProfileMiddleware",
     "ProfileRetriever",
     "ProfileSelection",
+    "ProfileSource",
     "ProfileStats",
     "ProfileStore",
     "SelectionOptions",
@@ -49,3 +98,28 @@ __all__ = [
     "UnknownRunError",
     "parse_block",
 ]
+assert sorted(__all__) == sorted(_EXPORTS)  # one list of names, kept in two places for mypy
+
+_AGENTS_HINT = (
+    "ProfileMiddleware needs the `agents` extra (LangChain v1's create_agent): "
+    "pip install 'langchain-outprofile[agents]'"
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Load an exported name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+    except ImportError as error:
+        if name == "ProfileMiddleware":
+            raise ImportError(f"{_AGENTS_HINT} ({error})") from error
+        raise
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

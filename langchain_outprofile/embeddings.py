@@ -8,12 +8,15 @@ vocabulary, no model file and no network, so the vectors are the same on every m
 from __future__ import annotations
 
 import asyncio
+import re
 
+import mmh3
 import numpy as np
 from langchain_core.embeddings import Embeddings
-from sklearn.feature_extraction.text import HashingVectorizer
 
 __all__ = ["StyleEmbeddings"]
+
+_RUNS_OF_SPACE = re.compile(r"\s\s+")
 
 
 class StyleEmbeddings(Embeddings):
@@ -43,15 +46,6 @@ class StyleEmbeddings(Embeddings):
             )
         self.dimension = dimension
         self.ngram_range = (low, high)
-        self._vectorizer = HashingVectorizer(
-            analyzer="char",
-            ngram_range=self.ngram_range,
-            lowercase=False,
-            n_features=dimension,
-            alternate_sign=False,
-            norm="l2",
-            dtype=np.float32,
-        )
 
     @property
     def fingerprint(self) -> str:
@@ -61,10 +55,27 @@ class StyleEmbeddings(Embeddings):
 
     def embed_array(self, texts: list[str]) -> np.ndarray:
         """Embed texts as a dense float32 array of shape (len(texts), dimension)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        matrix = self._vectorizer.transform(texts).toarray().astype(np.float32, copy=False)
-        return np.asarray(matrix)
+        rows = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for row, text in zip(rows, texts, strict=True):
+            row[:] = np.bincount(self._buckets(text), minlength=self.dimension)
+            norm = float(np.linalg.norm(row))
+            if norm > 0:
+                row /= norm
+        return rows
+
+    def _buckets(self, text: str) -> list[int]:
+        """The hash bucket of every character n-gram of ``text`` (runs of white space count
+        as one space). Signed 32-bit MurmurHash3 with seed 0 and ``abs(h) % dimension``:
+        the same buckets as scikit-learn's ``HashingVectorizer(analyzer="char",
+        alternate_sign=False)``, so vectors written by earlier releases still match."""
+        folded = _RUNS_OF_SPACE.sub(" ", text)
+        low, high = self.ngram_range
+        length = len(folded)
+        return [
+            abs(mmh3.hash(folded[start : start + n], 0)) % self.dimension
+            for n in range(low, min(high, length) + 1)
+            for start in range(length - n + 1)
+        ]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed a list of texts."""

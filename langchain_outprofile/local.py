@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_outprofile.records import OutprofileError
+from langchain_outprofile.errors import LocalModelUnavailableError
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -56,10 +56,6 @@ LOCAL_DEFAULTS: dict[str, Any] = {
 
 OPENAI_MODEL = "gpt-4o-mini"
 """The model :func:`default_chat_model` asks an OpenAI-compatible endpoint for by default."""
-
-
-class LocalModelUnavailableError(OutprofileError, ImportError):
-    """The embedded model cannot be used because the ``local`` extra is not installed."""
 
 
 def local_model_path() -> Path:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from langchain_outprofile.records import InvalidInputError, ProfileEntry
-from langchain_outprofile.selection import Candidate, Choice, Fields
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.types import Fields, ProfileEntry
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "BlockTemplate",
-    "ProfileSelection",
     "escape_entry_text",
     "parse_block",
     "render_block",
@@ -112,62 +111,3 @@ def render_block(
 def parse_block(text: str) -> list[str]:
     """Recover the entry texts of a block rendered with the default entry delimiters."""
     return [unescape_entry_text(m.group(1)) for m in _ENTRY.finditer(text)]
-
-
-@dataclass(frozen=True)
-class ProfileSelection:
-    """A user's block and how it was chosen.
-
-    Attributes:
-        user_id: whose profile this is.
-        text: the framed block exactly as the model will read it ('' when empty).
-        tokens: exact token count of ``text`` for the configured model.
-        entries: the chosen entries, in block order.
-        choice: scores, costs and the reason each other entry was left out.
-    """
-
-    user_id: str
-    text: str
-    tokens: int
-    choice: Choice
-    encoding: str = ""
-    entries: tuple[ProfileEntry, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "entries", tuple(c.entry for c in self.choice.chosen))
-
-    def __bool__(self) -> bool:
-        return bool(self.text)
-
-    def explain(self, max_left_out: int = 20) -> str:
-        """Per entry: signal, strength, age, score, tokens; and why each other was left out."""
-        options = self.choice.options
-        lines = [
-            f"profile block for user {self.user_id!r}: {len(self.entries)} entries, "
-            f"{self.tokens}/{options.max_tokens} tokens ({self.encoding}), order={options.order}, "
-            f"fields={options.fields}, half_life_days={options.half_life_days}",
-        ]
-        lines += [_explain_line(n, c) for n, c in enumerate(self.choice.chosen, start=1)]
-        left, total = self.choice.left_out, self.choice.left_out_total
-        if total:
-            lines.append(f"left out: {total}")
-            shown = left[:max_left_out]
-            lines += [f"  - {_preview(c.entry.text)}: {c.reason}" for c in shown]
-            if total > len(shown):
-                lines.append(f"  ... and {total - len(shown)} more")
-        return "\n".join(lines)
-
-
-def _explain_line(n: int, candidate: Candidate) -> str:
-    entry = candidate.entry
-    cut = ", cut at a sentence boundary" if candidate.cut else ""
-    return (
-        f"{n:>3}. [{entry.signal.value}] strength={entry.strength:.2f} "
-        f"age={candidate.age_days:.1f}d score={candidate.score:.3f} tokens={candidate.tokens}"
-        f"{cut} task={entry.task or '-'}  {_preview(entry.text)}"
-    )
-
-
-def _preview(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")

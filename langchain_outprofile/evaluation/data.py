@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_outprofile.records import InvalidInputError
+from langchain_outprofile.errors import InvalidInputError
 
 __all__ = [
     "FIELD_MAP",

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from langchain_outprofile.records import OutprofileError
+from langchain_outprofile.errors import OutprofileError
+from langchain_outprofile.local import local_model_path
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -70,8 +71,6 @@ def smollm2_path() -> Path:
         scorer = LlamaScorer(smollm2_path())
         ```
     """
-    from langchain_outprofile.local import local_model_path
-
     return Path(local_model_path())
 
 
@@ -199,7 +198,7 @@ class OpenAIScorer:
     """
 
     def __init__(self, *, base_url: str, model: str, api_key: str = "not-needed") -> None:
-        from openai import OpenAI
+        from openai import OpenAI  # the eval extra
 
         self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=1)
         self.model = model

@@ -16,11 +16,11 @@ from typing import Literal
 
 import numpy as np
 
+from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.evaluation.data import LampExample
 from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import InvalidInputError, ProfileEntry
 from langchain_outprofile.render import render_block
-from langchain_outprofile.selection import Fields
+from langchain_outprofile.types import Fields, ProfileEntry
 
 __all__ = [
     "BASE_SYSTEM",

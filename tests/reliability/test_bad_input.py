@@ -24,7 +24,7 @@ from langchain_outprofile import (
     StyleEmbeddings,
 )
 from langchain_outprofile.cli import app
-from langchain_outprofile.feedback import UnknownRunError
+from langchain_outprofile.errors import UnknownRunError
 from tests.conftest import unique_name
 
 RUN = "6f1c0f9e-1111-4c1e-9f00-000000000001"
@@ -132,7 +132,7 @@ def _line(**record: Any) -> str:
 CliRow = tuple[str, Callable[[Path], list[str]], str]
 
 CLI_ROWS: list[CliRow] = [
-    ("ingest missing file", lambda p: ["ingest", str(p / "nope.jsonl")], "does not exist"),
+    ("ingest missing file", lambda p: ["ingest", str(p / "nope.jsonl")], "no such file; check the path"),
     ("ingest corrupt line", lambda p: ["ingest", _write(p, "a.jsonl", [_line(text="ok", user_id="ana"), "{not json"])], "line 2 is not valid JSON"),
     ("ingest lone surrogate", lambda p: ["ingest", _write(p, "b.jsonl", ['{"text": "hi \\ud800", "user_id": "ana"}'])], "lone surrogates"),
     ("ingest NaN rating", lambda p: ["ingest", _write(p, "c.jsonl", ['{"text": "hi", "user_id": "ana", "rating": NaN}'])], "rating must be"),
@@ -141,7 +141,7 @@ CLI_ROWS: list[CliRow] = [
     ("ingest not an object", lambda p: ["ingest", _write(p, "f.jsonl", ["[1, 2]"])], "must be a JSON object"),
     ("import corrupt line", lambda p: ["import", _write(p, "g.jsonl", ["{"])], "line 1 is not valid JSON"),
     ("import bad strength", lambda p: ["import", _write(p, "h.jsonl", [_line(text="x", user_id="ana", signals=["authored"], strength=5)])], "strength"),
-    ("preview max-tokens 0", lambda p: ["preview", "--user", "ana", "--max-tokens", "0"], "max-tokens"),
+    ("preview max-tokens 0", lambda p: ["preview", "--user", "ana", "--max-tokens", "0"], "max_tokens must be an int >= 1"),
     ("preview unknown user", lambda p: ["preview", "--user", "zed"], "no entries stored for user 'zed'"),
     ("forget unknown user", lambda p: ["forget", "--user", "zed", "--yes"], "no entries stored for user 'zed'"),
     ("export unknown user", lambda p: ["export", "--user", "Ana"], "no entries stored for user 'Ana'"),

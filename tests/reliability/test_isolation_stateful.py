@@ -27,9 +27,9 @@ from hypothesis.stateful import (
 )
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.feedback import UnknownRunError
-from langchain_outprofile.records import entry_id, validate_text
-from langchain_outprofile.rows import entries_from
+from langchain_outprofile.errors import UnknownRunError
+from langchain_outprofile.store.rows import entries_from
+from langchain_outprofile.validation import entry_id, validate_text
 from tests.conftest import unique_name
 
 USERS = ("ana", "Ana", "ana ", "ana-1", "bob", "user:1")

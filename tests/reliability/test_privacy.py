@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.cli import app
-from langchain_outprofile.feedback import UnknownRunError
-from langchain_outprofile.records import entry_id
+from langchain_outprofile.errors import UnknownRunError
+from langchain_outprofile.validation import entry_id
 
 NEIGHBOURS = ("Ana", "ana ", "ana-2")  # ids an unanchored or case-folding filter would mix up
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.cli import app
-from langchain_outprofile.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
+from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
 
 Run = Callable[..., Result]
 
@@ -143,7 +143,7 @@ def test_ingest_bad_file_names_the_line_and_stores_nothing(
 
 
 def test_ingest_missing_file(run: Run, tmp_path: Path) -> None:
-    assert_clean_failure(run("ingest", str(tmp_path / "nope.jsonl")), 2, "does not exist")
+    assert_clean_failure(run("ingest", str(tmp_path / "nope.jsonl")), 1, "no such file")
 
 
 # -- preview / stats --------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_unknown_user_is_a_clear_error(ingested: Run, args: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (("preview", "--user", "ana", "--max-tokens", "0"), 2, "--max-tokens"),
+        (("preview", "--user", "ana", "--max-tokens", "0"), 1, "max_tokens must be an int >= 1"),
         (("preview", "--user", "ana", "--max-tokens", "many"), 2, "--max-tokens"),
         (("preview",), 2, "--user"),
         (("ingest",), 2, "FILE"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
+from sklearn.feature_extraction.text import HashingVectorizer  # the reference (dev extra)
 
 from langchain_outprofile import StyleEmbeddings
 
@@ -62,3 +63,20 @@ async def test_async_matches_sync() -> None:
 def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         StyleEmbeddings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_vectors_match_scikit_learns_hashing_vectorizer() -> None:
+    """Collections written by earlier releases (which embedded with scikit-learn) keep
+    their fingerprint: the vectors must stay the same, bucket for bucket."""
+    texts = ["OMG the new album!!! 🔥🔥  sooo   good\n\tyes", "a", "ñandú über straße", "x" * 300]
+    reference = HashingVectorizer(
+        analyzer="char",
+        ngram_range=(1, 4),
+        lowercase=False,
+        n_features=512,
+        alternate_sign=False,
+        norm="l2",
+        dtype=np.float32,
+    )
+    expected = reference.transform(texts).toarray()
+    assert np.allclose(StyleEmbeddings().embed_array(texts), expected, atol=1e-6)

@@ -17,8 +17,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, Signal
-from langchain_outprofile.feedback import UnknownRunError
-from langchain_outprofile.inject import MissingUserIdError
+from langchain_outprofile.errors import MissingUserIdError, UnknownRunError
 from langchain_outprofile.render import parse_block
 from tests.fakes import RecordingChatModel
 
@@ -251,7 +250,7 @@ def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
     assert memory.expire_pending("ana") == 0
 
 
-def test_a_read_of_the_profile_expires_stale_pending_outputs(
+def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     clock = Clock()
@@ -268,7 +267,13 @@ def test_a_read_of_the_profile_expires_stale_pending_outputs(
     assert memory.stats("ana").pending == 1
     clock.now += 61
     assert [e.text for e in memory.select("ana").entries] == ["Kept: authored long ago."]
-    assert memory.stats("ana").pending == 0 and memory.stats("ana").entries == 1
+    assert memory.stats("ana").pending == 1, "a read must not write (delete) anything"
+    memory.track(RecordingChatModel()).invoke("q2", config=cfg("ana"))  # the next write
+    stats = memory.stats("ana")
+    assert stats.pending == 1 and stats.entries == 2  # the stale output went, the new one came
+    assert memory.expire_pending("ana") == 0
+    clock.now += 61
+    assert memory.expire_pending("ana") == 1 and memory.stats("ana").entries == 1
 
 
 def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:

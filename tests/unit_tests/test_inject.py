@@ -15,13 +15,11 @@ from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from langchain_outprofile import InvalidInputError, OutprofileError, OutputProfileMemory
-from langchain_outprofile.inject import (
-    USER_ID_SPEC,
-    MissingUserIdError,
-    ProfileInjector,
-    place_block,
-)
+from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.render import parse_block
+from langchain_outprofile.surfaces._common import USER_ID_SPEC
+from langchain_outprofile.surfaces.injector import ProfileInjector
+from langchain_outprofile.surfaces.messages import place_block
 from tests.fakes import RecordingChatModel
 
 SYSTEM = "You answer questions about {topic}."

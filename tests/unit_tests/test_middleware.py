@@ -13,7 +13,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.inject import MissingUserIdError
+from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.render import parse_block
 from tests.fakes import RecordingChatModel
 

@@ -15,7 +15,8 @@ from langchain_outprofile import (
     Signal,
     SignalStrengths,
 )
-from langchain_outprofile.records import combine_strengths, entry_id
+from langchain_outprofile.types import combine_strengths
+from langchain_outprofile.validation import entry_id
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,8 @@ from langchain_outprofile.records import combine_strengths, entry_id
         ("accepted", None, 0.4),
         ("rating", 5, 1.0),
         ("rating", 3, 0.5),
-        (None, 2, 0.25),
+        (None, 3, 0.5),
+        ("rating", 4, 0.75),
         ("rejected", None, 0.0),
         ("pending", None, 0.0),
     ],
@@ -35,6 +37,16 @@ from langchain_outprofile.records import combine_strengths, entry_id
 def test_default_strengths(signal: str | None, rating: float | None, strength: float) -> None:
     entry = ProfileEntry.create("text", user_id="ana", signal=signal, rating=rating)
     assert entry.strength == pytest.approx(strength)
+
+
+@pytest.mark.parametrize("stars", [1, 2, 2.5])
+def test_one_or_two_stars_reject_the_output(stars: float) -> None:
+    """A person reads 1-2 stars as "not like this": such a rating rejects the entry, even one
+    approved before, and it is never selected."""
+    rated = ProfileEntry.create("text", user_id="ana", rating=stars)
+    assert rated.signal is Signal.REJECTED and rated.strength == 0.0 and not rated.selectable
+    endorsed = ProfileEntry.create("text", user_id="ana", signal="endorsed")
+    assert not endorsed.merged_with(rated).selectable
 
 
 def test_strengths_are_configurable() -> None:

@@ -11,8 +11,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory
-from langchain_outprofile.inject import MissingUserIdError
-from langchain_outprofile.retriever import ProfileRetriever
+from langchain_outprofile.errors import MissingUserIdError
+from langchain_outprofile.surfaces.retriever import ProfileRetriever
 from tests.conftest import unique_name
 
 ANA = [

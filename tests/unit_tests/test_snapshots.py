@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry, Signal
-from langchain_outprofile.snapshots import LEFT_OUT_KEPT, dump_selection, load_selection
+from langchain_outprofile.memory.snapshots import LEFT_OUT_KEPT, dump_selection, load_selection
 from tests.conftest import MemoryFactory
 
 TEXTS = [f"Entry {i}: short first, then {'details ' * (i % 5)}done!" for i in range(12)]
@@ -198,7 +198,7 @@ def test_a_negative_snapshot_ttl_is_refused(make_memory: MemoryFactory) -> None:
 
 def _stored_payloads(memory: OutputProfileMemory, user: str) -> list[str]:
     """Every stored selection of one user, read straight from the state collection."""
-    found = memory.store._state.get(where={"user_id": user}, include=["documents"])
+    found = memory.store.state._collection.get(where={"user_id": user}, include=["documents"])
     return [d for d in found["documents"] or [] if d]
 
 

@@ -19,8 +19,8 @@ from langchain_outprofile import (
     Signal,
     StyleEmbeddings,
 )
-from langchain_outprofile import store as store_module
 from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.store import profile_store as store_module
 from tests.conftest import MemoryFactory, unique_name
 
 

@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.evaluation.command import eval_command, run_command
 from langchain_outprofile.evaluation.scoring import LlamaScorer
-from langchain_outprofile.records import InvalidInputError
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from langchain_outprofile import OutputProfileMemory, parse_block
+from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.evaluation.data import load_lamp
 from langchain_outprofile.evaluation.strategies import (
     BASE_SYSTEM,
@@ -16,7 +17,6 @@ from langchain_outprofile.evaluation.strategies import (
     other_users,
     parse_names,
 )
-from langchain_outprofile.records import InvalidInputError
 
 ALL = [
     "output-profile",

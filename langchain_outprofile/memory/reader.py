@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,25 +18,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from langchain_outprofile.records import ProfileEntry
-from langchain_outprofile.render import (
-    BlockTemplate,
-    ProfileSelection,
-    render_block,
-    render_entry,
-)
-from langchain_outprofile.rows import StoredProfile
-from langchain_outprofile.selection import SelectionOptions, choose
-from langchain_outprofile.snapshots import (
+from langchain_outprofile.memory.snapshots import (
     dump_selection,
     load_selection,
     snapshot_key,
     valid_until,
 )
+from langchain_outprofile.render import BlockTemplate, render_block, render_entry
+from langchain_outprofile.select import choose
 from langchain_outprofile.store import ProfileStore
 from langchain_outprofile.tokens import TokenCounter
+from langchain_outprofile.types import (
+    ProfileEntry,
+    ProfileSelection,
+    SelectionOptions,
+    StoredProfile,
+)
 
-__all__ = ["ProfileReader"]
+__all__ = ["BudgetTooSmallWarning", "ProfileReader"]
+
+
+class BudgetTooSmallWarning(UserWarning):
+    """The token budget cannot hold the block's frame, so the block is empty."""
 
 
 class ReaderSettings(Protocol):
@@ -49,10 +53,6 @@ class ReaderSettings(Protocol):
     cache_size: int
     snapshot_ttl_s: float
     pending_ttl_s: float
-
-    def expire_pending(self, user_id: str) -> int:
-        """Delete the user's stale pending entries."""
-        ...
 
 
 @dataclass
@@ -159,6 +159,8 @@ class ProfileReader:
             now=self._memory.clock(),
             query_vector=query_vector,
         )
+        if choice.note:
+            warnings.warn(choice.note, BudgetTooSmallWarning, stacklevel=4)
         text = render_block([c.entry for c in choice.chosen], options.fields, template)
         return ProfileSelection(
             user_id=user,
@@ -194,13 +196,8 @@ class ProfileReader:
             return cached.profile
         if cached.version is None:
             cached.version = self._version(user)
-        profile = self._memory.store.load(user)
-        cutoff = self._memory.clock() - self._memory.pending_ttl_s
-        if any(e.pending and e.updated_at < cutoff for e in profile.entries):
-            self._memory.expire_pending(user)  # stale tracked outputs go on the next read as well
-            cached.version = self._version(user)
-            profile = self._memory.store.load(user)
-        cached.profile = profile
+        profile = self._memory.store.load(user)  # a read never writes: stale pending entries
+        cached.profile = profile  # are never selected, and go on the next write
         return profile
 
     def _version(self, user: str) -> str | None:

@@ -18,13 +18,11 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict
+from pydantic import ConfigDict, SkipValidation
 
-from langchain_outprofile.inject import USER_ID_SPEC, resolve_options, user_id_from_config
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import InvalidInputError, validate_user_id
-from langchain_outprofile.render import ProfileSelection
-from langchain_outprofile.selection import SelectionOptions
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.surfaces._common import SurfaceSettings, user_id_from_config
+from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
 
 __all__ = ["ProfileRetriever", "selection_documents"]
 
@@ -43,8 +41,9 @@ class ProfileRetriever(BaseRetriever):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _settings: SurfaceSettings
 
-    memory: OutputProfileMemory
+    memory: SkipValidation[ProfileSource]
     user_id: str | None = None
     """A fixed user; default: ``config["configurable"]["user_id"]``."""
     k: int | None = None
@@ -56,15 +55,19 @@ class ProfileRetriever(BaseRetriever):
     def __init__(self, **data: Any) -> None:
         """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
         super().__init__(**data)
-        if self.user_id is not None:
-            validate_user_id(self.user_id)
         _check_k(self.k)
-        resolve_options(self.memory, self.options, max_tokens=self.max_tokens, task=self.task)
+        self._settings = SurfaceSettings.resolve(
+            self.memory,
+            user_id=self.user_id,
+            options=self.options,
+            max_tokens=self.max_tokens,
+            task=self.task,
+        )
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         """Declares ``user_id`` (unless fixed)."""
-        return [] if self.user_id is not None else [USER_ID_SPEC]
+        return self._settings.config_specs
 
     def invoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
@@ -91,10 +94,7 @@ class ProfileRetriever(BaseRetriever):
         k: int | None = None,
     ) -> list[Document]:
         user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
-        chosen = resolve_options(
-            self.memory, self.options, max_tokens=self.max_tokens, task=self.task
-        )
-        selection = self.memory.select(user, options=chosen, query=query)
+        selection = self.memory.select(user, options=self._settings.options, query=query)
         limit = _check_k(k if k is not None else self.k)
         return selection_documents(selection)[:limit]
 

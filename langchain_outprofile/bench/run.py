@@ -1,6 +1,6 @@
 """The benchmark suite: ingest, add latency, cold/warm select+render, and the similarity baseline.
 
-Run ``python -m benchmarks.run`` (small default sizes, a few minutes on 2 cores) or
+Run ``python -m langchain_outprofile.bench.run`` (small default sizes, a few minutes on 2 cores) or
 ``outprofile bench``; ``--help`` lists the size flags. Prints a markdown table and writes JSON.
 """
 
@@ -21,10 +21,10 @@ from typing import Any
 import chromadb
 from chromadb.config import Settings
 
-from benchmarks.server import chroma_server
-from benchmarks.synthetic import queries, user_entries, user_name
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
-from langchain_outprofile.rows import PAYLOAD_KEY
+from langchain_outprofile.bench.server import chroma_server
+from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
+from langchain_outprofile.store.rows import PAYLOAD_KEY
 from langchain_outprofile.tokens import TokenCounter
 
 __all__ = ["bench_command", "main"]
@@ -227,7 +227,7 @@ def bench_command(
 
     Example:
         ```python
-        from benchmarks.run import bench_command
+        from langchain_outprofile.bench.run import bench_command
         report = bench_command(sizes=[1000], many_entries=0, modes=["embedded"])
         ```
     """
@@ -287,7 +287,7 @@ def bench_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry: ``python -m benchmarks.run --sizes 1000,10000,100000``."""
+    """Command-line entry: ``python -m langchain_outprofile.bench --sizes 1000,10000``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--sizes", default="1000,10000", help="one-user sizes, comma separated; 0 skips"

@@ -15,10 +15,15 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from langchain_outprofile.records import ProfileEntry, Signal
-from langchain_outprofile.render import BlockTemplate, ProfileSelection
-from langchain_outprofile.rows import StoredProfile
-from langchain_outprofile.selection import Candidate, Choice, SelectionOptions
+from langchain_outprofile.render import BlockTemplate
+from langchain_outprofile.types import (
+    Candidate,
+    Choice,
+    ProfileSelection,
+    SelectionOptions,
+    StoredProfile,
+    stored_entry,
+)
 
 __all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key", "valid_until"]
 
@@ -43,8 +48,8 @@ def valid_until(
 ) -> float:
     """When a selection made ``now`` from ``profile`` must be recomputed: after ``max_age_s``
     (recency decay moves on), or when a pending entry of it expires, whichever is first."""
-    pending = [e.updated_at + pending_ttl_s for e in profile.entries if e.pending]
-    return min([now + max_age_s, *pending])
+    expiries = (e.updated_at + pending_ttl_s for e in profile.entries if e.pending)
+    return min([now + max_age_s, *(t for t in expiries if t > now)])
 
 
 def dump_selection(selection: ProfileSelection, *, until: float) -> str:
@@ -60,6 +65,7 @@ def dump_selection(selection: ProfileSelection, *, until: float) -> str:
             "chosen": [_candidate_dict(c) for c in choice.chosen],
             "left_out": [_candidate_dict(c) for c in choice.left_out[:LEFT_OUT_KEPT]],
             "left_out_total": choice.left_out_total,
+            "note": choice.note,
         }
     )
 
@@ -79,7 +85,13 @@ def load_selection(
         return None  # damaged: the caller ranks the profile again and saves a good one
     if any(c.entry.user_id != user_id for c in (*chosen, *left_out)):
         return None
-    choice = Choice(chosen, left_out, options, left_out_total=int(data["left_out_total"]))
+    choice = Choice(
+        chosen,
+        left_out,
+        options,
+        left_out_total=int(data["left_out_total"]),
+        note=str(data.get("note", "")),
+    )
     return ProfileSelection(
         user_id=user_id,
         text=str(data["text"]),
@@ -103,19 +115,7 @@ def _candidate_dict(candidate: Candidate) -> dict[str, Any]:
 def _candidate(data: dict[str, Any]) -> Candidate:
     entry = data["entry"]
     return Candidate(
-        entry=ProfileEntry(
-            id=str(entry["id"]),
-            user_id=str(entry["user_id"]),
-            text=str(entry["text"]),
-            signals=tuple(Signal(s) for s in entry["signals"]),
-            strength=float(entry["strength"]),
-            task=str(entry["task"]),
-            source_input=str(entry["source_input"]),
-            created_at=float(entry["created_at"]),
-            updated_at=float(entry["updated_at"]),
-            run_id=str(entry["run_id"]),
-            metadata=dict(entry["metadata"]),
-        ),
+        entry=stored_entry(str(entry["id"]), str(entry["user_id"]), entry),
         score=float(data["score"]),
         age_days=float(data["age_days"]),
         tokens=int(data["tokens"]),

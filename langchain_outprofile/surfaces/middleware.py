@@ -9,6 +9,7 @@ nothing is written into graph state or the checkpointer. ``langchain`` is the op
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,20 +19,15 @@ from langchain_core.messages import SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 
-from langchain_outprofile.inject import (
-    MissingUserIdError,
-    Placement,
-    check_placement,
-    last_human_text,
-    merge_into,
-    resolve_options,
-    user_id_from_config,
-)
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import validate_user_id
-from langchain_outprofile.selection import SelectionOptions
+from langchain_outprofile.errors import MissingUserIdError
+from langchain_outprofile.surfaces._common import Placement, SurfaceSettings, user_id_from_config
+from langchain_outprofile.surfaces.messages import last_human_text, merge_into
+from langchain_outprofile.types import ProfileSource, SelectionOptions
+from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["ProfileMiddleware"]
+
+_SERIAL = itertools.count(1)
 
 
 class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
@@ -66,7 +62,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
 
     def __init__(
         self,
-        memory: OutputProfileMemory,
+        memory: ProfileSource,
         *,
         user_id: str | None = None,
         placement: Placement = "merge",
@@ -77,10 +73,27 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
     ) -> None:
         super().__init__()
         self.memory = memory
-        self.user_id = None if user_id is None else validate_user_id(user_id)
-        self.placement = check_placement(placement)
-        self.options = resolve_options(memory, options, max_tokens=max_tokens, task=task, **changes)
+        settings = SurfaceSettings.resolve(
+            memory,
+            user_id=user_id,
+            placement=placement,
+            options=options,
+            max_tokens=max_tokens,
+            task=task,
+            **changes,
+        )
+        self.user_id = settings.user_id
+        self.placement = settings.placement
+        self.options = settings.options
         self.tools = []
+        # create_agent refuses two middleware of one name; each instance gets its own, so
+        # two memories (or two budgets) can lead one agent's model calls
+        self._name = f"ProfileMiddleware{next(_SERIAL)}"
+
+    @property
+    def name(self) -> str:
+        """A name unique to this instance within the process."""
+        return self._name
 
     def user_for(self, request: ModelRequest[Any]) -> str:
         """The user of this model call (see the class docstring for the order)."""

@@ -8,105 +8,25 @@ what an entry costs once rendered (``entry_cost``) and a check of the real total
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 
-from langchain_outprofile.records import InvalidInputError, ProfileEntry
-from langchain_outprofile.rows import StoredProfile
 from langchain_outprofile.tokens import TokenCounter
+from langchain_outprofile.types import (
+    Candidate,
+    Choice,
+    ProfileEntry,
+    SelectionOptions,
+    StoredProfile,
+)
 
-__all__ = ["Candidate", "Choice", "SelectionOptions", "choose"]
+__all__ = ["choose"]
 
-Order = Literal["strongest", "stable"]
-Fields = Literal["output", "input", "full"]
 _DAY_S = 86_400.0
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
-
-
-@dataclass(frozen=True)
-class SelectionOptions:
-    """How a block is chosen. Every field has a sensible default.
-
-    Args:
-        max_tokens: budget of the whole rendered block (header and delimiters included).
-        max_entry_tokens: longer entries are cut at a sentence boundary.
-        half_life_days: recency half-life; ``None`` turns decay off.
-        order: ``"strongest"`` first, or ``"stable"`` (oldest first: a new entry appends).
-        fields: ``"output"`` (default), ``"input"`` or ``"full"`` (for ablations).
-        task: scope to entries of this task first.
-        fill_from_profile: when the task scope cannot fill the budget, use other entries.
-        relevance_weight: 0 (default) ignores the query entirely; up to 1 blends it in.
-        typicality_weight: 0 (default) off; up to 1 blends in closeness to the user's style
-            centroid (query-free: the block stays the same for every request).
-        mmr_lambda: 1 ranks by score alone; lower values favour stylistic diversity.
-        duplicate_threshold: cosine similarity above which an entry is a near-duplicate.
-        pool_size: how many top-scored candidates diversity and packing consider.
-    """
-
-    max_tokens: int = 600
-    max_entry_tokens: int = 200
-    half_life_days: float | None = 180.0
-    order: Order = "strongest"
-    fields: Fields = "output"
-    task: str | None = None
-    fill_from_profile: bool = True
-    relevance_weight: float = 0.0
-    typicality_weight: float = 0.0
-    mmr_lambda: float = 0.7
-    duplicate_threshold: float = 0.92
-    pool_size: int = 400
-
-    def __post_init__(self) -> None:
-        _check_int(self.max_tokens, "max_tokens", 1)
-        _check_int(self.max_entry_tokens, "max_entry_tokens", 1)
-        _check_int(self.pool_size, "pool_size", 1)
-        if self.half_life_days is not None:
-            _check_fraction(self.half_life_days, "half_life_days", upper=math.inf, open_low=True)
-        _check_fraction(self.relevance_weight, "relevance_weight")
-        _check_fraction(self.typicality_weight, "typicality_weight")
-        _check_fraction(self.mmr_lambda, "mmr_lambda")
-        _check_fraction(self.duplicate_threshold, "duplicate_threshold")
-        if self.order not in ("strongest", "stable"):
-            raise InvalidInputError(f"order must be 'strongest' or 'stable'; got {self.order!r}")
-        if self.fields not in ("output", "input", "full"):
-            raise InvalidInputError(f"fields must be output, input or full; got {self.fields!r}")
-
-    def with_changes(self, **changes: object) -> SelectionOptions:
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An entry as selection saw it: its score, cost, and what happened to it."""
-
-    entry: ProfileEntry
-    score: float
-    age_days: float
-    tokens: int = 0
-    cut: bool = False
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The entries chosen (in block order) and every other entry with why it was left out."""
-
-    chosen: tuple[Candidate, ...]
-    left_out: tuple[Candidate, ...]
-    options: SelectionOptions
-    left_out_total: int = -1
-    """How many entries were left out in all (``left_out`` may keep only the first of them
-    when the choice was read back from a stored snapshot)."""
-
-    def __post_init__(self) -> None:
-        if self.left_out_total < 0:
-            object.__setattr__(self, "left_out_total", len(self.left_out))
 
 
 def choose(
@@ -140,7 +60,17 @@ def choose(
         left_out.append(replace(dropped, reason="over budget once rendered"))
     chosen = _block_order(chosen, options)
     left_out.sort(key=lambda c: (-c.score, c.entry.id))
-    return Choice(tuple(chosen), tuple(left_out), options)
+    return Choice(tuple(chosen), tuple(left_out), options, note=_budget_note(options, fixed_cost))
+
+
+def _budget_note(options: SelectionOptions, fixed_cost: int) -> str:
+    """Why no entry can ever fit, when the budget is smaller than the frame itself."""
+    if fixed_cost < options.max_tokens:
+        return ""
+    return (
+        f"max_tokens={options.max_tokens} does not exceed the block's frame ({fixed_cost} "
+        "tokens of header and footer), so no entry can fit: raise max_tokens"
+    )
 
 
 def _score(
@@ -287,7 +217,7 @@ def _cut_to(
     if not text:
         word_ends = [m.start() for m in re.finditer(r"\s+", entry.text)]
         text = _longest_prefix(entry.text, word_ends, max_tokens, counter)
-    return replace(entry, text=text or entry.text[:max_tokens]), True
+    return replace(entry, text=text or _longest_char_prefix(entry.text, max_tokens, counter)), True
 
 
 def _sentence_ends(text: str) -> list[int]:
@@ -304,6 +234,19 @@ def _longest_prefix(text: str, ends: list[int], max_tokens: int, counter: TokenC
     return best
 
 
+def _longest_char_prefix(text: str, max_tokens: int, counter: TokenCounter) -> str:
+    """The longest character prefix of ``text`` that counts at most ``max_tokens`` tokens
+    (the last resort for text with no sentence or word boundary, such as a run of emoji)."""
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if counter.count(text[:middle]) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
 def _block_order(chosen: list[Candidate], options: SelectionOptions) -> list[Candidate]:
     """Oldest first for ``stable``; else the task's own entries, then strongest first."""
     if options.order == "stable":
@@ -312,24 +255,3 @@ def _block_order(chosen: list[Candidate], options: SelectionOptions) -> list[Can
     return sorted(
         chosen, key=lambda c: (task is not None and c.entry.task != task, -c.score, c.entry.id)
     )
-
-
-def _check_int(value: object, name: str, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise InvalidInputError(f"{name} must be an int >= {low}; got {value!r}")
-
-
-def _check_fraction(value: object, name: str, upper: float = 1.0, open_low: bool = False) -> None:
-    number = (
-        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    )
-    valid = (
-        number is not None
-        and not math.isnan(number)
-        and (number > 0 if open_low else number >= 0)
-        and number <= upper
-        and (math.isfinite(number) or upper == math.inf)
-    )
-    if not valid:
-        bound = "> 0" if open_low else f"in [0, {upper:g}]"
-        raise InvalidInputError(f"{name} must be a number {bound}; got {value!r}")

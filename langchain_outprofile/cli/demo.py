@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from langchain_outprofile.local import default_chat_model
 from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.records import Signal
+from langchain_outprofile.types import Signal
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -144,8 +147,6 @@ def answer(
     callbacks: list[BaseCallbackHandler] | None = None,
 ) -> dict[str, str]:
     """The same request for each user, through ``prompt | memory.injector() | model``."""
-    from langchain_core.output_parsers import StrOutputParser
-    from langchain_core.prompts import ChatPromptTemplate
 
     prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{request}")])
     chain = prompt | memory.injector(max_tokens=BLOCK_TOKENS) | model | StrOutputParser()
@@ -175,7 +176,7 @@ def run_demo(
 
     Example:
         ```python
-        from langchain_outprofile.demo import run_demo
+        from langchain_outprofile.cli.demo import run_demo
 
         run = run_demo()
         print(run.answers["mia_warm"])
@@ -185,8 +186,6 @@ def run_demo(
     started = time.perf_counter()
     described = "the model you passed"
     if model is None:
-        from langchain_outprofile.local import default_chat_model
-
         model, described = default_chat_model(max_tokens=ANSWER_TOKENS)
     run = DemoRun(model=described)
     with tempfile.TemporaryDirectory(prefix="outprofile-demo-") as path:

@@ -1,4 +1,9 @@
-"""Memory: ``OutputProfileMemory``, the one object users touch, and its read-path cache."""
+"""Facade: ``OutputProfileMemory``, the one object users touch.
+
+Writes go to the store and drop the written users' read state; reads go through the
+reader (``reader.py``); tracked outputs and feedback come from ``feedback.py``; the
+LangChain surfaces are built over this object as their :class:`ProfileSource`.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +14,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 
-from langchain_outprofile.reader import ProfileReader
-from langchain_outprofile.records import (
-    DEFAULT_MAX_TEXT_CHARS,
-    InvalidInputError,
+from langchain_outprofile.capture import coerce_item
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.memory.feedback import FeedbackMixin
+from langchain_outprofile.memory.reader import ProfileReader
+from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
+from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
+from langchain_outprofile.surfaces.injector import ProfileInjector
+from langchain_outprofile.surfaces.messages import profile_messages
+from langchain_outprofile.surfaces.retriever import ProfileRetriever
+from langchain_outprofile.surfaces.tracking import TrackedRunnable
+from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter
+from langchain_outprofile.types import (
     ProfileEntry,
+    ProfileSelection,
+    SelectionOptions,
     Signal,
     SignalStrengths,
+)
+from langchain_outprofile.validation import (
+    DEFAULT_MAX_TEXT_CHARS,
+    is_real,
     validate_user_id,
 )
-from langchain_outprofile.render import (
-    DEFAULT_TEMPLATE,
-    BlockTemplate,
-    ProfileSelection,
-)
-from langchain_outprofile.selection import SelectionOptions
-from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
-from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+
+    from langchain_outprofile.surfaces.middleware import ProfileMiddleware
 
 __all__ = ["OutputProfileMemory", "ProfileStats"]
 
@@ -48,12 +63,8 @@ class ProfileStats:
     oldest: float | None = None
     newest: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dict(self.__dict__)
 
-
-class OutputProfileMemory:
+class OutputProfileMemory(FeedbackMixin):
     """A user's own outputs, selected by preference signal, packed to an exact token budget.
 
     Args:
@@ -103,10 +114,13 @@ class OutputProfileMemory:
         pending_ttl_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if cache_ttl_s < 0 or cache_size < 1 or pending_ttl_s <= 0 or snapshot_ttl_s < 0:
-            raise InvalidInputError(
-                "cache_ttl_s >= 0, cache_size >= 1, snapshot_ttl_s >= 0 and pending_ttl_s > 0"
-            )
+        _check_settings(
+            cache_ttl_s=cache_ttl_s,
+            cache_size=cache_size,
+            snapshot_ttl_s=snapshot_ttl_s,
+            pending_ttl_s=pending_ttl_s,
+            max_text_chars=max_text_chars,
+        )
         self.store = ProfileStore(
             path=path, client=client, collection_name=collection_name, embeddings=embeddings
         )
@@ -182,26 +196,14 @@ class OutputProfileMemory:
     def add_many(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
         """Remember many entries in batched writes. Every item is validated before any write.
 
-        Items are :class:`ProfileEntry` objects or dicts with the keyword arguments of
-        :meth:`add` (``text`` and ``user_id`` required).
+        Items are :class:`ProfileEntry` objects (checked field by field; the id is derived
+        from their user and text again) or dicts with the keyword arguments of :meth:`add`
+        (``text`` and ``user_id`` required).
         """
-        built = [self._coerce(item, i) for i, item in enumerate(entries)]
+        built = [
+            coerce_item(item, i, self.entry, self.max_text_chars) for i, item in enumerate(entries)
+        ]
         return self._upsert(built)
-
-    def _coerce(self, item: ProfileEntry | Mapping[str, Any], index: int) -> ProfileEntry:
-        if isinstance(item, ProfileEntry):
-            return item
-        if not isinstance(item, Mapping) or "text" not in item or "user_id" not in item:
-            raise InvalidInputError(
-                f"entries[{index}] must be a ProfileEntry or a dict with 'text' and 'user_id'"
-            )
-        fields = dict(item)
-        try:
-            return self.entry(fields.pop("text"), user_id=fields.pop("user_id"), **fields)
-        except TypeError as error:
-            raise InvalidInputError(f"entries[{index}]: {error}") from None
-        except InvalidInputError as error:
-            raise InvalidInputError(f"entries[{index}]: {error}") from None
 
     def _upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
         stored = self.store.upsert(entries)
@@ -283,33 +285,21 @@ class OutputProfileMemory:
         No LLM call and no embedding call happen unless ``relevance_weight`` > 0.
         """
         user = validate_user_id(user_id)
-        try:
-            chosen = (options or self.options).with_changes(
-                max_tokens=max_tokens, task=task, **changes
-            )
-        except TypeError as error:
-            raise InvalidInputError(f"unknown selection option: {error}") from None
+        chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
         return self._reader.select(user, chosen, query)
 
     def _invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users just written through this object."""
         self._reader.invalidate(users)
 
-    # -- LangChain surfaces (each imports its module on first use) -------------------------
+    # -- LangChain surfaces ---------------------------------------------------------------
 
-    def injector(
-        self,
-        user_id: str | None = None,
-        *,
-        placement: Placement = "merge",
-        options: SelectionOptions | None = None,
-        max_tokens: int | None = None,
-        task: str | None = None,
-        **changes: Any,
-    ) -> ProfileInjector:
+    def injector(self, user_id: str | None = None, **settings: Any) -> ProfileInjector:
         """A runnable for ``prompt | memory.injector() | model`` that puts the block first.
 
-        ``user_id`` defaults to ``config["configurable"]["user_id"]`` on each call.
+        ``user_id`` defaults to ``config["configurable"]["user_id"]`` on each call;
+        ``settings`` are :class:`ProfileInjector`'s (``placement``, ``options``,
+        ``max_tokens``, ``task`` or any :class:`SelectionOptions` field).
 
         Example:
             ```python
@@ -317,29 +307,13 @@ class OutputProfileMemory:
             chain.invoke({"question": "..."}, config={"configurable": {"user_id": "ana"}})
             ```
         """
-        from langchain_outprofile.inject import ProfileInjector
+        return ProfileInjector(self, user_id=user_id, **settings)
 
-        return ProfileInjector(
-            self,
-            user_id=user_id,
-            placement=placement,
-            options=options,
-            max_tokens=max_tokens,
-            task=task,
-            **changes,
-        )
+    def middleware(self, user_id: str | None = None, **settings: Any) -> ProfileMiddleware:
+        """A ``create_agent`` middleware leading each model call with the block.
 
-    def middleware(
-        self,
-        user_id: str | None = None,
-        *,
-        placement: Placement = "merge",
-        options: SelectionOptions | None = None,
-        max_tokens: int | None = None,
-        task: str | None = None,
-        **changes: Any,
-    ) -> ProfileMiddleware:
-        """A ``create_agent`` middleware leading each model call with the block (``agents`` extra).
+        Needs the ``agents`` extra (``pip install 'langchain-outprofile[agents]'``);
+        ``settings`` are :class:`ProfileMiddleware`'s.
 
         Example:
             ```python
@@ -347,42 +321,28 @@ class OutputProfileMemory:
                                  context_schema=Context)
             ```
         """
-        from langchain_outprofile.middleware import ProfileMiddleware
+        from langchain_outprofile.surfaces.middleware import ProfileMiddleware  # agents extra
 
-        return ProfileMiddleware(
-            self,
-            user_id=user_id,
-            placement=placement,
-            options=options,
-            max_tokens=max_tokens,
-            task=task,
-            **changes,
-        )
+        return ProfileMiddleware(self, user_id=user_id, **settings)
 
     def as_retriever(
-        self,
-        user_id: str | None = None,
-        *,
-        k: int | None = None,
-        options: SelectionOptions | None = None,
-        max_tokens: int | None = None,
-        task: str | None = None,
-        **changes: Any,
+        self, user_id: str | None = None, *, k: int | None = None, **settings: Any
     ) -> ProfileRetriever:
         """The selection as a LangChain retriever of Documents (at most ``k``).
+
+        ``settings``: ``options``, ``max_tokens``, ``task``, or any :class:`SelectionOptions`
+        field (folded into ``options``).
 
         Example:
             ```python
             docs = memory.as_retriever(user_id="ana", k=5).invoke("any query")
             ```
         """
-        from langchain_outprofile.inject import resolve_options
-        from langchain_outprofile.retriever import ProfileRetriever
-
-        chosen = resolve_options(self, options, **changes) if changes else options
-        return ProfileRetriever(
-            memory=self, user_id=user_id, k=k, options=chosen, max_tokens=max_tokens, task=task
-        )
+        fixed = {key: settings.pop(key) for key in ("max_tokens", "task") if key in settings}
+        options = settings.pop("options", None)
+        if settings:
+            options = (options or self.options).with_changes(**settings)
+        return ProfileRetriever(memory=self, user_id=user_id, k=k, options=options, **fixed)
 
     def block_messages(
         self,
@@ -400,11 +360,8 @@ class OutputProfileMemory:
             prompt.invoke({"profile": memory.block_messages("ana"), "question": "..."})
             ```
         """
-        from langchain_outprofile.inject import profile_messages
-
-        return profile_messages(
-            self, user_id, options=options, max_tokens=max_tokens, task=task, **changes
-        )
+        chosen = (options or self.options).with_changes(**changes) if changes else options
+        return profile_messages(self, user_id, options=chosen, max_tokens=max_tokens, task=task)
 
     def track(self, chain: Runnable[Any, Any], *, task: str | None = None) -> TrackedRunnable:
         """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id.
@@ -413,47 +370,18 @@ class OutputProfileMemory:
             ```python
             tracked = memory.track(chain)
             tracked.invoke(inputs, config={"configurable": {"user_id": "ana"}, "run_id": rid})
-            ```
-        """
-        from langchain_outprofile.feedback import track
-
-        return track(self, chain, task=task)
-
-    def feedback(
-        self,
-        run_id: str | UUID,
-        signal: Signal | str | None = None,
-        *,
-        rating: float | None = None,
-        edited: str | None = None,
-        user_id: str | None = None,
-    ) -> ProfileEntry:
-        """Turn a tracked run's output into endorsed / rejected / accepted / rating / edited.
-
-        Example:
-            ```python
             memory.feedback(rid, "endorsed")
-            memory.feedback(rid, edited="The user's corrected text.")
             ```
         """
-        from langchain_outprofile.feedback import feedback
-
-        return feedback(self, run_id, signal, rating=rating, edited=edited, user_id=user_id)
-
-    def expire_pending(self, user_id: str) -> int:
-        """Delete the user's tracked outputs pending longer than ``pending_ttl_s``."""
-        from langchain_outprofile.feedback import expire_pending
-
-        return expire_pending(self, user_id)
+        return TrackedRunnable(self, chain, task=task)
 
 
-if TYPE_CHECKING:  # the surfaces import this module; these names are for annotations only
-    from uuid import UUID
-
-    from langchain_core.messages import BaseMessage
-    from langchain_core.runnables import Runnable
-
-    from langchain_outprofile.feedback import TrackedRunnable
-    from langchain_outprofile.inject import Placement, ProfileInjector
-    from langchain_outprofile.middleware import ProfileMiddleware
-    from langchain_outprofile.retriever import ProfileRetriever
+def _check_settings(**settings: float) -> None:
+    """Refuse cache, snapshot and pending settings that are not finite and in range."""
+    low = {"cache_size": 1, "max_text_chars": 1}
+    for name, value in settings.items():
+        bound = low.get(name, 0)
+        strict = name == "pending_ttl_s"
+        if not is_real(value) or value < bound or (strict and value <= 0):
+            relation = "> 0" if strict else f">= {bound}"
+            raise InvalidInputError(f"{name} must be a finite number {relation}; got {value!r:.40}")

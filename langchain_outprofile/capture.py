@@ -1,0 +1,115 @@
+"""Capture: the rules that turn what happened (an add, a tracked run, feedback) into entries.
+
+Which signal a piece of feedback means, what a run id may be, when a tracked output that
+never got feedback is stale, and how an item of ``add_many`` becomes a validated entry.
+Pure functions: nothing here reads or writes the store.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.types import ProfileEntry, Signal
+
+__all__ = [
+    "FEEDBACK_SIGNALS",
+    "coerce_item",
+    "feedback_signal",
+    "is_stale_pending",
+    "pending_cutoff",
+    "validate_run_id",
+]
+
+FEEDBACK_SIGNALS = frozenset({Signal.ENDORSED, Signal.REJECTED, Signal.RATING, Signal.ACCEPTED})
+
+
+def pending_cutoff(now: float, pending_ttl_s: float) -> float:
+    """Tracked outputs last touched before this time are stale."""
+    return now - pending_ttl_s
+
+
+def is_stale_pending(entry: ProfileEntry, now: float, pending_ttl_s: float) -> bool:
+    """The one staleness rule: a pending entry not touched for ``pending_ttl_s`` is stale
+    (never selected, never answered; deleted on the next write or ``expire_pending``).
+
+    Example:
+        ```python
+        is_stale_pending(entry, now=time.time(), pending_ttl_s=7 * 86_400)
+        ```
+    """
+    return entry.pending and entry.updated_at < pending_cutoff(now, pending_ttl_s)
+
+
+def validate_run_id(run_id: object) -> str:
+    """A run id as text (a UUID or a non-empty string) or :class:`InvalidInputError`."""
+    if isinstance(run_id, uuid.UUID):
+        return str(run_id)
+    if isinstance(run_id, str) and run_id.strip() and len(run_id) <= 256:
+        return run_id
+    raise InvalidInputError(
+        f"run_id must be a UUID or a non-empty string of at most 256 characters; got {run_id!r:.80}"
+    )
+
+
+def feedback_signal(
+    signal: Signal | str | None, rating: float | None, edited: str | None
+) -> Signal:
+    """The signal a piece of feedback means, or :class:`InvalidInputError` when the
+    arguments do not make sense together.
+
+    Example:
+        ```python
+        feedback_signal(None, 5, None)  # Signal.RATING
+        feedback_signal(None, None, "my text")  # Signal.EDITED
+        ```
+    """
+    parsed = None if signal is None else Signal.parse(signal)
+    if edited is not None:
+        if parsed not in (None, Signal.EDITED) or rating is not None:
+            raise InvalidInputError(
+                "edited= stands alone: do not combine it with a signal or rating"
+            )
+        return Signal.EDITED
+    if parsed is Signal.EDITED:
+        raise InvalidInputError("signal='edited' needs edited='the corrected text'")
+    if rating is not None:
+        if parsed not in (None, Signal.RATING):
+            raise InvalidInputError(f"rating= goes with signal='rating'; got {parsed.value!r}")
+        return Signal.RATING
+    if parsed is None:
+        raise InvalidInputError(
+            "give feedback: a signal ('endorsed', 'rejected', 'accepted'), rating=1..5, "
+            "or edited='the corrected text'"
+        )
+    if parsed not in FEEDBACK_SIGNALS or parsed is Signal.RATING:
+        raise InvalidInputError(
+            f"feedback signal must be endorsed, rejected or accepted (or rating=, edited=); "
+            f"got {parsed.value!r}"
+        )
+    return parsed
+
+
+def coerce_item(
+    item: ProfileEntry | Mapping[str, Any],
+    index: int,
+    build: Callable[..., ProfileEntry],
+    max_chars: int,
+) -> ProfileEntry:
+    """One item of ``add_many`` as a validated entry: a :class:`ProfileEntry` is checked
+    field by field and gets the id its (user, text) call for; a dict goes through ``build``
+    (the memory's :meth:`entry`). Errors name the item.
+    """
+    try:
+        if isinstance(item, ProfileEntry):
+            return item.validated(max_chars)
+        if not isinstance(item, Mapping) or "text" not in item or "user_id" not in item:
+            raise InvalidInputError("must be a ProfileEntry or a dict with 'text' and 'user_id'")
+        fields = dict(item)
+        return build(fields.pop("text"), user_id=fields.pop("user_id"), **fields)
+    except TypeError as error:
+        raise InvalidInputError(f"entries[{index}]: {error}") from None
+    except InvalidInputError as error:
+        raise InvalidInputError(f"entries[{index}]: {error}") from None

@@ -1,0 +1,261 @@
+"""App: the ``outprofile`` commands (typer + rich) over one :class:`OutputProfileMemory`.
+
+Global options choose the store (``--path`` for an embedded store, ``--chroma-url`` for a
+``chroma run`` server, ``--collection``). Errors a person can act on (a missing file, bad
+JSON at line N, an unknown user, a bad option) print one clear line and exit non-zero.
+
+Example:
+    ```bash
+    outprofile --path ./profiles ingest notes.jsonl --user ana
+    outprofile --path ./profiles preview --user ana --max-tokens 300 --explain
+    outprofile demo
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from langchain_outprofile.bench.run import bench_command
+from langchain_outprofile.cli.demo import run_demo
+from langchain_outprofile.cli.files import CliError, read_entries, read_exported
+from langchain_outprofile.errors import OutprofileError
+from langchain_outprofile.evaluation.command import eval_command
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.store import DEFAULT_COLLECTION, http_client
+from langchain_outprofile.tokens import ApproximateTokenizerWarning
+
+__all__ = ["app", "main"]
+
+BATCH = 256
+
+app = typer.Typer(
+    name="outprofile",
+    help="Keep, inspect and inject users' output profiles (what each user wrote or approved).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class StoreChoice:
+    """Which store the commands open (set by the global options)."""
+
+    path: Path | None = None
+    chroma_url: str | None = None
+    collection: str = DEFAULT_COLLECTION
+
+    def open(self) -> OutputProfileMemory:
+        """The memory over the chosen store."""
+        if self.path is not None and self.chroma_url is not None:
+            raise CliError("give either --path or --chroma-url, not both")
+        if self.chroma_url is not None:
+            return OutputProfileMemory(
+                client=http_client(self.chroma_url), collection_name=self.collection
+            )
+        return OutputProfileMemory(path=self.path, collection_name=self.collection)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the package's typed errors and file errors into a message and exit code 1."""
+    try:
+        yield
+    except (OutprofileError, OSError) as error:
+        _print_error(str(error))
+        raise typer.Exit(1) from None
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, user text printed as text (no rich markup is interpreted)."""
+    Console(stderr=True, soft_wrap=True).print(Text(f"error: {message}", style="bold red"))
+
+
+def _memory(ctx: typer.Context) -> OutputProfileMemory:
+    choice: StoreChoice = ctx.ensure_object(StoreChoice)
+    return choice.open()
+
+
+def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
+    """``user_id`` if it has entries, else a :class:`CliError` that lists who is stored."""
+    if memory.store.count(user_id) > 0:
+        return user_id
+    users = memory.store.user_ids()
+    listed = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "") if users else "none"
+    raise CliError(f"no entries stored for user {user_id!r} (users in this store: {listed})")
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@app.callback()
+def choose_store(
+    ctx: typer.Context,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Directory of the embedded Chroma store.")
+    ] = None,
+    chroma_url: Annotated[
+        str | None, typer.Option("--chroma-url", help="A `chroma run` server: http://host:port.")
+    ] = None,
+    collection: Annotated[
+        str, typer.Option("--collection", help="Collection holding every user.")
+    ] = DEFAULT_COLLECTION,
+) -> None:
+    """Keep, inspect and inject users' output profiles."""
+    # preview and --explain already name the encoding used; the warning would repeat it.
+    warnings.simplefilter("ignore", ApproximateTokenizerWarning)
+    ctx.obj = StoreChoice(path=path, chroma_url=chroma_url, collection=collection)
+
+
+ExistingFile = Annotated[Path, typer.Argument(metavar="FILE", help="A JSONL or JSON file (UTF-8).")]
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    file: ExistingFile,
+    user: Annotated[str | None, typer.Option("--user", help="User of every entry.")] = None,
+) -> None:
+    """Store entries from JSONL (one entry per line) or a LaMP questions file."""
+    with _errors():
+        memory = _memory(ctx)
+        entries = read_entries(memory.entry, file, user)
+        if not entries:
+            raise CliError(f"{file}: no entries found")
+        columns = (TextColumn("storing"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("store", total=len(entries))
+            for start in range(0, len(entries), BATCH):
+                memory.add_many(entries[start : start + BATCH])
+                progress.advance(task, len(entries[start : start + BATCH]))
+        users = {e.user_id for e in entries}
+        distinct = len({e.id for e in entries})  # the same text of a user is one entry
+        typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose block.")],
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="Token budget of the block (>= 1).")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Prefer this task.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Why each entry was chosen.")] = False,
+) -> None:
+    """Print the user's profile block exactly as the model will read it."""
+    with _errors():
+        memory = _memory(ctx)
+        selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
+        console = Console()
+        title = f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens"
+        console.print(Panel(Text(selection.text or "(empty block)"), title=Text(title)))
+        if explain:
+            console.print(Text(selection.explain()))
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", help="One user; default: all.")] = None,
+) -> None:
+    """Counts per user: entries, selectable, pending, rejected, by signal."""
+    with _errors():
+        memory = _memory(ctx)
+        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        if not users:
+            typer.echo("no profiles stored")
+            return
+        table = Table("user", "entries", "selectable", "pending", "rejected", "signals")
+        for name in users:
+            s = memory.stats(name)
+            signals = ", ".join(f"{k}={v}" for k, v in sorted(s.by_signal.items()))
+            counts = (s.entries, s.selectable, s.pending, s.rejected)
+            table.add_row(Text(name), *map(str, counts), Text(signals))
+        Console().print(table)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose entries.")],
+    out: Annotated[Path | None, typer.Option("--out", help="File (default: stdout).")] = None,
+) -> None:
+    """Write everything stored for one user as JSONL (restorable with `import`)."""
+    with _errors():
+        memory = _memory(ctx)
+        records = memory.export(_known_user(memory, user))
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if out is None:
+            typer.echo(lines, nl=False)
+        else:
+            out.write_text(lines, encoding="utf-8")
+            typer.echo(f"wrote {len(records)} entries to {out}")
+
+
+@app.command("import")
+def import_(ctx: typer.Context, file: ExistingFile) -> None:
+    """Restore entries written by `export`, exactly (all are validated first)."""
+    with _errors():
+        memory = _memory(ctx)
+        records = read_exported(file, memory.max_text_chars)
+        count = memory.import_(records)
+        typer.echo(f"imported {count} entries")
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", help="Whose entries to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+) -> None:
+    """Hard-delete everything stored for one user."""
+    with _errors():
+        memory = _memory(ctx)
+        count = memory.store.count(_known_user(memory, user))
+        if not yes and not typer.confirm(f"delete all {count} entries of {user!r}?"):
+            typer.echo("nothing deleted")
+            raise typer.Exit(1)
+        typer.echo(f"deleted {memory.forget(user)} entries of {user!r}")
+
+
+@app.command()
+def demo() -> None:
+    """An offline run-through: three users, their blocks, one request answered for two."""
+    with _errors():
+        run_demo(Console())
+
+
+app.command("eval")(eval_command)
+app.command("bench")(bench_command)
+
+
+def main() -> None:
+    """The ``outprofile`` entry point: usage mistakes (a missing argument, an unknown
+    option, a value of the wrong type) print one line naming the fix, not a box."""
+    try:
+        result = app(standalone_mode=False)
+    except click.UsageError as error:
+        hint = f" (see: outprofile {error.ctx.info_name} --help)" if error.ctx else ""
+        _print_error(f"{error.format_message()}{hint}")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        _print_error("aborted")
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

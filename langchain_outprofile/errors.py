@@ -1,0 +1,54 @@
+"""Errors: every exception this package raises on purpose, in one place.
+
+Each message names what was wrong and what to pass or do instead. Every class derives from
+:class:`OutprofileError`, so ``except OutprofileError`` catches all of them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EmbeddingMismatchError",
+    "InvalidInputError",
+    "LocalModelUnavailableError",
+    "MissingExtraError",
+    "MissingUserIdError",
+    "OutprofileError",
+    "StoreUnavailableError",
+    "UnknownRunError",
+]
+
+
+class OutprofileError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInputError(OutprofileError, ValueError):
+    """An argument was rejected; nothing was stored or changed.
+
+    The message names the argument and says what to pass instead.
+    """
+
+
+class MissingUserIdError(InvalidInputError):
+    """No ``user_id`` was given, so no profile can be chosen (none is shared by default)."""
+
+
+class UnknownRunError(OutprofileError, LookupError):
+    """No tracked output is stored under this run id (never tracked, expired or deleted)."""
+
+
+class EmbeddingMismatchError(OutprofileError):
+    """The collection was written with another embedder or schema than the one given."""
+
+
+class StoreUnavailableError(OutprofileError):
+    """No Chroma server answers at the given URL, or the store path cannot hold a store."""
+
+
+class LocalModelUnavailableError(OutprofileError, ImportError):
+    """The embedded model cannot be used because the ``local`` extra is not installed."""
+
+
+class MissingExtraError(OutprofileError, ImportError):
+    """A command or feature needs an optional extra that is not installed; the message
+    names the ``pip install`` that adds it."""

@@ -1,0 +1,149 @@
+"""Feedback: a memory's tracked outputs and the feedback that turns them into signals.
+
+A tracked run's output is stored as ``pending`` under its run id (:meth:`record_output`);
+later, possibly in another process, :meth:`feedback` makes it endorsed / rejected /
+rating / accepted, or stores the user's edited text instead. Pending outputs that never
+got feedback expire after ``pending_ttl_s``: they are deleted by the next write of that
+user or by :meth:`expire_pending`, never by a read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from langchain_outprofile.capture import (
+    feedback_signal,
+    is_stale_pending,
+    pending_cutoff,
+    validate_run_id,
+)
+from langchain_outprofile.errors import UnknownRunError
+from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.types import ProfileEntry, Signal
+from langchain_outprofile.validation import validate_user_id
+
+__all__ = ["FeedbackMixin"]
+
+
+class FeedbackMixin:
+    """Tracked outputs and feedback, for :class:`OutputProfileMemory` (which provides the
+    attributes and methods annotated here)."""
+
+    store: ProfileStore
+    clock: Callable[[], float]
+    pending_ttl_s: float
+    max_text_chars: int
+    add: Callable[..., ProfileEntry]
+    delete: Callable[..., bool]
+    _invalidate: Callable[[Iterable[str]], None]
+
+    def record_output(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        run_id: str,
+        source_input: str | None = None,
+        task: str | None = None,
+    ) -> ProfileEntry:
+        """Store one run's output text as a ``pending`` entry under ``run_id`` (what
+        ``memory.track(chain)`` calls after each run); stale pending entries of the user
+        are deleted first.
+
+        Example:
+            ```python
+            memory.record_output("Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()))
+            ```
+        """
+        self.expire_pending(user_id)
+        source = None if source_input is None else source_input[: self.max_text_chars]
+        return self.add(
+            text,
+            user_id=user_id,
+            signal=Signal.PENDING,
+            run_id=validate_run_id(run_id),
+            source_input=source,
+            task=task,
+        )
+
+    def expire_pending(self, user_id: str) -> int:
+        """Delete the user's tracked outputs pending longer than ``pending_ttl_s``.
+
+        Example:
+            ```python
+            memory.expire_pending("ana")  # 0 when nothing is stale
+            ```
+        """
+        user = validate_user_id(user_id)
+        cutoff = pending_cutoff(self.clock(), self.pending_ttl_s)
+        stale = self.store.pending_older_than(user, cutoff)
+        if not stale:
+            return 0
+        removed = self.store.delete(user, stale)
+        self._invalidate({user})
+        return removed
+
+    def feedback(
+        self,
+        run_id: str | uuid.UUID,
+        signal: Signal | str | None = None,
+        *,
+        rating: float | None = None,
+        edited: str | None = None,
+        user_id: str | None = None,
+    ) -> ProfileEntry:
+        """Turn a tracked run's output into endorsed / rejected / accepted / rating / edited.
+
+        Args:
+            run_id: the run id the tracked chain ran under.
+            signal: ``endorsed``, ``rejected``, ``accepted``, ``rating`` or ``edited``.
+            rating: 1-5 (implies ``rating``; 1-2 stars reject the output).
+            edited: the user's corrected text (implies ``edited``): it is stored as an
+                ``edited`` entry with the run's input, and the pending output is removed.
+            user_id: when given, the run must belong to this user.
+
+        Returns:
+            The entry as stored.
+
+        Raises:
+            UnknownRunError: no tracked output under ``run_id`` (for this user), or it expired.
+            InvalidInputError: the feedback arguments do not make sense together.
+
+        Example:
+            ```python
+            memory.feedback(rid, "endorsed")
+            memory.feedback(rid, rating=4)
+            memory.feedback(rid, edited="Hi Ana, short version: yes.")
+            ```
+        """
+        chosen = feedback_signal(signal, rating, edited)
+        run = validate_run_id(run_id)
+        owner = None if user_id is None else validate_user_id(user_id)
+        entry = self.store.find_run(run, owner)
+        if entry is None:
+            raise UnknownRunError(
+                f"no tracked output under run id {run!r}"
+                + (f" for user {user_id!r}" if user_id is not None else "")
+                + "; track the chain with memory.track(chain) and pass the same run id"
+            )
+        if is_stale_pending(entry, self.clock(), self.pending_ttl_s):
+            self.expire_pending(entry.user_id)
+            raise UnknownRunError(
+                f"the output of run {run!r} expired after pending_ttl_s={self.pending_ttl_s:g}s "
+                "without feedback and was deleted"
+            )
+        common: dict[str, Any] = {
+            "user_id": entry.user_id,
+            "run_id": run,
+            "task": entry.task or None,
+        }
+        if edited is not None:
+            stored = self.add(
+                edited, signal=Signal.EDITED, source_input=entry.source_input or None, **common
+            )
+            if entry.pending and entry.id != stored.id:
+                self.delete(entry.id, user_id=entry.user_id)
+            return stored
+        return self.add(entry.text, signal=chosen, rating=rating, **common)

@@ -1,0 +1,224 @@
+"""Tracking: record a chain's outputs by run id, for feedback that may come later.
+
+``TrackedRunnable`` wraps any runnable: each run's output text is stored as a ``pending``
+entry under its run id (``config["run_id"]``, else a new UUID that is also the run id of
+the chain's trace), so feedback may arrive later, from another process, through
+``memory.feedback(run_id, ...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from functools import reduce
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+
+from langchain_outprofile.capture import validate_run_id
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.surfaces._common import USER_ID_SPEC, user_id_from_config
+from langchain_outprofile.types import ProfileSource
+
+__all__ = ["TrackedRunnable", "input_text", "output_text", "stream_output"]
+
+_OUTPUT_KEYS = ("output", "answer", "text", "content", "result")
+_INPUT_KEYS = ("input", "question", "query", "request", "prompt")
+
+
+def output_text(output: Any) -> str:
+    """The text of a chain's output: a message, a string, an agent state or a result dict.
+
+    Raises:
+        InvalidInputError: when the output holds no text.
+
+    Example:
+        ```python
+        output_text(AIMessage("Hi Ana,"))  # "Hi Ana,"
+        output_text({"messages": [HumanMessage("hi"), AIMessage("hello")]})  # "hello"
+        ```
+    """
+    if isinstance(output, str):
+        return output
+    if isinstance(output, BaseMessage):
+        return output.text
+    if isinstance(output, Mapping):
+        messages = output.get("messages")
+        if isinstance(messages, list):
+            answers = [m for m in messages if isinstance(m, AIMessage) and m.text]
+            if answers:
+                return answers[-1].text
+        for key in _OUTPUT_KEYS:
+            if isinstance(output.get(key), str | BaseMessage):
+                return output_text(output[key])
+    raise InvalidInputError(
+        "track() stores the text a chain outputs: a string, a message, an agent state with "
+        f"messages, or a dict with one of {list(_OUTPUT_KEYS)}; got {type(output).__name__}"
+    )
+
+
+def stream_output(chunks: Sequence[Any]) -> Any:
+    """The whole output of a stream: chunks that add up (message chunks, strings) are
+    added; otherwise (an agent's per-node updates, graph states) the last chunk that holds
+    text is the output.
+
+    Example:
+        ```python
+        stream_output([AIMessageChunk("Hi "), AIMessageChunk("Ana")]).text  # "Hi Ana"
+        stream_output([{"model": {"messages": [AIMessage("Hi")]}}])  # {"messages": [...]}
+        ```
+    """
+    if not chunks:
+        return None
+    if all(isinstance(c, str) for c in chunks) or all(
+        isinstance(c, BaseMessageChunk) for c in chunks
+    ):
+        try:
+            return reduce(operator.add, chunks)
+        except TypeError:
+            pass
+    for chunk in reversed(chunks):
+        for candidate in _text_holders(chunk):
+            try:
+                output_text(candidate)
+            except InvalidInputError:
+                continue
+            return candidate
+    return chunks[-1]
+
+
+def _text_holders(chunk: Any) -> list[Any]:
+    """The chunk itself, then (for a graph's ``{node: update}`` chunk) each update, then
+    (for ``stream_mode="messages"``) the message of a ``(message, metadata)`` pair."""
+    holders = [chunk]
+    if isinstance(chunk, Mapping):
+        holders += [v for v in chunk.values() if isinstance(v, Mapping | BaseMessage)]
+    if isinstance(chunk, tuple) and chunk:
+        holders.append(chunk[0])
+    return holders
+
+
+def input_text(value: Any) -> str:
+    """The request a run answered, as text (kept as ``source_input``, not rendered).
+
+    Example:
+        ```python
+        input_text({"question": "Lunch?", "tone": "warm"})  # "Lunch?"
+        ```
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PromptValue):
+        return value.to_string()
+    if isinstance(value, Mapping):
+        for key in _INPUT_KEYS:
+            if isinstance(value.get(key), str):
+                return str(value[key])
+        messages = value.get("messages")
+        if isinstance(messages, list):
+            value = messages
+        else:
+            return json.dumps(value, default=str, ensure_ascii=False)
+    if isinstance(value, list):
+        humans = [m for m in value if isinstance(m, HumanMessage)]
+        if humans:
+            return humans[-1].text
+    return str(value)
+
+
+class TrackedRunnable(Runnable[Any, Any]):
+    """A chain whose every output is recorded as ``pending`` under its run id.
+
+    ``user_id`` comes from ``config["configurable"]["user_id"]`` (required); the run id from
+    ``config["run_id"]``, else a new UUID that also becomes the chain's trace run id.
+
+    Example:
+        ```python
+        tracked = memory.track(chain)
+        tracked.invoke(inputs, config={"configurable": {"user_id": "ana"}, "run_id": rid})
+        memory.feedback(rid, "endorsed")
+        ```
+    """
+
+    def __init__(
+        self, memory: ProfileSource, chain: Runnable[Any, Any], *, task: str | None = None
+    ) -> None:
+        if not isinstance(chain, Runnable):
+            raise InvalidInputError(f"track() takes a Runnable; got {type(chain).__name__}")
+        self.memory = memory
+        self.chain = chain
+        self.task = task
+        self.name = f"Tracked{chain.get_name()}"
+
+    @property
+    def InputType(self) -> Any:
+        """The wrapped chain's input type."""
+        return self.chain.InputType
+
+    @property
+    def OutputType(self) -> Any:
+        """The wrapped chain's output type."""
+        return self.chain.OutputType
+
+    @property
+    def config_specs(self) -> list[Any]:
+        """The chain's specs plus the required ``user_id``."""
+        specs = [s for s in self.chain.config_specs if s.id != USER_ID_SPEC.id]
+        return [*specs, USER_ID_SPEC]
+
+    def _prepare(self, config: RunnableConfig | None) -> tuple[str, str, RunnableConfig]:
+        config = ensure_config(config)
+        user = user_id_from_config(None, config)
+        run = config.get("run_id") or uuid.uuid4()
+        inner: RunnableConfig = {**config, "run_id": run if isinstance(run, uuid.UUID) else None}
+        return user, validate_run_id(run), inner
+
+    def _record(self, output: Any, user: str, run: str, value: Any) -> None:
+        self.memory.record_output(
+            output_text(output),
+            user_id=user,
+            run_id=run,
+            source_input=None if value is None else input_text(value),
+            task=self.task,
+        )
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Run the chain and store its output as pending under the run id."""
+        user, run, inner = self._prepare(config)
+        output = self.chain.invoke(input, inner, **kwargs)
+        self._record(output, user, run, input)
+        return output
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Async :meth:`invoke`; the store write runs in a worker thread."""
+        user, run, inner = self._prepare(config)
+        output = await self.chain.ainvoke(input, inner, **kwargs)
+        await asyncio.to_thread(self._record, output, user, run, input)
+        return output
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Stream the chain; the whole output is stored once the stream ends."""
+        user, run, inner = self._prepare(config)
+        chunks: list[Any] = []
+        for chunk in self.chain.stream(input, inner, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+        self._record(stream_output(chunks), user, run, input)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        user, run, inner = self._prepare(config)
+        chunks: list[Any] = []
+        async for chunk in self.chain.astream(input, inner, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+        await asyncio.to_thread(self._record, stream_output(chunks), user, run, input)

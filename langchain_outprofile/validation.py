@@ -1,0 +1,154 @@
+"""Validation: the checks every input passes before anything is stored, and entry identity.
+
+The lowest stage above the errors: plain functions over plain values. Each raises
+:class:`InvalidInputError` with a message that says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_outprofile.errors import InvalidInputError
+
+__all__ = [
+    "DEFAULT_MAX_TEXT_CHARS",
+    "Scalar",
+    "entry_id",
+    "is_real",
+    "normalize_text",
+    "validate_metadata",
+    "validate_optional_str",
+    "validate_rating",
+    "validate_strength",
+    "validate_text",
+    "validate_timestamp",
+    "validate_user_id",
+]
+
+DEFAULT_MAX_TEXT_CHARS = 20_000
+"""Longest accepted entry text, in characters (configurable per memory)."""
+
+Scalar = str | int | float | bool
+
+
+def normalize_text(text: str) -> str:
+    """The form used for identity: NFC, whitespace folded, case kept (case is style)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def entry_id(user_id: str, text: str) -> str:
+    """Deterministic id from the user and the normalized text.
+
+    Example:
+        ```python
+        entry_id("ana", "Hi  there") == entry_id("ana", "Hi there")  # True
+        ```
+    """
+    digest = hashlib.sha256(f"{user_id}\x1f{normalize_text(text)}".encode()).hexdigest()
+    return f"op-{digest[:32]}"
+
+
+def validate_user_id(user_id: object) -> str:
+    """Return a usable user id or raise."""
+    if not isinstance(user_id, str):
+        raise InvalidInputError(f"user_id must be a non-empty string; got {type(user_id).__name__}")
+    if not user_id.strip():
+        raise InvalidInputError("user_id must be a non-empty string; got an empty one")
+    if len(user_id) > 256 or not encodable(user_id):
+        raise InvalidInputError("user_id must be at most 256 characters of valid Unicode")
+    return user_id
+
+
+def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
+    """Return the text to store (NFC-normalized, surrounding whitespace stripped) or raise."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a string; got {type(text).__name__}")
+    if not encodable(text):
+        raise InvalidInputError("text contains lone surrogates; pass valid Unicode")
+    body = unicodedata.normalize("NFC", text).strip()
+    if not body:
+        raise InvalidInputError("text is empty or only whitespace; pass the output to remember")
+    if len(body) > max_chars:
+        raise InvalidInputError(
+            f"text has {len(body)} characters, over the limit of {max_chars}; "
+            "shorten it or raise max_text_chars"
+        )
+    return body
+
+
+def validate_rating(rating: object) -> float:
+    """Return a rating in [1, 5] or raise (NaN, infinities, booleans and huge ints are refused)."""
+    if not is_real(rating) or not 1.0 <= float(rating) <= 5.0:  # type: ignore[arg-type]
+        raise InvalidInputError(f"rating must be a number from 1 to 5; got {rating!r:.40}")
+    return float(rating)  # type: ignore[arg-type]
+
+
+def validate_strength(value: object, name: str) -> float:
+    """Return a signal strength in [0, 1] or raise."""
+    if not is_real(value) or not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
+        raise InvalidInputError(f"{name} must be a number in [0, 1]; got {value!r:.40}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def validate_timestamp(value: object) -> float:
+    """Return a finite, non-negative epoch time in seconds or raise."""
+    if not is_real(value) or float(value) < 0:  # type: ignore[arg-type]
+        raise InvalidInputError(
+            f"created_at must be epoch seconds (a number >= 0); got {value!r:.40}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def validate_optional_str(value: object, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
+    """Return ``value`` as a string ('' for None) or raise."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not encodable(value) or len(value) > max_chars:
+        raise InvalidInputError(f"{name} must be a string of valid Unicode; got {value!r:.80}")
+    return value
+
+
+def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Scalar]:
+    """Return a copy of free metadata with scalar values only, or raise."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata must be a dict; got {type(metadata).__name__}")
+    clean: dict[str, Scalar] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"metadata keys must be non-empty strings; got {key!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool) and not is_real(value):
+            raise InvalidInputError(f"metadata[{key!r}] must be a finite number; got {value!r:.40}")
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidInputError(
+                f"metadata[{key!r}] must be a str, int, float or bool (Chroma stores scalars "
+                f"only); got {type(value).__name__}"
+            )
+        if isinstance(value, str) and not encodable(value):
+            raise InvalidInputError(f"metadata[{key!r}] contains lone surrogates")
+        clean[key] = value
+    return clean
+
+
+def is_real(value: object) -> bool:
+    """True for an int or float (not a bool) that is finite as a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def encodable(text: str) -> bool:
+    """True when ``text`` is valid Unicode (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
