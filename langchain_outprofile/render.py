@@ -1,9 +1,13 @@
 """Render: the framed profile block, exactly as the model will read it.
 
 The block frames entries as evidence, never instructions. Each entry sits between
-``<entry>`` delimiters that its text cannot close: every ``<`` that could start a tag or a
-special token (``</entry>``, ``<|im_start|>``, ``<s>``, DeepSeek's fullwidth-bar tokens) gets
-a zero-width space after it.
+``<entry>`` delimiters that its text cannot close, and no entry can form a chat template's
+control token: every ``<`` gets a zero-width space after it (``</entry>``, ChatML's
+``<|im_start|>``, Llama 3's ``<|eot_id|>``, Gemma's ``<start_of_turn>``, Phi's ``<|end|>``,
+DeepSeek's fullwidth-bar tokens, ``<s>``, Llama 2's ``<<SYS>>``, and the same with invisible
+characters or digits in between), and so does every ``[`` that, past any invisible
+characters, opens a bracketed token (Mistral's ``[INST]``, ``[/INST]``, ``[SYSTEM_PROMPT]``,
+``[AVAILABLE_TOOLS]``, ``[TOOL_CALLS]``, ``[TOOL_RESULTS]``).
 The escape is reversible, so :func:`parse_block` recovers the stored texts exactly.
 """
 
@@ -27,9 +31,27 @@ __all__ = [
 ]
 
 _ZWSP = "\u200b"
-_TAG_START = "[|\uff5c/!?A-Za-z_]"  # \uff5c: fullwidth bar (DeepSeek tokens)
-_ESCAPE = re.compile(f"<({_ZWSP}*)(?={_TAG_START})")
-_UNESCAPE = re.compile(f"<{_ZWSP}({_ZWSP}*)(?={_TAG_START})")
+
+
+# Characters a reader may not see between "[" and a token name: white space and other
+# controls (\s, \x00-\x1f, \x7f-\x9f), every format control of Unicode 15 (category Cf:
+# soft hyphen, zero-width (non-)joiners, bidi marks, U+2060-U+206F, U+FEFF, tag characters;
+# a test checks the list against unicodedata), combining and variation marks, and the
+# blank-looking Hangul fillers and braille blank.
+_INVISIBLE = (
+    "[\\s\\x00-\\x1f\\x7f-\\x9f"
+    "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u180e"
+    "\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb"
+    "\\U000110bd\\U000110cd\\U00013430-\\U0001343f\\U0001bca0-\\U0001bca3"
+    "\\U0001d173-\\U0001d17a\\U000e0001\\U000e0020-\\U000e007f"
+    "\\u0300-\\u036f\\u034f\\ufe00-\\ufe0f\\U000e0100-\\U000e01ef"
+    "\\u115f\\u1160\\u3164\\uffa0\\u2800]"
+)
+# A bracket opens a control token when, past invisible characters, a capital, "/" or "|"
+# follows (Mistral / Tekken tokens); any "<" may start a tag or a special token.
+_TOKEN_NAME = f"{_INVISIBLE}*[A-Z/|\uff5c]"
+_ESCAPE = re.compile(f"(<|\\[(?={_ZWSP}*{_TOKEN_NAME}))({_ZWSP}*)")
+_UNESCAPE = re.compile(f"(<|\\[(?={_ZWSP}+{_TOKEN_NAME})){_ZWSP}({_ZWSP}*)")
 _ENTRY = re.compile(r'<entry n="\d+">\n(.*?)\n</entry>', re.DOTALL)
 
 
@@ -65,13 +87,19 @@ DEFAULT_TEMPLATE = BlockTemplate()
 
 
 def escape_entry_text(text: str) -> str:
-    """Make ``text`` unable to close its delimiter or form a special token (reversible)."""
-    return _ESCAPE.sub(lambda m: f"<{_ZWSP}{m.group(1)}", text)
+    """Make ``text`` unable to close its delimiter or form a special token (reversible).
+
+    Example:
+        ```python
+        escape_entry_text("</entry>")  # "<\u200b/entry>"
+        ```
+    """
+    return _ESCAPE.sub(lambda m: f"{m.group(1)}{_ZWSP}{m.group(2)}", text)
 
 
 def unescape_entry_text(text: str) -> str:
     """Undo :func:`escape_entry_text`."""
-    return _UNESCAPE.sub(lambda m: f"<{m.group(1)}", text)
+    return _UNESCAPE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
 
 
 def entry_body(entry: ProfileEntry, fields: Fields, template: BlockTemplate) -> str:
