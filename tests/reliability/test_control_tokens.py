@@ -31,7 +31,14 @@ TOKENS = [
     "s>",
     "<SYS>>",  # Llama 2
 ]
-BRACKETED = ["INST]", "/INST]", "SYSTEM_PROMPT]", "AVAILABLE_TOOLS]", "TOOL_CALLS]", "TOOL_RESULTS]"]
+BRACKETED = [
+    "INST]",
+    "/INST]",
+    "SYSTEM_PROMPT]",
+    "AVAILABLE_TOOLS]",
+    "TOOL_CALLS]",
+    "TOOL_RESULTS]",
+]
 
 ATTACKS = (
     [f"<{mark}{token}" for mark in INVISIBLES for token in TOKENS]
