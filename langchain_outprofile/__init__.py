@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langchain_outprofile.embeddings import StyleEmbeddings
     from langchain_outprofile.errors import (
+        AmbiguousRunError,
         EmbeddingMismatchError,
         InvalidInputError,
         MissingUserIdError,
         OutprofileError,
+        RunIdConflictError,
         StoreUnavailableError,
         UnknownRunError,
     )
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "AmbiguousRunError": "errors",
     "BlockTemplate": "render",
     "BudgetTooSmallWarning": "memory",
     "EmbeddingMismatchError": "errors",
@@ -64,6 +67,7 @@ _EXPORTS = {
     "ProfileSource": "types",
     "ProfileStats": "memory",
     "ProfileStore": "store",
+    "RunIdConflictError": "errors",
     "SelectionOptions": "types",
     "Signal": "types",
     "SignalStrengths": "types",
@@ -74,6 +78,7 @@ _EXPORTS = {
     "parse_block": "render",
 }
 __all__ = [
+    "AmbiguousRunError",
     "BlockTemplate",
     "BudgetTooSmallWarning",
     "EmbeddingMismatchError",
@@ -89,6 +94,7 @@ __all__ = [
     "ProfileSource",
     "ProfileStats",
     "ProfileStore",
+    "RunIdConflictError",
     "SelectionOptions",
     "Signal",
     "SignalStrengths",

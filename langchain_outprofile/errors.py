@@ -7,12 +7,14 @@ Each message names what was wrong and what to pass or do instead. Every class de
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousRunError",
     "EmbeddingMismatchError",
     "InvalidInputError",
     "LocalModelUnavailableError",
     "MissingExtraError",
     "MissingUserIdError",
     "OutprofileError",
+    "RunIdConflictError",
     "StoreUnavailableError",
     "UnknownRunError",
 ]
@@ -35,6 +37,16 @@ class MissingUserIdError(InvalidInputError):
 
 class UnknownRunError(OutprofileError, LookupError):
     """No tracked output is stored under this run id (never tracked, expired or deleted)."""
+
+
+class RunIdConflictError(InvalidInputError):
+    """A run id another user's tracked run already holds was given for a new run: run ids
+    identify one run of one user, so nothing was stored (pass a fresh ``uuid4()``)."""
+
+
+class AmbiguousRunError(InvalidInputError):
+    """Feedback named a run id that tracked runs of more than one user hold (possible only
+    in stores written before run ids were checked): pass ``user_id=``."""
 
 
 class EmbeddingMismatchError(OutprofileError):

@@ -19,7 +19,7 @@ from langchain_outprofile.capture import (
     pending_cutoff,
     validate_run_id,
 )
-from langchain_outprofile.errors import UnknownRunError
+from langchain_outprofile.errors import AmbiguousRunError, RunIdConflictError, UnknownRunError
 from langchain_outprofile.store import ProfileStore
 from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
@@ -52,20 +52,26 @@ class FeedbackMixin:
         ``memory.track(chain)`` calls after each run); stale pending entries of the user
         are deleted first.
 
+        Raises:
+            RunIdConflictError: another user's tracked run already holds ``run_id``.
+
         Example:
             ```python
             memory.record_output("Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()))
             ```
         """
-        self.expire_pending(user_id)
+        user, run = validate_user_id(user_id), validate_run_id(run_id)
+        others = sorted({e.user_id for e in self.store.find_runs(run)} - {user})
+        if others:
+            raise RunIdConflictError(
+                f"run id {run!r} already identifies a tracked run of another user; a run id "
+                "must identify one run of one user: pass a fresh uuid4() as config['run_id'] "
+                "(nothing was stored)"
+            )
+        self.expire_pending(user)
         source = None if source_input is None else source_input[: self.max_text_chars]
         return self.add(
-            text,
-            user_id=user_id,
-            signal=Signal.PENDING,
-            run_id=validate_run_id(run_id),
-            source_input=source,
-            task=task,
+            text, user_id=user, signal=Signal.PENDING, run_id=run, source_input=source, task=task
         )
 
     def expire_pending(self, user_id: str) -> int:
@@ -109,6 +115,7 @@ class FeedbackMixin:
 
         Raises:
             UnknownRunError: no tracked output under ``run_id`` (for this user), or it expired.
+            AmbiguousRunError: without ``user_id``, when runs of several users hold the id.
             InvalidInputError: the feedback arguments do not make sense together.
 
         Example:
@@ -121,7 +128,13 @@ class FeedbackMixin:
         chosen = feedback_signal(signal, rating, edited)
         run = validate_run_id(run_id)
         owner = None if user_id is None else validate_user_id(user_id)
-        entry = self.store.find_run(run, owner)
+        found = self.store.find_runs(run, owner)
+        if len({e.user_id for e in found}) > 1:
+            raise AmbiguousRunError(
+                f"run id {run!r} is held by tracked runs of more than one user; pass "
+                "user_id= to say whose run the feedback is for"
+            )
+        entry = found[0] if found else None
         if entry is None:
             raise UnknownRunError(
                 f"no tracked output under run id {run!r}"

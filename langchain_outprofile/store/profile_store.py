@@ -268,14 +268,18 @@ class ProfileStore:
                 rows[position[id_]] = vector
         return rows
 
-    def find_run(self, run_id: str, user_id: str | None = None) -> ProfileEntry | None:
-        """The entry recorded for a tracked run (run ids are unguessable UUIDs)."""
+    def find_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
+        """The entries recorded under a run id (of one user, when given), newest first.
+
+        Run ids come from callers (``config["run_id"]``), so more than one user may hold
+        one: the caller decides what an ambiguous id means; this returns every match.
+        """
         where: dict[str, Any] = {"run_id": run_id}
         if user_id is not None:
             where = {"$and": [where, {"user_id": validate_user_id(user_id)}]}
         found = entries_from(self._read(where=where, include=_INCLUDE_ALL))
-        found = [e for e in found if e.run_id == run_id]
-        return max(found, key=lambda e: e.updated_at) if found else None
+        matches = [e for e in found if e.run_id == run_id]
+        return sorted(matches, key=lambda e: (-e.updated_at, e.id))
 
     def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
         """Ids of one user's pending entries last touched before ``cutoff``."""

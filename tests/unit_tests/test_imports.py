@@ -8,6 +8,7 @@ import sys
 import langchain_outprofile
 
 EXPECTED_ALL = [
+    "AmbiguousRunError",
     "BlockTemplate",
     "BudgetTooSmallWarning",
     "EmbeddingMismatchError",
@@ -23,6 +24,7 @@ EXPECTED_ALL = [
     "ProfileSource",
     "ProfileStats",
     "ProfileStore",
+    "RunIdConflictError",
     "SelectionOptions",
     "Signal",
     "SignalStrengths",
