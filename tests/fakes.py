@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -12,8 +14,9 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from pydantic import Field
@@ -74,3 +77,43 @@ class RecordingChatModel(GenericFakeChatModel):
     def texts(self, call: int = -1) -> list[str]:
         """The text of each message of one recorded call, in order."""
         return [m.text for m in self.received[call]]
+
+
+class ToolStreamingChatModel(RecordingChatModel):
+    """RecordingChatModel whose stream keeps tool calls (GenericFakeChatModel's drops them,
+    and fails on a message with no text), so a streamed agent can run a tool loop.
+
+    A reply streams as its whitespace-split tokens, then one chunk with its tool calls.
+
+    Example:
+        ```python
+        call = AIMessage("", tool_calls=[{"name": "weather", "args": {}, "id": "c1"}])
+        model = ToolStreamingChatModel(messages=iter([call, AIMessage("Sunny.")]))
+        ```
+    """
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        message = self._generate(messages, stop=stop, **kwargs).generations[0].message
+        assert isinstance(message, AIMessage)
+        chunks = [
+            AIMessageChunk(content=token, id=message.id)
+            for token in re.split(r"(\s)", message.text)
+            if token
+        ]
+        if message.tool_calls:
+            calls = [
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+                for i, c in enumerate(message.tool_calls)
+            ]
+            chunks.append(AIMessageChunk(content="", id=message.id, tool_call_chunks=calls))
+        for chunk in chunks:
+            generation = ChatGenerationChunk(message=chunk)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=generation)
+            yield generation

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import operator
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from functools import reduce
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, BaseMessageChunk, HumanMessage
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager, CallbackManager
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
@@ -63,44 +62,62 @@ def output_text(output: Any) -> str:
 
 
 def stream_output(chunks: Sequence[Any]) -> Any:
-    """The whole output of a stream: chunks that add up (message chunks, strings) are
-    added; otherwise (an agent's per-node updates, graph states) the last chunk that holds
-    text is the output.
+    """The whole output of a stream, aggregated as LangChain aggregates one: each chunk is
+    added to the total (strings, message chunks, ``AddableDict`` outputs of parallel steps);
+    a chunk that cannot be added replaces it.
+
+    :class:`TrackedRunnable` uses this only for a run that reports no output of its own (a
+    bare chat model, a runnable that emits no callbacks): a chain or graph reports its final
+    output when it ends, whatever its chunks were (an agent's ``stream_mode``).
 
     Example:
         ```python
         stream_output([AIMessageChunk("Hi "), AIMessageChunk("Ana")]).text  # "Hi Ana"
-        stream_output([{"model": {"messages": [AIMessage("Hi")]}}])  # {"messages": [...]}
+        stream_output(["Hi ", "Ana"])  # "Hi Ana"
+        stream_output([{"step": 1}, {"step": 2}])  # {"step": 2}: dicts do not add
         ```
     """
-    if not chunks:
-        return None
-    if all(isinstance(c, str) for c in chunks) or all(
-        isinstance(c, BaseMessageChunk) for c in chunks
-    ):
+    total: Any = None
+    for chunk in chunks:
         try:
-            return reduce(operator.add, chunks)
+            total = chunk if total is None else total + chunk
         except TypeError:
-            pass
-    for chunk in reversed(chunks):
-        for candidate in _text_holders(chunk):
-            try:
-                output_text(candidate)
-            except InvalidInputError:
-                continue
-            return candidate
-    return chunks[-1]
+            total = chunk
+    return total
 
 
-def _text_holders(chunk: Any) -> list[Any]:
-    """The chunk itself, then (for a graph's ``{node: update}`` chunk) each update, then
-    (for ``stream_mode="messages"``) the message of a ``(message, metadata)`` pair."""
-    holders = [chunk]
-    if isinstance(chunk, Mapping):
-        holders += [v for v in chunk.values() if isinstance(v, Mapping | BaseMessage)]
-    if isinstance(chunk, tuple) and chunk:
-        holders.append(chunk[0])
-    return holders
+class _RunOutput(BaseCallbackHandler):
+    """Keeps the output a run reports when it ends (``on_chain_end``).
+
+    Attached to the tracked run's own callback manager and not inherited, so the only run it
+    hears from is the tracked chain itself, never one of its steps.
+    """
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.output: Any = None
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self.ended, self.output = True, outputs
+
+    def output_of(self, chunks: Sequence[Any]) -> Any:
+        """The output the run reported, else its ``chunks`` aggregated (:func:`stream_output`)."""
+        return self.output if self.ended else stream_output(chunks)
+
+
+def _listening(config: RunnableConfig, listener: _RunOutput) -> RunnableConfig:
+    """``config`` whose callbacks also tell ``listener`` the root run's output (the caller's
+    callbacks, and what they pass on to steps, are unchanged)."""
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+    else:
+        handlers = list(callbacks or [])
+        manager = CallbackManager(handlers=handlers, inheritable_handlers=list(handlers))
+    manager.add_handler(listener, inherit=False)
+    return {**config, "callbacks": manager}
 
 
 def input_text(value: Any) -> str:
@@ -204,21 +221,24 @@ class TrackedRunnable(Runnable[Any, Any]):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        """Stream the chain; the whole output is stored once the stream ends."""
+        """Stream the chain; once the stream ends, its whole output is stored: the output the
+        chain reports when it ends (an agent's final state, whatever ``stream_mode`` its
+        chunks had), else, for a run that reports none (a bare chat model), the chunks
+        aggregated by :func:`stream_output`."""
         user, run, inner = self._prepare(config)
-        chunks: list[Any] = []
-        for chunk in self.chain.stream(input, inner, **kwargs):
+        listener, chunks = _RunOutput(), list[Any]()
+        for chunk in self.chain.stream(input, _listening(inner, listener), **kwargs):
             chunks.append(chunk)
             yield chunk
-        self._record(stream_output(chunks), user, run, input)
+        self._record(listener.output_of(chunks), user, run, input)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         user, run, inner = self._prepare(config)
-        chunks: list[Any] = []
-        async for chunk in self.chain.astream(input, inner, **kwargs):
+        listener, chunks = _RunOutput(), list[Any]()
+        async for chunk in self.chain.astream(input, _listening(inner, listener), **kwargs):
             chunks.append(chunk)
             yield chunk
-        await asyncio.to_thread(self._record, stream_output(chunks), user, run, input)
+        await asyncio.to_thread(self._record, listener.output_of(chunks), user, run, input)

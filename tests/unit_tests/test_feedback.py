@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import HumanMessage
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel
+from langchain_core.tools import tool
 from langchain_core.tracers.context import collect_runs
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, Signal
 from langchain_outprofile.errors import MissingUserIdError, UnknownRunError
 from langchain_outprofile.render import parse_block
-from tests.fakes import RecordingChatModel
+from tests.fakes import RecordingChatModel, ToolStreamingChatModel
 
 
 def cfg(user: str, run_id: uuid.UUID | None = None) -> RunnableConfig:
@@ -306,3 +309,135 @@ def test_tracked_task_is_kept_through_feedback(ephemeral_memory: OutputProfileMe
     tracked.invoke("Reply to Tom", config=cfg("ana", rid))
     assert ephemeral_memory.feedback(rid, edited="Hi Tom, yes. -A").task == "email"
     assert [e.task for e in ephemeral_memory.select("ana", task="email").entries] == ["email"]
+
+
+# Streaming: what a tracked stream stores is the run's whole output, whatever the chunks are.
+
+ANSWER = "Sure: Tuesday at ten works. -A"
+
+
+def ask(text: str) -> dict[str, Any]:
+    return {"messages": [HumanMessage(text)]}
+
+
+def stream_kwargs(stream_mode: str | list[str] | None) -> dict[str, Any]:
+    return {} if stream_mode is None else {"stream_mode": stream_mode}
+
+
+def assert_tracked_then_selected(
+    memory: OutputProfileMemory, agent: Any, model: RecordingChatModel, rid: uuid.UUID
+) -> None:
+    """The run's pending output is the model's final answer; endorsed, it leads the next call."""
+    record = only(memory, "ana")
+    assert (record["text"], record["signals"], record["run_id"]) == (ANSWER, ["pending"], str(rid))
+    entry = memory.feedback(rid, "endorsed")
+    assert entry.text == ANSWER and entry.selectable
+    calls = len(model.received)
+    agent.invoke(ask("And Friday?"), config=cfg("ana"))
+    assert parse_block(model.received[calls][0].text) == [ANSWER]
+
+
+# None is the agent's default stream mode ("updates": one {node: update} per step); "custom"
+# yields nothing at all for this agent, so only the run's own output can tell the answer
+STREAM_MODES = [None, "values", "messages", "updates", ["updates", "messages"], "custom"]
+
+
+@pytest.mark.parametrize("stream_mode", STREAM_MODES, ids=str)
+def test_a_streamed_agent_run_is_tracked_by_its_final_answer(
+    ephemeral_memory: OutputProfileMemory, stream_mode: str | list[str] | None
+) -> None:
+    model = RecordingChatModel(messages=iter([AIMessage(ANSWER), AIMessage("Noted.")]))
+    agent = create_agent(model, [], middleware=[ephemeral_memory.middleware()])
+    rid = uuid.uuid4()
+    tracked = ephemeral_memory.track(agent)
+    list(tracked.stream(ask("Tuesday?"), config=cfg("ana", rid), **stream_kwargs(stream_mode)))
+    assert only(ephemeral_memory, "ana")["source_input"] == "Tuesday?"
+    assert_tracked_then_selected(ephemeral_memory, agent, model, rid)
+
+
+@pytest.mark.parametrize("stream_mode", [None, "values", "messages"], ids=str)
+async def test_an_async_streamed_agent_run_is_tracked_by_its_final_answer(
+    ephemeral_memory: OutputProfileMemory, stream_mode: str | None
+) -> None:
+    model = RecordingChatModel(messages=iter([AIMessage(ANSWER), AIMessage("Noted.")]))
+    agent = create_agent(model, [], middleware=[ephemeral_memory.middleware()])
+    rid = uuid.uuid4()
+    tracked = ephemeral_memory.track(agent)
+    stream = tracked.astream(ask("Tuesday?"), config=cfg("ana", rid), **stream_kwargs(stream_mode))
+    assert [chunk async for chunk in stream]
+    assert_tracked_then_selected(ephemeral_memory, agent, model, rid)
+
+
+@tool
+def calendar(day: str) -> str:
+    """Free slots on a day."""
+    return f"{day}: free at ten."
+
+
+@pytest.mark.parametrize("stream_mode", [None, "values", "messages"], ids=str)
+def test_a_streamed_tool_loop_is_tracked_by_the_last_answer_only(
+    ephemeral_memory: OutputProfileMemory, stream_mode: str | None
+) -> None:
+    call = AIMessage(
+        "Checking.", tool_calls=[{"name": "calendar", "args": {"day": "Tuesday"}, "id": "c1"}]
+    )
+    model = ToolStreamingChatModel(messages=iter([call, AIMessage(ANSWER), AIMessage("Ok.")]))
+    agent = create_agent(model, [calendar], middleware=[ephemeral_memory.middleware()])
+    rid = uuid.uuid4()
+    tracked = ephemeral_memory.track(agent)
+    list(tracked.stream(ask("Tuesday?"), config=cfg("ana", rid), **stream_kwargs(stream_mode)))
+    assert isinstance(model.received[1][-1], ToolMessage)  # the tool ran between the calls
+    assert_tracked_then_selected(ephemeral_memory, agent, model, rid)
+
+
+def lcel_chains(
+    memory: OutputProfileMemory, model: RecordingChatModel
+) -> dict[str, tuple[Runnable[Any, Any], Any]]:
+    return {
+        "prompt|model": (chain_for(memory, model), {"question": "q"}),
+        "prompt|model|str": (chain_for(memory, model) | StrOutputParser(), {"question": "q"}),
+        "parallel": (RunnableParallel(answer=chain_for(memory, model)), {"question": "q"}),
+        "model": (model, "q"),
+    }
+
+
+@pytest.mark.parametrize("shape", ["prompt|model", "prompt|model|str", "parallel", "model"])
+async def test_streamed_lcel_chunks_are_concatenated(
+    ephemeral_memory: OutputProfileMemory, shape: str
+) -> None:
+    model = RecordingChatModel(messages=iter(["Hi Ana, yes.", "See you then. -A"]))
+    chain, value = lcel_chains(ephemeral_memory, model)[shape]
+    tracked = ephemeral_memory.track(chain)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert len(list(tracked.stream(value, config=cfg("ana", first)))) > 1
+    assert len([c async for c in tracked.astream(value, config=cfg("ana", second))]) > 1
+    by_run = {r["run_id"]: r["text"] for r in ephemeral_memory.export("ana")}
+    assert by_run == {str(first): "Hi Ana, yes.", str(second): "See you then. -A"}
+
+
+class ModelStarts(BaseCallbackHandler):
+    """A caller's own callback handler: counts chat model calls (steps of the chain)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("as_manager", [False, True], ids=["list", "manager"])
+def test_a_tracked_stream_keeps_the_callers_callbacks_and_trace_run_id(
+    ephemeral_memory: OutputProfileMemory, as_manager: bool
+) -> None:
+    model = RecordingChatModel(messages=iter([AIMessage(ANSWER)]))
+    agent = create_agent(model, [], middleware=[ephemeral_memory.middleware()])
+    seen = ModelStarts()
+    callbacks: Any = CallbackManager([seen], inheritable_handlers=[seen]) if as_manager else [seen]
+    config = cfg("ana")
+    config["callbacks"] = callbacks
+    with collect_runs() as runs:
+        list(ephemeral_memory.track(agent).stream(ask("Tuesday?"), config=config))
+    assert seen.calls == 1  # the caller's handler still reaches the chain's steps
+    [run] = [r for r in runs.traced_runs if r.name == agent.get_name()]  # the graph's run
+    record = only(ephemeral_memory, "ana")
+    assert (record["text"], record["run_id"]) == (ANSWER, str(run.id))

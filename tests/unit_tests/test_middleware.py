@@ -203,3 +203,56 @@ async def test_async_middleware_reads_the_store_off_the_event_loop(
     await agent_for(filled, model).ainvoke(ask("hi"), context=Context(user_id="ana"))
     assert threads and threading.get_ident() not in threads
     assert model.received[0][0].text.startswith("<user_profile>")
+
+
+PERSONAL = [
+    "Short answer first, then bullets.",
+    "No fluff. Sign off with -A.",
+    "Numbers as digits, dates as Tue 14 May.",
+    "One question per email, at the end.",
+]
+TEAM = [
+    "Acme voice: we, not I; plain words; no exclamation marks.",
+    "Acme signs every client email with the support line, 555-0100.",
+    "Acme never promises dates; it says 'we aim for'.",
+]
+
+
+def test_two_memories_lead_one_agent_each_with_its_own_block(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    personal = ephemeral_memory  # ana's own outputs, read per call from the context
+    team = OutputProfileMemory(
+        client=personal.store.client, collection_name=f"{personal.store.collection_name}-team"
+    )
+    for text in PERSONAL:
+        personal.add(text, user_id="ana", signal="endorsed")
+    for text in TEAM:
+        team.add(text, user_id="acme", signal="endorsed")
+    personal_selection = personal.select("ana", max_tokens=100)
+    team_selection = team.select("acme", max_tokens=120)
+    # each budget binds: some entries but not all fit, and the other budget would differ
+    assert 0 < len(personal_selection.entries) < len(PERSONAL)
+    assert 0 < len(team_selection.entries) < len(TEAM)
+    assert personal_selection.text != personal.select("ana", max_tokens=120).text
+    assert team_selection.text != team.select("acme", max_tokens=100).text
+    assert not team.select("ana").entries and not personal.select("acme").entries
+    personal_block, team_block = personal_selection.text, team_selection.text
+    first = personal.middleware(max_tokens=100)
+    second = team.middleware(user_id="acme", max_tokens=120)
+
+    def system_seen(middleware: list[Any]) -> str:
+        model = RecordingChatModel()
+        agent = create_agent(
+            model, [], system_prompt=SYSTEM, middleware=middleware, context_schema=Context
+        )
+        agent.invoke(ask("Lunch Tuesday?"), context=Context(user_id="ana"))
+        [received] = model.received
+        assert [type(m) for m in received] == [SystemMessage, HumanMessage]
+        return received[0].text
+
+    # middleware=[A, B]: A wraps B, so A adds its block first and B, nearer the model, then
+    # puts its own at the very top: the last middleware's block leads, then A's, then the
+    # agent's system prompt. Each block is exactly what its memory selects.
+    assert system_seen([first, second]) == f"{team_block}\n\n{personal_block}\n\n{SYSTEM}"
+    assert system_seen([second, first]) == f"{personal_block}\n\n{team_block}\n\n{SYSTEM}"
