@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,10 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.types import combine_strengths
 from langchain_outprofile.validation import entry_id
+from tests.conftest import MemoryFactory
+from tests.fakes import RecordingChatModel
+
+NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
@@ -47,6 +52,25 @@ def test_one_or_two_stars_reject_the_output(stars: float) -> None:
     assert rated.signal is Signal.REJECTED and rated.strength == 0.0 and not rated.selectable
     endorsed = ProfileEntry.create("text", user_id="ana", signal="endorsed")
     assert not endorsed.merged_with(rated).selectable
+
+
+def test_two_stars_on_a_tracked_output_leave_it_out_as_rejected(
+    make_memory: MemoryFactory,
+) -> None:
+    """End to end: a tracked run's output rated 2 stars is never selected; 3 stars is."""
+    memory = make_memory(clock=lambda: NOW)
+    tracked = memory.track(RecordingChatModel())
+    low, high = uuid.uuid4(), uuid.uuid4()
+    tracked.invoke("q1", config={"configurable": {"user_id": "ana"}, "run_id": low})
+    tracked.invoke("q2", config={"configurable": {"user_id": "ana"}, "run_id": high})
+    rated = memory.feedback(low, rating=2)
+    memory.feedback(high, rating=3)
+    selection = memory.select("ana")
+    assert [e.text for e in selection.entries] == ["reply 2"]
+    reasons = {c.entry.text: c.reason for c in selection.choice.left_out}
+    assert reasons == {"reply 1": "rejected"}
+    assert "'reply 1': rejected" in selection.explain()
+    assert rated.text == "reply 1" and rated.signal is Signal.REJECTED and not rated.pending
 
 
 def test_strengths_are_configurable() -> None:

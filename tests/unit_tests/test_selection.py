@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
+from collections.abc import Sequence
 
+import chromadb
+import numpy as np
 import pytest
 import tiktoken
 
@@ -14,8 +18,12 @@ from langchain_outprofile import (
     StyleEmbeddings,
     parse_block,
 )
-from langchain_outprofile.render import DEFAULT_TEMPLATE
-from tests.conftest import MemoryFactory
+from langchain_outprofile.memory import BudgetTooSmallWarning
+from langchain_outprofile.render import DEFAULT_TEMPLATE, render_block
+from langchain_outprofile.select import choose
+from langchain_outprofile.tokens import OFFLINE_ENCODING, TokenCounter
+from langchain_outprofile.types import ProfileEntry, StoredProfile
+from tests.conftest import MemoryFactory, unique_name
 
 DAY = 86_400.0
 NOW = 1_800_000_000.0
@@ -81,13 +89,29 @@ def _fill(memory: OutputProfileMemory, user: str, n: int, **fields: object) -> N
 
 
 class CountingEmbeddings(StyleEmbeddings):
-    """The real style embedder, counting how often it is asked to embed."""
+    """The real style embedder, counting its calls on every path the store may take:
+    ``embed_array`` (what the store calls for StyleEmbeddings), ``embed_documents`` and
+    ``embed_query`` (what it calls for any other ``Embeddings``)."""
 
-    calls = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {"embed_array": 0, "embed_documents": 0, "embed_query": 0}
+
+    def embed_array(self, texts: list[str]) -> np.ndarray:
+        self.calls["embed_array"] += 1
+        return super().embed_array(texts)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        type(self).calls += 1
+        self.calls["embed_documents"] += 1
         return super().embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        self.calls["embed_query"] += 1
+        return super().embed_query(text)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 def test_block_is_exactly_counted_and_within_budget(make_memory: MemoryFactory) -> None:
@@ -185,6 +209,25 @@ def test_long_entries_are_cut_at_a_sentence_boundary(memory: OutputProfileMemory
     assert selection.choice.chosen[0].cut
 
 
+def test_text_without_boundaries_is_cut_by_tokens_not_characters(
+    make_memory: MemoryFactory,
+) -> None:
+    """The last-resort cut (no sentence end, no space) keeps the longest prefix within
+    ``max_entry_tokens`` tokens: 40 emoji are about 120 tokens, not 40."""
+    memory = make_memory(clock=lambda: NOW)
+    emoji = "🔥😀🦄🫠🎉" * 40
+    memory.add(emoji, user_id="ana", created_at=NOW)
+    selection = memory.select("ana", max_entry_tokens=40, max_tokens=400)
+    (entry,) = selection.entries
+    independent = tiktoken.get_encoding(memory.counter.encoding_name)
+    kept = len(independent.encode_ordinary(entry.text))
+    assert emoji.startswith(entry.text) and 0 < kept <= 40
+    longer = emoji[: len(entry.text) + 1]  # the longest such prefix: one more character is over
+    assert len(independent.encode_ordinary(longer)) > 40
+    assert selection.choice.chosen[0].cut
+    assert selection.tokens == len(independent.encode_ordinary(selection.text)) <= 400
+
+
 def test_stable_order_appends_new_entries(make_memory: MemoryFactory) -> None:
     memory = make_memory()
     for i, text in enumerate(SENTENCES[:4]):
@@ -220,12 +263,29 @@ def test_same_state_gives_a_byte_identical_block(make_memory: MemoryFactory) -> 
 
 
 def test_read_path_makes_no_embedding_call(make_memory: MemoryFactory) -> None:
-    memory = make_memory(embeddings=CountingEmbeddings(), cache_ttl_s=0)
+    """Embedding happens on writes only: reads (warm, cold in a new memory, from a snapshot
+    or ranked afresh, after a write) embed nothing, with or without a query."""
+    embedder = CountingEmbeddings()
+    memory = make_memory(embeddings=embedder, clock=lambda: NOW)
     _fill(memory, "ana", 20)
-    CountingEmbeddings.calls = 0
-    memory.select("ana", max_tokens=200, query="anything at all")
-    memory.select("ana", max_tokens=300, order="stable")
-    assert CountingEmbeddings.calls == 0
+    assert embedder.total > 0  # the counter sees the store's own embedding of the writes
+
+    def reads(reader: OutputProfileMemory) -> None:
+        reader.select("ana", max_tokens=200)
+        reader.select("ana", max_tokens=200, query="anything at all")
+        reader.select("ana", max_tokens=300, order="stable", typicality_weight=0.5)
+
+    before = embedder.total
+    reads(memory)  # ranks and saves snapshots
+    reads(memory)  # warm: the in-process cache
+    reads(make_memory(embeddings=embedder, clock=lambda: NOW))  # cold: stored snapshots
+    reads(make_memory(embeddings=embedder, clock=lambda: NOW, snapshot_ttl_s=0))  # cold rank
+    assert embedder.total == before
+    memory.add("one more entry, written", user_id="ana", created_at=NOW)
+    written = embedder.total
+    assert written > before
+    reads(memory)  # the write invalidated the cache: ranked again
+    assert embedder.total == written, embedder.calls
 
 
 def test_empty_profile_gives_an_empty_block(memory: OutputProfileMemory) -> None:
@@ -280,10 +340,103 @@ def test_template_can_be_overridden(make_memory: MemoryFactory) -> None:
     assert "<|im_start|>" not in text
 
 
-@pytest.mark.parametrize("budget", [1, 20])
-def test_budget_smaller_than_the_header_yields_nothing(
-    memory: OutputProfileMemory, budget: int
+def test_exact_check_drops_what_per_entry_costs_under_counted() -> None:
+    """Greedy packing trusts ``entry_cost``; the real count of the rendered block has the last
+    word. With a cost that leaves out each entry's delimiters, every entry packs, the real
+    block is over, and trailing entries are dropped only until it fits."""
+    encoding = tiktoken.get_encoding(OFFLINE_ENCODING)
+    counter = TokenCounter(encoding=OFFLINE_ENCODING)
+    entries = tuple(
+        ProfileEntry.create(f"{SENTENCES[i]} ({i})", user_id="ana", created_at=NOW - i * DAY)
+        for i in range(6)
+    )
+    profile = StoredProfile(entries, StyleEmbeddings().embed_array([e.text for e in entries]))
+    frame = len(encoding.encode_ordinary(f"{DEFAULT_TEMPLATE.header}\n{DEFAULT_TEMPLATE.footer}"))
+    budget = frame + sum(len(encoding.encode_ordinary(e.text)) for e in entries)
+
+    def real_tokens(chosen: Sequence[ProfileEntry]) -> int:
+        return len(encoding.encode_ordinary(render_block(chosen)))
+
+    choice = choose(
+        profile,
+        SelectionOptions(max_tokens=budget, mmr_lambda=1.0),
+        counter=counter,
+        fixed_cost=frame,
+        entry_cost=lambda e: len(encoding.encode_ordinary(e.text)),  # no delimiters: too low
+        fits=lambda chosen: real_tokens(chosen) <= budget,
+        now=NOW,
+    )
+    dropped = [c for c in choice.left_out if c.reason == "over budget once rendered"]
+    assert choice.chosen and dropped
+    assert len(choice.chosen) + len(dropped) == len(entries)  # greedy packing took them all
+    kept = [c.entry for c in choice.chosen]
+    assert real_tokens(kept) <= budget
+    last_dropped = max(dropped, key=lambda c: c.score).entry  # the last one the loop removed
+    assert real_tokens([*kept, last_dropped]) > budget  # nothing was dropped needlessly
+    assert min(c.score for c in choice.chosen) > max(c.score for c in dropped)  # weakest go
+
+
+def test_entry_numbers_past_999_are_counted_by_the_exact_check() -> None:
+    """Per-entry costs are counted with the entry number 999; numbers from 1000 on cost one
+    more token each, so the packed block goes over. The exact check drops an entry."""
+    memory = OutputProfileMemory(
+        client=chromadb.EphemeralClient(),
+        collection_name=unique_name(),
+        clock=lambda: NOW,
+        cache_ttl_s=0,
+        snapshot_ttl_s=0,
+    )
+    total = 1_020
+    memory.add_many(
+        [{"text": f"n{i}", "user_id": "ana", "created_at": NOW - i} for i in range(total)]
+    )
+    encoding = tiktoken.get_encoding(memory.counter.encoding_name)
+    options = {"pool_size": 2_000, "duplicate_threshold": 1.0, "mmr_lambda": 1.0}
+    everything = memory.select("ana", max_tokens=1_000_000, **options)
+    assert len(everything.entries) == total
+    budget = len(encoding.encode_ordinary(everything.text)) - 1  # the whole block is 1 over
+    selection = memory.select("ana", max_tokens=budget, **options)
+    reasons = [c.reason for c in selection.choice.left_out]
+    assert reasons and set(reasons) == {"over budget once rendered"}  # not skipped by packing
+    assert len(selection.entries) + len(reasons) == total
+    assert len(encoding.encode_ordinary(selection.text)) <= budget
+    assert parse_block(selection.text) == [e.text for e in selection.entries]
+
+
+def _frame_tokens(memory: OutputProfileMemory) -> int:
+    """Tokens of the default block's header and footer, counted independently."""
+    frame = f"{DEFAULT_TEMPLATE.header}\n{DEFAULT_TEMPLATE.footer}"
+    return len(tiktoken.get_encoding(memory.counter.encoding_name).encode_ordinary(frame))
+
+
+@pytest.mark.parametrize("below_frame", [None, 20, 0])
+def test_budget_smaller_than_the_frame_says_so(
+    make_memory: MemoryFactory, below_frame: int | None
 ) -> None:
-    memory.add("hi", user_id="ana")
-    selection = memory.select("ana", max_tokens=budget)
+    """A budget up to the frame (header and footer) can hold no entry. The block is empty,
+    the read warns, and ``explain()`` names the cause, also when a new memory serves the
+    selection from its stored snapshot."""
+    memory = make_memory(clock=lambda: NOW)
+    memory.add("hi", user_id="ana", created_at=NOW)
+    budget = 1 if below_frame is None else _frame_tokens(memory) - below_frame
+    with pytest.warns(BudgetTooSmallWarning, match=f"max_tokens={budget} does not exceed"):
+        selection = memory.select("ana", max_tokens=budget)
     assert selection.text == "" and selection.tokens == 0
+    assert f"note: max_tokens={budget} does not exceed the block's frame" in selection.explain()
+    assert "raise max_tokens" in selection.choice.note
+    cold = make_memory(clock=lambda: NOW).select("ana", max_tokens=budget)  # a stored snapshot
+    assert cold.choice.note == selection.choice.note and "note: " in cold.explain()
+
+
+def test_a_budget_that_holds_the_block_has_no_note(make_memory: MemoryFactory) -> None:
+    memory = make_memory(clock=lambda: NOW)
+    memory.add("hi", user_id="ana", created_at=NOW)
+    encoding = tiktoken.get_encoding(memory.counter.encoding_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetTooSmallWarning)
+        roomy = memory.select("ana", max_tokens=600)
+        exact = len(encoding.encode_ordinary(roomy.text))  # the smallest budget that holds it
+        tight = memory.select("ana", max_tokens=exact)
+    for selection in (roomy, tight):
+        assert [e.text for e in selection.entries] == ["hi"]
+        assert selection.choice.note == "" and "note:" not in selection.explain()

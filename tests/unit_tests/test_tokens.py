@@ -55,3 +55,25 @@ def test_without_any_table_counts_are_approximate_never_a_crash(
     assert not counter.exact
     assert counter.count("abcdef") == 2
     assert counter.count("héllo") >= 2
+
+
+def test_memo_is_bounded_by_characters_and_counts_stay_exact() -> None:
+    """Many long distinct texts: the memo keeps at most ``memo_chars`` characters of text in
+    all (not a number of texts), and every count, memoized or evicted, stays exact."""
+    counter = TokenCounter(encoding=tokens.OFFLINE_ENCODING)
+    counter.memo_chars = 8_000  # texts up to 80 characters are memoized
+    reference = tiktoken.get_encoding(tokens.OFFLINE_ENCODING)
+    filler = "long distinct text, sentence after sentence. " * 2
+    texts = [f"{i:05d} {filler}"[:80] for i in range(2_000)]  # 20x the bound in all
+    assert {len(t) for t in texts} == {80}
+    for _ in range(2):  # the second pass counts texts that were evicted in the first
+        for text in texts:
+            assert counter.count(text) == len(reference.encode_ordinary(text))
+            assert sum(map(len, counter._memo)) <= counter.memo_chars
+    assert len(counter._memo) == counter.memo_chars // 80  # it still memoizes, up to the bound
+    assert counter._memo_chars == sum(map(len, counter._memo))
+    last = texts[-1]
+    assert counter._memo[last] == len(reference.encode_ordinary(last))
+    too_long = "x" * (counter.memo_chars // 100 + 1)  # one text may not take over the memo
+    counter.count(too_long)
+    assert too_long not in counter._memo
