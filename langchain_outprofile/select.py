@@ -60,16 +60,27 @@ def choose(
         left_out.append(replace(dropped, reason="over budget once rendered"))
     chosen = _block_order(chosen, options)
     left_out.sort(key=lambda c: (-c.score, c.entry.id))
-    return Choice(tuple(chosen), tuple(left_out), options, note=_budget_note(options, fixed_cost))
+    note = _budget_note(options, fixed_cost, chosen, left_out)
+    return Choice(tuple(chosen), tuple(left_out), options, note=note)
 
 
-def _budget_note(options: SelectionOptions, fixed_cost: int) -> str:
-    """Why no entry can ever fit, when the budget is smaller than the frame itself."""
-    if fixed_cost < options.max_tokens:
+def _budget_note(
+    options: SelectionOptions, fixed_cost: int, chosen: list[Candidate], left_out: list[Candidate]
+) -> str:
+    """Why the block is empty when the budget is the cause: it cannot hold the frame, or no
+    eligible entry fits beside the frame."""
+    if fixed_cost >= options.max_tokens:
+        return (
+            f"max_tokens={options.max_tokens} does not exceed the block's frame ({fixed_cost} "
+            "tokens of header and footer), so no entry can fit: raise max_tokens"
+        )
+    costs = [c.tokens for c in left_out if c.reason.startswith("over budget") and c.tokens]
+    if chosen or not costs:
         return ""
     return (
-        f"max_tokens={options.max_tokens} does not exceed the block's frame ({fixed_cost} "
-        "tokens of header and footer), so no entry can fit: raise max_tokens"
+        f"no entry fits in max_tokens={options.max_tokens}: the frame takes {fixed_cost} tokens "
+        f"and the smallest eligible entry {min(costs)}: raise max_tokens, or lower "
+        "max_entry_tokens"
     )
 
 

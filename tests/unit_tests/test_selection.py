@@ -440,3 +440,15 @@ def test_a_budget_that_holds_the_block_has_no_note(make_memory: MemoryFactory) -
     for selection in (roomy, tight):
         assert [e.text for e in selection.entries] == ["hi"]
         assert selection.choice.note == "" and "note:" not in selection.explain()
+
+
+def test_a_budget_that_holds_the_frame_but_no_entry_says_so(make_memory: MemoryFactory) -> None:
+    memory = make_memory(clock=lambda: NOW)
+    memory.add(
+        "A long enough sentence that costs a couple dozen tokens at the least.", user_id="ana"
+    )
+    frame = memory.counter.count(f"{DEFAULT_TEMPLATE.header}\n{DEFAULT_TEMPLATE.footer}")
+    selection = memory.select("ana", max_tokens=frame + 3)
+    assert selection.text == ""
+    assert "no entry fits in max_tokens=" in selection.choice.note
+    assert "no entry fits" in selection.explain()
