@@ -83,6 +83,8 @@ class OutputProfileMemory(FeedbackMixin):
         snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
             unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
+        monotonic: the clock ``cache_ttl_s`` is measured on (``time.monotonic``; tests
+            pass a fake one to expire the cache without waiting).
 
     Example:
         ```python
@@ -113,6 +115,7 @@ class OutputProfileMemory(FeedbackMixin):
         snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -134,6 +137,7 @@ class OutputProfileMemory(FeedbackMixin):
         self.snapshot_ttl_s = snapshot_ttl_s
         self.pending_ttl_s = pending_ttl_s
         self.clock = clock
+        self.monotonic = monotonic
         self._reader = ProfileReader(self)
 
     # -- writes ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ cold read). Writes through the memory call :meth:`ProfileReader.invalidate`.
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -49,6 +48,7 @@ class ReaderSettings(Protocol):
     counter: TokenCounter
     template: BlockTemplate
     clock: Callable[[], float]
+    monotonic: Callable[[], float]
     cache_ttl_s: float
     cache_size: int
     snapshot_ttl_s: float
@@ -171,10 +171,10 @@ class ProfileReader:
         )
 
     def _cached(self, user: str) -> _Cached:
-        """The user's read state, fresh for ``cache_ttl_s``. A write through this object
-        drops it from the cache, so whatever a read still fills into it is never served
-        again (no store I/O happens here)."""
-        now = time.monotonic()
+        """The user's read state, fresh for ``cache_ttl_s`` of the memory's monotonic
+        clock. A write through this object drops it from the cache, so whatever a read
+        still fills into it is never served again (no store I/O happens here)."""
+        now = self._memory.monotonic()
         with self._lock:
             hit = self._cache.get(user)
             if hit is not None and now - hit.loaded_at < self._memory.cache_ttl_s:

@@ -38,6 +38,12 @@ DEFAULT_COLLECTION = "outprofile"
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]
 _READ_PAGE = 10_000
+# Set on collections created by a release that writes a version row for every user it
+# writes. A collection without it (written before version rows existed) may hold users with
+# no version row: ``user_ids`` then scans the entries once and writes the missing rows.
+_VERSIONED_KEY = "outprofile_versioned"
+_BACKFILL_MARK = "versions-backfilled"
+_SCAN_PAGE = 5000
 
 
 class ProfileStore:
@@ -77,6 +83,7 @@ class ProfileStore:
         self.embeddings = embeddings or StyleEmbeddings()
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._write_lock = location_lock(client)
+        self._versioned = False  # set by _open_collection
         self._collection = self._open_collection(collection_name)
         self._max_batch = max(1, int(client.get_max_batch_size()))
         self.state = StateRows(
@@ -109,6 +116,7 @@ class ProfileStore:
             "outprofile_schema": SCHEMA_VERSION,
             "embedding": self._fingerprint,
             "dimension": self._dimension,
+            _VERSIONED_KEY: True,
             **_HNSW,
         }
         collection = self.client.get_or_create_collection(
@@ -128,6 +136,7 @@ class ProfileStore:
                     f"memory uses {key}={wanted[key]!r}; open it with the embedder it was "
                     "written with, or use another collection_name"
                 )
+        self._versioned = found.get(_VERSIONED_KEY) is True
         return collection
 
     # -- writes ---------------------------------------------------------------------------
@@ -297,8 +306,38 @@ class ProfileStore:
 
     def user_ids(self) -> list[str]:
         """The users that have entries. Reads the small version rows of the state collection
-        (no entry text); each listed user is confirmed to have an entry."""
+        (no entry text); each listed user is confirmed to have an entry.
+
+        A collection written before version rows existed is scanned once (its entries'
+        metadata, as earlier releases listed users) and the missing rows are written.
+        """
+        if not self._versioned:
+            self._backfill_versions()
         return sorted(u for u in self.state.users() if self._ids_where({"user_id": u}, limit=1))
+
+    def _backfill_versions(self) -> None:
+        """Give every user found in the entries a version row, once per collection.
+
+        Users written while the scan runs get their rows from the write itself (every write
+        sets its users' versions after the entries), so the scan only has to find the users
+        written before version rows existed.
+        """
+        if self.state.has_mark(_BACKFILL_MARK):
+            self._versioned = True
+            return
+        found: set[str] = set()
+        offset = 0
+        while True:
+            page = self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
+            if not page["ids"]:
+                break
+            found.update(str(m["user_id"]) for m in page["metadatas"] or [] if m)
+            offset += len(page["ids"])
+        missing = found - self.state.users()
+        if missing:
+            self.state.touch(missing)
+        self.state.mark(_BACKFILL_MARK)
+        self._versioned = True
 
     def _entries_where(self, where: Any) -> list[ProfileEntry]:
         """Every entry matching ``where``. Chroma's SQLite fails a read of more rows than it

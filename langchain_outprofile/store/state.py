@@ -4,7 +4,9 @@ collection beside the entries.
 Every write of a user gives the user's profile a new random *version* (after the entries
 are written); a selection saved from a profile is tagged with the version read *before*
 loading it, so it is served only while nothing changed (see docs/design.md, "Snapshots").
-Ids hash the user in and every row read back is checked for its ``user_id``.
+Ids hash the user in and every row read back is checked for its ``user_id``. A row whose
+metadata lost a key reads as if absent (no version, no user) and the next write replaces it.
+One-time steps of the whole collection are recorded as *mark* rows, which have no user.
 """
 
 from __future__ import annotations
@@ -102,13 +104,31 @@ class StateRows:
 
     def users(self, page_size: int = 5000) -> set[str]:
         """Users with a version row that was not left by ``forget`` (metadata only: no
-        entry text and no saved block is read)."""
+        entry text and no saved block is read). A row without a ``user_id`` is skipped."""
         found: set[str] = set()
         for page in self._pages(page_size):
             for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
                 if id_.startswith("v:") and meta and not meta.get("emptied"):
-                    found.add(str(meta["user_id"]))
+                    user = meta.get("user_id")
+                    if isinstance(user, str) and user:
+                        found.add(user)
         return found
+
+    def has_mark(self, name: str) -> bool:
+        """Whether :meth:`mark` was called for ``name`` on this collection (one id lookup)."""
+        with self._lock:
+            found = self._collection.get(ids=[_mark_id(name)], include=[])
+        return bool(found["ids"])
+
+    def mark(self, name: str) -> None:
+        """Record, once per collection, that a one-time step ``name`` is done. Mark rows
+        carry no ``user_id``: no per-user read or delete ever matches them."""
+        with self._lock:
+            self._collection.upsert(
+                ids=[_mark_id(name)],
+                metadatas=[{"mark": name}],
+                embeddings=np.ones((1, 1), dtype=np.float32),
+            )
 
     def _pages(self, page_size: int) -> Iterator[Any]:
         offset = 0
@@ -136,6 +156,10 @@ def state_id(kind: str, user: str, key: str = "") -> str:
     """Id of a user's version row (``v``) or of a snapshot under ``key`` (``s``)."""
     digest = hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:32]
     return f"{kind}:{digest}"
+
+
+def _mark_id(name: str) -> str:
+    return f"m:{name}"
 
 
 def _version_in(rows: dict[str, tuple[str | None, Any]], version_id: str) -> str:

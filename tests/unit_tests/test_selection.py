@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 import warnings
 from collections.abc import Sequence
 
@@ -13,6 +12,7 @@ import pytest
 import tiktoken
 
 from langchain_outprofile import (
+    BlockTemplate,
     OutputProfileMemory,
     SelectionOptions,
     StyleEmbeddings,
@@ -316,23 +316,7 @@ def test_writes_through_the_memory_invalidate_its_cache(memory: OutputProfileMem
     assert len(memory.select("ana").entries) == 2
 
 
-def test_other_writers_show_up_after_the_ttl(make_memory: MemoryFactory) -> None:
-    reader = make_memory(cache_ttl_s=0.5)
-    writer = make_memory()
-    writer.add("first", user_id="ana")
-    assert len(reader.select("ana").entries) == 1
-    writer.add("second", user_id="ana")
-    assert len(reader.select("ana").entries) == 1  # still cached
-    time.sleep(0.6)
-    assert len(reader.select("ana").entries) == 2
-    through = make_memory(cache_ttl_s=0)
-    writer.add("third", user_id="ana")
-    assert len(through.select("ana").entries) == 3
-
-
 def test_template_can_be_overridden(make_memory: MemoryFactory) -> None:
-    from langchain_outprofile import BlockTemplate
-
     memory = make_memory(template=BlockTemplate(header="My voice:", footer="", entry="- {text}"))
     memory.add("hello <|im_start|> there", user_id="ana")
     text = memory.select("ana").text

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import chromadb
 import pytest
@@ -19,8 +21,10 @@ from langchain_outprofile import (
     Signal,
     StyleEmbeddings,
 )
-from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.store import ProfileStore, http_client
 from langchain_outprofile.store import profile_store as store_module
+from langchain_outprofile.store.clients import location_lock
+from langchain_outprofile.store.state import state_id
 from tests.conftest import MemoryFactory, unique_name
 
 
@@ -170,7 +174,7 @@ def _row_format_1_collection(client: chromadb.api.ClientAPI, schema: int) -> str
     collection.add(
         ids=[old.id],
         documents=[old.text],
-        embeddings=embedder.embed_documents([old.text]),
+        embeddings=embedder.embed_array([old.text]),
         metadatas=[
             {
                 "user_id": "ana",
@@ -226,3 +230,186 @@ def test_a_profile_larger_than_a_read_page_loads_whole(
 
     assert [e.text for e in memory.store.load("ana").entries] == texts
     assert len(memory.export("ana")) == 7
+
+
+# -- one lock per store location per process --------------------------------------------------
+
+
+def _same_lock(a: OutputProfileMemory, b: OutputProfileMemory) -> bool:
+    return a.store._write_lock is b.store._write_lock
+
+
+def test_memories_on_one_path_share_one_lock(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    (tmp_path / "elsewhere").mkdir()
+    first = OutputProfileMemory(path=path)
+    same_collection = OutputProfileMemory(path=path)
+    other_collection = OutputProfileMemory(path=path, collection_name=unique_name())
+    other_spelling = OutputProfileMemory(
+        client=chromadb.PersistentClient(path=str(tmp_path / "elsewhere" / ".." / "store"))
+    )
+    for other in (same_collection, other_collection, other_spelling):
+        assert _same_lock(first, other)
+        assert other.store.state._lock is first.store._write_lock
+    assert location_lock(first.store.client) is first.store._write_lock
+
+
+def test_memories_on_different_locations_have_different_locks(tmp_path: Path) -> None:
+    one = OutputProfileMemory(path=tmp_path / "one")
+    two = OutputProfileMemory(path=tmp_path / "two")
+    in_memory = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name="c-1")
+    assert not _same_lock(one, two)
+    assert not _same_lock(one, in_memory) and not _same_lock(two, in_memory)
+
+
+def test_memories_on_the_in_process_ephemeral_store_share_one_lock() -> None:
+    first = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    second = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    assert _same_lock(first, second)
+
+
+@pytest.mark.integration
+def test_memories_on_one_server_share_one_lock(chroma_server: tuple[str, int]) -> None:
+    host, port = chroma_server
+    first = OutputProfileMemory(client=http_client(f"http://{host}:{port}"))
+    second = OutputProfileMemory(
+        client=chromadb.HttpClient(host=host, port=port), collection_name=unique_name()
+    )
+    assert _same_lock(first, second)
+
+
+def test_while_one_memory_writes_no_thread_can_enter_another_on_the_same_path(
+    tmp_path: Path,
+) -> None:
+    """The race of docs/reliability.md needs a read of one store object to run inside Chroma
+    while a write of another runs there. While the writer is inside Chroma's upsert, another
+    thread tries (without waiting) to take the lock the reader's every Chroma call holds."""
+    writer = OutputProfileMemory(path=tmp_path / "store")
+    reader = OutputProfileMemory(path=tmp_path / "store")
+    could_enter: list[bool] = []
+
+    def try_to_enter() -> None:
+        lock = reader.store._write_lock
+        entered = lock.acquire(blocking=False)
+        if entered:
+            lock.release()
+        could_enter.append(entered)
+
+    class Probe:
+        def __init__(self, collection: Any) -> None:
+            self._collection = collection
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._collection, name)
+
+        def upsert(self, **kwargs: Any) -> None:
+            other = threading.Thread(target=try_to_enter)
+            other.start()
+            other.join()
+            self._collection.upsert(**kwargs)
+
+    writer.store._collection = Probe(writer.store._collection)
+    writer.add("Written while the reader waits.", user_id="ana")
+
+    assert could_enter == [False]
+    assert [e.text for e in reader.select("ana").entries] == ["Written while the reader waits."]
+
+
+# -- listing users ------------------------------------------------------------------------------
+
+
+class _GetSpy:
+    """Stands in for the entries collection and records the ``include`` of every ``get``."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.includes: list[list[str] | None] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def get(self, **kwargs: Any) -> Any:
+        self.includes.append(kwargs.get("include"))
+        return self._collection.get(**kwargs)
+
+
+def _spy_on_entries(store: ProfileStore) -> _GetSpy:
+    spy = _GetSpy(store._collection)
+    store._collection = spy
+    return spy
+
+
+def test_user_ids_never_reads_entry_text_or_metadata(memory: OutputProfileMemory) -> None:
+    memory.add_many(
+        [{"text": f"Entry {i} of {user}.", "user_id": user} for user in "abc" for i in range(3)]
+    )
+    spy = _spy_on_entries(memory.store)
+
+    assert memory.store.user_ids() == ["a", "b", "c"]
+    assert spy.includes == [[], [], []]  # one id lookup confirms each user; no text, no fields
+
+    memory.forget("a")
+    spy.includes.clear()
+    assert memory.store.user_ids() == ["b", "c"]
+    assert spy.includes == [[], []]  # a forgotten user's row says so: not even looked up
+
+
+def test_user_ids_follow_adds_deletes_and_forget(memory: OutputProfileMemory) -> None:
+    assert memory.store.user_ids() == []
+    memory.add("Ana's only entry.", user_id="ana")
+    bob = [memory.add(f"Bob's entry {i}.", user_id="bob") for i in range(2)]
+    memory.add("Cy's entry.", user_id="cy")
+    assert memory.store.user_ids() == ["ana", "bob", "cy"]
+
+    assert memory.forget("ana") == 1
+    assert memory.store.user_ids() == ["bob", "cy"]
+    assert memory.delete(bob[0].id, user_id="bob")
+    assert memory.store.user_ids() == ["bob", "cy"]  # one entry left
+    assert memory.delete(bob[1].id, user_id="bob")
+    assert memory.store.user_ids() == ["cy"]
+
+    memory.add("Ana is back.", user_id="ana")
+    assert memory.store.user_ids() == ["ana", "cy"]
+
+
+def test_user_ids_of_a_collection_written_before_version_rows(make_memory: MemoryFactory) -> None:
+    """A collection of an earlier release has no version rows for its users: the first
+    listing scans the entries once and writes the missing rows; later ones do not scan."""
+    probe = make_memory()
+    name = _row_format_1_collection(probe.store.client, schema=1)  # ana, no state rows
+    memory = make_memory(collection_name=name)
+    memory.add("Written after the upgrade.", user_id="bob")  # bob gets a version row
+
+    assert memory.store.user_ids() == ["ana", "bob"]
+
+    again = make_memory(collection_name=name)
+    spy = _spy_on_entries(again.store)
+    assert again.store.user_ids() == ["ana", "bob"]
+    assert all(include == [] for include in spy.includes), spy.includes
+    again.forget("ana")
+    assert again.store.user_ids() == ["bob"]
+
+
+# -- state rows ---------------------------------------------------------------------------------
+
+
+def test_a_version_row_that_lost_its_version_is_read_as_none_and_replaced(
+    make_memory: MemoryFactory,
+) -> None:
+    writer = make_memory()
+    writer.add("Stay brief.", user_id="ana")
+    rows = writer.store.state._collection
+    version_id = state_id("v", "ana")
+    rows.delete(ids=[version_id])  # an upsert would keep the keys it leaves out
+    rows.upsert(ids=[version_id], metadatas=[{"user_id": "ana"}], embeddings=[[1.0]])
+    rows.upsert(ids=["v:no-user"], metadatas=[{"version": "x"}], embeddings=[[1.0]])
+
+    reader = make_memory()
+    assert reader.store.version("ana") == ""
+    assert [e.text for e in reader.select("ana").entries] == ["Stay brief."]
+    assert reader.store.user_ids() == ["ana"]
+
+    writer.add("Use bullets.", user_id="ana")
+    (meta,) = rows.get(ids=[version_id], include=["metadatas"])["metadatas"]
+    assert meta["user_id"] == "ana" and len(str(meta["version"])) == 32
+    assert {e.text for e in make_memory().select("ana").entries} == {"Stay brief.", "Use bullets."}
