@@ -8,6 +8,7 @@ LangChain surfaces are built over this object as their :class:`ProfileSource`.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from langchain_core.runnables import Runnable
 from langchain_outprofile.capture import coerce_item
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.memory.feedback import FeedbackMixin
-from langchain_outprofile.memory.reader import ProfileReader
+from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
 from langchain_outprofile.surfaces.injector import ProfileInjector
@@ -290,7 +291,10 @@ class OutputProfileMemory(FeedbackMixin):
         """
         user = validate_user_id(user_id)
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
-        return self._reader.select(user, chosen, query)
+        selection = self._reader.select(user, chosen, query)
+        if selection.choice.note:  # on every path: ranked, cached or read from a snapshot
+            warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
+        return selection
 
     def _invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users just written through this object."""

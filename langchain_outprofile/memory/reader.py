@@ -9,7 +9,6 @@ cold read). Writes through the memory call :meth:`ProfileReader.invalidate`.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +141,9 @@ class ProfileReader:
         )
 
         def entry_cost(entry: ProfileEntry) -> int:
-            return counter.count(render_entry(entry, 999, options.fields, template) + "\n")
+            # numbered as the largest position the block can have, so no entry is under-counted
+            widest = options.pool_size
+            return counter.count(render_entry(entry, widest, options.fields, template) + "\n")
 
         def fits(entries: Sequence[ProfileEntry]) -> bool:
             return counter.count(render_block(entries, options.fields, template)) <= (
@@ -159,8 +160,6 @@ class ProfileReader:
             now=self._memory.clock(),
             query_vector=query_vector,
         )
-        if choice.note:
-            warnings.warn(choice.note, BudgetTooSmallWarning, stacklevel=4)
         text = render_block([c.entry for c in choice.chosen], options.fields, template)
         return ProfileSelection(
             user_id=user,

@@ -360,9 +360,11 @@ def test_exact_check_drops_what_per_entry_costs_under_counted() -> None:
     assert min(c.score for c in choice.chosen) > max(c.score for c in dropped)  # weakest go
 
 
-def test_entry_numbers_past_999_are_counted_by_the_exact_check() -> None:
-    """Per-entry costs are counted with the entry number 999; numbers from 1000 on cost one
-    more token each, so the packed block goes over. The exact check drops an entry."""
+def test_entry_numbers_past_999_are_not_under_counted() -> None:
+    """Per-entry costs are counted with the widest number the block can hold (``pool_size``):
+    numbers from 1000 on cost one more token each, and packing already knows it, so no
+    packed block goes over (it used to count every entry as number 999, and only the exact
+    check caught the difference)."""
     memory = OutputProfileMemory(
         client=chromadb.EphemeralClient(),
         collection_name=unique_name(),
@@ -381,7 +383,7 @@ def test_entry_numbers_past_999_are_counted_by_the_exact_check() -> None:
     budget = len(encoding.encode_ordinary(everything.text)) - 1  # the whole block is 1 over
     selection = memory.select("ana", max_tokens=budget, **options)
     reasons = [c.reason for c in selection.choice.left_out]
-    assert reasons and set(reasons) == {"over budget once rendered"}  # not skipped by packing
+    assert reasons and set(reasons) == {"over budget"}  # packing, not the exact check
     assert len(selection.entries) + len(reasons) == total
     assert len(encoding.encode_ordinary(selection.text)) <= budget
     assert parse_block(selection.text) == [e.text for e in selection.entries]
