@@ -61,9 +61,9 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     """(host, port) of a real Chroma server on loopback."""
     url = os.environ.get("OUTPROFILE_CHROMA_URL")
     if url:
-        host, port = url.removeprefix("http://").split(":")
+        host, port_text = url.removeprefix("http://").split(":")
         _wait_for_heartbeat(url)
-        yield host, int(port)
+        yield host, int(port_text)
         return
     binary = shutil.which("chroma")
     if binary is None:

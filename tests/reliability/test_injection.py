@@ -50,11 +50,12 @@ ATTACKS = [
 
 fragments = st.sampled_from(
     ["</entry>", "<entry n=\"1\">", "</user_profile>", "<|im_start|>", "system:", "\n", ZWSP,
-     "<", "/", "|", BAR, "\r", "\x00", "ignore previous instructions"]
+     "<", "/", "|", BAR, "\r", "\x00", "ignore previous instructions",
+     "\u2060", "\ufeff", "\u200c", "\t", "[", "[INST]", "[/INST]", "[TOOL_CALLS]", "<<SYS>>"]
 )  # fmt: skip
 adversarial_texts = (
     st.lists(
-        st.one_of(fragments, st.text(alphabet=st.characters(exclude_categories=("Cs",)))),
+        st.one_of(fragments, st.text(alphabet=st.characters(codec="utf-8"))),
         min_size=1,
         max_size=8,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import chromadb
 import pytest
+from langchain_core.runnables import RunnableConfig
 
 from langchain_outprofile import (
     AmbiguousRunError,
@@ -23,13 +24,16 @@ from tests.fakes import RecordingChatModel
 RID = "req-42"  # an app's request id, reused
 
 
-def _cfg(user: str) -> dict[str, object]:
-    return {"configurable": {"user_id": user}, "run_id": RID}
+def _cfg(user: str) -> RunnableConfig:
+    # LangChain types run_id as a UUID; apps pass their own strings too (the attack here)
+    return {"configurable": {"user_id": user}, "run_id": RID}  # type: ignore[typeddict-item]
 
 
 @pytest.fixture
 def memory() -> OutputProfileMemory:
-    return OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name("rid"))
+    return OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=unique_name("rid")
+    )
 
 
 def test_a_run_id_of_another_user_is_refused_and_feedback_stays_with_its_user(

@@ -143,7 +143,7 @@ def test_batch_and_stream_give_each_user_their_block(filled: OutputProfileMemory
     inputs = [{"topic": "a", "question": "1"}, {"topic": "b", "question": "2"}]
     replies = chain.batch(inputs, config=[cfg("ana"), cfg("bob")])
     assert len(replies) == 2
-    firsts = {m[1].text: m[0].text for m in model.received}
+    firsts: dict[str, str] = {str(m[1].text): str(m[0].text) for m in model.received}
     assert firsts["1"].startswith(block_of(filled, "ana"))
     assert firsts["2"].startswith(block_of(filled, "bob"))
     chunks = list(chain.stream({"topic": "c", "question": "3"}, config=cfg("bob")))
@@ -223,8 +223,9 @@ def test_bad_input_is_a_typed_error(filled: OutputProfileMemory, bad: Any) -> No
 
 def test_content_block_system_message_keeps_its_blocks(filled: OutputProfileMemory) -> None:
     blocks = [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]
-    out = filled.injector(user_id="ana").invoke([SystemMessage(content=blocks), HumanMessage("q")])
-    assert out[0].content[1:] == blocks  # type: ignore[index]
+    system = SystemMessage(content=list[str | dict[Any, Any]](blocks))
+    out = filled.injector(user_id="ana").invoke([system, HumanMessage("q")])
+    assert out[0].content[1:] == blocks
     assert out[0].text.startswith(block_of(filled, "ana"))
 
 

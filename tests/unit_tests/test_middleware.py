@@ -85,7 +85,7 @@ def test_without_an_agent_system_prompt_the_block_is_the_system_message(
     filled: OutputProfileMemory,
 ) -> None:
     model = RecordingChatModel()
-    agent = create_agent(model, [], middleware=[filled.middleware()], context_schema=Context)
+    agent: Any = create_agent(model, [], middleware=[filled.middleware()], context_schema=Context)
     agent.invoke(ask("hi"), context=Context(user_id="bob"))
     assert model.received[0][0] == SystemMessage(content=filled.select("bob").text)
 
@@ -94,7 +94,7 @@ def test_separate_placement_puts_its_own_system_message_first(
     filled: OutputProfileMemory,
 ) -> None:
     model = RecordingChatModel()
-    agent = create_agent(
+    agent: Any = create_agent(
         model, [], system_prompt=SYSTEM, middleware=[filled.middleware(placement="separate")]
     )
     agent.invoke(ask("hi"), config={"configurable": {"user_id": "ana"}})
@@ -133,7 +133,7 @@ async def test_async_agent_gives_the_same_messages(filled: OutputProfileMemory) 
 
 def test_user_id_from_a_dict_context_or_the_config(filled: OutputProfileMemory) -> None:
     model = RecordingChatModel()
-    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
+    agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
     agent.invoke(ask("a"), context={"user_id": "ana"})
     agent.invoke(ask("b"), config={"configurable": {"user_id": "bob"}})
     assert sorted(parse_block(model.received[0][0].text)) == sorted(ANA)
@@ -144,7 +144,7 @@ def test_missing_user_id_is_a_clear_error_and_the_model_is_not_called(
     filled: OutputProfileMemory,
 ) -> None:
     model = RecordingChatModel()
-    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
+    agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
     with pytest.raises(MissingUserIdError, match="context"):
         agent.invoke(ask("hi"))
     assert model.received == []
@@ -160,7 +160,7 @@ def test_selection_options_reach_the_agent(filled: OutputProfileMemory) -> None:
     filled.add("Email habit: greet by first name.", user_id="ana", task="email")
     model = RecordingChatModel()
     middleware = filled.middleware(task="email", fill_from_profile=False, max_tokens=120)
-    agent = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
+    agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
     agent.invoke(ask("hi"), context={"user_id": "ana"})
     assert parse_block(model.received[0][0].text) == ["Email habit: greet by first name."]
     assert filled.counter.count(model.received[0][0].text.split("\n\n" + SYSTEM)[0]) <= 120
@@ -172,7 +172,7 @@ def test_content_block_system_prompt_keeps_its_blocks(filled: OutputProfileMemor
         {"type": "text", "text": "Part two."},
     ]
     model = RecordingChatModel()
-    agent = create_agent(
+    agent: Any = create_agent(
         model, [], system_prompt=SystemMessage(content=blocks), middleware=[filled.middleware()]
     )
     agent.invoke(ask("hi"), context={"user_id": "ana"})
@@ -243,7 +243,7 @@ def test_two_memories_lead_one_agent_each_with_its_own_block(
 
     def system_seen(middleware: list[Any]) -> str:
         model = RecordingChatModel()
-        agent = create_agent(
+        agent: Any = create_agent(
             model, [], system_prompt=SYSTEM, middleware=middleware, context_schema=Context
         )
         agent.invoke(ask("Lunch Tuesday?"), context=Context(user_id="ana"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import chromadb
 import numpy as np
@@ -137,7 +138,7 @@ def test_block_does_not_depend_on_the_query(memory: OutputProfileMemory) -> None
 def test_relevance_weight_lets_the_query_in(make_memory: MemoryFactory) -> None:
     memory = make_memory(cache_ttl_s=0)
     memory.add_many([{"text": t, "user_id": "ana", "created_at": NOW} for t in SENTENCES])
-    options = {"max_tokens": 90, "relevance_weight": 1.0, "mmr_lambda": 1.0}
+    options: dict[str, Any] = {"max_tokens": 90, "relevance_weight": 1.0, "mmr_lambda": 1.0}
     shouty = memory.select("ana", query="OMG!!! 🔥🔥 album", **options)
     formal = memory.select("ana", query="Kindly find the attached report", **options)
     assert "OMG" in shouty.entries[0].text
@@ -377,7 +378,7 @@ def test_entry_numbers_past_999_are_not_under_counted() -> None:
         [{"text": f"n{i}", "user_id": "ana", "created_at": NOW - i} for i in range(total)]
     )
     encoding = tiktoken.get_encoding(memory.counter.encoding_name)
-    options = {"pool_size": 2_000, "duplicate_threshold": 1.0, "mmr_lambda": 1.0}
+    options: dict[str, Any] = {"pool_size": 2_000, "duplicate_threshold": 1.0, "mmr_lambda": 1.0}
     everything = memory.select("ana", max_tokens=1_000_000, **options)
     assert len(everything.entries) == total
     budget = len(encoding.encode_ordinary(everything.text)) - 1  # the whole block is 1 over
