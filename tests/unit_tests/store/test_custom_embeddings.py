@@ -144,7 +144,7 @@ def test_reopening_with_the_same_embedder_gives_the_same_block(tmp_path: Path) -
         f"""
         import sys
         from langchain_outprofile import OutputProfileMemory
-        from tests.unit_tests.test_custom_embeddings import NOW, WordHashEmbeddings
+        from tests.unit_tests.store.test_custom_embeddings import NOW, WordHashEmbeddings
         memory = OutputProfileMemory(
             path={str(path)!r}, embeddings=WordHashEmbeddings(), collection_name="custom",
             clock=lambda: NOW, snapshot_ttl_s=0,
