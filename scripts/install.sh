@@ -1,23 +1,64 @@
 #!/usr/bin/env bash
 # Install langchain-outprofile (editable) with the extras named in $1 (default: dev = everything).
+# Run it inside a virtual environment (python -m venv .venv && . .venv/bin/activate).
 #
-# llama-cpp-python (the `local` extra) compiles from source. pip's default build is tuned to
-# the build machine's CPU and was seen to segfault on its first decode here, and pip caches a
-# built wheel whatever CMAKE_ARGS were, so a bad wheel keeps coming back. This script builds a
-# portable wheel (-DGGML_NATIVE=OFF) once into its own wheelhouse and installs from there.
+# llama-cpp-python (the `local` extra) compiles llama.cpp from source, which needs a C/C++
+# compiler and takes ~4 min on an idle 2-core machine, ~15 min on a busy one; only the first
+# run pays it. pip's default build is tuned to the build machine's CPU and was seen to segfault
+# on its first decode here, and pip caches a built wheel whatever CMAKE_ARGS were, so a bad
+# wheel keeps coming back. This script builds a portable wheel (-DGGML_NATIVE=OFF) once into
+# its own wheelhouse and installs from there, printing a line per compiled file as it goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-dev}"
 llama_version="0.3.36"
 wheelhouse="${OUTPROFILE_WHEELHOUSE:-$HOME/.cache/outprofile-wheelhouse/portable}"
+build_log="$(dirname "$wheelhouse")/llama-cpp-python-$llama_version-build.log"
 mkdir -p "$wheelhouse"
+
+if [[ -z "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
+  echo "note: no virtual environment is active; installing into $(python -c 'import sys; print(sys.prefix)')"
+fi
+
+# One line per compiled file, with the build's own counter ("[37/212] ggml-cpu.c"), from the
+# verbose pip output on stdin; scikit-build-core's "***" step lines pass through. (A bash loop,
+# not awk: mawk reads its input in blocks and would print the lines in bursts.)
+progress() {
+  local line name counter
+  local step='^[[:space:]]*(\[[0-9]+/[0-9]+\]|\[ *[0-9]+%\] (Building|Linking)) '
+  local stage='^[[:space:]]*(\*\*\* .*)'
+  while IFS= read -r line; do
+    if [[ $line =~ $step ]]; then
+      name=${line##*/}
+      name=${name##* }
+      name=${name%.o}
+      counter=${BASH_REMATCH[1]%%]*}]
+      echo "  ${counter// /} $name"
+    elif [[ $line =~ $stage ]]; then
+      echo "  ${BASH_REMATCH[1]}"
+    fi
+  done
+}
 
 if [[ "$extras" == *dev* || "$extras" == *local* ]] &&
    ! ls "$wheelhouse"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
-  echo "building a portable llama-cpp-python $llama_version wheel (about 4 min on 2 cores)"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" FORCE_CMAKE=1 python -m pip wheel --no-deps --no-cache-dir \
-    --no-binary llama-cpp-python "llama-cpp-python==$llama_version" -w "$wheelhouse"
+  if ! command -v "${CC:-cc}" >/dev/null || ! command -v "${CXX:-c++}" >/dev/null; then
+    echo "error: building llama.cpp needs a C and a C++ compiler (${CC:-cc} and ${CXX:-c++} on PATH):" \
+      "install build-essential (Debian/Ubuntu), gcc-c++ (Fedora) or the Xcode command line tools" >&2
+    exit 1
+  fi
+  echo "building llama-cpp-python $llama_version from source, once: ~4 min on an idle 2-core" \
+    "machine, ~15 min on a busy one (full log: $build_log)"
+  start=$SECONDS
+  if ! CMAKE_ARGS="-DGGML_NATIVE=OFF" FORCE_CMAKE=1 PYTHONUNBUFFERED=1 python -m pip wheel -v \
+      --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$llama_version" \
+      -w "$wheelhouse" 2>&1 | tee "$build_log" | progress; then
+    echo "error: the llama-cpp-python build failed; the last lines of $build_log:" >&2
+    tail -n 25 "$build_log" >&2
+    exit 1
+  fi
+  echo "built in $(((SECONDS - start) / 60)) min $(((SECONDS - start) % 60)) s"
 fi
 
 # --only-binary: take llama-cpp-python from the portable wheel above, never compile it (a

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.panel import Panel
@@ -43,6 +42,15 @@ from langchain_outprofile.tokens import ApproximateTokenizerWarning
 __all__ = ["app", "main"]
 
 BATCH = 256
+
+# Usage mistakes are click exceptions: of typer's own copy of click (typer >= 0.2x) or of
+# click itself (older typer). typer.BadParameter is one in both, so its bases name them.
+_CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
 
 app = typer.Typer(
     name="outprofile",
@@ -69,7 +77,23 @@ class StoreChoice:
             return OutputProfileMemory(
                 client=http_client(self.chroma_url), collection_name=self.collection
             )
+        if self.path is not None:
+            _check_store_path(self.path)
         return OutputProfileMemory(path=self.path, collection_name=self.collection)
+
+
+def _check_store_path(path: Path) -> None:
+    """A :class:`CliError` when ``--path`` or a folder above it is a file (Chroma would fail
+    with ``File exists`` or ``Not a directory``); a missing directory is created later."""
+    where = path.expanduser()
+    for place in (where, *where.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is a file" if place == where else f"is inside the file {str(place)!r}"
+                raise CliError(
+                    f"--path {str(path)!r} {what}; pass a directory (it is created if missing)"
+                )
+            return
 
 
 @contextmanager
@@ -83,8 +107,10 @@ def _errors() -> Iterator[None]:
 
 
 def _print_error(message: str) -> None:
-    """One line on stderr, user text printed as text (no rich markup is interpreted)."""
-    Console(stderr=True, soft_wrap=True).print(Text(f"error: {message}", style="bold red"))
+    """One line on stderr, user text printed as text (no rich markup is interpreted; line
+    breaks inside the message, e.g. from a file name or a user id, become spaces)."""
+    line = " ".join(message.splitlines())
+    Console(stderr=True, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
 
 
 def _memory(ctx: typer.Context) -> OutputProfileMemory:
@@ -161,6 +187,8 @@ def preview(
 ) -> None:
     """Print the user's profile block exactly as the model will read it."""
     with _errors():
+        if max_tokens is not None and max_tokens < 1:
+            raise CliError(f"--max-tokens must be 1 or more (a token budget); got {max_tokens}")
         memory = _memory(ctx)
         selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
         console = Console()
@@ -243,19 +271,39 @@ def demo() -> None:
 
 
 app.command("eval")(eval_command)
-app.command("bench")(bench_command)
+app.command(
+    "bench",
+    help=(
+        "Time ingest, add, cold and warm select+render and the similarity baseline on "
+        "synthetic users; print a markdown table and write JSON. A quick run: --sizes 1000 "
+        "--many-entries 0 --modes embedded."
+    ),
+)(bench_command)
 
 
 def main() -> None:
-    """The ``outprofile`` entry point: usage mistakes (a missing argument, an unknown
-    option, a value of the wrong type) print one line naming the fix, not a box."""
+    """The ``outprofile`` entry point: every mistake a person can fix (a missing argument, an
+    unknown option, a value of the wrong type, a bad file or store) prints one line on
+    stderr naming the fix, never a box or a traceback. With no arguments it prints the help."""
     try:
-        result = app(standalone_mode=False)
-    except click.UsageError as error:
-        hint = f" (see: outprofile {error.ctx.info_name} --help)" if error.ctx else ""
-        _print_error(f"{error.format_message()}{hint}")
+        result = app(args=sys.argv[1:] or ["--help"], prog_name="outprofile", standalone_mode=False)
+    except _USAGE_ERROR as error:
+        ctx = getattr(error, "ctx", None)
+        command = ctx.command_path if ctx is not None else "outprofile"
+        _print_error(f"{_click_message(error).rstrip('.')} (see: {command} --help)")
         sys.exit(2)
-    except click.exceptions.Abort:
-        _print_error("aborted")
+    except _CLICK_ERROR as error:
+        _print_error(_click_message(error))
+        sys.exit(int(getattr(error, "exit_code", 1)))
+    except typer.Abort:
+        _print_error("aborted; nothing more was done")
+        sys.exit(1)
+    except OutprofileError as error:  # a command that does not catch the package's own errors
+        _print_error(str(error))
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click_message(error: Exception) -> str:
+    format_message = getattr(error, "format_message", None)
+    return str(format_message() if callable(format_message) else error)

@@ -62,16 +62,25 @@ def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def read_text(path: Path) -> str:
-    """The whole file as UTF-8 text, or a :class:`CliError` naming what is wrong with it."""
+    """The whole file as UTF-8 text (a leading BOM dropped), or a :class:`CliError` naming
+    what is wrong with it.
+
+    Line ends are kept as they are: text mode's newline translation would turn a lone
+    carriage return (JSON whitespace inside a record) into a line break.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise CliError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:
         raise CliError(f"{path} is a directory; pass a JSONL or JSON file") from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
         raise CliError(
-            f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 and try again"
+            f"{path}: not UTF-8 text (line {line}, byte {error.start}); "
+            "save it as UTF-8 and try again"
         ) from None
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import chromadb
 import pytest
-from typer.testing import CliRunner
 
 from langchain_outprofile import (
     EmbeddingMismatchError,
@@ -23,7 +23,7 @@ from langchain_outprofile import (
     OutputProfileMemory,
     StyleEmbeddings,
 )
-from langchain_outprofile.cli import app
+from langchain_outprofile.cli import main
 from langchain_outprofile.errors import UnknownRunError
 from tests.conftest import unique_name
 
@@ -108,11 +108,16 @@ def test_api_rejects_bad_input_and_changes_nothing(
     says: str,
 ) -> None:
     before = _snapshot(seeded)
+    versions = {u: seeded.store.version(u) for u in USERS}
     with pytest.raises(error) as raised:
         call(seeded)
     assert says in str(raised.value), f"{case}: unclear message {raised.value!r}"
     assert _snapshot(seeded) == before
-    assert seeded.store.collection_name  # the store still opens and answers
+    assert {u: seeded.store.version(u) for u in USERS} == versions  # no write reached the store
+    reopened = OutputProfileMemory(
+        client=seeded.store.client, collection_name=seeded.store.collection_name
+    )
+    assert _snapshot(reopened) == before  # the collection still opens, as it was
     assert seeded.select("ana").entries
 
 
@@ -141,30 +146,49 @@ CLI_ROWS: list[CliRow] = [
     ("ingest not an object", lambda p: ["ingest", _write(p, "f.jsonl", ["[1, 2]"])], "must be a JSON object"),
     ("import corrupt line", lambda p: ["import", _write(p, "g.jsonl", ["{"])], "line 1 is not valid JSON"),
     ("import bad strength", lambda p: ["import", _write(p, "h.jsonl", [_line(text="x", user_id="ana", signals=["authored"], strength=5)])], "strength"),
-    ("preview max-tokens 0", lambda p: ["preview", "--user", "ana", "--max-tokens", "0"], "max_tokens must be an int >= 1"),
+    ("ingest not UTF-8", lambda p: ["ingest", (p / "l.jsonl").write_bytes(b'{"text": "caf\xe9"}\n') and str(p / "l.jsonl")], "not UTF-8 text (line 1, byte 13); save it as UTF-8"),
+    ("ingest a directory", lambda p: ["ingest", str(p)], "is a directory; pass a JSONL or JSON file"),
+    ("preview max-tokens 0", lambda p: ["preview", "--user", "ana", "--max-tokens", "0"], "--max-tokens must be 1 or more"),
+    ("preview max-tokens -5", lambda p: ["preview", "--user", "ana", "--max-tokens", "-5"], "--max-tokens must be 1 or more"),
+    ("preview max-tokens many", lambda p: ["preview", "--user", "ana", "--max-tokens", "many"], "Invalid value for '--max-tokens'"),
+    ("preview without --user", lambda p: ["preview"], "Missing option '--user' (see: outprofile preview --help)"),
+    ("preview markup user", lambda p: ["preview", "--user", "[bold]zed[/]"], "no entries stored for user '[bold]zed[/]'"),
     ("preview unknown user", lambda p: ["preview", "--user", "zed"], "no entries stored for user 'zed'"),
     ("forget unknown user", lambda p: ["forget", "--user", "zed", "--yes"], "no entries stored for user 'zed'"),
     ("export unknown user", lambda p: ["export", "--user", "Ana"], "no entries stored for user 'Ana'"),
     ("bad chroma url", lambda p: ["--chroma-url", "ftp://x", "stats"], "a Chroma URL looks like"),
     ("path and url", lambda p: ["--path", str(p / "store"), "--chroma-url", "http://127.0.0.1:9", "stats"], "either --path or --chroma-url"),
+    ("path is a file", lambda p: ["--path", _write(p, "file", ["x"]), "stats"], "is a file; pass a directory"),
+    ("path inside a file", lambda p: ["--path", _write(p, "file", ["x"]) + "/store", "stats"], "is inside the file"),
     ("bad collection", lambda p: ["--collection", "a", "stats"], "collection_name must be"),
-    ("unknown option", lambda p: ["stats", "--colour", "red"], "No such option"),
+    ("unknown option", lambda p: ["stats", "--colour", "red"], "No such option: --colour (see: outprofile stats --help)"),
+    ("unknown command", lambda p: ["stat"], "No such command 'stat'"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "args", "says"), CLI_ROWS, ids=[r[0] for r in CLI_ROWS])
 def test_cli_rejects_bad_input_and_changes_nothing(
-    tmp_path: Path, case: str, args: Callable[[Path], list[str]], says: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    args: Callable[[Path], list[str]],
+    says: str,
 ) -> None:
+    """Through the `outprofile` entry point: a non-zero exit and one line on stderr."""
     store = tmp_path / "store"
     memory = _seed(OutputProfileMemory(path=store))
     before = _snapshot(memory)
     argv = args(tmp_path)
-    if "--chroma-url" not in argv:
+    if "--chroma-url" not in argv and "--path" not in argv:
         argv = ["--path", str(store), *argv]
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code != 0, f"{case}: exit 0\n{result.output}"
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    message = " ".join(result.output.split())
-    assert says in message, f"{case}: unclear message {result.output!r}"
+    monkeypatch.setattr(sys, "argv", ["outprofile", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    assert exited.value.code not in (0, None), f"{case}: exit 0\n{out}{err}"
+    assert "Traceback" not in out + err, f"{case}: traceback\n{err}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: not one line {err!r}"
+    assert says in lines[0], f"{case}: unclear message {err!r}"
     assert _snapshot(memory) == before

