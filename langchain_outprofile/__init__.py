@@ -1,7 +1,8 @@
 """langchain-outprofile: personalize LangChain apps with what a user wrote or approved.
 
 Names are loaded on first use (PEP 562), so ``import langchain_outprofile`` and
-``outprofile --help`` stay fast; ``ProfileMiddleware`` needs the optional ``agents`` extra.
+``outprofile --help`` stay fast; ``ProfileMiddleware`` and ``OutputProfileStore`` (LangGraph)
+need the optional ``agents`` extra.
 
 Example:
     ```python
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
         ProfileStats,
     )
     from langchain_outprofile.render import BlockTemplate, parse_block
-    from langchain_outprofile.store import ProfileStore
+    from langchain_outprofile.store import ProfileStore, http_client
     from langchain_outprofile.surfaces.injector import ProfileInjector
+    from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
     from langchain_outprofile.surfaces.retriever import ProfileRetriever
     from langchain_outprofile.tokens import TokenCounter
@@ -59,6 +61,7 @@ _EXPORTS = {
     "MissingUserIdError": "errors",
     "OutprofileError": "errors",
     "OutputProfileMemory": "memory",
+    "OutputProfileStore": "surfaces.langgraph_store",
     "ProfileEntry": "types",
     "ProfileInjector": "surfaces.injector",
     "ProfileMiddleware": "surfaces.middleware",
@@ -75,6 +78,7 @@ _EXPORTS = {
     "StyleEmbeddings": "embeddings",
     "TokenCounter": "tokens",
     "UnknownRunError": "errors",
+    "http_client": "store",
     "parse_block": "render",
 }
 __all__ = [
@@ -86,6 +90,7 @@ __all__ = [
     "MissingUserIdError",
     "OutprofileError",
     "OutputProfileMemory",
+    "OutputProfileStore",
     "ProfileEntry",
     "ProfileInjector",
     "ProfileMiddleware",
@@ -102,14 +107,16 @@ __all__ = [
     "StyleEmbeddings",
     "TokenCounter",
     "UnknownRunError",
+    "http_client",
     "parse_block",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)  # one list of names, kept in two places for mypy
 
 _AGENTS_HINT = (
-    "ProfileMiddleware needs the `agents` extra (LangChain v1's create_agent): "
+    "{name} needs the `agents` extra (LangChain v1's create_agent and LangGraph): "
     "pip install 'langchain-outprofile[agents]'"
 )
+_NEEDS_AGENTS = {"ProfileMiddleware", "OutputProfileStore"}
 
 
 def __getattr__(name: str) -> Any:
@@ -120,8 +127,8 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(import_module(f"{__name__}.{module}"), name)
     except ImportError as error:
-        if name == "ProfileMiddleware":
-            raise ImportError(f"{_AGENTS_HINT} ({error})") from error
+        if name in _NEEDS_AGENTS:
+            raise ImportError(f"{_AGENTS_HINT.format(name=name)} ({error})") from error
         raise
     globals()[name] = value
     return value

@@ -15,6 +15,7 @@ from typing import Any
 from langchain_outprofile.errors import InvalidInputError
 
 __all__ = [
+    "DEFAULT_COLLECTION",
     "DEFAULT_MAX_TEXT_CHARS",
     "Scalar",
     "entry_id",
@@ -28,6 +29,9 @@ __all__ = [
     "validate_timestamp",
     "validate_user_id",
 ]
+
+DEFAULT_COLLECTION = "outprofile"
+"""The Chroma collection that holds every user when no ``collection_name`` is given."""
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
 """Longest accepted entry text, in characters (configurable per memory)."""

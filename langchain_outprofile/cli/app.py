@@ -20,8 +20,9 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,16 +31,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from langchain_outprofile.bench.run import bench_command
-from langchain_outprofile.cli.demo import run_demo
+import langchain_outprofile as outprofile
 from langchain_outprofile.cli.files import CliError, read_entries, read_exported
 from langchain_outprofile.errors import OutprofileError
-from langchain_outprofile.evaluation.command import eval_command
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.store import DEFAULT_COLLECTION, http_client
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
+from langchain_outprofile.validation import DEFAULT_COLLECTION
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    from langchain_outprofile.memory import OutputProfileMemory
+
+__all__ = ["LAZY_COMMANDS", "app", "main"]
+
+LAZY_COMMANDS = {
+    "demo": ("cli.demo", "run_demo"),
+    "eval": ("evaluation.command", "eval_command"),
+    "bench": ("bench.run", "bench_command"),
+}
+"""Commands whose modules load only when the command runs (they pull in the store, the
+model or the evaluation), so ``outprofile --help`` stays fast. The store commands reach the
+memory through the package's lazily loaded names. tests/unit_tests/test_layout.py checks
+that these point down the stages too."""
 
 BATCH = 256
 
@@ -74,12 +85,12 @@ class StoreChoice:
         if self.path is not None and self.chroma_url is not None:
             raise CliError("give either --path or --chroma-url, not both")
         if self.chroma_url is not None:
-            return OutputProfileMemory(
-                client=http_client(self.chroma_url), collection_name=self.collection
+            return outprofile.OutputProfileMemory(
+                client=outprofile.http_client(self.chroma_url), collection_name=self.collection
             )
         if self.path is not None:
             _check_store_path(self.path)
-        return OutputProfileMemory(path=self.path, collection_name=self.collection)
+        return outprofile.OutputProfileMemory(path=self.path, collection_name=self.collection)
 
 
 def _check_store_path(path: Path) -> None:
@@ -267,18 +278,41 @@ def forget(
 def demo() -> None:
     """An offline run-through: three users, their blocks, one request answered for two."""
     with _errors():
-        run_demo(Console())
+        _command("demo")(Console())
 
 
-app.command("eval")(eval_command)
-app.command(
-    "bench",
-    help=(
-        "Time ingest, add, cold and warm select+render and the similarity baseline on "
-        "synthetic users; print a markdown table and write JSON. A quick run: --sizes 1000 "
-        "--many-entries 0 --modes embedded."
-    ),
-)(bench_command)
+_FORWARDED: dict[str, Any] = {
+    "add_help_option": False,
+    "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
+}
+
+
+@app.command("eval", **_FORWARDED)
+def eval_(ctx: typer.Context) -> Any:
+    """Score profile strategies by the gold output's NLL (LaMP, CoAuthor, POPQUORN) and write
+    report.json, report.md and a plot. `outprofile eval --help` lists the options."""
+    return _forward("eval", ctx)
+
+
+@app.command("bench", **_FORWARDED)
+def bench(ctx: typer.Context) -> Any:
+    """Time ingest, add, cold and warm select+render and the similarity baseline on synthetic
+    users; print a markdown table and write JSON. A quick run: --sizes 1000 --many-entries 0
+    --modes embedded. `outprofile bench --help` lists the options."""
+    return _forward("bench", ctx)
+
+
+def _command(name: str) -> Any:
+    """The function behind a command of :data:`LAZY_COMMANDS`, its module loaded now."""
+    module, attribute = LAZY_COMMANDS[name]
+    return getattr(import_module(f"{outprofile.__name__}.{module}"), attribute)
+
+
+def _forward(name: str, ctx: typer.Context) -> Any:
+    """Run a lazily loaded command with the arguments given after its name."""
+    runner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    runner.command(name)(_command(name))
+    return runner(args=list(ctx.args), prog_name=f"outprofile {name}", standalone_mode=False)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from langchain_outprofile.store.clients import default_path, location_lock, pers
 from langchain_outprofile.store.rows import entries_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
-from langchain_outprofile.validation import validate_user_id
+from langchain_outprofile.validation import DEFAULT_COLLECTION, validate_user_id
 
 __all__ = ["DEFAULT_COLLECTION", "SCHEMA_VERSION", "ProfileStore"]
 
@@ -33,7 +33,6 @@ _READABLE_SCHEMAS = (1, 2)  # row format 1 is still read; every write uses forma
 # The vector index only serves direct similarity queries (selection never searches it), so
 # it is built cheaply: ef_construction and M well below Chroma's defaults of 100 and 16.
 _HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 32, "hnsw:M": 8}
-DEFAULT_COLLECTION = "outprofile"
 # leaves room for the state collection's suffix within Chroma's 512 characters
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]

@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "MissingUserIdError",
     "OutprofileError",
     "OutputProfileMemory",
+    "OutputProfileStore",
     "ProfileEntry",
     "ProfileInjector",
     "ProfileMiddleware",
@@ -32,6 +33,7 @@ EXPECTED_ALL = [
     "StyleEmbeddings",
     "TokenCounter",
     "UnknownRunError",
+    "http_client",
     "parse_block",
 ]
 
@@ -51,3 +53,22 @@ def test_importing_the_package_loads_no_optional_or_heavy_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_cli_help_loads_neither_the_store_nor_langchain() -> None:
+    """``outprofile --help`` imports only the CLI's own light modules: Chroma, LangChain and
+    the commands' heavy modules load when a command runs."""
+    heavy = ["chromadb", "langchain_core.runnables", "langchain_outprofile.memory", "llama_cpp"]
+    code = (
+        "import sys\n"
+        "from langchain_outprofile.cli import app\n"
+        "try:\n"
+        "    app(['--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
