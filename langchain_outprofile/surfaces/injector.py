@@ -1,7 +1,15 @@
 """Injector: the profile block as the first thing a chat model reads, in any LCEL chain.
 
 ``ProfileInjector`` sits between a prompt and a model (``prompt | injector | model``), so
-the model keeps ``bind_tools`` and ``with_structured_output``.
+the model keeps ``bind_tools`` and ``with_structured_output``. Its settings (budget, task,
+placement, any selection option) can change per call, three ways, later ones winning:
+
+- ``injector.configurable_fields(max_tokens=ConfigurableField(id="budget"))``, then
+  ``config={"configurable": {"budget": 200}}``: LangChain builds the injector anew with
+  that field for the call (any constructor field can be made configurable so);
+- ``config={"configurable": {"profile_max_tokens": 200}}``: the ``profile_<name>`` keys
+  the injector declares in ``config_specs`` (see :mod:`~langchain_outprofile.surfaces._common`);
+- keyword arguments of ``invoke`` (so ``injector.bind(task="email")`` works too).
 """
 
 from __future__ import annotations
@@ -16,17 +24,31 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import RunnableConfig, RunnableSerializable, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
+from pydantic import ConfigDict, PrivateAttr, SkipValidation
 
-from langchain_outprofile.surfaces._common import Placement, SurfaceSettings
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.surfaces._common import (
+    OPTION_NAMES,
+    SETTING_NAMES,
+    Placement,
+    SurfaceSettings,
+    setting_specs,
+)
 from langchain_outprofile.surfaces.messages import last_human_text, place_block, to_messages
-from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
+from langchain_outprofile.types import (
+    Fields,
+    Order,
+    ProfileSelection,
+    ProfileSource,
+    SelectionOptions,
+)
 
 __all__ = ["ProfileInjector"]
 
 
-class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
+class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]]):
     """A runnable between prompt and model that puts the user's profile block first.
 
     Args:
@@ -38,85 +60,157 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
         task: prefer entries of this task.
         **changes: any other :class:`SelectionOptions` field, e.g. ``order="stable"``.
 
+    Every setting but ``memory`` and ``user_id`` can also change per call: through
+    ``configurable_fields``, through the ``profile_<name>`` keys of
+    ``config["configurable"]`` declared in ``config_specs``, or as keyword arguments of
+    ``invoke`` (and so of ``bind``). A value of None means "unchanged": to turn recency
+    decay off, pass ``options=SelectionOptions(half_life_days=None)``.
+
     Example:
         ```python
-        chain = prompt | memory.injector() | model
+        chain = prompt | memory.injector(max_tokens=300) | model
         chain.invoke({"question": "..."}, config={"configurable": {"user_id": "ana"}})
+        chain.invoke(
+            {"question": "..."},
+            config={"configurable": {"user_id": "ana", "profile_max_tokens": 120,
+                                     "profile_task": "email"}},
+        )
+        budget = memory.injector().configurable_fields(
+            max_tokens=ConfigurableField(id="budget", name="Profile budget")
+        )
+        (prompt | budget | model).with_config(configurable={"budget": 200})
         ```
     """
 
-    def __init__(
-        self,
-        memory: ProfileSource,
-        *,
-        user_id: str | None = None,
-        placement: Placement = "merge",
-        options: SelectionOptions | None = None,
-        max_tokens: int | None = None,
-        task: str | None = None,
-        **changes: Any,
-    ) -> None:
-        self.memory = memory
-        self.settings = SurfaceSettings.resolve(
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    memory: SkipValidation[ProfileSource]
+    """Where the profile lives."""
+    user_id: str | None = None
+    """A fixed user; default: ``config["configurable"]["user_id"]`` per call."""
+    placement: Placement = "merge"
+    """``"merge"`` into the leading system message, or ``"separate"``."""
+    options: SkipValidation[SelectionOptions | None] = None
+    """Selection options the other fields change (default: the memory's)."""
+    max_tokens: int | None = None
+    """Budget of the whole block."""
+    task: str | None = None
+    """Prefer entries of this task."""
+    max_entry_tokens: int | None = None
+    """Longer entries are cut at a sentence boundary."""
+    half_life_days: float | None = None
+    """Recency half-life (None: the options' value)."""
+    order: Order | None = None
+    """``"strongest"`` first, or ``"stable"``."""
+    fields: Fields | None = None
+    """``"output"``, ``"input"`` or ``"full"``."""
+    fill_from_profile: bool | None = None
+    """Fill from other tasks when the task scope cannot fill the budget."""
+    relevance_weight: float | None = None
+    """0 ignores the query; up to 1 blends it in."""
+    typicality_weight: float | None = None
+    """Up to 1 blends in closeness to the user's style centroid."""
+    mmr_lambda: float | None = None
+    """1 ranks by score alone; lower values favour stylistic diversity."""
+    duplicate_threshold: float | None = None
+    """Cosine similarity above which an entry is a near-duplicate."""
+    pool_size: int | None = None
+    """How many top-scored candidates diversity and packing consider."""
+
+    _settings: SurfaceSettings = PrivateAttr()
+
+    def __init__(self, memory: ProfileSource, **data: Any) -> None:
+        """Build the injector; bad settings raise :class:`InvalidInputError` here."""
+        unknown = sorted(set(data) - set(type(self).model_fields))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown injector setting(s) {unknown}; it takes memory, user_id, placement, "
+                f"options and any SelectionOptions field {list(OPTION_NAMES)}"
+            )
+        changes = {name: data.get(name) for name in OPTION_NAMES}
+        settings = SurfaceSettings.resolve(
             memory,
-            user_id=user_id,
-            placement=placement,
-            options=options,
-            max_tokens=max_tokens,
-            task=task,
+            user_id=data.get("user_id"),
+            placement=data.get("placement", "merge"),
+            options=data.get("options"),
             **changes,
         )
-        self.name = "ProfileInjector"
+        super().__init__(**{**data, "memory": memory})
+        self._settings = settings
 
     @property
-    def user_id(self) -> str | None:
-        """The fixed user, or None when each call's config names it."""
-        return self.settings.user_id
-
-    @property
-    def options(self) -> SelectionOptions:
-        """The selection options every call uses."""
-        return self.settings.options
+    def settings(self) -> SurfaceSettings:
+        """The user, placement and selection options every call starts from."""
+        return self._settings
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """Declares ``user_id`` (unless fixed at construction)."""
-        return self.settings.config_specs
+        """Declares ``user_id`` (unless fixed) and every ``profile_<name>`` setting key."""
+        return [*self._settings.config_specs, *setting_specs(SETTING_NAMES)]
 
-    def select(self, messages: Sequence[BaseMessage], config: RunnableConfig) -> ProfileSelection:
+    def settings_for(self, config: RunnableConfig | None, **overrides: Any) -> SurfaceSettings:
+        """The settings of one call: the config's ``profile_<name>`` keys, then ``overrides``.
+
+        Example:
+            ```python
+            injector.settings_for({"configurable": {"profile_max_tokens": 120}}).options
+            ```
+        """
+        return self._settings.for_call(config, overrides)
+
+    def select(
+        self, messages: Sequence[BaseMessage], config: RunnableConfig, **overrides: Any
+    ) -> ProfileSelection:
         """The selection for this call's user (reads the store; no model call)."""
-        user = self.settings.user_for(config)
-        return self.memory.select(user, options=self.options, query=last_human_text(messages))
+        return self._select(messages, config, self.settings_for(config, **overrides))
+
+    def _select(
+        self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
+    ) -> ProfileSelection:
+        user = settings.user_for(config)
+        return self.memory.select(user, options=settings.options, query=last_human_text(messages))
 
     def _inject(
         self,
         value: LanguageModelInput,
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
+        **overrides: Any,
     ) -> list[BaseMessage]:
+        settings = self.settings_for(config, **overrides)
         messages = to_messages(value)
-        return place_block(messages, self.select(messages, config).text, self.settings.placement)
+        selection = self._select(messages, config, settings)
+        return place_block(messages, selection.text, settings.placement)
 
     async def _ainject(
         self,
         value: LanguageModelInput,
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
+        **overrides: Any,
     ) -> list[BaseMessage]:
+        settings = self.settings_for(config, **overrides)
         messages = to_messages(value)
-        selection = await asyncio.to_thread(self.select, messages, config)
-        return place_block(messages, selection.text, self.settings.placement)
+        selection = await asyncio.to_thread(self._select, messages, config, settings)
+        return place_block(messages, selection.text, settings.placement)
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[BaseMessage]:
-        """The input as messages, with the profile block first."""
-        return self._call_with_config(self._inject, input, ensure_config(config), run_type="prompt")
+        """The input as messages, with the profile block first.
+
+        ``kwargs`` are settings for this call (``max_tokens``, ``task``, ``placement`` or
+        any :class:`SelectionOptions` field); an unknown one raises
+        :class:`InvalidInputError`.
+        """
+        return self._call_with_config(
+            self._inject, input, ensure_config(config), run_type="prompt", **kwargs
+        )
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[BaseMessage]:
         """Async :meth:`invoke`; the store read runs in a worker thread."""
         return await self._acall_with_config(
-            self._ainject, input, ensure_config(config), run_type="prompt"
+            self._ainject, input, ensure_config(config), run_type="prompt", **kwargs
         )

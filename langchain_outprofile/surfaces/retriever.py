@@ -2,7 +2,9 @@
 
 Selection is by preference signal, not query similarity: the query is read only when
 ``relevance_weight`` > 0. ``user_id`` comes from the explicit field, else
-``config["configurable"]["user_id"]``, else :class:`MissingUserIdError`.
+``config["configurable"]["user_id"]``, else :class:`MissingUserIdError`. Any selection option
+can change per call through ``config["configurable"]["profile_<name>"]`` (declared in
+``config_specs``) or ``configurable_fields`` (``k``, ``max_tokens``, ``task``, ``options``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import ConfigDict, SkipValidation
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.surfaces._common import SurfaceSettings, user_id_from_config
+from langchain_outprofile.surfaces._common import (
+    OPTION_NAMES,
+    SurfaceSettings,
+    setting_specs,
+    user_id_from_config,
+)
 from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
 
 __all__ = ["ProfileRetriever", "selection_documents"]
@@ -32,11 +39,14 @@ class ProfileRetriever(BaseRetriever):
 
     Each Document's metadata holds ``id``, ``signal``, ``strength``, ``task`` and ``score``.
     The query is read only when ``relevance_weight`` > 0; selection is by preference signal.
+    ``config["configurable"]["profile_<name>"]`` changes the selection option ``<name>``
+    for one call (``profile_max_tokens``, ``profile_task``, ...).
 
     Example:
         ```python
         retriever = memory.as_retriever(user_id="ana", k=5)
         docs = retriever.invoke("any query")
+        docs = retriever.invoke("q", config={"configurable": {"profile_task": "email"}})
         ```
     """
 
@@ -66,24 +76,27 @@ class ProfileRetriever(BaseRetriever):
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """Declares ``user_id`` (unless fixed)."""
-        return self._settings.config_specs
+        """Declares ``user_id`` (unless fixed) and the ``profile_<name>`` option keys."""
+        return [*self._settings.config_specs, *setting_specs(OPTION_NAMES)]
+
+    def _call_kwargs(self, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs["user_id"] = user_id_from_config(self.user_id, config)
+        kwargs["options"] = self._settings.for_call(config, names=OPTION_NAMES).options
+        return kwargs
 
     def invoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[Document]:
         """The selection as Documents; ``k=`` limits their number for this call."""
         config = ensure_config(config)
-        kwargs["user_id"] = user_id_from_config(self.user_id, config)
-        return super().invoke(input, config, **kwargs)
+        return super().invoke(input, config, **self._call_kwargs(config, kwargs))
 
     async def ainvoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[Document]:
         """Async :meth:`invoke`; the store read runs in a worker thread."""
         config = ensure_config(config)
-        kwargs["user_id"] = user_id_from_config(self.user_id, config)
-        return await super().ainvoke(input, config, **kwargs)
+        return await super().ainvoke(input, config, **self._call_kwargs(config, kwargs))
 
     def _get_relevant_documents(
         self,
@@ -92,9 +105,11 @@ class ProfileRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         user_id: str | None = None,
         k: int | None = None,
+        options: SelectionOptions | None = None,
     ) -> list[Document]:
         user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
-        selection = self.memory.select(user, options=self._settings.options, query=query)
+        chosen = options if options is not None else self._settings.options
+        selection = self.memory.select(user, options=chosen, query=query)
         limit = _check_k(k if k is not None else self.k)
         return selection_documents(selection)[:limit]
 
@@ -105,6 +120,7 @@ class ProfileRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         user_id: str | None = None,
         k: int | None = None,
+        options: SelectionOptions | None = None,
     ) -> list[Document]:
         return await asyncio.to_thread(
             self._get_relevant_documents,
@@ -112,6 +128,7 @@ class ProfileRetriever(BaseRetriever):
             run_manager=run_manager.get_sync(),
             user_id=user_id,
             k=k,
+            options=options,
         )
 
 

@@ -1,0 +1,503 @@
+"""LangGraph store: the memory as a LangGraph ``BaseStore`` (``StateGraph.compile(store=...)``).
+
+Needs ``langgraph`` (installed with the ``agents`` extra). Namespaces are
+``(prefix, user_id, *labels)``: the second label names the user, and every operation stays
+inside that user's profile. A namespace without a user raises :class:`MissingUserIdError`;
+another prefix raises LangGraph's ``InvalidNamespaceError``.
+
+Keys. An entry's id is derived from (user, text), so the caller's key cannot be the id: a
+``put`` keeps the key (and any labels after the user) in the entry's metadata under
+``langgraph_key`` (and ``langgraph_namespace``, the labels joined by ``.``, which LangGraph
+forbids inside a label), and ``get`` looks it up in the user's entries. An entry written
+without the store (``memory.add``) has its entry id as key, in ``(prefix, user_id)``.
+A user's text is one entry: putting a text already stored under another key moves it to
+the new key, and the old key then finds nothing.
+
+Values. ``put`` takes ``{"text": ...}`` (or ``"content"``, as LangMem's manage-memory tool
+writes) with optional ``signal``, ``rating`` or ``strength``, ``task``, ``source_input`` and
+``metadata`` (scalars), and *sets* the entry to that value: its signal history restarts from
+the given signal (default ``authored``). ``value=None`` deletes. Items carry those fields
+plus the read-only ``id`` and ``signals``, so ``put(ns, key, {**item.value, "task": "x"})``
+changes only the task. Any other key is refused.
+
+Search. ``search((prefix, user_id))`` returns the user's query-free selection (the entries
+of the profile block, in block order, within the budget) as ``SearchItem``s scored by
+selection; the query changes it only when ``relevance_weight`` > 0. A longer prefix keeps
+the items under it, ``filter`` compares value fields as LangGraph's ``InMemoryStore`` does,
+then ``offset`` and ``limit`` apply. ``value["text"]`` is always the stored text; an entry
+the budget cut also has ``value["block_text"]``, the text as the block shows it.
+
+Operations in one ``batch`` run in order, each seeing the writes before it. TTLs are not
+supported (``supports_ttl`` is False) and ``index`` is ignored: selection does not search
+by field embeddings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    InvalidNamespaceError,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    validate_op_namespace,
+)
+
+from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
+from langchain_outprofile.types import (
+    POSITIVE_SIGNALS,
+    ProfileEntry,
+    ProfileSelection,
+    SelectionOptions,
+    Signal,
+    StoredProfile,
+)
+from langchain_outprofile.validation import validate_strength, validate_user_id
+
+__all__ = ["KEY_METADATA", "NAMESPACE_METADATA", "OutputProfileStore", "ProfileBackend"]
+
+KEY_METADATA = "langgraph_key"
+"""Entry metadata holding the key a ``put`` stored the entry under."""
+NAMESPACE_METADATA = "langgraph_namespace"
+"""Entry metadata holding the namespace labels after the user, joined by ``.``."""
+
+_WRITABLE = frozenset(
+    {"text", "content", "signal", "rating", "strength", "task", "source_input", "metadata"}
+)
+_READ_ONLY = frozenset({"id", "signals", "block_text"})
+_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
+
+
+class _EntryReader(Protocol):
+    def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile: ...
+
+    def user_ids(self) -> list[str]: ...
+
+
+class ProfileBackend(Protocol):
+    """What :class:`OutputProfileStore` uses of a memory (``OutputProfileMemory`` is one):
+    selection, validated entries, exact writes, deletes, and its store's reads."""
+
+    options: SelectionOptions
+
+    @property
+    def store(self) -> _EntryReader:
+        """Reads of whole profiles and the list of users."""
+        ...
+
+    def select(
+        self,
+        user_id: str,
+        *,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        query: str | None = None,
+        options: SelectionOptions | None = None,
+    ) -> ProfileSelection:
+        """The user's block."""
+        ...
+
+    def entry(self, text: str, *, user_id: str, **fields: Any) -> ProfileEntry:
+        """A validated entry with the memory's strengths and limits (not stored)."""
+        ...
+
+    def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Store records exactly as given."""
+        ...
+
+    def delete(self, entry_id: str, *, user_id: str) -> bool:
+        """Delete one entry of one user."""
+        ...
+
+
+class OutputProfileStore(BaseStore):
+    """A LangGraph ``BaseStore`` over a profile memory: each user's namespace is their profile.
+
+    See the module docstring for keys, values and search. Every operation is confined to
+    the user its namespace names; listing namespaces reads the user list and, for labels
+    below the user, each listed user's entries.
+
+    Args:
+        memory: the memory holding the profiles (``OutputProfileMemory``).
+        prefix: the first label of every namespace this store serves.
+        signal: the signal of a put whose value names none (default ``authored``; e.g.
+            ``"endorsed"`` for notes an agent writes about the user).
+        options: selection options of ``search`` (default: the memory's).
+        max_tokens: budget of the selection ``search`` returns.
+        task: prefer entries of this task in ``search``.
+        **changes: any other :class:`SelectionOptions` field.
+
+    Example:
+        ```python
+        from langgraph.graph import START, StateGraph
+        from langgraph.runtime import Runtime
+
+        store = OutputProfileStore(memory, max_tokens=300)
+        store.put(("profile", "ana"), "style", {"text": "Short answers.", "task": "email"})
+        store.get(("profile", "ana"), "style").value["text"]  # "Short answers."
+        [item.key for item in store.search(("profile", "ana"))]  # block order
+
+
+        def node(state: State, runtime: Runtime[Context]) -> dict[str, str]:
+            items = runtime.store.search(("profile", runtime.context.user_id))
+            return {"profile": "\\n".join(item.value["text"] for item in items)}
+
+
+        graph = StateGraph(State, context_schema=Context).add_node(node)
+        graph = graph.add_edge(START, "node").compile(store=store)
+        ```
+    """
+
+    supports_ttl = False
+
+    def __init__(
+        self,
+        memory: ProfileBackend,
+        *,
+        prefix: str = "profile",
+        signal: Signal | str = Signal.AUTHORED,
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        **changes: Any,
+    ) -> None:
+        if not _is_label(prefix) or prefix == "langgraph":
+            raise InvalidInputError(
+                f"prefix must be a non-empty namespace label without '.' and not 'langgraph'; "
+                f"got {prefix!r}"
+            )
+        self.memory = memory
+        self.prefix = prefix
+        self.signal = Signal.parse(signal)
+        chosen = options or memory.options
+        self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
+        self._writes = threading.Lock()
+
+    # -- BaseStore ------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run the operations in order; each sees the writes before it.
+
+        Every operation is checked before the first one runs, so a bad namespace or value
+        changes nothing. Batches that write take turns within this store object, so two
+        puts to one key never leave two entries claiming it.
+
+        Raises:
+            MissingUserIdError: for a namespace without a user.
+            InvalidNamespaceError: for a bad label or another prefix.
+            InvalidInputError: for a value that cannot be a profile entry.
+            NotImplementedError: for a put with a TTL.
+        """
+        ops = list(ops)
+        built: dict[int, ProfileEntry] = {}
+        for n, op in enumerate(ops):
+            validate_op_namespace(op)
+            if isinstance(op, GetOp | PutOp) and not isinstance(op.key, str):
+                raise InvalidInputError(f"a key must be a string; got {type(op.key).__name__}")
+            if isinstance(op, PutOp):
+                user, labels = self._user_and_labels(op.namespace)
+                if op.ttl is not None:
+                    raise NotImplementedError(f"TTL is not supported by {type(self).__name__}")
+                if op.value is not None:
+                    built[n] = self._entry(user, labels, op.key, op.value)
+            elif isinstance(op, GetOp):
+                self._user_and_labels(op.namespace)
+            elif isinstance(op, SearchOp):
+                self._user_and_labels(op.namespace_prefix)
+            elif not isinstance(op, ListNamespacesOp):
+                raise InvalidInputError(f"unknown store operation {type(op).__name__}")
+        profiles = _Profiles(self.memory)
+        if not any(isinstance(op, PutOp) for op in ops):
+            return [self._run(op, profiles, None) for op in ops]
+        with self._writes:
+            return [self._run(op, profiles, built.get(n)) for n, op in enumerate(ops)]
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Async :meth:`batch`; the store work runs in a worker thread."""
+        return await asyncio.to_thread(self.batch, list(ops))
+
+    def _run(self, op: Op, profiles: _Profiles, entry: ProfileEntry | None) -> Result:
+        if isinstance(op, GetOp):
+            return self._get(op, profiles)
+        if isinstance(op, PutOp):
+            self._put(op, profiles, entry)
+            return None
+        if isinstance(op, SearchOp):
+            return self._search(op, profiles)
+        assert isinstance(op, ListNamespacesOp)
+        return self._list_namespaces(op, profiles)
+
+    # -- operations -----------------------------------------------------------------------
+
+    def _get(self, op: GetOp, profiles: _Profiles) -> Item | None:
+        user, labels = self._user_and_labels(op.namespace)
+        entry = profiles.of(user).by_key.get((labels, op.key))
+        return None if entry is None else Item(**self._item_fields(entry, _value_of(entry)))
+
+    def _put(self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None) -> None:
+        """Set the entry under the key (``entry`` was built from ``op.value``), or delete it."""
+        user, labels = self._user_and_labels(op.namespace)
+        index = profiles.of(user)
+        previous = index.by_key.get((labels, op.key))
+        if entry is None:
+            if previous is not None:
+                self.memory.delete(previous.id, user_id=user)
+                profiles.drop(user)
+            return
+        same = index.by_id.get(entry.id)
+        if same is not None:  # the same text: keep when it was first seen, and its run id
+            entry = replace(entry, created_at=same.created_at, run_id=same.run_id)
+        self.memory.import_([entry.to_dict()])
+        if previous is not None and previous.id != entry.id:
+            self.memory.delete(previous.id, user_id=user)
+        profiles.drop(user)
+
+    def _search(self, op: SearchOp, profiles: _Profiles) -> list[SearchItem]:
+        user, labels = self._user_and_labels(op.namespace_prefix)
+        selection = self.memory.select(user, options=self.options, query=op.query)
+        items: list[SearchItem] = []
+        for candidate in selection.choice.chosen:
+            shown = candidate.entry
+            if _labels_of(shown)[: len(labels)] != labels:
+                continue
+            stored = profiles.of(user).by_id.get(shown.id, shown) if candidate.cut else shown
+            value = _value_of(stored)
+            if candidate.cut:
+                value["block_text"] = shown.text
+            if op.filter and not _matches(value, op.filter):
+                continue
+            items.append(SearchItem(**self._item_fields(stored, value), score=candidate.score))
+        return items[op.offset : op.offset + op.limit]
+
+    def _list_namespaces(self, op: ListNamespacesOp, profiles: _Profiles) -> list[tuple[str, ...]]:
+        conditions = op.match_conditions or ()
+        roots = {c.path[0] for c in conditions if c.match_type == "prefix" and c.path}
+        if roots - {"*", self.prefix}:
+            return []  # every namespace of this store starts with its prefix
+        users = [u for u in self.memory.store.user_ids() if _is_label(u)]
+        for condition in conditions:
+            path = condition.path
+            if condition.match_type == "prefix" and len(path) >= 2 and path[1] != "*":
+                users = [u for u in users if u == path[1]]
+        shallow = op.max_depth is not None and op.max_depth <= 2
+        shallow = shallow and all(c.match_type == "prefix" and len(c.path) <= 2 for c in conditions)
+        found: set[tuple[str, ...]] = set()
+        for user in users:
+            if shallow:  # every namespace of the user starts with (prefix, user)
+                found.add((self.prefix, user))
+                continue
+            for entry in profiles.of(user).entries:
+                found.add((self.prefix, user, *_labels_of(entry)))
+        matching = [ns for ns in found if all(_does_match(c, ns) for c in conditions)]
+        if op.max_depth is not None:
+            matching = list({ns[: op.max_depth] for ns in matching})
+        return sorted(matching)[op.offset : op.offset + op.limit]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _user_and_labels(self, namespace: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+        """The user a namespace names, and its labels after the user."""
+        if namespace and namespace[0] != self.prefix:
+            raise InvalidNamespaceError(
+                f"this store holds namespaces ({self.prefix!r}, user_id, ...); got {namespace}"
+            )
+        if len(namespace) < 2:
+            raise MissingUserIdError(
+                f"the namespace names no user: use ({self.prefix!r}, user_id, ...); got "
+                f"{namespace} (every operation reads or writes one user's profile)"
+            )
+        return validate_user_id(namespace[1]), tuple(namespace[2:])
+
+    def _entry(
+        self, user: str, labels: tuple[str, ...], key: str, value: Mapping[str, Any]
+    ) -> ProfileEntry:
+        """The entry a put of ``value`` under ``key`` sets (validated, not stored)."""
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"a value must be a dict; got {type(value).__name__}")
+        unknown = sorted(set(value) - _WRITABLE - _READ_ONLY)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown value key(s) {unknown}; a profile entry takes {sorted(_WRITABLE)} "
+                f"(and ignores the read-only {sorted(_READ_ONLY)})"
+            )
+        text = _text_of(value)
+        metadata = value.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a dict; got {type(metadata).__name__}")
+        reserved = sorted({KEY_METADATA, NAMESPACE_METADATA} & set(metadata))
+        if reserved:
+            raise InvalidInputError(f"metadata key(s) {reserved} are kept by the store")
+        metadata = {**metadata, KEY_METADATA: key}
+        if labels:
+            metadata[NAMESPACE_METADATA] = ".".join(labels)
+        fields: dict[str, Any] = {
+            "task": value.get("task"),
+            "source_input": value.get("source_input"),
+            "metadata": metadata,
+        }
+        strength, rating = value.get("strength"), value.get("rating")
+        signal = value.get("signal")
+        if signal is None:
+            signal = Signal.RATING if rating is not None else self.signal
+        if strength is None:
+            return self.memory.entry(text, user_id=user, signal=signal, rating=rating, **fields)
+        if rating is not None:
+            raise InvalidInputError("give rating or strength, not both")
+        parsed = Signal.parse(signal)
+        level = validate_strength(strength, "strength")
+        base = self.memory.entry(text, user_id=user, **fields)
+        return replace(
+            base, signals=(parsed,), strength=level if parsed in POSITIVE_SIGNALS else 0.0
+        )
+
+    def _item_fields(self, entry: ProfileEntry, value: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "namespace": (self.prefix, entry.user_id, *_labels_of(entry)),
+            "key": _key_of(entry),
+            "value": value,
+            "created_at": _when(entry.created_at),
+            "updated_at": _when(entry.updated_at),
+        }
+
+
+@dataclass
+class _Index:
+    """One user's entries by (labels, key) and by entry id."""
+
+    entries: tuple[ProfileEntry, ...]
+    by_key: dict[tuple[tuple[str, ...], str], ProfileEntry] = field(default_factory=dict)
+    by_id: dict[str, ProfileEntry] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entries: tuple[ProfileEntry, ...]) -> _Index:
+        index = cls(entries)
+        ordered = sorted(entries, key=lambda e: (KEY_METADATA in e.metadata, e.updated_at))
+        for entry in ordered:  # a key given to put wins over an entry id; then the newest
+            index.by_id[entry.id] = entry
+            index.by_key[(_labels_of(entry), _key_of(entry))] = entry
+        return index
+
+
+class _Profiles:
+    """The users' entries one batch has read; a write drops that user's."""
+
+    def __init__(self, memory: ProfileBackend) -> None:
+        self.memory = memory
+        self._read: dict[str, _Index] = {}
+
+    def of(self, user: str) -> _Index:
+        if user not in self._read:
+            profile = self.memory.store.load(user, with_vectors=False)
+            self._read[user] = _Index.of(profile.entries)
+        return self._read[user]
+
+    def drop(self, user: str) -> None:
+        self._read.pop(user, None)
+
+
+def _text_of(value: Mapping[str, Any]) -> str:
+    text, content = value.get("text"), value.get("content")
+    if text is not None and content is not None and text != content:
+        raise InvalidInputError("give text or content, not two different texts")
+    found = text if text is not None else content
+    if not isinstance(found, str):
+        raise InvalidInputError(
+            "a profile entry's value needs 'text' (or 'content') as a string; got "
+            f"{type(found).__name__}"
+        )
+    return found
+
+
+def _key_of(entry: ProfileEntry) -> str:
+    return str(entry.metadata.get(KEY_METADATA, entry.id))
+
+
+def _labels_of(entry: ProfileEntry) -> tuple[str, ...]:
+    joined = entry.metadata.get(NAMESPACE_METADATA)
+    return tuple(str(joined).split(".")) if joined else ()
+
+
+def _value_of(entry: ProfileEntry) -> dict[str, Any]:
+    reserved = (KEY_METADATA, NAMESPACE_METADATA)
+    return {
+        "text": entry.text,
+        "signal": entry.signal.value,
+        "strength": entry.strength,
+        "task": entry.task,
+        "source_input": entry.source_input,
+        "metadata": {k: v for k, v in entry.metadata.items() if k not in reserved},
+        "id": entry.id,
+        "signals": [s.value for s in entry.signals],
+    }
+
+
+def _when(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def _is_label(label: object) -> bool:
+    return isinstance(label, str) and bool(label) and "." not in label and "\x00" not in label
+
+
+def _does_match(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
+    """Whether ``namespace`` matches a prefix or suffix condition (``*`` matches a label)."""
+    path = tuple(condition.path)
+    if len(namespace) < len(path):
+        return False
+    if condition.match_type == "prefix":
+        pairs = zip(namespace, path, strict=False)
+    elif condition.match_type == "suffix":
+        pairs = zip(reversed(namespace), reversed(path), strict=False)
+    else:
+        raise InvalidInputError(f"match_type must be 'prefix' or 'suffix'; got {condition}")
+    return all(wanted in ("*", label) for label, wanted in pairs)
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    """``InMemoryStore``'s filter: equality, nested dicts, and ``$eq``/``$ne``/``$gt``/
+    ``$gte``/``$lt``/``$lte`` operators."""
+    if isinstance(wanted, Mapping):
+        if any(str(k).startswith("$") for k in wanted):
+            return all(_compare(value, op, operand) for op, operand in wanted.items())
+        return isinstance(value, Mapping) and all(
+            _matches(value.get(k), v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list | tuple):
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == len(wanted)
+            and all(_matches(v, w) for v, w in zip(value, wanted, strict=True))
+        )
+    return bool(value == wanted)
+
+
+def _compare(value: Any, operator: str, operand: Any) -> bool:
+    if operator not in _OPERATORS:
+        raise InvalidInputError(f"unknown filter operator {operator!r}; use {sorted(_OPERATORS)}")
+    if operator == "$eq":
+        return bool(value == operand)
+    if operator == "$ne":
+        return bool(value != operand)
+    try:
+        left, right = float(value), float(operand)
+    except (TypeError, ValueError):
+        return False
+    return {
+        "$gt": left > right,
+        "$gte": left >= right,
+        "$lt": left < right,
+        "$lte": left <= right,
+    }[operator]
