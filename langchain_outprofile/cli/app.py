@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -161,6 +162,20 @@ def choose_store(
 
 
 ExistingFile = Annotated[Path, typer.Argument(metavar="FILE", help="A JSONL or JSON file (UTF-8).")]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")
+]
+
+
+def _print_json(value: Any) -> None:
+    """``value`` as one JSON document on stdout (non-ASCII kept as is)."""
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def _progress(label: str, total: int, quiet: bool) -> Progress:
+    """A progress bar on stderr (hidden when ``quiet``, e.g. with ``--json``)."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=quiet)
 
 
 @app.command()
@@ -168,6 +183,7 @@ def ingest(
     ctx: typer.Context,
     file: ExistingFile,
     user: Annotated[str | None, typer.Option("--user", help="User of every entry.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Store entries from JSONL (one entry per line) or a LaMP questions file."""
     with _errors():
@@ -175,15 +191,17 @@ def ingest(
         entries = read_entries(memory.entry, file, user)
         if not entries:
             raise CliError(f"{file}: no entries found")
-        columns = (TextColumn("storing"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=Console(stderr=True)) as progress:
+        with _progress("storing", len(entries), as_json) as progress:
             task = progress.add_task("store", total=len(entries))
             for start in range(0, len(entries), BATCH):
                 memory.add_many(entries[start : start + BATCH])
                 progress.advance(task, len(entries[start : start + BATCH]))
         users = {e.user_id for e in entries}
         distinct = len({e.id for e in entries})  # the same text of a user is one entry
-        typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
+        if as_json:
+            _print_json({"stored": distinct, "users": len(users)})
+        else:
+            typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
 
 
 @app.command()
@@ -195,6 +213,7 @@ def preview(
     ] = None,
     task: Annotated[str | None, typer.Option("--task", help="Prefer this task.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Why each entry was chosen.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print the user's profile block exactly as the model will read it."""
     with _errors():
@@ -202,22 +221,29 @@ def preview(
             raise CliError(f"--max-tokens must be 1 or more (a token budget); got {max_tokens}")
         memory = _memory(ctx)
         selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
+        if as_json:
+            _print_json(_selection_json(selection))
+            return
         console = Console()
         title = f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens"
         console.print(Panel(Text(selection.text or "(empty block)"), title=Text(title)))
         if explain:
-            console.print(Text(selection.explain()))
+            console.print(_explain_tables(selection))
 
 
 @app.command()
 def stats(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option("--user", help="One user; default: all.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Counts per user: entries, selectable, pending, rejected, by signal."""
     with _errors():
         memory = _memory(ctx)
         users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        if as_json:
+            _print_json([dataclasses.asdict(memory.stats(name)) for name in users])
+            return
         if not users:
             typer.echo("no profiles stored")
             return
@@ -235,12 +261,16 @@ def export(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="Whose entries.")],
     out: Annotated[Path | None, typer.Option("--out", help="File (default: stdout).")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Write everything stored for one user as JSONL (restorable with `import`)."""
+    """Write everything stored for one user as JSONL (restorable with `import`); with
+    ``--json`` as one JSON list (also restorable)."""
     with _errors():
         memory = _memory(ctx)
         records = memory.export(_known_user(memory, user))
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if as_json:
+            lines = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
         if out is None:
             typer.echo(lines, nl=False)
         else:
@@ -249,13 +279,21 @@ def export(
 
 
 @app.command("import")
-def import_(ctx: typer.Context, file: ExistingFile) -> None:
+def import_(ctx: typer.Context, file: ExistingFile, as_json: JsonFlag = False) -> None:
     """Restore entries written by `export`, exactly (all are validated first)."""
     with _errors():
         memory = _memory(ctx)
         records = read_exported(file, memory.max_text_chars)
-        count = memory.import_(records)
-        typer.echo(f"imported {count} entries")
+        with _progress("importing", len(records), as_json) as progress:
+            task = progress.add_task("import", total=len(records))
+            count = 0
+            for start in range(0, len(records), BATCH):
+                count += memory.import_(records[start : start + BATCH])
+                progress.advance(task, len(records[start : start + BATCH]))
+        if as_json:
+            _print_json({"imported": count})
+        else:
+            typer.echo(f"imported {count} entries")
 
 
 @app.command()
@@ -263,22 +301,33 @@ def forget(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="Whose entries to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Hard-delete everything stored for one user."""
+    """Hard-delete everything stored for one user (--json implies no question: pass --yes)."""
     with _errors():
         memory = _memory(ctx)
         count = memory.store.count(_known_user(memory, user))
+        if as_json and not yes:
+            raise CliError("--json asks nothing: add --yes to delete")
         if not yes and not typer.confirm(f"delete all {count} entries of {user!r}?"):
             typer.echo("nothing deleted")
             raise typer.Exit(1)
-        typer.echo(f"deleted {memory.forget(user)} entries of {user!r}")
+        deleted = memory.forget(user)
+        if as_json:
+            _print_json({"deleted": deleted, "user_id": user})
+        else:
+            typer.echo(f"deleted {deleted} entries of {user!r}")
 
 
 @app.command()
-def demo() -> None:
+def demo(as_json: JsonFlag = False) -> None:
     """An offline run-through: three users, their blocks, one request answered for two."""
     with _errors():
-        _command("demo")(Console())
+        if not as_json:
+            _command("demo")(Console())
+            return
+        run = _command("demo")(Console(quiet=True))
+        _print_json({k: getattr(run, k) for k in ("model", "blocks", "answers", "seconds")})
 
 
 _FORWARDED: dict[str, Any] = {
@@ -300,6 +349,62 @@ def bench(ctx: typer.Context) -> Any:
     users; print a markdown table and write JSON. A quick run: --sizes 1000 --many-entries 0
     --modes embedded. `outprofile bench --help` lists the options."""
     return _forward("bench", ctx)
+
+
+def _selection_json(selection: Any) -> dict[str, Any]:
+    """A selection as JSON: the block, its count, and each chosen and left-out entry."""
+
+    def candidate(c: Any) -> dict[str, Any]:
+        fields = ("score", "age_days", "tokens", "cut", "reason")
+        return {"entry": c.entry.to_dict(), **{f: getattr(c, f) for f in fields}}
+
+    return {
+        "user_id": selection.user_id,
+        "text": selection.text,
+        "tokens": selection.tokens,
+        "encoding": selection.encoding,
+        "max_tokens": selection.choice.options.max_tokens,
+        "note": selection.choice.note,
+        "chosen": [candidate(c) for c in selection.choice.chosen],
+        "left_out": [candidate(c) for c in selection.choice.left_out],
+        "left_out_total": selection.choice.left_out_total,
+    }
+
+
+def _explain_tables(selection: Any, max_left_out: int = 20) -> Group:
+    """``preview --explain`` as tables: why each entry was chosen, and why others were not."""
+    options = selection.choice.options
+    chosen = Table(
+        "#", "signal", "strength", "age (d)", "score", "tokens", "task", "text",
+        title=Text(
+            f"{len(selection.entries)} entries, {selection.tokens}/{options.max_tokens} tokens "
+            f"({selection.encoding}), order={options.order}, fields={options.fields}"
+        ),
+    )  # fmt: skip
+    for n, c in enumerate(selection.choice.chosen, start=1):
+        cut = " (cut)" if c.cut else ""
+        chosen.add_row(
+            str(n), c.entry.signal.value, f"{c.entry.strength:.2f}", f"{c.age_days:.1f}",
+            f"{c.score:.3f}", f"{c.tokens}{cut}", Text(c.entry.task or "-"),
+            Text(_short(c.entry.text)),
+        )  # fmt: skip
+    parts: list[Any] = [chosen]
+    if selection.choice.note:
+        parts.append(Text(f"note: {selection.choice.note}"))
+    total = selection.choice.left_out_total
+    if total:
+        left = Table("text", "reason", title=Text(f"left out: {total}"))
+        for c in selection.choice.left_out[:max_left_out]:
+            left.add_row(Text(_short(c.entry.text)), Text(c.reason))
+        if total > max_left_out:
+            left.caption = f"... and {total - max_left_out} more"
+        parts.append(left)
+    return Group(*parts)
+
+
+def _short(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _command(name: str) -> Any:

@@ -511,3 +511,38 @@ def test_demo_command_runs_offline(run: Run) -> None:
     assert result.exit_code == 0, result.output
     assert "answer for dana_dev" in result.stdout and "answer for mia_warm" in result.stdout
     assert "done in" in result.stdout
+
+
+# -- --json and tables ------------------------------------------------------------------------
+
+
+def test_every_store_command_speaks_json(run: Run, tmp_path: Path, store: Path) -> None:
+    source = write_jsonl(tmp_path / "e.jsonl", ENTRIES)
+    ingested = run("ingest", str(source), "--json")
+    assert ingested.exit_code == 0, ingested.output
+    assert json.loads(ingested.stdout) == {"stored": 3, "users": 2}
+    preview = json.loads(run("preview", "--user", "ana", "--json").stdout)
+    block = memory_at(store).select("ana")
+    assert preview["text"] == block.text and preview["tokens"] == block.tokens
+    assert [c["entry"]["text"] for c in preview["chosen"]] == [e.text for e in block.entries]
+    stats = json.loads(run("stats", "--json").stdout)
+    assert {s["user_id"]: s["entries"] for s in stats} == {"ana": 2, "bo": 1}
+    exported = run("export", "--user", "ana", "--json").stdout
+    records = json.loads(exported)
+    assert sorted(r["text"] for r in records) == sorted(e["text"] for e in ENTRIES[:2])
+    refused = run("forget", "--user", "ana", "--json")
+    assert refused.exit_code == 1 and "--yes" in refused.output
+    forgotten = json.loads(run("forget", "--user", "ana", "--json", "--yes").stdout)
+    assert forgotten == {"deleted": 2, "user_id": "ana"}
+    back = tmp_path / "ana.json"
+    back.write_text(exported, "utf-8")
+    assert json.loads(run("import", str(back), "--json").stdout) == {"imported": 2}
+    assert memory_at(store).export("ana") == records
+
+
+def test_explain_prints_tables_of_the_chosen_and_the_left_out(ingested: Run) -> None:
+    result = ingested("preview", "--user", "ana", "--max-tokens", "80", "--explain")
+    assert result.exit_code == 0, result.output
+    for header in ("signal", "strength", "score", "tokens"):
+        assert header in result.stdout
+    assert "left out" in result.stdout and "over budget" in result.stdout
