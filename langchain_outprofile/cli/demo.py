@@ -25,8 +25,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from langchain_outprofile.local import default_chat_model
+from langchain_outprofile.local import default_chat_model, token_counter_for
 from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.model_server import ServedModel
 from langchain_outprofile.types import Signal
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ def run_demo(
     *,
     model: BaseChatModel | None = None,
     callbacks: list[BaseCallbackHandler] | None = None,
+    served: ServedModel | None = None,
 ) -> DemoRun:
     """Run the demo in a temporary store and print it; return what was shown.
 
@@ -173,6 +175,9 @@ def run_demo(
         console: where to print (default: a new rich console on stdout).
         model: the chat model (default: :func:`~langchain_outprofile.local.default_chat_model`).
         callbacks: LangChain callbacks for the two chain runs (e.g. to record model inputs).
+        served: the embedded model behind its OpenAI-compatible server
+            (:func:`~langchain_outprofile.model_server.serve_local_model`): answers come
+            through ``ChatOpenAI`` from it.
 
     Example:
         ```python
@@ -185,11 +190,15 @@ def run_demo(
     console = console or Console()
     started = time.perf_counter()
     described = "the model you passed"
+    if model is None and served is not None:
+        model = served.chat_model(max_tokens=ANSWER_TOKENS)
+        described = f"ChatOpenAI {served.model} at {served.base_url}"
     if model is None:
         model, described = default_chat_model(max_tokens=ANSWER_TOKENS)
     run = DemoRun(model=described)
     with tempfile.TemporaryDirectory(prefix="outprofile-demo-") as path:
-        memory = OutputProfileMemory(path=path)
+        # budgets counted with the answering model's own tokenizer (the GGUF's, locally)
+        memory = OutputProfileMemory(path=path, tokens=token_counter_for(model))
         fill(memory)
         console.rule("1. three users, three profiles (what each one wrote or approved)")
         for user in DEMO_PROFILES:

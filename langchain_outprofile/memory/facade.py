@@ -28,7 +28,7 @@ from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
 from langchain_outprofile.surfaces.tracking import TrackedRunnable
-from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter
+from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter, TokenSource
 from langchain_outprofile.types import (
     ProfileEntry,
     ProfileSelection,
@@ -45,6 +45,7 @@ from langchain_outprofile.validation import (
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
 
+    from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
 
 __all__ = ["OutputProfileMemory", "ProfileStats"]
@@ -73,7 +74,12 @@ class OutputProfileMemory(FeedbackMixin):
         client: any chromadb client instead of ``path`` (``HttpClient`` for a server).
         collection_name: one collection holds every user.
         embeddings: style embedder; default :class:`StyleEmbeddings` (offline).
-        model: the target chat model's name, for exact token counts.
+        model: the target chat model's name, for token counts with its tiktoken encoding.
+        tokens: what to count tokens with instead of ``model``'s encoding, so a budget is
+            exact for the model that reads the block: a :class:`TokenCounter`, a tiktoken
+            encoding (or its name), a GGUF path or ``llama_cpp.Llama``, a Hugging Face
+            tokenizer, a chat model, or any ``Callable[[str], int]`` (see
+            :meth:`TokenCounter.of`).
         options: default :class:`SelectionOptions` for :meth:`select`.
         template: the block's framing text.
         strengths: the strength of each positive signal.
@@ -81,6 +87,10 @@ class OutputProfileMemory(FeedbackMixin):
         cache_ttl_s: how long a user's cached candidates serve reads before re-reading the
             store (writes through this object invalidate at once; 0 = always read through).
         cache_size: users kept in the read cache (least recently used are dropped).
+        cache_entries: entries the read cache may hold in all: each cached user's loaded
+            profile counts its entries, and each cached block its candidates (chosen and
+            left out). Least recently used users are dropped first; a user larger than this
+            alone is read but not kept. States past ``cache_ttl_s`` are dropped too.
         snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
             unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
@@ -107,12 +117,14 @@ class OutputProfileMemory(FeedbackMixin):
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
         model: str = DEFAULT_MODEL,
+        tokens: TokenSource | None = None,
         options: SelectionOptions | None = None,
         template: BlockTemplate = DEFAULT_TEMPLATE,
         strengths: SignalStrengths | None = None,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         cache_ttl_s: float = 2.0,
         cache_size: int = 1024,
+        cache_entries: int = 200_000,
         snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
         clock: Callable[[], float] = time.time,
@@ -121,6 +133,7 @@ class OutputProfileMemory(FeedbackMixin):
         _check_settings(
             cache_ttl_s=cache_ttl_s,
             cache_size=cache_size,
+            cache_entries=cache_entries,
             snapshot_ttl_s=snapshot_ttl_s,
             pending_ttl_s=pending_ttl_s,
             max_text_chars=max_text_chars,
@@ -128,13 +141,14 @@ class OutputProfileMemory(FeedbackMixin):
         self.store = ProfileStore(
             path=path, client=client, collection_name=collection_name, embeddings=embeddings
         )
-        self.counter = TokenCounter(model)
+        self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()
         self.template = template
         self.strengths = strengths or SignalStrengths()
         self.max_text_chars = max_text_chars
         self.cache_ttl_s = cache_ttl_s
         self.cache_size = cache_size
+        self.cache_entries = cache_entries
         self.snapshot_ttl_s = snapshot_ttl_s
         self.pending_ttl_s = pending_ttl_s
         self.clock = clock
@@ -211,9 +225,10 @@ class OutputProfileMemory(FeedbackMixin):
         return self._upsert(built)
 
     def _upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
-        stored = self.store.upsert(entries)
-        self._invalidate({e.user_id for e in entries})
-        return stored
+        try:
+            return self.store.upsert(entries)
+        finally:  # a write failing part-way may have stored some batches: re-read them
+            self._invalidate({e.user_id for e in entries})
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
         """Delete one entry of one user. Returns whether it existed."""
@@ -332,6 +347,19 @@ class OutputProfileMemory(FeedbackMixin):
         from langchain_outprofile.surfaces.middleware import ProfileMiddleware  # agents extra
 
         return ProfileMiddleware(self, user_id=user_id, **settings)
+
+    def as_store(self, *, prefix: str = "profile", **settings: Any) -> OutputProfileStore:
+        """This memory as a LangGraph ``BaseStore`` (``agents`` extra): namespaces are
+        ``(prefix, user_id, ...)``; ``search`` returns the user's block in block order.
+
+        Example:
+            ```python
+            graph = builder.compile(store=memory.as_store(max_tokens=300))
+            ```
+        """
+        from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore  # agents
+
+        return OutputProfileStore(self, prefix=prefix, **settings)
 
     def as_retriever(
         self, user_id: str | None = None, *, k: int | None = None, **settings: Any

@@ -6,6 +6,10 @@ options, tagged with the profile version it read *before* loading the entries; e
 gives the user a new version. A later cold read (another process, or after the in-memory
 cache expired) that finds a snapshot of the current version serves it from two reads by id
 instead of loading and ranking the whole profile.
+
+The payload is compact JSON: no spaces, entry fields at their default ('' or {}) left out,
+and only the first :data:`LEFT_OUT_KEPT` left-out candidates (``explain`` shows 20; the
+total is kept). Format 2 rows live in per-user slots (``store/state.py``).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ from langchain_outprofile.types import (
 
 __all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key", "valid_until"]
 
-FORMAT = 1
+FORMAT = 2
 try:  # a new release may choose differently: its snapshots never serve an older one's
     _RELEASE = version("langchain-outprofile")
 except PackageNotFoundError:  # run from a source tree that was never installed
     _RELEASE = "source"
-LEFT_OUT_KEPT = 50
-"""Left-out candidates a snapshot keeps (``explain`` shows 20; ``left_out_total`` counts all)."""
+LEFT_OUT_KEPT = 20
+"""Left-out candidates a snapshot keeps (as many as ``explain`` shows; ``left_out_total``
+counts all)."""
+_DEFAULTS: tuple[Any, ...] = ("", {})
+"""Entry field values a payload leaves out (``stored_entry`` reads them back as these)."""
 
 
 def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: str) -> str:
@@ -66,7 +73,8 @@ def dump_selection(selection: ProfileSelection, *, until: float) -> str:
             "left_out": [_candidate_dict(c) for c in choice.left_out[:LEFT_OUT_KEPT]],
             "left_out_total": choice.left_out_total,
             "note": choice.note,
-        }
+        },
+        separators=(",", ":"),
     )
 
 
@@ -103,7 +111,7 @@ def load_selection(
 
 def _candidate_dict(candidate: Candidate) -> dict[str, Any]:
     return {
-        "entry": candidate.entry.to_dict(),
+        "entry": {k: v for k, v in candidate.entry.to_dict().items() if v not in _DEFAULTS},
         "score": candidate.score,
         "age_days": candidate.age_days,
         "tokens": candidate.tokens,

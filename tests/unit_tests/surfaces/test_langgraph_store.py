@@ -476,3 +476,11 @@ async def test_langmem_tool_async_path(filled: OutputProfileStore) -> None:
     assert "created" in str(reply)
     [item] = await filled.asearch(("profile", "dora"))
     assert item.value["text"] == "Dora signs with -D."
+
+
+def test_the_memory_gives_itself_as_a_store(ephemeral_memory: OutputProfileMemory) -> None:
+    store = ephemeral_memory.as_store(max_tokens=300)
+    store.put(("profile", "ana"), "tone", {"text": "Short answer first."})
+    (item,) = store.search(("profile", "ana"))
+    assert item.key == "tone" and item.value["text"] == "Short answer first."
+    assert ephemeral_memory.select("ana").entries[0].text == "Short answer first."
