@@ -159,7 +159,7 @@ class ProfileReader:
         return selection
 
     def _snapshot_key(self, options: SelectionOptions) -> str:
-        return snapshot_key(options, self._memory.template, self._memory.counter.encoding_name)
+        return snapshot_key(options, self._memory.template, self._memory.counter.name)
 
     def _stored_selection(
         self, user: str, cached: _Cached, options: SelectionOptions
@@ -250,7 +250,7 @@ class ProfileReader:
             text=text,
             tokens=counter.count(text) if text else 0,
             choice=choice,
-            encoding=counter.encoding_name,
+            encoding=counter.name,
         )
 
     def _cached(self, user: str) -> _Cached:
