@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 import numpy as np
 
@@ -38,6 +38,8 @@ __all__ = [
     "POSITIVE_SIGNALS",
     "Candidate",
     "Choice",
+    "EntryDetails",
+    "EntryFields",
     "Fields",
     "Order",
     "ProfileEntry",
@@ -375,6 +377,24 @@ def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntr
         run_id=str(data.get("run_id", "")),
         metadata=dict(data.get("metadata", {})),
     )
+
+
+class EntryDetails(TypedDict, total=False):
+    """Optional fields of a new entry besides its signal (keyword arguments of
+    ``OutputProfileMemory.endorse`` / ``accept``; see :meth:`ProfileEntry.create`)."""
+
+    task: str | None
+    source_input: str | None
+    created_at: float | None
+    run_id: str | None
+    metadata: Mapping[str, Any] | None
+
+
+class EntryFields(EntryDetails, total=False):
+    """Every optional field of a new entry (keyword arguments of ``OutputProfileMemory.add``)."""
+
+    signal: Signal | str | None
+    rating: float | None
 
 
 class StoredProfile:

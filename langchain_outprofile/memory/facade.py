@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
@@ -30,6 +30,8 @@ from langchain_outprofile.surfaces.retriever import ProfileRetriever
 from langchain_outprofile.surfaces.tracking import TrackedRunnable
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter, TokenSource
 from langchain_outprofile.types import (
+    EntryDetails,
+    EntryFields,
     ProfileEntry,
     ProfileSelection,
     SelectionOptions,
@@ -157,54 +159,40 @@ class OutputProfileMemory(FeedbackMixin):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def add(
-        self,
-        text: str,
-        *,
-        user_id: str,
-        signal: Signal | str | None = None,
-        rating: float | None = None,
-        task: str | None = None,
-        source_input: str | None = None,
-        created_at: float | None = None,
-        run_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> ProfileEntry:
+    def add(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Remember one output of one user; re-adding the same text accumulates its signals.
 
-        Returns the entry as stored (signals combined with any earlier ones).
-        """
-        entry = self.entry(
-            text,
-            user_id=user_id,
-            signal=signal,
-            rating=rating,
-            task=task,
-            source_input=source_input,
-            created_at=created_at,
-            run_id=run_id,
-            metadata=metadata,
-        )
-        return self._upsert([entry])[0]
+        Args:
+            text: the output (NFC-normalized, surrounding white space stripped).
+            user_id: whose output it is.
+            **fields: ``signal`` (default ``authored``; ``rating`` with ``rating=``), ``rating``
+                (1-5; 1-2 stars reject), ``task``, ``source_input`` (the request it answered),
+                ``created_at`` (epoch seconds; default: the memory's clock), ``run_id``,
+                ``metadata`` (scalars).
 
-    def entry(self, text: str, *, user_id: str, **fields: Any) -> ProfileEntry:
+        Returns:
+            The entry as stored (signals combined with any earlier ones).
+
+        Example:
+            ```python
+            memory.add("Short answer first.", user_id="ana", task="email")
+            ```
+        """
+        return self._upsert([self.entry(text, user_id=user_id, **fields)])[0]
+
+    def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
-        fields.setdefault("created_at", None)
-        if fields["created_at"] is None:
+        if fields.get("created_at") is None:
             fields["created_at"] = self.clock()
         return ProfileEntry.create(
-            text,
-            user_id=user_id,
-            strengths=self.strengths,
-            max_chars=self.max_text_chars,
-            **fields,
+            text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars, **fields
         )
 
-    def endorse(self, text: str, *, user_id: str, **fields: Any) -> ProfileEntry:
+    def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user explicitly approved."""
         return self.add(text, user_id=user_id, signal=Signal.ENDORSED, **fields)
 
-    def accept(self, text: str, *, user_id: str, **fields: Any) -> ProfileEntry:
+    def accept(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user implicitly approved (copied, sent, kept)."""
         return self.add(text, user_id=user_id, signal=Signal.ACCEPTED, **fields)
 

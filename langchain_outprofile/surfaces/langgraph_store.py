@@ -39,7 +39,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from langgraph.store.base import (
     BaseStore,
@@ -59,6 +59,7 @@ from langgraph.store.base import (
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
+    EntryFields,
     ProfileEntry,
     ProfileSelection,
     SelectionOptions,
@@ -110,7 +111,7 @@ class ProfileBackend(Protocol):
         """The user's block."""
         ...
 
-    def entry(self, text: str, *, user_id: str, **fields: Any) -> ProfileEntry:
+    def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """A validated entry with the memory's strengths and limits (not stored)."""
         ...
 

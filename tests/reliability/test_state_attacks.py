@@ -93,7 +93,7 @@ def _after_snapshot_write(memory: OutputProfileMemory, forget: Callable[[], None
     the location lock rules this out; another process is not held by it)."""
     collection = memory.store.state._collection
     real = collection.upsert
-    done = []
+    done: list[bool] = []
 
     def then_forget(*args: Any, **kwargs: Any) -> Any:
         written = real(*args, **kwargs)
