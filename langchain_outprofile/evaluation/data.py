@@ -14,6 +14,7 @@ and full blocks mean what they say:
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -25,9 +26,18 @@ from langchain_outprofile.errors import InvalidInputError
 
 __all__ = [
     "FIELD_MAP",
+    "FORMATS",
     "LampExample",
     "ProfileItem",
+    "RewritePair",
+    "RewriteUser",
+    "SuggestionList",
+    "TypedSentence",
+    "WritingSession",
+    "detect_format",
+    "load_coauthor",
     "load_lamp",
+    "load_popquorn",
     "normalize_task",
     "profile_item",
 ]
@@ -183,3 +193,186 @@ def _example(row: Any, index: int, task: str | None) -> LampExample:
         output=str(row["output"]),
         profile=tuple(i for i in items if i.output.strip()),
     )
+
+
+# -- POPQUORN and CoAuthor -------------------------------------------------------------------
+
+FORMATS = ("lamp", "coauthor", "popquorn")
+
+
+@dataclass(frozen=True)
+class RewritePair:
+    """One email and one user's rewrite of it (POPQUORN)."""
+
+    input: str
+    output: str
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class RewriteUser:
+    """A POPQUORN user: their (email, rewrite) pairs in file order (the data has no times)."""
+
+    user: str
+    pairs: tuple[RewritePair, ...]
+
+
+@dataclass(frozen=True)
+class SuggestionList:
+    """One list of model suggestions shown to a CoAuthor writer.
+
+    ``chosen`` is the index of the accepted candidate (None: not accepted); ``closed_by`` is
+    ``select``, ``user`` (dismissed), ``regenerate``, ``replaced`` or ``end``; ``edited_to`` is
+    the final-text span the accepted suggestion became when the writer edited it.
+    """
+
+    t: float
+    context: str
+    candidates: tuple[str, ...]
+    chosen: int | None
+    closed_by: str
+    edited_to: str | None = None
+
+
+@dataclass(frozen=True)
+class TypedSentence:
+    """A sentence of the final text the writer typed; ``t`` = its latest typed character."""
+
+    t: float
+    text: str
+
+
+@dataclass(frozen=True)
+class WritingSession:
+    """One CoAuthor writing session: its events sorted by time."""
+
+    writer: str
+    session: str
+    genre: str
+    started_at: float
+    events: tuple[SuggestionList | TypedSentence, ...]
+
+    @property
+    def ended_at(self) -> float:
+        """The time of the last event (when the final text, and its edits, are known)."""
+        return max((e.t for e in self.events), default=self.started_at)
+
+
+def detect_format(path: str | Path) -> str:
+    """``lamp``, ``coauthor`` or ``popquorn``, from the first record's keys.
+
+    Example:
+        ```python
+        detect_format("../shared/data/popquorn/popquorn_users.jsonl")  # "popquorn"
+        ```
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise InvalidInputError(f"data file not found: {source}")
+    if source.suffix == ".json":
+        return "lamp"
+    first = next(_records(source), None)
+    if not isinstance(first, dict):
+        raise InvalidInputError(f"{source}: no JSON object on its first line")
+    if {"writer", "events"} <= set(first):
+        return "coauthor"
+    if {"user", "pairs"} <= set(first):
+        return "popquorn"
+    if "profile" in first:
+        return "lamp"
+    raise InvalidInputError(
+        f"{source}: cannot tell the format from keys {sorted(first)}; pass --format "
+        f"({', '.join(FORMATS)})"
+    )
+
+
+def load_popquorn(path: str | Path, *, limit: int | None = None) -> list[RewriteUser]:
+    """POPQUORN users (``{"user", "pairs": [{"input", "output", "instance_id"}]}`` a line).
+
+    Example:
+        ```python
+        users = load_popquorn("../shared/data/popquorn/popquorn_users.jsonl", limit=10)
+        ```
+    """
+    users = []
+    for number, row in enumerate(_records(Path(path)), start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("pairs"), list) or "user" not in row:
+            raise InvalidInputError(f"{path}:{number}: expected {{'user', 'pairs': [...]}}")
+        pairs = []
+        for pair in row["pairs"]:
+            missing = [k for k in ("input", "output", "instance_id") if k not in pair]
+            if missing:
+                raise InvalidInputError(f"{path}:{number}: a pair is missing {missing}")
+            if str(pair["output"]).strip() and str(pair["input"]).strip():
+                pairs.append(
+                    RewritePair(str(pair["input"]), str(pair["output"]), str(pair["instance_id"]))
+                )
+        users.append(RewriteUser(str(row["user"]), tuple(pairs)))
+        if limit and len(users) >= limit:
+            break
+    if not users:
+        raise InvalidInputError(f"no POPQUORN users in {path}")
+    return users
+
+
+def load_coauthor(path: str | Path) -> list[WritingSession]:
+    """CoAuthor writing sessions (JSONL, optionally gzipped), each writer's by start time.
+
+    Example:
+        ```python
+        sessions = load_coauthor("../shared/data/coauthor/coauthor_sessions.jsonl.gz")
+        ```
+    """
+    sessions = []
+    for number, row in enumerate(_records(Path(path)), start=1):
+        missing = [k for k in ("writer", "session", "started_at", "events") if k not in row]
+        if missing:
+            raise InvalidInputError(f"{path}:{number}: missing {missing}")
+        events = tuple(sorted((_event(e, path, number) for e in row["events"]), key=_time))
+        sessions.append(
+            WritingSession(
+                writer=str(row["writer"]),
+                session=str(row["session"]),
+                genre=str(row.get("genre", "")),
+                started_at=float(row["started_at"]),
+                events=events,
+            )
+        )
+    if not sessions:
+        raise InvalidInputError(f"no CoAuthor sessions in {path}")
+    return sorted(sessions, key=lambda s: (s.writer, s.started_at))
+
+
+def _time(event: SuggestionList | TypedSentence) -> float:
+    return event.t
+
+
+def _event(raw: Any, path: str | Path, number: int) -> SuggestionList | TypedSentence:
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    if kind == "typed":
+        return TypedSentence(float(raw["t"]), str(raw["text"]))
+    if kind == "suggestions":
+        chosen = raw.get("chosen")
+        return SuggestionList(
+            t=float(raw["t"]),
+            context=str(raw.get("context", "")),
+            candidates=tuple(str(c) for c in raw["candidates"]),
+            chosen=None if chosen is None else int(chosen),
+            closed_by=str(raw.get("closed_by", "")),
+            edited_to=None if raw.get("edited_to") is None else str(raw["edited_to"]),
+        )
+    raise InvalidInputError(f"{path}:{number}: unknown event kind {kind!r}")
+
+
+def _records(path: Path) -> Iterator[Any]:
+    """JSON lines of a plain or gzipped file."""
+    if not path.is_file():
+        raise InvalidInputError(f"data file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InvalidInputError(f"{path}:{number}: not JSON ({error.msg})") from None

@@ -13,7 +13,7 @@ import numpy as np
 from langchain_outprofile.evaluation.runner import ScoreRow
 from langchain_outprofile.evaluation.stats import Interval, bootstrap_mean, paired_lift
 
-__all__ = ["summarize", "write_report"]
+__all__ = ["cell_name", "cells_summary", "summarize", "write_report"]
 
 BASELINE = "none"
 RETRIEVAL = "bm25-query"
@@ -86,7 +86,10 @@ def write_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> li
     paths = [out / "report.json", out / "report.md", out / "lift.png"]
     paths[0].write_text(json.dumps(report, indent=2, allow_nan=False, default=_nan) + "\n")
     paths[1].write_text(markdown(report))
-    plot(summary["budgets"], paths[2], title=str(meta.get("model", "")))
+    if meta.get("task", "lamp") == "lamp":
+        plot(summary["budgets"], paths[2], title=str(meta.get("model", "")))
+    else:
+        plot_cells(summary.get("cells", []), paths[2], title=f"{meta.get('task')}")
     return paths
 
 
@@ -113,6 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
         "mean [95 % bootstrap CI]; positive = better than the baseline. Wins = share of users "
         "improved.",
     ]
+    if report.get("cells") and report["meta"].get("task", "lamp") != "lamp":
+        return "\n".join(lines[:4] + cells_markdown(report)) + "\n"
     for placement, by_budget in report["placements"].items():
         lines += [
             "",
@@ -174,3 +179,196 @@ def interval_from(data: dict[str, Any]) -> Interval:
         n=int(clean["n"]),
         wins=float(clean.get("wins", math.nan)),
     )
+
+
+# -- cells: strategy x fields x budget x placement, bootstrap over users ----------------------
+
+CellKey = tuple[str, str, int, str]
+
+
+def cell_name(strategy: str, fields: str) -> str:
+    """``output-profile`` or, for another field mode, ``output-profile[input]``."""
+    return strategy if fields == "output" else f"{strategy}[{fields}]"
+
+
+def _group_means(values: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """Target -> (user, value) into user -> mean value over their targets."""
+    sums: dict[str, list[float]] = {}
+    for owner, value in values.values():
+        sums.setdefault(owner, []).append(value)
+    return {owner: float(np.mean(v)) for owner, v in sums.items()}
+
+
+def _interval(values: Sequence[float], seed: int) -> dict[str, Any]:
+    got = bootstrap_mean(np.array(values, dtype=np.float64), seed=seed)
+    if got.n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "wins": None}
+    return {
+        "mean": got.mean,
+        "lo": got.low,
+        "hi": got.high,
+        "n": got.n,
+        "wins": None if math.isnan(got.wins) else got.wins,
+    }
+
+
+def _paired_values(
+    a: dict[str, tuple[str, float]], b: dict[str, tuple[str, float]], sign: float
+) -> list[float]:
+    """Per user: mean over the targets both cells scored of sign * (a - b)."""
+    shared = set(a) & set(b)
+    diffs = {t: (a[t][0], sign * (a[t][1] - b[t][1])) for t in shared}
+    return list(_group_means(diffs).values())
+
+
+def cells_summary(
+    rows: Sequence[ScoreRow], *, choice: bool, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """``{"cells": [...], "paired": [...]}`` from scored rows.
+
+    A cell is one strategy x fields x budget x placement (``none``: budget 0, placement
+    ``-``). Each target's values are averaged per user first; intervals are seeded percentile
+    bootstraps over users. ``lift_vs_none`` = NLL(none) - NLL(cell) on the targets both
+    scored (positive = better). ``pair_acc`` (choice tasks) = share of (accepted, other)
+    candidate pairs where the accepted one has the lower mean NLL per token.
+    ``paired`` compares every two cells of one budget and placement (and each with ``none``):
+    ``mean`` > 0 means ``a`` is better (lower NLL, higher pair_acc).
+
+    Example:
+        ```python
+        summary = cells_summary(rows, choice=False)
+        summary["cells"][1]["lift_vs_none"]["mean"]
+        ```
+    """
+    nll: dict[CellKey, dict[str, tuple[str, float]]] = {}
+    acc: dict[CellKey, dict[str, tuple[str, float]]] = {}
+    for row in rows:
+        key = (row.strategy, row.fields, row.budget, row.placement)
+        nll.setdefault(key, {})[row.user] = (row.owner, row.mean)
+        pair = row.pair_acc
+        if choice and pair is not None:
+            acc.setdefault(key, {})[row.user] = (row.owner, pair)
+    none_key = next((k for k in nll if k[0] == BASELINE), None)
+    cells = []
+    for key in nll:
+        strategy, fields, budget, placement = key
+        cell: dict[str, Any] = {
+            "strategy": strategy,
+            "fields": fields,
+            "budget": budget,
+            "placement": placement,
+            "users": len({owner for owner, _ in nll[key].values()}),
+            "targets": len(nll[key]),
+            "mean_nll": _interval(list(_group_means(nll[key]).values()), seed),
+            "lift_vs_none": (
+                _interval(_paired_values(nll[none_key], nll[key], 1.0), seed)
+                if none_key and key != none_key
+                else None
+            ),
+        }
+        if choice:
+            cell["pair_acc"] = _interval(list(_group_means(acc.get(key, {})).values()), seed)
+        cells.append(cell)
+    paired = []
+    keys = list(nll)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            a, b = (second, first) if first[0] == BASELINE else (first, second)
+            if a[0] == BASELINE or (b[0] != BASELINE and a[2:] != b[2:]):
+                continue
+            metrics = [("nll", nll, -1.0)] + ([("pair_acc", acc, 1.0)] if choice else [])
+            for metric, table, sign in metrics:
+                values = _paired_values(table.get(a, {}), table.get(b, {}), sign)
+                if values:
+                    paired.append(
+                        {
+                            "a": cell_name(a[0], a[1]),
+                            "b": cell_name(b[0], b[1]),
+                            "budget": a[2],
+                            "placement": a[3],
+                            "metric": metric,
+                            **_interval(values, seed),
+                        }
+                    )
+    return {"cells": cells, "paired": paired}
+
+
+def _ci(value: dict[str, Any] | None, fmt: str = "+.3f") -> str:
+    if not value or value.get("mean") is None:
+        return "—"
+    return f"{value['mean']:{fmt}} [{value['lo']:{fmt}}, {value['hi']:{fmt}}]"
+
+
+def cells_markdown(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: the cells table, then the paired comparisons."""
+    choice = any("pair_acc" in c for c in report["cells"])
+    head = "| budget | placement | strategy | fields | users | targets | mean NLL | lift vs none |"
+    rule = "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"
+    if choice:
+        head, rule = head + " pair_acc |", rule + " ---: |"
+    lines = [
+        "",
+        "Cells: mean over users of each user's mean gold NLL (nats/token); lift = NLL(none) - "
+        "NLL(cell) on the same targets; [95 % bootstrap CI over users].",
+        "",
+        head,
+        rule,
+    ]
+    for c in sorted(report["cells"], key=lambda c: (c["budget"], c["placement"])):
+        line = (
+            f"| {c['budget']} | {c['placement']} | `{c['strategy']}` | {c['fields']} | "
+            f"{c['users']} | {c['targets']} | {_ci(c['mean_nll'], '.3f')} | "
+            f"{_ci(c['lift_vs_none'])} |"
+        )
+        if choice:
+            line += f" {_ci(c.get('pair_acc'))} |"
+        lines.append(line)
+    lines += [
+        "",
+        "Paired: mean over users of a - b (nll: NLL(b) - NLL(a); pair_acc: a - b), so > 0 "
+        "means a is better; [95 % CI], n users, share of users where a is better.",
+        "",
+        "| budget | a | b | metric | a better by | users | a better for |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for p in report["paired"]:
+        wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+        lines.append(
+            f"| {p['budget']} | `{p['a']}` | `{p['b']}` | {p['metric']} | {_ci(p)} | "
+            f"{p['n']} | {wins} |"
+        )
+    return lines
+
+
+def plot_cells(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Lift vs none (and pair_acc for choice tasks) per cell, with 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [c for c in cells if c.get("lift_vs_none") and c["lift_vs_none"]["mean"] is not None]
+    panels = [("lift_vs_none", "NLL lift vs none (nats/token)")]
+    if any(c.get("pair_acc") and c["pair_acc"]["mean"] is not None for c in cells):
+        panels.append(("pair_acc", "pair_acc (accepted beats other)"))
+        shown = [c for c in cells if c.get("pair_acc") and c["pair_acc"]["mean"] is not None]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.45 * len(shown) + 1.8))
+    axes_list = list(np.atleast_1d(axes))
+    labels = [f"{cell_name(c['strategy'], c['fields'])} @{c['budget']}" for c in shown]
+    for axis, (metric, label) in zip(axes_list, panels, strict=True):
+        values = [c.get(metric) or {"mean": 0.0, "lo": 0.0, "hi": 0.0} for c in shown]
+        means = np.array([v["mean"] for v in values], dtype=float)
+        errors = np.array(
+            [[v["mean"] - v["lo"] for v in values], [v["hi"] - v["mean"] for v in values]],
+            dtype=float,
+        )
+        ys = np.arange(len(shown))
+        axis.errorbar(means, ys, xerr=errors, fmt="o", capsize=3)
+        axis.set_yticks(ys, labels, fontsize=8)
+        axis.axvline(0.0 if metric == "lift_vs_none" else float(means[0]), color="grey", lw=0.8)
+        axis.set_xlabel(label)
+        axis.invert_yaxis()
+    figure.suptitle(f"{title}: 95 % bootstrap intervals over users".strip(": "))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,8 +1,14 @@
-"""Runner: ingest users into the real memory, build every block, score it, cache the score.
+"""Runner: bring the memory to each target's moment, build every block, score it, cache it.
 
-The score cache is a JSONL file keyed by (user, strategy, budget, placement, model); a run
-that stops can be started again with the same ``out`` directory and continues where it was.
-``none`` has no block, so it is scored once per user (budget 0, placement ``-``).
+The score cache is a JSONL file keyed by (target, strategy, fields, budget, placement,
+model); a run that stops can be started again with the same ``out`` directory and continues
+where it was. ``none`` has no block, so it is scored once per target (budget 0, placement
+``-``). A target whose every cell is cached is not replayed at all; the next one replays
+everything before it, so resuming costs only the memory writes.
+
+For choice tasks (CoAuthor) every candidate is scored after the same prompt (the KV cache
+keeps the prompt, so each extra candidate costs only its own tokens): ``choices`` holds each
+candidate's (NLL, tokens) and ``chosen`` the accepted one's index.
 """
 
 from __future__ import annotations
@@ -19,33 +25,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from langchain_outprofile.evaluation.data import LampExample
 from langchain_outprofile.evaluation.scoring import Scorer
-from langchain_outprofile.evaluation.strategies import (
-    Placement,
-    build_block,
-    ingest,
-    messages_for,
-    other_users,
-)
+from langchain_outprofile.evaluation.strategies import Placement, messages_for
+from langchain_outprofile.evaluation.tasks import EvalTask, LampTask, Target
 from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.types import Fields
 
-__all__ = ["EvalConfig", "ScoreCache", "ScoreRow", "run_eval"]
+__all__ = ["FIELD_STRATEGIES", "EvalConfig", "ScoreCache", "ScoreRow", "run_eval", "run_task"]
 
-CacheKey = tuple[str, str, int, str, str]
+CacheKey = tuple[str, str, str, int, str, str]
+FIELD_STRATEGIES = frozenset({"output-profile"})
+"""Strategies that take ``--fields``; the others always show outputs."""
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to score: strategies x budgets x placements, for every user."""
+    """What to score: strategies x fields x budgets x placements, for every target."""
 
     strategies: tuple[str, ...] = ("none", "output-profile", "bm25-query")
     budgets: tuple[int, ...] = (200, 400)
     placements: tuple[Placement, ...] = ("leading",)
     seed: int = 0
+    fields: tuple[Fields, ...] = ("output",)
 
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """One scored prompt."""
+    """One scored prompt (``user`` = the target id; ``group`` = whose it is, for the bootstrap)."""
 
     user: str
     strategy: str
@@ -56,16 +61,37 @@ class ScoreRow:
     tokens: int
     block_tokens: int = 0
     entries: int = 0
+    fields: str = "output"
+    group: str = ""
+    choices: tuple[tuple[float, int], ...] = ()
+    chosen: int = -1
 
     @property
     def key(self) -> CacheKey:
         """The cache key."""
-        return (self.user, self.strategy, self.budget, self.placement, self.model)
+        return (self.user, self.strategy, self.fields, self.budget, self.placement, self.model)
 
     @property
     def mean(self) -> float:
         """Mean NLL per gold token."""
         return self.nll / self.tokens
+
+    @property
+    def owner(self) -> str:
+        """The bootstrap unit: the group, else the target itself (LaMP: one per user)."""
+        return self.group or self.user
+
+    @property
+    def pair_acc(self) -> float | None:
+        """Share of (accepted, other) candidate pairs where the accepted one has the lower
+        mean NLL per token (ties count half); None when the row has no choices."""
+        if self.chosen < 0 or len(self.choices) < 2:
+            return None
+        means = [nll / max(tokens, 1) for nll, tokens in self.choices]
+        gold = means[self.chosen]
+        others = [m for i, m in enumerate(means) if i != self.chosen]
+        wins = sum(1.0 if gold < m else 0.5 if gold == m else 0.0 for m in others)
+        return wins / len(others)
 
 
 @dataclass
@@ -75,7 +101,7 @@ class ScoreCache:
     Example:
         ```python
         cache = ScoreCache(Path("out/scores.jsonl"))
-        cache.get(("lamp-1", "none", 0, "-", "llama:SmolLM2"))
+        cache.get(("lamp-1", "none", "output", 0, "-", "llama:SmolLM2"))
         ```
     """
 
@@ -87,8 +113,10 @@ class ScoreCache:
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
                     try:
-                        row = ScoreRow(**json.loads(line))
-                    except (json.JSONDecodeError, TypeError):
+                        raw = json.loads(line)
+                        raw["choices"] = tuple(tuple(c) for c in raw.get("choices", ()))
+                        row = ScoreRow(**raw)
+                    except (json.JSONDecodeError, TypeError, AttributeError):
                         continue  # a line cut by an interrupted run
                     self.rows[row.key] = row
 
@@ -114,37 +142,49 @@ def run_eval(
     show_progress: bool = True,
     cached_only: bool = False,
 ) -> tuple[list[ScoreRow], dict[str, Any]]:
-    """Ingest, then score every (user, strategy, budget, placement); returns rows and timings.
-
-    With ``cached_only`` nothing new is scored: the report covers what the cache holds.
+    """LaMP: :func:`run_task` on a :class:`LampTask` of ``examples``.
 
     Example:
         ```python
         rows, timing = run_eval(examples, LlamaScorer(), memory, EvalConfig(), cache)
         ```
     """
+    task = LampTask(memory, examples, config.seed)
+    return run_task(
+        task, scorer, config, cache, show_progress=show_progress, cached_only=cached_only
+    )
+
+
+def run_task(
+    task: EvalTask,
+    scorer: Scorer,
+    config: EvalConfig,
+    cache: ScoreCache,
+    *,
+    show_progress: bool = True,
+    cached_only: bool = False,
+) -> tuple[list[ScoreRow], dict[str, Any]]:
+    """Set up, then score every (target, strategy, fields, budget, placement) in target order.
+
+    With ``cached_only`` nothing new is scored: the report covers what the cache holds.
+    """
     started = time.perf_counter()
-    stored = ingest(memory, examples)
-    ingest_s = time.perf_counter() - started
-    partners = other_users(examples, config.seed)
-    jobs = list(_jobs(examples, config))
+    stored = task.setup()
+    setup_s = time.perf_counter() - started
+    targets = task.targets()
+    jobs = list(_jobs(targets, config))
     rows: list[ScoreRow] = []
     scored = 0
+    prepared = ""
     with _progress(show_progress, len(jobs)) as advance:
-        for example, strategy, budget, placement in jobs:
-            key = (example.user_id, strategy, budget, placement, scorer.name)
+        for target, strategy, fields, budget, placement in jobs:
+            key = (target.id, strategy, fields, budget, placement, scorer.name)
             row = cache.get(key)
             if row is None and not cached_only:
-                row = _score(
-                    memory,
-                    scorer,
-                    example,
-                    strategy,
-                    budget,
-                    placement,
-                    config,
-                    partners.get(example.user_id),
-                )
+                if prepared != target.id:
+                    task.prepare(target)
+                    prepared = target.id
+                row = _score(task, scorer, target, strategy, fields, budget, placement)
                 if row is not None:
                     cache.put(row)
                     scored += 1
@@ -152,9 +192,10 @@ def run_eval(
                 rows.append(row)
             advance()
     timing = {
-        "users": len(examples),
+        "users": len({t.user for t in targets}),
+        "targets": len(targets),
         "entries_stored": stored,
-        "ingest_s": round(ingest_s, 2),
+        "ingest_s": round(setup_s, 2),
         "scored_now": scored,
         "from_cache": len(rows) - scored,
         "total_s": round(time.perf_counter() - started, 2),
@@ -163,46 +204,58 @@ def run_eval(
 
 
 def _jobs(
-    examples: Sequence[LampExample], config: EvalConfig
-) -> Iterator[tuple[LampExample, str, int, str]]:
-    """Per user: ``none`` once, then each strategy's budgets ascending (shared KV prefixes)."""
-    for example in examples:
+    targets: Sequence[Target], config: EvalConfig
+) -> Iterator[tuple[Target, str, Fields, int, str]]:
+    """Per target: ``none`` once, then each strategy's fields and budgets (shared KV prefixes)."""
+    for target in targets:
         if "none" in config.strategies:
-            yield example, "none", 0, "-"
+            yield target, "none", "output", 0, "-"
         for placement in config.placements:
             for strategy in config.strategies:
                 if strategy == "none":
                     continue
-                for budget in sorted(config.budgets):
-                    yield example, strategy, budget, placement
+                modes = config.fields if strategy in FIELD_STRATEGIES else ("output",)
+                for fields in modes:
+                    for budget in sorted(config.budgets):
+                        yield target, strategy, fields, budget, placement
 
 
 def _score(
-    memory: OutputProfileMemory,
+    task: EvalTask,
     scorer: Scorer,
-    example: LampExample,
+    target: Target,
     strategy: str,
+    fields: Fields,
     budget: int,
     placement: str,
-    config: EvalConfig,
-    partner: str | None,
 ) -> ScoreRow | None:
-    block = build_block(memory, example, strategy, budget, seed=config.seed, partner=partner)
+    block = task.block(target, strategy, fields, budget)
     if block is None:
         return None
     where = "leading" if placement == "-" else placement
-    messages = messages_for(example.input, block, where)  # type: ignore[arg-type]
-    score = scorer.score(messages, example.output)
+    messages = messages_for(target.request, block, where)  # type: ignore[arg-type]
+    score = scorer.score(messages, target.gold)
+    choices: tuple[tuple[float, int], ...] = ()
+    if target.candidates:
+        scores = [
+            score if i == target.chosen else scorer.score(messages, text)
+            for i, text in enumerate(target.candidates)
+        ]
+        choices = tuple((s.nll, s.tokens) for s in scores)
     return ScoreRow(
-        user=example.user_id,
+        user=target.id,
         strategy=strategy,
         budget=budget,
         placement=placement,
         model=scorer.name,
         nll=score.nll,
         tokens=score.tokens,
-        block_tokens=memory.counter.count(block) if block else 0,
+        block_tokens=task.memory.counter.count(block) if block else 0,
         entries=block.count("<entry n="),
+        fields=fields,
+        group=target.user if target.user != target.id else "",
+        choices=choices,
+        chosen=target.chosen,
     )
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "PLACEMENTS",
     "STRATEGIES",
     "Placement",
+    "bm25_order",
     "build_block",
     "ingest",
     "messages_for",
@@ -49,6 +50,8 @@ STRATEGIES = (
     "op-typical",
     "op-flat",
     "op-nodup",
+    "all-outputs-bm25",
+    "other-rewriter",
 )
 PLACEMENTS = ("leading", "middle", "trailing")
 Placement = Literal["leading", "middle", "trailing"]
@@ -159,7 +162,7 @@ def _ordered_block(
         order = sorted(entries, key=lambda e: e.id)
         random_module.Random(f"{seed}:{example.user_id}").shuffle(order)
     elif strategy == "bm25-query":
-        order = _bm25_order(entries, example.input)
+        order = bm25_order(entries, example.input)
     elif strategy == "op-short":
         order = sorted(entries, key=lambda e: (memory.counter.count(e.text), e.id))
     elif strategy == "op-typical":
@@ -181,8 +184,8 @@ def pack(
     return chosen
 
 
-def _bm25_order(entries: Sequence[ProfileEntry], query: str) -> list[ProfileEntry]:
-    """The user's entries most similar to the request first (LaMP's BM25 retriever)."""
+def bm25_order(entries: Sequence[ProfileEntry], query: str) -> list[ProfileEntry]:
+    """The entries most similar to ``query`` first (LaMP's BM25 retriever, bm25s)."""
     import bm25s
 
     if not entries:

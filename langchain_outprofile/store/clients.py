@@ -1,14 +1,35 @@
-"""Clients: which Chroma a store talks to, and the one lock per store location per process.
+"""Clients: which Chroma a store talks to, and the one lock per store location.
 
 Opening an embedded store on a path, a ``chroma run`` server by URL, and where the store
-lives by default. Embedded Chroma can fail a read that races another thread's write on
-the same location ("Error finding id"; docs/reliability.md), so every store object on one
-location in one process shares one lock.
+lives by default. Every store object on one location shares one :class:`LocationLock`:
+
+- in one process, a reentrant thread lock (embedded Chroma fails a read that races another
+  thread's write: "Error finding id"; docs/reliability.md);
+- across the processes of one machine, a file lock: ``outprofile.lock`` inside the store
+  directory of a ``PersistentClient``, or a file named by the server URL in a per-machine
+  directory for an ``HttpClient`` (the in-process ``EphemeralClient`` needs none).
+
+Each embedded process keeps Chroma's vector index in memory, so a write by another process
+leaves it stale even when the writes are serialized (its reads then fail with "Error finding
+id", and its next persist overwrites the other's). The lock file therefore also holds a
+*generation*, bumped by every hold that writes; a process whose Chroma state is older than
+the generation reloads it from disk before its next call. :class:`GuardedCollection` wraps a
+collection so that every call goes through that check, and turns Chroma's failures of a
+damaged store or a full disk into :class:`StoreDamagedError` / :class:`StoreFullError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import struct
+import tempfile
 import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,14 +37,68 @@ from urllib.parse import urlsplit
 import chromadb
 from chromadb.api import ClientAPI
 from chromadb.config import Settings
+from chromadb.errors import ChromaError, NotFoundError
+from filelock import lock_descriptor, unlock_descriptor
 from platformdirs import user_data_dir
 
 from langchain_outprofile.errors import InvalidInputError, StoreUnavailableError
 
-__all__ = ["default_path", "http_client", "location_lock", "persistent_client"]
+__all__ = [
+    "LOCK_DIR_ENV",
+    "LOCK_FILE",
+    "GuardedCollection",
+    "LocationLock",
+    "StoreDamagedError",
+    "StoreFullError",
+    "allocated",
+    "default_path",
+    "failure_kind",
+    "http_client",
+    "location_lock",
+    "persistent_client",
+    "server_of",
+]
 
-_LOCKS: dict[str, threading.RLock] = {}
+LOCK_FILE = "outprofile.lock"
+"""The lock file inside a ``PersistentClient``'s store directory."""
+LOCK_DIR_ENV = "OUTPROFILE_LOCK_DIR"
+"""Where the lock files of server URLs live (default: ``<tempdir>/langchain-outprofile-locks``,
+shared by every user of the machine)."""
+
+_LOCKS: dict[str, LocationLock] = {}
 _LOCKS_GUARD = threading.Lock()
+# The lock file's record: the generation, and 1 while a hold is changing the store (a holder
+# killed in the middle leaves the 1 behind, so the next holder reloads everything).
+_RECORD = struct.Struct("<QQ")
+_POLL_S = 0.002  # how often a process waiting for the lock file tries again
+_PAUSE_S = 0.005  # between the batches of a long write, so waiting processes get a turn
+_HANDOFF_S = 1.0  # longest wait for a waiting thread to take the lock between batches
+_MIB = 1 << 20
+# Chroma's messages of a store whose segment files are damaged (issue 17, item 8), lower case.
+_DAMAGE_SIGNS = (
+    "failed to apply logs",
+    "error constructing hnsw segment reader",
+    "error creating hnsw segment reader",
+    "error loading hnsw index",
+    "error deserializing pickle",
+    "error finding id",
+    "error getting embedding",
+)
+_FULL_SIGNS = ("database or disk is full", "no space left on device", "os error 28")
+
+
+class StoreDamagedError(StoreUnavailableError):
+    """Chroma's files of a collection are damaged, so its reads and writes fail: the known
+    Chroma failure after a process was killed (or the disk filled) while it wrote ("Failed to
+    apply logs to the hnsw segment writer", a torn ``index_metadata.pickle``). The call that
+    raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
+    the collection from the entries Chroma's metadata segment and write log still hold, after
+    copying the store to a backup."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """A write was refused, or failed, for lack of disk space. Nothing the call wrote was
+    acknowledged; entries stored before are intact. Free space and retry."""
 
 
 def default_path() -> Path:
@@ -43,9 +118,12 @@ def persistent_client(path: str | Path) -> ClientAPI:
             f"the store path {str(where)!r} is a file; pass a directory (it is created if missing)"
         )
     try:
-        return chromadb.PersistentClient(
-            path=str(where), settings=Settings(anonymized_telemetry=False)
-        )
+        where.mkdir(parents=True, exist_ok=True)
+        # under the store's lock: two processes creating Chroma's tables at once collide
+        with _lock_for(str(where.resolve())):
+            return chromadb.PersistentClient(
+                path=str(where), settings=Settings(anonymized_telemetry=False)
+            )
     except OSError as error:
         raise StoreUnavailableError(f"cannot open a store at {str(where)!r}: {error}") from None
 
@@ -95,8 +173,460 @@ def location_of(client: ClientAPI) -> str:
     return "ephemeral"
 
 
-def location_lock(client: ClientAPI) -> threading.RLock:
-    """The lock every store object on ``client``'s location in this process shares."""
-    key = location_of(client)
+def location_lock(client: ClientAPI) -> LocationLock:
+    """The lock every store object on ``client``'s location shares (one per process)."""
+    return _lock_for(location_of(client))
+
+
+def _lock_for(key: str) -> LocationLock:
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.RLock())
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = _new_lock(key)
+        return lock
+
+
+def server_of(client_or_collection: Any) -> Any:
+    """The chromadb ``ServerAPI`` behind a client (``_server``) or a collection (``_client``)."""
+    found = getattr(client_or_collection, "_server", None)
+    return found if found is not None else getattr(client_or_collection, "_client", None)
+
+
+def _new_lock(location: str) -> LocationLock:
+    if location == "ephemeral":
+        return LocationLock(location, None)
+    if location.startswith("http://"):
+        folder = Path(os.environ.get(LOCK_DIR_ENV) or _default_lock_dir())
+        name = hashlib.sha256(location.encode()).hexdigest()[:32]
+        return LocationLock(location, folder / f"server-{name}.lock")
+    return LocationLock(location, Path(location) / LOCK_FILE, store_dir=Path(location))
+
+
+def _default_lock_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "langchain-outprofile-locks"
+
+
+class _ProcessHold:
+    """The in-process part of a :class:`LocationLock` alone: what reads of a server take
+    (the server orders its own reads; only the read-fold-write needs other processes out)."""
+
+    def __init__(self, lock: LocationLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> _ProcessHold:
+        self._lock._take(True, -1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._give()
+
+
+class LocationLock:
+    """One store location's lock: a reentrant thread lock, and a file lock across processes.
+
+    ``with lock:`` holds both (reentrant: the file is locked once per process, at the
+    outermost hold). ``lock.reads`` is what a read holds: the whole lock for an embedded
+    store (whose Chroma state other processes' writes make stale), the thread lock alone for
+    a server. The file lock serializes the processes of **one machine**: processes on
+    several machines sharing one server need one writer per user, or a lock service of
+    their own around ``OutputProfileMemory`` writes (see docs/reliability.md).
+
+    Args:
+        location: what :func:`location_of` says of the client.
+        lock_file: the lock file; None for the in-process ephemeral store.
+        store_dir: the embedded store's directory (enables generations and space checks).
+    """
+
+    def __init__(
+        self, location: str, lock_file: Path | None, *, store_dir: Path | None = None
+    ) -> None:
+        self.location = location
+        self.lock_file = lock_file
+        self.store_dir = store_dir
+        self.reads: LocationLock | _ProcessHold = (
+            self if lock_file is None or store_dir is not None else _ProcessHold(self)
+        )
+        self._rlock = threading.RLock()
+        self._owner = 0  # thread holding _rlock (valid while _count > 0)
+        self._count = 0  # holds of _rlock, reads included
+        self._depth = 0  # holds of the file lock by the owning thread
+        self._fd = -1
+        self._pid = 0
+        self._generation = 0
+        self._changing = False
+        self._seen: dict[int, tuple[Any, int]] = {}  # id(server) -> (server, generation)
+        self._waiting = 0
+        self._handoffs = 0
+        self._turns = threading.Condition(threading.Lock())
+
+    # -- holding ----------------------------------------------------------------------------
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock (thread lock, then the file); False if not ``blocking`` and taken,
+        or when ``timeout`` (seconds, -1 = none) passed."""
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        if not self._take(blocking, timeout):
+            return False
+        if self.lock_file is None:
+            return True
+        if self._depth == 0:
+            try:
+                locked = self._lock_file(blocking, deadline)
+            except BaseException:
+                self._give()
+                raise
+            if not locked:
+                self._give()
+                return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        """Release one hold (the file at the outermost)."""
+        try:
+            if self.lock_file is not None:
+                self._depth -= 1
+                if self._depth == 0:
+                    try:
+                        if self._changing:
+                            self._write_record(self._generation, 0)
+                            self._changing = False
+                    finally:
+                        unlock_descriptor(self._fd)
+        finally:
+            self._give()
+
+    def __enter__(self) -> LocationLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def held(self) -> bool:
+        """Whether the calling thread holds the lock (or its thread part)."""
+        return self._count > 0 and self._owner == threading.get_ident()
+
+    def pause(self) -> None:
+        """Between the batches of a long operation, with the lock released: let a thread
+        that waits for it take it first (lock handoff is not fair by itself), and give
+        processes polling the lock file a moment. Does nothing while the caller holds it."""
+        if self.held():
+            return
+        with self._turns:
+            if self._waiting:
+                handoffs = self._handoffs
+                self._turns.wait_for(lambda: self._handoffs != handoffs, _HANDOFF_S)
+        if self.lock_file is not None:
+            time.sleep(_PAUSE_S)
+
+    def _take(self, blocking: bool, timeout: float) -> bool:
+        if not self._rlock.acquire(blocking=False):
+            if not blocking:
+                return False
+            got = False
+            with self._turns:
+                self._waiting += 1
+            try:
+                got = self._rlock.acquire(timeout=timeout)
+            finally:
+                with self._turns:
+                    self._waiting -= 1
+                    if got:
+                        self._handoffs += 1
+                        self._turns.notify_all()
+            if not got:
+                return False
+        self._owner = threading.get_ident()
+        self._count += 1
+        return True
+
+    def _give(self) -> None:
+        self._count -= 1
+        self._rlock.release()
+
+    def _lock_file(self, blocking: bool, deadline: float | None) -> bool:
+        fd = self._descriptor()
+        while not lock_descriptor(fd, blocking=False):
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(_POLL_S)
+        if self.store_dir is not None:
+            try:
+                generation, changing = self._read_record()
+            except BaseException:
+                unlock_descriptor(fd)
+                raise
+            self._generation, self._changing = generation, False
+            if changing:  # its last holder was killed while changing the store
+                self._bump()
+        return True
+
+    def _descriptor(self) -> int:
+        """The lock file, opened once per process (a child of ``fork`` opens its own: the
+        inherited descriptor shares the parent's lock)."""
+        pid = os.getpid()
+        if self._fd >= 0 and self._pid == pid:
+            return self._fd
+        if self._fd >= 0:
+            os.close(self._fd)  # the parent's: closing it here does not unlock the parent
+            self._fd = -1
+            self._seen.clear()
+        assert self.lock_file is not None
+        try:
+            if self.store_dir is None:
+                _make_shared_dir(self.lock_file.parent)
+            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+            if self.store_dir is None:  # other users of the machine open it too
+                with contextlib.suppress(OSError):
+                    os.chmod(self.lock_file, 0o666)
+        except OSError as error:
+            raise StoreUnavailableError(
+                f"cannot open the lock file {str(self.lock_file)!r} of {self.location}: {error}"
+            ) from None
+        self._pid = pid
+        return self._fd
+
+    # -- generations (embedded stores) ----------------------------------------------------
+
+    def refresh(self, server: Any) -> None:
+        """Before a Chroma call under this lock: reload ``server``'s in-memory Chroma state
+        from disk if the store changed since it last looked (another process wrote, or
+        another client of this path in this process, or a holder died mid-write). Every
+        server is reloaded once when first seen, since nothing says how old its state is."""
+        if self.store_dir is None or self._depth == 0 or server is None:
+            return
+        seen = self._seen.get(id(server))
+        if seen is None or seen[1] != self._generation:
+            self.reload(server)
+
+    def note_write(self, server: Any) -> None:
+        """Before a Chroma write under this lock: bump the generation (once per hold), so
+        every other Chroma state of this store reloads before its next call."""
+        if self.store_dir is None or self._depth == 0 or server is None:
+            return
+        if not self._changing:
+            self._bump()
+        self._seen[id(server)] = (server, self._generation)
+
+    def reload(self, server: Any) -> bool:
+        """Rebuild ``server``'s embedded Chroma state from disk (new Rust bindings: their
+        vector index cache starts empty). Only for embedded stores, under the file lock.
+        Returns whether it reloaded."""
+        if self.store_dir is None or self._depth == 0 or not hasattr(server, "bindings"):
+            return False
+        server.stop()
+        server.start()
+        self._seen[id(server)] = (server, self._generation)
+        return True
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._write_record(self._generation, 1)
+        self._changing = True
+
+    def _read_record(self) -> tuple[int, int]:
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        data = os.read(self._fd, _RECORD.size)
+        if len(data) < _RECORD.size:
+            return 0, 0
+        generation, changing = _RECORD.unpack(data)
+        return int(generation), int(changing)
+
+    def _write_record(self, generation: int, changing: int) -> None:
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, _RECORD.pack(generation, changing))
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise StoreFullError(
+                    f"no space left for the lock file of {self.location}"
+                ) from error
+            raise
+
+    # -- disk space (embedded stores) -----------------------------------------------------
+
+    def check_space(self, call: Mapping[str, Any]) -> None:
+        """Refuse a write whose room on the store's disk is not there: Chroma persists its
+        vector index by truncating and rewriting files, and running out of space in the
+        middle leaves them torn (a damaged store). The room asked for is an estimate: the
+        rows' metadata four times over (log, metadata segment, full-text index, journal),
+        8 KiB a row for vectors, a fifth of the vector index files (they grow by 20%), and
+        1 MiB.
+
+        Raises:
+            StoreFullError: when the disk has less free space than that.
+        """
+        if self.store_dir is None:
+            return
+        need, free = _needed_space(self.store_dir, call), _free_space(self.store_dir)
+        if free is not None and free < need:
+            raise StoreFullError(
+                f"the disk of the store at {self.location} has {free / _MIB:.1f} MiB free and "
+                f"this write needs about {need / _MIB:.1f} MiB: nothing was written (Chroma "
+                "damages its index files when a write runs out of space); free space and retry"
+            )
+
+    def short_of_space(self) -> bool:
+        """Whether the embedded store's disk is (nearly) full."""
+        if self.store_dir is None:
+            return False
+        free = _free_space(self.store_dir)
+        return free is not None and free < _needed_space(self.store_dir, {})
+
+
+def _make_shared_dir(folder: Path) -> None:
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # every user of the machine locks here, as in /tmp
+        folder.chmod(0o1777)
+
+
+def _free_space(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _needed_space(store_dir: Path, call: Mapping[str, Any]) -> int:
+    rows = len(call.get("ids") or [])
+    payload = sum(len(str(m)) for m in call.get("metadatas") or [] if m)
+    payload += sum(len(d) for d in call.get("documents") or [] if d)
+    index = 0
+    try:
+        for segment in os.scandir(store_dir):
+            if segment.is_dir():
+                index += sum(allocated(f.stat()) for f in os.scandir(segment.path) if f.is_file())
+    except OSError:
+        pass
+    return _MIB + 4 * payload + 8192 * rows + index // 5
+
+
+def allocated(stat: os.stat_result) -> int:
+    """Bytes a file takes on disk: Chroma's ``link_lists.bin`` can be sparse and terabytes
+    long (Chroma issue 7510), so its apparent size says nothing of the space it uses."""
+    blocks = getattr(stat, "st_blocks", None)
+    return stat.st_size if blocks is None else min(stat.st_size, blocks * 512)
+
+
+def failure_kind(error: BaseException, lock: LocationLock | None = None) -> str | None:
+    """``"full"``, ``"damaged"`` or None: what a Chroma failure says about the store. A
+    damage-like failure while the store's disk is full counts as ``"full"``."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "full"
+    message = str(error).lower()
+    if any(sign in message for sign in _FULL_SIGNS):
+        return "full"
+    if isinstance(error, ChromaError) and any(sign in message for sign in _DAMAGE_SIGNS):
+        return "full" if lock is not None and lock.short_of_space() else "damaged"
+    return None
+
+
+def repair_hint(location: str, collection: str) -> str:
+    """What to run to repair a damaged collection at ``location``."""
+    if location == "ephemeral":
+        return "an in-memory store cannot be repaired: recreate it, and import an export"
+    if location.startswith("http://"):
+        return (
+            f"the server at {location} keeps it: stop the server and run `outprofile --path "
+            f"<its --path directory> --collection {collection} repair` on its machine"
+        )
+    return f"run `outprofile --path {location} --collection {collection} repair` (backup first)"
+
+
+class GuardedCollection:
+    """A Chroma collection whose every call holds its location's lock (``reads`` part),
+    reloads stale embedded state first, and says what a failure means.
+
+    Writes check the disk space first (embedded stores) and bump the lock's generation. A
+    failure Chroma gives for damaged segment files is retried once after reloading the
+    Chroma state from disk, then raised as :class:`StoreDamagedError`; a full disk raises
+    :class:`StoreFullError`. A collection recreated under the same name (by a repair) is
+    reopened by name. Attributes other than the calls below pass through.
+
+    Args:
+        collection: the chromadb collection.
+        lock: its location's lock.
+        reopen: returns the collection of the same name afresh.
+    """
+
+    def __init__(self, collection: Any, lock: LocationLock, reopen: Callable[[], Any]) -> None:
+        self._collection = collection
+        self._lock = lock
+        self._reopen = reopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def get(self, **query: Any) -> Any:
+        """``collection.get``."""
+        return self._call("get", query, writes=False)
+
+    def count(self) -> int:
+        """``collection.count``."""
+        return int(self._call("count", {}, writes=False))
+
+    def upsert(self, **rows: Any) -> None:
+        """``collection.upsert``."""
+        self._call("upsert", rows, writes=True)
+
+    def add(self, **rows: Any) -> None:
+        """``collection.add``."""
+        self._call("add", rows, writes=True)
+
+    def update(self, **rows: Any) -> None:
+        """``collection.update``."""
+        self._call("update", rows, writes=True)
+
+    def delete(self, **which: Any) -> None:
+        """``collection.delete``."""
+        self._call("delete", which, writes=True)
+
+    def _call(self, method: str, arguments: dict[str, Any], *, writes: bool) -> Any:
+        with self._lock.reads:
+            server = server_of(self._collection)
+            self._lock.refresh(server)
+            if writes:
+                self._lock.check_space(arguments)
+                self._lock.note_write(server)
+            try:
+                return getattr(self._collection, method)(**arguments)
+            except NotFoundError:
+                fresh = self._reopen()
+                if fresh.id == self._collection.id:
+                    raise
+                self._collection = fresh
+                return getattr(fresh, method)(**arguments)
+            except Exception as error:  # classified below, else re-raised
+                return self._after_failure(method, arguments, error)
+
+    def _after_failure(self, method: str, arguments: dict[str, Any], error: Exception) -> Any:
+        kind = failure_kind(error, self._lock)
+        if kind == "damaged" and self._lock.reload(server_of(self._collection)):
+            try:  # stale in-memory state fails like damage: retry once on what disk holds
+                return getattr(self._collection, method)(**arguments)
+            except Exception as again:
+                kind, error = failure_kind(again, self._lock), again
+        if kind is None:
+            raise error
+        name = str(self._collection.name)
+        if kind == "full":
+            raise StoreFullError(
+                f"the disk of the store at {self._lock.location} is full: collection {name!r} "
+                f"failed with {_first_line(error)!r}; nothing this call wrote was "
+                "acknowledged. Free space and retry (if the store then reports damage, "
+                f"{repair_hint(self._lock.location, name)})"
+            ) from error
+        raise StoreDamagedError(
+            f"the store at {self._lock.location} is damaged: collection {name!r} fails with "
+            f"Chroma's {_first_line(error)!r} (a known Chroma failure after a process was "
+            "killed, or the disk filled, while it wrote). Nothing this call wrote was "
+            f"acknowledged; {repair_hint(self._lock.location, name)}"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__

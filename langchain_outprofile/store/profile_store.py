@@ -9,8 +9,9 @@ content. Embeddings are always passed explicitly, so Chroma's default embedding 
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,17 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_outprofile.embeddings import StyleEmbeddings
 from langchain_outprofile.errors import EmbeddingMismatchError, InvalidInputError
-from langchain_outprofile.store.clients import default_path, location_lock, persistent_client
+from langchain_outprofile.store.clients import (
+    GuardedCollection,
+    StoreDamagedError,
+    StoreFullError,
+    default_path,
+    failure_kind,
+    location_lock,
+    persistent_client,
+    repair_hint,
+    server_of,
+)
 from langchain_outprofile.store.rows import entries_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
@@ -66,6 +77,9 @@ class ProfileStore:
     """Profiles up to this many entries load with their vectors in one read (a larger one
     fetches only the vectors selection asks for)."""
 
+    delete_batch: int = 1000
+    """Entries ``delete_user`` deletes per hold of the lock (reads of others go between)."""
+
     def __init__(
         self,
         *,
@@ -82,18 +96,26 @@ class ProfileStore:
         self.embeddings = embeddings or StyleEmbeddings()
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._write_lock = location_lock(client)
+        # what reads hold: the whole lock on an embedded store, the thread part on a server
+        self._reads = self._write_lock.reads
         self._versioned = False  # set by _open_collection
-        self._collection = self._open_collection(collection_name)
-        self._max_batch = max(1, int(client.get_max_batch_size()))
-        self.state = StateRows(
-            client.get_or_create_collection(
-                name=f"{collection_name}{STATE_SUFFIX}",
-                metadata={"outprofile_state": SCHEMA_VERSION},
-                embedding_function=None,
-            ),
-            self._write_lock,
-            self._max_batch,
-        )
+        with self._write_lock:
+            self._write_lock.refresh(server_of(client))
+            self._collection: Any = self._open_collection(collection_name)
+            self._max_batch = max(1, int(client.get_max_batch_size()))
+            state_name = f"{collection_name}{STATE_SUFFIX}"
+            state_rows = self._opened(
+                state_name,
+                lambda: client.get_or_create_collection(
+                    name=state_name,
+                    metadata={"outprofile_state": SCHEMA_VERSION},
+                    embedding_function=None,
+                ),
+            )
+            self.state = StateRows(state_rows, self._reads, self._max_batch)
+            # a damaged store fails here, naming the repair, not in the middle of a write
+            self._collection.count()
+            state_rows.count()
 
     @property
     def collection_name(self) -> str:
@@ -118,8 +140,11 @@ class ProfileStore:
             _VERSIONED_KEY: True,
             **_HNSW,
         }
-        collection = self.client.get_or_create_collection(
-            name=name, metadata=wanted, embedding_function=None
+        collection = self._opened(
+            name,
+            lambda: self.client.get_or_create_collection(
+                name=name, metadata=wanted, embedding_function=None
+            ),
         )
         found = dict(collection.metadata or {})
         if found.get("outprofile_schema") not in _READABLE_SCHEMAS:
@@ -138,22 +163,51 @@ class ProfileStore:
         self._versioned = found.get(_VERSIONED_KEY) is True
         return collection
 
+    def _opened(self, name: str, open_: Any) -> GuardedCollection:
+        """``open_()``'s collection, guarded (see :class:`GuardedCollection`); Chroma's
+        failures of a damaged store or a full disk while opening are typed as in a call."""
+        client = self.client
+        try:
+            collection = open_()
+        except Exception as error:
+            kind = failure_kind(error, self._write_lock)
+            if kind is None:
+                raise
+            where = self._write_lock.location
+            if kind == "full":
+                raise StoreFullError(f"the disk of the store at {where} is full: {error}") from (
+                    error
+                )
+            raise StoreDamagedError(
+                f"the store at {where} is damaged: opening collection {name!r} fails with "
+                f"{error}; {repair_hint(where, name)}"
+            ) from error
+        return GuardedCollection(
+            collection,
+            self._write_lock,
+            reopen=lambda: client.get_collection(name, embedding_function=None),
+        )
+
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
         """Store entries, folding each into any stored entry with the same id.
 
-        Returns the entries as stored. Writes go in batches under the client's maximum.
+        Returns the entries as stored. Writes go in batches under the client's maximum;
+        each batch's read-fold-write holds the location's lock, which the other processes
+        of this machine take too, so no concurrent fold is lost. See :meth:`_batched` for
+        how batches and profile versions go.
         """
         merged_all: list[ProfileEntry] = []
-        with self._write_lock:
-            for batch in batches(_fold_duplicates(entries), self._max_batch):
-                stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
-                self._write([e for e in batch if e.id not in stored])
-                merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
-                self._write_metadata([m for m in merged if m.id in stored])
-                merged_all.extend(merged)
-            self.state.touch(e.user_id for e in merged_all)
+
+        def fold(batch: Sequence[ProfileEntry]) -> None:
+            stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
+            self._write([e for e in batch if e.id not in stored])
+            merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
+            self._write_metadata([m for m in merged if m.id in stored])
+            merged_all.extend(merged)
+
+        self._batched(_fold_duplicates(entries), fold)
         return merged_all
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
@@ -161,11 +215,39 @@ class ProfileStore:
 
         When several entries share an id, the last one wins (Chroma refuses duplicate ids).
         """
-        last = list({e.id: e for e in entries}.values())
-        with self._write_lock:
-            for batch in batches(last, self._max_batch):
-                self._write(batch)
-            self.state.touch(e.user_id for e in last)
+        self._batched(list({e.id: e for e in entries}.values()), self._write)
+
+    def _batched(
+        self, entries: Sequence[ProfileEntry], write: Callable[[Sequence[ProfileEntry]], None]
+    ) -> None:
+        """``write`` each batch under the lock, then give the written users a new version.
+
+        A call of several batches releases the lock between them (:meth:`LocationLock.pause`:
+        waiting readers go first) and also renews the versions before every batch, so a
+        process killed part-way leaves no selection of the old profile current. A call that
+        fails renews them on the way out (the batches before the failure did land).
+        """
+        parts = list(batches(entries, self._max_batch))
+        several = len(parts) > 1
+        try:
+            for number, batch in enumerate(parts):
+                if number:
+                    self._write_lock.pause()
+                with self._write_lock:
+                    if several:
+                        self.state.touch(e.user_id for e in batch)
+                    write(batch)
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort: the first error is the news
+                self._touch(entries)
+            raise
+        self._touch(entries)
+
+    def _touch(self, written: Sequence[ProfileEntry]) -> None:
+        """New versions for the users just written, after their entries (design.md)."""
+        if written:
+            with self._write_lock:
+                self.state.touch(e.user_id for e in written)
 
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
@@ -195,24 +277,43 @@ class ProfileStore:
         with self._write_lock:
             owned = [e.id for e in self._get_by_ids(list(ids)) if e.user_id == user]
             for batch in batches(owned, self._max_batch):
-                self._collection.delete(ids=batch, where={"user_id": user})
+                self._collection.delete(ids=list(batch))  # ids only: checked as the user's
             if owned:
                 self.state.drop(user)
         return len(owned)
 
     def delete_user(self, user_id: str) -> int:
-        """Hard-delete every entry of one user, pending ones included."""
+        """Hard-delete every entry of one user, pending ones included.
+
+        Deletes by id, ``delete_batch`` entries at a time, releasing the location's lock
+        between batches so reads of other users do not wait for a large profile (a Chroma
+        delete given ``where=`` as well as ids costs far more). The user's state rows go
+        before the first batch as well as after the last: while it runs, and after a forget
+        killed part-way (rerun it to finish), no saved selection quoting the user is served
+        or saved. Entries the user gains while it runs may be left: forget again once that
+        user's writers stopped.
+        """
         user = validate_user_id(user_id)
+        removed = 0
+        while True:
+            with self._write_lock:
+                ids = self._ids_where({"user_id": user}, limit=self.delete_batch)
+                if ids and not removed:
+                    self.state.forget(user)
+                if ids:
+                    self._collection.delete(ids=ids)
+            removed += len(ids)
+            if len(ids) < self.delete_batch:
+                break
+            self._write_lock.pause()
         with self._write_lock:
-            ids = self._ids_where({"user_id": user})
-            for batch in batches(ids, self._max_batch):
-                self._collection.delete(ids=batch, where={"user_id": user})
-            self.state.drop(user, emptied=True)
-        return len(ids)
+            self.state.forget(user)  # every state row: no row names a forgotten user
+        return removed
 
     def drop(self) -> None:
         """Delete this store's collections (every user's entries and state). Irreversible."""
         with self._write_lock:
+            self._write_lock.note_write(server_of(self.client))
             self.client.delete_collection(self.state.name)
             self.client.delete_collection(self._collection.name)
 
@@ -227,8 +328,12 @@ class ProfileStore:
         return self.state.version(user_id)
 
     def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> None:
-        """See :meth:`StateRows.save_snapshot`."""
-        self.state.save_snapshot(user_id, key, version, payload)
+        """See :meth:`StateRows.save_snapshot`. A snapshot only saves later reads work, so
+        one the disk has no room for is skipped: a full disk fails writes, not reads."""
+        try:
+            self.state.save_snapshot(user_id, key, version, payload)
+        except StoreFullError:
+            return
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -301,7 +406,8 @@ class ProfileStore:
 
     def total(self) -> int:
         """Number of entries in the whole collection (all users; no content is read)."""
-        return int(self._collection.count())
+        with self._reads:
+            return int(self._collection.count())
 
     def user_ids(self) -> list[str]:
         """The users that have entries. Reads the small version rows of the state collection
@@ -354,9 +460,10 @@ class ProfileStore:
         return entries_from(self._read(ids=ids, include=_INCLUDE_ALL))
 
     def _read(self, **query: Any) -> Any:
-        """``collection.get`` under the write lock: embedded Chroma can fail a read that races
-        a write of another thread ("Error finding id"; see docs/reliability.md)."""
-        with self._write_lock:
+        """``collection.get`` under the location's read lock: embedded Chroma can fail a read
+        that races a write of another thread or process ("Error finding id"; see
+        docs/reliability.md)."""
+        with self._reads:
             return self._collection.get(**query)
 
     def _ids_where(self, where: Any, limit: int | None = None) -> list[str]:

@@ -42,7 +42,7 @@ def test_generate_and_score_sends_the_placed_block_and_scores_the_reply() -> Non
     messages = messages_for("Paraphrase: the ferry was late.", block, "leading")
     score = generate_and_score(model, messages, "ferry late AGAIN. meeting gone")
     (sent,) = model.received
-    assert isinstance(sent[0], SystemMessage) and sent[0].content.startswith(block)
+    assert isinstance(sent[0], SystemMessage) and sent[0].text.startswith(block)
     assert isinstance(sent[1], HumanMessage) and sent[1].content == messages[1][1]
     assert score.generated == "ferry late again, meeting gone"
     assert (score.rouge1, score.rougeL) == rouge(score.generated, "ferry late AGAIN. meeting gone")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,14 +19,14 @@ from langchain_outprofile.evaluation.scoring import LlamaScorer
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
 
 
-def _rows(path: Path) -> list[dict[str, object]]:
+def _rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     scorer = LlamaScorer(n_ctx=1024)
-    args = dict(
+    args: dict[str, Any] = dict(
         strategies="none,output-profile,bm25-query",
         budgets="100",
         placement="leading,trailing",
@@ -33,7 +34,7 @@ def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_pa
         seed=3,
         out=out,
     )
-    paths = run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)  # type: ignore[arg-type]
+    paths = run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)
     assert [p.name for p in paths] == ["report.json", "report.md", "lift.png"]
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["users"] == 2 and report["meta"]["scored_now"] == 10
@@ -61,32 +62,33 @@ def test_eval_end_to_end_with_the_real_model_and_resume(tiny_lamp7: Path, tmp_pa
     assert (out / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "`output-profile`" in (out / "report.md").read_text()
 
-    run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)  # type: ignore[arg-type]
+    run_command(tiny_lamp7, scorer=scorer, quiet=True, **args)
     again = json.loads((out / "report.json").read_text())
     assert again["meta"]["scored_now"] == 0 and again["meta"]["from_cache"] == 10
     assert again["placements"] == report["placements"]
     assert len(_rows(out / "scores.jsonl")) == 10
 
     more = {**args, "budgets": "100,150"}
-    run_command(tiny_lamp7, scorer=scorer, quiet=True, cached_only=True, **more)  # type: ignore[arg-type]
+    run_command(tiny_lamp7, scorer=scorer, quiet=True, cached_only=True, **more)
     cached = json.loads((out / "report.json").read_text())
     assert cached["meta"]["scored_now"] == 0 and len(_rows(out / "scores.jsonl")) == 10
     assert list(cached["budgets"]["150"]) == ["none"]  # nothing was scored at budget 150
 
 
 def test_bad_arguments_fail_before_any_work(tiny_lamp7: Path, tmp_path: Path) -> None:
-    base = dict(
+    base: dict[str, Any] = dict(
         strategies="none", budgets="100", placement="leading", limit=1, seed=0, out=tmp_path / "x"
     )
-    for change, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"strategies": "none,rag"}, "unknown strategy"),
         ({"budgets": "100,abc"}, "comma list of integers"),
         ({"placement": "top"}, "unknown placement"),
         ({"limit": 0}, "--limit"),
         ({"backend": "openai"}, "--base-url and --model"),
-    ]:
+    ]
+    for change, message in cases:
         with pytest.raises(InvalidInputError, match=message):
-            run_command(tiny_lamp7, **{**base, **change})  # type: ignore[arg-type]
+            run_command(tiny_lamp7, **{**base, **change})
     assert not (tmp_path / "x").exists()
 
 

@@ -1,0 +1,222 @@
+"""A store Chroma leaves damaged: a typed error naming the repair, and a repair that rebuilds
+every entry from what survives, after a backup (issue 17, item 8).
+
+The damage is made the way a crash or a full disk leaves it: a torn
+``index_metadata.pickle`` (reproduced by SIGKILL during 20,000-entry ``add_many`` calls, and
+by a full disk), a zeroed index header, or index files gone. The store is written by a
+process of its own, so the test process meets the damage as a restarted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile.store import profile_store as store_module
+from langchain_outprofile.store.clients import StoreDamagedError
+from langchain_outprofile.store.repair import JOURNAL, MARKER, diagnose, repair
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTION = "repair-me"
+USERS = ("ana", "bob", "cy")
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from langchain_outprofile import OutputProfileMemory
+
+    memory = OutputProfileMemory(path=sys.argv[1], collection_name=sys.argv[2])
+    users = ("ana", "bob", "cy")
+    memory.add_many(  # past Chroma's sync threshold (1,000): the vector index is persisted
+        [{"text": f"output {i} of {users[i % 3]}", "user_id": users[i % 3], "task": "t"}
+         for i in range(1200)]
+    )
+    memory.reject("output 3 of ana", user_id="ana")
+    memory.endorse("output 4 of bob", user_id="bob", metadata={"k": 1})
+    memory.record_output("a pending output", user_id="cy", run_id="run-1")
+    for i in range(30):  # in Chroma's write log, past the last index persist
+        memory.add(f"single {i}", user_id="ana", signal="authored")
+    """
+)
+
+
+def _write_store(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Write the store in another process; return every user's export."""
+    subprocess.run(
+        [sys.executable, "-c", _WRITER, str(path), COLLECTION], check=True, cwd=ROOT, timeout=600
+    )
+    reader = subprocess.run(
+        [sys.executable, "-c", _EXPORTER, str(path), COLLECTION],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    exports: dict[str, list[dict[str, Any]]] = json.loads(reader.stdout.strip().splitlines()[-1])
+    return exports
+
+
+_EXPORTER = textwrap.dedent(
+    """
+    import json, sys
+    from langchain_outprofile import OutputProfileMemory
+
+    memory = OutputProfileMemory(path=sys.argv[1], collection_name=sys.argv[2])
+    print(json.dumps({u: memory.export(u) for u in ("ana", "bob", "cy")}))
+    """
+)
+
+
+def _vector_dir(path: Path) -> Path:
+    db = sqlite3.connect(path / "chroma.sqlite3")
+    (segment,) = db.execute(
+        "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+        "WHERE c.name = ? AND s.scope = 'VECTOR'",
+        (COLLECTION,),
+    ).fetchone()
+    db.close()
+    return path / str(segment)
+
+
+def _damage(path: Path, how: str) -> None:
+    folder = _vector_dir(path)
+    if how == "torn-pickle":  # a persist killed (or out of space) half-way through
+        pickle = folder / "index_metadata.pickle"
+        data = pickle.read_bytes()
+        pickle.write_bytes(data[: len(data) // 2])
+    elif how == "zeroed-header":
+        (folder / "header.bin").write_bytes(b"\0" * 100)
+    else:  # "index-files-gone": every vector lookup fails, counts still work
+        for file in folder.iterdir():
+            file.unlink()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One store written by another process (copied by each test) and its exports."""
+    path = tmp_path_factory.mktemp("written") / "store"
+    return path, _write_store(path)
+
+
+@pytest.fixture
+def store(written: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
+    copy = tmp_path / "store"
+    subprocess.run(["cp", "-a", str(written[0]), str(copy)], check=True)
+    return copy
+
+
+def _exports(memory: OutputProfileMemory) -> dict[str, list[dict[str, Any]]]:
+    return {u: sorted(memory.export(u), key=lambda r: str(r["id"])) for u in USERS}
+
+
+def _sorted(exports: dict[str, Any]) -> dict[str, Any]:
+    return {u: sorted(rows, key=lambda r: str(r["id"])) for u, rows in exports.items()}
+
+
+@pytest.mark.parametrize("how", ["torn-pickle", "zeroed-header", "index-files-gone"])
+def test_a_damaged_store_raises_a_typed_error_naming_the_repair(store: Path, how: str) -> None:
+    _damage(store, how)
+    with pytest.raises(StoreDamagedError, match=r"outprofile --path .* repair") as raised:
+        memory = OutputProfileMemory(path=store, collection_name=COLLECTION)  # open: count
+        memory.select("ana")  # first use: vectors
+    assert COLLECTION in str(raised.value)
+    assert diagnose(store, COLLECTION)  # the repair's check finds it too
+
+
+@pytest.mark.parametrize("how", ["torn-pickle", "zeroed-header", "index-files-gone"])
+def test_repair_rebuilds_every_entry_after_a_backup(
+    store: Path, written: tuple[Path, dict[str, Any]], how: str
+) -> None:
+    _damage(store, how)
+    damaged_files = {
+        str(f.relative_to(store)): f.read_bytes() for f in _vector_dir(store).iterdir()
+    }
+
+    report = repair(store, COLLECTION)
+
+    assert report.damaged and report.repaired and COLLECTION in report.problems
+    assert report.entries == 1200 + 1 + 30 and report.users == 3 and report.unreadable == 0
+    assert report.backup is not None and (report.backup / JOURNAL).exists()
+    for name, data in damaged_files.items():  # what was there, byte for byte
+        assert (report.backup / name).read_bytes() == data
+    assert not (store / MARKER.format(collection=COLLECTION)).exists()
+    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    assert _exports(memory) == _sorted(written[1])  # every field of every entry
+    assert "output 3 of ana" not in {e.text for e in memory.select("ana").entries}
+    memory.add("written after the repair", user_id="ana")
+    assert memory.store.user_ids() == list(USERS)
+    assert diagnose(store, COLLECTION) == {}
+    assert not repair(store, COLLECTION).damaged  # nothing left to do
+
+
+def test_entries_only_in_chromas_write_log_are_recovered(
+    store: Path, written: tuple[Path, dict[str, Any]]
+) -> None:
+    """The metadata segment lacks the last writes (applied to it only from the log): the
+    repair replays the log's later operations in order."""
+    singles = {r["id"] for r in written[1]["ana"] if str(r["text"]).startswith("single 2")}
+    db = sqlite3.connect(store / "chroma.sqlite3")
+    (segment,) = db.execute(
+        "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+        "WHERE c.name = ? AND s.scope = 'METADATA'",
+        (COLLECTION,),
+    ).fetchone()
+    (oldest_in_log,) = db.execute("SELECT min(seq_id) FROM embeddings_queue").fetchone()
+    marks = ",".join("?" * len(singles))
+    rows = f"SELECT id FROM embeddings WHERE segment_id = ? AND embedding_id IN ({marks})"
+    db.execute(f"DELETE FROM embedding_metadata WHERE id IN ({rows})", (segment, *singles))
+    db.execute(f"DELETE FROM embeddings WHERE id IN ({rows})", (segment, *singles))
+    db.execute(
+        "UPDATE max_seq_id SET seq_id = ? WHERE segment_id = ?", (oldest_in_log - 1, segment)
+    )
+    db.commit()
+    db.close()
+    _damage(store, "torn-pickle")
+
+    report = repair(store, COLLECTION)
+
+    assert report.from_log >= len(singles) == 11  # single 2, single 20 .. single 29
+    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    assert _exports(memory) == _sorted(written[1])
+
+
+def test_an_interrupted_repair_is_finished_from_its_saved_rows(
+    store: Path, written: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the old collection was deleted and half the entries rewritten: the next
+    repair takes the rows it saved, not the half-rebuilt collection."""
+    _damage(store, "torn-pickle")
+    real_replace = store_module.ProfileStore.replace
+
+    def half_then_fail(self: Any, entries: Any) -> None:
+        real_replace(self, list(entries)[: len(entries) // 2])
+        raise KeyboardInterrupt("killed in the middle of the rebuild")
+
+    monkeypatch.setattr(store_module.ProfileStore, "replace", half_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        repair(store, COLLECTION)
+    assert (store / MARKER.format(collection=COLLECTION)).exists()
+    monkeypatch.setattr(store_module.ProfileStore, "replace", real_replace)
+
+    report = repair(store, COLLECTION)
+
+    assert report.resumed and report.entries == 1231
+    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    assert _exports(memory) == _sorted(written[1])
+
+
+def test_a_healthy_store_is_left_alone(store: Path) -> None:
+    before = sorted(p.name for p in store.parent.iterdir())
+    report = repair(store, COLLECTION)
+    assert not report.damaged and not report.repaired and report.backup is None
+    assert report.entries == 1231 and report.users == 3
+    assert sorted(p.name for p in store.parent.iterdir()) == before  # no backup taken
+    assert "healthy" in report.summary()

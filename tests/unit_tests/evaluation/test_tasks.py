@@ -1,0 +1,454 @@
+"""CoAuthor and POPQUORN: loaders, the replay and its leakage rule, the strategies, the metrics.
+
+Every fixture is invented here and written by the test (no dataset text).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import pytest
+
+from langchain_outprofile import OutputProfileMemory, parse_block
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.evaluation.command import run_command
+from langchain_outprofile.evaluation.data import (
+    SuggestionList,
+    TypedSentence,
+    detect_format,
+    load_coauthor,
+    load_popquorn,
+)
+from langchain_outprofile.evaluation.report import cells_summary
+from langchain_outprofile.evaluation.runner import ScoreRow
+from langchain_outprofile.evaluation.scoring import Message, NllScore
+from langchain_outprofile.evaluation.tasks import (
+    CONTINUE_PROMPT,
+    MIN_HISTORY,
+    REWRITE_PROMPT,
+    CoauthorTask,
+    MovingClock,
+    PopquornTask,
+    coauthor_writes,
+)
+
+# -- invented fixtures ------------------------------------------------------------------------
+
+T0 = 1_000_000.0
+
+
+def _typed(t: float, text: str) -> dict[str, Any]:
+    return {"kind": "typed", "t": t, "text": text}
+
+
+def _list(
+    t: float,
+    candidates: Sequence[str],
+    chosen: int | None,
+    closed_by: str,
+    edited_to: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "suggestions",
+        "t": t,
+        "context": f"Invented context at {t}. " * 3,
+        "candidates": list(candidates),
+        "chosen": chosen,
+        "closed_by": closed_by,
+        "kept_verbatim": chosen is not None and edited_to is None,
+        "edited_to": edited_to,
+    }
+
+
+def _session(
+    writer: str, session: str, start: float, events: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "writer": writer,
+        "session": session,
+        "genre": "creative",
+        "prompt_code": "x",
+        "started_at": start,
+        "prompt": "An invented prompt.",
+        "events": events,
+        "final_text": "unused",
+    }
+
+
+def _coauthor_rows() -> list[dict[str, Any]]:
+    """Writer ``wa``: two sessions; writer ``wb``: one. All text is made up."""
+    early = [_typed(T0 + i, f"Alpha typed sentence number {i}.") for i in range(1, MIN_HISTORY + 1)]
+    first = [
+        *early,
+        _list(T0 + 20, ["Dismissed one.", "Dismissed two."], None, "user"),
+        _list(T0 + 30, ["Kept as shown.", "Not taken."], 0, "select"),
+        _list(T0 + 40, ["Raw accepted text.", "Other option."], 0, "select", "Edited final text."),
+        _list(T0 + 50, ["Target gold line.", "Target rival line.", "Third line."], 0, "select"),
+        _typed(T0 + 60, "Alpha typed after the target."),
+    ]
+    second = [
+        _list(T0 + 200, ["Later gold.", "Later rival."], 1, "select"),
+    ]
+    other = [_typed(T0 + i, f"Beta wrote line {i}.") for i in range(1, MIN_HISTORY + 5)]
+    return [
+        _session("wa", "s1", T0, first),
+        _session("wa", "s2", T0 + 150, second),
+        _session("wb", "s3", T0, other),
+    ]
+
+
+def _write_coauthor(path: Path) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for row in _coauthor_rows():
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+POPQUORN_ROWS = [
+    {
+        "user": "1",
+        "pairs": [
+            {
+                "input": "Meet at noon?",
+                "output": "Hi, can we meet at noon? Thanks",
+                "instance_id": "10",
+            },
+            {
+                "input": "Send the file.",
+                "output": "Hi, please send the file. Thanks",
+                "instance_id": "11",
+            },
+            {"input": "Call me.", "output": "Hi, give me a call. Thanks", "instance_id": "12"},
+        ],
+    },
+    {
+        "user": "2",
+        "pairs": [
+            {"input": "Meet at noon?", "output": "NOON MEETING OK??", "instance_id": "10"},
+            {"input": "Lunch later.", "output": "LUNCH LATER!!", "instance_id": "20"},
+            {"input": "Budget due.", "output": "BUDGET IS DUE!!", "instance_id": "21"},
+        ],
+    },
+    {
+        "user": "3",
+        "pairs": [
+            {"input": "Fix the bug.", "output": "pls fix bug", "instance_id": "30"},
+            {"input": "Ship it.", "output": "ship it", "instance_id": "31"},
+        ],
+    },
+]
+
+
+def _write_popquorn(path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in POPQUORN_ROWS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def memory() -> OutputProfileMemory:
+    clock = MovingClock(T0)
+    mem = OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
+    )
+    return mem
+
+
+class FakeScorer:
+    """NLL = tokens x (2 - 0.1 x gold words found in the prompt): a block holding the gold's
+    words makes it likelier, as a real model would."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, messages: Sequence[Message], gold: str) -> NllScore:
+        self.calls += 1
+        prompt = " ".join(text for _, text in messages).lower()
+        words = gold.lower().split()
+        found = sum(w in prompt for w in words)
+        return NllScore(len(words) * (2.0 - 0.1 * found / len(words)), len(words))
+
+
+# -- loaders ----------------------------------------------------------------------------------
+
+
+def test_loaders_read_the_three_formats_and_detect_them(tmp_path: Path, tiny_lamp7: Path) -> None:
+    co = _write_coauthor(tmp_path / "co.jsonl.gz")
+    pq = _write_popquorn(tmp_path / "pq.jsonl")
+    assert detect_format(co) == "coauthor"
+    assert detect_format(pq) == "popquorn"
+    assert detect_format(tiny_lamp7) == "lamp"
+    sessions = load_coauthor(co)
+    assert [(s.writer, s.session) for s in sessions] == [("wa", "s1"), ("wa", "s2"), ("wb", "s3")]
+    first = sessions[0]
+    assert isinstance(first.events[0], TypedSentence)
+    lists = [e for e in first.events if isinstance(e, SuggestionList)]
+    assert [e.chosen for e in lists] == [None, 0, 0, 0]
+    assert lists[0].closed_by == "user" and lists[2].edited_to == "Edited final text."
+    assert first.ended_at == T0 + 60
+    users = load_popquorn(pq)
+    assert [u.user for u in users] == ["1", "2", "3"]
+    assert users[1].pairs[0].instance_id == "10" and users[1].pairs[0].output == "NOON MEETING OK??"
+    assert len(load_popquorn(pq, limit=2)) == 2
+
+
+def test_loaders_name_the_bad_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user": "1", "pairs": [{"input": "a"}]}\n')
+    with pytest.raises(InvalidInputError, match="missing"):
+        load_popquorn(bad)
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"colour": "red"}\n')
+    with pytest.raises(InvalidInputError, match="--format"):
+        detect_format(odd)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"writer": "w", "session": "s", "started_at": 1, "events": []}\n{oops\n')
+    with pytest.raises(InvalidInputError, match=":2: not JSON"):
+        load_coauthor(broken)
+
+
+# -- CoAuthor replay and the leakage rule -----------------------------------------------------
+
+
+def test_replay_writes_signals_as_they_happened(tmp_path: Path) -> None:
+    sessions = [s for s in load_coauthor(_write_coauthor(tmp_path / "c.gz")) if s.writer == "wa"]
+    writes = coauthor_writes(sessions)
+    assert [w.t for w in writes] == sorted(w.t for w in writes)
+    profile = {(w.text, w.signal) for w in writes if w.store == "profile"}
+    assert ("Dismissed one.", "rejected") in profile and ("Dismissed two.", "rejected") in profile
+    assert ("Kept as shown.", "accepted") in profile
+    assert ("Not taken.", "accepted") not in profile  # shown, not accepted: not a signal
+    edit = next(w for w in writes if w.signal == "edited")
+    assert edit.text == "Edited final text." and edit.replaces == "Raw accepted text."
+    assert edit.t == T0 + 60  # known only when its session ended
+    shown = {w.text for w in writes if w.store == "shown"}
+    assert {"Not taken.", "Dismissed one.", "Target rival line."} <= shown
+
+
+def test_a_target_never_sees_its_own_future(tmp_path: Path, memory: OutputProfileMemory) -> None:
+    clock = memory.clock
+    assert isinstance(clock, MovingClock)
+    task = CoauthorTask(memory, clock, load_coauthor(_write_coauthor(tmp_path / "c.gz")), seed=1)
+    targets = task.targets()
+    assert sorted(t.t for t in targets) == [T0 + 30, T0 + 40, T0 + 50, T0 + 200]  # wb: none
+    first = next(t for t in targets if t.t == T0 + 50)
+    later = next(t for t in targets if t.t == T0 + 200)
+    assert first.user == "co-wa" and first.gold == "Target gold line." and first.chosen == 0
+    assert first.candidates == ("Target gold line.", "Target rival line.", "Third line.")
+    assert first.request.startswith(CONTINUE_PROMPT)
+
+    task.prepare(first)
+    assert clock.now == first.t
+    name = task.store_user("wa", first)
+    own = memory.store.load(name, with_vectors=False).entries
+    shown = memory.store.load(f"{name}#shown", with_vectors=False).entries
+    assert all(e.created_at < first.t for e in [*own, *shown])
+    texts = {e.text for e in [*own, *shown]}
+    assert not texts & {"Target gold line.", "Target rival line.", "Alpha typed after the target."}
+    assert "Edited final text." not in texts  # its session has not ended yet
+    assert "Raw accepted text." in texts
+    assert {e.text for e in own if e.rejected} == {"Dismissed one.", "Dismissed two."}
+    for strategy in ("output-profile", "bm25-query", "all-outputs-bm25", "recency", "other-user"):
+        block = task.block(first, strategy, "output", 200)
+        assert block and memory.counter.count(block) <= 200
+        chosen = set(parse_block(block))
+        assert "Target gold line." not in chosen
+        if strategy != "all-outputs-bm25":  # the similarity memory keeps every output shown
+            assert not chosen & {"Dismissed one.", "Dismissed two."}
+        if strategy == "other-user":
+            assert all(t.startswith("Beta") for t in chosen)
+    assert "Not taken." in parse_block(task.block(first, "all-outputs-bm25", "output", 400) or "")
+
+    task.prepare(later)  # the first session ended: the edit replaced the accepted text
+    assert not memory.store.load(name, with_vectors=False).entries  # the last target's: gone
+    own_now = {e.text for e in memory.store.load(task.store_user("wa", later)).entries}
+    assert "Edited final text." in own_now and "Raw accepted text." not in own_now
+    assert "Target gold line." in own_now and "Later gold." not in own_now
+    task.prepare(first)  # any order: each target replays its own past
+    again = {e.text for e in memory.store.load(name, with_vectors=False).entries}
+    assert again == {e.text for e in own}
+
+
+def test_targets_need_two_candidates_and_enough_history(tmp_path: Path) -> None:
+    rows = _coauthor_rows()
+    rows[0]["events"].insert(0, _list(T0 + 0.5, ["Too early.", "Also early."], 0, "select"))
+    rows[1]["events"].append(_list(T0 + 210, ["Single candidate."], 0, "select"))
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clock = MovingClock(T0)
+    memory = OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
+    )
+    task = CoauthorTask(memory, clock, load_coauthor(path))
+    golds = ["Kept as shown.", "Raw accepted text.", "Target gold line.", "Later rival."]
+    assert [t.gold for t in sorted(task.targets(), key=lambda t: t.t)] == golds
+    assert len(CoauthorTask(memory, clock, load_coauthor(path), limit=1).targets()) == 1
+
+
+# -- POPQUORN ---------------------------------------------------------------------------------
+
+
+def test_popquorn_holds_one_pair_out_and_builds_every_field_mode(
+    tmp_path: Path, memory: OutputProfileMemory
+) -> None:
+    task = PopquornTask(memory, load_popquorn(_write_popquorn(tmp_path / "p.jsonl")), seed=0)
+    assert task.setup() == 2 + 2 + 1
+    targets = {t.user: t for t in task.targets()}
+    one = targets["pq-1"]
+    assert one.instance == "10"  # the only email another user also rewrote
+    assert one.request == REWRITE_PROMPT + "Meet at noon?" and one.gold.startswith("Hi, can we")
+    outputs = parse_block(task.block(one, "output-profile", "output", 200) or "")
+    assert set(outputs) == {"Hi, please send the file. Thanks", "Hi, give me a call. Thanks"}
+    inputs = parse_block(task.block(one, "output-profile", "input", 200) or "")
+    assert set(inputs) == {"Send the file.", "Call me."}
+    full = task.block(one, "output-profile", "full", 200) or ""
+    assert "Send the file." in full and "Hi, please send the file. Thanks" in full
+    assert "Meet at noon?" not in full
+    rival = parse_block(task.block(one, "other-rewriter", "output", 200) or "")
+    assert set(rival) == {"LUNCH LATER!!", "BUDGET IS DUE!!"}  # user 2 without their rewrite
+    assert task.block(targets["pq-3"], "other-rewriter", "output", 200) is None
+    other = parse_block(task.block(one, "other-user", "output", 200) or "")
+    assert other and not set(other) & {p["output"] for p in POPQUORN_ROWS[0]["pairs"]}  # type: ignore[index]
+    assert task.block(one, "none", "output", 200) == ""
+    with pytest.raises(InvalidInputError, match="does not apply"):
+        task.block(one, "bm25-query", "output", 200)
+
+
+# -- metrics against hand-computed values -----------------------------------------------------
+
+
+def _row(user: str, group: str, strategy: str, nll: float, **extra: Any) -> ScoreRow:
+    budget, placement = (0, "-") if strategy == "none" else (200, "leading")
+    return ScoreRow(
+        user=user,
+        strategy=strategy,
+        budget=budget,
+        placement=placement,
+        model="m",
+        nll=nll,
+        tokens=2,
+        group=group,
+        **extra,
+    )
+
+
+def test_pair_acc_counts_pairs_by_mean_nll_per_token() -> None:
+    # accepted = index 1: mean NLL 4/2 = 2.0; others 3/1 = 3.0 (loses to it), 1/1 = 1.0 (beats
+    # it), 6/3 = 2.0 (tie, half) -> (1 + 0 + 0.5) / 3
+    row = _row("t", "u", "x", 4.0, choices=((3.0, 1), (4.0, 2), (1.0, 1), (6.0, 3)), chosen=1)
+    assert math.isclose(row.pair_acc or 0.0, 0.5)
+    assert _row("t", "u", "x", 4.0).pair_acc is None
+
+
+def test_cells_average_per_user_then_bootstrap_and_pair_by_target() -> None:
+    c = ((1.0, 1), (2.0, 1))  # accepted (index 0) mean 1.0 beats 2.0
+    lose = ((3.0, 1), (2.0, 1))
+    rows = [
+        # user A has two targets, user B one; NLL per token = nll / 2
+        _row("a1", "A", "none", 4.0, choices=lose, chosen=0),
+        _row("a2", "A", "none", 6.0, choices=lose, chosen=0),
+        _row("b1", "B", "none", 2.0, choices=c, chosen=0),
+        _row("a1", "A", "op", 3.0, choices=c, chosen=0),
+        _row("a2", "A", "op", 4.0, choices=lose, chosen=0),
+        _row("b1", "B", "op", 2.0, choices=c, chosen=0),
+        _row("a1", "A", "sim", 4.0, choices=lose, chosen=0),
+        _row("b1", "B", "sim", 1.0, choices=c, chosen=0),
+    ]
+    report = cells_summary(rows, choice=True, seed=0)
+    cells = {c["strategy"]: c for c in report["cells"]}
+    assert set(cells["op"]) >= {
+        "strategy",
+        "fields",
+        "budget",
+        "placement",
+        "users",
+        "mean_nll",
+        "lift_vs_none",
+        "pair_acc",
+    }
+    assert cells["none"]["budget"] == 0 and cells["none"]["lift_vs_none"] is None
+    # user means of NLL/token: none A = (2 + 3) / 2 = 2.5, B = 1.0 -> 1.75
+    assert math.isclose(cells["none"]["mean_nll"]["mean"], 1.75)
+    # lift op: A = mean(2 - 1.5, 3 - 2) = 0.75, B = 0 -> 0.375
+    assert math.isclose(cells["op"]["lift_vs_none"]["mean"], 0.375)
+    assert cells["op"]["users"] == 2 and cells["op"]["targets"] == 3
+    # pair_acc op: A = mean(1, 0) = 0.5, B = 1 -> 0.75; none: A = 0, B = 1 -> 0.5
+    assert math.isclose(cells["op"]["pair_acc"]["mean"], 0.75)
+    assert math.isclose(cells["none"]["pair_acc"]["mean"], 0.5)
+    lift = cells["op"]["lift_vs_none"]
+    assert lift["lo"] <= lift["mean"] <= lift["hi"]
+    paired = {(p["a"], p["b"], p["metric"]): p for p in report["paired"]}
+    # op vs sim on shared targets a1, b1: nll A: 2.0 - 1.5 = 0.5, B: 0.5 - 1.0 = -0.5 -> 0
+    assert math.isclose(paired[("op", "sim", "nll")]["mean"], 0.0)
+    # pair_acc: A: 1 - 0 = 1, B: 1 - 1 = 0 -> 0.5
+    assert math.isclose(paired[("op", "sim", "pair_acc")]["mean"], 0.5)
+    assert math.isclose(paired[("op", "none", "pair_acc")]["mean"], 0.25)
+    assert {"a", "b", "budget", "metric", "mean", "lo", "hi"} <= set(paired[("op", "sim", "nll")])
+
+
+# -- the command end to end (fake scorer) ------------------------------------------------------
+
+
+def test_command_runs_coauthor_and_popquorn_and_resumes(tmp_path: Path) -> None:
+    co = _write_coauthor(tmp_path / "co.jsonl.gz")
+    scorer = FakeScorer()
+    args: dict[str, Any] = dict(
+        strategies="none,output-profile,all-outputs-bm25,bm25-query,recency,other-user",
+        budgets="200",
+        placement="leading",
+        limit=None,
+        seed=0,
+        out=tmp_path / "co-out",
+        quiet=True,
+    )
+    run_command(co, scorer=scorer, **args)
+    report = json.loads((tmp_path / "co-out" / "report.json").read_text())
+    assert report["meta"]["task"] == "coauthor" and report["meta"]["targets"] == 4
+    cells = {c["strategy"]: c for c in report["cells"]}
+    assert set(cells) == {
+        "none",
+        "output-profile",
+        "all-outputs-bm25",
+        "bm25-query",
+        "recency",
+        "other-user",
+    }
+    assert all(c["pair_acc"]["n"] == 1 for c in cells.values())
+    assert all(
+        {"mean", "lo", "hi"} <= set(c["lift_vs_none"]) for n, c in cells.items() if n != "none"
+    )
+    assert any(p["metric"] == "pair_acc" for p in report["paired"])
+    assert (tmp_path / "co-out" / "lift.png").read_bytes()[:4] == b"\x89PNG"
+    calls = scorer.calls
+    assert calls == 6 * (2 + 2 + 3 + 2)  # every candidate of every prompt
+    run_command(co, scorer=scorer, **args)  # resume: everything comes from the cache
+    assert scorer.calls == calls
+    again = json.loads((tmp_path / "co-out" / "report.json").read_text())
+    assert again["meta"]["scored_now"] == 0 and again["cells"] == report["cells"]
+
+    pq = _write_popquorn(tmp_path / "pq.jsonl")
+    run_command(
+        pq,
+        scorer=FakeScorer(),
+        **{
+            **args,
+            "strategies": "none,output-profile,other-user,other-rewriter",
+            "out": tmp_path / "pq-out",
+        },
+        fields="output,input,full",
+    )
+    report = json.loads((tmp_path / "pq-out" / "report.json").read_text())
+    modes = {(c["strategy"], c["fields"]) for c in report["cells"]}
+    assert {("output-profile", f) for f in ("output", "input", "full")} <= modes
+    assert ("other-rewriter", "output") in modes and "pair_acc" not in report["cells"][0]
+    assert "`output-profile`" in (tmp_path / "pq-out" / "report.md").read_text()
+    with pytest.raises(InvalidInputError, match="do not apply"):
+        run_command(pq, scorer=FakeScorer(), **{**args, "strategies": "none,bm25-query"})
