@@ -47,6 +47,8 @@ LAZY_COMMANDS = {
     "demo": ("cli.demo", "run_demo"),
     "serve-model": ("model_server", "run_model_server"),
     "serve": ("model_server", "serve_local_model"),
+    "repair": ("store.repair", "repair"),
+    "default-path": ("store.clients", "default_path"),  # where repair looks without --path
     "eval": ("evaluation.command", "eval_command"),
     "bench": ("bench.run", "bench_command"),
 }
@@ -171,7 +173,7 @@ JsonFlag = Annotated[
 
 def _print_json(value: Any) -> None:
     """``value`` as one JSON document on stdout (non-ASCII kept as is)."""
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
 def _progress(label: str, total: int, quiet: bool) -> Progress:
@@ -343,6 +345,34 @@ def demo(
             run = _command("demo")(console)
         if as_json:
             _print_json({k: getattr(run, k) for k in ("model", "blocks", "answers", "seconds")})
+
+
+@app.command()
+def repair(
+    ctx: typer.Context,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even when every check passes.")
+    ] = False,
+    backup_dir: Annotated[
+        Path | None, typer.Option("--backup-dir", help="Where the backup of the store goes.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check the store and, when Chroma cannot read or write it any more (e.g. after a crash
+    mid-write), rebuild the collection from the entries it still holds, keeping a backup."""
+    with _errors():
+        choice: StoreChoice = ctx.ensure_object(StoreChoice)
+        if choice.path is not None and choice.chroma_url is not None:
+            raise CliError("give either --path or --chroma-url, not both")
+        if choice.chroma_url is not None:
+            where: Any = outprofile.http_client(choice.chroma_url)
+        else:
+            where = choice.path or _command("default-path")()
+        report = _command("repair")(where, choice.collection, backup_dir=backup_dir, force=force)
+        if as_json:
+            _print_json(dataclasses.asdict(report))
+        else:
+            typer.echo(report.summary())
 
 
 @app.command("serve-model")

@@ -565,3 +565,15 @@ def test_the_demo_answers_through_chat_openai_on_the_served_model() -> None:
         run["model"].startswith("ChatOpenAI SmolLM2-135M-Instruct") and "127.0.0.1" in run["model"]
     )
     assert set(run["answers"]) == set(DEMO_ANSWERED) and all(run["answers"].values())
+
+
+def test_repair_checks_a_healthy_store_and_rebuilds_it_on_request(
+    ingested: Run, store: Path
+) -> None:
+    before = memory_at(store).export("ana")
+    checked = ingested("repair")
+    assert checked.exit_code == 0, checked.output
+    assert "healthy" in checked.stdout and "nothing was changed" in checked.stdout
+    rebuilt = json.loads(ingested("repair", "--force", "--json").stdout)
+    assert rebuilt["repaired"]
+    assert memory_at(store).export("ana") == before
