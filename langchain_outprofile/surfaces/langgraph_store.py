@@ -61,7 +61,7 @@ from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
     EntryFields,
     ProfileEntry,
-    ProfileSelection,
+    ProfileSource,
     SelectionOptions,
     Signal,
     StoredProfile,
@@ -88,27 +88,14 @@ class _EntryReader(Protocol):
     def user_ids(self) -> list[str]: ...
 
 
-class ProfileBackend(Protocol):
+class ProfileBackend(ProfileSource, Protocol):
     """What :class:`OutputProfileStore` uses of a memory (``OutputProfileMemory`` is one):
-    selection, validated entries, exact writes, deletes, and its store's reads."""
-
-    options: SelectionOptions
+    a :class:`ProfileSource`'s selection, plus validated entries, exact writes, deletes, and
+    its store's reads."""
 
     @property
     def store(self) -> _EntryReader:
         """Reads of whole profiles and the list of users."""
-        ...
-
-    def select(
-        self,
-        user_id: str,
-        *,
-        max_tokens: int | None = None,
-        task: str | None = None,
-        query: str | None = None,
-        options: SelectionOptions | None = None,
-    ) -> ProfileSelection:
-        """The user's block."""
         ...
 
     def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
