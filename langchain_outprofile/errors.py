@@ -1,4 +1,4 @@
-"""Errors: every exception this package raises on purpose, in one place.
+"""Errors: every exception and warning this package raises on purpose, in one place.
 
 Each message names what was wrong and what to pass or do instead. Every class derives from
 :class:`OutprofileError`, so ``except OutprofileError`` catches all of them.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousRunError",
+    "ApproximateTokenizerWarning",
+    "BudgetTooSmallWarning",
     "EmbeddingMismatchError",
     "InvalidInputError",
     "LocalModelUnavailableError",
@@ -16,6 +18,8 @@ __all__ = [
     "ModelServerError",
     "OutprofileError",
     "RunIdConflictError",
+    "StoreDamagedError",
+    "StoreFullError",
     "StoreUnavailableError",
     "UnknownRunError",
 ]
@@ -69,3 +73,26 @@ class LocalModelUnavailableError(OutprofileError, ImportError):
 class MissingExtraError(OutprofileError, ImportError):
     """A command or feature needs an optional extra that is not installed; the message
     names the ``pip install`` that adds it."""
+
+
+class StoreDamagedError(StoreUnavailableError):
+    """Chroma's files of a collection are damaged, so its reads and writes fail: the known
+    Chroma failure after a process was killed (or the disk filled) while it wrote ("Failed to
+    apply logs to the hnsw segment writer", a torn ``index_metadata.pickle``). The call that
+    raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
+    the collection from the entries Chroma's metadata segment and write log still hold, after
+    copying the store to a backup."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """A write was refused, or failed, for lack of disk space. Nothing the call wrote was
+    acknowledged; entries stored before are intact. Free space and retry."""
+
+
+class ApproximateTokenizerWarning(UserWarning):
+    """Counts are not exact for the target model; the message says what to install or pass."""
+
+
+class BudgetTooSmallWarning(UserWarning):
+    """The token budget cannot hold the block's frame (or any entry beside it), so the block
+    is empty; ``explain()`` says the same."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import tiktoken
 
-from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.errors import ApproximateTokenizerWarning, InvalidInputError
 
 if TYPE_CHECKING:  # not imported at run time: the CLI's --help must not load LangChain
     from langchain_core.language_models import BaseLanguageModel
@@ -60,10 +60,6 @@ _EXACT_HINT = (
     "pass tokens= with the model's own tokenizer (a GGUF path or llama_cpp.Llama, a Hugging "
     "Face tokenizer, the chat model, or a Callable[[str], int])"
 )
-
-
-class ApproximateTokenizerWarning(UserWarning):
-    """Counts are not exact for the target model; the message says what to install or pass."""
 
 
 @runtime_checkable

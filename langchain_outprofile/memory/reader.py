@@ -54,6 +54,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from langchain_outprofile.errors import BudgetTooSmallWarning
 from langchain_outprofile.memory.snapshots import (
     dump_selection,
     load_selection,
@@ -75,10 +76,6 @@ __all__ = ["BudgetTooSmallWarning", "ProfileReader"]
 
 _ATTEMPTS = 3
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
-
-
-class BudgetTooSmallWarning(UserWarning):
-    """The token budget cannot hold the block's frame, so the block is empty."""
 
 
 class ReaderSettings(Protocol):

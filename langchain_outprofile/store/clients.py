@@ -41,7 +41,12 @@ from chromadb.errors import ChromaError, NotFoundError
 from filelock import lock_descriptor, unlock_descriptor
 from platformdirs import user_data_dir
 
-from langchain_outprofile.errors import InvalidInputError, StoreUnavailableError
+from langchain_outprofile.errors import (
+    InvalidInputError,
+    StoreDamagedError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 
 __all__ = [
     "LOCK_DIR_ENV",
@@ -85,20 +90,6 @@ _DAMAGE_SIGNS = (
     "error getting embedding",
 )
 _FULL_SIGNS = ("database or disk is full", "no space left on device", "os error 28")
-
-
-class StoreDamagedError(StoreUnavailableError):
-    """Chroma's files of a collection are damaged, so its reads and writes fail: the known
-    Chroma failure after a process was killed (or the disk filled) while it wrote ("Failed to
-    apply logs to the hnsw segment writer", a torn ``index_metadata.pickle``). The call that
-    raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
-    the collection from the entries Chroma's metadata segment and write log still hold, after
-    copying the store to a backup."""
-
-
-class StoreFullError(StoreUnavailableError):
-    """A write was refused, or failed, for lack of disk space. Nothing the call wrote was
-    acknowledged; entries stored before are intact. Free space and retry."""
 
 
 def default_path() -> Path:
