@@ -87,13 +87,12 @@ class StateRows:
                     embeddings=np.ones((len(batch), 1), dtype=np.float32),
                 )
 
-    def drop(self, user: str, *, emptied: bool = False) -> None:
+    def drop(self, user: str) -> None:
         """After a delete: remove the user's stored selections (they may quote deleted text)
-        and start a new version. ``emptied=True`` is :meth:`forget`."""
+        and start a new version (a forgotten user gets none: see :meth:`forget`)."""
         with self._lock:
             self.forget(user)
-            if not emptied:
-                self.touch([user])
+            self.touch([user])
 
     def forget(self, user_id: str) -> None:
         """Remove every state row of the user: the version row and every snapshot. No row
