@@ -196,43 +196,103 @@ class LlamaScorer:
 class OpenAIScorer:
     """Gold-output NLL from an OpenAI-compatible completions endpoint with prompt logprobs.
 
-    Sends ``prompt + gold`` with ``echo=True, max_tokens=0, logprobs=0`` and sums the logprobs
-    of the tokens that start at or after the gold's first character. Servers that cannot echo
-    prompt logprobs (OpenAI's hosted chat models) raise :class:`ModelUnavailableError`.
+    Scores the same tokens as :class:`LlamaScorer` when the server runs the same GGUF
+    (llama-cpp-python's server: mean NLL per token within 4.3e-8 nats of it, tested to 1e-5;
+    see ``docs/evaluation.md``). Each request is ``echo=True, max_tokens=1, temperature=0,
+    logprobs=0``: the echoed prompt tokens carry their logprobs, and the one generated token
+    (``usage.completion_tokens`` entries at the end) is dropped. ``max_tokens=1``, not 0:
+    llama-cpp-python reads 0 as "no limit" and generates up to the whole context.
+
+    The gold is found by token count, not by ``text_offset``: the prompt alone is echoed
+    (``n`` entries; kept for the next call, so scoring several golds after one prompt costs one
+    extra request), and the gold's tokens are entries ``n..`` of the ``prompt + gold`` echo.
+    Offsets cannot be compared with ``len(prompt)``: llama-cpp-python measures them in the
+    prompt detokenized without special tokens and leaves tokens equal to BOS (SmolLM2's
+    ``<|im_start|>``) out of the echoed lists (its logprobs are aligned only when the prompt
+    starts with the BOS id, as ChatML does for SmolLM2). Both echoes must list the prompt's
+    tokens alike; a gold whose first token merges with the prompt's last (for SmolLM2, one
+    starting with two spaces) raises ``ValueError``: no span is the gold tokenized alone.
+
+    Servers that cannot echo prompt logprobs (OpenAI's hosted chat models) raise
+    :class:`ModelUnavailableError`.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8080/v1``.
+        model: the served model's name.
+        api_key: sent as the bearer token; default ``$OPENAI_API_KEY``, else a placeholder
+            (a server without keys accepts any; ``outprofile serve-model`` prints its key).
+        timeout: seconds per request (llama-cpp-python's echo costs ~0.1-0.2 s per prompt
+            token on a small CPU).
 
     Example:
         ```python
         scorer = OpenAIScorer(base_url="http://127.0.0.1:8080/v1", model="smollm2")
+        score = scorer.score([("system", "Be brief."), ("user", "Hi")], "Hello!")
         ```
     """
 
-    def __init__(self, *, base_url: str, model: str, api_key: str = "not-needed") -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+    ) -> None:
         from openai import OpenAI  # the eval extra
 
-        self.client = OpenAI(base_url=base_url, api_key=api_key, max_retries=1)
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.client = OpenAI(base_url=base_url, api_key=key, max_retries=1, timeout=timeout)
         self.model = model
         self.name = f"openai:{model}"
+        self._last_prompt: tuple[str, list[str]] | None = None
 
     def score(self, messages: Sequence[Message], gold: str) -> NllScore:
         """NLL of ``gold`` after the ChatML-formatted ``messages``."""
+        if not gold:
+            raise ValueError("the gold output is empty")
         prompt = format_chatml(messages)
+        head = self._prompt_tokens(prompt)
+        tokens, logprobs = self._echo(prompt + gold)
+        if tokens[: len(head)] != head:
+            raise ValueError(
+                f"{self.name} tokenizes the prompt differently when the gold follows it (the "
+                f"gold's first token merges with the prompt's end: {gold[:20]!r}); its NLL "
+                "would not be the gold's own tokens"
+            )
+        picked = logprobs[len(head) :]
+        if not picked or any(value is None for value in picked):
+            raise ModelUnavailableError(f"{self.name} returned no logprobs for the gold span")
+        return NllScore(-math.fsum(v for v in picked if v is not None), len(picked))
+
+    def _prompt_tokens(self, prompt: str) -> list[str]:
+        """The echoed tokens of the prompt alone (the last prompt's are kept)."""
+        last = self._last_prompt
+        if last is not None and last[0] == prompt:
+            return last[1]
+        tokens, _ = self._echo(prompt)
+        self._last_prompt = (prompt, tokens)
+        return tokens
+
+    def _echo(self, text: str) -> tuple[list[str], list[float | None]]:
+        """Tokens and logprobs the server echoes for ``text``, the generated token left out."""
         response = self.client.completions.create(
-            model=self.model, prompt=prompt + gold, echo=True, max_tokens=0, logprobs=0
+            model=self.model, prompt=text, echo=True, max_tokens=1, temperature=0, logprobs=0
         )
-        logprobs = response.choices[0].logprobs
-        if logprobs is None or not logprobs.token_logprobs or logprobs.text_offset is None:
+        logprobs = response.choices[0].logprobs if response.choices else None
+        if logprobs is None or not logprobs.token_logprobs or logprobs.tokens is None:
             raise ModelUnavailableError(
                 f"{self.name} returned no prompt logprobs; it must support echo with logprobs"
             )
-        start = len(prompt)
-        picked = [
-            lp
-            for lp, offset in zip(logprobs.token_logprobs, logprobs.text_offset, strict=False)
-            if offset >= start and lp is not None
-        ]
-        if not picked:
-            raise ModelUnavailableError(f"{self.name} returned no logprobs for the gold span")
-        return NllScore(-float(sum(picked)), len(picked))
+        values: list[float | None] = list(logprobs.token_logprobs)
+        tokens = list(logprobs.tokens)
+        keep = len(values) - (response.usage.completion_tokens if response.usage else len(values))
+        if keep < 1 or len(tokens) != len(values):
+            raise ModelUnavailableError(
+                f"{self.name} returned no token usage or mismatched logprob lists; the "
+                "generated token cannot be told from the prompt's"
+            )
+        return tokens[:keep], values[:keep]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

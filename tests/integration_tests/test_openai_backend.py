@@ -3,21 +3,31 @@
 The stub server in ``tests/unit_tests/evaluation`` checks what :class:`OpenAIScorer` sends and
 sums; here the embedded SmolLM2 answers over the OpenAI API on loopback, and the gold output's
 NLL from its echoed prompt logprobs must agree with :class:`LlamaScorer`, which evaluates the
-same tokens in process. Measured on this machine: the two agree to 2.4e-7 nats per gold
-output (sums over 8-11 tokens, relative 1.8e-8: float32 logits summed in another order), so
-the tolerance below, 1e-4 nats, is ~400x that and still far below what a misaligned or
-misselected token costs (nats).
+same tokens in process. Measured on this machine (llama-cpp-python 0.3.36, one thread) on the
+six golds of ``CASES`` (7-21 tokens): the same token counts, summed NLL 6e-8 to 6.8e-7 nats
+apart (relative ≤ 1.8e-8: float32 logits, log-softmaxed and summed in another order), mean NLL
+per token at most 4.3e-8 nats apart. The tolerance below, 1e-5 nats per token, is ~230x that
+and far below what a misaligned or misselected token costs (0.1 nats per token and more).
 
-What llama-cpp-python's server does differently from OpenAI's (and what a client must do):
+What llama-cpp-python's server does differently from OpenAI's (and what a client must do),
+read in ``llama_cpp/llama.py`` (``_create_completion``) and checked below:
 
-- ``max_tokens=0`` means "no limit": with ``echo`` it generates up to the whole context
-  (1,975 tokens, 507 s seen here). Ask for 1 token and drop the last
+- ``max_tokens=0`` means "no limit": it generates up to the whole context
+  (``max_tokens = n_ctx - len(prompt_tokens)``). Ask for 1 token and drop the last
   ``usage.completion_tokens`` entries.
+- The prompt is tokenized with special tokens; BOS is added only when the GGUF says so
+  (SmolLM2: no, and its BOS is ``<|im_start|>``). Tokens equal to the BOS id are left out
+  of the echoed lists (the leading one and every later ``<|im_start|>``), and the first
+  echoed entry's logprob is ``None``. The logprobs of the others are the model's, aligned
+  (the row before each token), as long as the prompt starts with the BOS id, as ChatML
+  does for SmolLM2.
 - ``text_offset`` is measured in the prompt detokenized *without* special tokens (each
-  ``<|im_start|>`` / ``<|im_end|>`` counts 0 characters), and tokens equal to the BOS id
-  (SmolLM2's BOS is ``<|im_start|>``) are left out of the echoed lists, so offsets cannot be
-  compared with ``len(prompt)``. The gold's entries are found by count instead: echo the prompt
-  alone (n entries); the gold is entries n.. of the prompt + gold echo.
+  ``<|im_start|>`` / ``<|im_end|>`` counts 0 characters), so offsets cannot be compared
+  with ``len(prompt)`` (``text_offset >= len(prompt)`` selects no gold token at all here).
+  The gold's entries are found by count instead: echo the prompt alone (n entries); the gold
+  is entries n.. of the prompt + gold echo.
+- ``logprobs=0`` still returns every token's own logprob (``token_logprobs``); the
+  ``top_logprobs`` then hold only the token itself.
 - Echo costs ~0.1-0.2 s per prompt token (the server sorts the whole vocabulary for every
   echoed token), so the prompts here are short, and the server's context is 256 tokens, which
   also bounds what a client sending ``max_tokens=0`` makes it generate.
@@ -58,8 +68,8 @@ pytestmark = [
     ),
 ]
 
-NLL_TOLERANCE = 1e-4
-"""Nats per gold output: ~400x the largest difference measured (2.4e-7)."""
+MEAN_NLL_TOLERANCE = 1e-5
+"""Nats per gold token: ~230x the largest difference of mean NLL measured (4.3e-8)."""
 
 CASES: list[tuple[list[Message], str]] = [
     (
@@ -83,6 +93,20 @@ CASES: list[tuple[list[Message], str]] = [
             ("user", "Status update?"),
         ],
         "- fixed login bug\n- next: docs 😀",
+    ),
+    # two golds after one prompt (OpenAIScorer echoes the prompt alone once), one starting
+    # with a space
+    (
+        [("system", "Answer as the user would."), ("user", "Reply to: can you make it Friday?")],
+        " Sure, Friday works for me.",
+    ),
+    (
+        [("system", "Answer as the user would."), ("user", "Reply to: can you make it Friday?")],
+        "No, Thursday is better, sorry!",
+    ),
+    (
+        [("system", "Écris en français."), ("user", "Dis bonjour au port.")],
+        "Bonjour, le port ! Les bateaux sont beaux aujourd'hui.",
     ),
 ]
 
@@ -131,9 +155,9 @@ def echo_gold_nll(client: OpenAI, model: str, messages: Sequence[Message], gold:
 
 def _assert_agree(served_score: NllScore, direct: NllScore) -> None:
     assert served_score.tokens == direct.tokens
-    assert math.isclose(served_score.nll, direct.nll, rel_tol=0, abs_tol=NLL_TOLERANCE), (
-        f"served {served_score.nll!r} vs llama.cpp {direct.nll!r}: "
-        f"{abs(served_score.nll - direct.nll):.3g} nats apart"
+    assert abs(served_score.mean - direct.mean) <= MEAN_NLL_TOLERANCE, (
+        f"served {served_score.mean!r} vs llama.cpp {direct.mean!r} nats per token: "
+        f"{abs(served_score.mean - direct.mean):.3g} apart"
     )
 
 
@@ -156,12 +180,41 @@ def test_the_servers_prompt_logprobs_agree_with_llama_cpp(
         )
 
 
+def test_the_servers_echo_leaves_bos_tokens_out_and_offsets_skip_special_tokens(
+    bounded_server: ServedModel, llama_scorer: LlamaScorer
+) -> None:
+    """What the module notes say of the server, checked on one prompt."""
+    client = _client(bounded_server)
+    prompt = format_chatml(CASES[1][0])
+    response = client.completions.create(
+        model=bounded_server.model, prompt=prompt, echo=True, max_tokens=1, logprobs=0
+    )
+    logprobs = response.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens is not None
+    assert logprobs.token_logprobs is not None and logprobs.text_offset is not None
+    assert response.usage is not None and response.usage.completion_tokens == 1
+    llm = llama_scorer.llm
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    assert tokens[0] == llm.token_bos()  # ChatML's first <|im_start|> (no BOS added)
+    assert response.usage.prompt_tokens == len(tokens)
+    bos_like = sum(token == llm.token_bos() for token in tokens)  # the 3 <|im_start|>
+    assert bos_like == 3
+    assert len(logprobs.tokens) == len(tokens) - bos_like + 1  # + the generated token
+    assert logprobs.token_logprobs[0] is None
+    assert all(value is not None for value in logprobs.token_logprobs[1:])
+    # the prompt's last token ("\n" after "assistant") starts at len(prompt) - 1 in the text
+    # sent, but the server counts no characters for its 3 <|im_start|> and 2 <|im_end|>
+    assert logprobs.tokens[-2] == "\n"
+    special = 3 * len("<|im_start|>") + 2 * len("<|im_end|>")
+    assert logprobs.text_offset[-2] == len(prompt) - 1 - special
+
+
 def test_a_wrong_gold_span_would_be_caught(
     bounded_server: ServedModel, llama_scorer: LlamaScorer
 ) -> None:
-    """The check can fail: a span one token short misses the gold's first token (nats); one
-    token long adds the prompt's last ``\n``, which the model is sure of (3e-4 nats here), so
-    the token count is what catches it."""
+    """The check can fail: a span one token short misses the gold's first token, one token
+    long adds the prompt's last ``\n``, which the model is sure of (3e-4 nats here). Either
+    changes the token count and moves the mean NLL by far more than the tolerance."""
     client = _client(bounded_server)
     messages, gold = CASES[1]
     prompt = format_chatml(messages)
@@ -173,18 +226,9 @@ def test_a_wrong_gold_span_would_be_caught(
         shifted = NllScore(-math.fsum(v for v in span if v is not None), len(span))
         with pytest.raises(AssertionError):
             _assert_agree(shifted, direct)
-    late = full[len(head) + 1 :]
-    assert direct.nll + math.fsum(v for v in late if v is not None) > 100 * NLL_TOLERANCE
+        assert abs(shifted.mean - direct.mean) > 1000 * MEAN_NLL_TOLERANCE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "OpenAIScorer sends max_tokens=0 (llama-cpp-python: no limit) and selects the gold by "
-        "text_offset >= len(prompt) (llama-cpp-python's offsets leave out special tokens): see "
-        "the module notes; remove this mark once OpenAIScorer finds the gold by token count"
-    ),
-)
 def test_openai_scorer_agrees_with_the_llama_scorer(
     bounded_server: ServedModel, llama_scorer: LlamaScorer
 ) -> None:
@@ -195,3 +239,17 @@ def test_openai_scorer_agrees_with_the_llama_scorer(
     )
     for messages, gold in CASES:
         _assert_agree(scorer.score(messages, gold), llama_scorer.score(messages, gold))
+
+
+def test_openai_scorer_refuses_a_gold_that_merges_with_the_prompt(
+    bounded_server: ServedModel,
+) -> None:
+    """Two leading spaces after the prompt's ``\n`` become one whitespace token with it, so
+    no span of the echo is the gold tokenized alone (as :class:`LlamaScorer` scores it)."""
+    scorer = OpenAIScorer(
+        base_url=bounded_server.base_url,
+        model=bounded_server.model,
+        api_key=bounded_server.api_key,
+    )
+    with pytest.raises(ValueError, match="merges with the prompt"):
+        scorer.score(CASES[1][0], "  two spaces")

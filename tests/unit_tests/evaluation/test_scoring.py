@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -78,43 +79,65 @@ def test_too_long_prompts_and_empty_golds_are_refused(scorer: LlamaScorer) -> No
         scorer.score(MESSAGES, "")
 
 
+def _stub_tokens(text: str) -> list[str]:
+    """The stub server's tokenizer: runs of whitespace and runs of anything else."""
+    return re.findall(r"\s+|\S+", text)
+
+
+def _stub_logprob(index: int) -> float:
+    """The stub's logprob of the token at ``index``: different at every position."""
+    return -0.01 * (index + 1)
+
+
+GENERATED_LOGPROB = -9.0
+"""The logprob of the one token the stub generates (it must not reach a score)."""
+
+
 class _Recorder(BaseHTTPRequestHandler):
-    """A completions endpoint that echoes the prompt as one token per word, logprob -0.5 each
-    (or no logprobs at all when the server was built with ``logprobs=False``)."""
+    """A completions endpoint that echoes the prompt (tokens: :func:`_stub_tokens`, logprobs:
+    :func:`_stub_logprob`, the first ``None``) followed by one generated token, as
+    llama-cpp-python does with ``echo`` and ``max_tokens=1``; built with ``logprobs=False`` it
+    returns no logprobs, with ``usage=False`` no token usage."""
 
     requests: list[dict[str, Any]]
     with_logprobs: bool
+    with_usage: bool
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append({"path": self.path, "body": body})
+        self.requests.append(
+            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+        )
         prompt = body["prompt"]
-        offsets, tokens, start = [], [], 0
-        for word in prompt.split(" "):
-            offsets.append(start)
-            tokens.append(word)
-            start += len(word) + 1
+        tokens = [*_stub_tokens(prompt), " Sure"]
+        offsets = [len("".join(tokens[:i])) for i in range(len(tokens))]
+        values = [None] + [_stub_logprob(i) for i in range(1, len(tokens) - 1)]
         logprobs = {
             "tokens": tokens,
-            "token_logprobs": [None] + [-0.5] * (len(tokens) - 1),
+            "token_logprobs": [*values, GENERATED_LOGPROB],
             "text_offset": offsets,
             "top_logprobs": None,
         }
         choice = {
             "index": 0,
-            "text": prompt,
+            "text": prompt + " Sure",
             "finish_reason": "length",
             "logprobs": logprobs if self.with_logprobs else None,
         }
-        payload = json.dumps(
-            {
-                "id": "c1",
-                "object": "text_completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [choice],
+        completion: dict[str, Any] = {
+            "id": "c1",
+            "object": "text_completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [choice],
+        }
+        if self.with_usage:
+            completion["usage"] = {
+                "prompt_tokens": len(tokens) - 1,
+                "completion_tokens": 1,
+                "total_tokens": len(tokens),
             }
-        ).encode()
+        payload = json.dumps(completion).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -125,10 +148,16 @@ class _Recorder(BaseHTTPRequestHandler):
         return
 
 
-def _server(with_logprobs: bool) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def _server(
+    with_logprobs: bool = True, with_usage: bool = True
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     pytest_socket.socket_allow_hosts(["127.0.0.1"], allow_unix_socket=True)
     requests: list[dict[str, Any]] = []
-    handler = type("H", (_Recorder,), {"requests": requests, "with_logprobs": with_logprobs})
+    handler = type(
+        "H",
+        (_Recorder,),
+        {"requests": requests, "with_logprobs": with_logprobs, "with_usage": with_usage},
+    )
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -141,7 +170,7 @@ def _server(with_logprobs: bool) -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.fixture
 def logprob_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    yield from _server(with_logprobs=True)
+    yield from _server()
 
 
 @pytest.fixture
@@ -149,22 +178,67 @@ def plain_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     yield from _server(with_logprobs=False)
 
 
+@pytest.fixture
+def usageless_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    yield from _server(with_usage=False)
+
+
 @pytest.mark.enable_socket
-def test_openai_backend_sums_the_gold_spans_echoed_logprobs(
+def test_openai_backend_sums_the_gold_tokens_found_by_count(
     logprob_server: tuple[str, list[dict[str, Any]]],
 ) -> None:
     url, requests = logprob_server
     gold = "hello there harbour"
-    score = OpenAIScorer(base_url=url, model="smollm2").score(MESSAGES, gold)
-    (request,) = requests
-    body = request["body"]
-    assert request["path"] == "/v1/completions"
-    assert body["prompt"] == format_chatml(MESSAGES) + gold
-    assert body["echo"] is True and body["max_tokens"] == 0 and body["model"] == "smollm2"
-    # words starting at or after the gold's first character: "there", "harbour" (the first gold
-    # word is glued to the prompt's last line by the word split) -> 2 tokens at -0.5 each
-    gold_words = [w for w in body["prompt"][len(format_chatml(MESSAGES)) :].split(" ")][1:]
-    assert score.tokens == len(gold_words) and math.isclose(score.nll, 0.5 * len(gold_words))
+    score = OpenAIScorer(base_url=url, model="smollm2", api_key="k").score(MESSAGES, gold)
+    prompt = format_chatml(MESSAGES)
+    assert [r["body"]["prompt"] for r in requests] == [prompt, prompt + gold]
+    for request in requests:
+        body = request["body"]
+        assert request["path"] == "/v1/completions" and body["model"] == "smollm2"
+        assert body["echo"] is True and body["max_tokens"] == 1 and body["temperature"] == 0
+        assert body["logprobs"] == 0 and request["auth"] == "Bearer k"
+    # the gold is the last 5 stub tokens: "hello", " ", "there", " ", "harbour"
+    n = len(_stub_tokens(prompt))
+    assert score.tokens == 5
+    assert math.isclose(score.nll, -sum(_stub_logprob(i) for i in range(n, n + 5)))
+    assert score.nll < -GENERATED_LOGPROB  # the generated token is left out
+
+
+@pytest.mark.enable_socket
+def test_openai_backend_echoes_a_repeated_prompt_once(
+    logprob_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, requests = logprob_server
+    scorer = OpenAIScorer(base_url=url, model="smollm2")
+    first = scorer.score(MESSAGES, "hello")
+    second = scorer.score(MESSAGES, "hello there")
+    assert len(requests) == 3  # the prompt alone once, then each prompt + gold
+    assert first.tokens == 1 and second.tokens == 3
+    n = len(_stub_tokens(format_chatml(MESSAGES)))
+    assert math.isclose(first.nll, -_stub_logprob(n))
+    assert math.isclose(second.nll, -sum(_stub_logprob(i) for i in range(n, n + 3)))
+
+
+@pytest.mark.enable_socket
+def test_openai_backend_refuses_a_gold_that_merges_with_the_prompt(
+    logprob_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = logprob_server
+    scorer = OpenAIScorer(base_url=url, model="smollm2")
+    with pytest.raises(ValueError, match="merges with the prompt"):
+        scorer.score(MESSAGES, "\nhello")  # the prompt's last "\n" and this one: one token
+    with pytest.raises(ValueError, match="empty"):
+        scorer.score(MESSAGES, "")
+
+
+@pytest.mark.enable_socket
+def test_openai_backend_reads_the_key_from_the_environment(
+    logprob_server: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, requests = logprob_server
+    monkeypatch.setenv("OPENAI_API_KEY", "from-env")
+    OpenAIScorer(base_url=url, model="m").score(MESSAGES, "hi")
+    assert {r["auth"] for r in requests} == {"Bearer from-env"}
 
 
 @pytest.mark.enable_socket
@@ -173,4 +247,13 @@ def test_openai_backend_without_prompt_logprobs_says_so(
 ) -> None:
     url, _ = plain_server
     with pytest.raises(ModelUnavailableError, match="echo with logprobs"):
+        OpenAIScorer(base_url=url, model="m").score(MESSAGES, "hi")
+
+
+@pytest.mark.enable_socket
+def test_openai_backend_without_token_usage_says_so(
+    usageless_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = usageless_server
+    with pytest.raises(ModelUnavailableError, match="no token usage"):
         OpenAIScorer(base_url=url, model="m").score(MESSAGES, "hi")
