@@ -10,13 +10,56 @@ from __future__ import annotations
 import asyncio
 import re
 
-import mmh3
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
 __all__ = ["StyleEmbeddings"]
 
 _RUNS_OF_SPACE = re.compile(r"\s\s+")
+_CHUNK_CHARS = 200_000
+"""Characters of text hashed in one vectorized pass (bounds the temporary arrays)."""
+_C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+
+
+def murmur3_32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """MurmurHash3 x86_32 (seed 0) of the byte strings ``data[s:s + n]``, as uint32, for
+    keys of at most 16 bytes (a 4-character n-gram of UTF-8). ``data`` must run on for 16
+    zero bytes past its last key. Vectorized: every key is hashed at once, block by block.
+
+    Example:
+        ```python
+        data = np.frombuffer(b"abc" + bytes(16), dtype=np.uint8)
+        murmur3_32(data, np.array([0]), np.array([3]))  # mmh3.hash(b"abc", 0) as uint32
+        ```
+    """
+    spread = starts[:, None] + np.arange(16)
+    padded = np.where(np.arange(16) < lengths[:, None], data[spread], 0).astype(np.uint8)
+    words = np.ascontiguousarray(padded).view("<u4")  # 4 little-endian words per key
+    lengths = lengths.astype(np.uint32)
+    blocks = lengths // 4
+    h = np.zeros(len(starts), dtype=np.uint32)
+    for block in range(4):
+        k = _scramble(words[:, block])
+        full = blocks > block
+        mixed = _rotl(h ^ k, 13) * np.uint32(5) + np.uint32(0xE6546B64)
+        h = np.where(full, mixed, h)
+        tail = (blocks == block) & (lengths % 4 > 0)
+        h = np.where(tail, h ^ k, h)
+    h ^= lengths
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _scramble(k: np.ndarray) -> np.ndarray:
+    return _rotl(k * _C1, 15) * _C2
+
+
+def _rotl(x: np.ndarray, r: int) -> np.ndarray:
+    return (x << np.uint32(r)) | (x >> np.uint32(32 - r))
 
 
 class StyleEmbeddings(Embeddings):
@@ -54,28 +97,50 @@ class StyleEmbeddings(Embeddings):
         return f"StyleEmbeddings/char{low}-{high}/dim{self.dimension}"
 
     def embed_array(self, texts: list[str]) -> np.ndarray:
-        """Embed texts as a dense float32 array of shape (len(texts), dimension)."""
+        """Embed texts as a dense float32 array of shape (len(texts), dimension).
+
+        Every character n-gram of every text goes to the bucket ``abs(h) % dimension``, h
+        the signed 32-bit MurmurHash3 (seed 0) of its UTF-8 bytes: the same buckets as
+        scikit-learn's ``HashingVectorizer(analyzer="char", alternate_sign=False)``, so
+        vectors written by earlier releases still match. Runs of white space count as one
+        space. The hashing is vectorized over all n-grams of up to :data:`_CHUNK_CHARS`
+        characters of text at a time (:func:`murmur3_32`).
+        """
         rows = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for row, text in zip(rows, texts, strict=True):
-            row[:] = np.bincount(self._buckets(text), minlength=self.dimension)
-            norm = float(np.linalg.norm(row))
-            if norm > 0:
-                row /= norm
+        start = 0
+        while start < len(texts):
+            end, size = start, 0
+            while end < len(texts) and (end == start or size + len(texts[end]) <= _CHUNK_CHARS):
+                size += len(texts[end])
+                end += 1
+            rows[start:end] = self._counts([_RUNS_OF_SPACE.sub(" ", t) for t in texts[start:end]])
+            start = end
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        np.divide(rows, norms, out=rows, where=norms > 0)
         return rows
 
-    def _buckets(self, text: str) -> list[int]:
-        """The hash bucket of every character n-gram of ``text`` (runs of white space count
-        as one space). Signed 32-bit MurmurHash3 with seed 0 and ``abs(h) % dimension``:
-        the same buckets as scikit-learn's ``HashingVectorizer(analyzer="char",
-        alternate_sign=False)``, so vectors written by earlier releases still match."""
-        folded = _RUNS_OF_SPACE.sub(" ", text)
+    def _counts(self, texts: list[str]) -> np.ndarray:
+        """How many n-grams of each text fall in each bucket (texts already folded)."""
+        codes = [np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32) for t in texts]
+        lengths = np.array([len(c) for c in codes], dtype=np.int64)
+        points = np.concatenate(codes) if codes else np.zeros(0, dtype=np.uint32)
+        owner = np.repeat(np.arange(len(texts)), lengths)
+        first = np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(texts) else lengths
+        room = (first + lengths)[owner] - np.arange(len(points))  # characters left in the text
+        width = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
+        offsets = np.concatenate(([0], np.cumsum(width)))
+        data = np.frombuffer("".join(texts).encode("utf-8") + bytes(16), dtype=np.uint8)
         low, high = self.ngram_range
-        length = len(folded)
-        return [
-            abs(mmh3.hash(folded[start : start + n], 0)) % self.dimension
-            for n in range(low, min(high, length) + 1)
-            for start in range(length - n + 1)
-        ]
+        keys, texts_of = [], []
+        for n in range(low, high + 1):
+            at = np.flatnonzero(room >= n)
+            keys.append(murmur3_32(data, offsets[at], offsets[at + n] - offsets[at]))
+            texts_of.append(owner[at])
+        signed = np.concatenate(keys).view(np.int32).astype(np.int64)
+        buckets = np.abs(signed) % self.dimension
+        cells = np.concatenate(texts_of) * self.dimension + buckets
+        counts = np.bincount(cells, minlength=len(texts) * self.dimension)
+        return counts.reshape(len(texts), self.dimension)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed a list of texts."""

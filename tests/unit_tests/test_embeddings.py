@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import mmh3
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 from sklearn.feature_extraction.text import HashingVectorizer  # the reference (dev extra)
 
 from langchain_outprofile import StyleEmbeddings
+from langchain_outprofile.embeddings import murmur3_32
 
 
 class TestStyleEmbeddingsUnit(EmbeddingsUnitTests):
@@ -80,3 +84,22 @@ def test_vectors_match_scikit_learns_hashing_vectorizer() -> None:
     )
     expected = reference.transform(texts).toarray()
     assert np.allclose(StyleEmbeddings().embed_array(texts), expected, atol=1e-6)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=16), min_size=1, max_size=50))
+def test_vectorized_murmur3_matches_mmh3(keys: list[bytes]) -> None:
+    data = np.frombuffer(b"".join(keys) + bytes(16), dtype=np.uint8)
+    lengths = np.array([len(k) for k in keys])
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    expected = np.array([mmh3.hash(k, 0, signed=False) for k in keys], dtype=np.uint32)
+    assert murmur3_32(data, starts, lengths).tolist() == expected.tolist()
+
+
+def test_a_batch_embeds_each_text_as_alone() -> None:
+    """Texts hashed in one vectorized pass do not leak n-grams into each other."""
+    embedder = StyleEmbeddings()
+    texts = ["sooo good!!!", "", "Very good.", "漢字 🙂 ok", " a  b "]
+    together = embedder.embed_array(texts)
+    alone = np.vstack([embedder.embed_array([t]) for t in texts])
+    assert np.array_equal(together, alone)
+    assert not together[1].any()
