@@ -1,16 +1,28 @@
-"""Select: score entries by preference signal, diversify, and pack them under a token budget.
+"""Select: rank entries by preference signal, diversify, and pack them under a token budget.
 
-No LLM call and no embedding call happen here: scores come from stored signal strengths
-and ages, diversity from the style vectors stored beside each entry. The caller supplies
-what an entry costs once rendered (``entry_cost``) and a check of the real total
+No LLM call and no embedding call happen here: keys come from stored signal strengths and
+creation times, diversity from the style vectors stored beside each entry. The caller
+supplies what an entry costs once rendered (``entry_cost``) and a check of the real total
 (``fits``), so this stage stays ignorant of the block's exact text.
+
+A :class:`Ranking` holds every entry of one user in ranking order under one set of options.
+With exponential decay (or none) and no query or typicality blend, an entry's ranking key is
+time-invariant: ``log2(strength) + created_at / half_life`` orders entries exactly as
+``strength * 0.5 ** (age / half_life)`` does at any "now" (docs/design.md). Such a ranking
+takes the changes of a write as a delta (:meth:`Ranking.update`) instead of being built
+again from the whole profile, and :func:`choose_from` gives the same :class:`Choice` from an
+updated ranking as from a fresh one, because a choice depends only on the ranking's state:
+the top ``pool_size`` eligible entries (diversified and packed) and the first
+:data:`LEFT_OUT_KEPT` of the rest.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,10 +35,163 @@ from langchain_outprofile.types import (
     StoredProfile,
 )
 
-__all__ = ["choose"]
+__all__ = ["LEFT_OUT_KEPT", "Ranked", "Ranking", "choose", "choose_from", "rank"]
 
 _DAY_S = 86_400.0
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+LEFT_OUT_KEPT = 20
+"""Left-out candidates a choice lists (best first); ``Choice.left_out_total`` counts all."""
+
+Vectors = Callable[[list[str]], np.ndarray]
+"""Style vectors of the given entry ids, rows in that order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One entry as the ranking sees it: its key, whether it is in the task scope, and,
+    when it can never be chosen under these options, why ('' when eligible)."""
+
+    entry: ProfileEntry
+    key: float
+    in_scope: bool
+    reason: str
+
+
+def _eligible_order(item: Ranked) -> tuple[bool, float, str]:
+    return (not item.in_scope, -item.key, item.entry.id)
+
+
+def _left_out_order(item: Ranked) -> tuple[float, str]:
+    return (-item.key, item.entry.id)
+
+
+class Ranking:
+    """Every entry of one user in ranking order under one :class:`SelectionOptions`.
+
+    Eligible entries are ordered by (task scope first, key descending, id); the rest by
+    (key descending, id). Built by :func:`rank`; when ``incremental`` (time-invariant keys),
+    :meth:`update` applies a write's changed and removed entries in O(changes · log n) plus
+    a list shift, and :func:`choose_from` re-packs only when the candidate pool changed.
+
+    Example:
+        ```python
+        ranking = rank(profile, SelectionOptions(max_tokens=300), now=time.time())
+        ranking.update([new_entry], removed=[])
+        choice = choose_from(ranking, vectors=..., counter=..., fixed_cost=..., ...)
+        ```
+    """
+
+    def __init__(
+        self, options: SelectionOptions, items: Iterable[Ranked], *, incremental: bool
+    ) -> None:
+        self.options = options
+        self.incremental = incremental
+        self._items: dict[str, Ranked] = {item.entry.id: item for item in items}
+        self._eligible = sorted(_eligible_order(i) for i in self._items.values() if not i.reason)
+        self._rest = sorted(_left_out_order(i) for i in self._items.values() if i.reason)
+        self.costs: dict[tuple[str, str], tuple[str, bool, int]] = {}
+        """Rendered cost of each packed entry, by (id, source input): (text as cut, cut, cost)."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def update(self, changed: Iterable[ProfileEntry], removed: Iterable[str] = ()) -> None:
+        """Apply a write: ``changed`` entries as now stored (new or folded), ``removed`` ids
+        deleted. Only for an incremental ranking (a blended key moves with every entry).
+
+        Example:
+            ```python
+            ranking.update([memory.add("Hi!", user_id="ana")])
+            ```
+        """
+        if not self.incremental:
+            raise ValueError("this ranking blends in a query or typicality: rank it again")
+        for entry_id in removed:
+            self._remove(entry_id)
+        for entry in changed:
+            self._remove(entry.id)
+            item = ranked(entry, self.options)
+            self._items[entry.id] = item
+            if item.reason:
+                insort(self._rest, _left_out_order(item))
+            else:
+                insort(self._eligible, _eligible_order(item))
+
+    def _remove(self, entry_id: str) -> None:
+        item = self._items.pop(entry_id, None)
+        if item is None:
+            return
+        if item.reason:
+            del self._rest[bisect_left(self._rest, _left_out_order(item))]
+        else:
+            del self._eligible[bisect_left(self._eligible, _eligible_order(item))]
+
+    def pool(self) -> list[Ranked]:
+        """The top ``pool_size`` eligible entries, in ranking order."""
+        return [self._items[o[2]] for o in self._eligible[: self.options.pool_size]]
+
+    def left_out_head(self, count: int) -> list[Ranked]:
+        """The best ``count`` entries outside the pool (below it, or never eligible), by
+        key descending then id."""
+        size = self.options.pool_size
+        first_out_of_scope = bisect_left(self._eligible, (True,))
+        in_scope = self._eligible[size:first_out_of_scope][:count]
+        out_of_scope = self._eligible[max(size, first_out_of_scope) :][:count]
+        head = [self._items[o[2]] for o in (*in_scope, *out_of_scope)]
+        head += [self._items[o[1]] for o in self._rest[:count]]
+        return sorted(head, key=_left_out_order)[:count]
+
+
+def time_invariant(options: SelectionOptions) -> bool:
+    """Whether keys under ``options`` never move with time or with other entries (no
+    typicality or query blend), so a ranking can take deltas."""
+    return options.typicality_weight <= 0.0 and options.relevance_weight <= 0.0
+
+
+def ranked(entry: ProfileEntry, options: SelectionOptions, blended: float | None = None) -> Ranked:
+    """One entry under ``options``: its key (time-invariant unless ``blended`` gives a
+    score at "now"), scope and, if ineligible, why."""
+    key = _key(entry, options) if blended is None else blended
+    in_scope = options.task is None or entry.task == options.task
+    return Ranked(entry, key, in_scope, _ineligible_reason(entry, options))
+
+
+def _key(entry: ProfileEntry, options: SelectionOptions) -> float:
+    """log2 of the decayed score, up to a term shared by all entries at any one time."""
+    if entry.strength <= 0.0:
+        return -math.inf
+    key = math.log2(entry.strength)
+    if options.half_life_days is not None:
+        key += entry.created_at / (options.half_life_days * _DAY_S)
+    return key
+
+
+def rank(
+    profile: StoredProfile,
+    options: SelectionOptions,
+    *,
+    now: float,
+    query_vector: np.ndarray | None = None,
+) -> Ranking:
+    """Rank every entry of ``profile``. Keys are time-invariant unless ``options`` blend in
+    typicality or (with ``query_vector``) query similarity: those give scores at ``now``,
+    and the ranking cannot take deltas."""
+    similarity = _query_similarity(profile, query_vector, options.relevance_weight)
+    typical = _typicality(profile, options.typicality_weight)
+    if similarity is None and typical is None:
+        items = [ranked(e, options) for e in profile.entries]
+        return Ranking(options, items, incremental=True)
+    blended = []
+    for index, entry in enumerate(profile.entries):
+        score = _decayed(entry, options, now)
+        if typical is not None:
+            t = options.typicality_weight
+            score = (1.0 - t) * score + t * max(0.0, float(typical[index]))
+        if similarity is not None:
+            w = options.relevance_weight
+            score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
+        blended.append(ranked(entry, options, score))
+    return Ranking(options, blended, incremental=False)
 
 
 def choose(
@@ -40,7 +205,7 @@ def choose(
     now: float,
     query_vector: np.ndarray | None = None,
 ) -> Choice:
-    """Pick the entries of one block.
+    """Pick the entries of one block from a whole profile (see :func:`choose_from`).
 
     Args:
         profile: the user's stored entries and style vectors.
@@ -52,20 +217,94 @@ def choose(
         now: the time ages are measured from (epoch seconds).
         query_vector: used only when ``options.relevance_weight`` > 0.
     """
-    scored, left_out = _score(profile, options, now, query_vector)
-    ordered = _diversify(scored, profile, options, left_out)
-    chosen = _pack(ordered, options, counter, fixed_cost, entry_cost, left_out)
-    while chosen and not fits([c.entry for c in chosen]):
-        dropped = chosen.pop()
-        left_out.append(replace(dropped, reason="over budget once rendered"))
-    chosen = _block_order(chosen, options)
-    left_out.sort(key=lambda c: (-c.score, c.entry.id))
-    note = _budget_note(options, fixed_cost, chosen, left_out)
-    return Choice(tuple(chosen), tuple(left_out), options, note=note)
+    ranking = rank(profile, options, now=now, query_vector=query_vector)
+    return choose_from(
+        ranking,
+        vectors=profile_vectors(profile),
+        counter=counter,
+        fixed_cost=fixed_cost,
+        entry_cost=entry_cost,
+        fits=fits,
+        now=now,
+    )
+
+
+def profile_vectors(profile: StoredProfile) -> Vectors:
+    """The :data:`Vectors` of a loaded profile (rows fetched only when asked for)."""
+    position = {e.id: i for i, e in enumerate(profile.entries)}
+    return lambda ids: profile.vectors_for([position[i] for i in ids])
+
+
+def choose_from(
+    ranking: Ranking,
+    *,
+    vectors: Vectors,
+    counter: TokenCounter,
+    fixed_cost: int,
+    entry_cost: Callable[[ProfileEntry], int],
+    fits: Callable[[Sequence[ProfileEntry]], bool],
+    now: float,
+) -> Choice:
+    """Pick the entries of one block from a ranking: maximal marginal relevance over the
+    pool with greedy whole-entry packing, then the real token check of the rendered block.
+
+    Every entry's rendered cost is kept on the ranking, so an updated ranking counts
+    tokens only for entries it has not packed before.
+    """
+    options = ranking.options
+    pool = ranking.pool()
+    chosen, over, duplicates = _diversify_and_pack(
+        pool, vectors, ranking, counter, fixed_cost, entry_cost
+    )
+    while chosen and not fits([entry for _, entry, _, _ in chosen]):
+        item, _, cost, _ = chosen.pop()
+        over.append((item, cost, "over budget once rendered"))
+    block = _block_order(chosen, options)
+    left_out = [
+        *((item, 0, f"near-duplicate of {of}") for item, of in duplicates),
+        *over,
+        *(
+            (r, 0, r.reason or "below the candidate pool")
+            for r in ranking.left_out_head(LEFT_OUT_KEPT)
+        ),
+    ]
+    left_out.sort(key=lambda found: _left_out_order(found[0]))
+    display = _display(options, ranking.incremental, now)
+    return Choice(
+        tuple(
+            Candidate(entry, display(item), _age_days(item.entry, now), tokens=cost, cut=cut)
+            for item, entry, cost, cut in block
+        ),
+        tuple(
+            Candidate(item.entry, display(item), _age_days(item.entry, now), cost, reason=why)
+            for item, cost, why in left_out[:LEFT_OUT_KEPT]
+        ),
+        options,
+        left_out_total=len(ranking) - len(block),
+        note=_budget_note(options, fixed_cost, block, [cost for _, cost, _ in over if cost]),
+    )
+
+
+def _display(options: SelectionOptions, incremental: bool, now: float) -> Callable[[Ranked], float]:
+    """A candidate's shown score: its decayed strength at ``now`` (or its blended score)."""
+    if incremental:
+        return lambda item: _decayed(item.entry, options, now)
+    return lambda item: item.key
+
+
+def _decayed(entry: ProfileEntry, options: SelectionOptions, now: float) -> float:
+    return entry.strength * _decay(_age_days(entry, now), options.half_life_days)
+
+
+def _age_days(entry: ProfileEntry, now: float) -> float:
+    return max(0.0, now - entry.created_at) / _DAY_S
 
 
 def _budget_note(
-    options: SelectionOptions, fixed_cost: int, chosen: list[Candidate], left_out: list[Candidate]
+    options: SelectionOptions,
+    fixed_cost: int,
+    chosen: Sequence[object],
+    over_budget_costs: list[int],
 ) -> str:
     """Why the block is empty when the budget is the cause: it cannot hold the frame, or no
     eligible entry fits beside the frame."""
@@ -74,50 +313,13 @@ def _budget_note(
             f"max_tokens={options.max_tokens} does not exceed the block's frame ({fixed_cost} "
             "tokens of header and footer), so no entry can fit: raise max_tokens"
         )
-    costs = [c.tokens for c in left_out if c.reason.startswith("over budget") and c.tokens]
-    if chosen or not costs:
+    if chosen or not over_budget_costs:
         return ""
     return (
         f"no entry fits in max_tokens={options.max_tokens}: the frame takes {fixed_cost} tokens "
-        f"and the smallest eligible entry {min(costs)}: raise max_tokens, or lower "
+        f"and the smallest eligible entry {min(over_budget_costs)}: raise max_tokens, or lower "
         "max_entry_tokens"
     )
-
-
-def _score(
-    profile: StoredProfile,
-    options: SelectionOptions,
-    now: float,
-    query_vector: np.ndarray | None,
-) -> tuple[list[tuple[int, Candidate]], list[Candidate]]:
-    """Score every eligible entry; return (index, candidate) best first, and the ineligible."""
-    scored: list[tuple[int, Candidate]] = []
-    left_out: list[Candidate] = []
-    similarity = _query_similarity(profile, query_vector, options.relevance_weight)
-    typical = _typicality(profile, options.typicality_weight)
-    for index, entry in enumerate(profile.entries):
-        age_days = max(0.0, now - entry.created_at) / _DAY_S
-        score = entry.strength * _decay(age_days, options.half_life_days)
-        if typical is not None:
-            t = options.typicality_weight
-            score = (1.0 - t) * score + t * max(0.0, float(typical[index]))
-        if similarity is not None:
-            w = options.relevance_weight
-            score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
-        reason = _ineligible_reason(entry, options)
-        if reason:
-            left_out.append(Candidate(entry, score, age_days, reason=reason))
-        else:
-            scored.append((index, Candidate(entry, score, age_days)))
-    in_scope = options.task
-    scored.sort(
-        key=lambda ic: (
-            in_scope is not None and ic[1].entry.task != in_scope,
-            -ic[1].score,
-            ic[1].entry.id,
-        )
-    )
-    return scored, left_out
 
 
 def _ineligible_reason(entry: ProfileEntry, options: SelectionOptions) -> str:
@@ -157,65 +359,86 @@ def _typicality(profile: StoredProfile, weight: float) -> np.ndarray | None:
     return vectors @ (centroid / norm) if norm > 0 else None
 
 
-def _diversify(
-    scored: list[tuple[int, Candidate]],
-    profile: StoredProfile,
-    options: SelectionOptions,
-    left_out: list[Candidate],
-) -> list[Candidate]:
-    """Maximal marginal relevance over the top of the ranking; near-duplicates are dropped."""
-    pool, rest = scored[: options.pool_size], scored[options.pool_size :]
-    # a direct constructor, not dataclasses.replace: this runs for nearly every entry
-    left_out.extend(
-        Candidate(c.entry, c.score, c.age_days, reason="below the candidate pool") for _, c in rest
-    )
+Packed = tuple[Ranked, ProfileEntry, int, bool]
+"""A chosen entry: its ranking item, the entry as rendered (cut), its cost, whether cut."""
+
+
+def _diversify_and_pack(
+    pool: list[Ranked],
+    vectors: Vectors,
+    ranking: Ranking,
+    counter: TokenCounter,
+    fixed_cost: int,
+    entry_cost: Callable[[ProfileEntry], int],
+) -> tuple[list[Packed], list[tuple[Ranked, int, str]], list[tuple[Ranked, str]]]:
+    """Maximal marginal relevance over the pool, packing each pick that still fits.
+
+    Picks go in MMR order (relevance from the keys, similarity from the style vectors);
+    near-duplicates of a pick leave the pool; a pick that does not fit the budget is left
+    out as over budget. Once no entry left in the pool fits what remains of the budget,
+    the rest are over budget without being ordered. Returns (chosen, over budget,
+    near-duplicates as (item, id it duplicates)). A similarity row is one product of the
+    pool's vectors with the pick's, computed the same way for a fresh ranking and an
+    updated one, so both choose identically.
+    """
+    options = ranking.options
     if not pool:
-        return []
-    pool_vectors = profile.vectors_for([i for i, _ in pool])  # only the pool's rows are fetched
-    scope = np.array([options.task is None or c.entry.task == options.task for _, c in pool])
-    top = max(c.score for _, c in pool) or 1.0
-    relevance = np.array([c.score / top for _, c in pool])
+        return [], [], []
+    costs = [_cost(item, ranking, counter, entry_cost) for item in pool]
+    cost_of = np.array([cost for _, _, cost in costs], dtype=np.int64)
+    pool_vectors = np.ascontiguousarray(vectors([r.entry.id for r in pool]), dtype=np.float32)
+    relevance = _relevance(np.array([r.key for r in pool], dtype=np.float64), ranking.incremental)
+    scope = np.array([r.in_scope for r in pool])
     max_similarity = np.zeros(len(pool), dtype=np.float32)
     remaining = np.ones(len(pool), dtype=bool)
-    ordered: list[Candidate] = []
-    lam = options.mmr_lambda
-    while remaining.any():
+    chosen: list[Packed] = []
+    over: list[tuple[Ranked, int, str]] = []
+    duplicates: list[tuple[Ranked, str]] = []
+    used, lam = fixed_cost, options.mmr_lambda
+    while remaining.any() and used + int(cost_of[remaining].min()) <= options.max_tokens:
         gain = lam * relevance - (1.0 - lam) * max_similarity + 2.0 * scope
         gain[~remaining] = -np.inf
         pick = int(np.argmax(gain))
         remaining[pick] = False
-        ordered.append(pool[pick][1])
+        item, (text, cut, cost) = pool[pick], costs[pick]
+        if used + cost > options.max_tokens:
+            over.append((item, cost, "over budget"))
+        else:
+            used += cost
+            entry = replace(item.entry, text=text) if cut else item.entry
+            chosen.append((item, entry, cost, cut))
         similarity = pool_vectors @ pool_vectors[pick]
         np.maximum(max_similarity, similarity, out=max_similarity)
-        duplicates = remaining & (similarity >= options.duplicate_threshold)
-        for index in np.flatnonzero(duplicates):
+        for index in np.flatnonzero(remaining & (similarity >= options.duplicate_threshold)):
             remaining[index] = False
-            left_out.append(
-                replace(pool[index][1], reason=f"near-duplicate of {pool[pick][1].entry.id}")
-            )
-    return ordered
+            duplicates.append((pool[index], item.entry.id))
+    over += [(pool[i], costs[i][2], "over budget") for i in np.flatnonzero(remaining)]
+    return chosen, over, duplicates
 
 
-def _pack(
-    ordered: list[Candidate],
-    options: SelectionOptions,
+def _relevance(keys: np.ndarray, log_keys: bool) -> np.ndarray:
+    """Each pool entry's relevance relative to the best: 2^(key - best) for log keys (the
+    ratio of decayed scores), score / best for blended ones."""
+    if log_keys:
+        return np.asarray(np.exp2(keys - keys.max()))
+    top = float(keys.max()) or 1.0
+    return np.asarray(keys / top)
+
+
+def _cost(
+    item: Ranked,
+    ranking: Ranking,
     counter: TokenCounter,
-    fixed_cost: int,
     entry_cost: Callable[[ProfileEntry], int],
-    left_out: list[Candidate],
-) -> list[Candidate]:
-    """Greedy whole-entry packing: take each candidate that still fits, skip the rest."""
-    used = fixed_cost
-    chosen: list[Candidate] = []
-    for candidate in ordered:
-        entry, cut = _cut_to(candidate.entry, options.max_entry_tokens, counter)
-        cost = entry_cost(entry)
-        if used + cost > options.max_tokens:
-            left_out.append(replace(candidate, tokens=cost, reason="over budget"))
-            continue
-        used += cost
-        chosen.append(replace(candidate, entry=entry, tokens=cost, cut=cut))
-    return chosen
+) -> tuple[str, bool, int]:
+    """(text as cut to ``max_entry_tokens``, whether cut, rendered cost) of one entry,
+    kept on the ranking by (id, source input)."""
+    entry = item.entry
+    known = (entry.id, entry.source_input)
+    if known not in ranking.costs:
+        cut_entry, cut = _cut_to(entry, ranking.options.max_entry_tokens, counter)
+        ranking.costs[known] = (cut_entry.text, cut, entry_cost(cut_entry))
+    return ranking.costs[known]
 
 
 def _cut_to(
@@ -258,11 +481,8 @@ def _longest_char_prefix(text: str, max_tokens: int, counter: TokenCounter) -> s
     return text[:low]
 
 
-def _block_order(chosen: list[Candidate], options: SelectionOptions) -> list[Candidate]:
+def _block_order(chosen: list[Packed], options: SelectionOptions) -> list[Packed]:
     """Oldest first for ``stable``; else the task's own entries, then strongest first."""
     if options.order == "stable":
-        return sorted(chosen, key=lambda c: (c.entry.created_at, c.entry.id))
-    task = options.task
-    return sorted(
-        chosen, key=lambda c: (task is not None and c.entry.task != task, -c.score, c.entry.id)
-    )
+        return sorted(chosen, key=lambda c: (c[1].created_at, c[1].id))
+    return sorted(chosen, key=lambda c: _eligible_order(c[0]))

@@ -21,7 +21,7 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.memory import BudgetTooSmallWarning
 from langchain_outprofile.render import DEFAULT_TEMPLATE, render_block
-from langchain_outprofile.select import choose
+from langchain_outprofile.select import LEFT_OUT_KEPT, choose
 from langchain_outprofile.tokens import OFFLINE_ENCODING, TokenCounter
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from tests.conftest import MemoryFactory, unique_name
@@ -306,7 +306,8 @@ def test_explain_accounts_for_every_entry(memory: OutputProfileMemory) -> None:
     selection = memory.select("ana", max_tokens=120)
     report = selection.explain(max_left_out=100)
     assert f"{selection.tokens}/120 tokens" in report
-    assert len(selection.choice.chosen) + len(selection.choice.left_out) == 25
+    assert len(selection.choice.chosen) + selection.choice.left_out_total == 25
+    assert len(selection.choice.left_out) == min(LEFT_OUT_KEPT, selection.choice.left_out_total)
     assert "over budget" in report and "score=" in report and "[authored]" in report
 
 
@@ -385,7 +386,7 @@ def test_entry_numbers_past_999_are_not_under_counted() -> None:
     selection = memory.select("ana", max_tokens=budget, **options)
     reasons = [c.reason for c in selection.choice.left_out]
     assert reasons and set(reasons) == {"over budget"}  # packing, not the exact check
-    assert len(selection.entries) + len(reasons) == total
+    assert len(selection.entries) + selection.choice.left_out_total == total
     assert len(encoding.encode_ordinary(selection.text)) <= budget
     assert parse_block(selection.text) == [e.text for e in selection.entries]
 
