@@ -6,6 +6,6 @@ per store location per process.
 """
 
 from langchain_outprofile.store.clients import default_path, http_client
-from langchain_outprofile.store.profile_store import DEFAULT_COLLECTION, ProfileStore
+from langchain_outprofile.store.profile_store import DEFAULT_COLLECTION, ProfileStore, Written
 
-__all__ = ["DEFAULT_COLLECTION", "ProfileStore", "default_path", "http_client"]
+__all__ = ["DEFAULT_COLLECTION", "ProfileStore", "Written", "default_path", "http_client"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from langchain_outprofile.validation import DEFAULT_COLLECTION, validate_user_id
 
-__all__ = ["DEFAULT_COLLECTION", "SCHEMA_VERSION", "ProfileStore"]
+__all__ = ["DEFAULT_COLLECTION", "SCHEMA_VERSION", "ProfileStore", "Written"]
 
 SCHEMA_VERSION = 2
 _READABLE_SCHEMAS = (1, 2)  # row format 1 is still read; every write uses format 2
@@ -54,6 +55,20 @@ _READ_PAGE = 10_000
 _VERSIONED_KEY = "outprofile_versioned"
 _BACKFILL_MARK = "versions-backfilled"
 _SCAN_PAGE = 5000
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write did: the entries as now stored, the ids removed (by user), and for
+    each user whose profile version it renewed, ``(version before, version after)`` read
+    and set in the same hold of the lock (a reader that cached the user's profile at the
+    version before may apply the change instead of reading the profile again)."""
+
+    entries: list[ProfileEntry]
+    removed: dict[str, list[str]]
+    versions: dict[str, tuple[str | None, str]]
+    """``{user: (version before, version after)}``; the version before is None for a user
+    the write was not asked to watch."""
 
 
 class ProfileStore:
@@ -193,12 +208,25 @@ class ProfileStore:
     def upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
         """Store entries, folding each into any stored entry with the same id.
 
-        Returns the entries as stored. Writes go in batches under the client's maximum;
-        each batch's read-fold-write holds the location's lock, which the other processes
-        of this machine take too, so no concurrent fold is lost. See :meth:`_batched` for
-        how batches and profile versions go.
+        Returns the entries as stored (see :meth:`write` for what else a write reports).
+        """
+        return self.write(entries).entries
+
+    def write(self, entries: Sequence[ProfileEntry], *, watch: Collection[str] = ()) -> Written:
+        """Store entries, folding each into any stored entry with the same id, and report
+        the entries as stored and the users whose profile version moved.
+
+        Writes go in batches under the client's maximum; each batch's read-fold-write holds
+        the location's lock, which the other processes of this machine take too, so no
+        concurrent fold is lost. A one-batch write renews, in the same hold of the lock, the
+        version of each user for whom it can change a block: an entry that is not selectable
+        before (or new) and after the write (pending, rejected) leaves the version alone, so
+        a tracked run's pending output keeps every saved selection valid. For the users in
+        ``watch`` the version before is read too (one more read: see :class:`Written`). See
+        :meth:`_batched` for writes of several batches.
         """
         merged_all: list[ProfileEntry] = []
+        moved: set[str] = set()
 
         def fold(batch: Sequence[ProfileEntry]) -> None:
             stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
@@ -206,29 +234,43 @@ class ProfileStore:
             merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
             self._write_metadata([m for m in merged if m.id in stored])
             merged_all.extend(merged)
+            moved.update(
+                m.user_id
+                for m in merged
+                if m.selectable or (m.id in stored and stored[m.id].selectable)
+            )
 
-        self._batched(_fold_duplicates(entries), fold)
-        return merged_all
+        versions = self._batched(_fold_duplicates(entries), fold, moved, watch)
+        return Written(merged_all, {}, versions)
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
         """Store entries exactly as given (no folding): for imports and feedback rewrites.
 
         When several entries share an id, the last one wins (Chroma refuses duplicate ids).
         """
-        self._batched(list({e.id: e for e in entries}.values()), self._write)
+        unique = list({e.id: e for e in entries}.values())
+        self._batched(unique, self._write, {e.user_id for e in unique}, ())
 
     def _batched(
-        self, entries: Sequence[ProfileEntry], write: Callable[[Sequence[ProfileEntry]], None]
-    ) -> None:
-        """``write`` each batch under the lock, then give the written users a new version.
+        self,
+        entries: Sequence[ProfileEntry],
+        write: Callable[[Sequence[ProfileEntry]], None],
+        moved: set[str],
+        watch: Collection[str],
+    ) -> dict[str, tuple[str | None, str]]:
+        """``write`` each batch under the lock, then renew the versions of the users in
+        ``moved`` (which ``write`` may fill in) and make sure every other written user has
+        a version row. Returns ``{user: (version before, version after)}`` of the renewed.
 
         A call of several batches releases the lock between them (:meth:`LocationLock.pause`:
-        waiting readers go first) and also renews the versions before every batch, so a
-        process killed part-way leaves no selection of the old profile current. A call that
-        fails renews them on the way out (the batches before the failure did land).
+        waiting readers go first) and renews the versions of every written user before every
+        batch and at the end, so a process killed part-way leaves no selection of the old
+        profile current. A call that fails renews them on the way out (the batches before
+        the failure did land).
         """
         parts = list(batches(entries, self._max_batch))
         several = len(parts) > 1
+        users = {e.user_id for e in entries}
         try:
             for number, batch in enumerate(parts):
                 if number:
@@ -237,17 +279,29 @@ class ProfileStore:
                     if several:
                         self.state.touch(e.user_id for e in batch)
                     write(batch)
+                    if not several:
+                        return self._settle(users, moved, watch)
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the first error is the news
                 self._touch(entries)
             raise
-        self._touch(entries)
+        with self._write_lock:
+            return self._settle(users, users, ())
 
     def _touch(self, written: Sequence[ProfileEntry]) -> None:
         """New versions for the users just written, after their entries (design.md)."""
         if written:
             with self._write_lock:
                 self.state.touch(e.user_id for e in written)
+
+    def _settle(
+        self, users: set[str], moved: set[str], watch: Collection[str]
+    ) -> dict[str, tuple[str | None, str]]:
+        """After the entries: renew the versions of ``moved``; the other ``users`` only need
+        a version row to exist (``user_ids`` lists users by it). Under the lock."""
+        renewed = self.state.touch(moved & users, watch) if moved & users else {}
+        self.state.ensure(users - moved)
+        return renewed
 
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
@@ -272,15 +326,26 @@ class ProfileStore:
         return np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
 
     def delete(self, user_id: str, ids: Iterable[str]) -> int:
-        """Delete the given entries of one user; ids of other users are left alone."""
+        """Delete the given entries of one user; ids of other users are left alone. The
+        user's saved selections go too (they may quote deleted text)."""
+        return sum(len(ids) for ids in self.remove(user_id, ids).removed.values())
+
+    def remove(
+        self, user_id: str, ids: Iterable[str], *, pending_only: bool = False, watch: bool = False
+    ) -> Written:
+        """Delete the given entries of one user (ids of other users are left alone) and
+        report what went. With ``pending_only``, only entries still pending when the lock is
+        held go, and the profile version stays: a pending entry is never in a block, so no
+        saved selection changes. Otherwise the user's saved selections and pins are removed
+        and the version renewed (the version before read only with ``watch``)."""
         user = validate_user_id(user_id)
         with self._write_lock:
-            owned = [e.id for e in self._get_by_ids(list(ids)) if e.user_id == user]
+            found = [e for e in self._get_by_ids(list(ids)) if e.user_id == user]
+            owned = [e.id for e in found if e.pending or not pending_only]
             for batch in batches(owned, self._max_batch):
                 self._collection.delete(ids=list(batch))  # ids only: checked as the user's
-            if owned:
-                self.state.drop(user)
-        return len(owned)
+            versions = self.state.drop(user, watch=watch) if owned and not pending_only else {}
+        return Written([], {user: owned} if owned else {}, versions)
 
     def delete_user(self, user_id: str) -> int:
         """Hard-delete every entry of one user, pending ones included.
@@ -380,6 +445,11 @@ class ProfileStore:
             for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
                 rows[position[id_]] = vector
         return rows
+
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Style vectors of the given entry ids of one user (rows in that order; zeros for
+        an id not stored). See :meth:`_vectors`."""
+        return self._vectors(ids)
 
     def find_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
         """The entries recorded under a run id (of one user, when given), newest first.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,45 +65,148 @@ class StateRows:
         self._lock = lock
         self._max_batch = max_batch
         self._swept = False
+        self._versioned: set[str] = set()  # users seen with a version row by this object
 
     @property
     def name(self) -> str:
         """Name of the state collection."""
         return str(self._collection.name)
 
-    def touch(self, users: Iterable[str]) -> None:
+    def touch(
+        self, users: Iterable[str], watch: Collection[str] = ()
+    ) -> dict[str, tuple[str | None, str]]:
         """Give each user's profile a new version, so selections stored for the old one go
         stale. Called after the entries are written: a reader that saw the old version
-        cannot have missed them. (``emptied`` is written False: an upsert keeps the keys it
-        leaves out, and releases before this one flagged forgotten users that way.)"""
+        cannot have missed them. Returns ``{user: (version before, version after)}``; the
+        version before is read in the same hold of the lock for the users in ``watch``
+        (one more read), and None for the others. (``emptied`` is written False: an upsert
+        keeps the keys it leaves out, and releases before this one flagged forgotten users
+        that way.)"""
         ordered = sorted(set(users))
+        renewed: dict[str, tuple[str | None, str]] = {}
         with self._lock:
             for batch in batches(ordered, self._max_batch):
+                watched = [user for user in batch if user in watch]
+                before: dict[str, str | None] = {user: None for user in batch}
+                if watched:
+                    found = self._versions(watched)
+                    before.update({user: found.get(user, "") for user in watched})
+                after = {user: uuid.uuid4().hex for user in batch}
                 self._collection.upsert(
                     ids=[state_id("v", user) for user in batch],
                     metadatas=[
-                        {"user_id": u, "version": uuid.uuid4().hex, "emptied": False} for u in batch
+                        {"user_id": u, "version": after[u], "emptied": False} for u in batch
                     ],
                     embeddings=np.ones((len(batch), 1), dtype=np.float32),
                 )
+                renewed.update((u, (before[u], after[u])) for u in batch)
+        self._versioned.update(ordered)
+        return renewed
 
-    def drop(self, user: str) -> None:
-        """After a delete: remove the user's stored selections (they may quote deleted text)
-        and start a new version (a forgotten user gets none: see :meth:`forget`)."""
+    def ensure(self, users: Iterable[str]) -> None:
+        """Give a version row to each of ``users`` that has none (``users()`` lists users by
+        it), leaving existing versions alone. Users this object saw with a version are not
+        read again."""
+        unknown = sorted(set(users) - self._versioned)
+        if not unknown:
+            return
         with self._lock:
+            found = self._versions(unknown)
+            self._versioned.update(found)
+            missing = [user for user in unknown if user not in found]
+            if missing:
+                self.touch(missing)
+
+    def _versions(self, users: Sequence[str]) -> dict[str, str]:
+        """The current version of each of ``users`` that has one (one read by id)."""
+        ids = {state_id("v", user): user for user in users}
+        with self._lock:
+            found = self._collection.get(ids=list(ids), include=_METADATAS)
+        versions = {}
+        for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True):
+            user = ids.get(id_)
+            if user is not None and meta and meta.get("user_id") == user:
+                version = _version_in({id_: meta}, id_)
+                if version:
+                    versions[user] = version
+        return versions
+
+    def drop(self, user: str, *, watch: bool = False) -> dict[str, tuple[str | None, str]]:
+        """After a delete: remove the user's stored selections and pins (they may quote
+        deleted text) and start a new version (a forgotten user gets none: see
+        :meth:`forget`). Returns what :meth:`touch` returns (the version before is read
+        only with ``watch``)."""
+        with self._lock:
+            before = self._versions([user]).get(user, "") if watch else None
             self.forget(user)
-            self.touch([user])
+            renewed = self.touch([user])
+        return {user: (before, renewed[user][1])}
 
     def forget(self, user_id: str) -> None:
-        """Remove every state row of the user: the version row and every snapshot. No row
-        names the user afterwards, and the user reads as never written (version '') until a
-        write sets a new random version. Snapshots in flight are handled by
-        :meth:`save_snapshot`, which never keeps one whose version is gone."""
+        """Remove every state row of the user: the version row, every snapshot and every
+        thread pin. No row names the user afterwards, and the user reads as never written
+        (version '') until a write sets a new random version. Snapshots in flight are
+        handled by :meth:`save_snapshot`, which never keeps one whose version is gone."""
         user = validate_user_id(user_id)
         own = [state_id("v", user), *(_slot_id(user, n) for n in range(SNAPSHOT_SLOTS))]
         with self._lock:
             self._collection.delete(ids=own)  # also rows whose metadata lost the user
-            self._collection.delete(where={"user_id": user})  # and rows of older releases
+            self._collection.delete(where={"user_id": user})  # pins, rows of older releases
+        self._versioned.discard(user)
+
+    def pin(self, user_id: str, thread: str, key: str, *, now: float) -> tuple[str, float] | None:
+        """The payload pinned for ``thread`` under ``key`` and when it expires, unless it
+        did by ``now`` (one read by id; the row is checked for its user, thread and key)."""
+        user = validate_user_id(user_id)
+        pin_id = _pin_id(user, thread, key)
+        meta = self._rows(user, [pin_id]).get(pin_id)
+        if meta is None or meta.get("thread") != thread or meta.get("key") != key:
+            return None
+        payload, expires = meta.get("payload"), meta.get("expires_at")
+        if not isinstance(payload, str) or not isinstance(expires, float) or expires <= now:
+            return None
+        return payload, expires
+
+    def save_pin(
+        self,
+        user_id: str,
+        thread: str,
+        key: str,
+        payload: str,
+        *,
+        version: str,
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        """Pin ``payload`` (computed at profile ``version``) for ``thread`` under ``key``
+        until ``expires_at``, and delete the user's pins that expired by ``now`` (pins of
+        ended threads go this way, or with ``forget``). Returns whether it was kept: as
+        :meth:`save_snapshot` does, the version is checked before the write and again after
+        it, and a pin whose version moved is deleted (a ``forget`` may have come between)."""
+        user = validate_user_id(user_id)
+        if not version:
+            return False
+        version_id, pin_id = state_id("v", user), _pin_id(user, thread, key)
+        meta = {
+            "user_id": user,
+            "thread": thread,
+            "key": key,
+            "payload": payload,
+            "expires_at": float(expires_at),
+        }
+        with self._lock:
+            if self._current(user, version_id) != version:
+                return False
+            self._collection.delete(
+                where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
+            )
+            self._collection.upsert(
+                ids=[pin_id], metadatas=[meta], embeddings=np.ones((1, 1), dtype=np.float32)
+            )
+            if self._current(user, version_id) == version:
+                return True
+            self._collection.delete(ids=[pin_id])
+        return False
 
     def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that
@@ -253,6 +356,10 @@ def snapshot_id(user: str, key: str) -> str:
 
 def _slot_id(user: str, slot: int) -> str:
     return state_id(f"s{slot}", user)
+
+
+def _pin_id(user: str, thread: str, key: str) -> str:
+    return state_id("p", user, f"{thread}\x00{key}")
 
 
 def _mark_id(name: str) -> str:
