@@ -3,14 +3,15 @@
 A tracked run's output is stored as ``pending`` under its run id (:meth:`record_output`);
 later, possibly in another process, :meth:`feedback` makes it endorsed / rejected /
 rating / accepted, or stores the user's edited text instead. Pending outputs that never
-got feedback expire after ``pending_ttl_s``: they are deleted by the next write of that
-user or by :meth:`expire_pending`, never by a read.
+got feedback expire after ``pending_ttl_s``: they are deleted by a later tracked run of that
+user (checked at most hourly per process) or by :meth:`expire_pending`, never by a read; a
+pending output is never in a block, so none of this changes one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from langchain_outprofile.capture import (
@@ -26,6 +27,11 @@ from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["FeedbackMixin"]
 
+_EXPIRY_INTERVAL_S = 3600.0
+"""Longest time between two checks for stale pending outputs of one user in one process."""
+_EXPIRY_USERS_KEPT = 100_000
+"""Users whose last check is remembered (all are forgotten at once past this)."""
+
 
 class FeedbackMixin:
     """Tracked outputs and feedback, for :class:`OutputProfileMemory` (which provides the
@@ -36,8 +42,8 @@ class FeedbackMixin:
     pending_ttl_s: float
     max_text_chars: int
     add: Callable[..., ProfileEntry]
-    delete: Callable[..., bool]
-    _invalidate: Callable[[Iterable[str]], None]
+    _remove: Callable[..., int]
+    _expiry_checked: dict[str, float]
 
     def record_output(
         self,
@@ -68,7 +74,7 @@ class FeedbackMixin:
                 "must identify one run of one user: pass a fresh uuid4() as config['run_id'] "
                 "(nothing was stored)"
             )
-        self.expire_pending(user)
+        self._expire_now_and_then(user)
         source = None if source_input is None else source_input[: self.max_text_chars]
         return self.add(
             text, user_id=user, signal=Signal.PENDING, run_id=run, source_input=source, task=task
@@ -83,13 +89,27 @@ class FeedbackMixin:
             ```
         """
         user = validate_user_id(user_id)
-        cutoff = pending_cutoff(self.clock(), self.pending_ttl_s)
-        stale = self.store.pending_older_than(user, cutoff)
+        now = self.clock()
+        self._expiry_checked[user] = now
+        stale = self.store.pending_older_than(user, pending_cutoff(now, self.pending_ttl_s))
         if not stale:
             return 0
-        removed = self.store.delete(user, stale)
-        self._invalidate({user})
-        return removed
+        return self._remove(user, stale, pending_only=True)
+
+    def _expire_now_and_then(self, user: str) -> None:
+        """:meth:`expire_pending` at most once per :meth:`_expiry_interval` per user in
+        this process, so a tracked run does not pay a store query every time: an output is
+        deleted no later than one interval after it went stale (it is never selected
+        meanwhile, and deleting it changes no block)."""
+        last = self._expiry_checked.get(user)
+        if last is not None and self.clock() - last < self._expiry_interval():
+            return
+        if len(self._expiry_checked) >= _EXPIRY_USERS_KEPT:
+            self._expiry_checked.clear()
+        self.expire_pending(user)
+
+    def _expiry_interval(self) -> float:
+        return min(self.pending_ttl_s, _EXPIRY_INTERVAL_S)
 
     def feedback(
         self,
@@ -157,6 +177,6 @@ class FeedbackMixin:
                 edited, signal=Signal.EDITED, source_input=entry.source_input or None, **common
             )
             if entry.pending and entry.id != stored.id:
-                self.delete(entry.id, user_id=entry.user_id)
+                self._remove(entry.user_id, [entry.id], pending_only=True)
             return stored
         return self.add(entry.text, signal=chosen, rating=rating, **common)

@@ -1,14 +1,28 @@
-"""Reader: a memory's read path: the per-user cache, stored snapshots, and ranking.
+"""Reader: a memory's read path: the per-user cache, rankings that take writes as deltas,
+stored snapshots, and ranking.
 
-A read is served, in this order, by the in-process cache (fresh for ``cache_ttl_s``), by a
-selection saved in the store for the user's current profile version (see
-``snapshots.py``), or by loading and ranking the whole profile (then saved for the next
-cold read). Writes through the memory call :meth:`ProfileReader.invalidate`.
+A read is served, in this order, by the in-process cache, by the user's cached
+:class:`~langchain_outprofile.select.Ranking` (re-packed only when its candidate pool
+changed), by a selection saved in the store for the user's current profile version (see
+``snapshots.py``), or by loading and ranking the whole profile (then saved for the next cold
+read). A cached state is fresh for ``cache_ttl_s``; after that, when snapshots are on, one
+read of the user's version revalidates it (the same version: nothing was written, in any
+process, and the state is kept), else it is dropped.
+
+Writes through the memory report what they did (:meth:`ProfileReader.written`): the entries
+as stored, the ids removed and, for each user whose version they renewed, the version before
+and after, read and set under the store's lock. When the version before is the one the
+cached state was read at (no other writer came between), each cached ranking takes the
+change as a delta and the state moves to the new version; otherwise the state is dropped. A
+write that cannot change a block (a pending output, or its expiry) renews no version and
+leaves every saved selection valid. Rankings with blended keys (typicality) are not kept.
 
 The cache is bounded by users (``cache_size``) and by the entries its read states hold
-(``cache_entries``: every loaded profile's entries plus every cached selection's
-candidates); the least recently used states go first, and states past ``cache_ttl_s`` are
-dropped by a sweep that runs at most once per ``cache_ttl_s``, on a read.
+(``cache_entries``: every loaded profile's and kept ranking's entries plus every cached
+selection's candidates); the least recently used states go first, and states unused for
+``cache_ttl_s`` are dropped by a sweep that runs at most once per ``cache_ttl_s``, on a read
+(unless snapshots are on: then they stay until the LRU bounds drop them, and are
+revalidated on use).
 
 Reads racing ``forget`` (or any write). A cold read that ranks the profile takes these steps:
 V reads the version (its tag t), L loads the entries, then, under the location lock, C checks
@@ -37,11 +51,12 @@ R saw '' is final: that V comes after X, so its L after E, and the forgotten tex
 Starting over after another move (a write, or a forget still deleting batches) happens once
 more at most: a read whose versions keep moving returns its last attempt, which holds text
 forgotten since only if its R came before that forget's X (the read was done with the store
-before the forget was). Not covered: ``snapshot_ttl_s=0`` and query-dependent selections read no
-version, so such a racing read returns what it loaded (nothing is saved), and another memory's
-cache serves what it read for up to its ``cache_ttl_s``. A process killed between S and D
-(server case above) leaves a row that is never served, until the user's next delete,
-``forget`` or save into that slot replaces it.
+before the forget was). A snapshot saved from an updated ranking takes the same C, S, K, D
+steps with the version its state moved to. Not covered: ``snapshot_ttl_s=0`` and
+query-dependent selections read no version, so such a racing read returns what it loaded
+(nothing is saved), and another memory's cache serves what it read for up to its
+``cache_ttl_s``. A process killed between S and D (server case above) leaves a row that is
+never served, until the user's next delete, ``forget`` or save into that slot replaces it.
 """
 
 from __future__ import annotations
@@ -49,8 +64,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -62,8 +78,8 @@ from langchain_outprofile.memory.snapshots import (
     valid_until,
 )
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
-from langchain_outprofile.select import choose
-from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
+from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     ProfileEntry,
@@ -76,6 +92,8 @@ __all__ = ["BudgetTooSmallWarning", "ProfileReader"]
 
 _ATTEMPTS = 3
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
+
+_Key = tuple[SelectionOptions, BlockTemplate]
 
 
 class ReaderSettings(Protocol):
@@ -90,24 +108,34 @@ class ReaderSettings(Protocol):
     cache_size: int
     cache_entries: int
     snapshot_ttl_s: float
-    pending_ttl_s: float
 
 
 @dataclass
 class _Cached:
-    """One user's in-memory read state. ``version`` is the store's profile version, read
-    before ``profile`` is loaded; both stay None until a read needs them. ``held`` is what
-    the state adds to the reader's count of held entries while it is in the cache."""
+    """One user's in-memory read state. ``version`` is the store's profile version the
+    state is current for (read before ``profile`` was loaded, or set by a write this state
+    took as a delta); None until a read needs it. ``profile`` is None until loaded and after
+    a delta (the rankings hold the change; a read that needs the whole profile loads it
+    again). ``generation`` counts the deltas taken, so a read that ran across one does not
+    cache what it computed. ``held`` is what the state adds to the reader's count of held
+    entries while it is in the cache."""
 
-    loaded_at: float
+    checked_at: float
     version: str | None = None
     profile: StoredProfile | None = None
-    selections: dict[tuple[Any, ...], ProfileSelection] = field(default_factory=dict)
+    base: StoredProfile | None = None
+    """The profile the rankings were built from: its vectors stay right by id after deltas."""
+    rankings: dict[_Key, Ranking] = field(default_factory=dict)
+    selections: dict[_Key, ProfileSelection] = field(default_factory=dict)
+    saved: set[_Key] = field(default_factory=set)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    generation: int = 0
     held: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class ProfileReader:
-    """The read path of one memory: an LRU over users, each fresh for ``cache_ttl_s``.
+    """The read path of one memory: an LRU over users, revalidated after ``cache_ttl_s``.
 
     Example:
         ```python
@@ -122,11 +150,13 @@ class ProfileReader:
         self._held = 0
         self._swept_at = memory.monotonic()
         self._lock = threading.Lock()
+        self._saver: ThreadPoolExecutor | None = None
+        self._saves: list[Future[None]] = []
 
     @property
     def held_entries(self) -> int:
-        """Entries (of loaded profiles) and candidates (of cached selections) the cache holds;
-        never more than the memory's ``cache_entries`` once a call has returned."""
+        """Entries (of loaded profiles and kept rankings) and candidates (of cached
+        selections) the cache holds; never more than ``cache_entries`` once a call returned."""
         return self._held
 
     def cached_users(self) -> list[str]:
@@ -139,21 +169,48 @@ class ProfileReader:
         ``options.relevance_weight`` > 0; such selections are never cached or saved)."""
         cached = self._cached(user)
         if options.relevance_weight > 0 and query:
-            return self._rank(user, self._profile(user, cached), options, query)
+            return self._selection(user, *self._fresh_ranking(user, cached, options, query))
         key = (options, self._memory.template)
-        hit = cached.selections.get(key)
-        if hit is not None:
-            return hit
-        selection = self._stored_selection(user, cached, options)
+        with cached.lock:
+            hit = cached.selections.get(key)
+            if hit is not None:
+                return hit
+            generation, ranking = cached.generation, cached.rankings.get(key)
+            selection = (
+                None
+                if ranking is None
+                else self._selection(user, ranking, self._vectors_of(cached))
+            )
         if selection is None:
-            cached, selection = self._fresh_selection(user, cached, options)
-        with self._lock:
-            if self._cache.get(user) is cached and key not in cached.selections:
+            selection = self._stored_selection(user, cached, options)
+        if selection is None:
+            cached, selection = self._fresh_selection(user, cached, options, key)
+            generation = cached.generation
+        elif ranking is not None and key not in cached.saved:
+            self._save_current(user, cached, key, selection)
+        self._keep(user, cached, key, selection, generation)
+        return selection
+
+    def _keep(
+        self,
+        user: str,
+        cached: _Cached,
+        key: _Key,
+        selection: ProfileSelection,
+        generation: int,
+    ) -> None:
+        """Cache ``selection`` in ``cached``, unless a delta came in since it was computed
+        or the state left the cache."""
+        with self._lock, cached.lock:
+            if (
+                self._cache.get(user) is cached
+                and cached.generation == generation
+                and key not in cached.selections
+            ):
                 cached.selections[key] = selection
                 self._add_held(
                     cached, len(selection.choice.chosen) + len(selection.choice.left_out)
                 )
-        return selection
 
     def _snapshot_key(self, options: SelectionOptions) -> str:
         return snapshot_key(options, self._memory.template, self._memory.counter.name)
@@ -172,54 +229,104 @@ class ProfileReader:
         return load_selection(payload, user_id=user, options=options, now=self._memory.clock())
 
     def _fresh_selection(
-        self, user: str, cached: _Cached, options: SelectionOptions
+        self, user: str, cached: _Cached, options: SelectionOptions, key: _Key
     ) -> tuple[_Cached, ProfileSelection]:
-        """Rank and pack the whole profile; save the result for later cold reads. When the
-        version moved while this read ran, start over from a new read state (see the module
-        docstring); returns the read state the selection belongs to."""
+        """Rank and pack the whole profile; save the result for later cold reads, and keep
+        the ranking for deltas. When the version moved while this read ran, start over from
+        a new read state (see the module docstring); returns the state the selection
+        belongs to."""
         for attempt in range(1, _ATTEMPTS + 1):
-            profile = self._profile(user, cached)
-            selection = self._rank(user, profile, options, None)
-            seen = self._save(user, cached, options, profile, selection)
+            ranking, vectors = self._fresh_ranking(user, cached, options, None)
+            selection = self._selection(user, ranking, vectors)
+            seen = self._save(user, cached, key, cached.version, selection)
             moved = seen is not None and seen != cached.version
             if not moved or attempt == _ATTEMPTS or (attempt > 1 and seen):
                 break
             cached = self._restart(user, cached)
+        if ranking.incremental:
+            with self._lock, cached.lock:
+                if self._cache.get(user) is cached and key not in cached.rankings:
+                    cached.rankings[key] = ranking
+                    self._add_held(cached, len(ranking))
         return cached, selection
+
+    def _fresh_ranking(
+        self, user: str, cached: _Cached, options: SelectionOptions, query: str | None
+    ) -> tuple[Ranking, Vectors]:
+        """Load (once per state) and rank the whole profile."""
+        profile = self._profile(user, cached)
+        store = self._memory.store
+        query_vector = (
+            np.asarray(store.embeddings.embed_query(query), dtype=np.float32) if query else None
+        )
+        ranking = rank(profile, options, now=self._memory.clock(), query_vector=query_vector)
+        return ranking, profile_vectors(profile)
+
+    def _save_current(
+        self, user: str, cached: _Cached, key: _Key, selection: ProfileSelection
+    ) -> None:
+        """Save a selection packed from an updated ranking as the snapshot of the version
+        the state moved to (once per version and key), in the reader's background thread:
+        the read that packed it returns at once (the save is three small reads and a write
+        of the store; its version checks make it safe whenever it runs)."""
+        version = cached.version
+        if self._memory.snapshot_ttl_s <= 0 or not version:
+            return
+        with self._lock:
+            if self._saver is None:
+                self._saver = ThreadPoolExecutor(1, thread_name_prefix="outprofile-snapshots")
+            self._saves = [f for f in self._saves if not f.done()]
+            self._saves.append(
+                self._saver.submit(self._save_moved, user, cached, key, version, selection)
+            )
+
+    def _save_moved(
+        self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection
+    ) -> None:
+        seen = self._save(user, cached, key, version, selection)
+        if seen is not None and seen != version:  # another writer: the state is stale
+            with self._lock:
+                if self._cache.get(user) is cached and cached.version == version:
+                    self._drop(user)
+
+    def flush(self) -> None:
+        """Wait for the snapshots being saved in the background (tests, and before exit;
+        the interpreter also waits for them when it exits)."""
+        with self._lock:
+            pending = list(self._saves)
+        for future in pending:
+            future.result()
 
     def _save(
         self,
         user: str,
         cached: _Cached,
-        options: SelectionOptions,
-        profile: StoredProfile,
+        key: _Key,
+        version: str | None,
         selection: ProfileSelection,
     ) -> str | None:
-        """Save the selection as the snapshot of the version read before loading ``profile``
-        (the store refuses it, or takes it back, if that version moved), and return the
-        user's version after the save. None when nothing is saved: snapshots are off, or the
-        version is '' (an unknown or forgotten user, whose read writes nothing)."""
-        if self._memory.snapshot_ttl_s <= 0 or not cached.version:
+        """Save the selection as the snapshot of ``version`` (the store refuses it, or
+        takes it back, if that version moved), and return the user's version after the
+        save. None when nothing is saved: snapshots are off, or the version is '' (an
+        unknown or forgotten user, whose read writes nothing)."""
+        if self._memory.snapshot_ttl_s <= 0 or not version:
             return None
-        until = valid_until(
-            profile,
-            now=self._memory.clock(),
-            max_age_s=self._memory.snapshot_ttl_s,
-            pending_ttl_s=self._memory.pending_ttl_s,
-        )
+        until = valid_until(now=self._memory.clock(), max_age_s=self._memory.snapshot_ttl_s)
         payload = dump_selection(selection, until=until)
         store = self._memory.store
-        store.save_snapshot(user, self._snapshot_key(options), cached.version, payload)
-        return store.version(user)
+        store.save_snapshot(user, self._snapshot_key(key[0]), version, payload)
+        seen = store.version(user)
+        if seen == version:
+            with cached.lock:
+                if cached.version == version:
+                    cached.saved.add(key)
+        return seen
 
-    def _rank(
-        self, user: str, profile: StoredProfile, options: SelectionOptions, query: str | None
-    ) -> ProfileSelection:
-        """Score, diversify and pack the whole profile, and render the block."""
-        template, counter, store = self._memory.template, self._memory.counter, self._memory.store
-        query_vector = (
-            np.asarray(store.embeddings.embed_query(query), dtype=np.float32) if query else None
-        )
+    def _selection(self, user: str, ranking: Ranking, vectors: Vectors) -> ProfileSelection:
+        """Diversify and pack a ranking, and render the block."""
+        memory = self._memory
+        template, counter = memory.template, memory.counter
+        options = ranking.options
 
         def entry_cost(entry: ProfileEntry) -> int:
             # numbered as the largest position the block can have, so no entry is under-counted
@@ -231,15 +338,14 @@ class ProfileReader:
                 options.max_tokens
             )
 
-        choice = choose(
-            profile,
-            options,
+        choice = choose_from(
+            ranking,
+            vectors=vectors,
             counter=counter,
             fixed_cost=counter.count(f"{template.header}\n{template.footer}"),
             entry_cost=entry_cost,
             fits=fits,
-            now=self._memory.clock(),
-            query_vector=query_vector,
+            now=memory.clock(),
         )
         text = render_block([c.entry for c in choice.chosen], options.fields, template)
         return ProfileSelection(
@@ -250,21 +356,46 @@ class ProfileReader:
             encoding=counter.name,
         )
 
+    def _vectors_of(self, cached: _Cached) -> Vectors:
+        """Style vectors for a kept ranking: from the profile it was built from, else by id
+        from the store (an id hashes its user in; the ranking only holds this user's ids).
+        Fetched rows are kept in the state."""
+        known, profile = cached.vectors, cached.base
+        store = self._memory.store
+
+        def vectors(ids: list[str]) -> np.ndarray:
+            missing = [i for i in ids if i not in known]
+            if missing and profile is not None:
+                position = {e.id: n for n, e in enumerate(profile.entries)}
+                inside = [i for i in missing if i in position]
+                if inside:
+                    rows = profile.vectors_for([position[i] for i in inside])
+                    known.update(zip(inside, rows, strict=True))
+                    missing = [i for i in missing if i not in known]
+            if missing:
+                known.update(zip(missing, store.vectors(missing), strict=True))
+            return np.stack([known[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
+
+        return vectors
+
     def _cached(self, user: str) -> _Cached:
-        """The user's read state, fresh for ``cache_ttl_s`` of the memory's monotonic
-        clock. A write through this object drops it from the cache, so whatever a read
-        still fills into it is never served again (no store I/O happens here)."""
+        """The user's read state. Within ``cache_ttl_s`` of its last check it is served as
+        is; after that it is revalidated by one read of the version when snapshots are on
+        (the same version: kept), else replaced. A write through this object either moves
+        the state by a delta or drops it (:meth:`written`)."""
         now, ttl = self._memory.monotonic(), self._memory.cache_ttl_s
         with self._lock:
-            if now - self._swept_at >= ttl:
-                self._swept_at = now
-                for expired in [u for u, s in self._cache.items() if now - s.loaded_at >= ttl]:
-                    self._drop(expired)
+            self._sweep(now, ttl)
             hit = self._cache.get(user)
-            if hit is not None and now - hit.loaded_at < ttl:
+            if hit is not None:
                 self._cache.move_to_end(user)
-                return hit
-            self._drop(user)
+                if now - hit.checked_at < ttl:
+                    return hit
+        if hit is not None and hit.version and self._revalidated(user, hit, now):
+            return hit
+        with self._lock:
+            if self._cache.get(user) is hit:
+                self._drop(user)
             fresh = _Cached(now)
             if ttl <= 0:
                 return fresh
@@ -273,6 +404,23 @@ class ProfileReader:
                 self._drop(next(iter(self._cache)))
         return fresh
 
+    def _revalidated(self, user: str, state: _Cached, now: float) -> bool:
+        """Whether the user's version is still the one ``state`` is current for (then its
+        check time is renewed)."""
+        if self._memory.snapshot_ttl_s <= 0 or self._memory.store.version(user) != state.version:
+            return False
+        state.checked_at = now
+        return True
+
+    def _sweep(self, now: float, ttl: float) -> None:
+        """Without snapshots (no version to revalidate with), drop every state past the ttl,
+        at most once per ttl. Under the lock."""
+        if self._memory.snapshot_ttl_s > 0 or now - self._swept_at < ttl:
+            return
+        self._swept_at = now
+        for expired in [u for u, s in self._cache.items() if now - s.checked_at >= ttl]:
+            self._drop(expired)
+
     def _restart(self, user: str, stale: _Cached) -> _Cached:
         """A new read state for a read that found the version moved under it. The stale
         state leaves the cache (other reads must not rank its profile); the new one is not
@@ -280,18 +428,18 @@ class ProfileReader:
         with self._lock:
             if self._cache.get(user) is stale:
                 self._drop(user)
-        return _Cached(stale.loaded_at)
+        return _Cached(stale.checked_at)
 
     def _profile(self, user: str, cached: _Cached) -> StoredProfile:
         """The user's whole profile, loaded once per read state (version read first)."""
         if cached.profile is not None:
             return cached.profile
-        if cached.version is None:
+        if cached.version is None or cached.rankings:
             cached.version = self._version(user)
         profile = self._memory.store.load(user)  # a read never writes: stale pending entries
         with self._lock:  # are never selected, and go on the next write
             if cached.profile is None:
-                cached.profile = profile
+                cached.profile = cached.base = profile
                 if self._cache.get(user) is cached:
                     self._add_held(cached, len(profile.entries))
             return cached.profile
@@ -315,8 +463,64 @@ class ProfileReader:
         """The profile version a snapshot would be tagged with (None: snapshots are off)."""
         return self._memory.store.version(user) if self._memory.snapshot_ttl_s > 0 else None
 
+    def watched(self, users: Iterable[str]) -> set[str]:
+        """The users a write should read the version before for: those with rankings that
+        can take the write as a delta."""
+        with self._lock:
+            return {u for u in users if (state := self._cache.get(u)) and state.rankings}
+
+    def written(self, written: Written) -> None:
+        """Take a write through this memory: move each written user's cached state by the
+        delta when it was current for the version the write started from, else drop it."""
+        changed: dict[str, list[ProfileEntry]] = {}
+        for entry in written.entries:
+            changed.setdefault(entry.user_id, []).append(entry)
+        for user in set(changed) | set(written.removed) | set(written.versions):
+            removed = written.removed.get(user, [])
+            self._take(user, changed.get(user, []), removed, written.versions.get(user))
+
+    def _take(
+        self,
+        user: str,
+        changed: list[ProfileEntry],
+        removed: Sequence[str],
+        versions: tuple[str | None, str] | None,
+    ) -> None:
+        with self._lock:
+            state = self._cache.get(user)
+        if state is None:
+            return
+        snapshots = self._memory.snapshot_ttl_s > 0
+        with state.lock:
+            current = (
+                versions is None
+                or not snapshots
+                or (versions[0] is not None and versions[0] == state.version)
+            )
+            if current and state.rankings:
+                for ranking in state.rankings.values():
+                    ranking.update(changed, removed)
+                if versions is not None and snapshots:
+                    state.version = versions[1]
+                    state.saved.clear()
+                state.selections.clear()
+                state.profile = None
+                state.generation += 1
+                if versions is not None and snapshots:  # checked against the store's version
+                    state.checked_at = self._memory.monotonic()
+                held = sum(len(r) for r in state.rankings.values())
+        with self._lock:
+            if self._cache.get(user) is not state:
+                return
+            if not (current and state.rankings):
+                self._drop(user)
+                return
+            self._held -= state.held
+            state.held = 0
+            self._add_held(state, held)
+
     def invalidate(self, users: Iterable[str]) -> None:
-        """Drop the read state of users just written (see :meth:`_cached`)."""
+        """Drop the read state of users written in a way no delta describes."""
         with self._lock:
             for user in users:
                 self._drop(user)

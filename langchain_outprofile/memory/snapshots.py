@@ -8,8 +8,10 @@ cache expired) that finds a snapshot of the current version serves it from two r
 instead of loading and ranking the whole profile.
 
 The payload is compact JSON: no spaces, entry fields at their default ('' or {}) left out,
-and only the first :data:`LEFT_OUT_KEPT` left-out candidates (``explain`` shows 20; the
-total is kept). Format 2 rows live in per-user slots (``store/state.py``).
+and the choice's left-out candidates (the first :data:`LEFT_OUT_KEPT`, as ``explain`` shows;
+the total is kept) except pending outputs: a pending output is never in a block, so writing
+or expiring one leaves the snapshot valid, and none is quoted in it. Format 2 rows live in
+per-user slots (``store/state.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from langchain_outprofile.render import BlockTemplate
+from langchain_outprofile.select import LEFT_OUT_KEPT
 from langchain_outprofile.types import (
     Candidate,
     Choice,
     ProfileSelection,
     SelectionOptions,
-    StoredProfile,
     stored_entry,
 )
 
@@ -36,9 +38,6 @@ try:  # a new release may choose differently: its snapshots never serve an older
     _RELEASE = version("langchain-outprofile")
 except PackageNotFoundError:  # run from a source tree that was never installed
     _RELEASE = "source"
-LEFT_OUT_KEPT = 20
-"""Left-out candidates a snapshot keeps (as many as ``explain`` shows; ``left_out_total``
-counts all)."""
 _DEFAULTS: tuple[Any, ...] = ("", {})
 """Entry field values a payload leaves out (``stored_entry`` reads them back as these)."""
 
@@ -50,13 +49,10 @@ def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: s
     return hashlib.sha256(settings.encode()).hexdigest()[:32]
 
 
-def valid_until(
-    profile: StoredProfile, *, now: float, max_age_s: float, pending_ttl_s: float
-) -> float:
-    """When a selection made ``now`` from ``profile`` must be recomputed: after ``max_age_s``
-    (recency decay moves on), or when a pending entry of it expires, whichever is first."""
-    expiries = (e.updated_at + pending_ttl_s for e in profile.entries if e.pending)
-    return min([now + max_age_s, *(t for t in expiries if t > now)])
+def valid_until(*, now: float, max_age_s: float) -> float:
+    """When a selection made ``now`` must be recomputed: after ``max_age_s`` (the scores and
+    ages it shows have moved on; the block has not, unless a write renewed the version)."""
+    return now + max_age_s
 
 
 def dump_selection(selection: ProfileSelection, *, until: float) -> str:
@@ -70,7 +66,7 @@ def dump_selection(selection: ProfileSelection, *, until: float) -> str:
             "tokens": selection.tokens,
             "encoding": selection.encoding,
             "chosen": [_candidate_dict(c) for c in choice.chosen],
-            "left_out": [_candidate_dict(c) for c in choice.left_out[:LEFT_OUT_KEPT]],
+            "left_out": [_candidate_dict(c) for c in choice.left_out if not c.entry.pending],
             "left_out_total": choice.left_out_total,
             "note": choice.note,
         },

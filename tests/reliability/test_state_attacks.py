@@ -375,6 +375,7 @@ def _held(memory: OutputProfileMemory) -> int:
     total = 0
     for held in memory._reader._cache.values():
         total += len(held.profile.entries) if held.profile is not None else 0
+        total += sum(len(ranking) for ranking in held.rankings.values())
         for selection in held.selections.values():
             total += len(selection.choice.chosen) + len(selection.choice.left_out)
     return total
@@ -407,9 +408,10 @@ def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
     assert users[2] in memory._reader.cached_users()  # the most recent users stay
 
 
-def test_an_expired_read_state_is_evicted() -> None:
+def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
+    """With no version to revalidate against, a state past the ttl is swept."""
     ticks = _Ticks()
-    memory = _memory(cache_ttl_s=10, monotonic=ticks)
+    memory = _memory(cache_ttl_s=10, monotonic=ticks, snapshot_ttl_s=0)
     memory.add("Ana's words.", user_id="ana")
     memory.add("Bob's words.", user_id="bob")
     memory.select("ana")
@@ -422,21 +424,26 @@ def test_an_expired_read_state_is_evicted() -> None:
     assert list(memory._reader._cache) == ["bob"]
 
 
-def test_an_invalidated_or_expired_state_gives_its_entries_back() -> None:
+def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> None:
     ticks = _Ticks()
     memory = _memory(cache_ttl_s=10, monotonic=ticks, cache_entries=10_000)
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(20)])
-    memory.select("ana")
-    assert memory._reader.held_entries == _held(memory) > 0
-
-    memory.add("One more.", user_id="ana")  # invalidates
-    assert memory._reader.held_entries == 0
-    memory.select("ana")
-    assert memory._reader.held_entries == _held(memory) == 21 + 21  # profile and candidates
-    ticks.now += 11
-    served = memory.select("ana")  # the expired state is replaced (from the snapshot)
+    served = memory.select("ana")
     candidates = len(served.choice.chosen) + len(served.choice.left_out)
-    assert memory._reader.held_entries == _held(memory) == candidates < 21 + 21
+    assert memory._reader.held_entries == _held(memory) == 20 + 20 + candidates
+
+    memory.add("One more.", user_id="ana")  # a delta: the ranking is kept, the rest dropped
+    assert memory._reader.held_entries == _held(memory) == 21
+    served = memory.select("ana")
+    candidates = len(served.choice.chosen) + len(served.choice.left_out)
+    assert memory._reader.held_entries == _held(memory) == 21 + candidates
+
+    ticks.now += 11  # past the ttl: revalidated by the version, kept as it is
+    memory.select("ana")
+    assert memory._reader.held_entries == _held(memory) == 21 + candidates
+
+    memory.import_(memory.export("ana"))  # no delta describes an import: dropped
+    assert memory._reader.held_entries == _held(memory) == 0
 
 
 def test_a_bad_cache_entries_is_refused() -> None:

@@ -144,16 +144,22 @@ def test_a_snapshot_expires_after_snapshot_ttl_s(
         cold.select("ana", max_tokens=200)
 
 
-def test_a_snapshot_expires_when_a_pending_entry_in_it_would(make_memory: MemoryFactory) -> None:
+def test_a_pending_entry_neither_shortens_a_snapshot_nor_is_quoted_in_it(
+    make_memory: MemoryFactory,
+) -> None:
+    """A pending output is never in a block: its expiry does not end the snapshot (only
+    ``snapshot_ttl_s`` does), and the snapshot does not carry its text."""
     now = [1.8e9]
-    memory = _filled(make_memory, clock=lambda: now[0], pending_ttl_s=100)
+    memory = _filled(make_memory, clock=lambda: now[0], pending_ttl_s=100, snapshot_ttl_s=3600)
     draft = ProfileEntry.create("Draft awaiting feedback.", user_id="ana", created_at=now[0])
     memory.store.upsert([replace(draft, signals=(Signal.PENDING,))])
-    memory.select("ana", max_tokens=200)
+    made = memory.select("ana", max_tokens=200)
+    assert "Draft awaiting feedback." in [c.entry.text for c in made.choice.left_out]
     (payload,) = _stored_payloads(memory, "ana")
 
-    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 99)
-    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 100) is None
+    assert "Draft awaiting feedback." not in payload
+    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 101)
+    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 3600) is None
 
 
 def test_a_payload_of_another_user_is_refused(make_memory: MemoryFactory) -> None:

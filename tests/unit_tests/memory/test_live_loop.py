@@ -1,0 +1,200 @@
+"""The feedback loop at cache speed: which writes move the profile version, how many Chroma
+calls a write makes, and how often a tracked run looks for stale pending outputs."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import chromadb
+import pytest
+
+from langchain_outprofile import OutputProfileMemory, Signal
+from langchain_outprofile.tokens import OFFLINE_ENCODING
+from tests.conftest import unique_name
+
+START = 1_800_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CallCounter:
+    """Counts the calls made to one Chroma collection object, by method name."""
+
+    def __init__(self, collection: Any) -> None:
+        self.calls: Counter[str] = Counter()
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._collection, name)
+        if not callable(found):
+            return found
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return found(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def client() -> Iterator[chromadb.api.ClientAPI]:
+    yield chromadb.EphemeralClient()
+
+
+def _memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> OutputProfileMemory:
+    return OutputProfileMemory(
+        client=client, collection_name=name, tokens=OFFLINE_ENCODING, **kwargs
+    )
+
+
+def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter]:
+    """Wrap the store's entries and state collections in call counters."""
+    entries = CallCounter(memory.store._collection)
+    state = CallCounter(memory.store.state._collection)
+    memory.store._collection = entries
+    memory.store.state._collection = state
+    return entries, state
+
+
+def test_a_pending_output_keeps_the_version_and_the_saved_block(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    name, clock = unique_name("live"), Clock()
+    writer = _memory(client, name, clock=clock)
+    writer.add("Short answer first.", user_id="ana")
+    block = writer.select("ana").text
+    version = writer.store.version("ana")
+
+    writer.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
+    assert writer.store.version("ana") == version
+
+    reader = _memory(client, name, clock=clock, cache_ttl_s=0)
+    loads = Counter[str]()
+    load = reader.store.load
+    reader.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    assert reader.select("ana").text == block
+    assert loads["load"] == 0, "the saved selection did not serve the cold read"
+
+
+def test_a_selectable_write_moves_the_version(client: chromadb.api.ClientAPI) -> None:
+    memory = _memory(client, unique_name("live"))
+    memory.add("Short answer first.", user_id="ana")
+    version = memory.store.version("ana")
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    assert memory.store.version("ana") not in ("", version)
+
+
+def test_feedback_on_a_pending_output_moves_the_version(client: chromadb.api.ClientAPI) -> None:
+    memory = _memory(client, unique_name("live"))
+    memory.add("Short answer first.", user_id="ana")
+    run = str(uuid.uuid4())
+    memory.record_output("A tracked answer.", user_id="ana", run_id=run)
+    version = memory.store.version("ana")
+    memory.feedback(run, "endorsed")
+    assert memory.store.version("ana") != version
+    assert "A tracked answer." in memory.select("ana").text
+
+
+def test_a_first_pending_output_still_lists_the_user(client: chromadb.api.ClientAPI) -> None:
+    memory = _memory(client, unique_name("live"))
+    memory.record_output("A tracked answer.", user_id="new", run_id=str(uuid.uuid4()))
+    assert memory.store.user_ids() == ["new"]
+    assert memory.store.version("new") != ""
+
+
+def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientAPI) -> None:
+    clock = Clock()
+    memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=60)
+    memory.add("Short answer first.", user_id="ana")
+    memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
+    version = memory.store.version("ana")
+    clock.now += 61
+    assert memory.expire_pending("ana") == 1
+    assert memory.store.version("ana") == version
+    assert [e["text"] for e in memory.export("ana")] == ["Short answer first."]
+
+
+def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    clock = Clock()
+    memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=600)
+    queries = Counter[str]()
+    find = memory.store.pending_older_than
+    memory.store.pending_older_than = lambda *a: (queries.update(["q"]), find(*a))[1]  # type: ignore[method-assign]
+    for n in range(3):
+        memory.record_output(f"Answer {n}.", user_id="ana", run_id=str(uuid.uuid4()))
+    assert queries["q"] == 1
+    clock.now += 601  # past the interval (the ttl, here): the next run looks, and deletes
+    memory.record_output("Answer 3.", user_id="ana", run_id=str(uuid.uuid4()))
+    assert queries["q"] == 2
+    assert [e["text"] for e in memory.export("ana")] == ["Answer 3."]
+
+
+def test_what_a_write_costs_in_chroma_calls(client: chromadb.api.ClientAPI) -> None:
+    """An add of a new text: read by id (the fold), upsert, and the version: 3 calls, plus
+    one read of the version before when the memory holds the user's ranking (so the write
+    becomes a delta). A tracked run's pending output renews no version."""
+    memory = _memory(client, unique_name("live"))
+    memory.add("Seed.", user_id="ana")
+    memory.record_output("Warm-up.", user_id="ana", run_id=str(uuid.uuid4()))  # expiry check
+    entries, state = _count_calls(memory)
+
+    memory.add("Short answer first.", user_id="ana")
+    assert sum(entries.calls.values()) + sum(state.calls.values()) == 3
+
+    memory.select("ana")  # now the memory holds the ranking
+    entries.calls.clear()
+    state.calls.clear()
+    memory.add("Bullets, no fluff.", user_id="ana")
+    assert dict(entries.calls) == {"get": 1, "upsert": 1}
+    assert dict(state.calls) == {"get": 1, "upsert": 1}
+
+    entries.calls.clear()
+    state.calls.clear()
+    memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
+    assert dict(entries.calls) == {"get": 2, "upsert": 1}  # run-id check, fold
+    assert dict(state.calls) == {}
+
+
+def test_a_write_through_the_memory_is_a_delta_not_a_reload(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    memory = _memory(client, unique_name("live"))
+    memory.add_many([{"text": f"Note {n}: fine.", "user_id": "ana"} for n in range(30)])
+    memory.select("ana", max_tokens=200)
+    loads = Counter[str]()
+    load = memory.store.load
+    memory.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    run = str(uuid.uuid4())
+    memory.record_output("A tracked answer.", user_id="ana", run_id=run)
+    memory.feedback(run, "endorsed")
+    selection = memory.select("ana", max_tokens=200)
+    assert "A tracked answer." in selection.text
+    assert loads["load"] == 0
+
+
+def test_a_write_by_another_memory_is_seen_after_the_ttl(client: chromadb.api.ClientAPI) -> None:
+    """A state kept past ``cache_ttl_s`` is revalidated by its version: another writer's
+    write moves it, and the next read ranks again."""
+    ticks = Clock(0.0)
+    name = unique_name("live")
+    reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks)
+    other = _memory(client, name)
+    reader.add("first", user_id="ana")
+    assert [e.text for e in reader.select("ana").entries] == ["first"]
+    ticks.now += 6
+    assert [e.text for e in reader.select("ana").entries] == ["first"]  # revalidated, kept
+    other.add("second", user_id="ana", signal=Signal.ENDORSED)
+    ticks.now += 6
+    assert {e.text for e in reader.select("ana").entries} == {"first", "second"}
