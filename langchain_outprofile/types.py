@@ -633,8 +633,9 @@ class ProfileSource(Protocol):
         task: str | None = None,
         query: str | None = None,
         options: SelectionOptions | None = None,
+        thread_id: str | None = None,
     ) -> ProfileSelection:
-        """The user's block."""
+        """The user's block (the one pinned for ``thread_id``, when given)."""
         ...
 
     def record_output(

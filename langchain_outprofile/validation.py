@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import unicodedata
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from langchain_outprofile.errors import InvalidInputError
 __all__ = [
     "DEFAULT_COLLECTION",
     "DEFAULT_MAX_TEXT_CHARS",
+    "MAX_THREAD_ID_CHARS",
     "Scalar",
     "entry_id",
     "is_real",
@@ -26,6 +28,7 @@ __all__ = [
     "validate_rating",
     "validate_strength",
     "validate_text",
+    "validate_thread_id",
     "validate_timestamp",
     "validate_user_id",
 ]
@@ -34,6 +37,7 @@ DEFAULT_COLLECTION = "outprofile"
 """The Chroma collection that holds every user when no ``collection_name`` is given."""
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
+MAX_THREAD_ID_CHARS = 512
 """Longest accepted entry text, in characters (configurable per memory)."""
 
 Scalar = str | int | float | bool
@@ -137,6 +141,27 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Scalar]:
             raise InvalidInputError(f"metadata[{key!r}] contains lone surrogates")
         clean[key] = value
     return clean
+
+
+def validate_thread_id(thread_id: object) -> str:
+    """A thread id as a string: a non-empty ``str`` (or an int or UUID, as LangGraph apps
+    pass them) of at most :data:`MAX_THREAD_ID_CHARS` characters.
+
+    Example:
+        ```python
+        validate_thread_id(uuid.uuid4())  # its str()
+        ```
+    """
+    if isinstance(thread_id, bool) or not isinstance(thread_id, (str, int, uuid.UUID)):
+        raise InvalidInputError(
+            f"thread_id must be a str, int or UUID; got {type(thread_id).__name__}"
+        )
+    text = str(thread_id)
+    if not text or len(text) > MAX_THREAD_ID_CHARS or "\x00" in text:
+        raise InvalidInputError(
+            f"thread_id must be 1-{MAX_THREAD_ID_CHARS} characters without NUL; got {text!r:.60}"
+        )
+    return text
 
 
 def is_real(value: object) -> bool:

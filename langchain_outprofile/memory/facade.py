@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable
 from langchain_outprofile.capture import coerce_item
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.memory.feedback import FeedbackMixin
+from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
@@ -41,6 +42,7 @@ from langchain_outprofile.types import (
 from langchain_outprofile.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     is_real,
+    validate_thread_id,
     validate_user_id,
 )
 
@@ -96,6 +98,11 @@ class OutputProfileMemory(FeedbackMixin):
         snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
             unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
+        pin_threads: serve a read that names a ``thread_id`` the block pinned at the
+            thread's first read, for the whole thread (byte-identical, so the provider's
+            prompt cache keeps hitting; feedback given meanwhile shows in the next thread).
+            False: every read gets the current block.
+        pin_ttl_s: how long a thread's pin serves (default: a day).
         monotonic: the clock ``cache_ttl_s`` is measured on (``time.monotonic``; tests
             pass a fake one to expire the cache without waiting).
 
@@ -129,6 +136,8 @@ class OutputProfileMemory(FeedbackMixin):
         cache_entries: int = 200_000,
         snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
+        pin_threads: bool = True,
+        pin_ttl_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -138,6 +147,7 @@ class OutputProfileMemory(FeedbackMixin):
             cache_entries=cache_entries,
             snapshot_ttl_s=snapshot_ttl_s,
             pending_ttl_s=pending_ttl_s,
+            pin_ttl_s=pin_ttl_s,
             max_text_chars=max_text_chars,
         )
         self.store = ProfileStore(
@@ -153,9 +163,13 @@ class OutputProfileMemory(FeedbackMixin):
         self.cache_entries = cache_entries
         self.snapshot_ttl_s = snapshot_ttl_s
         self.pending_ttl_s = pending_ttl_s
+        self.pin_threads = pin_threads
+        self.pin_ttl_s = pin_ttl_s
         self.clock = clock
         self.monotonic = monotonic
         self._reader = ProfileReader(self)
+        self._pins = ThreadPins(self)
+        self._expiry_checked: dict[str, float] = {}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -214,21 +228,38 @@ class OutputProfileMemory(FeedbackMixin):
 
     def _upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
         try:
-            return self.store.upsert(entries)
-        finally:  # a write failing part-way may have stored some batches: re-read them
+            watch = self._reader.watched({e.user_id for e in entries})
+            written = self.store.write(entries, watch=watch)
+        except BaseException:  # a write failing part-way may have stored some batches
             self._invalidate({e.user_id for e in entries})
+            raise
+        self._reader.written(written)
+        return written.entries
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
         """Delete one entry of one user. Returns whether it existed."""
-        removed = self.store.delete(user_id, [entry_id]) > 0
-        self._invalidate({user_id})
-        return removed
+        return self._remove(user_id, [entry_id], pending_only=False) > 0
+
+    def _remove(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
+        """Delete entries of one user (only those still pending, with ``pending_only``)."""
+        try:
+            watch = bool(self._reader.watched({user_id}))
+            written = self.store.remove(user_id, ids, pending_only=pending_only, watch=watch)
+        except BaseException:
+            self._invalidate({user_id})
+            raise
+        self._reader.written(written)
+        if written.versions:  # the store dropped the user's pins with the deleted text
+            self._pins.forget(user_id)
+        return len(written.removed.get(user_id, []))
 
     def forget(self, user_id: str) -> int:
         """Hard-delete everything stored for a user, pending entries included."""
-        removed = self.store.delete_user(user_id)
-        self._invalidate({user_id})
-        return removed
+        try:
+            return self.store.delete_user(user_id)
+        finally:
+            self._invalidate({user_id})
+            self._pins.forget(user_id)
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Restore records written by :meth:`export` exactly (all are validated first)."""
@@ -278,6 +309,7 @@ class OutputProfileMemory(FeedbackMixin):
         task: str | None = None,
         query: str | None = None,
         options: SelectionOptions | None = None,
+        thread_id: str | None = None,
         **changes: Any,
     ) -> ProfileSelection:
         """The user's profile block: chosen by preference signal, within ``max_tokens``.
@@ -288,13 +320,26 @@ class OutputProfileMemory(FeedbackMixin):
             task: prefer entries of this task.
             query: only read when ``relevance_weight`` > 0.
             options: replaces this memory's default options.
+            thread_id: a conversation thread: with ``pin_threads`` (the default), the
+                block chosen at the thread's first read is served for the whole thread.
             **changes: any other :class:`SelectionOptions` field, e.g. ``order="stable"``.
 
         No LLM call and no embedding call happen unless ``relevance_weight`` > 0.
+
+        Example:
+            ```python
+            memory.select("ana", max_tokens=300, thread_id="t-1").text
+            ```
         """
         user = validate_user_id(user_id)
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
-        selection = self._reader.select(user, chosen, query)
+        if thread_id is not None and self.pin_threads and chosen.relevance_weight <= 0:
+            thread = validate_thread_id(thread_id)
+            selection = self._pins.select(
+                user, thread, chosen, lambda: self._reader.select(user, chosen, query)
+            )
+        else:
+            selection = self._reader.select(user, chosen, query)
         if selection.choice.note:  # on every path: ranked, cached or read from a snapshot
             warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
         return selection
@@ -375,17 +420,21 @@ class OutputProfileMemory(FeedbackMixin):
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
+        thread_id: str | None = None,
         **changes: Any,
     ) -> list[BaseMessage]:
         """The block as ``[SystemMessage]`` (``[]`` when empty) for a ``MessagesPlaceholder``.
 
         Example:
             ```python
-            prompt.invoke({"profile": memory.block_messages("ana"), "question": "..."})
+            prompt.invoke({"profile": memory.block_messages("ana", thread_id="t-1"),
+                           "question": "..."})
             ```
         """
         chosen = (options or self.options).with_changes(**changes) if changes else options
-        return profile_messages(self, user_id, options=chosen, max_tokens=max_tokens, task=task)
+        return profile_messages(
+            self, user_id, options=chosen, max_tokens=max_tokens, task=task, thread_id=thread_id
+        )
 
     def track(self, chain: Runnable[Any, Any], *, task: str | None = None) -> TrackedRunnable:
         """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id.
@@ -405,7 +454,7 @@ def _check_settings(**settings: float) -> None:
     low = {"cache_size": 1, "max_text_chars": 1}
     for name, value in settings.items():
         bound = low.get(name, 0)
-        strict = name == "pending_ttl_s"
+        strict = name in ("pending_ttl_s", "pin_ttl_s")
         if not is_real(value) or value < bound or (strict and value <= 0):
             relation = "> 0" if strict else f">= {bound}"
             raise InvalidInputError(f"{name} must be a finite number {relation}; got {value!r:.40}")

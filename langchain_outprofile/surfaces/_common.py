@@ -23,7 +23,7 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
 from langchain_outprofile.types import ProfileSource, SelectionOptions
-from langchain_outprofile.validation import validate_user_id
+from langchain_outprofile.validation import validate_thread_id, validate_user_id
 
 __all__ = [
     "CONFIG_PREFIX",
@@ -142,6 +142,19 @@ def user_id_from_config(explicit: str | None, config: RunnableConfig | None) -> 
             "user_id= when creating the injector (there is no shared profile)"
         )
     return validate_user_id(found)
+
+
+def thread_id_from_config(config: RunnableConfig | None) -> str | None:
+    """The conversation thread of this call: ``config["configurable"]["thread_id"]`` (the
+    key LangGraph's checkpointers use), or None.
+
+    Example:
+        ```python
+        thread_id_from_config({"configurable": {"thread_id": "t-1"}})  # "t-1"
+        ```
+    """
+    found = ((config or {}).get("configurable") or {}).get("thread_id")
+    return None if found is None or found == "" else validate_thread_id(found)
 
 
 def check_placement(placement: object) -> Placement:

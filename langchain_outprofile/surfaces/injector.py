@@ -35,6 +35,7 @@ from langchain_outprofile.surfaces._common import (
     Placement,
     SurfaceSettings,
     setting_specs,
+    thread_id_from_config,
 )
 from langchain_outprofile.surfaces.messages import last_human_text, place_block, to_messages
 from langchain_outprofile.types import (
@@ -168,7 +169,12 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
     ) -> ProfileSelection:
         user = settings.user_for(config)
-        return self.memory.select(user, options=settings.options, query=last_human_text(messages))
+        return self.memory.select(
+            user,
+            options=settings.options,
+            query=last_human_text(messages),
+            thread_id=thread_id_from_config(config),
+        )
 
     def _inject(
         self,

@@ -118,8 +118,10 @@ def profile_messages(
     options: SelectionOptions | None = None,
     max_tokens: int | None = None,
     task: str | None = None,
+    thread_id: str | None = None,
 ) -> list[BaseMessage]:
     """The block as messages for a ``MessagesPlaceholder``: one SystemMessage, or ``[]``.
+    With ``thread_id``, the block pinned for that thread (see ``memory/pins.py``).
 
     Example:
         ```python
@@ -131,5 +133,7 @@ def profile_messages(
         prompt.invoke({"profile": memory.block_messages("ana"), "question": "..."})
         ```
     """
-    selection = source.select(user_id, options=options, max_tokens=max_tokens, task=task)
+    selection = source.select(
+        user_id, options=options, max_tokens=max_tokens, task=task, thread_id=thread_id
+    )
     return [SystemMessage(content=selection.text)] if selection.text else []

@@ -20,10 +20,15 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_config
 
 from langchain_outprofile.errors import MissingUserIdError
-from langchain_outprofile.surfaces._common import Placement, SurfaceSettings, user_id_from_config
+from langchain_outprofile.surfaces._common import (
+    Placement,
+    SurfaceSettings,
+    thread_id_from_config,
+    user_id_from_config,
+)
 from langchain_outprofile.surfaces.messages import last_human_text, merge_into
 from langchain_outprofile.types import ProfileSource, SelectionOptions
-from langchain_outprofile.validation import validate_user_id
+from langchain_outprofile.validation import validate_thread_id, validate_user_id
 
 __all__ = ["ProfileMiddleware"]
 
@@ -118,7 +123,21 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         """The profile block for this request ('' when the profile is empty)."""
         user = self.user_for(request)
         query = last_human_text(request.messages)
-        return self.memory.select(user, options=self.options, query=query).text
+        thread = self.thread_for(request)
+        return self.memory.select(user, options=self.options, query=query, thread_id=thread).text
+
+    def thread_for(self, request: ModelRequest[Any]) -> str | None:
+        """The conversation thread of this model call, whose pinned block it gets:
+        ``runtime.context``'s ``thread_id`` (attribute or key), else the run's
+        ``config["configurable"]["thread_id"]`` (LangGraph's checkpointer key); None if
+        neither names one."""
+        runtime = getattr(request, "runtime", None)
+        context = getattr(runtime, "context", None)
+        found = context.get("thread_id") if isinstance(context, Mapping) else None
+        found = getattr(context, "thread_id", found)
+        if found is not None and found != "":
+            return validate_thread_id(found)
+        return thread_id_from_config(_current_config())
 
     def with_block(self, request: ModelRequest[Any], block: str) -> ModelRequest[Any]:
         """A new request with ``block`` first; the original request is left unchanged."""

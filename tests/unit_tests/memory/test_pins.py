@@ -1,0 +1,192 @@
+"""A block pinned per conversation thread: byte-identical for the whole thread while
+feedback lands, current for a new thread, shared by every memory on the store, dropped by
+``forget`` and ``delete``, and read by the injector, ``block_messages`` and the middleware."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import chromadb
+import pytest
+from langchain.agents import create_agent
+from langchain_core.prompts import ChatPromptTemplate
+
+from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.tokens import OFFLINE_ENCODING
+from tests.conftest import unique_name
+from tests.fakes import RecordingChatModel
+
+START = 1_800_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def client() -> Iterator[chromadb.api.ClientAPI]:
+    yield chromadb.EphemeralClient()
+
+
+def _memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> OutputProfileMemory:
+    return OutputProfileMemory(
+        client=client, collection_name=name, tokens=OFFLINE_ENCODING, **kwargs
+    )
+
+
+def _filled(client: chromadb.api.ClientAPI, **kwargs: Any) -> OutputProfileMemory:
+    memory = _memory(client, unique_name("pins"), **kwargs)
+    memory.add("Short answer first.", user_id="ana")
+    return memory
+
+
+def _state_rows_of(memory: OutputProfileMemory, user: str) -> list[str]:
+    found = memory.store.state._collection.get(where={"user_id": user}, include=[])
+    return list(found["ids"])
+
+
+def test_a_thread_keeps_its_block_while_feedback_lands(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    first = memory.select("ana", thread_id="t-1").text
+    blocks = [first]
+    for turn in range(5):
+        run = str(uuid.uuid4())
+        memory.record_output(f"Answer of turn {turn}.", user_id="ana", run_id=run)
+        memory.feedback(run, "endorsed")
+        blocks.append(memory.select("ana", thread_id="t-1").text)
+    assert blocks == [first] * 6
+    current = memory.select("ana").text
+    assert "Answer of turn 4." in current and current != first
+    assert memory.select("ana", thread_id="t-2").text == current
+
+
+def test_pinning_can_be_turned_off(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client, pin_threads=False)
+    first = memory.select("ana", thread_id="t-1").text
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    assert memory.select("ana", thread_id="t-1").text != first
+    assert not [r for r in _state_rows_of(memory, "ana") if r.startswith("p:")]
+
+
+def test_every_memory_on_the_store_serves_the_same_pin(client: chromadb.api.ClientAPI) -> None:
+    one = _filled(client)
+    pinned = one.select("ana", thread_id="t-1").text
+    one.endorse("Bullets, no fluff.", user_id="ana")
+    other = _memory(client, one.store.collection_name)
+    assert other.select("ana", thread_id="t-1").text == pinned
+    assert other.select("ana", thread_id="t-9").text != pinned
+
+
+def test_a_pin_expires(client: chromadb.api.ClientAPI) -> None:
+    clock = Clock()
+    memory = _filled(client, clock=clock, pin_ttl_s=600)
+    first = memory.select("ana", thread_id="t-1").text
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    clock.now += 601
+    later = memory.select("ana", thread_id="t-1").text
+    assert later != first and "Bullets, no fluff." in later
+
+
+def test_expired_pins_are_deleted_when_the_next_is_saved(client: chromadb.api.ClientAPI) -> None:
+    clock = Clock()
+    memory = _filled(client, clock=clock, pin_ttl_s=600)
+    memory.select("ana", thread_id="t-1")
+    clock.now += 601
+    memory.select("ana", thread_id="t-2")
+    assert len([r for r in _state_rows_of(memory, "ana") if r.startswith("p:")]) == 1
+
+
+def test_forget_drops_the_pins(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    assert "Short answer first." in memory.select("ana", thread_id="t-1").text
+    memory.forget("ana")
+    assert _state_rows_of(memory, "ana") == []
+    assert memory.select("ana", thread_id="t-1").text == ""
+    other = _memory(client, memory.store.collection_name)
+    assert other.select("ana", thread_id="t-1").text == ""
+
+
+def test_delete_drops_the_pins_that_quote_it(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    assert "Short answer first." in memory.select("ana", thread_id="t-1").text
+    entry = next(e for e in memory.export("ana") if e["text"] == "Short answer first.")
+    memory.delete(entry["id"], user_id="ana")
+    assert "Short answer first." not in memory.select("ana", thread_id="t-1").text
+    other = _memory(client, memory.store.collection_name)
+    assert "Short answer first." not in other.select("ana", thread_id="t-1").text
+
+
+def test_a_read_of_an_unknown_user_pins_nothing(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    assert memory.select("nobody", thread_id="t-1").text == ""
+    assert _state_rows_of(memory, "nobody") == []
+
+
+def test_pins_are_per_user(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    memory.add("Cheers, Bob", user_id="bob")
+    ana = memory.select("ana", thread_id="shared-thread").text
+    bob = memory.select("bob", thread_id="shared-thread").text
+    assert "Cheers, Bob" in bob and "Cheers, Bob" not in ana
+    assert "Short answer first." not in bob
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 513, "a\x00b", 1.5, b"t-1", True])
+def test_a_bad_thread_id_is_refused(client: chromadb.api.ClientAPI, bad: Any) -> None:
+    memory = _filled(client)
+    with pytest.raises(InvalidInputError, match="thread_id"):
+        memory.select("ana", thread_id=bad)
+
+
+def test_the_injector_pins_by_the_configs_thread_id(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    model = RecordingChatModel()
+    prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{q}")])
+    chain = prompt | memory.injector() | model
+    config: Any = {"configurable": {"user_id": "ana", "thread_id": "t-1"}}
+    chain.invoke({"q": "one"}, config=config)
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    chain.invoke({"q": "two"}, config=config)
+    chain.invoke({"q": "three"}, config={"configurable": {"user_id": "ana", "thread_id": "t-2"}})
+    first, second, third = (model.received[n][0].text for n in range(3))
+    assert first == second
+    assert "Bullets, no fluff." in third and "Bullets, no fluff." not in first
+
+
+def test_block_messages_pin_by_thread(client: chromadb.api.ClientAPI) -> None:
+    memory = _filled(client)
+    first = memory.block_messages("ana", thread_id="t-1")
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    assert memory.block_messages("ana", thread_id="t-1") == first
+    assert memory.block_messages("ana") != first
+
+
+def test_the_middleware_pins_by_the_runtime_context_or_the_config(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    memory = _filled(client)
+    model = RecordingChatModel()
+    agent: Any = create_agent(
+        model, [], system_prompt="Be brief.", middleware=[memory.middleware()]
+    )
+    agent.invoke({"messages": [("user", "one")]}, context={"user_id": "ana", "thread_id": "t-1"})
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    agent.invoke({"messages": [("user", "two")]}, context={"user_id": "ana", "thread_id": "t-1"})
+    agent.invoke(
+        {"messages": [("user", "three")]},
+        context={"user_id": "ana"},
+        config={"configurable": {"thread_id": "t-1"}},
+    )
+    agent.invoke({"messages": [("user", "four")]}, context={"user_id": "ana"})
+    blocks = [model.received[n][0].text for n in range(4)]
+    assert blocks[0] == blocks[1] == blocks[2]
+    assert "Bullets, no fluff." in blocks[3] and "Bullets, no fluff." not in blocks[0]
