@@ -32,7 +32,7 @@ STAGES: list[tuple[str, ...]] = [
     ("store",),
     ("select",),
     ("render",),
-    ("memory.snapshots", "memory.reader", "memory.feedback"),
+    ("memory.snapshots", "memory.reader", "memory.pins", "memory.feedback"),
     ("surfaces",),
     ("memory", "memory.facade"),
     ("",),  # the package's __init__: re-exports
