@@ -78,6 +78,15 @@ class OutputProfileMemory(FeedbackMixin):
         client: any chromadb client instead of ``path`` (``HttpClient`` for a server).
         collection_name: one collection holds every user.
         embeddings: style embedder; default :class:`StyleEmbeddings` (offline).
+        vectorstore: a ``langchain_chroma.Chroma`` to keep the profiles in: its client,
+            collection and embeddings are used (instead of ``path``, ``client`` and
+            ``collection_name``). Its existing rows are left alone.
+        collection: a chromadb collection to keep the profiles in, opened by ``client``
+            (which must be given too: the memory keeps a state collection beside it).
+        documents: also write each entry's text as the row's Chroma document, so Chroma's
+            own similarity search over the collection (``vectorstore.similarity_search(q,
+            filter={"user_id": "ana"})``, ``as_retriever``) finds the entries. Off by
+            default: it makes every write dearer (docs/benchmarks.md).
         model: the target chat model's name, for token counts with its tiktoken encoding.
         tokens: what to count tokens with instead of ``model``'s encoding, so a budget is
             exact for the model that reads the block: a :class:`TokenCounter`, a tiktoken
@@ -125,6 +134,9 @@ class OutputProfileMemory(FeedbackMixin):
         client: ClientAPI | None = None,
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
+        vectorstore: Any = None,
+        collection: Any = None,
+        documents: bool = False,
         model: str = DEFAULT_MODEL,
         tokens: TokenSource | None = None,
         options: SelectionOptions | None = None,
@@ -150,8 +162,16 @@ class OutputProfileMemory(FeedbackMixin):
             pin_ttl_s=pin_ttl_s,
             max_text_chars=max_text_chars,
         )
+        if vectorstore is not None or collection is not None:
+            client, collection_name, embeddings = _chroma_of(
+                vectorstore, collection, path=path, client=client, embeddings=embeddings
+            )
         self.store = ProfileStore(
-            path=path, client=client, collection_name=collection_name, embeddings=embeddings
+            path=path,
+            client=client,
+            collection_name=collection_name,
+            embeddings=embeddings,
+            documents=documents,
         )
         self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()
@@ -447,6 +467,36 @@ class OutputProfileMemory(FeedbackMixin):
             ```
         """
         return TrackedRunnable(self, chain, task=task)
+
+
+def _chroma_of(
+    vectorstore: Any,
+    collection: Any,
+    *,
+    path: str | Path | None,
+    client: ClientAPI | None,
+    embeddings: Embeddings | None,
+) -> tuple[ClientAPI, str, Embeddings | None]:
+    """(client, collection name, embeddings) of a ``langchain_chroma.Chroma`` or of a
+    chromadb collection and its client, refusing arguments that contradict them."""
+    if vectorstore is not None:
+        if collection is not None or client is not None or path is not None:
+            raise InvalidInputError(
+                "pass vectorstore= alone: it already names the client and the collection "
+                "(drop path=, client= and collection=)"
+            )
+        found = getattr(vectorstore, "_client", None), getattr(vectorstore, "_collection", None)
+        if found[0] is None or found[1] is None:
+            raise InvalidInputError(
+                f"vectorstore= takes a langchain_chroma.Chroma; got {type(vectorstore).__name__}"
+            )
+        return found[0], str(found[1].name), embeddings or vectorstore.embeddings
+    if client is None or path is not None:
+        raise InvalidInputError(
+            "collection= needs client=, the chromadb client that opened it (the memory keeps "
+            "a state collection beside it), and no path="
+        )
+    return client, str(collection.name), embeddings
 
 
 def _check_settings(**settings: float) -> None:

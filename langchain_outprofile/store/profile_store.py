@@ -77,8 +77,15 @@ class ProfileStore:
     Args:
         path: directory of an embedded ``PersistentClient`` (default: the user data dir).
         client: any chromadb client instead (``EphemeralClient``, ``HttpClient``, ...).
-        collection_name: the collection holding every user.
+        collection_name: the collection holding every user. A collection this package did
+            not create (one a ``langchain_chroma.Chroma`` made, say) is adopted: its rows stay
+            as they are (no read here matches a row without a ``user_id``) and its metadata
+            gains this package's keys.
         embeddings: a LangChain ``Embeddings``; default :class:`StyleEmbeddings`.
+        documents: also write each entry's text as the row's Chroma document, so Chroma's
+            own similarity search (``langchain_chroma.Chroma.similarity_search`` with
+            ``filter={"user_id": ...}``) finds the entries; off by default, since Chroma
+            full-text indexes every document (docs/benchmarks.md measures the cost).
 
     Example:
         ```python
@@ -102,12 +109,14 @@ class ProfileStore:
         client: ClientAPI | None = None,
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
+        documents: bool = False,
     ) -> None:
         if path is not None and client is not None:
             raise InvalidInputError("pass either path= or client=, not both")
         if client is None:
             client = persistent_client(path or default_path())
         self.client = client
+        self.documents = documents
         self.embeddings = embeddings or StyleEmbeddings()
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._write_lock = location_lock(client)
@@ -162,6 +171,8 @@ class ProfileStore:
             ),
         )
         found = dict(collection.metadata or {})
+        if "outprofile_schema" not in found:
+            found = self._adopted(collection, found, wanted)
         if found.get("outprofile_schema") not in _READABLE_SCHEMAS:
             raise EmbeddingMismatchError(
                 f"collection {name!r} has outprofile_schema={found.get('outprofile_schema')!r}; "
@@ -177,6 +188,16 @@ class ProfileStore:
                 )
         self._versioned = found.get(_VERSIONED_KEY) is True
         return collection
+
+    def _adopted(
+        self, collection: Any, found: dict[str, Any], wanted: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Give a collection this package did not create its metadata keys (its index
+        settings stay: Chroma cannot change them), and return its metadata."""
+        ours = {k: v for k, v in wanted.items() if not k.startswith("hnsw:")}
+        merged = {**{k: v for k, v in found.items() if not k.startswith("hnsw:")}, **ours}
+        collection.modify(metadata=merged)
+        return {**found, **ours}
 
     def _opened(self, name: str, open_: Any) -> GuardedCollection:
         """``open_()``'s collection, guarded (see :class:`GuardedCollection`); Chroma's
@@ -306,10 +327,12 @@ class ProfileStore:
     def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
             return
+        texts = [e.text for e in batch]
         self._collection.upsert(
             ids=[e.id for e in batch],
             metadatas=[to_metadata(e) for e in batch],
-            embeddings=self._embed([e.text for e in batch]),
+            embeddings=self._embed(texts),
+            **({"documents": texts} if self.documents else {}),
         )
 
     def _write_metadata(self, merged: Sequence[ProfileEntry]) -> None:
