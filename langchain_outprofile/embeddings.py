@@ -19,12 +19,15 @@ _RUNS_OF_SPACE = re.compile(r"\s\s+")
 _CHUNK_CHARS = 200_000
 """Characters of text hashed in one vectorized pass (bounds the temporary arrays)."""
 _C1, _C2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
+_MASKS = np.array([0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF], dtype=np.uint32)
+"""The bytes of a last, partial block: ``_MASKS[n]`` keeps the low ``n``."""
 
 
 def murmur3_32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """MurmurHash3 x86_32 (seed 0) of the byte strings ``data[s:s + n]``, as uint32, for
-    keys of at most 16 bytes (a 4-character n-gram of UTF-8). ``data`` must run on for 16
-    zero bytes past its last key. Vectorized: every key is hashed at once, block by block.
+    keys of 1 to 16 bytes (a 4-character n-gram of UTF-8). ``data`` must run on for 16 zero
+    bytes past its last key. Vectorized: every key is hashed at once, 4-byte block by block,
+    each block read from the little-endian word starting at every byte of ``data``.
 
     Example:
         ```python
@@ -32,20 +35,18 @@ def murmur3_32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
         murmur3_32(data, np.array([0]), np.array([3]))  # mmh3.hash(b"abc", 0) as uint32
         ```
     """
-    spread = starts[:, None] + np.arange(16)
-    padded = np.where(np.arange(16) < lengths[:, None], data[spread], 0).astype(np.uint8)
-    words = np.ascontiguousarray(padded).view("<u4")  # 4 little-endian words per key
-    lengths = lengths.astype(np.uint32)
-    blocks = lengths // 4
+    wide = data.astype(np.uint32)
+    words = wide[:-3] | wide[1:-2] << 8 | wide[2:-1] << 16 | wide[3:] << 24
+    lengths = lengths.astype(np.int64)
     h = np.zeros(len(starts), dtype=np.uint32)
     for block in range(4):
-        k = _scramble(words[:, block])
-        full = blocks > block
-        mixed = _rotl(h ^ k, 13) * np.uint32(5) + np.uint32(0xE6546B64)
-        h = np.where(full, mixed, h)
-        tail = (blocks == block) & (lengths % 4 > 0)
-        h = np.where(tail, h ^ k, h)
-    h ^= lengths
+        left = np.clip(lengths - 4 * block, 0, 4)
+        if not left.any():
+            break
+        k = _scramble(words[starts + 4 * block] & _MASKS[left])
+        h = np.where(left == 4, _rotl(h ^ k, 13) * np.uint32(5) + np.uint32(0xE6546B64), h)
+        h = np.where((left > 0) & (left < 4), h ^ k, h)
+    h ^= lengths.astype(np.uint32)
     h ^= h >> np.uint32(16)
     h *= np.uint32(0x85EBCA6B)
     h ^= h >> np.uint32(13)
