@@ -22,6 +22,8 @@ import chromadb
 from chromadb.config import Settings
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
+from langchain_outprofile.bench.prompt_cache import prompt_cache_command
 from langchain_outprofile.bench.server import chroma_server
 from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.store.rows import PAYLOAD_KEY
@@ -190,12 +192,12 @@ def _client(mode: str, root: Path, server_rss: dict[str, float | None]) -> Itera
         server_rss["server_peak_rss_mb"] = server.peak_rss_mb()
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = _COLUMNS) -> str:
     def cell(value: Any) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(title for title, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[key]) for _, key in _COLUMNS) + " |" for row in rows]
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[key]) for _, key in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -209,6 +211,8 @@ def bench_command(
     max_tokens: int = 600,
     seed: int = 0,
     out: Path | None = Path("outprofile-bench.json"),
+    scenario: str = "suite",
+    turns: int = 30,
 ) -> dict[str, Any]:
     """Run the benchmark suite, print a markdown table, and write the numbers as JSON.
 
@@ -223,6 +227,13 @@ def bench_command(
         max_tokens: block budget of every select.
         seed: seed of the synthetic users and texts.
         out: where the JSON goes (None: not written).
+        scenario: ``suite`` (ingest, add, rebuild, cold, warm, similarity), ``live-loop``
+            (turns of a tracked chain with feedback against a similarity memory, and
+            ``add_many`` against a raw upsert: ``bench/live_loop.py``) or ``prompt-cache``
+            (a thread through ``ChatOpenAI`` and the local model server per block kind:
+            ``bench/prompt_cache.py``; ``max_tokens`` is the block's budget, and a plot is
+            written beside ``out``).
+        turns: turns of each live loop or thread.
 
     Example:
         ```python
@@ -237,6 +248,13 @@ def bench_command(
         raise InvalidInputError(f"modes must be embedded and/or server; got {sorted(unknown)}")
     if many_entries and not 0 < many_users <= many_entries:
         raise InvalidInputError("many_users must be between 1 and many_entries")
+    if scenario == "prompt-cache":
+        return _prompt_cache(turns, max_tokens, seed, out)
+    if scenario not in ("suite", "live-loop"):
+        raise InvalidInputError(
+            f"scenario must be suite, live-loop or prompt-cache; got {scenario!r}"
+        )
+    columns = _COLUMNS if scenario == "suite" else LIVE_LOOP_COLUMNS
     rows: list[dict[str, Any]] = []
     server_rss: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="outprofile-bench-") as tmp:
@@ -246,31 +264,46 @@ def bench_command(
                 if many_entries:
                     plan.append((f"many-users-{many_entries}", many_entries, many_users))
                 for name, entries, users in plan:
-                    row = _scenario(
-                        client,
-                        name,
-                        entries=entries,
-                        users=users,
-                        repeats=repeats,
-                        rebuild_repeats=rebuild_repeats,
-                        max_tokens=max_tokens,
-                        seed=seed,
-                    )
+                    if scenario == "suite":
+                        row = _scenario(
+                            client,
+                            name,
+                            entries=entries,
+                            users=users,
+                            repeats=repeats,
+                            rebuild_repeats=rebuild_repeats,
+                            max_tokens=max_tokens,
+                            seed=seed,
+                        )
+                    else:
+                        row = live_loop_scenario(
+                            client,
+                            name,
+                            entries=entries,
+                            users=users,
+                            turns=turns,
+                            max_tokens=max_tokens,
+                            seed=seed,
+                            ms=_ms,
+                            compare_ingest=users == 1,
+                        )
                     rows.append({"mode": mode, **row})
-                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
+                    print(_table(rows[-1:], columns).splitlines()[-1], flush=True)
     report = {
         "rows": rows,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **server_rss,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "settings": {
+            "scenario": scenario,
+            "turns": turns,
             "repeats": repeats,
             "rebuild_repeats": rebuild_repeats,
             "max_tokens": max_tokens,
             "seed": seed,
         },
     }
-    print(_table(rows))
+    print(_table(rows, columns))
     print(
         f"\npeak RSS of this process: {report['peak_rss_mb']:.0f} MB"
         + (
@@ -282,6 +315,29 @@ def bench_command(
     if out is not None:
         out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
+    return report
+
+
+def _prompt_cache(turns: int, block_tokens: int, seed: int, out: Path | None) -> dict[str, Any]:
+    report = prompt_cache_command(
+        turns=turns,
+        block_tokens=block_tokens,
+        seed=seed,
+        plot=None if out is None else out.with_suffix(".png"),
+    )
+    report["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
+    lines = ["| condition | first turn ms | TTFT median ms | TTFT max ms | evaluated median |"]
+    lines.append("|---|---|---|---|---|")
+    for condition, row in report["summary"].items():
+        lines.append(
+            f"| {condition} | {row['first_turn_ttft_ms']:.1f} | {row['ttft_median_ms']:.1f} "
+            f"| {row['ttft_max_ms']:.1f} | {row['evaluated_median']:.0f} |"
+        )
+    print("\n".join(lines))
+    print(json.dumps(report["targets"], indent=2))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
     return report
 
 
@@ -299,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
+    parser.add_argument(
+        "--scenario", default="suite", choices=("suite", "live-loop", "prompt-cache")
+    )
+    parser.add_argument("--turns", type=int, default=30, help="turns of each live loop")
     args = parser.parse_args(argv)
     bench_command(
         sizes=[int(s) for s in args.sizes.split(",") if s] or [0],
@@ -310,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_tokens=args.max_tokens,
         seed=args.seed,
         out=args.out,
+        scenario=args.scenario,
+        turns=args.turns,
     )
 
 
