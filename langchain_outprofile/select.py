@@ -66,7 +66,8 @@ def _left_out_order(item: Ranked) -> tuple[float, str]:
 
 
 class Ranking:
-    """Every entry of one user in ranking order under one :class:`SelectionOptions`.
+    """Every entry of one user in ranking order under one :class:`SelectionOptions`, except
+    pending outputs (tracked runs awaiting feedback), which are never candidates.
 
     Eligible entries are ordered by (task scope first, key descending, id); the rest by
     (key descending, id). Built by :func:`rank`; when ``incremental`` (time-invariant keys),
@@ -86,7 +87,7 @@ class Ranking:
     ) -> None:
         self.options = options
         self.incremental = incremental
-        self._items: dict[str, Ranked] = {item.entry.id: item for item in items}
+        self._items: dict[str, Ranked] = {i.entry.id: i for i in items if not i.entry.pending}
         self._eligible = sorted(_eligible_order(i) for i in self._items.values() if not i.reason)
         self._rest = sorted(_left_out_order(i) for i in self._items.values() if i.reason)
         self.costs: dict[tuple[str, str], tuple[str, bool, int]] = {}
@@ -95,9 +96,11 @@ class Ranking:
     def __len__(self) -> int:
         return len(self._items)
 
-    def update(self, changed: Iterable[ProfileEntry], removed: Iterable[str] = ()) -> None:
+    def update(self, changed: Iterable[ProfileEntry], removed: Iterable[str] = ()) -> bool:
         """Apply a write: ``changed`` entries as now stored (new or folded), ``removed`` ids
-        deleted. Only for an incremental ranking (a blended key moves with every entry).
+        deleted. Returns whether the ranking changed: a pending output is never a candidate
+        (it awaits feedback), so writing or deleting one changes nothing. Only for an
+        incremental ranking (a blended key moves with every entry).
 
         Example:
             ```python
@@ -106,25 +109,31 @@ class Ranking:
         """
         if not self.incremental:
             raise ValueError("this ranking blends in a query or typicality: rank it again")
+        moved = False
         for entry_id in removed:
-            self._remove(entry_id)
+            moved |= self._remove(entry_id)
         for entry in changed:
-            self._remove(entry.id)
+            moved |= self._remove(entry.id)
+            if entry.pending:
+                continue
+            moved = True
             item = ranked(entry, self.options)
             self._items[entry.id] = item
             if item.reason:
                 insort(self._rest, _left_out_order(item))
             else:
                 insort(self._eligible, _eligible_order(item))
+        return moved
 
-    def _remove(self, entry_id: str) -> None:
+    def _remove(self, entry_id: str) -> bool:
         item = self._items.pop(entry_id, None)
         if item is None:
-            return
+            return False
         if item.reason:
             del self._rest[bisect_left(self._rest, _left_out_order(item))]
         else:
             del self._eligible[bisect_left(self._eligible, _eligible_order(item))]
+        return True
 
     def pool(self) -> list[Ranked]:
         """The top ``pool_size`` eligible entries, in ranking order."""

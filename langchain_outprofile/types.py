@@ -541,14 +541,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """The entries chosen (in block order) and every other entry with why it was left out."""
+    """The entries chosen (in block order) and the first other entries with why each was
+    left out (pending outputs, which await feedback, are no candidates and are not listed)."""
 
     chosen: tuple[Candidate, ...]
     left_out: tuple[Candidate, ...]
     options: SelectionOptions
     left_out_total: int = -1
-    """How many entries were left out in all (``left_out`` may keep only the first of them
-    when the choice was read back from a stored snapshot)."""
+    """How many entries were left out in all (``left_out`` keeps the first of them)."""
     note: str = ""
     """Why the block is empty or short when the cause is the settings (e.g. a budget smaller
     than the frame), '' otherwise."""

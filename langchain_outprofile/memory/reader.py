@@ -125,6 +125,8 @@ class _Cached:
     profile: StoredProfile | None = None
     base: StoredProfile | None = None
     """The profile the rankings were built from: its vectors stay right by id after deltas."""
+    positions: dict[str, int] | None = None
+    """Row of each entry id in ``base`` (built on first use)."""
     rankings: dict[_Key, Ranking] = field(default_factory=dict)
     selections: dict[_Key, ProfileSelection] = field(default_factory=dict)
     saved: set[_Key] = field(default_factory=set)
@@ -366,7 +368,9 @@ class ProfileReader:
         def vectors(ids: list[str]) -> np.ndarray:
             missing = [i for i in ids if i not in known]
             if missing and profile is not None:
-                position = {e.id: n for n, e in enumerate(profile.entries)}
+                if cached.positions is None:
+                    cached.positions = {e.id: n for n, e in enumerate(profile.entries)}
+                position = cached.positions
                 inside = [i for i in missing if i in position]
                 if inside:
                     rows = profile.vectors_for([position[i] for i in inside])
@@ -440,6 +444,7 @@ class ProfileReader:
         with self._lock:  # are never selected, and go on the next write
             if cached.profile is None:
                 cached.profile = cached.base = profile
+                cached.positions = None
                 if self._cache.get(user) is cached:
                     self._add_held(cached, len(profile.entries))
             return cached.profile
@@ -498,16 +503,15 @@ class ProfileReader:
                 or (versions[0] is not None and versions[0] == state.version)
             )
             if current and state.rankings:
-                for ranking in state.rankings.values():
-                    ranking.update(changed, removed)
+                moved = [r.update(changed, removed) for r in state.rankings.values()]
                 if versions is not None and snapshots:
                     state.version = versions[1]
                     state.saved.clear()
-                state.selections.clear()
-                state.profile = None
-                state.generation += 1
-                if versions is not None and snapshots:  # checked against the store's version
-                    state.checked_at = self._memory.monotonic()
+                    state.checked_at = self._memory.monotonic()  # checked against the store
+                if any(moved) or versions is not None:
+                    state.selections.clear()
+                    state.profile = None
+                    state.generation += 1
                 held = sum(len(r) for r in state.rankings.values())
         with self._lock:
             if self._cache.get(user) is not state:
@@ -518,6 +522,10 @@ class ProfileReader:
             self._held -= state.held
             state.held = 0
             self._add_held(state, held)
+            for selection in state.selections.values():
+                self._add_held(state, len(selection.choice.chosen) + len(selection.choice.left_out))
+            if state.profile is not None:
+                self._add_held(state, len(state.profile.entries))
 
     def invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users written in a way no delta describes."""

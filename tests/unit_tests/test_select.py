@@ -153,7 +153,8 @@ def test_rejected_and_pending_are_never_selected(memory: OutputProfileMemory) ->
     selection = memory.select("ana")
     assert [e.text for e in selection.entries] == ["keep me"]
     reasons = {c.entry.text: c.reason for c in selection.choice.left_out}
-    assert reasons == {"thumbs down later": "rejected", "awaiting feedback": "pending feedback"}
+    assert reasons == {"thumbs down later": "rejected"}  # a pending output is no candidate
+    assert selection.choice.left_out_total == 1
 
 
 def test_stronger_signals_come_first(memory: OutputProfileMemory) -> None:

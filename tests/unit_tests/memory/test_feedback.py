@@ -98,12 +98,16 @@ def test_edited_text_replaces_the_pending_output(ephemeral_memory: OutputProfile
 
 
 def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
-    first = OutputProfileMemory(path=tmp_path / "store")
+    """The other memory's write reaches the first one's reads once its cached state is
+    ``cache_ttl_s`` old (it is then revalidated by the profile version)."""
+    ticks = [0.0]
+    first = OutputProfileMemory(path=tmp_path / "store", monotonic=lambda: ticks[0])
     tracked = first.track(chain_for(first, RecordingChatModel()))
     rid = uuid.uuid4()
     tracked.invoke({"question": "q"}, config=cfg("ana", rid))
     second = OutputProfileMemory(path=tmp_path / "store")
     assert second.feedback(rid, "endorsed", user_id="ana").selectable
+    ticks[0] += first.cache_ttl_s
     assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
 
 

@@ -147,14 +147,14 @@ def test_a_snapshot_expires_after_snapshot_ttl_s(
 def test_a_pending_entry_neither_shortens_a_snapshot_nor_is_quoted_in_it(
     make_memory: MemoryFactory,
 ) -> None:
-    """A pending output is never in a block: its expiry does not end the snapshot (only
-    ``snapshot_ttl_s`` does), and the snapshot does not carry its text."""
+    """A pending output is never a candidate: its expiry does not end the snapshot (only
+    ``snapshot_ttl_s`` does), and neither the choice nor the snapshot carries its text."""
     now = [1.8e9]
     memory = _filled(make_memory, clock=lambda: now[0], pending_ttl_s=100, snapshot_ttl_s=3600)
     draft = ProfileEntry.create("Draft awaiting feedback.", user_id="ana", created_at=now[0])
     memory.store.upsert([replace(draft, signals=(Signal.PENDING,))])
     made = memory.select("ana", max_tokens=200)
-    assert "Draft awaiting feedback." in [c.entry.text for c in made.choice.left_out]
+    assert "Draft awaiting feedback." not in [c.entry.text for c in made.choice.left_out]
     (payload,) = _stored_payloads(memory, "ana")
 
     assert "Draft awaiting feedback." not in payload
