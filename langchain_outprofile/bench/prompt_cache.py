@@ -44,7 +44,9 @@ from langchain_outprofile.tokens import TokenCounter
 
 __all__ = ["CONDITIONS", "prompt_cache_command"]
 
-CONDITIONS = ("pinned", "unpinned", "bm25", "none")
+CONDITIONS = ("unpinned", "pinned", "bm25", "none")
+"""In the order they run: ``unpinned`` first, so the answers it endorses are new to the profile
+(the model answers the same requests alike in every thread)."""
 _SYSTEM = "You answer in one short sentence."
 _PROMPT_EVAL = re.compile(r"prompt eval time\s*=\s*([\d.]+) ms\s*/\s*(\d+) tokens")
 
@@ -83,6 +85,7 @@ def _thread(
     rows: list[dict[str, Any]] = []
     injector = memory.injector()
     offset = served.log_path.stat().st_size
+    previous = None
     for turn, ask in enumerate(asks):
         base = [SystemMessage(_SYSTEM), *history, HumanMessage(ask)]
         configurable: dict[str, Any] = {"user_id": user}
@@ -100,15 +103,18 @@ def _thread(
         memory.record_output(answer or "(empty)", user_id=user, run_id=run, source_input=ask)
         memory.feedback(run, "endorsed", user_id=user)
         history += [HumanMessage(ask), AIMessage(answer)]
+        system = str(messages[0].content)
         rows.append(
             {
                 "condition": condition,
                 "turn": turn,
                 "ttft_ms": ttft * 1e3,
                 "evaluated_tokens": evaluated,
-                "block_head": str(messages[0].content)[:80],
+                "system_changed": previous is not None and system != previous,
+                "answer": answer,
             }
         )
+        previous = system
         print(
             f"{condition:>9} turn {turn:>2}: first token {ttft * 1e3:7.1f} ms, "
             f"evaluated {evaluated} prompt tokens",
@@ -176,6 +182,7 @@ def prompt_cache_command(
     seed: int = 0,
     plot: Path | None = None,
     clock: Callable[[], float] = time.time,
+    conditions: tuple[str, ...] = CONDITIONS,
 ) -> dict[str, Any]:
     """Run the four threads (see the module docstring) and return every turn and a summary.
 
@@ -200,7 +207,7 @@ def prompt_cache_command(
     with serve_local_model(n_ctx=8192, logits_all=False, extra_args=timing_lines) as served:
         model = served.chat_model(max_tokens=answer_tokens, temperature=0.0, streaming=True)
         model.invoke("Warm up.")  # loads the weights; the first thread's first turn is cold
-        for condition in CONDITIONS:
+        for condition in conditions:
             rows += _thread(condition, memory, served, model, asks, block_tokens)
     summary = _summary(rows)
     targets = {}

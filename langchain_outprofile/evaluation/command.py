@@ -32,6 +32,7 @@ from langchain_outprofile.evaluation.tasks import (
     PopquornTask,
     check_strategies,
 )
+from langchain_outprofile.local import SERVED_MODEL_NAME, local_model_path
 from langchain_outprofile.memory import OutputProfileMemory
 
 __all__ = ["eval_command", "run_command"]
@@ -202,7 +203,10 @@ def run_command(
     scorer = scorer or _scorer(backend, base_url, model, threads)
     clock = MovingClock(_NOW)
     memory = OutputProfileMemory(
-        path=out / "chroma", collection_name=f"{EVAL_COLLECTION}-{kind}", clock=clock
+        path=out / "chroma",
+        collection_name=f"{EVAL_COLLECTION}-{kind}",
+        clock=clock,
+        **_counting(backend, model),
     )
     task = _task(kind, data, outputs, memory, clock, limit, seed)
     cache = ScoreCache(out / "scores.jsonl")
@@ -227,7 +231,7 @@ def run_command(
         "budgets": list(config.budgets),
         "placements": list(config.placements),
         "fields": list(config.fields),
-        "token_encoding": memory.counter.encoding_name,
+        "token_encoding": memory.counter.name,
         **timing,
     }
     return write_report(summary, meta, out)
@@ -259,6 +263,18 @@ def _budgets(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise InvalidInputError(f"--budgets must be positive integers; got {text!r}")
     return values
+
+
+def _counting(backend: str, model: str | None) -> dict[str, Any]:
+    """What the budgets are counted with (``OutputProfileMemory`` keywords): the scoring
+    model's own tokenizer for the llama backend and for the embedded model served over the
+    OpenAI API (its GGUF), else the tiktoken encoding of ``model`` (approximate, with a
+    warning, for a name tiktoken does not know)."""
+    if backend == "llama":
+        return {"tokens": Path(model) if model else local_model_path()}
+    if model == SERVED_MODEL_NAME:
+        return {"tokens": local_model_path()}
+    return {"model": model} if model else {}
 
 
 def _scorer(backend: str, base_url: str | None, model: str | None, threads: int) -> Scorer:
