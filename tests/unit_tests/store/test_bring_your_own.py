@@ -71,11 +71,13 @@ def test_a_chromadb_collection_and_its_client() -> None:
 )
 def test_contradicting_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     client = chromadb.EphemeralClient()
-    resolved = {
+    resolved: dict[str, Any] = {
         "collection": client.create_collection(unique_name("byo"), embedding_function=None),
         "vectorstore": _vectorstore(client),
         "client": client,
     }
-    arguments = {k: resolved[k] if v == "set below" else v for k, v in kwargs.items()}
+    arguments: dict[str, Any] = {
+        k: resolved[k] if v == "set below" else v for k, v in kwargs.items()
+    }
     with pytest.raises(InvalidInputError, match=r"vectorstore=|collection="):
         OutputProfileMemory(tokens=OFFLINE_ENCODING, **arguments)
