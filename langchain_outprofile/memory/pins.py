@@ -26,10 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from langchain_outprofile.memory.reader import CacheSettings
 from langchain_outprofile.memory.snapshots import dump_selection, load_selection, snapshot_key
-from langchain_outprofile.render import BlockTemplate
-from langchain_outprofile.store import ProfileStore
-from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import ProfileSelection, SelectionOptions
 
 __all__ = ["ThreadPins"]
@@ -38,15 +36,9 @@ _CACHED_PINS = 4096
 """Pins one memory keeps in process (least recently used go first)."""
 
 
-class PinSettings(Protocol):
-    """What the pins use of their memory (read on every call)."""
+class PinSettings(CacheSettings, Protocol):
+    """What the pins use of their memory."""
 
-    store: ProfileStore
-    counter: TokenCounter
-    template: BlockTemplate
-    clock: Callable[[], float]
-    monotonic: Callable[[], float]
-    cache_ttl_s: float
     pin_ttl_s: float
 
 

@@ -88,7 +88,7 @@ from langchain_outprofile.types import (
     StoredProfile,
 )
 
-__all__ = ["BudgetTooSmallWarning", "ProfileReader"]
+__all__ = ["BudgetTooSmallWarning", "CacheSettings", "ProfileReader"]
 
 _ATTEMPTS = 3
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
@@ -96,8 +96,9 @@ _ATTEMPTS = 3
 _Key = tuple[SelectionOptions, BlockTemplate]
 
 
-class ReaderSettings(Protocol):
-    """What the reader uses of its memory (read on every call, so changes apply at once)."""
+class CacheSettings(Protocol):
+    """What every in-process cache of a memory (the reader's, the pins') uses of it; read
+    on every call, so changes apply at once."""
 
     store: ProfileStore
     counter: TokenCounter
@@ -105,6 +106,11 @@ class ReaderSettings(Protocol):
     clock: Callable[[], float]
     monotonic: Callable[[], float]
     cache_ttl_s: float
+
+
+class ReaderSettings(CacheSettings, Protocol):
+    """What the reader uses of its memory."""
+
     cache_size: int
     cache_entries: int
     snapshot_ttl_s: float

@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import chromadb
-import pytest
 
 from langchain_outprofile import OutputProfileMemory, Signal
-from langchain_outprofile.tokens import OFFLINE_ENCODING
-from tests.conftest import unique_name
-
-START = 1_800_000_000.0
-
-
-@dataclass
-class Clock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock, offline_memory, unique_name
 
 
 class CallCounter:
@@ -46,15 +32,7 @@ class CallCounter:
         return counted
 
 
-@pytest.fixture
-def client() -> Iterator[chromadb.api.ClientAPI]:
-    yield chromadb.EphemeralClient()
-
-
-def _memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=client, collection_name=name, tokens=OFFLINE_ENCODING, **kwargs
-    )
+_memory = offline_memory
 
 
 def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter]:

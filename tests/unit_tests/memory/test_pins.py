@@ -5,8 +5,6 @@ feedback lands, current for a new thread, shared by every memory on the store, d
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import chromadb
@@ -16,30 +14,10 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.tokens import OFFLINE_ENCODING
-from tests.conftest import unique_name
+from tests.conftest import Clock, offline_memory, unique_name
 from tests.fakes import RecordingChatModel
 
-START = 1_800_000_000.0
-
-
-@dataclass
-class Clock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def client() -> Iterator[chromadb.api.ClientAPI]:
-    yield chromadb.EphemeralClient()
-
-
-def _memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=client, collection_name=name, tokens=OFFLINE_ENCODING, **kwargs
-    )
+_memory = offline_memory
 
 
 def _filled(client: chromadb.api.ClientAPI, **kwargs: Any) -> OutputProfileMemory:
