@@ -133,6 +133,8 @@ class _Cached:
     """The profile the rankings were built from: its vectors stay right by id after deltas."""
     positions: dict[str, int] | None = None
     """Row of each entry id in ``base`` (built on first use)."""
+    profile_version: str | None = None
+    """The version ``profile`` was loaded at."""
     rankings: dict[_Key, Ranking] = field(default_factory=dict)
     selections: dict[_Key, ProfileSelection] = field(default_factory=dict)
     saved: set[_Key] = field(default_factory=set)
@@ -184,6 +186,7 @@ class ProfileReader:
             if hit is not None:
                 return hit
             generation, ranking = cached.generation, cached.rankings.get(key)
+            version = cached.version  # the version the ranking is current for
             selection = (
                 None
                 if ranking is None
@@ -192,10 +195,9 @@ class ProfileReader:
         if selection is None:
             selection = self._stored_selection(user, cached, options)
         if selection is None:
-            cached, selection = self._fresh_selection(user, cached, options, key)
-            generation = cached.generation
+            cached, selection, generation = self._fresh_selection(user, cached, options, key)
         elif ranking is not None and key not in cached.saved:
-            self._save_current(user, cached, key, selection)
+            self._save_current(user, cached, key, selection, version)
         self._keep(user, cached, key, selection, generation)
         return selection
 
@@ -238,31 +240,44 @@ class ProfileReader:
 
     def _fresh_selection(
         self, user: str, cached: _Cached, options: SelectionOptions, key: _Key
-    ) -> tuple[_Cached, ProfileSelection]:
+    ) -> tuple[_Cached, ProfileSelection, int]:
         """Rank and pack the whole profile; save the result for later cold reads, and keep
         the ranking for deltas. When the version moved while this read ran, start over from
-        a new read state (see the module docstring); returns the state the selection
-        belongs to."""
+        a new read state (see the module docstring). Returns the state the selection belongs
+        to and its generation before the profile was loaded: a delta taken meanwhile (this
+        memory's own write) means the ranking may predate that write, so neither it nor the
+        selection is kept, and the snapshot, tagged with the version the profile was loaded
+        at, is refused by the store (the write moved that version)."""
         for attempt in range(1, _ATTEMPTS + 1):
-            ranking, vectors = self._fresh_ranking(user, cached, options, None)
+            generation = cached.generation
+            profile, version = self._profile(user, cached)
+            ranking, vectors = self._ranking(profile, options, None)
             selection = self._selection(user, ranking, vectors)
-            seen = self._save(user, cached, key, cached.version, selection)
-            moved = seen is not None and seen != cached.version
+            seen = self._save(user, cached, key, version, selection)
+            moved = seen is not None and seen != version
             if not moved or attempt == _ATTEMPTS or (attempt > 1 and seen):
                 break
             cached = self._restart(user, cached)
         if ranking.incremental:
             with self._lock, cached.lock:
-                if self._cache.get(user) is cached and key not in cached.rankings:
+                if (
+                    self._cache.get(user) is cached
+                    and cached.generation == generation
+                    and key not in cached.rankings
+                ):
                     cached.rankings[key] = ranking
                     self._add_held(cached, len(ranking))
-        return cached, selection
+        return cached, selection, generation
 
     def _fresh_ranking(
         self, user: str, cached: _Cached, options: SelectionOptions, query: str | None
     ) -> tuple[Ranking, Vectors]:
         """Load (once per state) and rank the whole profile."""
-        profile = self._profile(user, cached)
+        return self._ranking(self._profile(user, cached)[0], options, query)
+
+    def _ranking(
+        self, profile: StoredProfile, options: SelectionOptions, query: str | None
+    ) -> tuple[Ranking, Vectors]:
         store = self._memory.store
         query_vector = (
             np.asarray(store.embeddings.embed_query(query), dtype=np.float32) if query else None
@@ -271,13 +286,17 @@ class ProfileReader:
         return ranking, profile_vectors(profile)
 
     def _save_current(
-        self, user: str, cached: _Cached, key: _Key, selection: ProfileSelection
+        self,
+        user: str,
+        cached: _Cached,
+        key: _Key,
+        selection: ProfileSelection,
+        version: str | None,
     ) -> None:
-        """Save a selection packed from an updated ranking as the snapshot of the version
-        the state moved to (once per version and key), in the reader's background thread:
-        the read that packed it returns at once (the save is three small reads and a write
-        of the store; its version checks make it safe whenever it runs)."""
-        version = cached.version
+        """Save a selection packed from an updated ranking as the snapshot of ``version``,
+        the one the ranking was current for (once per version and key), in the reader's
+        background thread: the read that packed it returns at once (the save is three small
+        reads and a write of the store; its version checks make it safe whenever it runs)."""
         if self._memory.snapshot_ttl_s <= 0 or not version:
             return
         with self._lock:
@@ -440,20 +459,24 @@ class ProfileReader:
                 self._drop(user)
         return _Cached(stale.checked_at)
 
-    def _profile(self, user: str, cached: _Cached) -> StoredProfile:
-        """The user's whole profile, loaded once per read state (version read first)."""
-        if cached.profile is not None:
-            return cached.profile
-        if cached.version is None or cached.rankings:
-            cached.version = self._version(user)
+    def _profile(self, user: str, cached: _Cached) -> tuple[StoredProfile, str | None]:
+        """The user's whole profile, loaded once per read state (version read first), and
+        the version it was loaded at."""
+        with cached.lock:
+            if cached.profile is not None:
+                return cached.profile, cached.profile_version
+            if cached.version is None:
+                cached.version = self._version(user)
+            version = cached.version
         profile = self._memory.store.load(user)  # a read never writes: stale pending entries
-        with self._lock:  # are never selected, and go on the next write
-            if cached.profile is None:
+        with self._lock, cached.lock:  # are never selected, and go on the next write
+            if cached.profile is None and cached.version == version:
                 cached.profile = cached.base = profile
+                cached.profile_version = version
                 cached.positions = None
                 if self._cache.get(user) is cached:
                     self._add_held(cached, len(profile.entries))
-            return cached.profile
+        return profile, version
 
     def _add_held(self, cached: _Cached, count: int) -> None:
         """Count ``count`` more entries held by ``cached`` (in the cache), then drop the least

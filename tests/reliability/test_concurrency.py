@@ -154,3 +154,33 @@ def test_a_read_racing_a_write_does_not_cache_stale_data(monkeypatch: pytest.Mon
     memory.select("ana")  # its load finished before the write landed: stale
     seen = _candidate_ids(memory.select("ana"), "ana")
     assert memory.entry("A second entry.", user_id="ana").id in seen
+
+
+def test_a_new_ranking_racing_a_write_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state already holds a ranking (budget 300) and takes writes as deltas. A read
+    under new options (budget 200) loads the profile; before it keeps the ranking it built,
+    a write lands as a delta. The new ranking predates that write: it must not be kept."""
+    memory = _memory()
+    memory.add("The first entry.", user_id="ana")
+    memory.select("ana", max_tokens=300)
+    memory.add("The second entry.", user_id="ana")  # a delta: the state keeps its ranking
+    real_load = memory.store.load
+    raced = threading.Event()
+
+    def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
+        profile = real_load(user_id, **kwargs)
+        if not raced.is_set():
+            raced.set()
+            writer = threading.Thread(
+                target=memory.add, args=("A third entry.",), kwargs={"user_id": "ana"}
+            )
+            writer.start()
+            writer.join()
+        return profile
+
+    monkeypatch.setattr(memory.store, "load", load_then_a_write_lands)
+    memory.select("ana", max_tokens=200)
+    assert raced.is_set()
+    third = memory.entry("A third entry.", user_id="ana").id
+    assert third in _candidate_ids(memory.select("ana", max_tokens=200), "ana")
+    assert third in _candidate_ids(memory.select("ana", max_tokens=300), "ana")
