@@ -75,7 +75,6 @@ from langchain_outprofile.memory.snapshots import (
     dump_selection,
     load_selection,
     snapshot_key,
-    valid_until,
 )
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
 from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
@@ -212,15 +211,16 @@ class ProfileReader:
         """Cache ``selection`` in ``cached``, unless a delta came in since it was computed
         or the state left the cache."""
         with self._lock, cached.lock:
-            if (
-                self._cache.get(user) is cached
-                and cached.generation == generation
-                and key not in cached.selections
-            ):
+            if self._unchanged(user, cached, generation) and key not in cached.selections:
                 cached.selections[key] = selection
                 self._add_held(
                     cached, len(selection.choice.chosen) + len(selection.choice.left_out)
                 )
+
+    def _unchanged(self, user: str, cached: _Cached, generation: int) -> bool:
+        """Whether ``cached`` is still the user's state in the cache and took no delta since
+        ``generation`` (so what was computed from it may be kept). Under both locks."""
+        return self._cache.get(user) is cached and cached.generation == generation
 
     def _snapshot_key(self, options: SelectionOptions) -> str:
         return snapshot_key(options, self._memory.template, self._memory.counter.name)
@@ -260,11 +260,7 @@ class ProfileReader:
             cached = self._restart(user, cached)
         if ranking.incremental:
             with self._lock, cached.lock:
-                if (
-                    self._cache.get(user) is cached
-                    and cached.generation == generation
-                    and key not in cached.rankings
-                ):
+                if self._unchanged(user, cached, generation) and key not in cached.rankings:
                     cached.rankings[key] = ranking
                     self._add_held(cached, len(ranking))
         return cached, selection, generation
@@ -338,8 +334,10 @@ class ProfileReader:
         unknown or forgotten user, whose read writes nothing)."""
         if self._memory.snapshot_ttl_s <= 0 or not version:
             return None
-        until = valid_until(now=self._memory.clock(), max_age_s=self._memory.snapshot_ttl_s)
-        payload = dump_selection(selection, until=until)
+        # the scores and ages a snapshot shows move on; its block does not until a write
+        payload = dump_selection(
+            selection, until=self._memory.clock() + self._memory.snapshot_ttl_s
+        )
         store = self._memory.store
         store.save_snapshot(user, self._snapshot_key(key[0]), version, payload)
         seen = store.version(user)

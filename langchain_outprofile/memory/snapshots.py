@@ -31,7 +31,7 @@ from langchain_outprofile.types import (
     stored_entry,
 )
 
-__all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key", "valid_until"]
+__all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key"]
 
 FORMAT = 2
 try:  # a new release may choose differently: its snapshots never serve an older one's
@@ -47,12 +47,6 @@ def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: s
     ``repr`` lists every field, so equal settings give equal keys in every process)."""
     settings = repr((FORMAT, _RELEASE, options, template, encoding))
     return hashlib.sha256(settings.encode()).hexdigest()[:32]
-
-
-def valid_until(*, now: float, max_age_s: float) -> float:
-    """When a selection made ``now`` must be recomputed: after ``max_age_s`` (the scores and
-    ages it shows have moved on; the block has not, unless a write renewed the version)."""
-    return now + max_age_s
 
 
 def dump_selection(selection: ProfileSelection, *, until: float) -> str:

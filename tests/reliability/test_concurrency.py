@@ -127,6 +127,27 @@ async def test_asyncio_tasks_share_one_memory_slow() -> None:
     await _tasks(ops=1_000)
 
 
+def _write_after_the_next_load(
+    memory: OutputProfileMemory, monkeypatch: pytest.MonkeyPatch, text: str
+) -> threading.Event:
+    """Make the next profile load of ``memory`` return what it read, after another thread
+    has added ``text`` for ana (through the memory); the event is set once it has."""
+    real_load = memory.store.load
+    raced = threading.Event()
+
+    def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
+        profile = real_load(user_id, **kwargs)
+        if not raced.is_set():
+            raced.set()
+            writer = threading.Thread(target=memory.add, args=(text,), kwargs={"user_id": "ana"})
+            writer.start()
+            writer.join()
+        return profile
+
+    monkeypatch.setattr(memory.store, "load", load_then_a_write_lands)
+    return raced
+
+
 def test_a_read_racing_a_write_does_not_cache_stale_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the interleaving the random runs can only hit by chance, on the real store.
 
@@ -136,21 +157,7 @@ def test_a_read_racing_a_write_does_not_cache_stale_data(monkeypatch: pytest.Mon
     """
     memory = _memory()
     memory.add("The first entry.", user_id="ana")
-    real_load = memory.store.load
-    raced = threading.Event()
-
-    def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
-        profile = real_load(user_id, **kwargs)
-        if not raced.is_set():
-            raced.set()
-            writer = threading.Thread(
-                target=memory.add, args=("A second entry.",), kwargs={"user_id": "ana"}
-            )
-            writer.start()
-            writer.join()
-        return profile
-
-    monkeypatch.setattr(memory.store, "load", load_then_a_write_lands)
+    _write_after_the_next_load(memory, monkeypatch, "A second entry.")
     memory.select("ana")  # its load finished before the write landed: stale
     seen = _candidate_ids(memory.select("ana"), "ana")
     assert memory.entry("A second entry.", user_id="ana").id in seen
@@ -164,21 +171,7 @@ def test_a_new_ranking_racing_a_write_is_not_kept(monkeypatch: pytest.MonkeyPatc
     memory.add("The first entry.", user_id="ana")
     memory.select("ana", max_tokens=300)
     memory.add("The second entry.", user_id="ana")  # a delta: the state keeps its ranking
-    real_load = memory.store.load
-    raced = threading.Event()
-
-    def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
-        profile = real_load(user_id, **kwargs)
-        if not raced.is_set():
-            raced.set()
-            writer = threading.Thread(
-                target=memory.add, args=("A third entry.",), kwargs={"user_id": "ana"}
-            )
-            writer.start()
-            writer.join()
-        return profile
-
-    monkeypatch.setattr(memory.store, "load", load_then_a_write_lands)
+    raced = _write_after_the_next_load(memory, monkeypatch, "A third entry.")
     memory.select("ana", max_tokens=200)
     assert raced.is_set()
     third = memory.entry("A third entry.", user_id="ana").id

@@ -176,3 +176,24 @@ def test_a_write_by_another_memory_is_seen_after_the_ttl(client: chromadb.api.Cl
     other.add("second", user_id="ana", signal=Signal.ENDORSED)
     ticks.now += 6
     assert {e.text for e in reader.select("ana").entries} == {"first", "second"}
+
+
+def test_the_block_after_a_delta_is_saved_for_other_processes(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """The selection packed from an updated ranking is saved in the background as the
+    snapshot of the new version: a cold memory then reads it without loading the profile."""
+    name = unique_name("live")
+    writer = _memory(client, name)
+    writer.add("Short answer first.", user_id="ana")
+    writer.select("ana")
+    writer.endorse("Bullets, no fluff.", user_id="ana")  # a delta of the cached ranking
+    block = writer.select("ana").text
+    writer._reader.flush()
+    reader = _memory(client, name, cache_ttl_s=0)
+    loads = Counter[str]()
+    load = reader.store.load
+    reader.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    assert reader.select("ana").text == block
+    assert "Bullets, no fluff." in block
+    assert loads["load"] == 0, "no snapshot of the new version was saved"
