@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from langchain_outprofile.embeddings import StyleEmbeddings
     from langchain_outprofile.errors import (
         AmbiguousRunError,
+        AsyncClientError,
         EmbeddingMismatchError,
         InvalidInputError,
         MissingUserIdError,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "AmbiguousRunError": "errors",
+    "AsyncClientError": "errors",
     "BlockTemplate": "render",
     "BudgetTooSmallWarning": "memory",
     "EmbeddingMismatchError": "errors",
@@ -83,6 +85,7 @@ _EXPORTS = {
 }
 __all__ = [
     "AmbiguousRunError",
+    "AsyncClientError",
     "BlockTemplate",
     "BudgetTooSmallWarning",
     "EmbeddingMismatchError",

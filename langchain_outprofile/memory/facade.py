@@ -7,12 +7,13 @@ LangChain surfaces are built over this object as their :class:`ProfileSource`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
@@ -25,8 +26,9 @@ from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
+from langchain_outprofile.store.io import drive
 from langchain_outprofile.surfaces.injector import ProfileInjector
-from langchain_outprofile.surfaces.messages import profile_messages
+from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
 from langchain_outprofile.surfaces.tracking import TrackedRunnable
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter, TokenSource
@@ -47,12 +49,14 @@ from langchain_outprofile.validation import (
 )
 
 if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
+    from chromadb.api import AsyncClientAPI, ClientAPI
 
     from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
 
 __all__ = ["OutputProfileMemory", "ProfileStats"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class OutputProfileMemory(FeedbackMixin):
         self,
         *,
         path: str | Path | None = None,
-        client: ClientAPI | None = None,
+        client: ClientAPI | AsyncClientAPI | None = None,
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
         vectorstore: Any = None,
@@ -212,7 +216,18 @@ class OutputProfileMemory(FeedbackMixin):
             memory.add("Short answer first.", user_id="ana", task="email")
             ```
         """
-        return self._upsert([self.entry(text, user_id=user_id, **fields)])[0]
+        return self._run(self._write_entries([self.entry(text, user_id=user_id, **fields)]))[0]
+
+    async def aadd(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
+        """Async :meth:`add`.
+
+        Example:
+            ```python
+            await memory.aadd("Short answer first.", user_id="ana", task="email")
+            ```
+        """
+        entry = self.entry(text, user_id=user_id, **fields)
+        return (await self._arun(self._write_entries([entry])))[0]
 
     def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
@@ -226,13 +241,29 @@ class OutputProfileMemory(FeedbackMixin):
         """Remember an assistant output the user explicitly approved."""
         return self.add(text, user_id=user_id, signal=Signal.ENDORSED, **fields)
 
+    async def aendorse(
+        self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]
+    ) -> ProfileEntry:
+        """Async :meth:`endorse`."""
+        return await self.aadd(text, user_id=user_id, signal=Signal.ENDORSED, **fields)
+
     def accept(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user implicitly approved (copied, sent, kept)."""
         return self.add(text, user_id=user_id, signal=Signal.ACCEPTED, **fields)
 
+    async def aaccept(
+        self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]
+    ) -> ProfileEntry:
+        """Async :meth:`accept`."""
+        return await self.aadd(text, user_id=user_id, signal=Signal.ACCEPTED, **fields)
+
     def reject(self, text: str, *, user_id: str) -> ProfileEntry:
         """Mark a text as rejected: it is never selected again (until approved anew)."""
         return self.add(text, user_id=user_id, signal=Signal.REJECTED)
+
+    async def areject(self, text: str, *, user_id: str) -> ProfileEntry:
+        """Async :meth:`reject`."""
+        return await self.aadd(text, user_id=user_id, signal=Signal.REJECTED)
 
     def add_many(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
         """Remember many entries in batched writes. Every item is validated before any write.
@@ -241,15 +272,23 @@ class OutputProfileMemory(FeedbackMixin):
         from their user and text again) or dicts with the keyword arguments of :meth:`add`
         (``text`` and ``user_id`` required).
         """
-        built = [
+        return self._run(self._write_entries(self._built(entries)))
+
+    async def aadd_many(
+        self, entries: Iterable[ProfileEntry | Mapping[str, Any]]
+    ) -> list[ProfileEntry]:
+        """Async :meth:`add_many` (every item is validated before any write)."""
+        return await self._arun(self._write_entries(self._built(entries)))
+
+    def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
+        return [
             coerce_item(item, i, self.entry, self.max_text_chars) for i, item in enumerate(entries)
         ]
-        return self._upsert(built)
 
-    def _upsert(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    async def _write_entries(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
         try:
             watch = self._reader.watched({e.user_id for e in entries})
-            written = self.store.write(entries, watch=watch)
+            written = await self.store.awrite(entries, watch=watch)
         except BaseException:  # a write failing part-way may have stored some batches
             self._invalidate({e.user_id for e in entries})
             raise
@@ -258,13 +297,17 @@ class OutputProfileMemory(FeedbackMixin):
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
         """Delete one entry of one user. Returns whether it existed."""
-        return self._remove(user_id, [entry_id], pending_only=False) > 0
+        return self._run(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
 
-    def _remove(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
+    async def adelete(self, entry_id: str, *, user_id: str) -> bool:
+        """Async :meth:`delete`."""
+        return await self._arun(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
+
+    async def _remove_ids(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
         """Delete entries of one user (only those still pending, with ``pending_only``)."""
         try:
             watch = bool(self._reader.watched({user_id}))
-            written = self.store.remove(user_id, ids, pending_only=pending_only, watch=watch)
+            written = await self.store.aremove(user_id, ids, pending_only=pending_only, watch=watch)
         except BaseException:
             self._invalidate({user_id})
             raise
@@ -275,16 +318,32 @@ class OutputProfileMemory(FeedbackMixin):
 
     def forget(self, user_id: str) -> int:
         """Hard-delete everything stored for a user, pending entries included."""
+        return self._run(self._forget(user_id))
+
+    async def aforget(self, user_id: str) -> int:
+        """Async :meth:`forget`."""
+        return await self._arun(self._forget(user_id))
+
+    async def _forget(self, user_id: str) -> int:
         try:
-            return self.store.delete_user(user_id)
+            return await self.store.adelete_user(user_id)
         finally:
             self._invalidate({user_id})
             self._pins.forget(user_id)
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Restore records written by :meth:`export` exactly (all are validated first)."""
-        entries = [self._from_record(r, i) for i, r in enumerate(records)]
-        self.store.replace(entries)
+        return self._run(self._import(self._records(records)))
+
+    async def aimport_(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Async :meth:`import_`."""
+        return await self._arun(self._import(self._records(records)))
+
+    def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
+        return [self._from_record(r, i) for i, r in enumerate(records)]
+
+    async def _import(self, entries: list[ProfileEntry]) -> int:
+        await self.store.areplace(entries)
         self._invalidate({e.user_id for e in entries})
         return len(entries)
 
@@ -298,12 +357,26 @@ class OutputProfileMemory(FeedbackMixin):
 
     def export(self, user_id: str) -> list[dict[str, Any]]:
         """Everything stored for one user, and only that, as JSON-ready dicts."""
-        profile = self.store.load(user_id, with_vectors=False)
+        return self._run(self._export(user_id))
+
+    async def aexport(self, user_id: str) -> list[dict[str, Any]]:
+        """Async :meth:`export`."""
+        return await self._arun(self._export(user_id))
+
+    async def _export(self, user_id: str) -> list[dict[str, Any]]:
+        profile = await self.store.aload(user_id, with_vectors=False)
         return [e.to_dict() for e in profile.entries]
 
     def stats(self, user_id: str) -> ProfileStats:
         """Counts of one user's profile by state, signal and task."""
-        entries = self.store.load(user_id, with_vectors=False).entries
+        return self._run(self._stats(user_id))
+
+    async def astats(self, user_id: str) -> ProfileStats:
+        """Async :meth:`stats`."""
+        return await self._arun(self._stats(user_id))
+
+    async def _stats(self, user_id: str) -> ProfileStats:
+        entries = (await self.store.aload(user_id, with_vectors=False)).entries
         by_signal: dict[str, int] = {}
         tasks: dict[str, int] = {}
         for entry in entries:
@@ -351,18 +424,83 @@ class OutputProfileMemory(FeedbackMixin):
             memory.select("ana", max_tokens=300, thread_id="t-1").text
             ```
         """
+        reading = self._selecting(user_id, max_tokens, task, query, options, thread_id, changes)
+        selection = self._run(reading)
+        if selection.choice.note:  # on every path: ranked, cached or read from a snapshot
+            warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
+        return selection
+
+    async def aselect(
+        self,
+        user_id: str,
+        *,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        query: str | None = None,
+        options: SelectionOptions | None = None,
+        thread_id: str | None = None,
+        **changes: Any,
+    ) -> ProfileSelection:
+        """Async :meth:`select`: with an async Chroma client it never blocks the event loop
+        (a cached block is served without any I/O).
+
+        Example:
+            ```python
+            (await memory.aselect("ana", max_tokens=300, thread_id="t-1")).text
+            ```
+        """
+        reading = self._selecting(user_id, max_tokens, task, query, options, thread_id, changes)
+        selection = await self._arun(reading)
+        if selection.choice.note:
+            warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
+        return selection
+
+    def _selecting(
+        self,
+        user_id: str,
+        max_tokens: int | None,
+        task: str | None,
+        query: str | None,
+        options: SelectionOptions | None,
+        thread_id: str | None,
+        changes: dict[str, Any],
+    ) -> Coroutine[Any, Any, ProfileSelection]:
+        """The read :meth:`select` runs, its arguments checked first."""
         user = validate_user_id(user_id)
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
         if thread_id is not None and self.pin_threads and chosen.relevance_weight <= 0:
             thread = validate_thread_id(thread_id)
-            selection = self._pins.select(
-                user, thread, chosen, lambda: self._reader.select(user, chosen, query)
+            return self._pins.select(
+                user, thread, chosen, lambda: self._reader.aselect(user, chosen, query)
             )
-        else:
-            selection = self._reader.select(user, chosen, query)
-        if selection.choice.note:  # on every path: ranked, cached or read from a snapshot
-            warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
-        return selection
+        return self._reader.aselect(user, chosen, query)
+
+    def flush(self) -> None:
+        """Wait for the block snapshots this memory saves in the background (the
+        interpreter waits for them at exit too)."""
+        self._reader.flush()
+
+    async def aflush(self) -> None:
+        """Async :meth:`flush` (with an async client the saves are tasks of the event loop:
+        await this before the loop closes)."""
+        await self._reader.aflush()
+
+    def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
+        """Run a memory operation for a synchronous method (synchronous client only)."""
+        return self.store._run(operation)
+
+    async def _arun(self, operation: Coroutine[Any, Any, _T]) -> _T:
+        """Run a memory operation for an ``a``-prefixed method: on the event loop with an
+        async client (the store opened first), else on a worker thread (every Chroma call
+        of a synchronous client blocks its thread; the loop's stays free)."""
+        if not self.store.is_async:
+            return await asyncio.to_thread(drive, operation)
+        try:
+            await self.store.aopen()
+        except BaseException:
+            operation.close()
+            raise
+        return await operation
 
     def _invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users just written through this object."""
@@ -456,6 +594,23 @@ class OutputProfileMemory(FeedbackMixin):
             self, user_id, options=chosen, max_tokens=max_tokens, task=task, thread_id=thread_id
         )
 
+    async def ablock_messages(
+        self,
+        user_id: str,
+        *,
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        thread_id: str | None = None,
+        **changes: Any,
+    ) -> list[BaseMessage]:
+        """Async :meth:`block_messages`."""
+        chosen = (options or self.options).with_changes(**changes) if changes else options
+        selection = await self.aselect(
+            user_id, options=chosen, max_tokens=max_tokens, task=task, thread_id=thread_id
+        )
+        return block_as_messages(selection)
+
     def track(self, chain: Runnable[Any, Any], *, task: str | None = None) -> TrackedRunnable:
         """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id.
 
@@ -474,9 +629,9 @@ def _chroma_of(
     collection: Any,
     *,
     path: str | Path | None,
-    client: ClientAPI | None,
+    client: ClientAPI | AsyncClientAPI | None,
     embeddings: Embeddings | None,
-) -> tuple[ClientAPI, str, Embeddings | None]:
+) -> tuple[ClientAPI | AsyncClientAPI, str, Embeddings | None]:
     """(client, collection name, embeddings) of a ``langchain_chroma.Chroma`` or of a
     chromadb collection and its client, refusing arguments that contradict them."""
     if vectorstore is not None:

@@ -11,7 +11,7 @@ pending output is never in a block, so none of this changes one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from langchain_outprofile.capture import (
@@ -41,9 +41,15 @@ class FeedbackMixin:
     clock: Callable[[], float]
     pending_ttl_s: float
     max_text_chars: int
-    add: Callable[..., ProfileEntry]
-    _remove: Callable[..., int]
+    entry: Callable[..., ProfileEntry]
+    _write_entries: Callable[[Sequence[ProfileEntry]], Awaitable[list[ProfileEntry]]]
+    _remove_ids: Callable[..., Awaitable[int]]
+    _run: Callable[[Coroutine[Any, Any, Any]], Any]
+    _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
     _expiry_checked: dict[str, float]
+
+    async def _add(self, text: str, **fields: Any) -> ProfileEntry:
+        return (await self._write_entries([self.entry(text, **fields)]))[0]
 
     def record_output(
         self,
@@ -66,17 +72,41 @@ class FeedbackMixin:
             memory.record_output("Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()))
             ```
         """
+        recording = self._record_output(text, user_id, run_id, source_input, task)
+        return self._run(recording)  # type: ignore[no-any-return]
+
+    async def arecord_output(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        run_id: str,
+        source_input: str | None = None,
+        task: str | None = None,
+    ) -> ProfileEntry:
+        """Async :meth:`record_output`."""
+        recording = self._record_output(text, user_id, run_id, source_input, task)
+        return await self._arun(recording)  # type: ignore[no-any-return]
+
+    async def _record_output(
+        self,
+        text: str,
+        user_id: str,
+        run_id: str,
+        source_input: str | None,
+        task: str | None,
+    ) -> ProfileEntry:
         user, run = validate_user_id(user_id), validate_run_id(run_id)
-        others = sorted({e.user_id for e in self.store.find_runs(run)} - {user})
+        others = sorted({e.user_id for e in await self.store.afind_runs(run)} - {user})
         if others:
             raise RunIdConflictError(
                 f"run id {run!r} already identifies a tracked run of another user; a run id "
                 "must identify one run of one user: pass a fresh uuid4() as config['run_id'] "
                 "(nothing was stored)"
             )
-        self._expire_now_and_then(user)
+        await self._expire_now_and_then(user)
         source = None if source_input is None else source_input[: self.max_text_chars]
-        return self.add(
+        return await self._add(
             text, user_id=user, signal=Signal.PENDING, run_id=run, source_input=source, task=task
         )
 
@@ -88,15 +118,23 @@ class FeedbackMixin:
             memory.expire_pending("ana")  # 0 when nothing is stale
             ```
         """
+        return self._run(self._expire_pending(user_id))  # type: ignore[no-any-return]
+
+    async def aexpire_pending(self, user_id: str) -> int:
+        """Async :meth:`expire_pending`."""
+        return await self._arun(self._expire_pending(user_id))  # type: ignore[no-any-return]
+
+    async def _expire_pending(self, user_id: str) -> int:
         user = validate_user_id(user_id)
         now = self.clock()
         self._expiry_checked[user] = now
-        stale = self.store.pending_older_than(user, pending_cutoff(now, self.pending_ttl_s))
+        cutoff = pending_cutoff(now, self.pending_ttl_s)
+        stale = await self.store.apending_older_than(user, cutoff)
         if not stale:
             return 0
-        return self._remove(user, stale, pending_only=True)
+        return await self._remove_ids(user, stale, pending_only=True)
 
-    def _expire_now_and_then(self, user: str) -> None:
+    async def _expire_now_and_then(self, user: str) -> None:
         """:meth:`expire_pending` at most once per :meth:`_expiry_interval` per user in
         this process, so a tracked run does not pay a store query every time: an output is
         deleted no later than one interval after it went stale (it is never selected
@@ -106,7 +144,7 @@ class FeedbackMixin:
             return
         if len(self._expiry_checked) >= _EXPIRY_USERS_KEPT:
             self._expiry_checked.clear()
-        self.expire_pending(user)
+        await self._expire_pending(user)
 
     def _expiry_interval(self) -> float:
         return min(self.pending_ttl_s, _EXPIRY_INTERVAL_S)
@@ -145,10 +183,40 @@ class FeedbackMixin:
             memory.feedback(rid, edited="Hi Ana, short version: yes.")
             ```
         """
+        giving = self._feedback(run_id, signal, rating, edited, user_id)
+        return self._run(giving)  # type: ignore[no-any-return]
+
+    async def afeedback(
+        self,
+        run_id: str | uuid.UUID,
+        signal: Signal | str | None = None,
+        *,
+        rating: float | None = None,
+        edited: str | None = None,
+        user_id: str | None = None,
+    ) -> ProfileEntry:
+        """Async :meth:`feedback`.
+
+        Example:
+            ```python
+            await memory.afeedback(rid, "endorsed")
+            ```
+        """
+        giving = self._feedback(run_id, signal, rating, edited, user_id)
+        return await self._arun(giving)  # type: ignore[no-any-return]
+
+    async def _feedback(
+        self,
+        run_id: str | uuid.UUID,
+        signal: Signal | str | None,
+        rating: float | None,
+        edited: str | None,
+        user_id: str | None,
+    ) -> ProfileEntry:
         chosen = feedback_signal(signal, rating, edited)
         run = validate_run_id(run_id)
         owner = None if user_id is None else validate_user_id(user_id)
-        found = self.store.find_runs(run, owner)
+        found = await self.store.afind_runs(run, owner)
         if len({e.user_id for e in found}) > 1:
             raise AmbiguousRunError(
                 f"run id {run!r} is held by tracked runs of more than one user; pass "
@@ -162,7 +230,7 @@ class FeedbackMixin:
                 + "; track the chain with memory.track(chain) and pass the same run id"
             )
         if is_stale_pending(entry, self.clock(), self.pending_ttl_s):
-            self.expire_pending(entry.user_id)
+            await self._expire_pending(entry.user_id)
             raise UnknownRunError(
                 f"the output of run {run!r} expired after pending_ttl_s={self.pending_ttl_s:g}s "
                 "without feedback and was deleted"
@@ -173,10 +241,10 @@ class FeedbackMixin:
             "task": entry.task or None,
         }
         if edited is not None:
-            stored = self.add(
+            stored = await self._add(
                 edited, signal=Signal.EDITED, source_input=entry.source_input or None, **common
             )
             if entry.pending and entry.id != stored.id:
-                self._remove(entry.user_id, [entry.id], pending_only=True)
+                await self._remove_ids(entry.user_id, [entry.id], pending_only=True)
             return stored
-        return self.add(entry.text, signal=chosen, rating=rating, **common)
+        return await self._add(entry.text, signal=chosen, rating=rating, **common)

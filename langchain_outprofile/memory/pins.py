@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,7 +55,7 @@ class ThreadPins:
     Example:
         ```python
         pins = ThreadPins(memory)  # what OutputProfileMemory does for itself
-        pins.select("ana", "thread-1", options, current=lambda: memory.select("ana"))
+        await pins.select("ana", "thread-1", options, current=lambda: reader.aselect(...))
         ```
     """
 
@@ -64,15 +64,15 @@ class ThreadPins:
         self._cache: OrderedDict[tuple[str, str, str], _Pinned] = OrderedDict()
         self._lock = threading.Lock()
 
-    def select(
+    async def select(
         self,
         user: str,
         thread: str,
         options: SelectionOptions,
-        current: Callable[[], ProfileSelection],
+        current: Callable[[], Awaitable[ProfileSelection]],
     ) -> ProfileSelection:
         """The block pinned for the user's ``thread`` under ``options``; at the thread's
-        first read (or after its pin expired), ``current()``, pinned from then on."""
+        first read (or after its pin expired), ``await current()``, pinned from then on."""
         memory = self._memory
         key = snapshot_key(options, memory.template, memory.counter.name)
         cache_key = (user, thread, key)
@@ -84,33 +84,33 @@ class ThreadPins:
         if hit is not None and fresh and hit.expires_at > memory.clock():
             return hit.selection
         now = memory.clock()
-        found = memory.store.state.pin(user, thread, key, now=now)
+        found = await memory.store.apin(user, thread, key, now=now)
         if found is not None:
             pinned = load_selection(found[0], user_id=user, options=options, now=now)
             if pinned is not None:
                 self._keep(cache_key, pinned, found[1])
                 return pinned
-        return self._pin(user, thread, key, options, current)
+        return await self._pin(user, thread, key, options, current)
 
-    def _pin(
+    async def _pin(
         self,
         user: str,
         thread: str,
         key: str,
         options: SelectionOptions,
-        current: Callable[[], ProfileSelection],
+        current: Callable[[], Awaitable[ProfileSelection]],
     ) -> ProfileSelection:
-        """Pin ``current()`` for the thread, unless the user has no version (nothing to
+        """Pin ``await current()`` for the thread, unless the user has no version (nothing to
         pin, and a read writes nothing for such a user) or it moved meanwhile."""
         memory = self._memory
-        version = memory.store.version(user)
-        selection = current()
+        version = await memory.store.aversion(user)
+        selection = await current()
         if not version:
             return selection
         now = memory.clock()
         expires_at = now + memory.pin_ttl_s
         payload = dump_selection(selection, until=expires_at)
-        kept = memory.store.state.save_pin(
+        kept = await memory.store.asave_pin(
             user, thread, key, payload, version=version, now=now, expires_at=expires_at
         )
         pinned = load_selection(payload, user_id=user, options=options, now=now)

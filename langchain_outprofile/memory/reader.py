@@ -61,6 +61,7 @@ never served, until the user's next delete, ``forget`` or save into that slot re
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,7 @@ from langchain_outprofile.memory.snapshots import (
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
 from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
 from langchain_outprofile.store import ProfileStore, Written
+from langchain_outprofile.store.io import drive
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     ProfileEntry,
@@ -160,7 +162,7 @@ class ProfileReader:
         self._swept_at = memory.monotonic()
         self._lock = threading.Lock()
         self._saver: ThreadPoolExecutor | None = None
-        self._saves: list[Future[None]] = []
+        self._saves: list[Future[None] | asyncio.Future[None]] = []
 
     @property
     def held_entries(self) -> int:
@@ -174,16 +176,27 @@ class ProfileReader:
             return list(self._cache)
 
     def select(self, user: str, options: SelectionOptions, query: str | None) -> ProfileSelection:
+        """The user's block under ``options``: :meth:`aselect`, run at once (synchronous
+        client)."""
+        return drive(self.aselect(user, options, query))
+
+    async def aselect(
+        self, user: str, options: SelectionOptions, query: str | None
+    ) -> ProfileSelection:
         """The user's block under ``options`` (``query`` is used only when
         ``options.relevance_weight`` > 0; such selections are never cached or saved)."""
-        cached = self._cached(user)
+        cached = await self._cached(user)
         if options.relevance_weight > 0 and query:
-            return self._selection(user, *self._fresh_ranking(user, cached, options, query))
+            return self._selection(user, *await self._fresh_ranking(user, cached, options, query))
         key = (options, self._memory.template)
         with cached.lock:
             hit = cached.selections.get(key)
             if hit is not None:
                 return hit
+            ranking = cached.rankings.get(key)
+        if ranking is not None:
+            await self._fetch_pool_vectors(cached, ranking)
+        with cached.lock:
             generation, ranking = cached.generation, cached.rankings.get(key)
             version = cached.version  # the version the ranking is current for
             selection = (
@@ -192,9 +205,9 @@ class ProfileReader:
                 else self._selection(user, ranking, self._vectors_of(cached))
             )
         if selection is None:
-            selection = self._stored_selection(user, cached, options)
+            selection = await self._stored_selection(user, cached, options)
         if selection is None:
-            cached, selection, generation = self._fresh_selection(user, cached, options, key)
+            cached, selection, generation = await self._fresh_selection(user, cached, options, key)
         elif ranking is not None and key not in cached.saved:
             self._save_current(user, cached, key, selection, version)
         self._keep(user, cached, key, selection, generation)
@@ -225,20 +238,21 @@ class ProfileReader:
     def _snapshot_key(self, options: SelectionOptions) -> str:
         return snapshot_key(options, self._memory.template, self._memory.counter.name)
 
-    def _stored_selection(
+    async def _stored_selection(
         self, user: str, cached: _Cached, options: SelectionOptions
     ) -> ProfileSelection | None:
         """The selection saved in the store for the user's current profile version, if any."""
         if self._memory.snapshot_ttl_s <= 0:
             return None
-        version, payload = self._memory.store.snapshot(user, self._snapshot_key(options))
+        key = self._snapshot_key(options)
+        version, payload = await self._memory.store.asnapshot(user, key)
         if cached.profile is None and cached.version is None:
             cached.version = version
         if payload is None:
             return None
         return load_selection(payload, user_id=user, options=options, now=self._memory.clock())
 
-    def _fresh_selection(
+    async def _fresh_selection(
         self, user: str, cached: _Cached, options: SelectionOptions, key: _Key
     ) -> tuple[_Cached, ProfileSelection, int]:
         """Rank and pack the whole profile; save the result for later cold reads, and keep
@@ -250,10 +264,10 @@ class ProfileReader:
         at, is refused by the store (the write moved that version)."""
         for attempt in range(1, _ATTEMPTS + 1):
             generation = cached.generation
-            profile, version = self._profile(user, cached)
-            ranking, vectors = self._ranking(profile, options, None)
+            profile, version = await self._profile(user, cached)
+            ranking, vectors = await self._ranking(profile, options, None)
             selection = self._selection(user, ranking, vectors)
-            seen = self._save(user, cached, key, version, selection)
+            seen = await self._save(user, cached, key, version, selection)
             moved = seen is not None and seen != version
             if not moved or attempt == _ATTEMPTS or (attempt > 1 and seen):
                 break
@@ -265,21 +279,27 @@ class ProfileReader:
                     self._add_held(cached, len(ranking))
         return cached, selection, generation
 
-    def _fresh_ranking(
+    async def _fresh_ranking(
         self, user: str, cached: _Cached, options: SelectionOptions, query: str | None
     ) -> tuple[Ranking, Vectors]:
         """Load (once per state) and rank the whole profile."""
-        return self._ranking(self._profile(user, cached)[0], options, query)
+        return await self._ranking((await self._profile(user, cached))[0], options, query)
 
-    def _ranking(
+    async def _ranking(
         self, profile: StoredProfile, options: SelectionOptions, query: str | None
     ) -> tuple[Ranking, Vectors]:
-        store = self._memory.store
-        query_vector = (
-            np.asarray(store.embeddings.embed_query(query), dtype=np.float32) if query else None
-        )
+        query_vector = await self._query_vector(query) if query else None
         ranking = rank(profile, options, now=self._memory.clock(), query_vector=query_vector)
         return ranking, profile_vectors(profile)
+
+    async def _query_vector(self, query: str) -> np.ndarray:
+        """The query's style vector (awaited from the embedder with an async client)."""
+        store = self._memory.store
+        if store.is_async:
+            vector = await store.embeddings.aembed_query(query)
+        else:
+            vector = store.embeddings.embed_query(query)
+        return np.asarray(vector, dtype=np.float32)
 
     def _save_current(
         self,
@@ -292,21 +312,24 @@ class ProfileReader:
         """Save a selection packed from an updated ranking as the snapshot of ``version``,
         the one the ranking was current for (once per version and key), in the reader's
         background thread: the read that packed it returns at once (the save is three small
-        reads and a write of the store; its version checks make it safe whenever it runs)."""
+        reads and a write of the store; its version checks make it safe whenever it runs).
+        With an async client the save is a task of the running event loop instead."""
         if self._memory.snapshot_ttl_s <= 0 or not version:
             return
+        saving = self._save_moved(user, cached, key, version, selection)
         with self._lock:
+            self._saves = [f for f in self._saves if not f.done()]
+            if self._memory.store.is_async:
+                self._saves.append(asyncio.ensure_future(saving))
+                return
             if self._saver is None:
                 self._saver = ThreadPoolExecutor(1, thread_name_prefix="outprofile-snapshots")
-            self._saves = [f for f in self._saves if not f.done()]
-            self._saves.append(
-                self._saver.submit(self._save_moved, user, cached, key, version, selection)
-            )
+            self._saves.append(self._saver.submit(drive, saving))
 
-    def _save_moved(
+    async def _save_moved(
         self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection
     ) -> None:
-        seen = self._save(user, cached, key, version, selection)
+        seen = await self._save(user, cached, key, version, selection)
         if seen is not None and seen != version:  # another writer: the state is stale
             with self._lock:
                 if self._cache.get(user) is cached and cached.version == version:
@@ -320,7 +343,16 @@ class ProfileReader:
         for future in pending:
             future.result()
 
-    def _save(
+    async def aflush(self) -> None:
+        """Wait for the snapshots being saved in the background, on the event loop (the
+        saves of an async client are its tasks; the thread's of a sync one are awaited on a
+        worker thread)."""
+        with self._lock:
+            pending = list(self._saves)
+        for future in pending:
+            await (future if isinstance(future, asyncio.Future) else asyncio.wrap_future(future))
+
+    async def _save(
         self,
         user: str,
         cached: _Cached,
@@ -339,8 +371,8 @@ class ProfileReader:
             selection, until=self._memory.clock() + self._memory.snapshot_ttl_s
         )
         store = self._memory.store
-        store.save_snapshot(user, self._snapshot_key(key[0]), version, payload)
-        seen = store.version(user)
+        await store.asave_snapshot(user, self._snapshot_key(key[0]), version, payload)
+        seen = await store.aversion(user)
         if seen == version:
             with cached.lock:
                 if cached.version == version:
@@ -399,13 +431,33 @@ class ProfileReader:
                     rows = profile.vectors_for([position[i] for i in inside])
                     known.update(zip(inside, rows, strict=True))
                     missing = [i for i in missing if i not in known]
-            if missing:
+            if missing:  # with an async client, _fetch_pool_vectors fetched them first
                 known.update(zip(missing, store.vectors(missing), strict=True))
             return np.stack([known[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
 
         return vectors
 
-    def _cached(self, user: str) -> _Cached:
+    async def _fetch_pool_vectors(self, cached: _Cached, ranking: Ranking) -> None:
+        """With an async client: fetch the vectors of the ranking's candidate pool that
+        neither the state nor the profile it was built from holds (entries a delta added),
+        so packing, which cannot wait for I/O, finds them all. A synchronous client's
+        packing fetches them itself."""
+        if not self._memory.store.is_async:
+            return
+        with cached.lock:
+            base = cached.base
+            inside = set() if base is None else {e.id for e in base.entries}
+            missing = [
+                r.entry.id
+                for r in ranking.pool()
+                if r.entry.id not in cached.vectors and r.entry.id not in inside
+            ]
+        if missing:
+            rows = await self._memory.store.avectors(missing)
+            with cached.lock:
+                cached.vectors.update(zip(missing, rows, strict=True))
+
+    async def _cached(self, user: str) -> _Cached:
         """The user's read state. Within ``cache_ttl_s`` of its last check it is served as
         is; after that it is revalidated by one read of the version when snapshots are on
         (the same version: kept), else replaced. A write through this object either moves
@@ -418,7 +470,7 @@ class ProfileReader:
                 self._cache.move_to_end(user)
                 if now - hit.checked_at < ttl:
                     return hit
-        if hit is not None and hit.version and self._revalidated(user, hit, now):
+        if hit is not None and hit.version and await self._revalidated(user, hit, now):
             return hit
         with self._lock:
             if self._cache.get(user) is hit:
@@ -431,10 +483,12 @@ class ProfileReader:
                 self._drop(next(iter(self._cache)))
         return fresh
 
-    def _revalidated(self, user: str, state: _Cached, now: float) -> bool:
+    async def _revalidated(self, user: str, state: _Cached, now: float) -> bool:
         """Whether the user's version is still the one ``state`` is current for (then its
         check time is renewed)."""
-        if self._memory.snapshot_ttl_s <= 0 or self._memory.store.version(user) != state.version:
+        if self._memory.snapshot_ttl_s <= 0:
+            return False
+        if await self._memory.store.aversion(user) != state.version:
             return False
         state.checked_at = now
         return True
@@ -457,17 +511,22 @@ class ProfileReader:
                 self._drop(user)
         return _Cached(stale.checked_at)
 
-    def _profile(self, user: str, cached: _Cached) -> tuple[StoredProfile, str | None]:
+    async def _profile(self, user: str, cached: _Cached) -> tuple[StoredProfile, str | None]:
         """The user's whole profile, loaded once per read state (version read first), and
         the version it was loaded at."""
         with cached.lock:
             if cached.profile is not None:
                 return cached.profile, cached.profile_version
-            if cached.version is None:
-                cached.version = self._version(user)
+            unknown = cached.version is None
+        if unknown:  # read outside the state's lock: no thread lock is held across I/O
+            found = await self._version(user)
+            with cached.lock:
+                if cached.version is None:
+                    cached.version = found
+        with cached.lock:
             version = cached.version
-        profile = self._memory.store.load(user)  # a read never writes: stale pending entries
-        with self._lock, cached.lock:  # are never selected, and go on the next write
+        profile = await self._memory.store.aload(user)  # a read never writes: stale pending
+        with self._lock, cached.lock:  # entries are never selected, and go on the next write
             if cached.profile is None and cached.version == version:
                 cached.profile = cached.base = profile
                 cached.profile_version = version
@@ -491,9 +550,11 @@ class ProfileReader:
         if state is not None:
             self._held -= state.held
 
-    def _version(self, user: str) -> str | None:
+    async def _version(self, user: str) -> str | None:
         """The profile version a snapshot would be tagged with (None: snapshots are off)."""
-        return self._memory.store.version(user) if self._memory.snapshot_ttl_s > 0 else None
+        if self._memory.snapshot_ttl_s <= 0:
+            return None
+        return await self._memory.store.aversion(user)
 
     def watched(self, users: Iterable[str]) -> set[str]:
         """The users a write should read the version before for: those with rankings that

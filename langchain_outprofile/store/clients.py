@@ -29,7 +29,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from langchain_outprofile.errors import (
 __all__ = [
     "LOCK_DIR_ENV",
     "LOCK_FILE",
+    "AsyncGuardedCollection",
     "GuardedCollection",
     "LocationLock",
     "StoreDamagedError",
@@ -62,6 +63,7 @@ __all__ = [
     "location_lock",
     "persistent_client",
     "server_of",
+    "typed_failure",
 ]
 
 LOCK_FILE = "outprofile.lock"
@@ -602,20 +604,87 @@ class GuardedCollection:
                 kind, error = failure_kind(again, self._lock), again
         if kind is None:
             raise error
-        name = str(self._collection.name)
-        if kind == "full":
-            raise StoreFullError(
-                f"the disk of the store at {self._lock.location} is full: collection {name!r} "
-                f"failed with {_first_line(error)!r}; nothing this call wrote was "
-                "acknowledged. Free space and retry (if the store then reports damage, "
-                f"{repair_hint(self._lock.location, name)})"
-            ) from error
-        raise StoreDamagedError(
-            f"the store at {self._lock.location} is damaged: collection {name!r} fails with "
+        raise typed_failure(kind, error, self._lock.location, str(self._collection.name))
+
+
+class AsyncGuardedCollection:
+    """A collection of ``chromadb.AsyncHttpClient``, with the failures typed as
+    :class:`GuardedCollection` types them and a collection recreated under its name
+    reopened. Its calls hold no lock: a server orders its own reads, and the store's
+    read-fold-write holds the location's :class:`~langchain_outprofile.store.io.AsyncWriteLock`.
+
+    Args:
+        collection: the ``AsyncCollection``.
+        lock: its location's lock (for the location's name in messages).
+        reopen: returns an awaitable of the collection of the same name afresh.
+    """
+
+    def __init__(
+        self, collection: Any, lock: LocationLock, reopen: Callable[[], Awaitable[Any]]
+    ) -> None:
+        self._collection = collection
+        self._lock = lock
+        self._reopen = reopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    async def get(self, **query: Any) -> Any:
+        """``await collection.get``."""
+        return await self._call("get", query)
+
+    async def count(self) -> int:
+        """``await collection.count``."""
+        return int(await self._call("count", {}))
+
+    async def upsert(self, **rows: Any) -> None:
+        """``await collection.upsert``."""
+        await self._call("upsert", rows)
+
+    async def update(self, **rows: Any) -> None:
+        """``await collection.update``."""
+        await self._call("update", rows)
+
+    async def delete(self, **which: Any) -> None:
+        """``await collection.delete``."""
+        await self._call("delete", which)
+
+    async def _call(self, method: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return await getattr(self._collection, method)(**arguments)
+        except NotFoundError:
+            fresh = await self._reopen()
+            if fresh.id == self._collection.id:
+                raise
+            self._collection = fresh
+            return await getattr(fresh, method)(**arguments)
+        except Exception as error:  # classified below, else re-raised
+            kind = failure_kind(error, self._lock)
+            if kind is None:
+                raise
+            name = str(self._collection.name)
+            raise typed_failure(kind, error, self._lock.location, name) from error
+
+
+def typed_failure(kind: str, error: Exception, location: str, name: str) -> Exception:
+    """The error a call of collection ``name`` that failed with ``error`` raises: a full disk
+    (``kind`` "full") or a damaged store (else), saying what to do."""
+    if kind == "full":
+        failure: Exception = StoreFullError(
+            f"the disk of the store at {location} is full: collection {name!r} "
+            f"failed with {_first_line(error)!r}; nothing this call wrote was "
+            "acknowledged. Free space and retry (if the store then reports damage, "
+            f"{repair_hint(location, name)})"
+        )
+    else:
+        failure = StoreDamagedError(
+            f"the store at {location} is damaged: collection {name!r} fails with "
             f"Chroma's {_first_line(error)!r} (a known Chroma failure after a process was "
             "killed, or the disk filled, while it wrote). Nothing this call wrote was "
-            f"acknowledged; {repair_hint(self._lock.location, name)}"
-        ) from error
+            f"acknowledged; {repair_hint(location, name)}"
+        )
+    failure.__cause__ = error
+    return failure
 
 
 def _first_line(error: BaseException) -> str:

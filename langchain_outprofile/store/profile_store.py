@@ -9,20 +9,22 @@ content. Embeddings are always passed explicitly, so Chroma's default embedding 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from chromadb.api import ClientAPI
+from chromadb.api import AsyncClientAPI, ClientAPI
 from langchain_core.embeddings import Embeddings
 
 from langchain_outprofile.embeddings import StyleEmbeddings
-from langchain_outprofile.errors import EmbeddingMismatchError, InvalidInputError
+from langchain_outprofile.errors import AsyncClientError, EmbeddingMismatchError, InvalidInputError
 from langchain_outprofile.store.clients import (
+    AsyncGuardedCollection,
     GuardedCollection,
     StoreDamagedError,
     StoreFullError,
@@ -33,6 +35,7 @@ from langchain_outprofile.store.clients import (
     repair_hint,
     server_of,
 )
+from langchain_outprofile.store.io import AsyncWriteLock, NoLock, drive, hold, pause, settle
 from langchain_outprofile.store.rows import entries_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
@@ -55,6 +58,8 @@ _READ_PAGE = 10_000
 _VERSIONED_KEY = "outprofile_versioned"
 _BACKFILL_MARK = "versions-backfilled"
 _SCAN_PAGE = 5000
+_INLINE_EMBEDS = 64  # an async write embeds up to this many texts on the loop itself
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,10 @@ class ProfileStore:
 
     Args:
         path: directory of an embedded ``PersistentClient`` (default: the user data dir).
-        client: any chromadb client instead (``EphemeralClient``, ``HttpClient``, ...).
+        client: any chromadb client instead (``EphemeralClient``, ``HttpClient``, ...), or
+            an async one (``await chromadb.AsyncHttpClient(...)``): then only the
+            ``a``-prefixed methods work, after ``await store.aopen()``, and none of them
+            blocks the event loop (every operation is one coroutine, ``store/io.py``).
         collection_name: the collection holding every user. A collection this package did
             not create (one a ``langchain_chroma.Chroma`` made, say) is adopted: its rows stay
             as they are (no read here matches a row without a ``user_id``) and its metadata
@@ -92,6 +100,10 @@ class ProfileStore:
         store = ProfileStore(client=chromadb.EphemeralClient(), collection_name="t1")
         store.upsert([ProfileEntry.create("Hi!", user_id="ana")])
         store.load("ana").entries[0].text  # "Hi!"
+
+        astore = ProfileStore(client=await chromadb.AsyncHttpClient(port=8000))
+        await astore.aopen()
+        (await astore.aload("ana")).entries
         ```
     """
 
@@ -106,7 +118,7 @@ class ProfileStore:
         self,
         *,
         path: str | Path | None = None,
-        client: ClientAPI | None = None,
+        client: ClientAPI | AsyncClientAPI | None = None,
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
         documents: bool = False,
@@ -115,38 +127,63 @@ class ProfileStore:
             raise InvalidInputError("pass either path= or client=, not both")
         if client is None:
             client = persistent_client(path or default_path())
-        self.client = client
+        self.client: Any = client  # ClientAPI, or AsyncClientAPI when ``is_async``
         self.documents = documents
         self.embeddings = embeddings or StyleEmbeddings()
+        self.is_async = isinstance(client, AsyncClientAPI)
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
-        self._write_lock = location_lock(client)
-        # what reads hold: the whole lock on an embedded store, the thread part on a server
-        self._reads = self._write_lock.reads
+        self._name = collection_name
         self._versioned = False  # set by _open_collection
-        with self._write_lock:
-            self._write_lock.refresh(server_of(client))
-            self._collection: Any = self._open_collection(collection_name)
-            self._max_batch = max(1, int(client.get_max_batch_size()))
-            state_name = f"{collection_name}{STATE_SUFFIX}"
-            state_rows = self._opened(
-                state_name,
-                lambda: client.get_or_create_collection(
-                    name=state_name,
-                    metadata={"outprofile_state": SCHEMA_VERSION},
-                    embedding_function=None,
-                ),
-            )
-            self.state = StateRows(state_rows, self._reads, self._max_batch)
-            # a damaged store fails here, naming the repair, not in the middle of a write
-            self._collection.count()
-            state_rows.count()
+        location = location_lock(client)  # type: ignore[arg-type]
+        self._write_lock: Any = AsyncWriteLock(location) if self.is_async else location
+        # what reads hold: the whole lock on an embedded store, the thread part on a server,
+        # nothing with an async client (a server orders its own reads)
+        self._reads: Any = NoLock() if self.is_async else location.reads
+        self._collection: Any = _Unopened()
+        self._opening: asyncio.Lock | None = None
+        if not self.is_async:
+            with location:
+                location.refresh(server_of(client))
+                drive(self._open(collection_name))
+
+    async def aopen(self) -> None:
+        """Open the collections of a store given an async client (once; what the memory's
+        ``a``-prefixed methods do first). Nothing to do for a synchronous client."""
+        if not isinstance(self._collection, _Unopened):
+            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if isinstance(self._collection, _Unopened):
+                async with hold(self._write_lock):
+                    await self._open(self._name)
+
+    async def _open(self, collection_name: str) -> None:
+        """Open (or create) the entries collection and the state collection beside it."""
+        client: Any = self.client
+        collection = await self._open_collection(collection_name)
+        self._max_batch = max(1, int(await settle(client.get_max_batch_size())))
+        state_name = f"{collection_name}{STATE_SUFFIX}"
+        state_rows = await self._opened(
+            state_name,
+            lambda: client.get_or_create_collection(
+                name=state_name,
+                metadata={"outprofile_state": SCHEMA_VERSION},
+                embedding_function=None,
+            ),
+        )
+        # a damaged store fails here, naming the repair, not in the middle of a write
+        await settle(collection.count())
+        await settle(state_rows.count())
+        self.state = StateRows(state_rows, self._reads, self._max_batch)
+        self._collection = collection
 
     @property
     def collection_name(self) -> str:
         """Name of the Chroma collection in use."""
-        return str(self._collection.name)
+        return self._name
 
-    def _open_collection(self, name: str) -> Any:
+    async def _open_collection(self, name: str) -> Any:
         if not isinstance(name, str) or not _COLLECTION_NAME.fullmatch(name):
             raise InvalidInputError(
                 f"collection_name must be 3-506 characters of [a-zA-Z0-9._-], starting and "
@@ -164,15 +201,16 @@ class ProfileStore:
             _VERSIONED_KEY: True,
             **_HNSW,
         }
-        collection = self._opened(
+        client: Any = self.client
+        collection = await self._opened(
             name,
-            lambda: self.client.get_or_create_collection(
+            lambda: client.get_or_create_collection(
                 name=name, metadata=wanted, embedding_function=None
             ),
         )
         found = dict(collection.metadata or {})
         if "outprofile_schema" not in found:
-            found = self._adopted(collection, found, wanted)
+            found = await self._adopted(collection, found, wanted)
         if found.get("outprofile_schema") not in _READABLE_SCHEMAS:
             raise EmbeddingMismatchError(
                 f"collection {name!r} has outprofile_schema={found.get('outprofile_schema')!r}; "
@@ -189,27 +227,28 @@ class ProfileStore:
         self._versioned = found.get(_VERSIONED_KEY) is True
         return collection
 
-    def _adopted(
+    async def _adopted(
         self, collection: Any, found: dict[str, Any], wanted: dict[str, Any]
     ) -> dict[str, Any]:
         """Give a collection this package did not create its metadata keys (its index
         settings stay: Chroma cannot change them), and return its metadata."""
         ours = {k: v for k, v in wanted.items() if not k.startswith("hnsw:")}
         merged = {**{k: v for k, v in found.items() if not k.startswith("hnsw:")}, **ours}
-        collection.modify(metadata=merged)
+        await settle(collection.modify(metadata=merged))
         return {**found, **ours}
 
-    def _opened(self, name: str, open_: Any) -> GuardedCollection:
+    async def _opened(self, name: str, open_: Callable[[], Any]) -> Any:
         """``open_()``'s collection, guarded (see :class:`GuardedCollection`); Chroma's
         failures of a damaged store or a full disk while opening are typed as in a call."""
-        client = self.client
+        client: Any = self.client
+        lock = location_lock(client)
         try:
-            collection = open_()
+            collection = await settle(open_())
         except Exception as error:
-            kind = failure_kind(error, self._write_lock)
+            kind = failure_kind(error, lock)
             if kind is None:
                 raise
-            where = self._write_lock.location
+            where = lock.location
             if kind == "full":
                 raise StoreFullError(f"the disk of the store at {where} is full: {error}") from (
                     error
@@ -218,11 +257,24 @@ class ProfileStore:
                 f"the store at {where} is damaged: opening collection {name!r} fails with "
                 f"{error}; {repair_hint(where, name)}"
             ) from error
-        return GuardedCollection(
-            collection,
-            self._write_lock,
-            reopen=lambda: client.get_collection(name, embedding_function=None),
-        )
+
+        def reopen() -> Any:
+            return client.get_collection(name, embedding_function=None)
+
+        if self.is_async:
+            return AsyncGuardedCollection(collection, lock, reopen)
+        return GuardedCollection(collection, lock, reopen)
+
+    def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
+        """Run one of this store's coroutines for its synchronous method."""
+        if self.is_async:
+            operation.close()
+            raise AsyncClientError(
+                "this store was given an async Chroma client (chromadb.AsyncHttpClient): call "
+                "the a-prefixed methods from the event loop (await memory.aselect(...), await "
+                "memory.aadd(...)), or give it a synchronous client for the plain ones"
+            )
+        return drive(operation)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -234,6 +286,13 @@ class ProfileStore:
         return self.write(entries).entries
 
     def write(self, entries: Sequence[ProfileEntry], *, watch: Collection[str] = ()) -> Written:
+        """Store entries, folding each into any stored entry with the same id, and report
+        the entries as stored and the users whose profile version moved (see :meth:`awrite`)."""
+        return self._run(self.awrite(entries, watch=watch))
+
+    async def awrite(
+        self, entries: Sequence[ProfileEntry], *, watch: Collection[str] = ()
+    ) -> Written:
         """Store entries, folding each into any stored entry with the same id, and report
         the entries as stored and the users whose profile version moved.
 
@@ -249,11 +308,11 @@ class ProfileStore:
         merged_all: list[ProfileEntry] = []
         moved: set[str] = set()
 
-        def fold(batch: Sequence[ProfileEntry]) -> None:
-            stored = {e.id: e for e in self._get_by_ids([e.id for e in batch])}
-            self._write([e for e in batch if e.id not in stored])
+        async def fold(batch: Sequence[ProfileEntry]) -> None:
+            stored = {e.id: e for e in await self._get_by_ids([e.id for e in batch])}
+            await self._write([e for e in batch if e.id not in stored])
             merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
-            self._write_metadata([m for m in merged if m.id in stored])
+            await self._write_metadata([m for m in merged if m.id in stored])
             merged_all.extend(merged)
             moved.update(
                 m.user_id
@@ -261,21 +320,25 @@ class ProfileStore:
                 if m.selectable or (m.id in stored and stored[m.id].selectable)
             )
 
-        versions = self._batched(_fold_duplicates(entries), fold, moved, watch)
+        versions = await self._batched(_fold_duplicates(entries), fold, moved, watch)
         return Written(merged_all, {}, versions)
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
+        """Store entries exactly as given (no folding): see :meth:`areplace`."""
+        self._run(self.areplace(entries))
+
+    async def areplace(self, entries: Sequence[ProfileEntry]) -> None:
         """Store entries exactly as given (no folding): for imports and feedback rewrites.
 
         When several entries share an id, the last one wins (Chroma refuses duplicate ids).
         """
         unique = list({e.id: e for e in entries}.values())
-        self._batched(unique, self._write, {e.user_id for e in unique}, ())
+        await self._batched(unique, self._write, {e.user_id for e in unique}, ())
 
-    def _batched(
+    async def _batched(
         self,
         entries: Sequence[ProfileEntry],
-        write: Callable[[Sequence[ProfileEntry]], None],
+        write: Callable[[Sequence[ProfileEntry]], Awaitable[None]],
         moved: set[str],
         watch: Collection[str],
     ) -> dict[str, tuple[str | None, str]]:
@@ -295,58 +358,71 @@ class ProfileStore:
         try:
             for number, batch in enumerate(parts):
                 if number:
-                    self._write_lock.pause()
-                with self._write_lock:
+                    await pause(self._write_lock)
+                async with hold(self._write_lock):
                     if several:
-                        self.state.touch(e.user_id for e in batch)
-                    write(batch)
+                        await self.state.touch(e.user_id for e in batch)
+                    await write(batch)
                     if not several:
-                        return self._settle(users, moved, watch)
+                        return await self._settle(users, moved, watch)
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the first error is the news
-                self._touch(entries)
+                await self._touch(entries)
             raise
-        with self._write_lock:
-            return self._settle(users, users, ())
+        async with hold(self._write_lock):
+            return await self._settle(users, users, ())
 
-    def _touch(self, written: Sequence[ProfileEntry]) -> None:
+    async def _touch(self, written: Sequence[ProfileEntry]) -> None:
         """New versions for the users just written, after their entries (design.md)."""
         if written:
-            with self._write_lock:
-                self.state.touch(e.user_id for e in written)
+            async with hold(self._write_lock):
+                await self.state.touch(e.user_id for e in written)
 
-    def _settle(
+    async def _settle(
         self, users: set[str], moved: set[str], watch: Collection[str]
     ) -> dict[str, tuple[str | None, str]]:
         """After the entries: renew the versions of ``moved``; the other ``users`` only need
         a version row to exist (``user_ids`` lists users by it). Under the lock."""
-        renewed = self.state.touch(moved & users, watch) if moved & users else {}
-        self.state.ensure(users - moved)
+        renewed = await self.state.touch(moved & users, watch) if moved & users else {}
+        await self.state.ensure(users - moved)
         return renewed
 
-    def _write(self, batch: Sequence[ProfileEntry]) -> None:
+    async def _write(self, batch: Sequence[ProfileEntry]) -> None:
         if not batch:
             return
         texts = [e.text for e in batch]
-        self._collection.upsert(
-            ids=[e.id for e in batch],
-            metadatas=[to_metadata(e) for e in batch],
-            embeddings=self._embed(texts),
-            **({"documents": texts} if self.documents else {}),
+        await settle(
+            self._collection.upsert(
+                ids=[e.id for e in batch],
+                metadatas=[to_metadata(e) for e in batch],
+                embeddings=await self._embed(texts),
+                **({"documents": texts} if self.documents else {}),
+            )
         )
 
-    def _write_metadata(self, merged: Sequence[ProfileEntry]) -> None:
+    async def _write_metadata(self, merged: Sequence[ProfileEntry]) -> None:
         """Rewrite the rows of entries folded into stored ones: same id, so same text and
         vector; only signals, strength and fields change (no embedding, no index update)."""
         if merged:
-            self._collection.update(
-                ids=[e.id for e in merged], metadatas=[to_metadata(e) for e in merged]
+            await settle(
+                self._collection.update(
+                    ids=[e.id for e in merged], metadatas=[to_metadata(e) for e in merged]
+                )
             )
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        """Style vectors of ``texts``. With an async client the embedder's own coroutine
+        is awaited (a remote embedder), and a large batch of the offline embedder runs on a
+        worker thread (its CPU time would stall the loop)."""
         if isinstance(self.embeddings, StyleEmbeddings):
+            if self.is_async and len(texts) > _INLINE_EMBEDS:
+                return await asyncio.to_thread(self.embeddings.embed_array, texts)
             return self.embeddings.embed_array(texts)  # skips a round trip through lists
-        return np.asarray(self.embeddings.embed_documents(texts), dtype=np.float32)
+        if self.is_async:
+            rows = await self.embeddings.aembed_documents(texts)
+        else:
+            rows = self.embeddings.embed_documents(texts)
+        return np.asarray(rows, dtype=np.float32)
 
     def delete(self, user_id: str, ids: Iterable[str]) -> int:
         """Delete the given entries of one user; ids of other users are left alone. The
@@ -356,21 +432,34 @@ class ProfileStore:
     def remove(
         self, user_id: str, ids: Iterable[str], *, pending_only: bool = False, watch: bool = False
     ) -> Written:
+        """Delete the given entries of one user: see :meth:`aremove`."""
+        return self._run(self.aremove(user_id, ids, pending_only=pending_only, watch=watch))
+
+    async def aremove(
+        self, user_id: str, ids: Iterable[str], *, pending_only: bool = False, watch: bool = False
+    ) -> Written:
         """Delete the given entries of one user (ids of other users are left alone) and
         report what went. With ``pending_only``, only entries still pending when the lock is
         held go, and the profile version stays: a pending entry is never in a block, so no
         saved selection changes. Otherwise the user's saved selections and pins are removed
         and the version renewed (the version before read only with ``watch``)."""
         user = validate_user_id(user_id)
-        with self._write_lock:
-            found = [e for e in self._get_by_ids(list(ids)) if e.user_id == user]
+        async with hold(self._write_lock):
+            found = [e for e in await self._get_by_ids(list(ids)) if e.user_id == user]
             owned = [e.id for e in found if e.pending or not pending_only]
             for batch in batches(owned, self._max_batch):
-                self._collection.delete(ids=list(batch))  # ids only: checked as the user's
-            versions = self.state.drop(user, watch=watch) if owned and not pending_only else {}
+                # ids only: checked as the user's
+                await settle(self._collection.delete(ids=list(batch)))
+            versions = (
+                await self.state.drop(user, watch=watch) if owned and not pending_only else {}
+            )
         return Written([], {user: owned} if owned else {}, versions)
 
     def delete_user(self, user_id: str) -> int:
+        """Hard-delete every entry of one user: see :meth:`adelete_user`."""
+        return self._run(self.adelete_user(user_id))
+
+    async def adelete_user(self, user_id: str) -> int:
         """Hard-delete every entry of one user, pending ones included.
 
         Deletes by id, ``delete_batch`` entries at a time, releasing the location's lock
@@ -384,67 +473,115 @@ class ProfileStore:
         user = validate_user_id(user_id)
         removed = 0
         while True:
-            with self._write_lock:
-                ids = self._ids_where({"user_id": user}, limit=self.delete_batch)
+            async with hold(self._write_lock):
+                ids = await self._ids_where({"user_id": user}, limit=self.delete_batch)
                 if ids and not removed:
-                    self.state.forget(user)
+                    await self.state.forget(user)
                 if ids:
-                    self._collection.delete(ids=ids)
+                    await settle(self._collection.delete(ids=ids))
             removed += len(ids)
             if len(ids) < self.delete_batch:
                 break
-            self._write_lock.pause()
-        with self._write_lock:
-            self.state.forget(user)  # every state row: no row names a forgotten user
+            await pause(self._write_lock)
+        async with hold(self._write_lock):
+            await self.state.forget(user)  # every state row: no row names a forgotten user
         return removed
 
     def drop(self) -> None:
         """Delete this store's collections (every user's entries and state). Irreversible."""
-        with self._write_lock:
-            self._write_lock.note_write(server_of(self.client))
-            self.client.delete_collection(self.state.name)
-            self.client.delete_collection(self._collection.name)
+        self._run(self.adrop())
 
-    # -- profile versions and stored selections ------------------------------------------
+    async def adrop(self) -> None:
+        """Delete this store's collections (every user's entries and state). Irreversible."""
+        client: Any = self.client
+        async with hold(self._write_lock):
+            if not self.is_async:
+                self._write_lock.note_write(server_of(client))
+            await settle(client.delete_collection(self.state.name))
+            await settle(client.delete_collection(self._collection.name))
+
+    # -- profile versions, stored selections and thread pins -----------------------------
 
     def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """See :meth:`StateRows.snapshot`."""
-        return self.state.snapshot(user_id, key)
+        return self._run(self.asnapshot(user_id, key))
+
+    async def asnapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
+        """See :meth:`StateRows.snapshot`."""
+        return await self.state.snapshot(user_id, key)
 
     def version(self, user_id: str) -> str:
         """See :meth:`StateRows.version`."""
-        return self.state.version(user_id)
+        return self._run(self.aversion(user_id))
+
+    async def aversion(self, user_id: str) -> str:
+        """See :meth:`StateRows.version`."""
+        return await self.state.version(user_id)
 
     def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> None:
+        """See :meth:`asave_snapshot`."""
+        self._run(self.asave_snapshot(user_id, key, version, payload))
+
+    async def asave_snapshot(self, user_id: str, key: str, version: str, payload: str) -> None:
         """See :meth:`StateRows.save_snapshot`. A snapshot only saves later reads work, so
         one the disk has no room for is skipped: a full disk fails writes, not reads."""
         try:
-            self.state.save_snapshot(user_id, key, version, payload)
+            await self.state.save_snapshot(user_id, key, version, payload)
         except StoreFullError:
             return
+
+    async def apin(
+        self, user_id: str, thread: str, key: str, *, now: float
+    ) -> tuple[str, float] | None:
+        """See :meth:`StateRows.pin`."""
+        return await self.state.pin(user_id, thread, key, now=now)
+
+    async def asave_pin(
+        self,
+        user_id: str,
+        thread: str,
+        key: str,
+        payload: str,
+        *,
+        version: str,
+        now: float,
+        expires_at: float,
+    ) -> bool:
+        """See :meth:`StateRows.save_pin`."""
+        return await self.state.save_pin(
+            user_id, thread, key, payload, version=version, now=now, expires_at=expires_at
+        )
 
     # -- reads ----------------------------------------------------------------------------
 
     def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
+        """Every entry of one user (and its style vector), oldest first: see :meth:`aload`."""
+        return self._run(self.aload(user_id, with_vectors=with_vectors))
+
+    async def aload(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
         """Every entry of one user (and its style vector), oldest first.
 
         A profile of up to ``eager_rows`` entries comes back with its vectors in one read;
-        a larger one reads texts and metadata only and fetches vectors by id when asked.
+        a larger one reads texts and metadata only and fetches vectors by id when asked
+        (with an async client, at once: selection asks for them in code that cannot wait
+        for I/O).
         """
         user = validate_user_id(user_id)
         where = {"user_id": user}
         if with_vectors:
             include: Any = [*_INCLUDE_ALL, "embeddings"]
-            first = self._read(where=where, include=include, limit=self.eager_rows + 1)
+            first = await self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 return self._eager_profile(first)
-        entries = self._entries_where(where)
+        entries = await self._entries_where(where)
         entries.sort(key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             return StoredProfile(
                 tuple(entries), np.zeros((len(entries), self._dimension), np.float32)
             )
-        return StoredProfile(tuple(entries), fetch=self._vectors, dimension=self._dimension)
+        if self.is_async:
+            return StoredProfile(tuple(entries), await self.avectors([e.id for e in entries]))
+        return StoredProfile(tuple(entries), fetch=self.vectors, dimension=self._dimension)
 
     def _eager_profile(self, result: Any) -> StoredProfile:
         entries = entries_from(result)
@@ -454,7 +591,11 @@ class ProfileStore:
         order = sorted(range(len(entries)), key=lambda i: (entries[i].created_at, entries[i].id))
         return StoredProfile(tuple(entries[i] for i in order), vectors[order])
 
-    def _vectors(self, ids: list[str]) -> np.ndarray:
+    def vectors(self, ids: list[str]) -> np.ndarray:
+        """Style vectors of the given entry ids of one user: see :meth:`avectors`."""
+        return self._run(self.avectors(ids))
+
+    async def avectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone).
 
         ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
@@ -464,17 +605,16 @@ class ProfileStore:
         rows = np.zeros((len(ids), self._dimension), dtype=np.float32)
         position = {id_: i for i, id_ in enumerate(ids)}
         for batch in batches(ids, self._max_batch):
-            found = self._read(ids=list(batch), include=["embeddings"])
+            found = await self._read(ids=list(batch), include=["embeddings"])
             for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
                 rows[position[id_]] = vector
         return rows
 
-    def vectors(self, ids: list[str]) -> np.ndarray:
-        """Style vectors of the given entry ids of one user (rows in that order; zeros for
-        an id not stored). See :meth:`_vectors`."""
-        return self._vectors(ids)
-
     def find_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
+        """The entries recorded under a run id: see :meth:`afind_runs`."""
+        return self._run(self.afind_runs(run_id, user_id))
+
+    async def afind_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
         """The entries recorded under a run id (of one user, when given), newest first.
 
         Run ids come from callers (``config["run_id"]``), so more than one user may hold
@@ -484,26 +624,42 @@ class ProfileStore:
         at 10k entries, docs/benchmarks.md).
         """
         owner = None if user_id is None else validate_user_id(user_id)
-        found = entries_from(self._read(where={"run_id": run_id}, include=_INCLUDE_ALL))
+        found = entries_from(await self._read(where={"run_id": run_id}, include=_INCLUDE_ALL))
         matches = [e for e in found if e.run_id == run_id and owner in (None, e.user_id)]
         return sorted(matches, key=lambda e: (-e.updated_at, e.id))
 
     def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
         """Ids of one user's pending entries last touched before ``cutoff``."""
+        return self._run(self.apending_older_than(user_id, cutoff))
+
+    async def apending_older_than(self, user_id: str, cutoff: float) -> list[str]:
+        """Ids of one user's pending entries last touched before ``cutoff``."""
         user = validate_user_id(user_id)
         where = {"$and": [{"user_id": user}, {"pending": True}, {"updated_at": {"$lt": cutoff}}]}
-        return self._ids_where(where)
+        return await self._ids_where(where)
 
     def count(self, user_id: str) -> int:
         """Number of entries stored for one user."""
-        return len(self._ids_where({"user_id": validate_user_id(user_id)}))
+        return self._run(self.acount(user_id))
+
+    async def acount(self, user_id: str) -> int:
+        """Number of entries stored for one user."""
+        return len(await self._ids_where({"user_id": validate_user_id(user_id)}))
 
     def total(self) -> int:
         """Number of entries in the whole collection (all users; no content is read)."""
-        with self._reads:
-            return int(self._collection.count())
+        return self._run(self.atotal())
+
+    async def atotal(self) -> int:
+        """Number of entries in the whole collection (all users; no content is read)."""
+        async with hold(self._reads):
+            return int(await settle(self._collection.count()))
 
     def user_ids(self) -> list[str]:
+        """The users that have entries: see :meth:`auser_ids`."""
+        return self._run(self.auser_ids())
+
+    async def auser_ids(self) -> list[str]:
         """The users that have entries. Reads the small version rows of the state collection
         (no entry text); each listed user is confirmed to have an entry.
 
@@ -511,57 +667,69 @@ class ProfileStore:
         metadata, as earlier releases listed users) and the missing rows are written.
         """
         if not self._versioned:
-            self._backfill_versions()
-        return sorted(u for u in self.state.users() if self._ids_where({"user_id": u}, limit=1))
+            await self._backfill_versions()
+        return sorted(
+            [u for u in await self.state.users() if await self._ids_where({"user_id": u}, limit=1)]
+        )
 
-    def _backfill_versions(self) -> None:
+    async def _backfill_versions(self) -> None:
         """Give every user found in the entries a version row, once per collection.
 
         Users written while the scan runs get their rows from the write itself (every write
         sets its users' versions after the entries), so the scan only has to find the users
         written before version rows existed.
         """
-        if self.state.has_mark(_BACKFILL_MARK):
+        if await self.state.has_mark(_BACKFILL_MARK):
             self._versioned = True
             return
         found: set[str] = set()
         offset = 0
         while True:
-            page = self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
+            page = await self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
             if not page["ids"]:
                 break
             found.update(str(m["user_id"]) for m in page["metadatas"] or [] if m)
             offset += len(page["ids"])
-        missing = found - self.state.users()
+        missing = found - await self.state.users()
         if missing:
-            self.state.touch(missing)
-        self.state.mark(_BACKFILL_MARK)
+            await self.state.touch(missing)
+        await self.state.mark(_BACKFILL_MARK)
         self._versioned = True
 
-    def _entries_where(self, where: Any) -> list[ProfileEntry]:
+    async def _entries_where(self, where: Any) -> list[ProfileEntry]:
         """Every entry matching ``where``. Chroma's SQLite fails a read of more rows than it
         has SQL variables for ("too many SQL variables" at 100k rows), so a result larger
         than one page is read as ids first, then by id, a page at a time."""
-        first = self._read(where=where, include=_INCLUDE_ALL, limit=_READ_PAGE + 1)
+        first = await self._read(where=where, include=_INCLUDE_ALL, limit=_READ_PAGE + 1)
         if len(first["ids"]) <= _READ_PAGE:
             return entries_from(first)
-        ids = self._ids_where(where)
-        return [e for page in batches(ids, _READ_PAGE) for e in self._get_by_ids(list(page))]
+        ids = await self._ids_where(where)
+        return [e for page in batches(ids, _READ_PAGE) for e in await self._get_by_ids(list(page))]
 
-    def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
+    async def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
         if not ids:
             return []
-        return entries_from(self._read(ids=ids, include=_INCLUDE_ALL))
+        return entries_from(await self._read(ids=ids, include=_INCLUDE_ALL))
 
-    def _read(self, **query: Any) -> Any:
+    async def _read(self, **query: Any) -> Any:
         """``collection.get`` under the location's read lock: embedded Chroma can fail a read
         that races a write of another thread or process ("Error finding id"; see
         docs/reliability.md)."""
-        with self._reads:
-            return self._collection.get(**query)
+        async with hold(self._reads):
+            return await settle(self._collection.get(**query))
 
-    def _ids_where(self, where: Any, limit: int | None = None) -> list[str]:
-        return list(self._read(where=where, include=[], limit=limit)["ids"])
+    async def _ids_where(self, where: Any, limit: int | None = None) -> list[str]:
+        return list((await self._read(where=where, include=[], limit=limit))["ids"])
+
+
+class _Unopened:
+    """The collection of a store given an async client before :meth:`ProfileStore.aopen`."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AsyncClientError(
+            "this store was given an async Chroma client and is not open yet: "
+            "await store.aopen() (the memory's a-prefixed methods do) before using it"
+        )
 
 
 def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
+from langchain_outprofile.store.io import hold, settle
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = [
@@ -54,9 +55,12 @@ _PAGE = 5000
 class StateRows:
     """Versions and snapshots of every user of one entries collection.
 
+    Every method is a coroutine of the store's logic (``store/io.py``): the store runs it
+    to its end at once with a synchronous client, or awaits it with an async one.
+
     Args:
-        collection: the chromadb collection ``<name>.state``.
-        lock: the store location's lock (every call to Chroma holds it).
+        collection: the chromadb collection ``<name>.state`` (sync or async).
+        lock: what the store's reads hold (every call to Chroma holds it).
         max_batch: the client's largest write.
     """
 
@@ -72,7 +76,7 @@ class StateRows:
         """Name of the state collection."""
         return str(self._collection.name)
 
-    def touch(
+    async def touch(
         self, users: Iterable[str], watch: Collection[str] = ()
     ) -> dict[str, tuple[str | None, str]]:
         """Give each user's profile a new version, so selections stored for the old one go
@@ -84,44 +88,40 @@ class StateRows:
         that way.)"""
         ordered = sorted(set(users))
         renewed: dict[str, tuple[str | None, str]] = {}
-        with self._lock:
+        async with hold(self._lock):
             for batch in batches(ordered, self._max_batch):
                 watched = [user for user in batch if user in watch]
                 before: dict[str, str | None] = {user: None for user in batch}
                 if watched:
-                    found = self._versions(watched)
+                    found = await self._versions(watched)
                     before.update({user: found.get(user, "") for user in watched})
                 after = {user: uuid.uuid4().hex for user in batch}
-                self._collection.upsert(
-                    ids=[state_id("v", user) for user in batch],
-                    metadatas=[
-                        {"user_id": u, "version": after[u], "emptied": False} for u in batch
-                    ],
-                    embeddings=np.ones((len(batch), 1), dtype=np.float32),
+                await self._upsert(
+                    [state_id("v", user) for user in batch],
+                    [{"user_id": u, "version": after[u], "emptied": False} for u in batch],
                 )
                 renewed.update((u, (before[u], after[u])) for u in batch)
         self._versioned.update(ordered)
         return renewed
 
-    def ensure(self, users: Iterable[str]) -> None:
+    async def ensure(self, users: Iterable[str]) -> None:
         """Give a version row to each of ``users`` that has none (``users()`` lists users by
         it), leaving existing versions alone. Users this object saw with a version are not
         read again."""
         unknown = sorted(set(users) - self._versioned)
         if not unknown:
             return
-        with self._lock:
-            found = self._versions(unknown)
+        async with hold(self._lock):
+            found = await self._versions(unknown)
             self._versioned.update(found)
             missing = [user for user in unknown if user not in found]
             if missing:
-                self.touch(missing)
+                await self.touch(missing)
 
-    def _versions(self, users: Sequence[str]) -> dict[str, str]:
+    async def _versions(self, users: Sequence[str]) -> dict[str, str]:
         """The current version of each of ``users`` that has one (one read by id)."""
         ids = {state_id("v", user): user for user in users}
-        with self._lock:
-            found = self._collection.get(ids=list(ids), include=_METADATAS)
+        found = await self._get(ids=list(ids), include=_METADATAS)
         versions = {}
         for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True):
             user = ids.get(id_)
@@ -131,35 +131,37 @@ class StateRows:
                     versions[user] = version
         return versions
 
-    def drop(self, user: str, *, watch: bool = False) -> dict[str, tuple[str | None, str]]:
+    async def drop(self, user: str, *, watch: bool = False) -> dict[str, tuple[str | None, str]]:
         """After a delete: remove the user's stored selections and pins (they may quote
         deleted text) and start a new version (a forgotten user gets none: see
         :meth:`forget`). Returns what :meth:`touch` returns (the version before is read
         only with ``watch``)."""
-        with self._lock:
-            before = self._versions([user]).get(user, "") if watch else None
-            self.forget(user)
-            renewed = self.touch([user])
+        async with hold(self._lock):
+            before = (await self._versions([user])).get(user, "") if watch else None
+            await self.forget(user)
+            renewed = await self.touch([user])
         return {user: (before, renewed[user][1])}
 
-    def forget(self, user_id: str) -> None:
+    async def forget(self, user_id: str) -> None:
         """Remove every state row of the user: the version row, every snapshot and every
         thread pin. No row names the user afterwards, and the user reads as never written
         (version '') until a write sets a new random version. Snapshots in flight are
         handled by :meth:`save_snapshot`, which never keeps one whose version is gone."""
         user = validate_user_id(user_id)
         own = [state_id("v", user), *(_slot_id(user, n) for n in range(SNAPSHOT_SLOTS))]
-        with self._lock:
-            self._collection.delete(ids=own)  # also rows whose metadata lost the user
-            self._collection.delete(where={"user_id": user})  # pins, rows of older releases
+        async with hold(self._lock):
+            await self._delete(ids=own)  # also rows whose metadata lost the user
+            await self._delete(where={"user_id": user})  # pins, rows of older releases
         self._versioned.discard(user)
 
-    def pin(self, user_id: str, thread: str, key: str, *, now: float) -> tuple[str, float] | None:
+    async def pin(
+        self, user_id: str, thread: str, key: str, *, now: float
+    ) -> tuple[str, float] | None:
         """The payload pinned for ``thread`` under ``key`` and when it expires, unless it
         did by ``now`` (one read by id; the row is checked for its user, thread and key)."""
         user = validate_user_id(user_id)
         pin_id = _pin_id(user, thread, key)
-        meta = self._rows(user, [pin_id]).get(pin_id)
+        meta = (await self._rows(user, [pin_id])).get(pin_id)
         if meta is None or meta.get("thread") != thread or meta.get("key") != key:
             return None
         payload, expires = meta.get("payload"), meta.get("expires_at")
@@ -167,7 +169,7 @@ class StateRows:
             return None
         return payload, expires
 
-    def save_pin(
+    async def save_pin(
         self,
         user_id: str,
         thread: str,
@@ -194,21 +196,19 @@ class StateRows:
             "payload": payload,
             "expires_at": float(expires_at),
         }
-        with self._lock:
-            if self._current(user, version_id) != version:
+        async with hold(self._lock):
+            if await self._current(user, version_id) != version:
                 return False
-            self._collection.delete(
+            await self._delete(
                 where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
             )
-            self._collection.upsert(
-                ids=[pin_id], metadatas=[meta], embeddings=np.ones((1, 1), dtype=np.float32)
-            )
-            if self._current(user, version_id) == version:
+            await self._upsert([pin_id], [meta])
+            if await self._current(user, version_id) == version:
                 return True
-            self._collection.delete(ids=[pin_id])
+            await self._delete(ids=[pin_id])
         return False
 
-    def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
+    async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that
         version (None when there is none, it was saved for an older version, or its slot
         holds another key).
@@ -217,7 +217,7 @@ class StateRows:
         """
         user = validate_user_id(user_id)
         version_id, slot_id = state_id("v", user), snapshot_id(user, key)
-        rows = self._rows(user, [version_id, slot_id])
+        rows = await self._rows(user, [version_id, slot_id])
         version = _version_in(rows, version_id)
         meta = rows.get(slot_id)
         if not version or meta is None or meta.get("version") != version:
@@ -227,14 +227,13 @@ class StateRows:
             return version, None
         return version, payload
 
-    def version(self, user_id: str) -> str:
+    async def version(self, user_id: str) -> str:
         """The user's profile version: a new random token after every write ('' before any,
         and after ``forget``)."""
         user = validate_user_id(user_id)
-        version_id = state_id("v", user)
-        return _version_in(self._rows(user, [version_id]), version_id)
+        return await self._current(user, state_id("v", user))
 
-    def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> bool:
+    async def save_snapshot(self, user_id: str, key: str, version: str, payload: str) -> bool:
         """Keep ``payload`` for ``key`` as computed from the profile at ``version``. Returns
         whether it was kept: False when ``version`` is '' (an unknown or forgotten user: a
         read of one writes nothing), or when the user's version is no longer ``version``.
@@ -251,26 +250,24 @@ class StateRows:
         if not version:
             return False
         version_id, slot_id = state_id("v", user), snapshot_id(user, key)
-        with self._lock:
-            if self._current(user, version_id) != version:
+        async with hold(self._lock):
+            if await self._current(user, version_id) != version:
                 return False
-            self._sweep_earlier_releases()
-            self._collection.upsert(
-                ids=[slot_id],
-                metadatas=[{"user_id": user, "version": version, "key": key, "payload": payload}],
-                embeddings=np.ones((1, 1), dtype=np.float32),
+            await self._sweep_earlier_releases()
+            await self._upsert(
+                [slot_id], [{"user_id": user, "version": version, "key": key, "payload": payload}]
             )
-            if self._current(user, version_id) == version:
+            if await self._current(user, version_id) == version:
                 return True
-            self._collection.delete(ids=[slot_id], where={"version": version})
+            await self._delete(ids=[slot_id], where={"version": version})
         return False
 
-    def users(self, page_size: int = _PAGE) -> set[str]:
+    async def users(self, page_size: int = _PAGE) -> set[str]:
         """Users with a version row (metadata only: no entry text and no saved block is
         read). A row without a ``user_id``, or flagged ``emptied`` by an older release's
         ``forget``, is skipped."""
         found: set[str] = set()
-        for page in self._pages(page_size, _METADATAS):
+        async for page in self._pages(page_size, _METADATAS):
             for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
                 if id_.startswith("v:") and meta and not meta.get("emptied"):
                     user = meta.get("user_id")
@@ -278,63 +275,76 @@ class StateRows:
                         found.add(user)
         return found
 
-    def has_mark(self, name: str) -> bool:
+    async def has_mark(self, name: str) -> bool:
         """Whether :meth:`mark` was called for ``name`` on this collection (one id lookup)."""
-        with self._lock:
-            found = self._collection.get(ids=[_mark_id(name)], include=_NO_FIELDS)
+        found = await self._get(ids=[_mark_id(name)], include=_NO_FIELDS)
         return bool(found["ids"])
 
-    def mark(self, name: str) -> None:
+    async def mark(self, name: str) -> None:
         """Record, once per collection, that a one-time step ``name`` is done. Mark rows
         carry no ``user_id``: no per-user read or delete ever matches them."""
-        with self._lock:
-            self._collection.upsert(
-                ids=[_mark_id(name)],
-                metadatas=[{"mark": name}],
-                embeddings=np.ones((1, 1), dtype=np.float32),
-            )
+        await self._upsert([_mark_id(name)], [{"mark": name}])
 
-    def _sweep_earlier_releases(self) -> None:
+    async def _sweep_earlier_releases(self) -> None:
         """Once per collection, before this release saves its first snapshot there: delete
         the snapshot rows of earlier releases (one row per options key, ``s:<hash>``, with the
         payload as a full-text indexed document; never served by this release)."""
         if self._swept:
             return
-        with self._lock:
-            if not self.has_mark(SLOTTED_MARK):
+        async with hold(self._lock):
+            if not await self.has_mark(SLOTTED_MARK):
                 old = [
                     id_
-                    for page in self._pages(_PAGE, _NO_FIELDS)
+                    async for page in self._pages(_PAGE, _NO_FIELDS)
                     for id_ in page["ids"]
                     if _LEGACY_SNAPSHOT.fullmatch(id_)
                 ]
                 for batch in batches(old, self._max_batch):
-                    self._collection.delete(ids=list(batch))
-                self.mark(SLOTTED_MARK)
+                    await self._delete(ids=list(batch))
+                await self.mark(SLOTTED_MARK)
             self._swept = True
 
-    def _pages(self, page_size: int, include: Any) -> Iterator[Any]:
+    async def _pages(self, page_size: int, include: Any) -> AsyncIterator[Any]:
         offset = 0
         while True:
-            with self._lock:
-                page = self._collection.get(include=include, limit=page_size, offset=offset)
+            page = await self._get(include=include, limit=page_size, offset=offset)
             if not page["ids"]:
                 return
             yield page
             offset += len(page["ids"])
 
-    def _current(self, user: str, version_id: str) -> str:
-        return _version_in(self._rows(user, [version_id]), version_id)
+    async def _current(self, user: str, version_id: str) -> str:
+        return _version_in(await self._rows(user, [version_id]), version_id)
 
-    def _rows(self, user: str, ids: list[str]) -> dict[str, Any]:
+    async def _rows(self, user: str, ids: list[str]) -> dict[str, Any]:
         """Metadata of the rows ``ids`` that belong to ``user``."""
-        with self._lock:
-            found = self._collection.get(ids=ids, include=_METADATAS)
+        found = await self._get(ids=ids, include=_METADATAS)
         return {
             id_: meta
             for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True)
             if meta and meta.get("user_id") == user
         }
+
+    # -- the calls to Chroma: each holds the lock ---------------------------------------
+
+    async def _get(self, **query: Any) -> Any:
+        async with hold(self._lock):
+            return await settle(self._collection.get(**query))
+
+    async def _delete(self, **which: Any) -> None:
+        async with hold(self._lock):
+            await settle(self._collection.delete(**which))
+
+    async def _upsert(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
+        """State rows carry a one-number vector: Chroma needs one, and none is searched."""
+        async with hold(self._lock):
+            await settle(
+                self._collection.upsert(
+                    ids=ids,
+                    metadatas=metadatas,
+                    embeddings=np.ones((len(ids), 1), dtype=np.float32),
+                )
+            )
 
 
 def state_id(kind: str, user: str, key: str = "") -> str:

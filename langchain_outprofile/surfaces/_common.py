@@ -14,6 +14,7 @@ model's own ``max_tokens`` in the same chain.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -22,7 +23,12 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
-from langchain_outprofile.types import ProfileSource, SelectionOptions
+from langchain_outprofile.types import (
+    ProfileEntry,
+    ProfileSelection,
+    ProfileSource,
+    SelectionOptions,
+)
 from langchain_outprofile.validation import validate_thread_id, validate_user_id
 
 __all__ = [
@@ -32,6 +38,8 @@ __all__ = [
     "USER_ID_SPEC",
     "Placement",
     "SurfaceSettings",
+    "arecord_output",
+    "aselect",
     "check_placement",
     "setting_specs",
     "settings_from_config",
@@ -260,3 +268,29 @@ class SurfaceSettings:
     def user_for(self, config: RunnableConfig | None) -> str:
         """The user of one call (see :func:`user_id_from_config`)."""
         return user_id_from_config(self.user_id, config)
+
+
+async def aselect(source: ProfileSource, user_id: str, **arguments: Any) -> ProfileSelection:
+    """``source.select`` from the event loop: the source's own ``aselect`` when it has one
+    (:class:`~langchain_outprofile.OutputProfileMemory`'s never blocks the loop with an async
+    Chroma client), else ``select`` on a worker thread.
+
+    Example:
+        ```python
+        selection = await aselect(memory, "ana", options=options, thread_id="t-1")
+        ```
+    """
+    native = getattr(source, "aselect", None)
+    if native is not None:
+        selection: ProfileSelection = await native(user_id, **arguments)
+        return selection
+    return await asyncio.to_thread(lambda: source.select(user_id, **arguments))
+
+
+async def arecord_output(source: ProfileSource, text: str, **arguments: Any) -> ProfileEntry:
+    """``source.record_output`` from the event loop, as :func:`aselect` reads."""
+    native = getattr(source, "arecord_output", None)
+    if native is not None:
+        entry: ProfileEntry = await native(text, **arguments)
+        return entry
+    return await asyncio.to_thread(lambda: source.record_output(text, **arguments))

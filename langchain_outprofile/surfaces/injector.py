@@ -14,7 +14,6 @@ placement, any selection option) can change per call, three ways, later ones win
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ from langchain_outprofile.surfaces._common import (
     SETTING_NAMES,
     Placement,
     SurfaceSettings,
+    aselect,
     setting_specs,
     thread_id_from_config,
 )
@@ -168,13 +168,19 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     def _select(
         self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
     ) -> ProfileSelection:
-        user = settings.user_for(config)
         return self.memory.select(
-            user,
-            options=settings.options,
-            query=last_human_text(messages),
-            thread_id=thread_id_from_config(config),
+            settings.user_for(config), **self._read_arguments(messages, config, settings)
         )
+
+    def _read_arguments(
+        self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
+    ) -> dict[str, Any]:
+        """What a call's read asks of the memory besides the user."""
+        return {
+            "options": settings.options,
+            "query": last_human_text(messages),
+            "thread_id": thread_id_from_config(config),
+        }
 
     def _inject(
         self,
@@ -197,7 +203,11 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     ) -> list[BaseMessage]:
         settings = self.settings_for(config, **overrides)
         messages = to_messages(value)
-        selection = await asyncio.to_thread(self._select, messages, config, settings)
+        user, arguments = (
+            settings.user_for(config),
+            self._read_arguments(messages, config, settings),
+        )
+        selection = await aselect(self.memory, user, **arguments)
         return place_block(messages, selection.text, settings.placement)
 
     def invoke(
@@ -216,7 +226,8 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[BaseMessage]:
-        """Async :meth:`invoke`; the store read runs in a worker thread."""
+        """Async :meth:`invoke`: the memory's ``aselect`` (with an async Chroma client the
+        read never blocks the event loop; with a synchronous one it runs on a worker thread)."""
         return await self._acall_with_config(
             self._ainject, input, ensure_config(config), run_type="prompt", **kwargs
         )

@@ -57,10 +57,12 @@ from langgraph.store.base import (
 )
 
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
+from langchain_outprofile.store.io import drive
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
     EntryFields,
     ProfileEntry,
+    ProfileSelection,
     ProfileSource,
     SelectionOptions,
     Signal,
@@ -173,6 +175,7 @@ class OutputProfileStore(BaseStore):
         chosen = options or memory.options
         self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
         self._writes = threading.Lock()
+        self._async_writes = asyncio.Lock()
 
     # -- BaseStore ------------------------------------------------------------------------
 
@@ -190,6 +193,14 @@ class OutputProfileStore(BaseStore):
             NotImplementedError: for a put with a TTL.
         """
         ops = list(ops)
+        built = self._checked(ops)
+        if not any(isinstance(op, PutOp) for op in ops):
+            return drive(self._run_all(ops, built, _Calls(self.memory)))
+        with self._writes:
+            return drive(self._run_all(ops, built, _Calls(self.memory)))
+
+    def _checked(self, ops: list[Op]) -> dict[int, ProfileEntry]:
+        """Check every operation before any runs; the entries the puts set, by position."""
         built: dict[int, ProfileEntry] = {}
         for n, op in enumerate(ops):
             validate_op_namespace(op)
@@ -207,61 +218,80 @@ class OutputProfileStore(BaseStore):
                 self._user_and_labels(op.namespace_prefix)
             elif not isinstance(op, ListNamespacesOp):
                 raise InvalidInputError(f"unknown store operation {type(op).__name__}")
-        profiles = _Profiles(self.memory)
-        if not any(isinstance(op, PutOp) for op in ops):
-            return [self._run(op, profiles, None) for op in ops]
-        with self._writes:
-            return [self._run(op, profiles, built.get(n)) for n, op in enumerate(ops)]
+        return built
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """Async :meth:`batch`; the store work runs in a worker thread."""
-        return await asyncio.to_thread(self.batch, list(ops))
+        """Async :meth:`batch`. Over a memory with an async Chroma client it awaits the
+        memory's ``a``-prefixed methods and never blocks the event loop; otherwise the
+        synchronous batch runs on a worker thread."""
+        ops = list(ops)
+        if not getattr(self.memory.store, "is_async", False):
+            return await asyncio.to_thread(self.batch, ops)
+        built = self._checked(ops)
+        calls = _AsyncCalls(self.memory)
+        if not any(isinstance(op, PutOp) for op in ops):
+            return await self._run_all(ops, built, calls)
+        async with self._async_writes:
+            return await self._run_all(ops, built, calls)
 
-    def _run(self, op: Op, profiles: _Profiles, entry: ProfileEntry | None) -> Result:
+    async def _run_all(
+        self, ops: list[Op], built: dict[int, ProfileEntry], calls: _Calls
+    ) -> list[Result]:
+        profiles = _Profiles(calls)
+        return [await self._run(op, profiles, built.get(n), calls) for n, op in enumerate(ops)]
+
+    async def _run(
+        self, op: Op, profiles: _Profiles, entry: ProfileEntry | None, calls: _Calls
+    ) -> Result:
         if isinstance(op, GetOp):
-            return self._get(op, profiles)
+            return await self._get(op, profiles)
         if isinstance(op, PutOp):
-            self._put(op, profiles, entry)
+            await self._put(op, profiles, entry, calls)
             return None
         if isinstance(op, SearchOp):
-            return self._search(op, profiles)
+            return await self._search(op, profiles, calls)
         assert isinstance(op, ListNamespacesOp)
-        return self._list_namespaces(op, profiles)
+        return await self._list_namespaces(op, profiles, calls)
 
     # -- operations -----------------------------------------------------------------------
 
-    def _get(self, op: GetOp, profiles: _Profiles) -> Item | None:
+    async def _get(self, op: GetOp, profiles: _Profiles) -> Item | None:
         user, labels = self._user_and_labels(op.namespace)
-        entry = profiles.of(user).by_key.get((labels, op.key))
+        entry = (await profiles.of(user)).by_key.get((labels, op.key))
         return None if entry is None else Item(**self._item_fields(entry, _value_of(entry)))
 
-    def _put(self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None) -> None:
+    async def _put(
+        self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None, calls: _Calls
+    ) -> None:
         """Set the entry under the key (``entry`` was built from ``op.value``), or delete it."""
         user, labels = self._user_and_labels(op.namespace)
-        index = profiles.of(user)
+        index = await profiles.of(user)
         previous = index.by_key.get((labels, op.key))
         if entry is None:
             if previous is not None:
-                self.memory.delete(previous.id, user_id=user)
+                await calls.delete(previous.id, user)
                 profiles.drop(user)
             return
         same = index.by_id.get(entry.id)
         if same is not None:  # the same text: keep when it was first seen, and its run id
             entry = replace(entry, created_at=same.created_at, run_id=same.run_id)
-        self.memory.import_([entry.to_dict()])
+        await calls.import_([entry.to_dict()])
         if previous is not None and previous.id != entry.id:
-            self.memory.delete(previous.id, user_id=user)
+            await calls.delete(previous.id, user)
         profiles.drop(user)
 
-    def _search(self, op: SearchOp, profiles: _Profiles) -> list[SearchItem]:
+    async def _search(self, op: SearchOp, profiles: _Profiles, calls: _Calls) -> list[SearchItem]:
         user, labels = self._user_and_labels(op.namespace_prefix)
-        selection = self.memory.select(user, options=self.options, query=op.query)
+        selection = await calls.select(user, options=self.options, query=op.query)
         items: list[SearchItem] = []
         for candidate in selection.choice.chosen:
             shown = candidate.entry
             if _labels_of(shown)[: len(labels)] != labels:
                 continue
-            stored = profiles.of(user).by_id.get(shown.id, shown) if candidate.cut else shown
+            if candidate.cut:
+                stored = (await profiles.of(user)).by_id.get(shown.id, shown)
+            else:
+                stored = shown
             value = _value_of(stored)
             if candidate.cut:
                 value["block_text"] = shown.text
@@ -270,12 +300,14 @@ class OutputProfileStore(BaseStore):
             items.append(SearchItem(**self._item_fields(stored, value), score=candidate.score))
         return items[op.offset : op.offset + op.limit]
 
-    def _list_namespaces(self, op: ListNamespacesOp, profiles: _Profiles) -> list[tuple[str, ...]]:
+    async def _list_namespaces(
+        self, op: ListNamespacesOp, profiles: _Profiles, calls: _Calls
+    ) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
         roots = {c.path[0] for c in conditions if c.match_type == "prefix" and c.path}
         if roots - {"*", self.prefix}:
             return []  # every namespace of this store starts with its prefix
-        users = [u for u in self.memory.store.user_ids() if _is_label(u)]
+        users = [u for u in await calls.user_ids() if _is_label(u)]
         for condition in conditions:
             path = condition.path
             if condition.match_type == "prefix" and len(path) >= 2 and path[1] != "*":
@@ -287,7 +319,7 @@ class OutputProfileStore(BaseStore):
             if shallow:  # every namespace of the user starts with (prefix, user)
                 found.add((self.prefix, user))
                 continue
-            for entry in profiles.of(user).entries:
+            for entry in (await profiles.of(user)).entries:
                 found.add((self.prefix, user, *_labels_of(entry)))
         matching = [ns for ns in found if all(_does_match(c, ns) for c in conditions)]
         if op.max_depth is not None:
@@ -379,16 +411,66 @@ class _Index:
         return index
 
 
-class _Profiles:
-    """The users' entries one batch has read; a write drops that user's."""
+class _Calls:
+    """What one batch asks of the memory, each a coroutine that :meth:`batch` runs at once
+    (the memory's synchronous methods; nothing in them waits)."""
 
     def __init__(self, memory: ProfileBackend) -> None:
         self.memory = memory
+
+    async def select(self, user: str, **arguments: Any) -> ProfileSelection:
+        return self.memory.select(user, **arguments)
+
+    async def delete(self, entry_id: str, user: str) -> bool:
+        return self.memory.delete(entry_id, user_id=user)
+
+    async def import_(self, records: list[dict[str, Any]]) -> int:
+        return self.memory.import_(records)
+
+    async def load(self, user: str) -> StoredProfile:
+        return self.memory.store.load(user, with_vectors=False)
+
+    async def user_ids(self) -> list[str]:
+        return self.memory.store.user_ids()
+
+
+class _AsyncCalls(_Calls):
+    """The same, awaiting the memory's ``a``-prefixed methods (for :meth:`abatch` over a
+    memory with an async Chroma client)."""
+
+    async def select(self, user: str, **arguments: Any) -> ProfileSelection:
+        selection: ProfileSelection = await _native(self.memory).aselect(user, **arguments)
+        return selection
+
+    async def delete(self, entry_id: str, user: str) -> bool:
+        return bool(await _native(self.memory).adelete(entry_id, user_id=user))
+
+    async def import_(self, records: list[dict[str, Any]]) -> int:
+        return int(await _native(self.memory).aimport_(records))
+
+    async def load(self, user: str) -> StoredProfile:
+        profile: StoredProfile = await _native(self.memory).store.aload(user, with_vectors=False)
+        return profile
+
+    async def user_ids(self) -> list[str]:
+        return list(await _native(self.memory).store.auser_ids())
+
+
+def _native(memory: ProfileBackend) -> Any:
+    """The memory, for its ``a``-prefixed methods (``OutputProfileMemory`` has them)."""
+    return memory
+
+
+class _Profiles:
+    """The users' entries one batch has read; a write drops that user's."""
+
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
         self._read: dict[str, _Index] = {}
 
-    def of(self, user: str) -> _Index:
+    async def of(self, user: str) -> _Index:
         if user not in self._read:
-            profile = self.memory.store.load(user, with_vectors=False)
+            profile = await self._calls.load(user)
             self._read[user] = _Index.of(profile.entries)
         return self._read[user]
 

@@ -21,10 +21,11 @@ from langchain_core.prompt_values import PromptValue
 
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import Placement
-from langchain_outprofile.types import ProfileSource, SelectionOptions
+from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
 
 __all__ = [
     "BLOCK_SEPARATOR",
+    "block_as_messages",
     "last_human_text",
     "merge_into",
     "place_block",
@@ -136,4 +137,15 @@ def profile_messages(
     selection = source.select(
         user_id, options=options, max_tokens=max_tokens, task=task, thread_id=thread_id
     )
+    return block_as_messages(selection)
+
+
+def block_as_messages(selection: ProfileSelection) -> list[BaseMessage]:
+    """A selection's block as ``[SystemMessage]``, or ``[]`` when it is empty.
+
+    Example:
+        ```python
+        block_as_messages(memory.select("ana"))  # [SystemMessage("<user_profile>...")]
+        ```
+    """
     return [SystemMessage(content=selection.text)] if selection.text else []

@@ -8,7 +8,6 @@ nothing is written into graph state or the checkpointer. ``langchain`` is the op
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.surfaces._common import (
     Placement,
     SurfaceSettings,
+    aselect,
     thread_id_from_config,
     user_id_from_config,
 )
@@ -121,10 +121,21 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
 
     def block_for(self, request: ModelRequest[Any]) -> str:
         """The profile block for this request ('' when the profile is empty)."""
-        user = self.user_for(request)
-        query = last_human_text(request.messages)
-        thread = self.thread_for(request)
-        return self.memory.select(user, options=self.options, query=query, thread_id=thread).text
+        return self.memory.select(self.user_for(request), **self._read_arguments(request)).text
+
+    async def ablock_for(self, request: ModelRequest[Any]) -> str:
+        """Async :meth:`block_for` (the memory's ``aselect``)."""
+        return (
+            await aselect(self.memory, self.user_for(request), **self._read_arguments(request))
+        ).text
+
+    def _read_arguments(self, request: ModelRequest[Any]) -> dict[str, Any]:
+        """What a model call's read asks of the memory besides the user."""
+        return {
+            "options": self.options,
+            "query": last_human_text(request.messages),
+            "thread_id": self.thread_for(request),
+        }
 
     def thread_for(self, request: ModelRequest[Any]) -> str | None:
         """The conversation thread of this model call, whose pinned block it gets:
@@ -164,8 +175,9 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelCallResult[Any]:
-        """Async :meth:`wrap_model_call`; the store read runs in a worker thread."""
-        block = await asyncio.to_thread(self.block_for, request)
+        """Async :meth:`wrap_model_call`: the memory's ``aselect`` (with an async Chroma
+        client the read never blocks the event loop)."""
+        block = await self.ablock_for(request)
         return await handler(self.with_block(request, block))
 
 

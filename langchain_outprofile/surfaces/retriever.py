@@ -9,7 +9,6 @@ can change per call through ``config["configurable"]["profile_<name>"]`` (declar
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -26,6 +25,7 @@ from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
     OPTION_NAMES,
     SurfaceSettings,
+    aselect,
     setting_specs,
     user_id_from_config,
 )
@@ -94,7 +94,7 @@ class ProfileRetriever(BaseRetriever):
     async def ainvoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[Document]:
-        """Async :meth:`invoke`; the store read runs in a worker thread."""
+        """Async :meth:`invoke` (the memory's ``aselect``)."""
         config = ensure_config(config)
         return await super().ainvoke(input, config, **self._call_kwargs(config, kwargs))
 
@@ -110,6 +110,9 @@ class ProfileRetriever(BaseRetriever):
         user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
         chosen = options if options is not None else self._settings.options
         selection = self.memory.select(user, options=chosen, query=query)
+        return self._documents(selection, k)
+
+    def _documents(self, selection: ProfileSelection, k: int | None) -> list[Document]:
         limit = _check_k(k if k is not None else self.k)
         return selection_documents(selection)[:limit]
 
@@ -122,14 +125,10 @@ class ProfileRetriever(BaseRetriever):
         k: int | None = None,
         options: SelectionOptions | None = None,
     ) -> list[Document]:
-        return await asyncio.to_thread(
-            self._get_relevant_documents,
-            query,
-            run_manager=run_manager.get_sync(),
-            user_id=user_id,
-            k=k,
-            options=options,
-        )
+        user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
+        chosen = options if options is not None else self._settings.options
+        selection = await aselect(self.memory, user, options=chosen, query=query)
+        return self._documents(selection, k)
 
 
 def _check_k(k: object) -> int | None:

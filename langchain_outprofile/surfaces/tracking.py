@@ -8,7 +8,6 @@ the chain's trace), so feedback may arrive later, from another process, through
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -21,7 +20,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from langchain_outprofile.capture import validate_run_id
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.surfaces._common import USER_ID_SPEC, user_id_from_config
+from langchain_outprofile.surfaces._common import (
+    USER_ID_SPEC,
+    arecord_output,
+    user_id_from_config,
+)
 from langchain_outprofile.types import ProfileSource
 
 __all__ = ["TrackedRunnable", "input_text", "output_text", "stream_output"]
@@ -196,13 +199,19 @@ class TrackedRunnable(Runnable[Any, Any]):
         return user, validate_run_id(run), inner
 
     def _record(self, output: Any, user: str, run: str, value: Any) -> None:
-        self.memory.record_output(
-            output_text(output),
-            user_id=user,
-            run_id=run,
-            source_input=None if value is None else input_text(value),
-            task=self.task,
-        )
+        self.memory.record_output(output_text(output), **self._recorded(user, run, value))
+
+    async def _arecord(self, output: Any, user: str, run: str, value: Any) -> None:
+        await arecord_output(self.memory, output_text(output), **self._recorded(user, run, value))
+
+    def _recorded(self, user: str, run: str, value: Any) -> dict[str, Any]:
+        """How a run's output is recorded, besides its text."""
+        return {
+            "user_id": user,
+            "run_id": run,
+            "source_input": None if value is None else input_text(value),
+            "task": self.task,
+        }
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Run the chain and store its output as pending under the run id."""
@@ -212,10 +221,10 @@ class TrackedRunnable(Runnable[Any, Any]):
         return output
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Async :meth:`invoke`; the store write runs in a worker thread."""
+        """Async :meth:`invoke` (the memory's ``arecord_output``)."""
         user, run, inner = self._prepare(config)
         output = await self.chain.ainvoke(input, inner, **kwargs)
-        await asyncio.to_thread(self._record, output, user, run, input)
+        await self._arecord(output, user, run, input)
         return output
 
     def stream(
@@ -241,4 +250,4 @@ class TrackedRunnable(Runnable[Any, Any]):
         async for chunk in self.chain.astream(input, _listening(inner, listener), **kwargs):
             chunks.append(chunk)
             yield chunk
-        await asyncio.to_thread(self._record, listener.output_of(chunks), user, run, input)
+        await self._arecord(listener.output_of(chunks), user, run, input)

@@ -132,11 +132,11 @@ def _write_after_the_next_load(
 ) -> threading.Event:
     """Make the next profile load of ``memory`` return what it read, after another thread
     has added ``text`` for ana (through the memory); the event is set once it has."""
-    real_load = memory.store.load
+    real_load = memory.store.aload
     raced = threading.Event()
 
-    def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
-        profile = real_load(user_id, **kwargs)
+    async def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
+        profile = await real_load(user_id, **kwargs)
         if not raced.is_set():
             raced.set()
             writer = threading.Thread(target=memory.add, args=(text,), kwargs={"user_id": "ana"})
@@ -144,7 +144,7 @@ def _write_after_the_next_load(
             writer.join()
         return profile
 
-    monkeypatch.setattr(memory.store, "load", load_then_a_write_lands)
+    monkeypatch.setattr(memory.store, "aload", load_then_a_write_lands)
     return raced
 
 

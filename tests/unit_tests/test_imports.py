@@ -9,6 +9,7 @@ import langchain_outprofile
 
 EXPECTED_ALL = [
     "AmbiguousRunError",
+    "AsyncClientError",
     "BlockTemplate",
     "BudgetTooSmallWarning",
     "EmbeddingMismatchError",

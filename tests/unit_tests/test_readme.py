@@ -16,14 +16,33 @@ import pytest
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.DOTALL)
 COMPLETE = [b for b in BLOCKS if re.search(r"^(from|import) langchain_outprofile\b", b, re.M)]
+SERVER = [b for b in COMPLETE if "AsyncHttpClient(" in b]
+"""Snippets that talk to a ``chroma run`` server (integration: run on the test server)."""
+OFFLINE = [b for b in COMPLETE if b not in SERVER]
 
 
 def test_the_readme_has_complete_snippets() -> None:
-    assert len(COMPLETE) >= 2, "the short tour and the LangGraph store snippet"
+    assert len(OFFLINE) >= 2, "the short tour and the LangGraph store snippet"
+    assert len(SERVER) == 1, "the async snippet"
 
 
-@pytest.mark.parametrize("code", COMPLETE, ids=[f"snippet{i}" for i in range(len(COMPLETE))])
+@pytest.mark.parametrize("code", OFFLINE, ids=[f"snippet{i}" for i in range(len(OFFLINE))])
 def test_a_readme_snippet_runs(code: str, tmp_path: Path) -> None:
+    _run(code, tmp_path)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("code", SERVER, ids=[f"server{i}" for i in range(len(SERVER))])
+def test_a_readme_server_snippet_runs_against_a_chroma_server(
+    code: str, tmp_path: Path, chroma_server: tuple[str, int]
+) -> None:
+    host, port = chroma_server
+    pointed = code.replace('host="127.0.0.1", port=8000', f"host={host!r}, port={port}")
+    assert pointed != code, "the snippet names the server as host=..., port=8000"
+    _run(pointed, tmp_path)
+
+
+def _run(code: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,

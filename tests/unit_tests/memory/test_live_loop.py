@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import chromadb
@@ -35,6 +36,18 @@ class CallCounter:
 _memory = offline_memory
 
 
+def counting(
+    counts: Counter[str], name: str, operation: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """``operation`` (a store coroutine method), counting its calls under ``name``."""
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        counts[name] += 1
+        return await operation(*args, **kwargs)
+
+    return counted
+
+
 def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter]:
     """Wrap the store's entries and state collections in call counters."""
     entries = CallCounter(memory.store._collection)
@@ -58,8 +71,7 @@ def test_a_pending_output_keeps_the_version_and_the_saved_block(
 
     reader = _memory(client, name, clock=clock, cache_ttl_s=0)
     loads = Counter[str]()
-    load = reader.store.load
-    reader.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    reader.store.aload = counting(loads, "load", reader.store.aload)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block
     assert loads["load"] == 0, "the saved selection did not serve the cold read"
 
@@ -108,8 +120,9 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
     clock = Clock()
     memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=600)
     queries = Counter[str]()
-    find = memory.store.pending_older_than
-    memory.store.pending_older_than = lambda *a: (queries.update(["q"]), find(*a))[1]  # type: ignore[method-assign]
+    memory.store.apending_older_than = counting(  # type: ignore[method-assign, assignment]
+        queries, "q", memory.store.apending_older_than
+    )
     for n in range(3):
         memory.record_output(f"Answer {n}.", user_id="ana", run_id=str(uuid.uuid4()))
     assert queries["q"] == 1
@@ -152,8 +165,7 @@ def test_a_write_through_the_memory_is_a_delta_not_a_reload(
     memory.add_many([{"text": f"Note {n}: fine.", "user_id": "ana"} for n in range(30)])
     memory.select("ana", max_tokens=200)
     loads = Counter[str]()
-    load = memory.store.load
-    memory.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    memory.store.aload = counting(loads, "load", memory.store.aload)  # type: ignore[method-assign, assignment]
     run = str(uuid.uuid4())
     memory.record_output("A tracked answer.", user_id="ana", run_id=run)
     memory.feedback(run, "endorsed")
@@ -192,8 +204,7 @@ def test_the_block_after_a_delta_is_saved_for_other_processes(
     writer._reader.flush()
     reader = _memory(client, name, cache_ttl_s=0)
     loads = Counter[str]()
-    load = reader.store.load
-    reader.store.load = lambda *a, **k: (loads.update(["load"]), load(*a, **k))[1]  # type: ignore[method-assign]
+    reader.store.aload = counting(loads, "load", reader.store.aload)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block
     assert "Bullets, no fluff." in block
     assert loads["load"] == 0, "no snapshot of the new version was saved"

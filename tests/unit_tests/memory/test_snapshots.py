@@ -24,10 +24,10 @@ class _LoadForbidden(AssertionError):
 
 
 def _forbid_loads(memory: OutputProfileMemory, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
         raise _LoadForbidden("the profile was loaded: no snapshot served this read")
 
-    monkeypatch.setattr(memory.store, "load", refuse)
+    monkeypatch.setattr(memory.store, "aload", refuse)
 
 
 def _filled(make_memory: MemoryFactory, **kwargs: Any) -> OutputProfileMemory:
@@ -86,17 +86,17 @@ def test_a_write_racing_the_load_is_never_hidden_by_the_snapshot(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     memory = _filled(make_memory, cache_ttl_s=0)
-    real_load = memory.store.load
+    real_load = memory.store.aload
     writer = make_memory(cache_ttl_s=0)
 
-    def a_write_lands_right_after_the_load(user_id: str, **kwargs: Any) -> Any:
-        loaded = real_load(user_id, **kwargs)
+    async def a_write_lands_right_after_the_load(user_id: str, **kwargs: Any) -> Any:
+        loaded = await real_load(user_id, **kwargs)
         writer.store.upsert([ProfileEntry.create("Landed mid-read.", user_id=user_id)])
         return loaded
 
-    monkeypatch.setattr(memory.store, "load", a_write_lands_right_after_the_load)
+    monkeypatch.setattr(memory.store, "aload", a_write_lands_right_after_the_load)
     memory.select("ana", max_tokens=400)  # its snapshot misses the write: must not be served
-    monkeypatch.setattr(memory.store, "load", real_load)
+    monkeypatch.setattr(memory.store, "aload", real_load)
 
     texts = {e.text for e in make_memory(cache_ttl_s=0).select("ana", max_tokens=400).entries}
     assert "Landed mid-read." in texts

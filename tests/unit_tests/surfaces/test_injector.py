@@ -20,6 +20,7 @@ from langchain_outprofile.render import parse_block
 from langchain_outprofile.surfaces._common import USER_ID_SPEC
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import place_block
+from tests.conftest import record_chroma_threads
 from tests.fakes import RecordingChatModel
 
 SYSTEM = "You answer questions about {topic}."
@@ -124,14 +125,9 @@ async def test_async_paths_give_the_same_messages(filled: OutputProfileMemory) -
 
 
 async def test_async_reads_the_store_off_the_event_loop(filled: OutputProfileMemory) -> None:
-    threads: list[int] = []
-    original = filled.select
-
-    def select(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
-        return original(*args, **kwargs)
-
-    filled.select = select  # type: ignore[method-assign]
+    """With a synchronous Chroma client every Chroma call of an async read runs on a worker
+    thread, never on the event loop's."""
+    threads = record_chroma_threads(filled)
     out = await filled.injector().ainvoke("hi", config=cfg("ana"))
     assert out[0].text.startswith("<user_profile>")
     assert threads and threading.get_ident() not in threads

@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.render import parse_block
+from tests.conftest import record_chroma_threads
 from tests.fakes import RecordingChatModel
 
 SYSTEM = "You are a travel assistant."
@@ -191,14 +192,7 @@ def test_streaming_agent_gets_the_same_request(filled: OutputProfileMemory) -> N
 async def test_async_middleware_reads_the_store_off_the_event_loop(
     filled: OutputProfileMemory,
 ) -> None:
-    threads: list[int] = []
-    original = filled.select
-
-    def select(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
-        return original(*args, **kwargs)
-
-    filled.select = select  # type: ignore[method-assign]
+    threads = record_chroma_threads(filled)
     model = RecordingChatModel()
     await agent_for(filled, model).ainvoke(ask("hi"), context=Context(user_id="ana"))
     assert threads and threading.get_ident() not in threads
