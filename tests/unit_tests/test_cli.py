@@ -196,7 +196,7 @@ def test_preview_prints_the_block_and_explanation(ingested: Run) -> None:
 
 
 def test_preview_budget_too_small_leaves_entries_out(ingested: Run) -> None:
-    result = ingested("preview", "--user", "ana", "--max-tokens", "80", "--explain")
+    result = ingested("preview", "--user", "ana", "--max-tokens", "50", "--explain")
     assert result.exit_code == 0, result.output
     assert "left out:" in result.stdout
 
@@ -541,7 +541,7 @@ def test_every_store_command_speaks_json(run: Run, tmp_path: Path, store: Path) 
 
 
 def test_explain_prints_tables_of_the_chosen_and_the_left_out(ingested: Run) -> None:
-    result = ingested("preview", "--user", "ana", "--max-tokens", "80", "--explain")
+    result = ingested("preview", "--user", "ana", "--max-tokens", "50", "--explain")
     assert result.exit_code == 0, result.output
     for header in ("signal", "strength", "score", "tokens"):
         assert header in result.stdout

@@ -223,17 +223,17 @@ def test_two_memories_lead_one_agent_each_with_its_own_block(
         personal.add(text, user_id="ana", signal="endorsed")
     for text in TEAM:
         team.add(text, user_id="acme", signal="endorsed")
-    personal_selection = personal.select("ana", max_tokens=100)
-    team_selection = team.select("acme", max_tokens=120)
+    personal_selection = personal.select("ana", max_tokens=70)
+    team_selection = team.select("acme", max_tokens=90)
     # each budget binds: some entries but not all fit, and the other budget would differ
     assert 0 < len(personal_selection.entries) < len(PERSONAL)
     assert 0 < len(team_selection.entries) < len(TEAM)
-    assert personal_selection.text != personal.select("ana", max_tokens=120).text
-    assert team_selection.text != team.select("acme", max_tokens=100).text
+    assert personal_selection.text != personal.select("ana", max_tokens=90).text
+    assert team_selection.text != team.select("acme", max_tokens=70).text
     assert not team.select("ana").entries and not personal.select("acme").entries
     personal_block, team_block = personal_selection.text, team_selection.text
-    first = personal.middleware(max_tokens=100)
-    second = team.middleware(user_id="acme", max_tokens=120)
+    first = personal.middleware(max_tokens=70)
+    second = team.middleware(user_id="acme", max_tokens=90)
 
     def system_seen(middleware: list[Any]) -> str:
         model = RecordingChatModel()
