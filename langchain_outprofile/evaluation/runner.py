@@ -1,7 +1,7 @@
 """Runner: bring the memory to each target's moment, build every block, score it, cache it.
 
 The score cache is a JSONL file keyed by (target, strategy, fields, budget, placement,
-model); a run that stops can be started again with the same ``out`` directory and continues
+model, frame); a run that stops can be started again with the same ``out`` directory and continues
 where it was. ``none`` has no block, so it is scored once per target (budget 0, placement
 ``-``). A target whose every cell is cached is not replayed at all; the next one replays
 everything before it, so resuming costs only the memory writes.
@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from langchain_outprofile.types import Fields
 
 __all__ = ["FIELD_STRATEGIES", "EvalConfig", "ScoreCache", "ScoreRow", "run_eval", "run_task"]
 
-CacheKey = tuple[str, str, str, int, str, str]
+CacheKey = tuple[str, str, str, int, str, str, str]
 FIELD_STRATEGIES = frozenset({"output-profile"})
 """Strategies that take ``--fields``; the others always show outputs."""
 
@@ -46,6 +46,8 @@ class EvalConfig:
     placements: tuple[Placement, ...] = ("leading",)
     seed: int = 0
     fields: tuple[Fields, ...] = ("output",)
+    frame: str = "compact"
+    """The block's frame (``evaluation.command.FRAMES``), part of every cache key."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,22 @@ class ScoreRow:
     group: str = ""
     choices: tuple[tuple[float, int], ...] = ()
     chosen: int = -1
+    frame: str = "legacy"
+    """The frame the block was rendered in; rows of caches written before frames were
+    recorded were all scored with the 59-token ``legacy`` frame."""
 
     @property
     def key(self) -> CacheKey:
         """The cache key."""
-        return (self.user, self.strategy, self.fields, self.budget, self.placement, self.model)
+        return (
+            self.user,
+            self.strategy,
+            self.fields,
+            self.budget,
+            self.placement,
+            self.model,
+            self.frame,
+        )
 
     @property
     def mean(self) -> float:
@@ -101,7 +114,7 @@ class ScoreCache:
     Example:
         ```python
         cache = ScoreCache(Path("out/scores.jsonl"))
-        cache.get(("lamp-1", "none", "output", 0, "-", "llama:SmolLM2"))
+        cache.get(("lamp-1", "none", "output", 0, "-", "llama:SmolLM2", "compact"))
         ```
     """
 
@@ -178,13 +191,14 @@ def run_task(
     prepared = ""
     with _progress(show_progress, len(jobs)) as advance:
         for target, strategy, fields, budget, placement in jobs:
-            key = (target.id, strategy, fields, budget, placement, scorer.name)
+            key = (target.id, strategy, fields, budget, placement, scorer.name, config.frame)
             row = cache.get(key)
             if row is None and not cached_only:
                 if prepared != target.id:
                     task.prepare(target)
                     prepared = target.id
-                row = _score(task, scorer, target, strategy, fields, budget, placement)
+                row = _score(task, scorer, target, (strategy, fields, budget, placement))
+                row = None if row is None else replace(row, frame=config.frame)
                 if row is not None:
                     cache.put(row)
                     scored += 1
@@ -221,14 +235,9 @@ def _jobs(
 
 
 def _score(
-    task: EvalTask,
-    scorer: Scorer,
-    target: Target,
-    strategy: str,
-    fields: Fields,
-    budget: int,
-    placement: str,
+    task: EvalTask, scorer: Scorer, target: Target, cell: tuple[str, Fields, int, str]
 ) -> ScoreRow | None:
+    strategy, fields, budget, placement = cell
     block = task.block(target, strategy, fields, budget)
     if block is None:
         return None

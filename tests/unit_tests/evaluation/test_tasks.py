@@ -433,6 +433,7 @@ def test_command_runs_coauthor_and_popquorn_and_resumes(tmp_path: Path) -> None:
     assert scorer.calls == calls
     again = json.loads((tmp_path / "co-out" / "report.json").read_text())
     assert again["meta"]["scored_now"] == 0 and again["cells"] == report["cells"]
+    assert again["meta"]["frame"] == "compact"
 
     pq = _write_popquorn(tmp_path / "pq.jsonl")
     run_command(
@@ -452,3 +453,39 @@ def test_command_runs_coauthor_and_popquorn_and_resumes(tmp_path: Path) -> None:
     assert "`output-profile`" in (tmp_path / "pq-out" / "report.md").read_text()
     with pytest.raises(InvalidInputError, match="do not apply"):
         run_command(pq, scorer=FakeScorer(), **{**args, "strategies": "none,bm25-query"})
+
+
+def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
+    """A block rendered in another frame is another prompt: the cache never serves a score
+    of one frame for the other, and rows written before frames were recorded (no ``frame``
+    key) are the legacy frame's."""
+    co = _write_coauthor(tmp_path / "co.jsonl.gz")
+    args: dict[str, Any] = dict(
+        strategies="none,output-profile",
+        budgets="200",
+        placement="leading",
+        limit=1,
+        seed=0,
+        out=tmp_path / "out",
+        quiet=True,
+    )
+    compact = FakeScorer()
+    run_command(co, scorer=compact, **args)
+    legacy = FakeScorer()
+    run_command(co, scorer=legacy, frame="legacy", **args)
+    assert compact.calls == legacy.calls > 0  # nothing of the compact run was reused
+    rows = [
+        json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
+    ]
+    assert sorted({r["frame"] for r in rows}) == ["compact", "legacy"]
+    old_style = [
+        {k: v for k, v in r.items() if k != "frame"} for r in rows if r["frame"] == "legacy"
+    ]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in old_style))
+    resumed = FakeScorer()
+    run_command(co, scorer=resumed, frame="legacy", **{**args, "out": tmp_path / "old"})
+    assert resumed.calls == 0  # an old cache resumes as the legacy frame
+    assert json.loads((tmp_path / "old" / "report.json").read_text())["meta"]["frame"] == "legacy"
+    with pytest.raises(InvalidInputError, match="--frame"):
+        run_command(co, scorer=FakeScorer(), frame="tiny", **args)
