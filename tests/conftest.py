@@ -41,30 +41,41 @@ def offline_memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> 
     return OutputProfileMemory(client=client, collection_name=name, **kwargs)
 
 
-class _ThreadRecorder:
-    """A Chroma collection whose every call notes the thread it runs on."""
+Watch = Callable[[str, Callable[..., Any]], Callable[..., Any]]
+"""Given a collection method's name and the method, what to call instead."""
 
-    def __init__(self, collection: Any, threads: list[int]) -> None:
+
+class WatchedCollection:
+    """A Chroma collection (sync or async) whose every method call goes through ``watch``;
+    other attributes pass through."""
+
+    def __init__(self, collection: Any, watch: Watch) -> None:
         self._collection = collection
-        self._threads = threads
+        self._watch = watch
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self._collection, name)
-        if not callable(found):
-            return found
+        return self._watch(name, found) if callable(found) else found
 
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            self._threads.append(threading.get_ident())
-            return found(*args, **kwargs)
 
-        return recorded
+def watch_collections(memory: OutputProfileMemory, watch: Watch) -> None:
+    """Route every call of the memory's entries and state collections through ``watch``."""
+    memory.store._collection = WatchedCollection(memory.store._collection, watch)
+    memory.store.state._collection = WatchedCollection(memory.store.state._collection, watch)
 
 
 def record_chroma_threads(memory: OutputProfileMemory) -> list[int]:
     """The threads the memory's Chroma calls run on from now on (one item a call)."""
     threads: list[int] = []
-    memory.store._collection = _ThreadRecorder(memory.store._collection, threads)
-    memory.store.state._collection = _ThreadRecorder(memory.store.state._collection, threads)
+
+    def watch(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return call(*args, **kwargs)
+
+        return recorded
+
+    watch_collections(memory, watch)
     return threads
 
 

@@ -25,8 +25,7 @@ from typing_extensions import TypedDict
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import AsyncClientError, InvalidInputError
-from langchain_outprofile.store.clients import AsyncGuardedCollection
-from tests.conftest import Clock, unique_name
+from tests.conftest import Clock, unique_name, watch_collections
 from tests.fakes import RecordingChatModel
 
 pytestmark = pytest.mark.integration
@@ -92,27 +91,6 @@ class _Watched:
             sent = yield yielded
 
 
-class _WatchedCalls:
-    """An async collection whose every call (one server request) is watched: a request
-    that never gives the loop back blocked it."""
-
-    def __init__(self, collection: AsyncGuardedCollection, calls: list[_Watched]) -> None:
-        self._collection = collection
-        self._calls = calls
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._collection, name)
-        if not callable(found):
-            return found
-
-        async def watched(*args: Any, **kwargs: Any) -> Any:
-            call = _Watched(found(*args, **kwargs))
-            self._calls.append(call)
-            return await call
-
-        return watched
-
-
 @pytest.fixture
 async def async_client(chroma_server: tuple[str, int]) -> AsyncIterator[Any]:
     host, port = chroma_server
@@ -144,8 +122,16 @@ async def test_a_thousand_async_operations_never_block_the_loop(
     )
     await memory.aadd("Warm up.", user_id="u0")  # opens the collections
     calls: list[_Watched] = []
-    memory.store._collection = _WatchedCalls(memory.store._collection, calls)
-    memory.store.state._collection = _WatchedCalls(memory.store.state._collection, calls)
+
+    def watch(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        async def watched(*args: Any, **kwargs: Any) -> Any:  # each call: one request
+            request = _Watched(call(*args, **kwargs))
+            calls.append(request)
+            return await request
+
+        return watched
+
+    watch_collections(memory, watch)
     beat = _Heartbeat()
     beating = asyncio.create_task(beat.run())
     operations = 0

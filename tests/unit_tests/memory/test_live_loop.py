@@ -11,24 +11,20 @@ from typing import Any
 import chromadb
 
 from langchain_outprofile import OutputProfileMemory, Signal
-from tests.conftest import Clock, offline_memory, unique_name
+from tests.conftest import Clock, WatchedCollection, offline_memory, unique_name
 
 
-class CallCounter:
+class CallCounter(WatchedCollection):
     """Counts the calls made to one Chroma collection object, by method name."""
 
     def __init__(self, collection: Any) -> None:
         self.calls: Counter[str] = Counter()
-        self._collection = collection
+        super().__init__(collection, self._counted)
 
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._collection, name)
-        if not callable(found):
-            return found
-
+    def _counted(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
-            return found(*args, **kwargs)
+            return call(*args, **kwargs)
 
         return counted
 
