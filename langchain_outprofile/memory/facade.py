@@ -26,7 +26,7 @@ from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
-from langchain_outprofile.store.io import drive
+from langchain_outprofile.store.io import drive, run_now
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
@@ -487,7 +487,7 @@ class OutputProfileMemory(FeedbackMixin):
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run a memory operation for a synchronous method (synchronous client only)."""
-        return self.store._run(operation)
+        return run_now(operation, async_client=self.store.is_async)
 
     async def _arun(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run a memory operation for an ``a``-prefixed method: on the event loop with an

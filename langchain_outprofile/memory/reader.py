@@ -517,14 +517,13 @@ class ProfileReader:
         with cached.lock:
             if cached.profile is not None:
                 return cached.profile, cached.profile_version
-            unknown = cached.version is None
-        if unknown:  # read outside the state's lock: no thread lock is held across I/O
+            version = cached.version
+        if version is None:  # read outside the state's lock: no thread lock is held across I/O
             found = await self._version(user)
             with cached.lock:
                 if cached.version is None:
                     cached.version = found
-        with cached.lock:
-            version = cached.version
+                version = cached.version
         profile = await self._memory.store.aload(user)  # a read never writes: stale pending
         with self._lock, cached.lock:  # entries are never selected, and go on the next write
             if cached.profile is None and cached.version == version:

@@ -22,12 +22,19 @@ from langchain_outprofile.errors import AsyncClientError
 if TYPE_CHECKING:
     from langchain_outprofile.store.clients import LocationLock
 
-__all__ = ["AsyncWriteLock", "NoLock", "drive", "hold", "pause", "settle"]
+__all__ = ["AsyncWriteLock", "NoLock", "drive", "hold", "pause", "run_now", "settle"]
 
 _T = TypeVar("_T")
 
 _POLL_S = 0.002
 """How long a coroutine waits before trying a lock another thread or process holds again."""
+
+
+_ASYNC_ONLY = (
+    "this memory was given an async Chroma client (chromadb.AsyncHttpClient): call the "
+    "a-prefixed methods from the event loop (await memory.aselect(...), "
+    "await memory.aadd(...)), or give it a synchronous client for the plain ones"
+)
 
 
 def drive(coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -42,11 +49,21 @@ def drive(coroutine: Coroutine[Any, Any, _T]) -> _T:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coroutine.close()
-    raise AsyncClientError(
-        "this memory was given an async Chroma client (chromadb.AsyncHttpClient): call the "
-        "a-prefixed methods from the event loop (await memory.aselect(...), "
-        "await memory.aadd(...)), or give it a synchronous client for the plain ones"
-    )
+    raise AsyncClientError(_ASYNC_ONLY)
+
+
+def run_now(operation: Coroutine[Any, Any, _T], *, async_client: bool) -> _T:
+    """What a synchronous method does with its operation: :func:`drive` it, unless the
+    store has an async client, whose calls cannot run outside the event loop (then the
+    operation is closed unstarted).
+
+    Raises:
+        AsyncClientError: ``async_client`` is true.
+    """
+    if async_client:
+        operation.close()
+        raise AsyncClientError(_ASYNC_ONLY)
+    return drive(operation)
 
 
 @overload

@@ -35,7 +35,15 @@ from langchain_outprofile.store.clients import (
     repair_hint,
     server_of,
 )
-from langchain_outprofile.store.io import AsyncWriteLock, NoLock, drive, hold, pause, settle
+from langchain_outprofile.store.io import (
+    AsyncWriteLock,
+    NoLock,
+    drive,
+    hold,
+    pause,
+    run_now,
+    settle,
+)
 from langchain_outprofile.store.rows import entries_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
@@ -134,7 +142,7 @@ class ProfileStore:
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._name = collection_name
         self._versioned = False  # set by _open_collection
-        location = location_lock(client)  # type: ignore[arg-type]
+        self._location = location = location_lock(client)  # type: ignore[arg-type]
         self._write_lock: Any = AsyncWriteLock(location) if self.is_async else location
         # what reads hold: the whole lock on an embedded store, the thread part on a server,
         # nothing with an async client (a server orders its own reads)
@@ -160,7 +168,7 @@ class ProfileStore:
 
     async def _open(self, collection_name: str) -> None:
         """Open (or create) the entries collection and the state collection beside it."""
-        client: Any = self.client
+        client = self.client
         collection = await self._open_collection(collection_name)
         self._max_batch = max(1, int(await settle(client.get_max_batch_size())))
         state_name = f"{collection_name}{STATE_SUFFIX}"
@@ -201,7 +209,7 @@ class ProfileStore:
             _VERSIONED_KEY: True,
             **_HNSW,
         }
-        client: Any = self.client
+        client = self.client
         collection = await self._opened(
             name,
             lambda: client.get_or_create_collection(
@@ -240,8 +248,8 @@ class ProfileStore:
     async def _opened(self, name: str, open_: Callable[[], Any]) -> Any:
         """``open_()``'s collection, guarded (see :class:`GuardedCollection`); Chroma's
         failures of a damaged store or a full disk while opening are typed as in a call."""
-        client: Any = self.client
-        lock = location_lock(client)
+        client = self.client
+        lock = self._location
         try:
             collection = await settle(open_())
         except Exception as error:
@@ -267,14 +275,7 @@ class ProfileStore:
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run one of this store's coroutines for its synchronous method."""
-        if self.is_async:
-            operation.close()
-            raise AsyncClientError(
-                "this store was given an async Chroma client (chromadb.AsyncHttpClient): call "
-                "the a-prefixed methods from the event loop (await memory.aselect(...), await "
-                "memory.aadd(...)), or give it a synchronous client for the plain ones"
-            )
-        return drive(operation)
+        return run_now(operation, async_client=self.is_async)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -493,7 +494,7 @@ class ProfileStore:
 
     async def adrop(self) -> None:
         """Delete this store's collections (every user's entries and state). Irreversible."""
-        client: Any = self.client
+        client = self.client
         async with hold(self._write_lock):
             if not self.is_async:
                 self._write_lock.note_write(server_of(client))
