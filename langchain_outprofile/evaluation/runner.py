@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +197,8 @@ def run_task(
                 if prepared != target.id:
                     task.prepare(target)
                     prepared = target.id
-                row = _score(task, scorer, target, (strategy, fields, budget, placement))
-                row = None if row is None else replace(row, frame=config.frame)
+                cell = (strategy, fields, budget, placement)
+                row = _score(task, scorer, target, cell, config.frame)
                 if row is not None:
                     cache.put(row)
                     scored += 1
@@ -235,7 +235,11 @@ def _jobs(
 
 
 def _score(
-    task: EvalTask, scorer: Scorer, target: Target, cell: tuple[str, Fields, int, str]
+    task: EvalTask,
+    scorer: Scorer,
+    target: Target,
+    cell: tuple[str, Fields, int, str],
+    frame: str,
 ) -> ScoreRow | None:
     strategy, fields, budget, placement = cell
     block = task.block(target, strategy, fields, budget)
@@ -265,6 +269,7 @@ def _score(
         group=target.user if target.user != target.id else "",
         choices=choices,
         chosen=target.chosen,
+        frame=frame,
     )
 
 

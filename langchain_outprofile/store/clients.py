@@ -604,7 +604,8 @@ class GuardedCollection:
                 kind, error = failure_kind(again, self._lock), again
         if kind is None:
             raise error
-        raise typed_failure(kind, error, self._lock.location, str(self._collection.name))
+        name = str(self._collection.name)
+        raise typed_failure(kind, error, self._lock.location, name) from error
 
 
 class AsyncGuardedCollection:
@@ -670,21 +671,18 @@ def typed_failure(kind: str, error: Exception, location: str, name: str) -> Exce
     """The error a call of collection ``name`` that failed with ``error`` raises: a full disk
     (``kind`` "full") or a damaged store (else), saying what to do."""
     if kind == "full":
-        failure: Exception = StoreFullError(
+        return StoreFullError(
             f"the disk of the store at {location} is full: collection {name!r} "
             f"failed with {_first_line(error)!r}; nothing this call wrote was "
             "acknowledged. Free space and retry (if the store then reports damage, "
             f"{repair_hint(location, name)})"
         )
-    else:
-        failure = StoreDamagedError(
-            f"the store at {location} is damaged: collection {name!r} fails with "
-            f"Chroma's {_first_line(error)!r} (a known Chroma failure after a process was "
-            "killed, or the disk filled, while it wrote). Nothing this call wrote was "
-            f"acknowledged; {repair_hint(location, name)}"
-        )
-    failure.__cause__ = error
-    return failure
+    return StoreDamagedError(
+        f"the store at {location} is damaged: collection {name!r} fails with "
+        f"Chroma's {_first_line(error)!r} (a known Chroma failure after a process was "
+        "killed, or the disk filled, while it wrote). Nothing this call wrote was "
+        f"acknowledged; {repair_hint(location, name)}"
+    )
 
 
 def _first_line(error: BaseException) -> str:

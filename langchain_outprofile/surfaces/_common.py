@@ -280,17 +280,19 @@ async def aselect(source: ProfileSource, user_id: str, **arguments: Any) -> Prof
         selection = await aselect(memory, "ana", options=options, thread_id="t-1")
         ```
     """
-    native = getattr(source, "aselect", None)
-    if native is not None:
-        selection: ProfileSelection = await native(user_id, **arguments)
-        return selection
-    return await asyncio.to_thread(lambda: source.select(user_id, **arguments))
+    selection: ProfileSelection = await _from_loop(source, "select", user_id, **arguments)
+    return selection
 
 
 async def arecord_output(source: ProfileSource, text: str, **arguments: Any) -> ProfileEntry:
     """``source.record_output`` from the event loop, as :func:`aselect` reads."""
-    native = getattr(source, "arecord_output", None)
+    entry: ProfileEntry = await _from_loop(source, "record_output", text, **arguments)
+    return entry
+
+
+async def _from_loop(source: ProfileSource, method: str, *args: Any, **kwargs: Any) -> Any:
+    """The source's ``a``-prefixed twin of ``method`` awaited, else ``method`` on a thread."""
+    native = getattr(source, f"a{method}", None)
     if native is not None:
-        entry: ProfileEntry = await native(text, **arguments)
-        return entry
-    return await asyncio.to_thread(lambda: source.record_output(text, **arguments))
+        return await native(*args, **kwargs)
+    return await asyncio.to_thread(getattr(source, method), *args, **kwargs)

@@ -35,6 +35,7 @@ by field embeddings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -194,9 +195,8 @@ class OutputProfileStore(BaseStore):
         """
         ops = list(ops)
         built = self._checked(ops)
-        if not any(isinstance(op, PutOp) for op in ops):
-            return drive(self._run_all(ops, built, _Calls(self.memory)))
-        with self._writes:
+        writes = self._writes if _writes(ops) else contextlib.nullcontext()
+        with writes:
             return drive(self._run_all(ops, built, _Calls(self.memory)))
 
     def _checked(self, ops: list[Op]) -> dict[int, ProfileEntry]:
@@ -228,11 +228,9 @@ class OutputProfileStore(BaseStore):
         if not getattr(self.memory.store, "is_async", False):
             return await asyncio.to_thread(self.batch, ops)
         built = self._checked(ops)
-        calls = _AsyncCalls(self.memory)
-        if not any(isinstance(op, PutOp) for op in ops):
-            return await self._run_all(ops, built, calls)
-        async with self._async_writes:
-            return await self._run_all(ops, built, calls)
+        writes = self._async_writes if _writes(ops) else contextlib.nullcontext()
+        async with writes:
+            return await self._run_all(ops, built, _AsyncCalls(self.memory))
 
     async def _run_all(
         self, ops: list[Op], built: dict[int, ProfileEntry], calls: _Calls
@@ -436,29 +434,28 @@ class _Calls:
 
 class _AsyncCalls(_Calls):
     """The same, awaiting the memory's ``a``-prefixed methods (for :meth:`abatch` over a
-    memory with an async Chroma client)."""
+    memory with an async Chroma client; ``OutputProfileMemory`` has them)."""
+
+    def __init__(self, memory: ProfileBackend) -> None:
+        super().__init__(memory)
+        self.native: Any = memory
 
     async def select(self, user: str, **arguments: Any) -> ProfileSelection:
-        selection: ProfileSelection = await _native(self.memory).aselect(user, **arguments)
+        selection: ProfileSelection = await self.native.aselect(user, **arguments)
         return selection
 
     async def delete(self, entry_id: str, user: str) -> bool:
-        return bool(await _native(self.memory).adelete(entry_id, user_id=user))
+        return bool(await self.native.adelete(entry_id, user_id=user))
 
     async def import_(self, records: list[dict[str, Any]]) -> int:
-        return int(await _native(self.memory).aimport_(records))
+        return int(await self.native.aimport_(records))
 
     async def load(self, user: str) -> StoredProfile:
-        profile: StoredProfile = await _native(self.memory).store.aload(user, with_vectors=False)
+        profile: StoredProfile = await self.native.store.aload(user, with_vectors=False)
         return profile
 
     async def user_ids(self) -> list[str]:
-        return list(await _native(self.memory).store.auser_ids())
-
-
-def _native(memory: ProfileBackend) -> Any:
-    """The memory, for its ``a``-prefixed methods (``OutputProfileMemory`` has them)."""
-    return memory
+        return list(await self.native.store.auser_ids())
 
 
 class _Profiles:
@@ -476,6 +473,11 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _writes(ops: list[Op]) -> bool:
+    """Whether a batch writes (then it takes turns with the store's other writing batches)."""
+    return any(isinstance(op, PutOp) for op in ops)
 
 
 def _text_of(value: Mapping[str, Any]) -> str:
