@@ -50,6 +50,12 @@ class EvalConfig:
     """The block's frame (``evaluation.command.FRAMES``), part of every cache key."""
 
 
+def cache_frame(strategy: str, frame: str) -> str:
+    """The frame as a cache key holds it: '' for ``none``, whose prompt has no block, so
+    runs in different frames share its scores."""
+    return "" if strategy == "none" else frame
+
+
 @dataclass(frozen=True)
 class ScoreRow:
     """One scored prompt (``user`` = the target id; ``group`` = whose it is, for the bootstrap)."""
@@ -81,7 +87,7 @@ class ScoreRow:
             self.budget,
             self.placement,
             self.model,
-            self.frame,
+            cache_frame(self.strategy, self.frame),
         )
 
     @property
@@ -191,7 +197,8 @@ def run_task(
     prepared = ""
     with _progress(show_progress, len(jobs)) as advance:
         for target, strategy, fields, budget, placement in jobs:
-            key = (target.id, strategy, fields, budget, placement, scorer.name, config.frame)
+            frame = cache_frame(strategy, config.frame)
+            key = (target.id, strategy, fields, budget, placement, scorer.name, frame)
             row = cache.get(key)
             if row is None and not cached_only:
                 if prepared != target.id:
