@@ -26,21 +26,34 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Coverage", "words_of"]
+__all__ = ["Coverage", "words_in", "words_of"]
 
 _WORD = re.compile(r"[#@]?\w+(?:'\w+)?")
 """A word, a hashtag or a mention, with an inner apostrophe (``don't``)."""
 
 
+def words_in(text: str) -> list[str]:
+    """The lower-cased words of ``text`` in order, repeats kept (hashtags and mentions keep
+    their sign).
+
+    Example:
+        ```python
+        words_in("Don't stop, don't! #Mondays @ana")
+        # ["don't", 'stop', "don't", '#mondays', '@ana']
+        ```
+    """
+    return [word.lower() for word in _WORD.findall(text)]
+
+
 def words_of(text: str) -> frozenset[str]:
-    """The distinct lower-cased words of ``text`` (hashtags and mentions keep their sign).
+    """The distinct words of ``text`` (:func:`words_in`).
 
     Example:
         ```python
         sorted(words_of("Don't stop! #Mondays @ana"))  # ['#mondays', '@ana', "don't", 'stop']
         ```
     """
-    return frozenset(word.lower() for word in _WORD.findall(text))
+    return frozenset(words_in(text))
 
 
 class Coverage:

@@ -6,12 +6,13 @@ import math
 
 import pytest
 
-from langchain_outprofile.coverage import Coverage, words_of
+from langchain_outprofile.coverage import Coverage, words_in, words_of
 
 
 def test_words_are_lower_cased_and_keep_hashtags_mentions_and_apostrophes() -> None:
     assert words_of("Don't STOP, don't! #Mondays @Ana") == {"don't", "stop", "#mondays", "@ana"}
     assert words_of("?! 🔥") == frozenset()
+    assert words_in("No, no: NO #no") == ["no", "no", "no", "#no"]
 
 
 def test_gains_weigh_each_word_by_how_many_entries_use_it() -> None:
