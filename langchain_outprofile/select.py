@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from langchain_outprofile.coverage import Coverage, words_of
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     Candidate,
@@ -93,8 +92,6 @@ class Ranking:
         self._rest = sorted(_left_out_order(i) for i in self._items.values() if i.reason)
         self.costs: dict[tuple[str, str], tuple[str, bool, int]] = {}
         """Rendered cost of each packed entry, by (id, source input): (text as cut, cut, cost)."""
-        self.words: dict[tuple[str, str], frozenset[str]] = {}
-        """Words each packed entry shows (as cut), by (id, source input), for coverage."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -400,7 +397,6 @@ def _diversify_and_pack(
     cost_of = np.array([cost for _, _, cost in costs], dtype=np.int64)
     pool_vectors = np.ascontiguousarray(vectors([r.entry.id for r in pool]), dtype=np.float32)
     relevance = _relevance(np.array([r.key for r in pool], dtype=np.float64), ranking.incremental)
-    coverage = _coverage(pool, ranking) if options.coverage_weight > 0 else None
     scope = np.array([r.in_scope for r in pool])
     max_similarity = np.zeros(len(pool), dtype=np.float32)
     remaining = np.ones(len(pool), dtype=bool)
@@ -409,10 +405,7 @@ def _diversify_and_pack(
     duplicates: list[tuple[Ranked, str]] = []
     used, lam = fixed_cost, options.mmr_lambda
     while remaining.any() and used + int(cost_of[remaining].min()) <= options.max_tokens:
-        gain = lam * relevance - (1.0 - lam) * max_similarity
-        if coverage is not None:
-            gain = _blend_coverage(gain, coverage, cost_of, remaining, options.coverage_weight)
-        gain += 2.0 * scope
+        gain = lam * relevance - (1.0 - lam) * max_similarity + 2.0 * scope
         gain[~remaining] = -np.inf
         pick = int(np.argmax(gain))
         remaining[pick] = False
@@ -423,8 +416,6 @@ def _diversify_and_pack(
             used += cost
             entry = replace(item.entry, text=text) if cut else item.entry
             chosen.append((item, entry, cost, cut))
-            if coverage is not None:
-                coverage.cover(pick)
         similarity = pool_vectors @ pool_vectors[pick]
         np.maximum(max_similarity, similarity, out=max_similarity)
         for index in np.flatnonzero(remaining & (similarity >= options.duplicate_threshold)):
@@ -432,37 +423,6 @@ def _diversify_and_pack(
             duplicates.append((pool[index], item.entry.id))
     over += [(pool[i], costs[i][2], "over budget") for i in np.flatnonzero(remaining)]
     return chosen, over, duplicates
-
-
-def _coverage(pool: list[Ranked], ranking: Ranking) -> Coverage:
-    """Coverage gains of the pool's entries, from the words each shows (its text as cut,
-    and its stored input when ``fields`` shows it), kept on the ranking by (id, source
-    input). The pool's costs are counted first."""
-    fields = ranking.options.fields
-    word_sets = []
-    for item in pool:
-        known = (item.entry.id, item.entry.source_input)
-        if known not in ranking.words:
-            text = ranking.costs[known][0] if fields != "input" else ""
-            source = item.entry.source_input if fields != "output" else ""
-            ranking.words[known] = words_of(f"{source}\n{text}")
-        word_sets.append(ranking.words[known])
-    return Coverage(word_sets)
-
-
-def _blend_coverage(
-    gain: np.ndarray,
-    coverage: Coverage,
-    cost_of: np.ndarray,
-    remaining: np.ndarray,
-    weight: float,
-) -> np.ndarray:
-    """``(1 - weight) * gain + weight * density``, the coverage gain per token relative to
-    the best one still in the pool (0 for all once nothing adds a new word)."""
-    density = coverage.gains / np.maximum(cost_of, 1)
-    best = float(density[remaining].max())
-    relative = density / best if best > 0 else np.zeros_like(density)
-    return np.asarray((1.0 - weight) * gain + weight * relative)
 
 
 def _relevance(keys: np.ndarray, log_keys: bool) -> np.ndarray:

@@ -471,8 +471,6 @@ class SelectionOptions:
         relevance_weight: 0 (default) ignores the query entirely; up to 1 blends it in.
         typicality_weight: 0 (default) off; up to 1 blends in closeness to the user's style
             centroid (query-free: the block stays the same for every request).
-        coverage_weight: 0 (default) off; up to 1 blends in how many of the user's recurring
-            words each pick adds to the block per token (query-free; see ``coverage.py``).
         mmr_lambda: 1 ranks by score alone; lower values favour stylistic diversity.
         duplicate_threshold: cosine similarity above which an entry is a near-duplicate.
         pool_size: how many top-scored candidates diversity and packing consider.
@@ -493,7 +491,6 @@ class SelectionOptions:
     fill_from_profile: bool = True
     relevance_weight: float = 0.0
     typicality_weight: float = 0.0
-    coverage_weight: float = 0.0
     mmr_lambda: float = 0.7
     duplicate_threshold: float = 0.92
     pool_size: int = 400
@@ -506,7 +503,6 @@ class SelectionOptions:
             _check_fraction(self.half_life_days, "half_life_days", upper=math.inf, open_low=True)
         _check_fraction(self.relevance_weight, "relevance_weight")
         _check_fraction(self.typicality_weight, "typicality_weight")
-        _check_fraction(self.coverage_weight, "coverage_weight")
         _check_fraction(self.mmr_lambda, "mmr_lambda")
         _check_fraction(self.duplicate_threshold, "duplicate_threshold")
         if self.order not in ("strongest", "stable"):

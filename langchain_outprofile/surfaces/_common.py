@@ -85,7 +85,6 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "fill_from_profile": (bool, "Fill the budget from other tasks when the task scope cannot."),
     "relevance_weight": (float, "0 ignores the query; up to 1 blends query relevance in."),
     "typicality_weight": (float, "Up to 1 blends in closeness to the user's style centroid."),
-    "coverage_weight": (float, "Up to 1 favours picks that add the user's recurring words."),
     "mmr_lambda": (float, "1 ranks by score alone; lower values favour stylistic diversity."),
     "duplicate_threshold": (float, "Cosine similarity above which an entry is a duplicate."),
     "pool_size": (int, "How many top-scored candidates diversity and packing consider."),

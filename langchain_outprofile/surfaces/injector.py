@@ -111,8 +111,6 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     """0 ignores the query; up to 1 blends it in."""
     typicality_weight: float | None = None
     """Up to 1 blends in closeness to the user's style centroid."""
-    coverage_weight: float | None = None
-    """Up to 1 favours picks that add the user's recurring words (per token)."""
     mmr_lambda: float | None = None
     """1 ranks by score alone; lower values favour stylistic diversity."""
     duplicate_threshold: float | None = None

@@ -36,12 +36,8 @@ texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)
 OPTIONS = (
     SelectionOptions(max_tokens=120, pool_size=4, max_entry_tokens=12),
     SelectionOptions(max_tokens=90, pool_size=6, task="email", order="stable"),
-    SelectionOptions(
-        max_tokens=200, pool_size=8, half_life_days=None, mmr_lambda=0.5, coverage_weight=0.6
-    ),
-    SelectionOptions(
-        max_tokens=150, task="chat", fill_from_profile=False, fields="full", coverage_weight=1.0
-    ),
+    SelectionOptions(max_tokens=200, pool_size=8, half_life_days=None, mmr_lambda=0.5),
+    SelectionOptions(max_tokens=150, task="chat", fill_from_profile=False, fields="full"),
 )
 
 

@@ -30,7 +30,6 @@ STAGES: list[tuple[str, ...]] = [
     ("tokens", "embeddings", "local", "model_server"),
     ("capture",),
     ("store",),
-    ("coverage",),
     ("select",),
     ("render",),
     ("memory.snapshots", "memory.reader", "memory.pins", "memory.feedback"),

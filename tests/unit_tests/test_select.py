@@ -441,24 +441,3 @@ def test_a_budget_that_holds_the_frame_but_no_entry_says_so(make_memory: MemoryF
     assert selection.text == ""
     assert "no entry fits in max_tokens=" in selection.choice.note
     assert "no entry fits" in selection.explain()
-
-
-def test_coverage_weight_picks_the_users_recurring_words(make_memory: MemoryFactory) -> None:
-    memory = make_memory(clock=lambda: NOW)
-    recurring = [
-        "coffee first, then the deadline",
-        "the deadline again, more coffee",
-        "coffee and a deadline, as ever",
-    ]
-    memory.add("Zebra quilts vex jumpy wizards.", user_id="ana", created_at=NOW)
-    memory.add_many(
-        [
-            {"text": text, "user_id": "ana", "created_at": NOW - (i + 1) * DAY}
-            for i, text in enumerate(recurring)
-        ]
-    )
-    small = {"max_tokens": 52, "duplicate_threshold": 1.0}  # the frame, then ~20 tokens
-    default = memory.select("ana", **small)
-    covering = memory.select("ana", coverage_weight=1.0, **small)
-    assert [e.text for e in default.entries] == ["Zebra quilts vex jumpy wizards."]
-    assert covering.entries and {e.text for e in covering.entries} <= set(recurring)
