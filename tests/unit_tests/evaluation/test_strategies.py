@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,11 @@ from langchain_outprofile.evaluation.strategies import (
     messages_for,
     other_users,
     parse_names,
+    specific_order,
+    word_counts,
+    words_in,
 )
+from langchain_outprofile.types import ProfileEntry
 
 ALL = [
     "output-profile",
@@ -28,6 +33,7 @@ ALL = [
     "op-typical",
     "op-flat",
     "op-nodup",
+    "op-specific",
 ]
 
 
@@ -135,3 +141,26 @@ def test_typicality_option_ranks_like_the_op_typical_strategy(
         assert [e.text for e in selected.entries] == evaluated
         default = ephemeral_memory.select(example.user_id, max_tokens=400)
         assert [e.text for e in default.entries] != evaluated or len(evaluated) < 2
+
+
+def test_words_are_lower_cased_with_hashtags_mentions_and_apostrophes() -> None:
+    assert words_in("Don't STOP, don't! #Mondays @Ana 🔥") == [
+        "don't",
+        "stop",
+        "don't",
+        "#mondays",
+        "@ana",
+    ]
+    assert word_counts(["a b", "A"]) == Counter({"a": 2, "b": 1})
+
+
+def test_specific_order_ranks_the_users_recurring_words_over_one_off_rare_ones() -> None:
+    """By hand, population {tea: 50, zebra: 1, rain: 949} (size 1000 + 3 + 1 = 1004):
+    an entry "tea" sees the user's other "tea" (1 of 2 other words), so P_user(tea) =
+    (1 + 10 * 51/1004) / 12 = 0.126 against P_pop 0.051: log-ratio +0.91. "zebra" is rare
+    in the population, but the user never uses it elsewhere: (0 + 10 * 2/1004) / 12 against
+    2/1004, log-ratio log(10/12) = -0.18. Without leaving the entry out, zebra would win."""
+    entries = [ProfileEntry.create(t, user_id="u") for t in ("zebra", "tea", "Tea!")]
+    population = Counter({"tea": 50, "zebra": 1, "rain": 949})
+    assert [e.text for e in specific_order(entries, population)][-1] == "zebra"
+    assert {e.text for e in specific_order(entries, population)[:2]} == {"tea", "Tea!"}
