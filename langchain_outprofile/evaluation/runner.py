@@ -50,10 +50,13 @@ class EvalConfig:
     """The block's frame (``evaluation.command.FRAMES``), part of every cache key."""
 
 
-def cache_frame(strategy: str, frame: str) -> str:
-    """The frame as a cache key holds it: '' for ``none``, whose prompt has no block, so
+def cache_key(
+    target: str, strategy: str, fields: str, budget: int, placement: str, model: str, frame: str
+) -> CacheKey:
+    """The key of one scored prompt. ``none``'s holds no frame (its prompt has no block), so
     runs in different frames share its scores."""
-    return "" if strategy == "none" else frame
+    frame = "" if strategy == "none" else frame
+    return (target, strategy, fields, budget, placement, model, frame)
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,14 @@ class ScoreRow:
     @property
     def key(self) -> CacheKey:
         """The cache key."""
-        return (
+        return cache_key(
             self.user,
             self.strategy,
             self.fields,
             self.budget,
             self.placement,
             self.model,
-            cache_frame(self.strategy, self.frame),
+            self.frame,
         )
 
     @property
@@ -197,8 +200,9 @@ def run_task(
     prepared = ""
     with _progress(show_progress, len(jobs)) as advance:
         for target, strategy, fields, budget, placement in jobs:
-            frame = cache_frame(strategy, config.frame)
-            key = (target.id, strategy, fields, budget, placement, scorer.name, frame)
+            key = cache_key(
+                target.id, strategy, fields, budget, placement, scorer.name, config.frame
+            )
             row = cache.get(key)
             if row is None and not cached_only:
                 if prepared != target.id:
