@@ -161,7 +161,7 @@ def build_block(
     }
     if strategy in selectors:
         return selectors[strategy]()
-    return _ordered_block(memory, example, strategy, budget, seed, population or Counter())
+    return _ordered_block(memory, example, strategy, budget, seed, population)
 
 
 def _ordered_block(
@@ -170,7 +170,7 @@ def _ordered_block(
     strategy: str,
     budget: int,
     seed: int,
-    population: Counter[str],
+    population: Counter[str] | None,
 ) -> str:
     profile = memory.store.load(example.user_id)
     entries = [e for e in profile.entries if e.selectable]
@@ -186,6 +186,8 @@ def _ordered_block(
     elif strategy == "op-typical":
         order = _typical_order(entries, vectors)
     elif strategy == "op-specific":
+        if population is None:
+            raise InvalidInputError("op-specific needs population= (word_counts of every profile)")
         order = specific_order(entries, population)
     else:
         raise InvalidInputError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")

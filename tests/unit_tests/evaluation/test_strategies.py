@@ -42,11 +42,14 @@ def test_every_strategy_stays_in_budget_and_uses_only_the_users_own_texts(
 ) -> None:
     examples = load_lamp(tiny_lamp7)
     assert ingest(ephemeral_memory, examples) == sum(len(e.profile) for e in examples)
+    population = word_counts(p.output for e in examples for p in e.profile)
     for example in examples:
         own = {p.output for p in example.profile}
         for strategy in ALL:
             for budget in (90, 150):  # the header and footer alone are ~60 tokens
-                block = build_block(ephemeral_memory, example, strategy, budget, seed=1)
+                block = build_block(
+                    ephemeral_memory, example, strategy, budget, seed=1, population=population
+                )
                 assert block, (strategy, budget)
                 assert ephemeral_memory.counter.count(block) <= budget
                 texts = parse_block(block)
@@ -164,3 +167,12 @@ def test_specific_order_ranks_the_users_recurring_words_over_one_off_rare_ones()
     population = Counter({"tea": 50, "zebra": 1, "rain": 949})
     assert [e.text for e in specific_order(entries, population)][-1] == "zebra"
     assert {e.text for e in specific_order(entries, population)[:2]} == {"tea", "Tea!"}
+
+
+def test_op_specific_needs_a_population(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    example = load_lamp(tiny_lamp7)[0]
+    ingest(ephemeral_memory, [example])
+    with pytest.raises(InvalidInputError, match="population"):
+        build_block(ephemeral_memory, example, "op-specific", 200)
