@@ -23,7 +23,7 @@ from langchain_outprofile.evaluation.data import (
     load_lamp,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.report import cells_summary
+from langchain_outprofile.evaluation.report import cells_summary, headroom
 from langchain_outprofile.evaluation.runner import (
     EvalConfig,
     ScoreCache,
@@ -52,6 +52,7 @@ __all__ = [
     "cells_summary",
     "detect_format",
     "eval_command",
+    "headroom",
     "load_coauthor",
     "load_lamp",
     "load_popquorn",

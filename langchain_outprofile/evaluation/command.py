@@ -21,10 +21,21 @@ from langchain_outprofile.evaluation.data import (
     load_lamp,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.report import cells_summary, summarize, write_report
+from langchain_outprofile.evaluation.report import (
+    cells_summary,
+    headroom,
+    summarize,
+    write_report,
+)
 from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, run_task
 from langchain_outprofile.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
-from langchain_outprofile.evaluation.strategies import EPOCH, PLACEMENTS, STRATEGIES, parse_names
+from langchain_outprofile.evaluation.strategies import (
+    EPOCH,
+    PLACEMENTS,
+    STRATEGIES,
+    parse_names,
+    parse_strategies,
+)
 from langchain_outprofile.evaluation.tasks import (
     CoauthorTask,
     EvalTask,
@@ -67,9 +78,16 @@ def eval_command(
             "or POPQUORN users .jsonl"
         ),
     ],
-    strategies: Annotated[str, typer.Option(help=f"comma list of: {', '.join(STRATEGIES)}")] = (
-        "none,output-profile,bm25-query"
-    ),
+    strategies: Annotated[
+        str, typer.Option(help=f"comma list of: {', '.join(STRATEGIES)}, random-<k>")
+    ] = "none,output-profile,bm25-query",
+    random_draws: Annotated[
+        int,
+        typer.Option(
+            help="add K seeded random draws per user (random-0..random-<K-1>; LaMP, POPQUORN) "
+            "and report their mean and best per user (the headroom)"
+        ),
+    ] = 0,
     budgets: Annotated[str, typer.Option(help="comma list of block budgets (tokens)")] = "200,400",
     placement: Annotated[str, typer.Option(help="comma list of: leading, middle, trailing")] = (
         "leading"
@@ -109,6 +127,7 @@ def eval_command(
         paths = run_command(
             data,
             strategies=strategies,
+            random_draws=random_draws,
             budgets=budgets,
             placement=placement,
             limit=limit,
@@ -200,6 +219,7 @@ def run_command(
     fields: str = "output",
     data_format: str = "auto",
     frame: str = "compact",
+    random_draws: int = 0,
 ) -> list[Path]:
     """The command's work as a function (``scorer`` replaces the backend when given).
 
@@ -210,7 +230,7 @@ def run_command(
         ```
     """
     config = EvalConfig(
-        strategies=tuple(parse_names(strategies, STRATEGIES, "strategy")),
+        strategies=tuple(parse_strategies(strategies, random_draws)),
         budgets=_budgets(budgets),
         placements=tuple(parse_names(placement, PLACEMENTS, "placement")),  # type: ignore[arg-type]
         seed=seed,
@@ -247,6 +267,7 @@ def run_command(
         seed=seed,
     )
     summary.update(cells_summary(rows, choice=task.choice, seed=seed))
+    summary["headroom"] = headroom(rows, seed=seed)
     meta: dict[str, Any] = {
         "task": kind,
         "data": str(data),
@@ -254,6 +275,7 @@ def run_command(
         "seed": seed,
         "limit": limit,
         "strategies": list(config.strategies),
+        "random_draws": random_draws,
         "budgets": list(config.budgets),
         "placements": list(config.placements),
         "fields": list(config.fields),

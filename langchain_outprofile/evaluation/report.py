@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,15 @@ import numpy as np
 
 from langchain_outprofile.evaluation.runner import ScoreRow
 from langchain_outprofile.evaluation.stats import Interval, bootstrap_mean, paired_lift
+from langchain_outprofile.evaluation.strategies import draw_index
 
-__all__ = ["cell_name", "cells_summary", "summarize", "write_report"]
+__all__ = ["cell_name", "cells_summary", "headroom", "summarize", "write_report"]
 
 BASELINE = "none"
 RETRIEVAL = "bm25-query"
+DEFAULT = "output-profile"
+MEAN_OF_DRAWS = "random-mean"
+BEST_OF_DRAWS = "random-best"
 
 
 def summarize(
@@ -117,7 +122,7 @@ def markdown(report: dict[str, Any]) -> str:
         "improved.",
     ]
     if report.get("cells") and report["meta"].get("task", "lamp") != "lamp":
-        return "\n".join(lines[:4] + cells_markdown(report)) + "\n"
+        return "\n".join(lines[:4] + cells_markdown(report) + headroom_markdown(report)) + "\n"
     for placement, by_budget in report["placements"].items():
         lines += [
             "",
@@ -135,7 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{'—' if wins is None or name == BASELINE else f'{wins:.0%}'} | "
                     f"{_fmt(s.get(f'lift_vs_{RETRIEVAL}')) if name != RETRIEVAL else '—'} |"
                 )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + headroom_markdown(report)) + "\n"
 
 
 def plot(by_budget: dict[str, Any], path: Path, title: str = "") -> None:
@@ -146,7 +151,11 @@ def plot(by_budget: dict[str, Any], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     budgets = sorted(by_budget, key=int)
-    names = [n for n in dict.fromkeys(n for b in budgets for n in by_budget[b]) if n != BASELINE]
+    names = [
+        n
+        for n in dict.fromkeys(n for b in budgets for n in by_budget[b])
+        if n != BASELINE and draw_index(n) is None  # the draws are summed up in the headroom
+    ]
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for offset, name in enumerate(names):
         points = [
@@ -276,6 +285,8 @@ def cells_summary(
             a, b = (second, first) if first[0] == BASELINE else (first, second)
             if a[0] == BASELINE or (b[0] != BASELINE and a[2:] != b[2:]):
                 continue
+            if draw_index(a[0]) is not None or draw_index(b[0]) is not None:
+                continue  # one random draw against another: see headroom()
             metrics = [("nll", nll, -1.0)] + ([("pair_acc", acc, 1.0)] if choice else [])
             for metric, table, sign in metrics:
                 values = _paired_values(table.get(a, {}), table.get(b, {}), sign)
@@ -372,3 +383,131 @@ def plot_cells(cells: Sequence[dict[str, Any]], path: Path, title: str = "") -> 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+# -- headroom: K random draws per user, their mean and the best of them ------------------------
+
+
+def headroom(rows: Sequence[ScoreRow], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Per budget, placement and fields with two or more random draws (``random-<k>``): the
+    :func:`cells_summary` of ``none``, ``output-profile``, ``bm25-query`` (those scored), the
+    mean of the draws and the best draw, on the targets that have every draw and every one
+    of those cells.
+
+    ``random-mean`` is, per target, the mean NLL per token over the draws (what a query-free
+    pick as good as a random one gets). ``random-best`` is, per user, the draw with the
+    lowest mean NLL over the user's targets: an oracle bound on choosing among the draws
+    without the query, optimistic because it is chosen on the very targets it is scored on.
+    Both rows carry the NLL per token as ``nll`` with ``tokens=1``.
+
+    Example:
+        ```python
+        [h["budget"] for h in headroom(rows)]  # [200]
+        ```
+    """
+    draws: dict[tuple[int, str, str], dict[str, dict[int, ScoreRow]]] = {}
+    cells: dict[tuple[int, str, str], dict[str, dict[str, ScoreRow]]] = {}
+    none: dict[str, ScoreRow] = {}
+    for row in rows:
+        where = (row.budget, row.placement, row.fields)
+        index = draw_index(row.strategy)
+        if index is not None:
+            draws.setdefault(where, {}).setdefault(row.user, {})[index] = row
+        elif row.strategy in (DEFAULT, RETRIEVAL):
+            cells.setdefault(where, {}).setdefault(row.strategy, {})[row.user] = row
+        elif row.strategy == BASELINE:
+            none[row.user] = row
+    out = []
+    for where, by_target in sorted(draws.items()):
+        ks = sorted({k for d in by_target.values() for k in d})
+        if len(ks) < 2:
+            continue
+        compared = {**cells.get(where, {}), **({BASELINE: none} if none else {})}
+        complete = {
+            t: d
+            for t, d in by_target.items()
+            if len(d) == len(ks) and all(t in c for c in compared.values())
+        }
+        per_user: dict[str, dict[int, list[float]]] = {}
+        for d in complete.values():
+            for k, row in d.items():
+                per_user.setdefault(row.owner, {}).setdefault(k, []).append(row.mean)
+        best = {u: min(ks, key=lambda k: (float(np.mean(v[k])), k)) for u, v in per_user.items()}
+        derived: dict[str, list[ScoreRow]] = {BEST_OF_DRAWS: [], MEAN_OF_DRAWS: []}
+        for d in complete.values():
+            first = d[ks[0]]
+            values = {
+                BEST_OF_DRAWS: d[best[first.owner]].mean,
+                MEAN_OF_DRAWS: float(np.mean([r.mean for r in d.values()])),
+            }
+            for name, value in values.items():
+                derived[name].append(replace(first, strategy=name, nll=value, tokens=1))
+        # this order makes every pair of HEADROOM_PAIRS come out as (a, b)
+        kept = [
+            r
+            for name in (DEFAULT, RETRIEVAL, BASELINE)
+            for t, r in compared.get(name, {}).items()
+            if t in complete
+        ]
+        ordered = [*derived[BEST_OF_DRAWS], *derived[MEAN_OF_DRAWS], *kept]
+        summary = cells_summary(ordered, choice=False, seed=seed)
+        budget, placement, fields = where
+        out.append(
+            {
+                "budget": budget,
+                "placement": placement,
+                "fields": fields,
+                "draws": len(ks),
+                "users": len(per_user),
+                "targets": len(complete),
+                **summary,
+            }
+        )
+    return out
+
+
+HEADROOM_PAIRS = (
+    (MEAN_OF_DRAWS, DEFAULT),
+    (BEST_OF_DRAWS, DEFAULT),
+    (BEST_OF_DRAWS, RETRIEVAL),
+    (DEFAULT, RETRIEVAL),
+    (MEAN_OF_DRAWS, RETRIEVAL),
+    (BEST_OF_DRAWS, MEAN_OF_DRAWS),
+)
+"""The comparisons the headroom tables show, in order (a, b: a better by)."""
+
+
+def headroom_markdown(report: dict[str, Any]) -> list[str]:
+    """Markdown lines of :func:`headroom` (nothing when the report has no draws)."""
+    lines: list[str] = []
+    for h in report.get("headroom", []):
+        lines += [
+            "",
+            f"## Headroom: {h['draws']} random draws, budget {h['budget']}, "
+            f"placement {h['placement']}, fields {h['fields']}",
+            "",
+            f"{h['users']} users, {h['targets']} targets (those with every draw and every "
+            f"cell). `{MEAN_OF_DRAWS}` = the mean of the draws per target; `{BEST_OF_DRAWS}` = "
+            "each user's best draw, an oracle chosen on the scored targets themselves (an "
+            "optimistic bound on any query-free choice among random picks).",
+            "",
+            "| cell | users | mean NLL | lift vs none |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for c in h["cells"]:
+            lines.append(
+                f"| `{c['strategy']}` | {c['users']} | {_ci(c['mean_nll'], '.3f')} | "
+                f"{_ci(c['lift_vs_none'])} |"
+            )
+        lines += [
+            "",
+            "| a | b | a better by (nats/token) | users | a better for |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        paired = {(p["a"], p["b"]): p for p in h["paired"]}
+        for a, b in HEADROOM_PAIRS:
+            if (a, b) in paired:
+                p = paired[(a, b)]
+                wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+                lines.append(f"| `{a}` | `{b}` | {_ci(p)} | {p['n']} | {wins} |")
+    return lines

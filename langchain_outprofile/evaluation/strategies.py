@@ -6,6 +6,12 @@ memory's own counter. ``output-profile``, ``recency``, ``other-user``, ``full``,
 ``input-only`` and ``op-diverse`` are ``memory.select`` calls; ``random``, ``bm25-query``,
 ``op-short``, ``op-typical`` and ``op-specific`` order the stored entries their own way and
 pack them with :func:`pack`.
+
+``random-<k>`` (``k`` = 0, 1, ...) is the ``k``-th of several seeded random draws of one
+user's entries (:func:`draw_order`): seeded by the user and ``k`` only, not by ``--seed``, so
+the strategy's name, which is in the score-cache key, fixes its block. The report sets the
+mean of the draws and the best of them per user beside the other strategies (the headroom of
+any query-free pick).
 """
 
 from __future__ import annotations
@@ -32,11 +38,16 @@ __all__ = [
     "Placement",
     "bm25_order",
     "build_block",
+    "draw_index",
+    "draw_names",
+    "draw_order",
     "ingest",
     "messages_for",
     "other_users",
     "pack",
     "parse_names",
+    "parse_strategies",
+    "shuffled",
     "specific_order",
     "word_counts",
     "words_in",
@@ -66,6 +77,7 @@ BASE_SYSTEM = "You are a helpful assistant."
 EPOCH = 1_700_000_000.0
 _DAY_S = 86_400.0
 _WORD = re.compile(r"[#@]?\w+(?:'\w+)?")
+_DRAW = re.compile(r"random-(0|[1-9][0-9]*)")
 SMOOTHING_WORDS = 10.0
 """How many words of population prior ``op-specific`` mixes into a user's word distribution."""
 
@@ -77,6 +89,52 @@ def parse_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
     if bad or not names:
         raise InvalidInputError(f"unknown {what} {bad or text!r}; choose from {', '.join(allowed)}")
     return list(dict.fromkeys(names))
+
+
+def draw_index(strategy: str) -> int | None:
+    """The draw index of a ``random-<k>`` strategy, else None.
+
+    Example:
+        ```python
+        draw_index("random-3"), draw_index("random"), draw_index("random-03")  # 3, None, None
+        ```
+    """
+    match = _DRAW.fullmatch(strategy)
+    return int(match.group(1)) if match else None
+
+
+def draw_names(draws: int) -> list[str]:
+    """``random-0`` ... ``random-<draws - 1>``."""
+    return [f"random-{k}" for k in range(draws)]
+
+
+def parse_strategies(text: str, draws: int = 0) -> list[str]:
+    """:func:`parse_names` of :data:`STRATEGIES` and ``random-<k>`` names, then the ``draws``
+    names of :func:`draw_names` (``--random-draws``) appended."""
+    if draws < 0:
+        raise InvalidInputError(f"--random-draws must be >= 0; got {draws}")
+    named = [n.strip() for n in text.split(",") if draw_index(n.strip()) is not None]
+    names = parse_names(text, [*STRATEGIES, *named], "strategy")
+    return list(dict.fromkeys([*names, *draw_names(draws)]))
+
+
+def shuffled(entries: Iterable[ProfileEntry], key: str) -> list[ProfileEntry]:
+    """``entries`` in id order, shuffled by ``random.Random(key)`` (the same key, the same
+    order, in any process)."""
+    order = sorted(entries, key=lambda e: e.id)
+    random_module.Random(key).shuffle(order)
+    return order
+
+
+def draw_order(entries: Iterable[ProfileEntry], user: str, draw: int) -> list[ProfileEntry]:
+    """The ``draw``-th seeded random order of ``user``'s entries (``random-<draw>``).
+
+    Example:
+        ```python
+        draw_order(entries, "u1", 0) == draw_order(entries, "u1", 0)  # True, in any run
+        ```
+    """
+    return shuffled(entries, f"draw:{draw}:{user}")
 
 
 def ingest(memory: OutputProfileMemory, examples: Sequence[LampExample]) -> int:
@@ -176,9 +234,11 @@ def _ordered_block(
     entries = [e for e in profile.entries if e.selectable]
     keep = [i for i, e in enumerate(profile.entries) if e.selectable]
     vectors = profile.vectors[keep] if len(keep) else profile.vectors
+    draw = draw_index(strategy)
     if strategy == "random":
-        order = sorted(entries, key=lambda e: e.id)
-        random_module.Random(f"{seed}:{example.user_id}").shuffle(order)
+        order = shuffled(entries, f"{seed}:{example.user_id}")
+    elif draw is not None:
+        order = draw_order(entries, example.user_id, draw)
     elif strategy == "bm25-query":
         order = bm25_order(entries, example.input)
     elif strategy == "op-short":

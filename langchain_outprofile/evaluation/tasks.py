@@ -6,6 +6,7 @@ Three tasks share one runner (see :mod:`runner`):
 - :class:`PopquornTask`: POPQUORN email rewriting. One pair per user is held out; the profile is
   the user's other pairs (authored, the email as ``source_input``). ``--fields`` chooses what
   the block shows: ``output`` (the other rewrites), ``input`` (the other emails) or ``full``.
+  ``bm25-query`` and the random draws ``random-<k>`` show the user's other rewrites too.
 - :class:`CoauthorTask`: CoAuthor writing sessions. Each target is an accepted suggestion list
   with two or more candidates; the writer's history is replayed into the memory in time order
   up to (not including) the moment the list opened, with the signals as they happened.
@@ -37,6 +38,8 @@ from langchain_outprofile.evaluation.strategies import (
     EPOCH,
     bm25_order,
     build_block,
+    draw_index,
+    draw_order,
     ingest,
     other_users,
     pack,
@@ -71,7 +74,8 @@ CONTEXT_CHARS = 600
 """The document context in a CoAuthor request: its last 600 characters, cut at a word start."""
 MIN_HISTORY = 10
 """A CoAuthor list is a target only when the writer has this many positive entries before it."""
-POPQUORN_STRATEGIES = ("none", "output-profile", "other-user", "other-rewriter")
+POPQUORN_STRATEGIES = ("none", "output-profile", "other-user", "other-rewriter", "bm25-query")
+"""POPQUORN's strategies, besides the random draws ``random-<k>``."""
 COAUTHOR_STRATEGIES = (
     "none",
     "output-profile",
@@ -271,9 +275,23 @@ class PopquornTask:
         return random_module.Random(f"{self.seed}:{target.id}").choice(others)
 
     def block(self, target: Target, strategy: str, fields: Fields, budget: int) -> str | None:
-        """``none``, ``output-profile`` (any fields), ``other-user``, ``other-rewriter``."""
+        """``none``, ``output-profile`` (any fields), ``other-user``, ``other-rewriter``,
+        ``bm25-query`` (the user's other pairs by BM25 of email and rewrite against the target
+        email) and ``random-<k>`` (the ``k``-th seeded random order of them); the last two
+        show the rewrites, packed whole."""
         if strategy == "none":
             return ""
+        draw = draw_index(strategy)
+        if strategy == "bm25-query" or draw is not None:
+            stored = self.memory.store.load(target.user, with_vectors=False).entries
+            entries = sorted((e for e in stored if e.selectable), key=lambda e: e.id)
+            email = target.request.removeprefix(REWRITE_PROMPT)
+            order = (
+                bm25_order(entries, email)
+                if draw is None
+                else draw_order(entries, target.user, draw)
+            )
+            return render_block(pack(self.memory, order, budget), "output", self.memory.template)
         if strategy == "output-profile":
             return self.memory.select(target.user, max_tokens=budget, fields=fields).text
         if strategy in ("other-user", "other-rewriter"):
@@ -532,7 +550,8 @@ class CoauthorTask:
 
 
 def check_strategies(task: str, strategies: Sequence[str]) -> None:
-    """Fail early on a strategy the task (``lamp``, ``coauthor``, ``popquorn``) lacks."""
+    """Fail early on a strategy the task (``lamp``, ``coauthor``, ``popquorn``) lacks (the
+    random draws ``random-<k>`` apply to LaMP and POPQUORN)."""
     allowed: dict[str, Sequence[str]] = {
         "popquorn": POPQUORN_STRATEGIES,
         "coauthor": COAUTHOR_STRATEGIES,
@@ -540,7 +559,8 @@ def check_strategies(task: str, strategies: Sequence[str]) -> None:
     names = allowed.get(task)
     if names is None:
         return
-    bad = [s for s in strategies if s not in names]
+    draws = task == "popquorn"
+    bad = [s for s in strategies if s not in names and not (draws and draw_index(s) is not None)]
     if bad:
         raise InvalidInputError(
             f"strategies {bad} do not apply to {task}; choose from {', '.join(names)}"

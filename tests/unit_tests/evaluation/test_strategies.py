@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
 
+import chromadb
 import pytest
 
 from langchain_outprofile import OutputProfileMemory, parse_block
@@ -13,10 +15,13 @@ from langchain_outprofile.evaluation.data import load_lamp
 from langchain_outprofile.evaluation.strategies import (
     BASE_SYSTEM,
     build_block,
+    draw_index,
+    draw_order,
     ingest,
     messages_for,
     other_users,
     parse_names,
+    parse_strategies,
     specific_order,
     word_counts,
     words_in,
@@ -34,6 +39,8 @@ ALL = [
     "op-flat",
     "op-nodup",
     "op-specific",
+    "random-0",
+    "random-7",
 ]
 
 
@@ -106,6 +113,49 @@ def test_random_is_seeded(ephemeral_memory: OutputProfileMemory, tiny_lamp7: Pat
     blocks = {s: build_block(ephemeral_memory, example, "random", 110, seed=s) for s in range(6)}
     assert blocks[0] == build_block(ephemeral_memory, example, "random", 110, seed=0)
     assert len(set(blocks.values())) > 1
+
+
+def test_random_draws_differ_by_index_and_repeat_in_a_fresh_memory_whatever_the_seed(
+    ephemeral_memory: OutputProfileMemory, tiny_lamp7: Path
+) -> None:
+    example = load_lamp(tiny_lamp7)[0]
+    ingest(ephemeral_memory, [example])
+    names = [f"random-{k}" for k in range(8)]
+    first = {n: build_block(ephemeral_memory, example, n, 110, seed=0) for n in names}
+    assert len(set(first.values())) >= 4  # 8 entries, about 2 fit: the draws differ
+    other = OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=f"d-{uuid.uuid4().hex}"
+    )
+    ingest(other, [example])
+    again = {n: build_block(other, example, n, 110, seed=5) for n in names}
+    assert again == first  # the name alone (in the cache key) fixes the block
+    entries = ephemeral_memory.store.load(example.user_id).entries
+    order = draw_order(entries, example.user_id, 3)
+    assert draw_order(list(reversed(entries)), example.user_id, 3) == order
+    assert sorted(e.id for e in order) == sorted(e.id for e in entries)
+    assert draw_order(entries, "someone-else", 3) != order
+
+
+def test_random_draw_names() -> None:
+    assert [draw_index(n) for n in ("random-0", "random-12", "random", "random-03", "random-")] == [
+        0,
+        12,
+        None,
+        None,
+        None,
+    ]
+    assert parse_strategies("none,random-5,none", 3) == [
+        "none",
+        "random-5",
+        "random-0",
+        "random-1",
+        "random-2",
+    ]
+    assert parse_strategies("random-1", 2) == ["random-1", "random-0"]
+    with pytest.raises(InvalidInputError, match="random-x"):
+        parse_strategies("none,random-x")
+    with pytest.raises(InvalidInputError, match="random-draws"):
+        parse_strategies("none", -1)
 
 
 def test_placements() -> None:

@@ -26,7 +26,7 @@ from langchain_outprofile.evaluation.data import (
     load_coauthor,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.report import cells_summary
+from langchain_outprofile.evaluation.report import cells_summary, headroom
 from langchain_outprofile.evaluation.runner import ScoreRow
 from langchain_outprofile.evaluation.scoring import Message, NllScore
 from langchain_outprofile.evaluation.tasks import (
@@ -36,6 +36,7 @@ from langchain_outprofile.evaluation.tasks import (
     CoauthorTask,
     MovingClock,
     PopquornTask,
+    Target,
     coauthor_writes,
 )
 
@@ -319,7 +320,26 @@ def test_popquorn_holds_one_pair_out_and_builds_every_field_mode(
     assert other and not set(other) & {p["output"] for p in POPQUORN_ROWS[0]["pairs"]}  # type: ignore[index]
     assert task.block(one, "none", "output", 200) == ""
     with pytest.raises(InvalidInputError, match="does not apply"):
-        task.block(one, "bm25-query", "output", 200)
+        task.block(one, "all-outputs-bm25", "output", 200)
+
+
+def test_popquorn_bm25_and_random_draws_show_only_the_users_other_rewrites(
+    tmp_path: Path, memory: OutputProfileMemory
+) -> None:
+    task = PopquornTask(memory, load_popquorn(_write_popquorn(tmp_path / "p.jsonl")), seed=0)
+    task.setup()
+    targets = {t.user: t for t in task.targets()}
+    own = {"Hi, please send the file. Thanks", "Hi, give me a call. Thanks"}
+    for strategy in ("bm25-query", "random-0", "random-1", "random-2"):
+        assert set(parse_block(task.block(targets["pq-1"], strategy, "output", 200) or "")) == own
+    draws = [task.block(targets["pq-1"], f"random-{k}", "output", 200) for k in range(8)]
+    assert len(set(draws)) == 2  # two entries, two orders
+    assert draws == [task.block(targets["pq-1"], f"random-{k}", "output", 200) for k in range(8)]
+    # BM25 of the target email against the stored (email, rewrite) pairs
+    call = Target("x", "pq-1", REWRITE_PROMPT + "A call today.", "-")
+    assert parse_block(task.block(call, "bm25-query", "output", 200) or "")[0] == (
+        "Hi, give me a call. Thanks"
+    )
 
 
 # -- metrics against hand-computed values -----------------------------------------------------
@@ -452,7 +472,90 @@ def test_command_runs_coauthor_and_popquorn_and_resumes(tmp_path: Path) -> None:
     assert ("other-rewriter", "output") in modes and "pair_acc" not in report["cells"][0]
     assert "`output-profile`" in (tmp_path / "pq-out" / "report.md").read_text()
     with pytest.raises(InvalidInputError, match="do not apply"):
-        run_command(pq, scorer=FakeScorer(), **{**args, "strategies": "none,bm25-query"})
+        run_command(pq, scorer=FakeScorer(), **{**args, "strategies": "none,all-outputs-bm25"})
+    with pytest.raises(InvalidInputError, match="do not apply"):
+        run_command(co, scorer=FakeScorer(), **{**args, "strategies": "none,random-0"})
+
+
+def test_headroom_is_the_mean_and_the_best_of_the_draws_per_user() -> None:
+    """Hand-made table (NLL per token; _row's tokens = 2): A and B have every draw, C lacks
+    one and is left out of the headroom."""
+    cells_of: dict[str, tuple[float, float, float]] = {  # none, output-profile, bm25-query
+        "A": (3.0, 2.6, 2.4),
+        "B": (2.0, 1.9, 1.6),
+        "C": (2.0, 1.0, 1.0),
+    }
+    draws_of = {"A": [2.8, 2.2, 2.5], "B": [1.7, 1.8, 2.1], "C": [0.5, 0.5]}
+    rows = []
+    for user, values in cells_of.items():
+        for name, value in zip(("none", "output-profile", "bm25-query"), values, strict=True):
+            rows.append(_row(user, "", name, 2 * value))
+        rows += [_row(user, "", f"random-{k}", 2 * v) for k, v in enumerate(draws_of[user])]
+    (h,) = headroom(rows, seed=0)
+    assert (h["budget"], h["draws"], h["users"], h["targets"]) == (200, 3, 2, 2)
+    cells = {c["strategy"]: c for c in h["cells"]}
+    assert set(cells) == {"none", "output-profile", "bm25-query", "random-mean", "random-best"}
+    assert math.isclose(cells["random-mean"]["mean_nll"]["mean"], (2.5 + 5.6 / 3) / 2)
+    assert math.isclose(cells["random-best"]["mean_nll"]["mean"], (2.2 + 1.7) / 2)
+    assert math.isclose(cells["output-profile"]["mean_nll"]["mean"], 2.25)  # C left out
+    paired = {(p["a"], p["b"]): p for p in h["paired"]}
+    # best vs default: A 2.6 - 2.2, B 1.9 - 1.7; mean vs default: A 0.1, B 1.9 - 5.6 / 3
+    assert math.isclose(paired[("random-best", "output-profile")]["mean"], 0.3)
+    assert math.isclose(
+        paired[("random-mean", "output-profile")]["mean"], (0.1 + 1.9 - 5.6 / 3) / 2
+    )
+    assert math.isclose(paired[("random-best", "bm25-query")]["mean"], (0.2 - 0.1) / 2)
+    best_vs_mean = paired[("random-best", "random-mean")]
+    assert best_vs_mean["mean"] > 0 and best_vs_mean["wins"] == 1.0  # best >= mean, always
+    assert math.isclose(best_vs_mean["mean"], (0.3 + 5.6 / 3 - 1.7) / 2)
+    # the report's own cells never pair one draw with another
+    assert not any(
+        p["a"].startswith("random-") and p["b"].startswith("random-")
+        for p in cells_summary(rows, choice=False)["paired"]
+    )
+
+
+def test_the_best_draw_is_chosen_per_user_not_per_target() -> None:
+    # user D: draw 0 scores 1.0 and 3.0 on its two targets (mean 2.0), draw 1 2.0 and 1.5
+    # (1.75): the best draw is 1 on both targets (1.75), not the per-target minimum (1.25)
+    rows = [_row(t, "D", "none", 8.0) for t in ("d1", "d2")]
+    for k, values in enumerate([(1.0, 3.0), (2.0, 1.5)]):
+        rows += [
+            _row(t, "D", f"random-{k}", 2 * v) for t, v in zip(("d1", "d2"), values, strict=True)
+        ]
+    (h,) = headroom(rows)
+    cells = {c["strategy"]: c for c in h["cells"]}
+    assert (h["users"], h["targets"]) == (1, 2)
+    assert math.isclose(cells["random-best"]["mean_nll"]["mean"], 1.75)
+    assert math.isclose(cells["random-mean"]["mean_nll"]["mean"], 1.875)
+    assert headroom([r for r in rows if r.strategy != "random-1"]) == []  # one draw: no headroom
+
+
+def test_command_reports_the_headroom_of_random_draws_and_resumes(tmp_path: Path) -> None:
+    pq = _write_popquorn(tmp_path / "pq.jsonl")
+    args: dict[str, Any] = dict(
+        strategies="none,output-profile,bm25-query",
+        budgets="200",
+        placement="leading",
+        limit=None,
+        seed=0,
+        out=tmp_path / "out",
+        quiet=True,
+        random_draws=4,
+    )
+    scorer = FakeScorer()
+    run_command(pq, scorer=scorer, **args)
+    assert scorer.calls == 3 * (3 + 4)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["meta"]["strategies"][-4:] == [f"random-{k}" for k in range(4)]
+    (h,) = report["headroom"]
+    assert (h["draws"], h["users"]) == (4, 3)
+    assert {c["strategy"] for c in h["cells"]} >= {"random-mean", "random-best"}
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "Headroom: 4 random draws" in markdown and "`random-best` | `output-profile`" in markdown
+    again = FakeScorer()
+    run_command(pq, scorer=again, **args)
+    assert again.calls == 0  # every draw is in the cache under its own name
 
 
 def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
