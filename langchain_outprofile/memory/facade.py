@@ -191,6 +191,7 @@ class OutputProfileMemory(FeedbackMixin):
         self.pin_ttl_s = pin_ttl_s
         self.clock = clock
         self.monotonic = monotonic
+        self.store.clock = lambda: self.clock()  # events are stamped with the memory's clock
         self._reader = ProfileReader(self)
         self._pins = ThreadPins(self)
         self._expiry_checked: dict[str, float] = {}
@@ -285,10 +286,11 @@ class OutputProfileMemory(FeedbackMixin):
             coerce_item(item, i, self.entry, self.max_text_chars) for i, item in enumerate(entries)
         ]
 
-    async def _write_entries(self, entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    async def _write_entries(
+        self, entries: Sequence[ProfileEntry], **options: Any
+    ) -> list[ProfileEntry]:
         try:
-            watch = self._reader.watched({e.user_id for e in entries})
-            written = await self.store.awrite(entries, watch=watch)
+            written = await self.store.awrite(entries, **options)
         except BaseException:  # a write failing part-way may have stored some batches
             self._invalidate({e.user_id for e in entries})
             raise
@@ -306,13 +308,12 @@ class OutputProfileMemory(FeedbackMixin):
     async def _remove_ids(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
         """Delete entries of one user (only those still pending, with ``pending_only``)."""
         try:
-            watch = bool(self._reader.watched({user_id}))
-            written = await self.store.aremove(user_id, ids, pending_only=pending_only, watch=watch)
+            written = await self.store.aremove(user_id, ids, pending_only=pending_only)
         except BaseException:
             self._invalidate({user_id})
             raise
         self._reader.written(written)
-        if written.versions:  # the store dropped the user's pins with the deleted text
+        if written.moved:  # the store dropped the user's pins with the deleted text
             self._pins.forget(user_id)
         return len(written.removed.get(user_id, []))
 

@@ -11,7 +11,8 @@ pending output is never in a block, so none of this changes one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from langchain_outprofile.capture import (
@@ -20,8 +21,9 @@ from langchain_outprofile.capture import (
     pending_cutoff,
     validate_run_id,
 )
-from langchain_outprofile.errors import AmbiguousRunError, RunIdConflictError, UnknownRunError
+from langchain_outprofile.errors import AmbiguousRunError, UnknownRunError
 from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.store.log import feedback_event_id, run_event_id
 from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
 
@@ -42,7 +44,7 @@ class FeedbackMixin:
     pending_ttl_s: float
     max_text_chars: int
     entry: Callable[..., ProfileEntry]
-    _write_entries: Callable[[Sequence[ProfileEntry]], Awaitable[list[ProfileEntry]]]
+    _write_entries: Callable[..., Awaitable[list[ProfileEntry]]]
     _remove_ids: Callable[..., Awaitable[int]]
     _run: Callable[[Coroutine[Any, Any, Any]], Any]
     _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
@@ -97,18 +99,14 @@ class FeedbackMixin:
         task: str | None,
     ) -> ProfileEntry:
         user, run = validate_user_id(user_id), validate_run_id(run_id)
-        others = sorted({e.user_id for e in await self.store.afind_runs(run)} - {user})
-        if others:
-            raise RunIdConflictError(
-                f"run id {run!r} already identifies a tracked run of another user; a run id "
-                "must identify one run of one user: pass a fresh uuid4() as config['run_id'] "
-                "(nothing was stored)"
-            )
-        await self._expire_now_and_then(user)
         source = None if source_input is None else source_input[: self.max_text_chars]
-        return await self._add(
+        entry = self.entry(
             text, user_id=user, signal=Signal.PENDING, run_id=run, source_input=source, task=task
         )
+        await self._expire_now_and_then(user)
+        # the run id is claimed by id: two runs racing for it both read the one that won
+        stored = await self._write_entries([entry], event_ids=[run_event_id(run)], claim=True)
+        return stored[0]
 
     def expire_pending(self, user_id: str) -> int:
         """Delete the user's tracked outputs pending longer than ``pending_ttl_s``.
@@ -216,35 +214,65 @@ class FeedbackMixin:
         chosen = feedback_signal(signal, rating, edited)
         run = validate_run_id(run_id)
         owner = None if user_id is None else validate_user_id(user_id)
-        found = await self.store.afind_runs(run, owner)
-        if len({e.user_id for e in found}) > 1:
-            raise AmbiguousRunError(
-                f"run id {run!r} is held by tracked runs of more than one user; pass "
-                "user_id= to say whose run the feedback is for"
-            )
-        entry = found[0] if found else None
-        if entry is None:
+        recorded = await self.store.arun(run)
+        output = None if recorded is None else recorded.record
+        if output is not None and owner not in (None, output.user_id):
+            output = None
+        claim = None if recorded is None or output is None else recorded.id
+        if output is None:  # a run tracked before the log: found by its rows' run id
+            found = await self.store.afind_runs(run, owner)
+            if len({e.user_id for e in found}) > 1:
+                raise AmbiguousRunError(
+                    f"run id {run!r} is held by tracked runs of more than one user; pass "
+                    "user_id= to say whose run the feedback is for"
+                )
+            output = found[0] if found else None
+        if output is None:
             raise UnknownRunError(
                 f"no tracked output under run id {run!r}"
                 + (f" for user {user_id!r}" if user_id is not None else "")
                 + "; track the chain with memory.track(chain) and pass the same run id"
             )
-        if is_stale_pending(entry, self.clock(), self.pending_ttl_s):
-            await self._expire_pending(entry.user_id)
-            raise UnknownRunError(
-                f"the output of run {run!r} expired after pending_ttl_s={self.pending_ttl_s:g}s "
-                "without feedback and was deleted"
-            )
+        if is_stale_pending(output, self.clock(), self.pending_ttl_s):
+            now = await self.store.aentry(output.user_id, output.id)
+            if now is None or now.pending:
+                await self._expire_pending(output.user_id)
+                raise UnknownRunError(
+                    f"the output of run {run!r} expired after pending_ttl_s="
+                    f"{self.pending_ttl_s:g}s without feedback and was deleted"
+                )
+        # fields as the output was recorded, so a process that never saw the output folds
+        # the feedback to the same entry as one that did
         common: dict[str, Any] = {
-            "user_id": entry.user_id,
+            "user_id": output.user_id,
             "run_id": run,
-            "task": entry.task or None,
+            "task": output.task or None,
+            "source_input": output.source_input or None,
+            "created_at": output.created_at,
         }
         if edited is not None:
-            stored = await self._add(
-                edited, signal=Signal.EDITED, source_input=entry.source_input or None, **common
+            stored = await self._write_entries(
+                [self._now(self.entry(edited, signal=Signal.EDITED, **common))],
+                event_ids=[feedback_event_id(run, "edited", edited)],
             )
-            if entry.pending and entry.id != stored.id:
-                await self._remove_ids(entry.user_id, [entry.id], pending_only=True)
-            return stored
-        return await self._add(entry.text, signal=chosen, rating=rating, **common)
+            if stored[0].id != output.id:  # the output goes if it got no other signal
+                await self._drop_output(output, claim)
+            return stored[0]
+        made = self._now(self.entry(output.text, signal=chosen, rating=rating, **common))
+        ids = [feedback_event_id(run, chosen.value, rating)]
+        return (await self._write_entries([made], event_ids=ids))[0]
+
+    async def _drop_output(self, output: ProfileEntry, claim: str | None) -> None:
+        """Remove a run's output that an edit replaced, if it is still only pending: its
+        claim event (other runs of the same text keep theirs), or, for a run tracked before
+        the log, the entry."""
+        if claim is not None:
+            await self._remove_ids(output.user_id, [claim], pending_only=True)
+            return
+        now = await self.store.aentry(output.user_id, output.id)
+        if now is not None and now.pending:
+            await self._remove_ids(output.user_id, [output.id], pending_only=False)
+
+    def _now(self, entry: ProfileEntry) -> ProfileEntry:
+        """``entry`` as updated now (its ``created_at`` stays the output's)."""
+        return replace(entry, updated_at=max(entry.created_at, self.clock()))

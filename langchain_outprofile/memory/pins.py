@@ -110,13 +110,15 @@ class ThreadPins:
         now = memory.clock()
         expires_at = now + memory.pin_ttl_s
         payload = dump_selection(selection, until=expires_at)
-        kept = await memory.store.asave_pin(
+        held = await memory.store.asave_pin(
             user, thread, key, payload, version=version, now=now, expires_at=expires_at
         )
-        pinned = load_selection(payload, user_id=user, options=options, now=now)
-        if not kept or pinned is None:
+        if held is None:
             return selection
-        self._keep((user, thread, key), pinned, expires_at)
+        pinned = load_selection(held[0], user_id=user, options=options, now=now)
+        if pinned is None:
+            return selection
+        self._keep((user, thread, key), pinned, held[1])
         return pinned
 
     def _keep(

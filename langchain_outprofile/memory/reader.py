@@ -81,6 +81,7 @@ from langchain_outprofile.render import BlockTemplate, render_block, render_entr
 from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
 from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.store.io import drive
+from langchain_outprofile.store.log import Event, Fold
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     ProfileEntry,
@@ -92,6 +93,9 @@ from langchain_outprofile.types import (
 __all__ = ["BudgetTooSmallWarning", "CacheSettings", "ProfileReader"]
 
 _ATTEMPTS = 3
+_FULL_CHECK_S = 60.0
+"""Longest time a kept ranking goes without comparing its events with the whole log, even
+when the version did not move (a writer killed between its events and its version)."""
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
 
 _Key = tuple[SelectionOptions, BlockTemplate]
@@ -143,6 +147,14 @@ class _Cached:
     generation: int = 0
     held: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    fold: Fold | None = None
+    """The events the rankings were folded from (the log catches it up: a delta)."""
+    writes: int = 0
+    """Block-changing writes this memory made of the user; ``caught`` is the count the last
+    catch-up started at: while they differ, the next read catches up first."""
+    caught: int = 0
+    caught_at: float = 0.0
+    """When the fold was last compared with the whole log (not only the version)."""
 
 
 class ProfileReader:
@@ -330,10 +342,10 @@ class ProfileReader:
         self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection
     ) -> None:
         seen = await self._save(user, cached, key, version, selection)
-        if seen is not None and seen != version:  # another writer: the state is stale
-            with self._lock:
-                if self._cache.get(user) is cached and cached.version == version:
-                    self._drop(user)
+        if seen is not None and seen != version:  # a write came after: catch up next read
+            with cached.lock:
+                if cached.version == version:
+                    cached.writes += 1
 
     def flush(self) -> None:
         """Wait for the snapshots being saved in the background (tests, and before exit;
@@ -458,24 +470,23 @@ class ProfileReader:
                 cached.vectors.update(zip(missing, rows, strict=True))
 
     async def _cached(self, user: str) -> _Cached:
-        """The user's read state. Within ``cache_ttl_s`` of its last check it is served as
-        is; after that it is revalidated by one read of the version when snapshots are on
-        (the same version: kept), else replaced. A write through this object either moves
-        the state by a delta or drops it (:meth:`written`)."""
+        """The user's read state. Within ``cache_ttl_s`` of its last check, and with no
+        block-changing write of this memory since, it is served as is; else it is
+        revalidated (:meth:`_revalidated`) or replaced."""
         now, ttl = self._memory.monotonic(), self._memory.cache_ttl_s
         with self._lock:
             self._sweep(now, ttl)
             hit = self._cache.get(user)
             if hit is not None:
                 self._cache.move_to_end(user)
-                if now - hit.checked_at < ttl:
+                if now - hit.checked_at < ttl and hit.writes == hit.caught:
                     return hit
-        if hit is not None and hit.version and await self._revalidated(user, hit, now):
+        if hit is not None and await self._revalidated(user, hit, now):
             return hit
         with self._lock:
             if self._cache.get(user) is hit:
                 self._drop(user)
-            fresh = _Cached(now)
+            fresh = _Cached(now, caught_at=now)
             if ttl <= 0:
                 return fresh
             self._cache[user] = fresh
@@ -484,14 +495,44 @@ class ProfileReader:
         return fresh
 
     async def _revalidated(self, user: str, state: _Cached, now: float) -> bool:
-        """Whether the user's version is still the one ``state`` is current for (then its
-        check time is renewed)."""
-        if self._memory.snapshot_ttl_s <= 0:
+        """Whether ``state`` can serve again: one read of the user's version shows nothing
+        was written, in any process (then its check time is renewed); or the state holds
+        rankings and their fold, which catch up with the log (:meth:`_catch_up`)."""
+        writes = state.writes
+        version = await self._version(user)
+        if (
+            version is not None
+            and version == state.version
+            and writes == state.caught
+            and now - state.caught_at < _FULL_CHECK_S
+        ):
+            state.checked_at = now
+            return True
+        if state.fold is None or not state.rankings:
             return False
-        if await self._memory.store.aversion(user) != state.version:
-            return False
-        state.checked_at = now
+        await self._catch_up(user, state, version, writes, now)
         return True
+
+    async def _catch_up(
+        self, user: str, state: _Cached, version: str | None, writes: int, now: float
+    ) -> None:
+        """Move the state's rankings by what the log gained or lost since their fold: the
+        reads first, then the fold, the rankings and the version in one step under the
+        state's lock (no thread lock is held across I/O). ``version`` was read before the
+        log, so every write that set a version before it is in what the log showed."""
+        fold = state.fold
+        assert fold is not None
+        caught = await self._memory.store.acatch_up(fold)
+        with state.lock:
+            if state.fold is not fold:
+                return
+            touched = fold.add(caught.events) | fold.remove(caught.gone)
+            state.vectors.update(caught.vectors)
+            self._move(state, fold, touched, version_moved=version != state.version)
+            state.version = version
+            state.caught = max(state.caught, writes)
+            state.checked_at = state.caught_at = now
+        self._recount(user, state)
 
     def _sweep(self, now: float, ttl: float) -> None:
         """Without snapshots (no version to revalidate with), drop every state past the ttl,
@@ -517,19 +558,24 @@ class ProfileReader:
         with cached.lock:
             if cached.profile is not None:
                 return cached.profile, cached.profile_version
-            version = cached.version
+            version, generation = cached.version, cached.generation
         if version is None:  # read outside the state's lock: no thread lock is held across I/O
             found = await self._version(user)
             with cached.lock:
                 if cached.version is None:
                     cached.version = found
                 version = cached.version
-        profile = await self._memory.store.aload(user)  # a read never writes: stale pending
-        with self._lock, cached.lock:  # entries are never selected, and go on the next write
-            if cached.profile is None and cached.version == version:
+        # a read never writes: stale pending entries are never selected, and go later
+        profile, fold = await self._memory.store.aload_fold(user)
+        with self._lock, cached.lock:
+            # a delta taken meanwhile may postdate what this load read: not kept
+            fresh = cached.generation == generation and cached.version == version
+            if cached.profile is None and fresh:
                 cached.profile = cached.base = profile
                 cached.profile_version = version
                 cached.positions = None
+                if cached.fold is None:
+                    cached.fold = fold
                 if self._cache.get(user) is cached:
                     self._add_held(cached, len(profile.entries))
         return profile, version
@@ -555,56 +601,47 @@ class ProfileReader:
             return None
         return await self._memory.store.aversion(user)
 
-    def watched(self, users: Iterable[str]) -> set[str]:
-        """The users a write should read the version before for: those with rankings that
-        can take the write as a delta."""
-        with self._lock:
-            return {u for u in users if (state := self._cache.get(u)) and state.rankings}
-
     def written(self, written: Written) -> None:
-        """Take a write through this memory: move each written user's cached state by the
-        delta when it was current for the version the write started from, else drop it."""
-        changed: dict[str, list[ProfileEntry]] = {}
-        for entry in written.entries:
-            changed.setdefault(entry.user_id, []).append(entry)
-        for user in set(changed) | set(written.removed) | set(written.versions):
-            removed = written.removed.get(user, [])
-            self._take(user, changed.get(user, []), removed, written.versions.get(user))
+        """Take a write through this memory: a user's cached rankings take the events it
+        added and removed at once, as a delta (no I/O); and when it renewed the user's
+        version, the next read also catches up with the log, for any other writer's events
+        that landed meanwhile (their version may be the one this write replaced)."""
+        added: dict[str, list[Event]] = {}
+        for event in written.events:
+            added.setdefault(event.user_id, []).append(event)
+        for user in set(added) | set(written.removed) | written.moved:
+            with self._lock:
+                state = self._cache.get(user)
+            if state is None:
+                continue
+            with state.lock:
+                if user in written.moved:
+                    state.writes += 1
+                fold = state.fold
+                if fold is None or not state.rankings:
+                    continue
+                touched = fold.add(added.get(user, [])) | fold.remove(written.dropped)
+                self._move(state, fold, touched, version_moved=False)
+            self._recount(user, state)
 
-    def _take(
-        self,
-        user: str,
-        changed: list[ProfileEntry],
-        removed: Sequence[str],
-        versions: tuple[str | None, str] | None,
-    ) -> None:
-        with self._lock:
-            state = self._cache.get(user)
-        if state is None:
-            return
-        snapshots = self._memory.snapshot_ttl_s > 0
+    def _move(self, state: _Cached, fold: Fold, touched: set[str], *, version_moved: bool) -> None:
+        """Move the state's rankings by the entries ``touched`` in its fold (under the
+        state's lock)."""
+        changed = [e for i in sorted(touched) if (e := fold.entry(i)) is not None]
+        removed = [i for i in sorted(touched) if fold.entry(i) is None]
+        moved = [r.update(changed, removed) for r in state.rankings.values()]
+        if any(moved) or version_moved:
+            state.selections.clear()
+            state.saved.clear()
+            state.profile = None
+            state.generation += 1
+
+    def _recount(self, user: str, state: _Cached) -> None:
+        """Count the entries a state holds again, after a delta."""
         with state.lock:
-            current = (
-                versions is None
-                or not snapshots
-                or (versions[0] is not None and versions[0] == state.version)
-            )
-            if current and state.rankings:
-                moved = [r.update(changed, removed) for r in state.rankings.values()]
-                if versions is not None and snapshots:
-                    state.version = versions[1]
-                    state.saved.clear()
-                    state.checked_at = self._memory.monotonic()  # checked against the store
-                if any(moved) or versions is not None:
-                    state.selections.clear()
-                    state.profile = None
-                    state.generation += 1
-                held = sum(len(r) for r in state.rankings.values())
+            held = sum(len(r) for r in state.rankings.values())
         with self._lock:
             if self._cache.get(user) is not state:
-                return
-            if not (current and state.rankings):
-                self._drop(user)
                 return
             self._held -= state.held
             state.held = 0

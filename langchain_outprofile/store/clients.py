@@ -20,9 +20,9 @@ damaged store or a full disk into :class:`StoreDamagedError` / :class:`StoreFull
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import struct
@@ -92,6 +92,16 @@ _DAMAGE_SIGNS = (
     "error getting embedding",
 )
 _FULL_SIGNS = ("database or disk is full", "no space left on device", "os error 28")
+# A server's read that races another client's write can fail this way for a moment (its
+# metadata already holds a row its vector reader does not yet): retried, not a damage.
+_TRANSIENT_SIGNS = ("error finding id",)
+_RETRIES_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def transient(error: BaseException, location: str) -> bool:
+    """Whether a failed call of a server is worth retrying (see ``_TRANSIENT_SIGNS``)."""
+    message = str(error).lower()
+    return location.startswith("http") and any(sign in message for sign in _TRANSIENT_SIGNS)
 
 
 def default_path() -> Path:
@@ -189,9 +199,9 @@ def _new_lock(location: str) -> LocationLock:
     if location == "ephemeral":
         return LocationLock(location, None)
     if location.startswith("http://"):
-        folder = Path(os.environ.get(LOCK_DIR_ENV) or _default_lock_dir())
-        name = hashlib.sha256(location.encode()).hexdigest()[:32]
-        return LocationLock(location, folder / f"server-{name}.lock")
+        # a server orders its own calls, and no write reads-folds-writes (store/log.py):
+        # nothing to lock, on this machine or any other
+        return LocationLock(location, None, free=True)
     return LocationLock(location, Path(location) / LOCK_FILE, store_dir=Path(location))
 
 
@@ -231,13 +241,23 @@ class LocationLock:
     """
 
     def __init__(
-        self, location: str, lock_file: Path | None, *, store_dir: Path | None = None
+        self,
+        location: str,
+        lock_file: Path | None,
+        *,
+        store_dir: Path | None = None,
+        free: bool = False,
     ) -> None:
         self.location = location
         self.lock_file = lock_file
         self.store_dir = store_dir
-        self.reads: LocationLock | _ProcessHold = (
-            self if lock_file is None or store_dir is not None else _ProcessHold(self)
+        self.free = free
+        self.reads: LocationLock | _ProcessHold | contextlib.nullcontext[None] = (
+            contextlib.nullcontext()
+            if free
+            else self
+            if lock_file is None or store_dir is not None
+            else _ProcessHold(self)
         )
         self._rlock = threading.RLock()
         self._owner = 0  # thread holding _rlock (valid while _count > 0)
@@ -257,6 +277,8 @@ class LocationLock:
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (thread lock, then the file); False if not ``blocking`` and taken,
         or when ``timeout`` (seconds, -1 = none) passed."""
+        if self.free:
+            return True
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._take(blocking, timeout):
             return False
@@ -276,6 +298,8 @@ class LocationLock:
 
     def release(self) -> None:
         """Release one hold (the file at the outermost)."""
+        if self.free:
+            return
         try:
             if self.lock_file is not None:
                 self._depth -= 1
@@ -304,7 +328,7 @@ class LocationLock:
         """Between the batches of a long operation, with the lock released: let a thread
         that waits for it take it first (lock handoff is not fair by itself), and give
         processes polling the lock file a moment. Does nothing while the caller holds it."""
-        if self.held():
+        if self.free or self.held():
             return
         with self._turns:
             if self._waiting:
@@ -596,6 +620,14 @@ class GuardedCollection:
                 return self._after_failure(method, arguments, error)
 
     def _after_failure(self, method: str, arguments: dict[str, Any], error: Exception) -> Any:
+        for pause_s in _RETRIES_S:
+            if not transient(error, self._lock.location):
+                break
+            time.sleep(pause_s)
+            try:
+                return getattr(self._collection, method)(**arguments)
+            except Exception as again:
+                error = again
         kind = failure_kind(error, self._lock)
         if kind == "damaged" and self._lock.reload(server_of(self._collection)):
             try:  # stale in-memory state fails like damage: retry once on what disk holds
@@ -610,9 +642,9 @@ class GuardedCollection:
 
 class AsyncGuardedCollection:
     """A collection of ``chromadb.AsyncHttpClient``, with the failures typed as
-    :class:`GuardedCollection` types them and a collection recreated under its name
-    reopened. Its calls hold no lock: a server orders its own reads, and the store's
-    read-fold-write holds the location's :class:`~langchain_outprofile.store.io.AsyncWriteLock`.
+    :class:`GuardedCollection` types them, a read racing another client's write retried, and
+    a collection recreated under its name reopened. Its calls hold no lock: a server orders
+    its own calls, and no write reads-folds-writes (``store/log.py``).
 
     Args:
         collection: the ``AsyncCollection``.
@@ -642,6 +674,10 @@ class AsyncGuardedCollection:
         """``await collection.upsert``."""
         await self._call("upsert", rows)
 
+    async def add(self, **rows: Any) -> None:
+        """``await collection.add``."""
+        await self._call("add", rows)
+
     async def update(self, **rows: Any) -> None:
         """``await collection.update``."""
         await self._call("update", rows)
@@ -660,11 +696,20 @@ class AsyncGuardedCollection:
             self._collection = fresh
             return await getattr(fresh, method)(**arguments)
         except Exception as error:  # classified below, else re-raised
-            kind = failure_kind(error, self._lock)
-            if kind is None:
-                raise
-            name = str(self._collection.name)
-            raise typed_failure(kind, error, self._lock.location, name) from error
+            failed = error
+        for pause_s in _RETRIES_S:
+            if not transient(failed, self._lock.location):
+                break
+            await asyncio.sleep(pause_s)
+            try:
+                return await getattr(self._collection, method)(**arguments)
+            except Exception as again:
+                failed = again
+        kind = failure_kind(failed, self._lock)
+        if kind is None:
+            raise failed
+        name = str(self._collection.name)
+        raise typed_failure(kind, failed, self._lock.location, name) from failed
 
 
 def typed_failure(kind: str, error: Exception, location: str, name: str) -> Exception:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +26,12 @@ from chromadb.api import AsyncClientAPI, ClientAPI
 from langchain_core.embeddings import Embeddings
 
 from langchain_outprofile.embeddings import StyleEmbeddings
-from langchain_outprofile.errors import AsyncClientError, EmbeddingMismatchError, InvalidInputError
+from langchain_outprofile.errors import (
+    AsyncClientError,
+    EmbeddingMismatchError,
+    InvalidInputError,
+    RunIdConflictError,
+)
 from langchain_outprofile.store.clients import (
     AsyncGuardedCollection,
     GuardedCollection,
@@ -36,7 +45,6 @@ from langchain_outprofile.store.clients import (
     server_of,
 )
 from langchain_outprofile.store.io import (
-    AsyncWriteLock,
     NoLock,
     drive,
     hold,
@@ -44,12 +52,33 @@ from langchain_outprofile.store.io import (
     run_now,
     settle,
 )
-from langchain_outprofile.store.rows import entries_from, to_metadata
+from langchain_outprofile.store.log import (
+    BASE_AT,
+    LOG_MARK,
+    LOG_SUFFIX,
+    Event,
+    Fold,
+    base_event_id,
+    event_id,
+    event_metadata,
+    events_from,
+    put_events,
+    run_event_id,
+)
+from langchain_outprofile.store.rows import Row, rows_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from langchain_outprofile.validation import DEFAULT_COLLECTION, validate_user_id
 
-__all__ = ["DEFAULT_COLLECTION", "SCHEMA_VERSION", "ProfileStore", "Written"]
+__all__ = [
+    "CLOUD_LIMITS",
+    "DEFAULT_COLLECTION",
+    "SCHEMA_VERSION",
+    "CallLimits",
+    "Caught",
+    "ProfileStore",
+    "Written",
+]
 
 SCHEMA_VERSION = 2
 _READABLE_SCHEMAS = (1, 2)  # row format 1 is still read; every write uses format 2
@@ -59,6 +88,8 @@ _HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 32, "hnsw:M": 8}
 # leaves room for the state collection's suffix within Chroma's 512 characters
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]
+_METADATAS: Any = ["metadatas"]
+_WHERE_IN = 100  # entry ids per ``$in`` filter of the log
 _READ_PAGE = 10_000
 # Set on collections created by a release that writes a version row for every user it
 # writes. A collection without it (written before version rows existed) may hold users with
@@ -66,22 +97,51 @@ _READ_PAGE = 10_000
 _VERSIONED_KEY = "outprofile_versioned"
 _BACKFILL_MARK = "versions-backfilled"
 _SCAN_PAGE = 5000
+LIMITS_ENV = "OUTPROFILE_CHROMA_LIMITS"
+"""Set to ``cloud`` to keep every call within Chroma Cloud's limits on any client."""
 _INLINE_EMBEDS = 64  # an async write embeds up to this many texts on the loop itself
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
+class CallLimits:
+    """The largest Chroma call the store makes: records per write and results per read
+    (None: the client's own maximum, no paging). Chroma Cloud documents 300 of each
+    (:data:`CLOUD_LIMITS`); a self-hosted server and embedded Chroma have none."""
+
+    records_per_write: int | None = None
+    results_per_read: int | None = None
+
+
+CLOUD_LIMITS = CallLimits(records_per_write=300, results_per_read=300)
+"""Chroma Cloud's documented per-call limits (the store's ``where`` filters use at most 3
+predicates of Cloud's 8, and its rows at most 7 metadata keys of 32)."""
+
+
+@dataclass(frozen=True)
 class Written:
-    """What one write did: the entries as now stored, the ids removed (by user), and for
-    each user whose profile version it renewed, ``(version before, version after)`` read
-    and set in the same hold of the lock (a reader that cached the user's profile at the
-    version before may apply the change instead of reading the profile again)."""
+    """What one write did: the entries as this writer folds them (another writer's signal
+    landing at the same moment may be missing here; readers fold the log), the ids
+    removed (by user), the users whose profile version the write renewed (their blocks
+    may have changed), and the events it added to and removed from the log (a reader
+    holding the user's fold takes them at once, without I/O)."""
 
     entries: list[ProfileEntry]
     removed: dict[str, list[str]]
-    versions: dict[str, tuple[str | None, str]]
-    """``{user: (version before, version after)}``; the version before is None for a user
-    the write was not asked to watch."""
+    moved: set[str]
+    events: list[Event] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Caught:
+    """What :meth:`ProfileStore.acatch_up` found in the log for a fold: events it lacks,
+    ids of events it holds that the log no longer does, and the vectors of the entries the
+    new events name."""
+
+    events: list[Event]
+    gone: list[str]
+    vectors: dict[str, np.ndarray]
 
 
 class ProfileStore:
@@ -143,12 +203,25 @@ class ProfileStore:
         self._name = collection_name
         self._versioned = False  # set by _open_collection
         self._location = location = location_lock(client)  # type: ignore[arg-type]
-        self._write_lock: Any = AsyncWriteLock(location) if self.is_async else location
-        # what reads hold: the whole lock on an embedded store, the thread part on a server,
-        # nothing with an async client (a server orders its own reads)
-        self._reads: Any = NoLock() if self.is_async else location.reads
+        # Embedded Chroma needs its calls serialized (threads, and the processes of its
+        # directory); a server needs nothing: no write reads-folds-writes (store/log.py)
+        self._write_lock: Any = (
+            NoLock(on_loop=self.is_async) if self.is_async or location.free else location
+        )
+        # what reads hold: the whole lock on an embedded store, nothing on a server
+        self._reads: Any = NoLock() if self.is_async or location.free else location.reads
         self._collection: Any = _Unopened()
+        self._log: Any = _Unopened()
         self._opening: asyncio.Lock | None = None
+        self.clock: Callable[[], float] = time.time
+        """The time events are stamped with (the memory sets its own clock here)."""
+        self.limits = CLOUD_LIMITS if _is_cloud(client) else CallLimits()
+        """The largest call the store makes (:class:`CallLimits`); set before the store
+        opens, or through ``OUTPROFILE_CHROMA_LIMITS=cloud``."""
+        if os.environ.get(LIMITS_ENV, "").strip().lower() == "cloud":
+            self.limits = CLOUD_LIMITS
+        self._last_at = 0.0
+        self._stamp_lock = threading.Lock()
         if not self.is_async:
             with location:
                 location.refresh(server_of(client))
@@ -170,7 +243,8 @@ class ProfileStore:
         """Open (or create) the entries collection and the state collection beside it."""
         client = self.client
         collection = await self._open_collection(collection_name)
-        self._max_batch = max(1, int(await settle(client.get_max_batch_size())))
+        most = max(1, int(await settle(client.get_max_batch_size())))
+        self._max_batch = min(most, self.limits.records_per_write or most)
         state_name = f"{collection_name}{STATE_SUFFIX}"
         state_rows = await self._opened(
             state_name,
@@ -180,10 +254,23 @@ class ProfileStore:
                 embedding_function=None,
             ),
         )
+        log_name = f"{collection_name}{LOG_SUFFIX}"
+        log = await self._opened(
+            log_name,
+            lambda: client.get_or_create_collection(
+                name=log_name,
+                metadata={"outprofile_log": SCHEMA_VERSION, **_HNSW},
+                embedding_function=None,
+            ),
+        )
         # a damaged store fails here, naming the repair, not in the middle of a write
         await settle(collection.count())
         await settle(state_rows.count())
-        self.state = StateRows(state_rows, self._reads, self._max_batch)
+        await settle(log.count())
+        self.state = StateRows(
+            state_rows, self._reads, self._max_batch, page=self.limits.results_per_read
+        )
+        self._log = log
         self._collection = collection
 
     @property
@@ -197,11 +284,13 @@ class ProfileStore:
                 f"collection_name must be 3-506 characters of [a-zA-Z0-9._-], starting and "
                 f"ending with a letter or digit; got {name!r}"
             )
-        if name.endswith(STATE_SUFFIX):
-            raise InvalidInputError(
-                f"collection_name {name!r} ends with {STATE_SUFFIX!r}, which names the state "
-                "collection kept beside every entries collection; choose another name"
-            )
+        for suffix in (STATE_SUFFIX, LOG_SUFFIX):
+            if name.endswith(suffix):
+                raise InvalidInputError(
+                    f"collection_name {name!r} ends with {suffix!r}, which names the "
+                    f"{suffix[1:]} collection kept beside every entries collection; choose "
+                    "another name"
+                )
         wanted = {
             "outprofile_schema": SCHEMA_VERSION,
             "embedding": self._fingerprint,
@@ -286,128 +375,193 @@ class ProfileStore:
         """
         return self.write(entries).entries
 
-    def write(self, entries: Sequence[ProfileEntry], *, watch: Collection[str] = ()) -> Written:
-        """Store entries, folding each into any stored entry with the same id, and report
-        the entries as stored and the users whose profile version moved (see :meth:`awrite`)."""
-        return self._run(self.awrite(entries, watch=watch))
+    def write(self, entries: Sequence[ProfileEntry], **options: Any) -> Written:
+        """Store entries as signals of their users: see :meth:`awrite`."""
+        return self._run(self.awrite(entries, **options))
 
     async def awrite(
-        self, entries: Sequence[ProfileEntry], *, watch: Collection[str] = ()
+        self,
+        entries: Sequence[ProfileEntry],
+        *,
+        event_ids: Sequence[str] | None = None,
+        claim: bool = False,
     ) -> Written:
-        """Store entries, folding each into any stored entry with the same id, and report
-        the entries as stored and the users whose profile version moved.
+        """Store entries: each one is a signal, added to the log as an event of its own.
 
-        Writes go in batches under the client's maximum; each batch's read-fold-write holds
-        the location's lock, which the other processes of this machine take too, so no
-        concurrent fold is lost. A one-batch write renews, in the same hold of the lock, the
-        version of each user for whom it can change a block: an entry that is not selectable
-        before (or new) and after the write (pending, rejected) leaves the version alone, so
-        a tracked run's pending output keeps every saved selection valid. For the users in
-        ``watch`` the version before is read too (one more read: see :class:`Written`). See
-        :meth:`_batched` for writes of several batches.
+        No read-fold-write: the event is *added* (Chroma ignores an id it holds, so a
+        retried write adds nothing) and every reader folds an entry's events in one order
+        (``log.py``), so writers on any number of machines need no shared lock. Then the
+        entry rows are written: a new entry's text and vector, or an existing row's
+        metadata (the row also keeps this writer's fold as a cache, for the value returned,
+        never read as the truth). Last, the version of each user whose block the write can
+        change is renewed: an entry not selectable before (or new) and after the write
+        (pending, rejected) leaves it alone, so a tracked run's output keeps every saved
+        selection valid.
+
+        Args:
+            entries: the signals, in order (one write may hold several of one entry).
+            event_ids: ids for the events, when a retry must name the same ones (feedback
+                on a run, a run's output); default: new random ids.
+            claim: read the events back and raise :class:`RunIdConflictError` when one of
+                them was held already by another user or entry (a run id claimed first by
+                another run), before any entry row or version is written.
+
+        Returns:
+            What the write did (:class:`Written`).
         """
-        merged_all: list[ProfileEntry] = []
+        at = self._stamp()
+        events = put_events(entries, at=at, ids=event_ids)
+        parts = list(batches(events, self._max_batch))
+        stored: list[ProfileEntry] = []
         moved: set[str] = set()
+        try:
+            for number, batch in enumerate(parts):
+                if len(parts) > 1:  # a writer killed part-way leaves no old snapshot current
+                    if number:
+                        await pause(self._write_lock)
+                    await self.state.touch({e.user_id for e in batch})
+                folded, renew = await self._put(batch, claim=claim)
+                stored.extend(folded)
+                moved |= renew
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort: the first error is the news
+                await self.state.touch({e.user_id for e in entries})
+            raise
+        users = {e.user_id for e in entries}
+        await self.state.touch(moved)
+        await self.state.ensure(users - moved)
+        return Written(stored, {}, moved, events)
 
-        async def fold(batch: Sequence[ProfileEntry]) -> None:
-            stored = {e.id: e for e in await self._get_by_ids([e.id for e in batch])}
-            await self._write([e for e in batch if e.id not in stored])
-            merged = [stored[e.id].merged_with(e) if e.id in stored else e for e in batch]
-            await self._write_metadata([m for m in merged if m.id in stored])
-            merged_all.extend(merged)
-            moved.update(
-                m.user_id
-                for m in merged
-                if m.selectable or (m.id in stored and stored[m.id].selectable)
+    async def _put(
+        self, events: Sequence[Event], *, claim: bool
+    ) -> tuple[list[ProfileEntry], set[str]]:
+        """Add one batch of ``put`` events, then write their entry rows. Returns the entries
+        as this writer folds them and the users whose block may have changed."""
+        wanted = list(dict.fromkeys(e.entry_id for e in events))
+        rows = {r.id: r for r in await self._rows_by_id(wanted)}
+        bases = [
+            Event(
+                base_event_id(r.entry.id), r.entry.user_id, r.entry.id, "put", BASE_AT, 0, r.entry
             )
+            for r in rows.values()
+            if r.legacy
+        ]
+        await self._add_events([*bases, *events])
+        if claim:
+            await self._check_claims(events)
+        cache: dict[str, ProfileEntry] = {i: r.entry for i, r in rows.items()}
+        before = {i: e.selectable for i, e in cache.items()}
+        folded = []
+        for event in events:
+            assert event.record is not None
+            held = cache.get(event.entry_id)
+            cache[event.entry_id] = now = (
+                event.record if held is None else held.merged_with(event.record)
+            )
+            folded.append(now)
+        fresh = [cache[i] for i in wanted if i not in rows]
+        await self._write(fresh)
+        await self._write_metadata([cache[i] for i in wanted if i in rows])
+        moved = {cache[i].user_id for i in wanted if cache[i].selectable or before.get(i, False)}
+        return folded, moved
 
-        versions = await self._batched(_fold_duplicates(entries), fold, moved, watch)
-        return Written(merged_all, {}, versions)
+    async def _check_claims(self, events: Sequence[Event]) -> None:
+        """After adding claiming events (a run's output under the run's id): raise
+        :class:`RunIdConflictError` when another user's event holds an id (the first to
+        claim a run id keeps it; nothing of this write is stored), and let a retried run of
+        the same user replace the output its earlier try recorded (the id is its run)."""
+        found = await self._log_get(ids=[e.id for e in events], include=_METADATAS)
+        held = {e.id: e for e in events_from(found)}
+        replaced = []
+        for event in events:
+            winner = held.get(event.id)
+            if winner is None or winner.entry_id == event.entry_id:
+                continue
+            if winner.user_id != event.user_id:
+                raise RunIdConflictError(
+                    "this run id already identifies a tracked run of another user; a run id "
+                    "must identify one run of one user: pass a fresh uuid4() as "
+                    "config['run_id'] (nothing was stored)"
+                )
+            replaced.append((event, winner))
+        if not replaced:
+            return
+        await settle(
+            self._log.upsert(
+                ids=[e.id for e, _ in replaced],
+                metadatas=[event_metadata(e) for e, _ in replaced],
+                embeddings=np.ones((len(replaced), 1), dtype=np.float32),
+            )
+        )
+        user = events[0].user_id
+        earlier = [w.entry_id for _, w in replaced]
+        fold = await self._fold_of(user, earlier)
+        await self._drop_rows([i for i in earlier if fold.entry(i) is None])
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
         """Store entries exactly as given (no folding): see :meth:`areplace`."""
         self._run(self.areplace(entries))
 
     async def areplace(self, entries: Sequence[ProfileEntry]) -> None:
-        """Store entries exactly as given (no folding): for imports and feedback rewrites.
+        """Store entries exactly as given (no folding): for imports and repairs.
 
-        When several entries share an id, the last one wins (Chroma refuses duplicate ids).
+        Each entry gets a ``delete`` event and then a ``put`` of the record, so whatever
+        the log held for it before, it now folds to the record given. When several entries
+        share an id, the last one wins.
         """
         unique = list({e.id: e for e in entries}.values())
-        await self._batched(unique, self._write, {e.user_id for e in unique}, ())
+        at = self._stamp()
+        nonce = uuid.uuid4().hex
+        for batch in batches(unique, self._max_batch // 2):
+            events: list[Event] = []
+            for n, entry in enumerate(batch):
+                gone = event_id(entry.user_id, entry.id, at, 2 * n, nonce)
+                events.append(Event(gone, entry.user_id, entry.id, "delete", at, 2 * n))
+                events.extend(put_events([entry], at=at, ids=[event_id(gone, "put")]))
+                events[-1] = replace(events[-1], seq=2 * n + 1)
+            await self._add_events(events)
+            await self._write(batch)
+        await self.state.touch({e.user_id for e in unique})
 
-    async def _batched(
-        self,
-        entries: Sequence[ProfileEntry],
-        write: Callable[[Sequence[ProfileEntry]], Awaitable[None]],
-        moved: set[str],
-        watch: Collection[str],
-    ) -> dict[str, tuple[str | None, str]]:
-        """``write`` each batch under the lock, then renew the versions of the users in
-        ``moved`` (which ``write`` may fill in) and make sure every other written user has
-        a version row. Returns ``{user: (version before, version after)}`` of the renewed.
+    def _stamp(self) -> float:
+        """The time of a write's events: the clock, but never before this store's previous
+        write, so one process's writes fold in the order they were made."""
+        with self._stamp_lock:
+            self._last_at = max(self.clock(), self._last_at + 1e-6)
+            return self._last_at
 
-        A call of several batches releases the lock between them (:meth:`LocationLock.pause`:
-        waiting readers go first) and renews the versions of every written user before every
-        batch and at the end, so a process killed part-way leaves no selection of the old
-        profile current. A call that fails renews them on the way out (the batches before
-        the failure did land).
-        """
-        parts = list(batches(entries, self._max_batch))
-        several = len(parts) > 1
-        users = {e.user_id for e in entries}
-        try:
-            for number, batch in enumerate(parts):
-                if number:
-                    await pause(self._write_lock)
-                async with hold(self._write_lock):
-                    if several:
-                        await self.state.touch(e.user_id for e in batch)
-                    await write(batch)
-                    if not several:
-                        return await self._settle(users, moved, watch)
-        except BaseException:
-            with contextlib.suppress(Exception):  # best effort: the first error is the news
-                await self._touch(entries)
-            raise
-        async with hold(self._write_lock):
-            return await self._settle(users, users, ())
-
-    async def _touch(self, written: Sequence[ProfileEntry]) -> None:
-        """New versions for the users just written, after their entries (design.md)."""
-        if written:
-            async with hold(self._write_lock):
-                await self.state.touch(e.user_id for e in written)
-
-    async def _settle(
-        self, users: set[str], moved: set[str], watch: Collection[str]
-    ) -> dict[str, tuple[str | None, str]]:
-        """After the entries: renew the versions of ``moved``; the other ``users`` only need
-        a version row to exist (``user_ids`` lists users by it). Under the lock."""
-        renewed = await self.state.touch(moved & users, watch) if moved & users else {}
-        await self.state.ensure(users - moved)
-        return renewed
+    async def _add_events(self, events: Sequence[Event]) -> None:
+        """Add events to the log: insert-if-absent (Chroma's ``add`` leaves an id it holds)."""
+        for batch in batches(events, self._max_batch):
+            await settle(
+                self._log.add(
+                    ids=[e.id for e in batch],
+                    metadatas=[event_metadata(e) for e in batch],
+                    embeddings=np.ones((len(batch), 1), dtype=np.float32),
+                )
+            )
 
     async def _write(self, batch: Sequence[ProfileEntry]) -> None:
-        if not batch:
-            return
-        texts = [e.text for e in batch]
-        await settle(
-            self._collection.upsert(
-                ids=[e.id for e in batch],
-                metadatas=[to_metadata(e) for e in batch],
-                embeddings=await self._embed(texts),
-                **({"documents": texts} if self.documents else {}),
+        """Write entry rows whole: text, vector and this writer's fold (a cache)."""
+        for part in batches(batch, self._max_batch):
+            texts = [e.text for e in part]
+            await settle(
+                self._collection.upsert(
+                    ids=[e.id for e in part],
+                    metadatas=[{**to_metadata(e), LOG_MARK: True} for e in part],
+                    embeddings=await self._embed(texts),
+                    **({"documents": texts} if self.documents else {}),
+                )
             )
-        )
 
     async def _write_metadata(self, merged: Sequence[ProfileEntry]) -> None:
         """Rewrite the rows of entries folded into stored ones: same id, so same text and
-        vector; only signals, strength and fields change (no embedding, no index update)."""
-        if merged:
+        vector; only the cached fold changes (no embedding, no index update)."""
+        for part in batches(merged, self._max_batch):
             await settle(
                 self._collection.update(
-                    ids=[e.id for e in merged], metadatas=[to_metadata(e) for e in merged]
+                    ids=[e.id for e in part],
+                    metadatas=[{**to_metadata(e), LOG_MARK: True} for e in part],
                 )
             )
 
@@ -415,6 +569,8 @@ class ProfileStore:
         """Style vectors of ``texts``. With an async client the embedder's own coroutine
         is awaited (a remote embedder), and a large batch of the offline embedder runs on a
         worker thread (its CPU time would stall the loop)."""
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
         if isinstance(self.embeddings, StyleEmbeddings):
             if self.is_async and len(texts) > _INLINE_EMBEDS:
                 return await asyncio.to_thread(self.embeddings.embed_array, texts)
@@ -430,62 +586,123 @@ class ProfileStore:
         user's saved selections go too (they may quote deleted text)."""
         return sum(len(ids) for ids in self.remove(user_id, ids).removed.values())
 
-    def remove(
-        self, user_id: str, ids: Iterable[str], *, pending_only: bool = False, watch: bool = False
-    ) -> Written:
+    def remove(self, user_id: str, ids: Iterable[str], *, pending_only: bool = False) -> Written:
         """Delete the given entries of one user: see :meth:`aremove`."""
-        return self._run(self.aremove(user_id, ids, pending_only=pending_only, watch=watch))
+        return self._run(self.aremove(user_id, ids, pending_only=pending_only))
 
     async def aremove(
-        self, user_id: str, ids: Iterable[str], *, pending_only: bool = False, watch: bool = False
+        self, user_id: str, ids: Iterable[str], *, pending_only: bool = False
     ) -> Written:
         """Delete the given entries of one user (ids of other users are left alone) and
-        report what went. With ``pending_only``, only entries still pending when the lock is
-        held go, and the profile version stays: a pending entry is never in a block, so no
-        saved selection changes. Otherwise the user's saved selections and pins are removed
-        and the version renewed (the version before read only with ``watch``)."""
+        report which existed.
+
+        A delete adds a ``delete`` event (a later signal of the same text starts it
+        afresh), then removes the entry's earlier events and its row, and renews the user's
+        version after removing their saved selections and pins (they may quote the text).
+        When a later signal of the entry landed meanwhile, its row is written back.
+
+        With ``pending_only``, ``ids`` are ids of *events*: tracked outputs that expired or
+        were replaced by an edit (see :meth:`aremove_pending`).
+        """
         user = validate_user_id(user_id)
-        async with hold(self._write_lock):
-            found = [e for e in await self._get_by_ids(list(ids)) if e.user_id == user]
-            owned = [e.id for e in found if e.pending or not pending_only]
-            for batch in batches(owned, self._max_batch):
-                # ids only: checked as the user's
-                await settle(self._collection.delete(ids=list(batch)))
-            versions = (
-                await self.state.drop(user, watch=watch) if owned and not pending_only else {}
-            )
-        return Written([], {user: owned} if owned else {}, versions)
+        wanted = list(dict.fromkeys(ids))
+        if pending_only:
+            return await self.aremove_pending(user, wanted)
+        fold = await self._fold_of(user, wanted)
+        existing = [i for i in wanted if fold.entry(i) is not None]
+        if not existing:
+            return Written([], {}, set())
+        at = self._stamp()
+        nonce = uuid.uuid4().hex
+        tombstones = [
+            Event(event_id(user, i, at, n, nonce), user, i, "delete", at, n)
+            for n, i in enumerate(existing)
+        ]
+        await self._add_events(tombstones)
+        voided = [x for i in existing for x in fold.event_ids(i)]
+        await self._drop_events(voided)
+        await self._drop_rows(existing)
+        await self._restore_rows(user, existing)
+        await self.state.drop(user)
+        return Written([], {user: existing}, {user}, tombstones, voided)
+
+    async def aremove_pending(self, user_id: str, event_ids: Sequence[str]) -> Written:
+        """Remove tracked outputs still pending: the given ``pending`` events of one user
+        (each run's own record, so another run of the same text keeps its own), and the
+        rows of entries that then hold nothing. The version stays: a pending output is
+        never in a block. Feedback on the same entry is an event of its own, which this
+        leaves, and which folds to the same entry whether it landed before or after."""
+        user = validate_user_id(user_id)
+        found = await self._log_get(ids=list(event_ids), include=_METADATAS)
+        pending = [e for e in events_from(found) if e.user_id == user and e.pending]
+        if not pending:
+            return Written([], {}, set())
+        await self._drop_events([e.id for e in pending])
+        entries = list(dict.fromkeys(e.entry_id for e in pending))
+        fold = await self._fold_of(user, entries)
+        emptied = [i for i in entries if fold.entry(i) is None]
+        await self._drop_rows(emptied)
+        gone = [e.id for e in pending]
+        return Written([], {user: emptied} if emptied else {}, set(), [], gone)
+
+    async def _restore_rows(self, user: str, entry_ids: Sequence[str]) -> None:
+        """Write back the rows of entries a later signal brought back while they were being
+        deleted (their events hold the text; the vector is computed again)."""
+        fold = await self._fold_of(user, entry_ids)
+        back = [e for i in entry_ids if (e := fold.entry(i)) is not None]
+        await self._write(back)
+
+    async def _fold_of(self, user: str, entry_ids: Sequence[str]) -> Fold:
+        """The fold of some entries of one user: their rows' bases and their events."""
+        rows = [r for r in await self._rows_by_id(list(entry_ids)) if r.entry.user_id == user]
+        fold = Fold(user, {r.id: r.entry for r in rows if r.legacy})
+        for part in batches(list(entry_ids), _WHERE_IN):
+            found = await self._log_get(where={"entry": {"$in": list(part)}}, include=_METADATAS)
+            fold.add(e for e in events_from(found) if e.user_id == user)
+        return fold
+
+    async def _drop_events(self, ids: Sequence[str]) -> None:
+        for batch in batches(list(ids), self._max_batch):
+            await settle(self._log.delete(ids=list(batch)))
+
+    async def _drop_rows(self, ids: Sequence[str]) -> None:
+        for batch in batches(list(ids), self._max_batch):
+            await settle(self._collection.delete(ids=list(batch)))  # ids checked as the user's
 
     def delete_user(self, user_id: str) -> int:
         """Hard-delete every entry of one user: see :meth:`adelete_user`."""
         return self._run(self.adelete_user(user_id))
 
     async def adelete_user(self, user_id: str) -> int:
-        """Hard-delete every entry of one user, pending ones included.
+        """Hard-delete everything of one user, pending entries included; returns how many
+        entries went.
 
-        Deletes by id, ``delete_batch`` entries at a time, releasing the location's lock
-        between batches so reads of other users do not wait for a large profile (a Chroma
-        delete given ``where=`` as well as ids costs far more). The user's state rows go
-        before the first batch as well as after the last: while it runs, and after a forget
-        killed part-way (rerun it to finish), no saved selection quoting the user is served
-        or saved. Entries the user gains while it runs may be left: forget again once that
-        user's writers stopped.
+        First a ``forget`` event: every event of the user before it folds to nothing, on
+        every machine, whatever is still on disk. Then the user's state rows, entry rows and
+        earlier events are deleted, ``delete_batch`` at a time (reads of other users go
+        between), the state rows once more, and last the ``forget`` event itself, so no row
+        names the user afterwards. A write of the user that started before the forget and
+        lands after it ends may survive it: forget again once that user's writers stopped.
         """
         user = validate_user_id(user_id)
+        at = self._stamp()
+        forget = Event(event_id(user, "forget", at, uuid.uuid4().hex), user, "", "forget", at)
+        await self._add_events([forget])
+        await self.state.forget(user)
         removed = 0
         while True:
-            async with hold(self._write_lock):
-                ids = await self._ids_where({"user_id": user}, limit=self.delete_batch)
-                if ids and not removed:
-                    await self.state.forget(user)
-                if ids:
-                    await settle(self._collection.delete(ids=ids))
+            ids = await self._ids_where({"user_id": user}, limit=self.delete_batch)
+            await self._drop_rows(ids)
             removed += len(ids)
             if len(ids) < self.delete_batch:
                 break
             await pause(self._write_lock)
-        async with hold(self._write_lock):
-            await self.state.forget(user)  # every state row: no row names a forgotten user
+        voided = [e.id for e in await self._user_events(user) if e.order < forget.order]
+        for batch in batches(voided, self.delete_batch):
+            await self._drop_events(batch)
+            await pause(self._write_lock)
+        await self.state.forget(user)  # every state row: no row names a forgotten user
+        await self._drop_events([forget.id])
         return removed
 
     def drop(self) -> None:
@@ -497,8 +714,9 @@ class ProfileStore:
         client = self.client
         async with hold(self._write_lock):
             if not self.is_async:
-                self._write_lock.note_write(server_of(client))
+                self._location.note_write(server_of(client))
             await settle(client.delete_collection(self.state.name))
+            await settle(client.delete_collection(self._log.name))
             await settle(client.delete_collection(self._collection.name))
 
     # -- profile versions, stored selections and thread pins -----------------------------
@@ -547,7 +765,7 @@ class ProfileStore:
         version: str,
         now: float,
         expires_at: float,
-    ) -> bool:
+    ) -> tuple[str, float] | None:
         """See :meth:`StateRows.save_pin`."""
         return await self.state.save_pin(
             user_id, thread, key, payload, version=version, now=now, expires_at=expires_at
@@ -560,37 +778,101 @@ class ProfileStore:
         return self._run(self.aload(user_id, with_vectors=with_vectors))
 
     async def aload(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
-        """Every entry of one user (and its style vector), oldest first.
+        """Every entry of one user (and its style vector), oldest first."""
+        return (await self.aload_fold(user_id, with_vectors=with_vectors))[0]
+
+    async def aload_fold(
+        self, user_id: str, *, with_vectors: bool = True
+    ) -> tuple[StoredProfile, Fold]:
+        """Every entry of one user, oldest first, folded from the user's events (and the
+        bases of rows written before the log), and the fold itself (a reader keeps it to
+        take later events as deltas: :meth:`acatch_up`).
 
         A profile of up to ``eager_rows`` entries comes back with its vectors in one read;
-        a larger one reads texts and metadata only and fetches vectors by id when asked
-        (with an async client, at once: selection asks for them in code that cannot wait
-        for I/O).
+        a larger one reads metadata only and fetches vectors by id when asked (with an
+        async client, at once: selection asks for them in code that cannot wait for I/O).
+        An entry whose row a racing delete removed gets its vector computed again.
         """
         user = validate_user_id(user_id)
         where = {"user_id": user}
+        eager: Any = None
         if with_vectors:
             include: Any = [*_INCLUDE_ALL, "embeddings"]
             first = await self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
-                return self._eager_profile(first)
-        entries = await self._entries_where(where)
-        entries.sort(key=lambda e: (e.created_at, e.id))
+                eager = first
+        rows = rows_from(eager) if eager is not None else await self._rows_where(where)
+        fold = Fold(user, {r.id: r.entry for r in rows if r.legacy and r.entry.user_id == user})
+        fold.add(await self._user_events(user))
+        entries = sorted(fold.entries().values(), key=lambda e: (e.created_at, e.id))
         if not with_vectors:
-            return StoredProfile(
-                tuple(entries), np.zeros((len(entries), self._dimension), np.float32)
+            zeros = np.zeros((len(entries), self._dimension), np.float32)
+            return StoredProfile(tuple(entries), zeros), fold
+        row_ids = {r.id for r in rows}
+        lost = [e for e in entries if e.id not in row_ids]
+        known = dict(
+            zip([e.id for e in lost], await self._embed([e.text for e in lost]), strict=True)
+        )
+        if eager is not None:
+            known.update(
+                zip(eager["ids"], np.asarray(eager["embeddings"], np.float32), strict=True)
             )
+            vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
+            for n, entry in enumerate(entries):
+                vectors[n] = known[entry.id]
+            return StoredProfile(tuple(entries), vectors), fold
         if self.is_async:
-            return StoredProfile(tuple(entries), await self.avectors([e.id for e in entries]))
-        return StoredProfile(tuple(entries), fetch=self.vectors, dimension=self._dimension)
+            found = await self.avectors([e.id for e in entries if e.id not in known])
+            known.update(zip([e.id for e in entries if e.id not in known], found, strict=True))
+            rows_of = np.stack([known[e.id] for e in entries]) if entries else None
+            vectors = rows_of if rows_of is not None else np.zeros((0, self._dimension), np.float32)
+            return StoredProfile(tuple(entries), vectors), fold
 
-    def _eager_profile(self, result: Any) -> StoredProfile:
-        entries = entries_from(result)
-        vectors = np.zeros((len(entries), self._dimension), dtype=np.float32)
-        if entries:
-            vectors[:] = np.asarray(result["embeddings"], dtype=np.float32)
-        order = sorted(range(len(entries)), key=lambda i: (entries[i].created_at, entries[i].id))
-        return StoredProfile(tuple(entries[i] for i in order), vectors[order])
+        def fetch(ids: list[str]) -> np.ndarray:
+            asked = [i for i in ids if i not in known]
+            fetched = dict(zip(asked, self.vectors(asked), strict=True)) if asked else {}
+            return np.stack([known[i] if i in known else fetched[i] for i in ids])
+
+        return StoredProfile(tuple(entries), fetch=fetch, dimension=self._dimension), fold
+
+    def catch_up(self, fold: Fold) -> Caught:
+        """See :meth:`acatch_up`."""
+        return self._run(self.acatch_up(fold))
+
+    async def acatch_up(self, fold: Fold) -> Caught:
+        """What the log holds for ``fold``'s user that the fold does not, and what it holds
+        no more: one read of the user's event ids, then the new events by id, and the
+        vectors of the entries they name. Reads only: the caller applies the result
+        (:meth:`Fold.add`, :meth:`Fold.remove`) in one step, so a reader moves its rankings
+        by the delta instead of loading the profile again, whichever process wrote."""
+        user = fold.user_id
+        ids = await self._log_ids(user)
+        held = set(ids)
+        new = [i for i in ids if i not in fold.events]
+        gone = [i for i in list(fold.events) if i not in held]
+        found: list[Event] = []
+        for part in batches(new, self._max_batch):
+            result = await self._log_get(ids=list(part), include=_METADATAS)
+            found.extend(e for e in events_from(result) if e.user_id == user)
+        named = {e.record.id: e.record for e in found if e.record is not None}
+        vectors = await self._vectors_of(list(named.values()))
+        return Caught(found, gone, vectors)
+
+    async def _vectors_of(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
+        """Vectors of some entries of one user: their rows', or computed again for entries
+        whose row is gone."""
+        ids = [e.id for e in entries]
+        known: dict[str, np.ndarray] = {}
+        for part in batches(ids, self._max_batch):
+            found = await self._read(ids=list(part), include=["embeddings"])
+            known.update(
+                zip(found["ids"], np.asarray(found["embeddings"], np.float32), strict=True)
+            )
+        lost = [e for e in entries if e.id not in known]
+        known.update(
+            zip([e.id for e in lost], await self._embed([e.text for e in lost]), strict=True)
+        )
+        return known
 
     def vectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of the given entry ids of one user: see :meth:`avectors`."""
@@ -611,40 +893,59 @@ class ProfileStore:
                 rows[position[id_]] = vector
         return rows
 
+    def run(self, run_id: str) -> Event | None:
+        """See :meth:`arun`."""
+        return self._run(self.arun(run_id))
+
+    async def arun(self, run_id: str) -> Event | None:
+        """The output recorded under a run id (its ``pending`` event), read by id: a run id
+        is claimed by the first run that records it, so it names one run of one user."""
+        found = events_from(await self._log_get(ids=[run_event_id(run_id)], include=_METADATAS))
+        return found[0] if found else None
+
     def find_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
-        """The entries recorded under a run id: see :meth:`afind_runs`."""
+        """See :meth:`afind_runs`."""
         return self._run(self.afind_runs(run_id, user_id))
 
     async def afind_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
-        """The entries recorded under a run id (of one user, when given), newest first.
-
-        Run ids come from callers (``config["run_id"]``), so more than one user may hold
-        one: the caller decides what an ambiguous id means; this returns every match. The
-        store is asked by run id alone and the user is checked here: a ``$and`` with
-        ``user_id`` makes Chroma intersect with every row of the user (12 ms against 3 ms
-        at 10k entries, docs/benchmarks.md).
-        """
+        """Entries whose rows carry a run id (of one user, when given), as they fold now,
+        newest first: outputs tracked before the log (and entries added with a run id),
+        which no claim names. A metadata scan of the entries: :meth:`arun` is the read by
+        id that tracked runs use."""
         owner = None if user_id is None else validate_user_id(user_id)
-        found = entries_from(await self._read(where={"run_id": run_id}, include=_INCLUDE_ALL))
-        matches = [e for e in found if e.run_id == run_id and owner in (None, e.user_id)]
-        return sorted(matches, key=lambda e: (-e.updated_at, e.id))
+        rows = rows_from(await self._read(where={"run_id": run_id}, include=_INCLUDE_ALL))
+        found: list[ProfileEntry] = []
+        for user in sorted({r.entry.user_id for r in rows} - {""}):
+            if owner not in (None, user):
+                continue
+            ids = [r.id for r in rows if r.entry.user_id == user]
+            fold = await self._fold_of(user, ids)
+            found.extend(e for i in ids if (e := fold.entry(i)) is not None and e.run_id == run_id)
+        return sorted(found, key=lambda e: (-e.updated_at, e.id))
+
+    async def aentry(self, user_id: str, entry_id: str) -> ProfileEntry | None:
+        """One entry of one user as its events fold now (None when it does not exist)."""
+        user = validate_user_id(user_id)
+        return (await self._fold_of(user, [entry_id])).entry(entry_id)
 
     def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
-        """Ids of one user's pending entries last touched before ``cutoff``."""
+        """See :meth:`apending_older_than`."""
         return self._run(self.apending_older_than(user_id, cutoff))
 
     async def apending_older_than(self, user_id: str, cutoff: float) -> list[str]:
-        """Ids of one user's pending entries last touched before ``cutoff``."""
+        """Ids of one user's ``pending`` events (tracked outputs) recorded before ``cutoff``,
+        by the clock of the process that recorded them (:meth:`aremove_pending`)."""
         user = validate_user_id(user_id)
-        where = {"$and": [{"user_id": user}, {"pending": True}, {"updated_at": {"$lt": cutoff}}]}
-        return await self._ids_where(where)
+        where = {"$and": [{"user_id": user}, {"pending": True}, {"at": {"$lt": float(cutoff)}}]}
+        found = events_from(await self._log_get(where=where, include=_METADATAS))
+        return [e.id for e in found if e.user_id == user and e.pending]
 
     def count(self, user_id: str) -> int:
         """Number of entries stored for one user."""
         return self._run(self.acount(user_id))
 
     async def acount(self, user_id: str) -> int:
-        """Number of entries stored for one user."""
+        """Number of entries stored for one user (their rows: no fold)."""
         return len(await self._ids_where({"user_id": validate_user_id(user_id)}))
 
     def total(self) -> int:
@@ -674,12 +975,7 @@ class ProfileStore:
         )
 
     async def _backfill_versions(self) -> None:
-        """Give every user found in the entries a version row, once per collection.
-
-        Users written while the scan runs get their rows from the write itself (every write
-        sets its users' versions after the entries), so the scan only has to find the users
-        written before version rows existed.
-        """
+        """Give every user found in the entries a version row, once per collection."""
         if await self.state.has_mark(_BACKFILL_MARK):
             self._versioned = True
             return
@@ -697,27 +993,69 @@ class ProfileStore:
         await self.state.mark(_BACKFILL_MARK)
         self._versioned = True
 
-    async def _entries_where(self, where: Any) -> list[ProfileEntry]:
-        """Every entry matching ``where``. Chroma's SQLite fails a read of more rows than it
-        has SQL variables for ("too many SQL variables" at 100k rows), so a result larger
+    async def _rows_where(self, where: Any) -> list[Row]:
+        """Every entry row matching ``where``. Chroma's SQLite fails a read of more rows than
+        it has SQL variables for ("too many SQL variables" at 100k rows), so a result larger
         than one page is read as ids first, then by id, a page at a time."""
         first = await self._read(where=where, include=_INCLUDE_ALL, limit=_READ_PAGE + 1)
         if len(first["ids"]) <= _READ_PAGE:
-            return entries_from(first)
+            return rows_from(first)
         ids = await self._ids_where(where)
-        return [e for page in batches(ids, _READ_PAGE) for e in await self._get_by_ids(list(page))]
+        return [r for page in batches(ids, _READ_PAGE) for r in await self._rows_by_id(list(page))]
 
-    async def _get_by_ids(self, ids: list[str]) -> list[ProfileEntry]:
+    async def _rows_by_id(self, ids: list[str]) -> list[Row]:
         if not ids:
             return []
-        return entries_from(await self._read(ids=ids, include=_INCLUDE_ALL))
+        return rows_from(await self._read(ids=ids, include=_INCLUDE_ALL))
+
+    async def _user_events(self, user: str) -> list[Event]:
+        """Every event of one user (paged as :meth:`_rows_where` pages rows)."""
+        where = {"user_id": user}
+        first = await self._log_get(where=where, include=_METADATAS, limit=_READ_PAGE + 1)
+        if len(first["ids"]) <= _READ_PAGE:
+            return [e for e in events_from(first) if e.user_id == user]
+        found: list[Event] = []
+        for page in batches(await self._log_ids(user), _READ_PAGE):
+            result = await self._log_get(ids=list(page), include=_METADATAS)
+            found.extend(e for e in events_from(result) if e.user_id == user)
+        return found
+
+    async def _log_ids(self, user: str) -> list[str]:
+        return list((await self._log_get(where={"user_id": user}, include=[]))["ids"])
+
+    async def _log_get(self, **query: Any) -> Any:
+        return await self._get(self._log, query)
 
     async def _read(self, **query: Any) -> Any:
-        """``collection.get`` under the location's read lock: embedded Chroma can fail a read
-        that races a write of another thread or process ("Error finding id"; see
-        docs/reliability.md)."""
-        async with hold(self._reads):
-            return await settle(self._collection.get(**query))
+        return await self._get(self._collection, query)
+
+    async def _get(self, collection: Any, query: dict[str, Any]) -> Any:
+        """``collection.get`` under the location's read lock (embedded Chroma can fail a read
+        that races a write of another thread or process: "Error finding id"; see
+        docs/reliability.md), within ``limits.results_per_read``: ids asked for in pieces,
+        a ``where`` read in pages (``limit`` / ``offset``)."""
+        page = self.limits.results_per_read
+        if page is None:
+            async with hold(self._reads):
+                return await settle(collection.get(**query))
+        if "ids" in query:
+            ids = list(query.pop("ids"))
+            found = []
+            for part in list(batches(ids, page)) or [[]]:
+                async with hold(self._reads):
+                    found.append(await settle(collection.get(**query, ids=list(part))))
+            return _merged(found)
+        wanted, offset = query.pop("limit", None), int(query.pop("offset", None) or 0)
+        pages: list[Any] = []
+        got = 0
+        while True:
+            take = page if wanted is None else min(page, wanted - got)
+            async with hold(self._reads):
+                found = await settle(collection.get(**query, limit=take, offset=offset + got))
+            pages.append(found)
+            got += len(found["ids"])
+            if len(found["ids"]) < take or (wanted is not None and got >= wanted):
+                return _merged(pages)
 
     async def _ids_where(self, where: Any, limit: int | None = None) -> list[str]:
         return list((await self._read(where=where, include=[], limit=limit))["ids"])
@@ -733,16 +1071,31 @@ class _Unopened:
         )
 
 
+def _merged(results: Sequence[Any]) -> dict[str, Any]:
+    """Several ``get`` results as one (their lists end to end)."""
+    first = results[0]
+    if len(results) == 1:
+        return dict(first)
+    merged: dict[str, Any] = {"ids": [i for r in results for i in r["ids"]]}
+    for key in ("metadatas", "documents", "embeddings"):
+        if first.get(key) is not None:
+            merged[key] = [row for r in results for row in r[key]]
+        else:
+            merged[key] = None
+    return merged
+
+
+def _is_cloud(client: Any) -> bool:
+    """Whether a client talks to Chroma Cloud (its per-call limits apply)."""
+    try:
+        host = str(getattr(client.get_settings(), "chroma_server_host", "") or "")
+    except Exception:  # a client without settings: not one of Chroma's own
+        return False
+    return host.endswith("trychroma.com")
+
+
 def _fingerprint(embeddings: Embeddings) -> tuple[str, int]:
     if isinstance(embeddings, StyleEmbeddings):
         return embeddings.fingerprint, embeddings.dimension
     dimension = len(embeddings.embed_query("outprofile fingerprint probe"))
     return f"{type(embeddings).__module__}.{type(embeddings).__qualname__}", dimension
-
-
-def _fold_duplicates(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
-    """Merge entries of one batch that share an id, in the order given."""
-    folded: dict[str, ProfileEntry] = {}
-    for entry in entries:
-        folded[entry.id] = folded[entry.id].merged_with(entry) if entry.id in folded else entry
-    return list(folded.values())

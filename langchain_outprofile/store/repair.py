@@ -54,12 +54,13 @@ from langchain_outprofile.store.clients import (
     repair_hint,
     server_of,
 )
+from langchain_outprofile.store.log import LOG_SUFFIX, Fold, events_from
 from langchain_outprofile.store.profile_store import (
     DEFAULT_COLLECTION,
     ProfileStore,
     _fingerprint,
 )
-from langchain_outprofile.store.rows import entries_from
+from langchain_outprofile.store.rows import LOG_MARK, entries_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX
 from langchain_outprofile.types import ProfileEntry
 
@@ -198,6 +199,7 @@ def repair(
             embedder = _embedder(collection_name, collection_meta, embeddings)
         else:
             rows, collection_meta, from_log = _read_rows(client, lock, collection_name)
+            rows = _folded_rows(client, collection_name, rows)
             embedder = _embedder(collection_name, collection_meta, embeddings)  # before changes
             backup = _back_up(lock, collection_name, rows, collection_meta, from_log, backup_dir)
         entries, unreadable = _entries(rows)
@@ -437,6 +439,37 @@ def _entries(rows: list[Row]) -> tuple[list[ProfileEntry], int]:
     return entries, unreadable
 
 
+def _folded_rows(client: ClientAPI, collection_name: str, rows: list[Row]) -> list[Row]:
+    """The rows as their entries fold from the signal log (``log.py``): a row written since
+    the log holds only its writer's cache of the fold, so each user's entries are folded
+    from the log's events (and the bases of older rows) and laid out as rows of the format
+    before the log, whose payload is the record itself. Without a readable log the rows
+    stay as they are (the caches are the best that is left)."""
+    try:
+        log = client.get_collection(f"{collection_name}{LOG_SUFFIX}", embedding_function=None)
+        events = [e for page in _pages(log, ["metadatas"]) for e in events_from(page)]
+    except Exception as error:  # a missing or unreadable log: keep the rows' caches
+        if not isinstance(error, NotFoundError) and failure_kind(error) is None:
+            raise
+        return rows
+    entries, _ = _entries(rows)
+    legacy = {r["id"] for r in rows if LOG_MARK not in (r["metadata"] or {})}
+    folds: dict[str, Fold] = {}
+    for entry in entries:
+        fold = folds.setdefault(entry.user_id, Fold(entry.user_id))
+        if entry.id in legacy:
+            fold.bases[entry.id] = entry
+    for event in events:
+        folds.setdefault(event.user_id, Fold(event.user_id)).add([event])
+    documents = {r["id"]: r["document"] for r in rows}
+    return [
+        # without the log mark: the payload is the record itself, as before the log
+        {"id": e.id, "metadata": to_metadata(e), "document": documents.get(e.id)}
+        for fold in folds.values()
+        for e in fold.entries().values()
+    ]
+
+
 def _embedder(
     collection_name: str, collection_meta: Mapping[str, Any], given: Embeddings | None
 ) -> Embeddings | None:
@@ -553,7 +586,10 @@ def _rebuild(client: ClientAPI, lock: LocationLock, collection_name: str, drop_s
     segment directories Chroma leaves behind; the Chroma state of this process starts anew."""
     server = server_of(client)
     lock.note_write(server)
-    names = [collection_name] + ([f"{collection_name}{STATE_SUFFIX}"] if drop_state else [])
+    # the log goes too: the rebuilt collection's rows hold every entry as its events fold,
+    # and writing them back starts a new log
+    names = [collection_name, f"{collection_name}{LOG_SUFFIX}"]
+    names += [f"{collection_name}{STATE_SUFFIX}"] if drop_state else []
     segments = _segment_dirs(lock, names)
     for name in names:
         with contextlib.suppress(NotFoundError):

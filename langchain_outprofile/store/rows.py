@@ -8,12 +8,23 @@ earlier releases).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_outprofile.types import ProfileEntry, stored_entry
 
-__all__ = ["PAYLOAD_KEY", "entries_from", "to_metadata"]
+__all__ = [
+    "LOG_MARK",
+    "PAYLOAD_KEY",
+    "Row",
+    "entries_from",
+    "rows_from",
+    "to_metadata",
+]
 
+LOG_MARK = "lg"
+"""Metadata key of a row written since the signal log (``log.py``): its payload is a
+writer's cache, not a base to fold."""
 META_PREFIX = "m."  # row format 1: one metadata key per user metadata field
 PAYLOAD_KEY = "e"
 
@@ -64,3 +75,22 @@ def _from_format_1(id_: str, document: str, meta: Any) -> ProfileEntry:
     """An entry written in row format 1 (text as the document, one key per field)."""
     extra = {k[len(META_PREFIX) :]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
     return stored_entry(id_, str(meta["user_id"]), {**meta, "text": document, "metadata": extra})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One entry row as read: its entry (the payload), and whether it was written before
+    the signal log, so that its payload is the entry's *base* (``legacy``)."""
+
+    id: str
+    entry: ProfileEntry
+    legacy: bool
+
+
+def rows_from(result: Any) -> list[Row]:
+    """Rows from a ``collection.get`` result that included metadatas."""
+    metadatas = result["metadatas"] or []
+    return [
+        Row(entry.id, entry, LOG_MARK not in (meta or {}))
+        for entry, meta in zip(entries_from(result), metadatas, strict=True)
+    ]

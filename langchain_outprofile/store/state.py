@@ -61,13 +61,17 @@ class StateRows:
     Args:
         collection: the chromadb collection ``<name>.state`` (sync or async).
         lock: what the store's reads hold (every call to Chroma holds it).
-        max_batch: the client's largest write.
+        max_batch: the largest write the store makes.
+        page: the most results one read may return (None: no limit but this module's page).
     """
 
-    def __init__(self, collection: Any, lock: Any, max_batch: int) -> None:
+    def __init__(
+        self, collection: Any, lock: Any, max_batch: int, *, page: int | None = None
+    ) -> None:
         self._collection = collection
         self._lock = lock
         self._max_batch = max_batch
+        self._page = min(_PAGE, page or _PAGE)
         self._swept = False
         self._versioned: set[str] = set()  # users seen with a version row by this object
 
@@ -179,15 +183,18 @@ class StateRows:
         version: str,
         now: float,
         expires_at: float,
-    ) -> bool:
+    ) -> tuple[str, float] | None:
         """Pin ``payload`` (computed at profile ``version``) for ``thread`` under ``key``
-        until ``expires_at``, and delete the user's pins that expired by ``now`` (pins of
-        ended threads go this way, or with ``forget``). Returns whether it was kept: as
-        :meth:`save_snapshot` does, the version is checked before the write and again after
-        it, and a pin whose version moved is deleted (a ``forget`` may have come between)."""
+        until ``expires_at``, unless the thread holds a pin already, and return what the
+        thread is pinned to: the first pin written wins (``add`` leaves a row it holds) and
+        every process reads the winner, so every worker serves the same bytes. Pins of the
+        user that expired by ``now`` are deleted first (pins of ended threads go this way,
+        or with ``forget``). None when nothing is pinned: the user has no version (never
+        written, or forgotten), or a ``forget`` came between (its version is gone after the
+        write: the pin is taken back)."""
         user = validate_user_id(user_id)
         if not version:
-            return False
+            return None
         version_id, pin_id = state_id("v", user), _pin_id(user, thread, key)
         meta = {
             "user_id": user,
@@ -196,17 +203,22 @@ class StateRows:
             "payload": payload,
             "expires_at": float(expires_at),
         }
+        if not await self._current(user, version_id):
+            return None
+        await self._delete(
+            where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
+        )
         async with hold(self._lock):
-            if await self._current(user, version_id) != version:
-                return False
-            await self._delete(
-                where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
+            await settle(
+                self._collection.add(
+                    ids=[pin_id], metadatas=[meta], embeddings=np.ones((1, 1), dtype=np.float32)
+                )
             )
-            await self._upsert([pin_id], [meta])
-            if await self._current(user, version_id) == version:
-                return True
-            await self._delete(ids=[pin_id])
-        return False
+        held = await self.pin(user, thread, key, now=now)
+        if await self._current(user, version_id):
+            return held
+        await self._delete(ids=[pin_id])
+        return None
 
     async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that
@@ -262,12 +274,12 @@ class StateRows:
             await self._delete(ids=[slot_id], where={"version": version})
         return False
 
-    async def users(self, page_size: int = _PAGE) -> set[str]:
+    async def users(self, page_size: int | None = None) -> set[str]:
         """Users with a version row (metadata only: no entry text and no saved block is
         read). A row without a ``user_id``, or flagged ``emptied`` by an older release's
         ``forget``, is skipped."""
         found: set[str] = set()
-        async for page in self._pages(page_size, _METADATAS):
+        async for page in self._pages(page_size or self._page, _METADATAS):
             for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
                 if id_.startswith("v:") and meta and not meta.get("emptied"):
                     user = meta.get("user_id")
@@ -295,7 +307,7 @@ class StateRows:
             if not await self.has_mark(SLOTTED_MARK):
                 old = [
                     id_
-                    async for page in self._pages(_PAGE, _NO_FIELDS)
+                    async for page in self._pages(self._page, _NO_FIELDS)
                     for id_ in page["ids"]
                     if _LEGACY_SNAPSHOT.fullmatch(id_)
                 ]

@@ -132,7 +132,7 @@ def _write_after_the_next_load(
 ) -> threading.Event:
     """Make the next profile load of ``memory`` return what it read, after another thread
     has added ``text`` for ana (through the memory); the event is set once it has."""
-    real_load = memory.store.aload
+    real_load = memory.store.aload_fold
     raced = threading.Event()
 
     async def load_then_a_write_lands(user_id: str, **kwargs: Any) -> Any:
@@ -144,7 +144,7 @@ def _write_after_the_next_load(
             writer.join()
         return profile
 
-    monkeypatch.setattr(memory.store, "aload", load_then_a_write_lands)
+    monkeypatch.setattr(memory.store, "aload_fold", load_then_a_write_lands)
     return raced
 
 

@@ -82,13 +82,13 @@ class Pair:
         self.fresh = OutputProfileMemory(cache_ttl_s=0, snapshot_ttl_s=0, **common)
         self.runs: list[str] = []
         self.loads = 0
-        load = self.live.store.aload
+        load = self.live.store.aload_fold
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.loads += kwargs.get("with_vectors", True)  # export loads without vectors
             return await load(*args, **kwargs)
 
-        self.live.store.aload = counted  # type: ignore[method-assign]
+        self.live.store.aload_fold = counted  # type: ignore[method-assign]
 
     def apply(self, operation: tuple[Any, ...]) -> None:
         kind, *args = operation

@@ -86,7 +86,8 @@ def test_forget_is_a_hard_delete(memory: OutputProfileMemory) -> None:
     assert memory.forget("ana") == len(ids)
     assert memory.store._collection.get(ids=ids, include=[])["ids"] == []
     assert memory.store._collection.get(where={"user_id": "ana"}, include=[])["ids"] == []
-    assert memory.store.find_runs(run) == []
+    assert memory.store._log.get(where={"user_id": "ana"}, include=[])["ids"] == []
+    assert memory.store.find_runs(run) == [] and memory.store.run(run) is None
     with pytest.raises(UnknownRunError):
         memory.feedback(run, "endorsed")
     assert memory.export("ana") == [] and not memory.select("ana")

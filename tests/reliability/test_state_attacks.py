@@ -78,14 +78,14 @@ def _after_version_read(memory: OutputProfileMemory, forget: Callable[[], None],
 
 
 def _after_load(memory: OutputProfileMemory, forget: Callable[[], None], mp: Any) -> None:
-    real = memory.store.aload
+    real = memory.store.aload_fold
 
     async def then_forget(user_id: str, **kwargs: Any) -> Any:
         loaded = await real(user_id, **kwargs)
         forget()
         return loaded
 
-    mp.setattr(memory.store, "aload", then_forget)
+    mp.setattr(memory.store, "aload_fold", then_forget)
 
 
 def _after_snapshot_write(memory: OutputProfileMemory, forget: Callable[[], None], mp: Any) -> None:
@@ -152,7 +152,7 @@ def test_a_snapshot_saved_for_a_version_that_moved_is_taken_back(
     reader = make_memory(cache_ttl_s=0)
     _fill(reader)
     writer = make_memory()
-    real = reader.store.aload
+    real = reader.store.aload_fold
     writes: list[str] = []
 
     async def a_write_lands(user_id: str, **kwargs: Any) -> Any:
@@ -161,7 +161,7 @@ def test_a_snapshot_saved_for_a_version_that_moved_is_taken_back(
             writes.append(writer.add("Landed mid-read.", user_id=user_id).id)
         return loaded
 
-    monkeypatch.setattr(reader.store, "aload", a_write_lands)
+    monkeypatch.setattr(reader.store, "aload_fold", a_write_lands)
     selection = reader.select("ana", max_tokens=400)
 
     assert "Landed mid-read." in selection.text
@@ -178,7 +178,7 @@ def test_a_read_racing_a_forget_and_a_new_write_returns_only_the_new_profile(
     reader = make_memory(cache_ttl_s=3600)
     _fill(reader)
     other = make_memory()
-    real = reader.store.aload
+    real = reader.store.aload_fold
     loads: list[str] = []
 
     async def forget_then_write(user_id: str, **kwargs: Any) -> Any:
@@ -189,7 +189,7 @@ def test_a_read_racing_a_forget_and_a_new_write_returns_only_the_new_profile(
         loads.append(user_id)
         return loaded
 
-    monkeypatch.setattr(reader.store, "aload", forget_then_write)
+    monkeypatch.setattr(reader.store, "aload_fold", forget_then_write)
     raced = reader.select("ana", max_tokens=400)
 
     assert [e.text for e in raced.entries] == ["A new start."]
@@ -204,7 +204,7 @@ def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
     reader = make_memory(cache_ttl_s=0)
     _fill(reader)
     writer = make_memory()
-    real = reader.store.aload
+    real = reader.store.aload_fold
     loads: list[str] = []
 
     async def a_write_every_load(user_id: str, **kwargs: Any) -> Any:
@@ -213,7 +213,7 @@ def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
         writer.add(f"Write number {len(loads)}.", user_id=user_id)
         return loaded
 
-    monkeypatch.setattr(reader.store, "aload", a_write_every_load)
+    monkeypatch.setattr(reader.store, "aload_fold", a_write_every_load)
     raced = reader.select("ana", max_tokens=400)
 
     assert loads == ["ana", "ana"]
@@ -330,13 +330,13 @@ def test_keys_sharing_a_slot_never_serve_each_other(
     memory.select("ana", max_tokens=second)  # takes the slot of ``first``
     cold = make_memory(cache_ttl_s=0)
     loads: list[str] = []
-    real = cold.store.aload
+    real = cold.store.aload_fold
 
     async def counted(user_id: str, **kwargs: Any) -> Any:
         loads.append(user_id)
         return await real(user_id, **kwargs)
 
-    monkeypatch.setattr(cold.store, "aload", counted)
+    monkeypatch.setattr(cold.store, "aload_fold", counted)
     assert cold.select("ana", max_tokens=second).text == want_second
     assert loads == []  # served by the slot
     assert cold.select("ana", max_tokens=first).text == want_first

@@ -44,13 +44,15 @@ def counting(
     return counted
 
 
-def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter]:
-    """Wrap the store's entries and state collections in call counters."""
+def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter, CallCounter]:
+    """Wrap the store's entries, log and state collections in call counters."""
     entries = CallCounter(memory.store._collection)
+    log = CallCounter(memory.store._log)
     state = CallCounter(memory.store.state._collection)
     memory.store._collection = entries
+    memory.store._log = log
     memory.store.state._collection = state
-    return entries, state
+    return entries, log, state
 
 
 def test_a_pending_output_keeps_the_version_and_the_saved_block(
@@ -67,7 +69,7 @@ def test_a_pending_output_keeps_the_version_and_the_saved_block(
 
     reader = _memory(client, name, clock=clock, cache_ttl_s=0)
     loads = Counter[str]()
-    reader.store.aload = counting(loads, "load", reader.store.aload)  # type: ignore[method-assign, assignment]
+    reader.store.aload_fold = counting(loads, "load", reader.store.aload_fold)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block
     assert loads["load"] == 0, "the saved selection did not serve the cold read"
 
@@ -129,28 +131,49 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
 
 
 def test_what_a_write_costs_in_chroma_calls(client: chromadb.api.ClientAPI) -> None:
-    """An add of a new text: read by id (the fold), upsert, and the version: 3 calls, plus
-    one read of the version before when the memory holds the user's ranking (so the write
-    becomes a delta). A tracked run's pending output renews no version."""
+    """An add of a new text: its rows read by id (new or known, and a base to copy), its
+    event added to the log, its row written, and the version renewed: 4 calls, whether or
+    not the memory holds the user's ranking (it takes its own events at once). The read
+    after a block-changing write catches up with the log: the version, the user's event
+    ids, and nothing more when no other writer came between (then the new block is saved
+    for other processes, in the background). A tracked run's output also
+    reads its claim back, and renews no version."""
     memory = _memory(client, unique_name("live"))
     memory.add("Seed.", user_id="ana")
     memory.record_output("Warm-up.", user_id="ana", run_id=str(uuid.uuid4()))  # expiry check
-    entries, state = _count_calls(memory)
+    entries, log, state = _count_calls(memory)
 
     memory.add("Short answer first.", user_id="ana")
-    assert sum(entries.calls.values()) + sum(state.calls.values()) == 3
+    assert (dict(entries.calls), dict(log.calls), dict(state.calls)) == (
+        {"get": 1, "upsert": 1},
+        {"add": 1},
+        {"upsert": 1},
+    )
 
     memory.select("ana")  # now the memory holds the ranking
-    entries.calls.clear()
-    state.calls.clear()
+    for counter in (entries, log, state):
+        counter.calls.clear()
     memory.add("Bullets, no fluff.", user_id="ana")
-    assert dict(entries.calls) == {"get": 1, "upsert": 1}
-    assert dict(state.calls) == {"get": 1, "upsert": 1}
+    assert (dict(entries.calls), dict(log.calls), dict(state.calls)) == (
+        {"get": 1, "upsert": 1},
+        {"add": 1},
+        {"upsert": 1},
+    )
+    for counter in (entries, log, state):
+        counter.calls.clear()
+    assert "Bullets, no fluff." in memory.select("ana").text
+    memory.flush()  # the block's snapshot, saved in the background: 3 gets and an upsert
+    assert (dict(entries.calls), dict(log.calls), dict(state.calls)) == (
+        {"get": 1},  # the new entry's vector, for diversity
+        {"get": 1},  # the user's event ids: none this memory lacks
+        {"get": 4, "upsert": 1},  # the version, and the snapshot's check-write-check
+    )
 
-    entries.calls.clear()
-    state.calls.clear()
+    for counter in (entries, log, state):
+        counter.calls.clear()
     memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
-    assert dict(entries.calls) == {"get": 2, "upsert": 1}  # run-id check, fold
+    assert dict(entries.calls) == {"get": 1, "upsert": 1}
+    assert dict(log.calls) == {"add": 1, "get": 1}  # the event, its claim read back
     assert dict(state.calls) == {}
 
 
@@ -161,7 +184,7 @@ def test_a_write_through_the_memory_is_a_delta_not_a_reload(
     memory.add_many([{"text": f"Note {n}: fine.", "user_id": "ana"} for n in range(30)])
     memory.select("ana", max_tokens=200)
     loads = Counter[str]()
-    memory.store.aload = counting(loads, "load", memory.store.aload)  # type: ignore[method-assign, assignment]
+    memory.store.aload_fold = counting(loads, "load", memory.store.aload_fold)  # type: ignore[method-assign, assignment]
     run = str(uuid.uuid4())
     memory.record_output("A tracked answer.", user_id="ana", run_id=run)
     memory.feedback(run, "endorsed")
@@ -200,7 +223,7 @@ def test_the_block_after_a_delta_is_saved_for_other_processes(
     writer._reader.flush()
     reader = _memory(client, name, cache_ttl_s=0)
     loads = Counter[str]()
-    reader.store.aload = counting(loads, "load", reader.store.aload)  # type: ignore[method-assign, assignment]
+    reader.store.aload_fold = counting(loads, "load", reader.store.aload_fold)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block
     assert "Bullets, no fluff." in block
     assert loads["load"] == 0, "no snapshot of the new version was saved"

@@ -27,7 +27,7 @@ def _forbid_loads(memory: OutputProfileMemory, monkeypatch: pytest.MonkeyPatch) 
     async def refuse(*args: Any, **kwargs: Any) -> Any:
         raise _LoadForbidden("the profile was loaded: no snapshot served this read")
 
-    monkeypatch.setattr(memory.store, "aload", refuse)
+    monkeypatch.setattr(memory.store, "aload_fold", refuse)
 
 
 def _filled(make_memory: MemoryFactory, **kwargs: Any) -> OutputProfileMemory:
@@ -86,7 +86,7 @@ def test_a_write_racing_the_load_is_never_hidden_by_the_snapshot(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     memory = _filled(make_memory, cache_ttl_s=0)
-    real_load = memory.store.aload
+    real_load = memory.store.aload_fold
     writer = make_memory(cache_ttl_s=0)
 
     async def a_write_lands_right_after_the_load(user_id: str, **kwargs: Any) -> Any:
@@ -94,9 +94,9 @@ def test_a_write_racing_the_load_is_never_hidden_by_the_snapshot(
         writer.store.upsert([ProfileEntry.create("Landed mid-read.", user_id=user_id)])
         return loaded
 
-    monkeypatch.setattr(memory.store, "aload", a_write_lands_right_after_the_load)
+    monkeypatch.setattr(memory.store, "aload_fold", a_write_lands_right_after_the_load)
     memory.select("ana", max_tokens=400)  # its snapshot misses the write: must not be served
-    monkeypatch.setattr(memory.store, "aload", real_load)
+    monkeypatch.setattr(memory.store, "aload_fold", real_load)
 
     texts = {e.text for e in make_memory(cache_ttl_s=0).select("ana", max_tokens=400).entries}
     assert "Landed mid-read." in texts

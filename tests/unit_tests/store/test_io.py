@@ -5,15 +5,13 @@ the event loop."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import warnings
-from pathlib import Path
 
 import pytest
 
 from langchain_outprofile.errors import AsyncClientError
 from langchain_outprofile.store.clients import LocationLock
-from langchain_outprofile.store.io import AsyncWriteLock, NoLock, drive, hold, pause, settle
+from langchain_outprofile.store.io import NoLock, drive, hold, pause, settle
 
 
 async def _sum(values: list[int]) -> int:
@@ -69,53 +67,19 @@ def test_hold_takes_a_location_lock_for_the_synchronous_path() -> None:
 
     assert drive(inside()) is True
     assert not lock.held()
-    drive(pause(NoLock()))  # nothing to let go
+    drive(pause(NoLock()))  # nothing to let go, and nothing waits on a loop
 
 
-async def test_async_write_lock_excludes_tasks_and_is_reentrant_per_task() -> None:
-    lock = AsyncWriteLock(LocationLock("ephemeral", None))
+async def test_a_long_operation_of_an_async_store_gives_other_tasks_a_turn() -> None:
     trace: list[str] = []
 
-    async def writer(name: str) -> None:
-        async with hold(lock):
-            trace.append(f"{name} in")
-            async with hold(lock):  # a write's steps nest holds
-                await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            trace.append(f"{name} out")
+    async def long_operation() -> None:
+        trace.append("batch 1")
+        await pause(NoLock(on_loop=True))
+        trace.append("batch 2")
 
-    await asyncio.gather(writer("a"), writer("b"))
-    assert trace == ["a in", "a out", "b in", "b out"]
-    assert not lock.location_lock.held()
+    async def other() -> None:
+        trace.append("other")
 
-
-async def test_async_write_lock_waits_for_a_thread_without_blocking_the_loop(
-    tmp_path: Path,
-) -> None:
-    location = LocationLock("http://test", tmp_path / "server.lock")
-    lock = AsyncWriteLock(location)
-    taken, release = threading.Event(), threading.Event()
-
-    def other_thread() -> None:
-        with location:
-            taken.set()
-            release.wait(timeout=30)
-
-    thread = threading.Thread(target=other_thread)
-    thread.start()
-    taken.wait(timeout=30)
-    ticks = 0
-
-    async def acquire() -> None:
-        async with hold(lock):
-            assert location.held()
-
-    waiting = asyncio.create_task(acquire())
-    while ticks < 5:  # the loop keeps running other tasks while the write waits
-        await asyncio.sleep(0.001)
-        ticks += 1
-        assert not waiting.done()
-    release.set()
-    await waiting
-    thread.join(timeout=30)
-    assert ticks == 5 and not location.held()
+    await asyncio.gather(long_operation(), other())
+    assert trace == ["batch 1", "other", "batch 2"]

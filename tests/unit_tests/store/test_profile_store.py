@@ -269,13 +269,25 @@ def test_memories_on_the_in_process_ephemeral_store_share_one_lock() -> None:
 
 
 @pytest.mark.integration
-def test_memories_on_one_server_share_one_lock(chroma_server: tuple[str, int]) -> None:
+def test_memories_on_a_server_hold_no_lock(chroma_server: tuple[str, int]) -> None:
+    """No write reads, folds and writes back (store/log.py), so nothing locks a server's
+    calls: no lock file (it would only be shared by one machine) and no thread lock."""
     host, port = chroma_server
-    first = OutputProfileMemory(client=http_client(f"http://{host}:{port}"))
-    second = OutputProfileMemory(
-        client=chromadb.HttpClient(host=host, port=port), collection_name=unique_name()
-    )
-    assert _same_lock(first, second)
+    memory = OutputProfileMemory(client=http_client(f"http://{host}:{port}"))
+    location = memory.store._location
+    assert location.free and location.lock_file is None
+    held = threading.Event()
+
+    def hold_it() -> None:
+        with location:
+            held.set()
+            memory.add("Written while another thread holds the lock.", user_id="ana")
+
+    other = threading.Thread(target=hold_it)
+    with location:  # were the lock real, the other thread could not take it now
+        other.start()
+        other.join(timeout=30)
+    assert held.is_set() and not other.is_alive()
 
 
 def test_while_one_memory_writes_no_thread_can_enter_another_on_the_same_path(
@@ -308,7 +320,8 @@ def test_while_one_memory_writes_no_thread_can_enter_another_on_the_same_path(
             other.join()
             self._collection.upsert(**kwargs)
 
-    writer.store._collection = Probe(writer.store._collection)
+    guarded = writer.store._collection  # the probe sits inside the guard, in Chroma's call
+    guarded._collection = Probe(guarded._collection)
     writer.add("Written while the reader waits.", user_id="ana")
 
     assert could_enter == [False]

