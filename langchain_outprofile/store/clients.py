@@ -131,12 +131,15 @@ def persistent_client(path: str | Path) -> ClientAPI:
         raise StoreUnavailableError(f"cannot open a store at {str(where)!r}: {error}") from None
 
 
-def http_client(url: str) -> ClientAPI:
-    """A chromadb ``HttpClient`` for a ``chroma run`` server at ``http(s)://host:port``.
+def http_client(url: str, *, tenant: str | None = None, database: str | None = None) -> ClientAPI:
+    """A chromadb ``HttpClient`` for a ``chroma run`` server at ``http(s)://host:port``,
+    in Chroma's own ``tenant`` and ``database`` when given (they must exist on the server;
+    Chroma's defaults otherwise). Stores in two databases share nothing.
 
     Raises:
         InvalidInputError: when ``url`` is not an http(s) URL with a host.
-        StoreUnavailableError: when no server answers there.
+        StoreUnavailableError: when no server answers there, or the tenant or database is
+            not on it.
 
     Example:
         ```python
@@ -154,15 +157,20 @@ def http_client(url: str) -> ClientAPI:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad
     secure = parts.scheme == "https"
+    where: dict[str, Any] = {
+        **({"tenant": tenant} if tenant is not None else {}),
+        **({"database": database} if database is not None else {}),
+    }
     try:
         return chromadb.HttpClient(
             host=parts.hostname,
             port=port or (443 if secure else 8000),
             ssl=secure,
             settings=Settings(anonymized_telemetry=False),
+            **where,
         )
-    except ValueError as error:  # chromadb's "Could not connect to a Chroma server"
-        raise StoreUnavailableError(f"no Chroma server answers at {url}: {error}") from None
+    except (ValueError, NotFoundError) as error:  # no server, or no such tenant / database
+        raise StoreUnavailableError(f"no Chroma store answers at {url} {where}: {error}") from None
 
 
 def location_of(client: ClientAPI) -> str:

