@@ -140,6 +140,11 @@ def _check(
             pinned[thread].add(block)
     moved = {t: len(b) for t, b in pinned.items() if len(b) > 1}
     assert moved == {}, f"threads served more than one block: {moved}"
+    reads = sum(len(r["pinned"]) for r in reports)
+    print(  # the figures docs/reliability.md reports (pytest -s shows them)
+        f"acknowledged {len(acked)}, lost 0; {len(worker_blocks)} worker blocks and 2 fresh "
+        f"ones equal per user; {reads} pinned reads of {len(pinned)} threads, one block each"
+    )
 
 
 def test_writers_on_separate_machines_lose_nothing_and_agree(
