@@ -220,3 +220,27 @@ def test_a_healthy_store_is_left_alone(store: Path) -> None:
     assert report.entries == 1231 and report.users == 3
     assert sorted(p.name for p in store.parent.iterdir()) == before  # no backup taken
     assert "healthy" in report.summary()
+
+
+def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path) -> None:
+    """An entry row keeps only its last writer's fold, as a cache (a racing writer's signal
+    may be missing from it); the repair rebuilds every entry from the signal log."""
+    path = tmp_path / "store"
+    memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    memory.add("Short answer first.", user_id="ana")
+    stale = memory.store._collection.get(
+        ids=[memory.entry("Short answer first.", user_id="ana").id]
+    )
+    memory.reject("Short answer first.", user_id="ana")
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    truth = memory.export("ana")
+    # the row's cache goes back to before the reject (what a racing writer can leave)
+    memory.store._collection.update(ids=stale["ids"], metadatas=stale["metadatas"])
+    assert memory.export("ana") == truth  # readers fold the log, not the cache
+
+    report = repair(path, COLLECTION, force=True)
+
+    assert report.repaired and report.entries == 2
+    repaired = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    assert repaired.export("ana") == truth
+    assert "Short answer first." not in repaired.select("ana").text
