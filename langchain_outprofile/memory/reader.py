@@ -95,7 +95,12 @@ __all__ = ["BudgetTooSmallWarning", "CacheSettings", "ProfileReader"]
 _ATTEMPTS = 3
 _FULL_CHECK_S = 60.0
 """Longest time a kept ranking goes without comparing its events with the whole log, even
-when the version did not move (a writer killed between its events and its version)."""
+when the version did not move (a writer killed between its events and its version), or when
+a writer's clock was so far behind that its events fell before the window below."""
+_WINDOW_S = 300.0
+"""How far back from its newest event (or from now, if earlier) a catch-up looks: events are
+stamped by their writer just before they are added, so only a writer stalled, or with a
+clock behind, by longer lands outside it (then the full check finds it)."""
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
 
 _Key = tuple[SelectionOptions, BlockTemplate]
@@ -500,21 +505,24 @@ class ProfileReader:
         rankings and their fold, which catch up with the log (:meth:`_catch_up`)."""
         writes = state.writes
         version = await self._version(user)
-        if (
-            version is not None
-            and version == state.version
-            and writes == state.caught
-            and now - state.caught_at < _FULL_CHECK_S
-        ):
+        full = now - state.caught_at >= _FULL_CHECK_S
+        if version is not None and version == state.version and writes == state.caught and not full:
             state.checked_at = now
             return True
         if state.fold is None or not state.rankings:
             return False
-        await self._catch_up(user, state, version, writes, now)
+        await self._catch_up(user, state, version, writes, now, full=full)
         return True
 
     async def _catch_up(
-        self, user: str, state: _Cached, version: str | None, writes: int, now: float
+        self,
+        user: str,
+        state: _Cached,
+        version: str | None,
+        writes: int,
+        now: float,
+        *,
+        full: bool,
     ) -> None:
         """Move the state's rankings by what the log gained or lost since their fold: the
         reads first, then the fold, the rankings and the version in one step under the
@@ -522,7 +530,8 @@ class ProfileReader:
         log, so every write that set a version before it is in what the log showed."""
         fold = state.fold
         assert fold is not None
-        caught = await self._memory.store.acatch_up(fold)
+        since = None if full else min(fold.latest, self._memory.clock()) - _WINDOW_S
+        caught = await self._memory.store.acatch_up(fold, since=since)
         with state.lock:
             if state.fold is not fold:
                 return
@@ -531,7 +540,9 @@ class ProfileReader:
             self._move(state, fold, touched, version_moved=version != state.version)
             state.version = version
             state.caught = max(state.caught, writes)
-            state.checked_at = state.caught_at = now
+            state.checked_at = now
+            if caught.full:
+                state.caught_at = now
         self._recount(user, state)
 
     def _sweep(self, now: float, ttl: float) -> None:

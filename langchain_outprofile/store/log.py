@@ -263,6 +263,21 @@ class Fold:
         """Ids of the events held for one entry."""
         return [e.id for e in self._by_entry.get(entry_id, ())]
 
+    @property
+    def latest(self) -> float:
+        """The time of the newest event held (0 with none)."""
+        return max((e.at for e in self.events.values()), default=0.0)
+
+    def probe(self) -> tuple[str, str] | None:
+        """Something the fold holds that only a purge of the whole user removes from the
+        store (a ``forget``, a repair): ``("event", id)`` of its oldest event, or
+        ``("row", id)`` of a base's row; None when it holds nothing."""
+        if self.events:
+            return "event", min(self.events.values(), key=_order).id
+        if self.bases:
+            return "row", min(self.bases)
+        return None
+
 
 def _order(event: Event) -> tuple[float, int, str]:
     return event.order

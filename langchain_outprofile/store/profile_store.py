@@ -142,6 +142,8 @@ class Caught:
     events: list[Event]
     gone: list[str]
     vectors: dict[str, np.ndarray]
+    full: bool = True
+    """Whether every event id of the user was compared (else only recent ones)."""
 
 
 class ProfileStore:
@@ -835,28 +837,54 @@ class ProfileStore:
 
         return StoredProfile(tuple(entries), fetch=fetch, dimension=self._dimension), fold
 
-    def catch_up(self, fold: Fold) -> Caught:
+    def catch_up(self, fold: Fold, *, since: float | None = None) -> Caught:
         """See :meth:`acatch_up`."""
-        return self._run(self.acatch_up(fold))
+        return self._run(self.acatch_up(fold, since=since))
 
-    async def acatch_up(self, fold: Fold) -> Caught:
+    async def acatch_up(self, fold: Fold, *, since: float | None = None) -> Caught:
         """What the log holds for ``fold``'s user that the fold does not, and what it holds
         no more: one read of the user's event ids, then the new events by id, and the
         vectors of the entries they name. Reads only: the caller applies the result
         (:meth:`Fold.add`, :meth:`Fold.remove`) in one step, so a reader moves its rankings
-        by the delta instead of loading the profile again, whichever process wrote."""
+        by the delta instead of loading the profile again, whichever process wrote.
+
+        With ``since``, only the ids of events stamped at or after it are read (a user's
+        recent events, not all of them), after one read by id shows the fold's oldest event
+        (or base row) is still there: a ``forget`` or a repair, which remove every older
+        event, make the read whole again. A ``delete`` needs no such check (its own event
+        is recent, and voids the older ones it removes); an expiry only removes pending
+        outputs, which no block holds."""
         user = fold.user_id
-        ids = await self._log_ids(user)
+        if since is not None and not await self._still_there(fold):
+            since = None
+        if since is None:
+            ids = await self._log_ids(user)
+        else:
+            where = {"$and": [{"user_id": user}, {"at": {"$gte": float(since)}}]}
+            ids = list((await self._log_get(where=where, include=[]))["ids"])
         held = set(ids)
         new = [i for i in ids if i not in fold.events]
-        gone = [i for i in list(fold.events) if i not in held]
+        gone = [
+            i
+            for i, event in list(fold.events.items())
+            if i not in held and (since is None or event.at >= since)
+        ]
         found: list[Event] = []
         for part in batches(new, self._max_batch):
             result = await self._log_get(ids=list(part), include=_METADATAS)
             found.extend(e for e in events_from(result) if e.user_id == user)
         named = {e.record.id: e.record for e in found if e.record is not None}
         vectors = await self._vectors_of(list(named.values()))
-        return Caught(found, gone, vectors)
+        return Caught(found, gone, vectors, full=since is None)
+
+    async def _still_there(self, fold: Fold) -> bool:
+        """Whether the fold's probe (:meth:`Fold.probe`) is still in the store."""
+        probe = fold.probe()
+        if probe is None:
+            return False
+        kind, id_ = probe
+        read = self._log_get if kind == "event" else self._read
+        return bool((await read(ids=[id_], include=[]))["ids"])
 
     async def _vectors_of(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
         """Vectors of some entries of one user: their rows', or computed again for entries

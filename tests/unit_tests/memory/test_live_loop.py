@@ -134,8 +134,9 @@ def test_what_a_write_costs_in_chroma_calls(client: chromadb.api.ClientAPI) -> N
     """An add of a new text: its rows read by id (new or known, and a base to copy), its
     event added to the log, its row written, and the version renewed: 4 calls, whether or
     not the memory holds the user's ranking (it takes its own events at once). The read
-    after a block-changing write catches up with the log: the version, the user's event
-    ids, and nothing more when no other writer came between (then the new block is saved
+    after a block-changing write catches up with the log: the version, a check that the
+    fold's oldest event is still there (no forget came between), the ids of the user's recent
+    events, and nothing more when no other writer came between (then the new block is saved
     for other processes, in the background). A tracked run's output also
     reads its claim back, and renews no version."""
     memory = _memory(client, unique_name("live"))
@@ -165,7 +166,7 @@ def test_what_a_write_costs_in_chroma_calls(client: chromadb.api.ClientAPI) -> N
     memory.flush()  # the block's snapshot, saved in the background: 3 gets and an upsert
     assert (dict(entries.calls), dict(log.calls), dict(state.calls)) == (
         {"get": 1},  # the new entry's vector, for diversity
-        {"get": 1},  # the user's event ids: none this memory lacks
+        {"get": 2},  # its oldest event still there; the ids of recent events: none new
         {"get": 4, "upsert": 1},  # the version, and the snapshot's check-write-check
     )
 
@@ -207,6 +208,27 @@ def test_a_write_by_another_memory_is_seen_after_the_ttl(client: chromadb.api.Cl
     other.add("second", user_id="ana", signal=Signal.ENDORSED)
     ticks.now += 6
     assert {e.text for e in reader.select("ana").entries} == {"first", "second"}
+
+
+def test_another_memorys_forget_then_write_leaves_nothing_forgotten_in_the_cache(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """A catch-up reads only the user's recent events, so it must notice a forget (which
+    removes every older event): another memory forgets the user and writes a new text; the
+    reader, holding a ranking of the old profile, serves only the new text."""
+    ticks, clock = Clock(0.0), Clock()
+    name = unique_name("live")
+    reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks, clock=clock)
+    reader.add_many([{"text": f"Old note {n}.", "user_id": "ana"} for n in range(5)])
+    clock.now += 86_400  # a day later: the old notes are outside any recent window
+    reader.add("A recent note.", user_id="ana")
+    assert len(reader.select("ana").entries) == 6
+    other = _memory(client, name, clock=clock)
+    clock.now += 1.0  # the forget comes after the recent note (the same time would tie)
+    other.forget("ana")
+    other.add("Written after the forget.", user_id="ana")
+    ticks.now += 6
+    assert [e.text for e in reader.select("ana").entries] == ["Written after the forget."]
 
 
 def test_the_block_after_a_delta_is_saved_for_other_processes(
