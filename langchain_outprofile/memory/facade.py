@@ -477,13 +477,13 @@ class OutputProfileMemory(FeedbackMixin):
         return self._reader.aselect(user, chosen, query)
 
     def flush(self) -> None:
-        """Wait for the block snapshots this memory saves in the background (the
-        interpreter waits for them at exit too)."""
+        """Wait for what this memory does in the background: block snapshots it saves, and
+        tracked outputs it expires (the interpreter waits for them at exit too)."""
         self._reader.flush()
 
     async def aflush(self) -> None:
-        """Async :meth:`flush` (with an async client the saves are tasks of the event loop:
-        await this before the loop closes)."""
+        """Async :meth:`flush` (with an async client the background work is tasks of the
+        event loop: await this before the loop closes)."""
         await self._reader.aflush()
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:

@@ -22,6 +22,7 @@ from langchain_outprofile.capture import (
     validate_run_id,
 )
 from langchain_outprofile.errors import AmbiguousRunError, UnknownRunError
+from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.store import ProfileStore
 from langchain_outprofile.store.log import feedback_event_id, run_event_id
 from langchain_outprofile.types import ProfileEntry, Signal
@@ -49,6 +50,7 @@ class FeedbackMixin:
     _run: Callable[[Coroutine[Any, Any, Any]], Any]
     _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
     _expiry_checked: dict[str, float]
+    _reader: ProfileReader
 
     async def _add(self, text: str, **fields: Any) -> ProfileEntry:
         return (await self._write_entries([self.entry(text, **fields)]))[0]
@@ -134,15 +136,17 @@ class FeedbackMixin:
 
     async def _expire_now_and_then(self, user: str) -> None:
         """:meth:`expire_pending` at most once per :meth:`_expiry_interval` per user in
-        this process, so a tracked run does not pay a store query every time: an output is
-        deleted no later than one interval after it went stale (it is never selected
-        meanwhile, and deleting it changes no block)."""
+        this process, and off the tracked run's path (the reader's background work, which
+        ``flush`` waits for): the look-up is a ``where`` on the log, whose cost grows with
+        the store, and an output is deleted no later than one interval after it went stale
+        (it is never selected meanwhile, and deleting it changes no block)."""
         last = self._expiry_checked.get(user)
         if last is not None and self.clock() - last < self._expiry_interval():
             return
         if len(self._expiry_checked) >= _EXPIRY_USERS_KEPT:
             self._expiry_checked.clear()
-        await self._expire_pending(user)
+        self._expiry_checked[user] = self.clock()
+        self._reader.in_background(self._expire_pending(user))
 
     def _expiry_interval(self) -> float:
         return min(self.pending_ttl_s, _EXPIRY_INTERVAL_S)
@@ -251,9 +255,9 @@ class FeedbackMixin:
             "created_at": output.created_at,
         }
         if edited is not None:
+            edit = self._now(self.entry(edited, signal=Signal.EDITED, **common))
             stored = await self._write_entries(
-                [self._now(self.entry(edited, signal=Signal.EDITED, **common))],
-                event_ids=[feedback_event_id(run, "edited", edited)],
+                [edit], event_ids=[feedback_event_id(run, "edited", edit.id)]
             )
             if stored[0].id != output.id:  # the output goes if it got no other signal
                 await self._drop_output(output, claim)

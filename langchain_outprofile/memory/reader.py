@@ -64,10 +64,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -333,15 +333,20 @@ class ProfileReader:
         With an async client the save is a task of the running event loop instead."""
         if self._memory.snapshot_ttl_s <= 0 or not version:
             return
-        saving = self._save_moved(user, cached, key, version, selection)
+        self.in_background(self._save_moved(user, cached, key, version, selection))
+
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a store coroutine off the caller's path: in the reader's background thread
+        (a synchronous client), or as a task of the running event loop (an async client).
+        :meth:`flush` / :meth:`aflush` wait for it and raise what it raised."""
         with self._lock:
             self._saves = [f for f in self._saves if not f.done()]
             if self._memory.store.is_async:
-                self._saves.append(asyncio.ensure_future(saving))
+                self._saves.append(asyncio.ensure_future(work))
                 return
             if self._saver is None:
-                self._saver = ThreadPoolExecutor(1, thread_name_prefix="outprofile-snapshots")
-            self._saves.append(self._saver.submit(drive, saving))
+                self._saver = ThreadPoolExecutor(1, thread_name_prefix="outprofile-background")
+            self._saves.append(self._saver.submit(drive, work))
 
     async def _save_moved(
         self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection

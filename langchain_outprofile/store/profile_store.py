@@ -422,7 +422,7 @@ class ProfileStore:
                     if number:
                         await pause(self._write_lock)
                     await self.state.touch({e.user_id for e in batch})
-                folded, renew = await self._put(batch, claim=claim)
+                folded, renew = await self._put(batch, claim=claim, named=event_ids is not None)
                 stored.extend(folded)
                 moved |= renew
         except BaseException:
@@ -435,12 +435,18 @@ class ProfileStore:
         return Written(stored, {}, moved, events)
 
     async def _put(
-        self, events: Sequence[Event], *, claim: bool
+        self, events: Sequence[Event], *, claim: bool, named: bool
     ) -> tuple[list[ProfileEntry], set[str]]:
         """Add one batch of ``put`` events, then write their entry rows. Returns the entries
-        as this writer folds them and the users whose block may have changed."""
+        as this writer folds them and the users whose block may have changed. Events with
+        ids the caller ``named`` (feedback on a run) that the log holds already are a replay:
+        they count once, so this writer's fold leaves them out too."""
         wanted = list(dict.fromkeys(e.entry_id for e in events))
         rows = {r.id: r for r in await self._rows_by_id(wanted)}
+        replayed: set[str] = set()
+        if named and not claim:
+            found = await self._log_get(ids=[e.id for e in events], include=[])
+            replayed = set(found["ids"])
         bases = [
             Event(
                 base_event_id(r.entry.id), r.entry.user_id, r.entry.id, "put", BASE_AT, 0, r.entry
@@ -457,6 +463,9 @@ class ProfileStore:
         for event in events:
             assert event.record is not None
             held = cache.get(event.entry_id)
+            if event.id in replayed and held is not None:
+                folded.append(held)
+                continue
             cache[event.entry_id] = now = (
                 event.record if held is None else held.merged_with(event.record)
             )

@@ -113,6 +113,7 @@ class IsolationMachine(RuleBasedStateMachine):
         self.name = unique_name("iso")
         self.memory = OutputProfileMemory(client=client, collection_name=self.name)
         self.model = Model()
+        self.said: set[tuple[str, str, str | None]] = set()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -158,6 +159,10 @@ class IsolationMachine(RuleBasedStateMachine):
         text = edited if signal == "edited" else expected.text
         old_key = entry_id(owner, expected.text)
         was_pending = expected.pending
+        said = (run, signal, validate_text(edited) if signal == "edited" else None)
+        if said in self.said:  # feedback given again, word for word, counts once
+            return
+        self.said.add(said)
         key = self.model.fold(owner, text, signal, run, stored.updated_at)
         if signal == "edited" and was_pending and key != old_key:
             del self.model.entries[owner][old_key]

@@ -445,3 +445,17 @@ def test_a_tracked_stream_keeps_the_callers_callbacks_and_trace_run_id(
     [run] = [r for r in runs.traced_runs if r.name == agent.get_name()]  # the graph's run
     record = only(ephemeral_memory, "ana")
     assert (record["text"], record["run_id"]) == (ANSWER, str(run.id))
+
+
+def test_feedback_given_again_word_for_word_counts_once(memory: OutputProfileMemory) -> None:
+    """A client that retries (or a user who clicks twice) sends the same feedback again; it
+    is the same event of the log, so the entry's strength does not grow. Different feedback
+    on the same run does count."""
+    run = str(uuid.uuid4())
+    memory.record_output("Short answer first.", user_id="ana", run_id=run)
+    assert memory.feedback(run, "accepted").strength == pytest.approx(0.4)
+    assert memory.feedback(run, "accepted").strength == pytest.approx(0.4)
+    [stored] = memory.export("ana")
+    assert stored["signals"] == ["accepted"] and stored["strength"] == pytest.approx(0.4)
+    assert memory.feedback(run, "endorsed").strength == pytest.approx(1 - 0.6 * 0.2)
+    assert memory.export("ana")[0]["strength"] == pytest.approx(0.88)

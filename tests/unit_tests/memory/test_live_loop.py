@@ -123,9 +123,11 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
     )
     for n in range(3):
         memory.record_output(f"Answer {n}.", user_id="ana", run_id=str(uuid.uuid4()))
+    memory.flush()  # the look-up runs in the background
     assert queries["q"] == 1
     clock.now += 601  # past the interval (the ttl, here): the next run looks, and deletes
     memory.record_output("Answer 3.", user_id="ana", run_id=str(uuid.uuid4()))
+    memory.flush()
     assert queries["q"] == 2
     assert [e["text"] for e in memory.export("ana")] == ["Answer 3."]
 
