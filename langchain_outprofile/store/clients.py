@@ -170,7 +170,8 @@ def http_client(url: str, *, tenant: str | None = None, database: str | None = N
             **where,
         )
     except (ValueError, NotFoundError) as error:  # no server, or no such tenant / database
-        raise StoreUnavailableError(f"no Chroma store answers at {url} {where}: {error}") from None
+        named = f" with {where}" if where else ""
+        raise StoreUnavailableError(f"no Chroma server answers at {url}{named}: {error}") from None
 
 
 def location_of(client: ClientAPI) -> str:
