@@ -73,9 +73,13 @@ def _client(mode: str, folder: Path, server: Any) -> Any:
     )
 
 
-def catch_up(mode: str, size: int, repeats: int, folder: Path, server: Any) -> dict[str, Any]:
+def catch_up(
+    mode: str, size: int, repeats: int, folder: Path, server: Any, *, aged: bool
+) -> dict[str, Any]:
     """Another process's first read after a write: a delta from the log, against a fresh
-    process's full ranking of the same profile."""
+    process's full ranking of the same profile. ``aged``: the profile's signals were given
+    a day before (a profile built over time: a catch-up reads only recent event ids); else
+    all of them just now (a bulk import: every event id is recent, the worst case)."""
     client = _client(mode, folder, server)
     collection = f"catchup-{uuid.uuid4().hex[:8]}"
     ticks = _Ticks()
@@ -83,10 +87,16 @@ def catch_up(mode: str, size: int, repeats: int, folder: Path, server: Any) -> d
         client=client, collection_name=collection, tokens=_TOKENS, monotonic=ticks
     )
     writer = OutputProfileMemory(client=client, collection_name=collection, tokens=_TOKENS)
+    earlier = OutputProfileMemory(
+        client=client,
+        collection_name=collection,
+        tokens=_TOKENS,
+        clock=lambda: time.time() - (86_400 if aged else 0),
+    )
     user = user_name(0)
     records = list(user_entries(0, size, seed=1))
     for start in range(0, len(records), 5000):
-        writer.add_many(records[start : start + 5000])
+        earlier.add_many(records[start : start + 5000])
     reader.select(user, max_tokens=600)
     deltas, fresh = [], []
     for n in range(repeats):
@@ -109,6 +119,7 @@ def catch_up(mode: str, size: int, repeats: int, folder: Path, server: Any) -> d
         "scenario": "catch-up",
         "mode": mode,
         "entries": size,
+        "signals": "a day before" if aged else "just now",
         "delta_p50_ms": delta_p50,
         "delta_p95_ms": delta_p95,
         "full_rank_p50_ms": fresh_p50,
@@ -243,8 +254,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         with chroma_server(folder / "server") as server:
             for mode in [m for m in args.modes.split(",") if m]:
                 for size in [int(s) for s in args.sizes.split(",") if s]:
-                    rows.append(catch_up(mode, size, args.repeats, folder / mode, server))
-                    print(json.dumps(rows[-1]), flush=True)
+                    for aged in (True, False):
+                        place = folder / f"{mode}-{aged}"
+                        rows.append(catch_up(mode, size, args.repeats, place, server, aged=aged))
+                        print(json.dumps(rows[-1]), flush=True)
             for processes in [int(p) for p in args.writers.split(",") if p]:
                 rows.append(writers(processes, args.writes, folder, server))
                 print(json.dumps(rows[-1]), flush=True)
