@@ -88,6 +88,13 @@ def eval_command(
             "and report their mean and best per user (the headroom)"
         ),
     ] = 0,
+    holdout: Annotated[
+        int,
+        typer.Option(
+            help="POPQUORN: pairs held out per user, each a target under the same profile "
+            "(2+ lets the headroom pick a draw on one text and score it on another)"
+        ),
+    ] = 1,
     budgets: Annotated[str, typer.Option(help="comma list of block budgets (tokens)")] = "200,400",
     placement: Annotated[str, typer.Option(help="comma list of: leading, middle, trailing")] = (
         "leading"
@@ -128,6 +135,7 @@ def eval_command(
             data,
             strategies=strategies,
             random_draws=random_draws,
+            holdout=holdout,
             budgets=budgets,
             placement=placement,
             limit=limit,
@@ -220,6 +228,7 @@ def run_command(
     data_format: str = "auto",
     frame: str = "compact",
     random_draws: int = 0,
+    holdout: int = 1,
 ) -> list[Path]:
     """The command's work as a function (``scorer`` replaces the backend when given).
 
@@ -245,16 +254,19 @@ def run_command(
     if kind not in FORMATS:
         raise InvalidInputError(f"--format must be auto or one of {', '.join(FORMATS)}")
     check_strategies(kind, config.strategies)
+    if holdout != 1 and kind != "popquorn":
+        raise InvalidInputError(f"--holdout applies to POPQUORN only; got {holdout} for {kind}")
     scorer = scorer or _scorer(backend, base_url, model, threads)
     clock = MovingClock(_NOW)
     memory = OutputProfileMemory(
         path=out / "chroma",
-        collection_name=f"{EVAL_COLLECTION}-{kind}",
+        # another holdout stores other profiles under the same user names: keep them apart
+        collection_name=f"{EVAL_COLLECTION}-{kind}" + (f"-h{holdout}" if holdout > 1 else ""),
         clock=clock,
         template=FRAMES[frame],
         **_counting(backend, model),
     )
-    task = _task(kind, data, outputs, memory, clock, limit, seed)
+    task = _task(kind, data, outputs, memory, clock, limit, seed, holdout)
     cache = ScoreCache(out / "scores.jsonl")
     rows, timing = run_task(
         task, scorer, config, cache, show_progress=not quiet, cached_only=cached_only
@@ -276,6 +288,7 @@ def run_command(
         "limit": limit,
         "strategies": list(config.strategies),
         "random_draws": random_draws,
+        "holdout": holdout,
         "budgets": list(config.budgets),
         "placements": list(config.placements),
         "fields": list(config.fields),
@@ -294,11 +307,12 @@ def _task(
     clock: MovingClock,
     limit: int | None,
     seed: int,
+    holdout: int = 1,
 ) -> EvalTask:
     if kind == "coauthor":
         return CoauthorTask(memory, clock, load_coauthor(data), limit=limit, seed=seed)
     if kind == "popquorn":
-        return PopquornTask(memory, load_popquorn(data, limit=limit), seed)
+        return PopquornTask(memory, load_popquorn(data, limit=limit), seed, holdout)
     return LampTask(memory, load_lamp(data, outputs, limit=limit), seed)
 
 

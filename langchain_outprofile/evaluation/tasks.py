@@ -194,14 +194,25 @@ class PopquornTask:
     choice), so that ``other-rewriter`` (that other user's profile, without their rewrite of
     this email) can be compared with the user's own profile on the very same email.
     ``other-user`` is a seeded derangement partner's profile, also without this email.
+
+    With ``holdout`` > 1, each user with more than ``holdout`` pairs has that many held out
+    (the first chosen as above, the others seeded among the rest), every one a target
+    (``pq-<user>#<i>``) scored under the same profile (the other pairs), so the same block
+    is measured on two or more of the user's texts (the headroom's cross-fitted pick).
     """
 
     name = "popquorn"
     choice = False
 
     def __init__(
-        self, memory: OutputProfileMemory, users: Sequence[RewriteUser], seed: int = 0
+        self,
+        memory: OutputProfileMemory,
+        users: Sequence[RewriteUser],
+        seed: int = 0,
+        holdout: int = 1,
     ) -> None:
+        if holdout < 1:
+            raise InvalidInputError(f"--holdout must be >= 1; got {holdout}")
         self.memory = memory
         self.users = {u.user: u for u in users}
         self.seed = seed
@@ -210,13 +221,17 @@ class PopquornTask:
             for pair in user.pairs:
                 rewriters[pair.instance_id].append(user.user)
         self.rewriters = rewriters
-        self.held: dict[str, int] = {}
+        self.holdout = holdout
+        self.held: dict[str, list[int]] = {}
         for user in users:
-            if len(user.pairs) < 2:
+            if len(user.pairs) < holdout + 1:
                 continue
             shared = [i for i, p in enumerate(user.pairs) if len(rewriters[p.instance_id]) > 1]
             pool = shared or list(range(len(user.pairs)))
-            self.held[user.user] = random_module.Random(f"{seed}:{user.user}").choice(pool)
+            first = random_module.Random(f"{seed}:{user.user}").choice(pool)
+            rest = [i for i in range(len(user.pairs)) if i != first]
+            extra = random_module.Random(f"{seed}:{user.user}:more").sample(rest, holdout - 1)
+            self.held[user.user] = [first, *extra]
         order = sorted(self.held)
         shuffled = order[:]
         random_module.Random(seed).shuffle(shuffled)
@@ -226,25 +241,29 @@ class PopquornTask:
     def targets(self) -> list[Target]:
         """Each user's held-out pair."""
         out = []
-        for user, index in self.held.items():
-            pair = self.users[user].pairs[index]
-            out.append(
-                Target(
-                    id=f"pq-{user}",
-                    user=f"pq-{user}",
-                    request=REWRITE_PROMPT + pair.input,
-                    gold=pair.output,
-                    instance=pair.instance_id,
+        for user, indices in self.held.items():
+            for n, index in enumerate(indices):
+                pair = self.users[user].pairs[index]
+                out.append(
+                    Target(
+                        id=f"pq-{user}" if self.holdout == 1 else f"pq-{user}#{n}",
+                        user=f"pq-{user}",
+                        request=REWRITE_PROMPT + pair.input,
+                        gold=pair.output,
+                        instance=pair.instance_id,
+                    )
                 )
-            )
         return out
 
     def setup(self) -> int:
-        """Store each user's profile without the held-out pair."""
-        return sum(self._store(u, self.users[u].pairs[i].instance_id) for u, i in self.held.items())
+        """Store each user's profile without the held-out pairs."""
+        return sum(
+            self._store(u, *(self.users[u].pairs[i].instance_id for i in held))
+            for u, held in self.held.items()
+        )
 
-    def _store(self, user: str, without: str, store_user: str | None = None) -> int:
-        """Store ``user``'s pairs except instance ``without`` (file order as time)."""
+    def _store(self, user: str, *without: str, store_user: str | None = None) -> int:
+        """Store ``user``'s pairs except instances ``without`` (file order as time)."""
         name = store_user or f"pq-{user}"
         if name in self._stored:
             return 0
@@ -259,7 +278,7 @@ class PopquornTask:
                 "created_at": EPOCH + i * _DAY_S,
             }
             for i, pair in enumerate(self.users[user].pairs)
-            if pair.instance_id != without
+            if pair.instance_id not in without
         ]
         return len(self.memory.add_many(records))
 
@@ -302,7 +321,7 @@ class PopquornTask:
             if other is None:
                 return None
             name = f"pq-{other}~{target.instance}"
-            self._store(other, target.instance, name)
+            self._store(other, target.instance, store_user=name)
             return self.memory.select(name, max_tokens=budget, fields=fields).text
         raise InvalidInputError(
             f"strategy {strategy!r} does not apply to POPQUORN; choose from "

@@ -493,7 +493,7 @@ def test_headroom_is_the_mean_and_the_best_of_the_draws_per_user() -> None:
         rows += [_row(user, "", f"random-{k}", 2 * v) for k, v in enumerate(draws_of[user])]
     (h,) = headroom(rows, seed=0)
     assert (h["budget"], h["draws"], h["users"], h["targets"]) == (200, 3, 2, 2)
-    cells = {c["strategy"]: c for c in h["cells"]}
+    cells = {c["strategy"]: c for c in h["cells"]}  # one target per user: nothing to cross-fit
     assert set(cells) == {"none", "output-profile", "bm25-query", "random-mean", "random-best"}
     assert math.isclose(cells["random-mean"]["mean_nll"]["mean"], (2.5 + 5.6 / 3) / 2)
     assert math.isclose(cells["random-best"]["mean_nll"]["mean"], (2.2 + 1.7) / 2)
@@ -528,10 +528,37 @@ def test_the_best_draw_is_chosen_per_user_not_per_target() -> None:
     assert (h["users"], h["targets"]) == (1, 2)
     assert math.isclose(cells["random-best"]["mean_nll"]["mean"], 1.75)
     assert math.isclose(cells["random-mean"]["mean_nll"]["mean"], 1.875)
+    # cross-fitted: d1 takes the draw best on d2 (draw 1: 1.5 < 3.0) and scores 2.0 with it;
+    # d2 takes the draw best on d1 (draw 0: 1.0) and scores 3.0: worse than the mean here
+    assert math.isclose(cells["random-picked"]["mean_nll"]["mean"], 2.5)
+    paired = {(p["a"], p["b"]): p["mean"] for p in h["paired"]}
+    assert math.isclose(paired[("random-picked", "random-mean")], 1.875 - 2.5)
     assert headroom([r for r in rows if r.strategy != "random-1"]) == []  # one draw: no headroom
 
 
-def test_command_reports_the_headroom_of_random_draws_and_resumes(tmp_path: Path) -> None:
+def test_popquorn_can_hold_out_two_pairs_under_one_profile(
+    tmp_path: Path, memory: OutputProfileMemory
+) -> None:
+    users = load_popquorn(_write_popquorn(tmp_path / "p.jsonl"))
+    one = PopquornTask(memory, users, seed=0)
+    two = PopquornTask(memory, users, seed=0, holdout=2)
+    assert {u: h[0] for u, h in two.held.items()} == {u: one.held[u][0] for u in two.held}
+    assert set(two.held) == {"1", "2"}  # user 3 has two pairs: one would be left to show
+    assert two.setup() == 1 + 1
+    targets = [t for t in two.targets() if t.user == "pq-1"]
+    assert [t.id for t in targets] == ["pq-1#0", "pq-1#1"]
+    assert len({t.gold for t in targets}) == 2
+    blocks = {t.id: two.block(t, "random-3", "output", 200) for t in targets}
+    assert blocks["pq-1#0"] == blocks["pq-1#1"]  # the same block, scored on two texts
+    shown = set(parse_block(blocks["pq-1#0"] or ""))
+    assert len(shown) == 1 and not shown & {t.gold for t in targets}
+    with pytest.raises(InvalidInputError, match="holdout"):
+        PopquornTask(memory, users, holdout=0)
+
+
+def test_command_reports_the_headroom_of_random_draws_and_resumes(
+    tmp_path: Path, tiny_lamp7: Path
+) -> None:
     pq = _write_popquorn(tmp_path / "pq.jsonl")
     args: dict[str, Any] = dict(
         strategies="none,output-profile,bm25-query",
@@ -556,6 +583,14 @@ def test_command_reports_the_headroom_of_random_draws_and_resumes(tmp_path: Path
     again = FakeScorer()
     run_command(pq, scorer=again, **args)
     assert again.calls == 0  # every draw is in the cache under its own name
+    assert "random-picked" not in markdown  # one target per user
+    run_command(pq, scorer=FakeScorer(), **{**args, "out": tmp_path / "h2"}, holdout=2)
+    (h,) = json.loads((tmp_path / "h2" / "report.json").read_text())["headroom"]
+    assert (h["users"], h["targets"]) == (2, 4)
+    assert "random-picked" in {c["strategy"] for c in h["cells"]}
+    assert "`random-picked` | `random-mean`" in (tmp_path / "h2" / "report.md").read_text()
+    with pytest.raises(InvalidInputError, match="POPQUORN only"):
+        run_command(tiny_lamp7, scorer=FakeScorer(), **{**args, "out": tmp_path / "l"}, holdout=2)
 
 
 def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
