@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
 from chromadb.config import Settings
 
 from langchain_outprofile import OutputProfileMemory
@@ -237,6 +238,43 @@ def run_ids(total: int, repeats: int, folder: Path) -> dict[str, Any]:
     }
 
 
+def raw_calls(total: int, repeats: int, folder: Path) -> dict[str, Any]:
+    """What each Chroma call a tracked run's feedback makes costs as a collection grows,
+    without this package: a read by id of a 512-dim row, an ``update`` of one row's metadata,
+    an ``add`` of one 1-dim row (a log event), in collections of ``total`` rows (embedded,
+    p50 ms). It tells whether a call by id itself grows with the store."""
+    client = chromadb.PersistentClient(
+        path=str(folder / f"raw-{total}"), settings=Settings(anonymized_telemetry=False)
+    )
+    entries = client.create_collection("entries", embedding_function=None)
+    log = client.create_collection("entries.log", embedding_function=None)
+    rng = np.random.default_rng(0)
+    for start in range(0, total, 5000):
+        ids = [f"e{n}" for n in range(start, min(total, start + 5000))]
+        meta: list[Any] = [{"user_id": f"u{n % 100}", "e": "x" * 200} for n in range(len(ids))]
+        entries.add(ids=ids, metadatas=meta, embeddings=rng.random((len(ids), 512), np.float32))
+        log.add(ids=ids, metadatas=meta, embeddings=np.ones((len(ids), 1), np.float32))
+    one = np.ones((1, 1), np.float32)
+    get_s, update_s, add_s = [], [], []
+    for n in range(repeats):
+        some = f"e{(n * 7919) % total}"
+        get_s.append(_timed(lambda: entries.get(ids=[some], include=["metadatas"])))  # noqa: B023
+        changed: list[Any] = [{"e": "y" * 200}]
+        update_s.append(_timed(lambda: entries.update(ids=[some], metadatas=changed)))  # noqa: B023
+        event: list[Any] = [{"e": "z"}]
+        add_s.append(
+            _timed(lambda: log.add(ids=[f"new{n}"], metadatas=event, embeddings=one))  # noqa: B023
+        )
+    return {
+        "scenario": "raw-calls",
+        "mode": "embedded",
+        "rows": total,
+        "get_by_id_p50_ms": _ms(get_s)[0],
+        "update_p50_ms": _ms(update_s)[0],
+        "add_p50_ms": _ms(add_s)[0],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the scenarios and print one JSON line per row (and a JSON file with ``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -245,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--writers", default="1,2,4", help="writer process counts; '' skips")
     parser.add_argument("--writes", type=int, default=300, help="signals per writer process")
     parser.add_argument("--run-ids", default="10000,100000", help="store sizes; '' skips")
+    parser.add_argument("--raw-calls", default="", help="collection sizes; '' skips")
     parser.add_argument("--modes", default="embedded,server")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -263,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(json.dumps(rows[-1]), flush=True)
         for total in [int(t) for t in args.run_ids.split(",") if t]:
             rows.append(run_ids(total, args.repeats, folder))
+            print(json.dumps(rows[-1]), flush=True)
+        for total in [int(t) for t in args.raw_calls.split(",") if t]:
+            rows.append(raw_calls(total, args.repeats, folder))
             print(json.dumps(rows[-1]), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=2))
