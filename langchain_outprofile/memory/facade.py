@@ -25,7 +25,7 @@ from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
-from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore
+from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
 from langchain_outprofile.store.io import drive, run_now
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
@@ -312,10 +312,14 @@ class OutputProfileMemory(FeedbackMixin):
         except BaseException:
             self._invalidate({user_id})
             raise
+        return await self._took(written)
+
+    async def _took(self, written: Written) -> int:
+        """Take a removal through this memory's read state; returns how many entries went."""
         self._reader.written(written)
-        if written.moved:  # the store dropped the user's pins with the deleted text
-            self._pins.forget(user_id)
-        return len(written.removed.get(user_id, []))
+        for user in written.moved:  # the store dropped the user's pins with the removed text
+            self._pins.forget(user)
+        return sum(len(ids) for ids in written.removed.values())
 
     def forget(self, user_id: str) -> int:
         """Hard-delete everything stored for a user, pending entries included."""

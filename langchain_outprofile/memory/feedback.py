@@ -23,7 +23,7 @@ from langchain_outprofile.capture import (
 )
 from langchain_outprofile.errors import AmbiguousRunError, UnknownRunError
 from langchain_outprofile.memory.reader import ProfileReader
-from langchain_outprofile.store import ProfileStore
+from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.store.log import feedback_event_id, run_event_id
 from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
@@ -47,6 +47,7 @@ class FeedbackMixin:
     entry: Callable[..., ProfileEntry]
     _write_entries: Callable[..., Awaitable[list[ProfileEntry]]]
     _remove_ids: Callable[..., Awaitable[int]]
+    _took: Callable[[Written], Awaitable[int]]
     _run: Callable[[Coroutine[Any, Any, Any]], Any]
     _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
     _expiry_checked: dict[str, float]
@@ -167,7 +168,9 @@ class FeedbackMixin:
             signal: ``endorsed``, ``rejected``, ``accepted``, ``rating`` or ``edited``.
             rating: 1-5 (implies ``rating``; 1-2 stars reject the output).
             edited: the user's corrected text (implies ``edited``): it is stored as an
-                ``edited`` entry with the run's input, and the pending output is removed.
+                ``edited`` entry with the run's input, and it supersedes what the run said
+                before: the output (whatever feedback it had) and the run's earlier edits
+                leave the profile, unless the same text has signals from elsewhere.
             user_id: when given, the run must belong to this user.
 
         Returns:
@@ -259,20 +262,24 @@ class FeedbackMixin:
             stored = await self._write_entries(
                 [edit], event_ids=[feedback_event_id(run, "edited", edit.id)]
             )
-            if stored[0].id != output.id:  # the output goes if it got no other signal
-                await self._drop_output(output, claim)
+            if claim is None:  # a run tracked before the log: its pending output goes
+                if stored[0].id != output.id:
+                    await self._drop_output(output)
+            else:  # "not this, this": what the run said before stops counting
+                pending = self.entry(edited, signal=Signal.PENDING, **common)
+                await self._took(
+                    await self.store.asupersede(
+                        output.user_id, run, entries=[output.id], output=pending
+                    )
+                )
             return stored[0]
         made = self._now(self.entry(output.text, signal=chosen, rating=rating, **common))
         ids = [feedback_event_id(run, chosen.value, rating)]
         return (await self._write_entries([made], event_ids=ids))[0]
 
-    async def _drop_output(self, output: ProfileEntry, claim: str | None) -> None:
-        """Remove a run's output that an edit replaced, if it is still only pending: its
-        claim event (other runs of the same text keep theirs), or, for a run tracked before
-        the log, the entry."""
-        if claim is not None:
-            await self._remove_ids(output.user_id, [claim], pending_only=True)
-            return
+    async def _drop_output(self, output: ProfileEntry) -> None:
+        """Remove the output of a run tracked before the log that an edit replaced, if it
+        is still only pending."""
         now = await self.store.aentry(output.user_id, output.id)
         if now is not None and now.pending:
             await self._remove_ids(output.user_id, [output.id], pending_only=False)

@@ -141,6 +141,8 @@ def event_metadata(event: Event) -> dict[str, Any]:
         "pending": event.pending,
     }
     if event.record is not None:
+        if event.record.run_id:  # an edit of the run's output finds what the run said
+            meta["run"] = event.record.run_id
         payload = event.record.to_dict()
         del payload["id"], payload["user_id"]
         meta["e"] = json.dumps(payload)

@@ -656,6 +656,69 @@ class ProfileStore:
         gone = [e.id for e in pending]
         return Written([], {user: emptied} if emptied else {}, set(), [], gone)
 
+    def supersede(
+        self, user_id: str, run_id: str, *, entries: Sequence[str], output: ProfileEntry
+    ) -> Written:
+        """Take back what a run said before an edit: see :meth:`asupersede`."""
+        return self._run(self.asupersede(user_id, run_id, entries=entries, output=output))
+
+    async def asupersede(
+        self, user_id: str, run_id: str, *, entries: Sequence[str], output: ProfileEntry
+    ) -> Written:
+        """After an edit of a run's output, take back every other signal the run gave: an
+        edit says "not this, this", so the run's output, the feedback on it and the run's
+        earlier edits stop counting, and the run's claim now records ``output`` (the
+        edit, pending: the run id stays the user's, a later edit or feedback finds the
+        edited text, and the claim expires like any pending output). Signals of the same
+        texts from elsewhere (the user wrote it, another run) stay. ``entries`` names
+        entries whose events may lack the run key (the output of a run recorded before it).
+
+        The voided events are deleted, rows of entries left with none go (the pre-edit
+        text leaves the store), the others' cached folds are rewritten, and when a
+        selectable entry changed, the user's saved selections and pins go (they may quote
+        the superseded text) and the version moves.
+        """
+        user, claim_id = validate_user_id(user_id), run_event_id(run_id)
+        held = events_from(await self._log_get(ids=[claim_id], include=_METADATAS))
+        claim = next((e for e in held if e.user_id == user), None)
+        if claim is None:  # expired meanwhile: the edit stands alone
+            return Written([], {}, set())
+        found = await self._log_get(
+            where={"$and": [{"user_id": user}, {"run": run_id}]}, include=_METADATAS
+        )
+        named = {e.entry_id for e in events_from(found) if e.user_id == user}
+        wanted = named | set(entries) | {claim.entry_id, output.id}
+        fold = await self._fold_of(user, sorted(wanted))
+        voided = [
+            e.id
+            for e in fold.events.values()
+            if e.record is not None
+            and e.record.run_id == run_id
+            and e.entry_id != output.id
+            and e.id != claim_id
+        ]
+        affected = sorted({fold.events[i].entry_id for i in voided} | {claim.entry_id})
+        was_selectable = any((e := fold.entry(i)) is not None and e.selectable for i in affected)
+        moved_claim = replace(claim, entry_id=output.id, record=output)
+        await settle(
+            self._log.upsert(
+                ids=[claim_id],
+                metadatas=[event_metadata(moved_claim)],
+                embeddings=np.ones((1, 1), dtype=np.float32),
+            )
+        )
+        await self._drop_events(voided)
+        fold.remove([*voided, claim_id])
+        fold.add([moved_claim])
+        emptied = [i for i in affected if fold.entry(i) is None]
+        await self._drop_rows(emptied)
+        kept = [e for i in [*affected, output.id] if (e := fold.entry(i)) is not None]
+        await self._write_metadata(list({e.id: e for e in kept}.values()))
+        moved = {user} if was_selectable else set()
+        if moved:
+            await self.state.drop(user)
+        return Written([], {user: emptied} if emptied else {}, moved, [], [*voided, claim_id])
+
     async def _restore_rows(self, user: str, entry_ids: Sequence[str]) -> None:
         """Write back the rows of entries a later signal brought back while they were being
         deleted (their events hold the text; the vector is computed again)."""

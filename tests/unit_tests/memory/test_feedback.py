@@ -459,3 +459,40 @@ def test_feedback_given_again_word_for_word_counts_once(memory: OutputProfileMem
     assert stored["signals"] == ["accepted"] and stored["strength"] == pytest.approx(0.4)
     assert memory.feedback(run, "endorsed").strength == pytest.approx(1 - 0.6 * 0.2)
     assert memory.export("ana")[0]["strength"] == pytest.approx(0.88)
+
+
+def test_an_edit_supersedes_what_the_run_said_before(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    """pending -> endorsed -> edited: the endorsed original leaves the profile (the user
+    said "not this, this"); a second edit replaces the first."""
+    memory = ephemeral_memory
+    tracked = memory.track(chain_for(memory, RecordingChatModel()))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "Can we meet?"}, config=cfg("ana", rid))
+    memory.feedback(rid, "endorsed")
+    assert parse_block(memory.select("ana").text) == ["reply 1"]
+    memory.feedback(rid, edited="Yes. Tuesday.")
+    assert parse_block(memory.select("ana").text) == ["Yes. Tuesday."]
+    memory.feedback(rid, edited="Yes. Tuesday 14:00.")
+    assert parse_block(memory.select("ana").text) == ["Yes. Tuesday 14:00."]
+    assert [r["text"] for r in memory.export("ana")] == ["Yes. Tuesday 14:00."]
+    memory.feedback(rid, edited="Yes. Tuesday 14:00.")  # replayed: counts once
+    [record] = memory.export("ana")
+    assert record["signals"] == ["edited"] and record["strength"] == pytest.approx(1.0)
+
+
+def test_an_edit_leaves_what_other_runs_or_the_user_said_of_the_same_text(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    memory = ephemeral_memory
+    memory.add("reply 1", user_id="ana")  # the user wrote the very text the model answers
+    tracked = memory.track(chain_for(memory, RecordingChatModel()))
+    rid = uuid.uuid4()
+    tracked.invoke({"question": "q"}, config=cfg("ana", rid))
+    memory.feedback(rid, "endorsed")
+    memory.feedback(rid, edited="Mine.")
+    texts = {r["text"]: r for r in memory.export("ana")}
+    assert set(texts) == {"reply 1", "Mine."}
+    assert texts["reply 1"]["signals"] == ["authored"]
+    assert texts["reply 1"]["strength"] == pytest.approx(1.0)
