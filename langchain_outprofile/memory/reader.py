@@ -583,6 +583,8 @@ class ProfileReader:
                 version = cached.version
         # a read never writes: stale pending entries are never selected, and go later
         profile, fold = await self._memory.store.aload_fold(user)
+        if fold.forgotten:  # a forget was interrupted: it reads as done; finish it too
+            self.in_background(self._memory.store.afinish_forgets(user))
         with self._lock, cached.lock:
             # a delta taken meanwhile may postdate what this load read: not kept
             fresh = cached.generation == generation and cached.version == version

@@ -266,6 +266,11 @@ class Fold:
         return [e.id for e in self._by_entry.get(entry_id, ())]
 
     @property
+    def forgotten(self) -> bool:
+        """Whether a ``forget`` is held: one not finished yet (see ``adelete_user``)."""
+        return bool(self._forgets)
+
+    @property
     def latest(self) -> float:
         """The time of the newest event held (0 with none)."""
         return max((e.at for e in self.events.values()), default=0.0)

@@ -274,6 +274,7 @@ class ProfileStore:
         )
         self._log = log
         self._collection = collection
+        await self.afinish_forgets()  # one a killed process left part-way
 
     @property
     def collection_name(self) -> str:
@@ -757,11 +758,41 @@ class ProfileStore:
         between), the state rows once more, and last the ``forget`` event itself, so no row
         names the user afterwards. A write of the user that started before the forget and
         lands after it ends may survive it: forget again once that user's writers stopped.
+
+        A forget interrupted part-way (the process killed) leaves its event: the user is
+        served nothing meanwhile (every read folds it), and the next open of the store, the
+        next read of the user or the next ``forget`` finishes it (:meth:`afinish_forgets`).
         """
         user = validate_user_id(user_id)
         at = self._stamp()
         forget = Event(event_id(user, "forget", at, uuid.uuid4().hex), user, "", "forget", at)
         await self._add_events([forget])
+        removed = await self._purge_before(forget)
+        await self.afinish_forgets(user)  # an earlier, interrupted forget of the user
+        return removed
+
+    def finish_forgets(self, user_id: str | None = None) -> int:
+        """Finish forgets that were interrupted: see :meth:`afinish_forgets`."""
+        return self._run(self.afinish_forgets(user_id))
+
+    async def afinish_forgets(self, user_id: str | None = None) -> int:
+        """Finish every ``forget`` still in the log (of one user, or of all): a forget whose
+        process died part-way leaves its event, so its user reads as empty but rows naming
+        the user may remain. Each is done again (idempotent) and its event removed. Returns
+        how many entry rows went. One ``where`` on the log when there is none."""
+        where: dict[str, Any] = {"kind": "forget"}
+        if user_id is not None:
+            where = {"$and": [where, {"user_id": validate_user_id(user_id)}]}
+        found = events_from(await self._log_get(where=where, include=_METADATAS))
+        removed = 0
+        for forget in sorted(found, key=lambda e: e.order):
+            removed += await self._purge_before(forget)
+        return removed
+
+    async def _purge_before(self, forget: Event) -> int:
+        """Delete what ``forget`` voids (the user's state rows, entry rows and earlier
+        events), then the forget event itself. Returns how many entry rows went."""
+        user = forget.user_id
         await self.state.forget(user)
         removed = 0
         while True:
@@ -771,11 +802,17 @@ class ProfileStore:
             if len(ids) < self.delete_batch:
                 break
             await pause(self._write_lock)
-        voided = [e.id for e in await self._user_events(user) if e.order < forget.order]
+        events = await self._user_events(user)
+        voided = [e.id for e in events if e.order < forget.order]
         for batch in batches(voided, self.delete_batch):
             await self._drop_events(batch)
             await pause(self._write_lock)
         await self.state.forget(user)  # every state row: no row names a forgotten user
+        later = Fold(user)
+        later.add(e for e in events if e.order > forget.order)
+        if later.events:  # the user wrote again before this forget was finished
+            await self._write(list(later.entries().values()))
+            await self.state.touch([user])
         await self._drop_events([forget.id])
         return removed
 
