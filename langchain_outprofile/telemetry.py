@@ -141,14 +141,22 @@ class OperationSpan:
         self.entries([entry])
 
     def entries(self, entries: Sequence[ProfileEntry]) -> None:
-        """The entries returned or stored: their count; the id and user when there is one
+        """The entries a write stored: their count; the id and the user when there is one
         of each; their texts only with content capture on."""
+        self._described(entries, one_record=len(entries) == 1)
+
+    def returned(self, entries: Sequence[ProfileEntry]) -> None:
+        """The entries a read returned: their count (a search is about no one record, even
+        when it finds one); their texts only with content capture on."""
+        self._described(entries, one_record=False)
+
+    def _described(self, entries: Sequence[ProfileEntry], *, one_record: bool) -> None:
         if not self.span.is_recording():
             return
         self.counted(len(entries))
         users = {e.user_id for e in entries}
         self.about(
-            record_id=entries[0].id if len(entries) == 1 else None,
+            record_id=entries[0].id if one_record else None,
             user_id=next(iter(users)) if len(users) == 1 else None,
         )
         if self.capture_content:

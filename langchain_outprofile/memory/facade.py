@@ -741,7 +741,7 @@ def _stats_counted(span: OperationSpan, stats: ProfileStats) -> None:
 
 def _selected(span: OperationSpan, selection: ProfileSelection) -> None:
     """A read returns the block's entries (``search_memory`` counts what it returned)."""
-    span.entries(selection.entries)
+    span.returned(selection.entries)
 
 
 def _chroma_of(

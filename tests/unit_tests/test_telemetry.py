@@ -178,6 +178,12 @@ def test_a_read_is_search_memory_counting_what_it_returned(traced: Traced) -> No
     traced.clear()
     assert not memory.select("nobody", max_tokens=300).entries
     assert attrs(traced.only("search_memory"))[GEN_AI_MEMORY_RECORD_COUNT] == 0
+    memory.add("Alone.", user_id="cy")
+    traced.clear()
+    assert len(memory.select("cy", max_tokens=300).entries) == 1
+    found_one = attrs(traced.only("search_memory"))
+    assert found_one[GEN_AI_MEMORY_RECORD_COUNT] == 1
+    assert GEN_AI_MEMORY_RECORD_ID not in found_one  # a search is about no one record
 
 
 def test_a_tracked_run_and_its_feedback_are_spans_of_the_runs_record(traced: Traced) -> None:
