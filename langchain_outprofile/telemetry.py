@@ -9,8 +9,8 @@ are recorded only when the caller opts in, as the conventions require: ``capture
 True``, or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` set to ``true``,
 ``span_only`` or ``span_and_event`` (the values OpenTelemetry's GenAI instrumentations read).
 
-Only ``opentelemetry-api`` is needed: without an SDK every span is a no-op, and nothing
-about a result is computed for a span that does not record.
+Only ``opentelemetry-api`` is needed: without an SDK no span is started at all, and nothing
+about a result is computed for a span that does not record (sampled out).
 """
 
 from __future__ import annotations
@@ -209,7 +209,22 @@ class MemoryTelemetry:
         self.capture_content = (
             capture_content_from_env() if capture_content is None else capture_content
         )
+        self._provider = tracer_provider
         self._tracer = trace.get_tracer(_SCOPE, _package_version(), tracer_provider=tracer_provider)
+
+    def active(self) -> bool:
+        """Whether a span could record: not when no SDK provider is set anywhere. A no-op
+        span still costs a context switch (about 10 us, as much as a cached read), so
+        without an SDK none is started; the global provider is asked on every call, since
+        an app may set it after building the memory.
+
+        Example:
+            ```python
+            MemoryTelemetry("outprofile").active()  # False until an SDK provider is set
+            ```
+        """
+        provider = self._provider or trace.get_tracer_provider()
+        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
     @contextmanager
     def span(
@@ -229,6 +244,9 @@ class MemoryTelemetry:
         they come straight from the caller, before validation, so that the span covers a
         refused call too.
         """
+        if not self.active():
+            yield OperationSpan(trace.INVALID_SPAN, capture_content=False)
+            return
         attributes: dict[str, str] = {
             GEN_AI_OPERATION_NAME: operation,
             GEN_AI_MEMORY_STORE_ID: self.store_id,

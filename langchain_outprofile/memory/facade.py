@@ -585,7 +585,9 @@ class OutputProfileMemory(FeedbackMixin):
     ) -> _T:
         """Run a memory operation for a synchronous method inside its span: the operation
         is built (its arguments checked) inside the span, so a refused call is traced too;
-        ``report`` adds what the result says (counts, ids)."""
+        ``report`` adds what the result says (counts, ids). Without an SDK, no span at all."""
+        if not self.telemetry.active():
+            return self._run(build())
         with self.telemetry.span(operation, **span) as traced:
             result = self._run(build())
             report(traced, result)
@@ -599,6 +601,8 @@ class OutputProfileMemory(FeedbackMixin):
         **span: Any,
     ) -> _T:
         """Async :meth:`_traced`."""
+        if not self.telemetry.active():
+            return await self._arun(build())
         with self.telemetry.span(operation, **span) as traced:
             result = await self._arun(build())
             report(traced, result)

