@@ -25,7 +25,8 @@ from typing import Final, Literal
 
 from opentelemetry import trace
 
-from langchain_outprofile.types import ProfileEntry, Signal
+from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.types import ProfileEntry, signal_for
 
 __all__ = [
     "CAPTURE_CONTENT_ENV",
@@ -91,24 +92,21 @@ def capture_content_from_env() -> bool:
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_VALUES
 
 
-def signal_name(value: object) -> str | None:
-    """The name of a signal the caller gave, or None when it names none (a span records
-    only what the package knows to be a signal's name, never arbitrary caller text).
+def signal_name(signal: object, rating: object = None) -> str | None:
+    """The name of the signal an add means (as :func:`signal_for` reads its arguments), or
+    None when they mean none: a span records a signal's name, never arbitrary caller text,
+    and a refused argument is refused inside the span, not here.
 
     Example:
         ```python
-        signal_name(Signal.ENDORSED), signal_name("rating"), signal_name("yes!")
+        signal_name("Endorsed"), signal_name(None, 5), signal_name("yes!")
         # ('endorsed', 'rating', None)
         ```
     """
-    if isinstance(value, Signal):
-        return value.value
-    if isinstance(value, str) and value in _SIGNAL_NAMES:
-        return value
-    return None
-
-
-_SIGNAL_NAMES = frozenset(s.value for s in Signal)
+    try:
+        return signal_for(signal, rating).value  # type: ignore[arg-type]
+    except InvalidInputError:
+        return None
 
 
 @dataclass

@@ -237,7 +237,7 @@ class OutputProfileMemory(FeedbackMixin):
             lambda: self._write_one(self.entry(text, user_id=user_id, **fields)),
             OperationSpan.entry,
             user_id=user_id,
-            signal=signal_name(fields.get("signal", Signal.AUTHORED)),
+            signal=signal_name(fields.get("signal"), fields.get("rating")),
         )
 
     async def aadd(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
@@ -253,7 +253,7 @@ class OutputProfileMemory(FeedbackMixin):
             lambda: self._write_one(self.entry(text, user_id=user_id, **fields)),
             OperationSpan.entry,
             user_id=user_id,
-            signal=signal_name(fields.get("signal", Signal.AUTHORED)),
+            signal=signal_name(fields.get("signal"), fields.get("rating")),
         )
 
     async def _write_one(self, entry: ProfileEntry) -> ProfileEntry:

@@ -22,11 +22,11 @@ from langchain_outprofile.capture import (
     pending_cutoff,
     validate_run_id,
 )
-from langchain_outprofile.errors import AmbiguousRunError, UnknownRunError
+from langchain_outprofile.errors import AmbiguousRunError, InvalidInputError, UnknownRunError
 from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.store import ProfileStore
 from langchain_outprofile.store.log import feedback_event_id, run_event_id
-from langchain_outprofile.telemetry import OperationSpan, signal_name
+from langchain_outprofile.telemetry import OperationSpan
 from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
 
@@ -308,17 +308,17 @@ class FeedbackMixin:
         return replace(entry, updated_at=max(entry.created_at, self.clock()))
 
 
-def _run_span(user_id: object, run_id: object, signal: object) -> dict[str, Any]:
+def _run_span(user_id: object, run_id: object, signal: Signal | None) -> dict[str, Any]:
     """The span attributes of an operation on a tracked run (its id as a string, as
     ``validate_run_id`` reads a UUID)."""
     run = str(run_id) if isinstance(run_id, uuid.UUID) else run_id
-    return {"user_id": user_id, "run_id": run, "signal": signal_name(signal)}
+    return {"user_id": user_id, "run_id": run, "signal": None if signal is None else signal.value}
 
 
-def _given_signal(signal: object, rating: object, edited: object) -> object:
-    """The signal feedback names (an edit or a rating imply theirs), unchecked."""
-    if edited is not None:
-        return Signal.EDITED
-    if rating is not None and signal is None:
-        return Signal.RATING
-    return signal
+def _given_signal(signal: object, rating: object, edited: object) -> Signal | None:
+    """The signal feedback means (an edit or a rating imply theirs), or None when its
+    arguments are refused (inside the span)."""
+    try:
+        return feedback_signal(signal, rating, edited)  # type: ignore[arg-type]
+    except InvalidInputError:
+        return None

@@ -142,6 +142,15 @@ def test_every_write_is_an_upsert_span_with_store_user_record_and_count(traced: 
         }
 
 
+def test_the_signal_on_a_span_is_the_one_the_add_means(traced: Traced) -> None:
+    memory = traced.memory()
+    memory.add("Five stars.", user_id="ana", rating=5)
+    memory.add("One star.", user_id="ana", rating=1)  # 1-2 stars reject
+    memory.add("Loud name.", user_id="ana", signal="Endorsed")
+    signals = [attrs(s)[OUTPROFILE_SIGNAL] for s in traced.spans()]
+    assert signals == ["rating", "rejected", "endorsed"]
+
+
 def test_a_batch_counts_its_records_and_names_a_user_only_when_it_has_one(
     traced: Traced,
 ) -> None:
