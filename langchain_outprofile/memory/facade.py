@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -31,6 +32,7 @@ from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
 from langchain_outprofile.surfaces.tracking import TrackedRunnable
+from langchain_outprofile.telemetry import MemoryTelemetry, Operation, OperationSpan, signal_name
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter, TokenSource
 from langchain_outprofile.types import (
     EntryDetails,
@@ -50,6 +52,7 @@ from langchain_outprofile.validation import (
 
 if TYPE_CHECKING:
     from chromadb.api import AsyncClientAPI, ClientAPI
+    from opentelemetry.trace import TracerProvider
 
     from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
@@ -118,6 +121,11 @@ class OutputProfileMemory(FeedbackMixin):
         pin_ttl_s: how long a thread's pin serves (default: a day).
         monotonic: the clock ``cache_ttl_s`` is measured on (``time.monotonic``; tests
             pass a fake one to expire the cache without waiting).
+        tracer_provider: where the OpenTelemetry spans of every memory operation go
+            (default: the global provider; a no-op until an OpenTelemetry SDK sets one).
+        trace_content: also put entry texts and queries on those spans. Off by default:
+            ids and counts only (default: ``True`` when
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``).
 
     Example:
         ```python
@@ -156,6 +164,8 @@ class OutputProfileMemory(FeedbackMixin):
         pin_ttl_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        tracer_provider: TracerProvider | None = None,
+        trace_content: bool | None = None,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -195,6 +205,11 @@ class OutputProfileMemory(FeedbackMixin):
         self._reader = ProfileReader(self)
         self._pins = ThreadPins(self)
         self._expiry_checked: dict[str, float] = {}
+        self.telemetry = MemoryTelemetry(
+            self.store.collection_name,
+            tracer_provider=tracer_provider,
+            capture_content=trace_content,
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -217,7 +232,13 @@ class OutputProfileMemory(FeedbackMixin):
             memory.add("Short answer first.", user_id="ana", task="email")
             ```
         """
-        return self._run(self._write_entries([self.entry(text, user_id=user_id, **fields)]))[0]
+        return self._traced(
+            "upsert_memory",
+            lambda: self._write_one(self.entry(text, user_id=user_id, **fields)),
+            OperationSpan.entry,
+            user_id=user_id,
+            signal=signal_name(fields.get("signal"), fields.get("rating")),
+        )
 
     async def aadd(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Async :meth:`add`.
@@ -227,8 +248,16 @@ class OutputProfileMemory(FeedbackMixin):
             await memory.aadd("Short answer first.", user_id="ana", task="email")
             ```
         """
-        entry = self.entry(text, user_id=user_id, **fields)
-        return (await self._arun(self._write_entries([entry])))[0]
+        return await self._atraced(
+            "upsert_memory",
+            lambda: self._write_one(self.entry(text, user_id=user_id, **fields)),
+            OperationSpan.entry,
+            user_id=user_id,
+            signal=signal_name(fields.get("signal"), fields.get("rating")),
+        )
+
+    async def _write_one(self, entry: ProfileEntry) -> ProfileEntry:
+        return (await self._write_entries([entry]))[0]
 
     def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
@@ -273,13 +302,21 @@ class OutputProfileMemory(FeedbackMixin):
         from their user and text again) or dicts with the keyword arguments of :meth:`add`
         (``text`` and ``user_id`` required).
         """
-        return self._run(self._write_entries(self._built(entries)))
+        return self._traced(
+            "upsert_memory",
+            lambda: self._write_entries(self._built(entries)),  # checked inside the span
+            OperationSpan.entries,
+        )
 
     async def aadd_many(
         self, entries: Iterable[ProfileEntry | Mapping[str, Any]]
     ) -> list[ProfileEntry]:
         """Async :meth:`add_many` (every item is validated before any write)."""
-        return await self._arun(self._write_entries(self._built(entries)))
+        return await self._atraced(
+            "upsert_memory",
+            lambda: self._write_entries(self._built(entries)),
+            OperationSpan.entries,
+        )
 
     def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
         return [
@@ -299,11 +336,25 @@ class OutputProfileMemory(FeedbackMixin):
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
         """Delete one entry of one user. Returns whether it existed."""
-        return self._run(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
+        removed: int = self._traced(
+            "delete_memory",
+            lambda: self._remove_ids(user_id, [entry_id], pending_only=False),
+            _attempted_one,
+            user_id=user_id,
+            record_id=entry_id,
+        )
+        return removed > 0
 
     async def adelete(self, entry_id: str, *, user_id: str) -> bool:
         """Async :meth:`delete`."""
-        return await self._arun(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
+        removed: int = await self._atraced(
+            "delete_memory",
+            lambda: self._remove_ids(user_id, [entry_id], pending_only=False),
+            _attempted_one,
+            user_id=user_id,
+            record_id=entry_id,
+        )
+        return removed > 0
 
     async def _remove_ids(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
         """Delete entries of one user (only those still pending, with ``pending_only``)."""
@@ -323,11 +374,15 @@ class OutputProfileMemory(FeedbackMixin):
 
     def forget(self, user_id: str) -> int:
         """Hard-delete everything stored for a user, pending entries included."""
-        return self._run(self._forget(user_id))
+        forgetting = partial(self._forget, user_id)
+        return self._traced("delete_memory", forgetting, OperationSpan.counted, user_id=user_id)
 
     async def aforget(self, user_id: str) -> int:
         """Async :meth:`forget`."""
-        return await self._arun(self._forget(user_id))
+        forgetting = partial(self._forget, user_id)
+        return await self._atraced(
+            "delete_memory", forgetting, OperationSpan.counted, user_id=user_id
+        )
 
     async def _forget(self, user_id: str) -> int:
         try:
@@ -338,11 +393,15 @@ class OutputProfileMemory(FeedbackMixin):
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Restore records written by :meth:`export` exactly (all are validated first)."""
-        return self._run(self._import(self._records(records)))
+        return self._traced(
+            "upsert_memory", lambda: self._import(self._records(records)), OperationSpan.counted
+        )
 
     async def aimport_(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Async :meth:`import_`."""
-        return await self._arun(self._import(self._records(records)))
+        return await self._atraced(
+            "upsert_memory", lambda: self._import(self._records(records)), OperationSpan.counted
+        )
 
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
         return [self._from_record(r, i) for i, r in enumerate(records)]
@@ -362,11 +421,13 @@ class OutputProfileMemory(FeedbackMixin):
 
     def export(self, user_id: str) -> list[dict[str, Any]]:
         """Everything stored for one user, and only that, as JSON-ready dicts."""
-        return self._run(self._export(user_id))
+        exporting = partial(self._export, user_id)
+        return self._traced("search_memory", exporting, _counted_all, user_id=user_id)
 
     async def aexport(self, user_id: str) -> list[dict[str, Any]]:
         """Async :meth:`export`."""
-        return await self._arun(self._export(user_id))
+        exporting = partial(self._export, user_id)
+        return await self._atraced("search_memory", exporting, _counted_all, user_id=user_id)
 
     async def _export(self, user_id: str) -> list[dict[str, Any]]:
         profile = await self.store.aload(user_id, with_vectors=False)
@@ -374,11 +435,13 @@ class OutputProfileMemory(FeedbackMixin):
 
     def stats(self, user_id: str) -> ProfileStats:
         """Counts of one user's profile by state, signal and task."""
-        return self._run(self._stats(user_id))
+        counting = partial(self._stats, user_id)
+        return self._traced("search_memory", counting, _stats_counted, user_id=user_id)
 
     async def astats(self, user_id: str) -> ProfileStats:
         """Async :meth:`stats`."""
-        return await self._arun(self._stats(user_id))
+        counting = partial(self._stats, user_id)
+        return await self._atraced("search_memory", counting, _stats_counted, user_id=user_id)
 
     async def _stats(self, user_id: str) -> ProfileStats:
         entries = (await self.store.aload(user_id, with_vectors=False)).entries
@@ -429,8 +492,13 @@ class OutputProfileMemory(FeedbackMixin):
             memory.select("ana", max_tokens=300, thread_id="t-1").text
             ```
         """
-        reading = self._selecting(user_id, max_tokens, task, query, options, thread_id, changes)
-        selection = self._run(reading)
+        selection = self._traced(
+            "search_memory",
+            lambda: self._selecting(user_id, max_tokens, task, query, options, thread_id, changes),
+            _selected,
+            user_id=user_id,
+            query=query,
+        )
         if selection.choice.note:  # on every path: ranked, cached or read from a snapshot
             warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
         return selection
@@ -454,8 +522,13 @@ class OutputProfileMemory(FeedbackMixin):
             (await memory.aselect("ana", max_tokens=300, thread_id="t-1")).text
             ```
         """
-        reading = self._selecting(user_id, max_tokens, task, query, options, thread_id, changes)
-        selection = await self._arun(reading)
+        selection = await self._atraced(
+            "search_memory",
+            lambda: self._selecting(user_id, max_tokens, task, query, options, thread_id, changes),
+            _selected,
+            user_id=user_id,
+            query=query,
+        )
         if selection.choice.note:
             warnings.warn(selection.choice.note, BudgetTooSmallWarning, stacklevel=2)
         return selection
@@ -506,6 +579,38 @@ class OutputProfileMemory(FeedbackMixin):
             operation.close()
             raise
         return await operation
+
+    def _traced(
+        self,
+        operation: Operation,
+        build: Callable[[], Coroutine[Any, Any, _T]],
+        report: Callable[[OperationSpan, _T], None],
+        **span: Any,
+    ) -> _T:
+        """Run a memory operation for a synchronous method inside its span: the operation
+        is built (its arguments checked) inside the span, so a refused call is traced too;
+        ``report`` adds what the result says (counts, ids). Without an SDK, no span at all."""
+        if not self.telemetry.active():
+            return self._run(build())
+        with self.telemetry.span(operation, **span) as traced:
+            result = self._run(build())
+            report(traced, result)
+            return result
+
+    async def _atraced(
+        self,
+        operation: Operation,
+        build: Callable[[], Coroutine[Any, Any, _T]],
+        report: Callable[[OperationSpan, _T], None],
+        **span: Any,
+    ) -> _T:
+        """Async :meth:`_traced`."""
+        if not self.telemetry.active():
+            return await self._arun(build())
+        with self.telemetry.span(operation, **span) as traced:
+            result = await self._arun(build())
+            report(traced, result)
+            return result
 
     def _invalidate(self, users: Iterable[str]) -> None:
         """Drop the read state of users just written through this object."""
@@ -627,6 +732,24 @@ class OutputProfileMemory(FeedbackMixin):
             ```
         """
         return TrackedRunnable(self, chain, task=task)
+
+
+def _attempted_one(span: OperationSpan, _removed: int) -> None:
+    """A delete of one id: the conventions count the records it attempted to delete."""
+    span.counted(1)
+
+
+def _counted_all(span: OperationSpan, records: list[dict[str, Any]]) -> None:
+    span.counted(len(records))
+
+
+def _stats_counted(span: OperationSpan, stats: ProfileStats) -> None:
+    span.counted(stats.entries)
+
+
+def _selected(span: OperationSpan, selection: ProfileSelection) -> None:
+    """A read returns the block's entries (``search_memory`` counts what it returned)."""
+    span.returned(selection.entries)
 
 
 def _chroma_of(

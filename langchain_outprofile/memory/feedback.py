@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from langchain_outprofile.capture import (
@@ -21,10 +22,11 @@ from langchain_outprofile.capture import (
     pending_cutoff,
     validate_run_id,
 )
-from langchain_outprofile.errors import AmbiguousRunError, UnknownRunError
+from langchain_outprofile.errors import AmbiguousRunError, InvalidInputError, UnknownRunError
 from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.store.log import feedback_event_id, run_event_id
+from langchain_outprofile.telemetry import OperationSpan
 from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
 
@@ -50,6 +52,8 @@ class FeedbackMixin:
     _took: Callable[[Written], Awaitable[int]]
     _run: Callable[[Coroutine[Any, Any, Any]], Any]
     _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
+    _traced: Callable[..., Any]
+    _atraced: Callable[..., Awaitable[Any]]
     _expiry_checked: dict[str, float]
     _reader: ProfileReader
 
@@ -77,8 +81,12 @@ class FeedbackMixin:
             memory.record_output("Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()))
             ```
         """
-        recording = self._record_output(text, user_id, run_id, source_input, task)
-        return self._run(recording)  # type: ignore[no-any-return]
+        return self._traced(  # type: ignore[no-any-return]
+            "upsert_memory",
+            lambda: self._record_output(text, user_id, run_id, source_input, task),
+            OperationSpan.entry,
+            **_run_span(user_id, run_id, Signal.PENDING),
+        )
 
     async def arecord_output(
         self,
@@ -90,8 +98,12 @@ class FeedbackMixin:
         task: str | None = None,
     ) -> ProfileEntry:
         """Async :meth:`record_output`."""
-        recording = self._record_output(text, user_id, run_id, source_input, task)
-        return await self._arun(recording)  # type: ignore[no-any-return]
+        return await self._atraced(  # type: ignore[no-any-return]
+            "upsert_memory",
+            lambda: self._record_output(text, user_id, run_id, source_input, task),
+            OperationSpan.entry,
+            **_run_span(user_id, run_id, Signal.PENDING),
+        )
 
     async def _record_output(
         self,
@@ -119,11 +131,17 @@ class FeedbackMixin:
             memory.expire_pending("ana")  # 0 when nothing is stale
             ```
         """
-        return self._run(self._expire_pending(user_id))  # type: ignore[no-any-return]
+        expiring = partial(self._expire_pending, user_id)
+        return self._traced(  # type: ignore[no-any-return]
+            "delete_memory", expiring, OperationSpan.counted, user_id=user_id
+        )
 
     async def aexpire_pending(self, user_id: str) -> int:
         """Async :meth:`expire_pending`."""
-        return await self._arun(self._expire_pending(user_id))  # type: ignore[no-any-return]
+        expiring = partial(self._expire_pending, user_id)
+        return await self._atraced(  # type: ignore[no-any-return]
+            "delete_memory", expiring, OperationSpan.counted, user_id=user_id
+        )
 
     async def _expire_pending(self, user_id: str) -> int:
         user = validate_user_id(user_id)
@@ -188,8 +206,12 @@ class FeedbackMixin:
             memory.feedback(rid, edited="Hi Ana, short version: yes.")
             ```
         """
-        giving = self._feedback(run_id, signal, rating, edited, user_id)
-        return self._run(giving)  # type: ignore[no-any-return]
+        return self._traced(  # type: ignore[no-any-return]
+            "update_memory",
+            lambda: self._feedback(run_id, signal, rating, edited, user_id),
+            OperationSpan.entry,
+            **_run_span(user_id, run_id, _given_signal(signal, rating, edited)),
+        )
 
     async def afeedback(
         self,
@@ -207,8 +229,12 @@ class FeedbackMixin:
             await memory.afeedback(rid, "endorsed")
             ```
         """
-        giving = self._feedback(run_id, signal, rating, edited, user_id)
-        return await self._arun(giving)  # type: ignore[no-any-return]
+        return await self._atraced(  # type: ignore[no-any-return]
+            "update_memory",
+            lambda: self._feedback(run_id, signal, rating, edited, user_id),
+            OperationSpan.entry,
+            **_run_span(user_id, run_id, _given_signal(signal, rating, edited)),
+        )
 
     async def _feedback(
         self,
@@ -287,3 +313,19 @@ class FeedbackMixin:
     def _now(self, entry: ProfileEntry) -> ProfileEntry:
         """``entry`` as updated now (its ``created_at`` stays the output's)."""
         return replace(entry, updated_at=max(entry.created_at, self.clock()))
+
+
+def _run_span(user_id: object, run_id: object, signal: Signal | None) -> dict[str, Any]:
+    """The span attributes of an operation on a tracked run (its id as a string, as
+    ``validate_run_id`` reads a UUID)."""
+    run = str(run_id) if isinstance(run_id, uuid.UUID) else run_id
+    return {"user_id": user_id, "run_id": run, "signal": None if signal is None else signal.value}
+
+
+def _given_signal(signal: object, rating: object, edited: object) -> Signal | None:
+    """The signal feedback means (an edit or a rating imply theirs), or None when its
+    arguments are refused (inside the span)."""
+    try:
+        return feedback_signal(signal, rating, edited)  # type: ignore[arg-type]
+    except InvalidInputError:
+        return None

@@ -27,6 +27,7 @@ STAGES: list[tuple[str, ...]] = [
     ("errors",),
     ("validation",),
     ("types",),
+    ("telemetry",),  # spans of memory operations: used by memory/, uses only types
     ("tokens", "embeddings", "local", "model_server"),
     ("capture",),
     ("store",),
