@@ -11,15 +11,16 @@ LangGraph's ``InvalidNamespaceError``.
 User labels. LangGraph (the library and the server) refuses a ``.`` in any label, so a user
 id such as ``ana@example.com`` is written in a namespace as :func:`user_label` gives it
 (``ana@example%2Ecom``: ``.`` and NUL percent-escaped, and a ``%`` only where it would read as
-an escape); every label without those escapes names the user it spells, and items and
-``list_namespaces`` give users in that form. :func:`platform_store` builds the store for a
-``langgraph.json`` ``"store"`` path.
+an escape); a label holding no ``%2E``, ``%00`` or ``%25`` names the user it spells, one user
+never has two labels, and items and ``list_namespaces`` give users in that form.
+:func:`platform_store` builds the store for a ``langgraph.json`` ``"store"`` path.
 
 Keys. An entry's id is derived from (user, text), so the caller's key cannot be the id: a
 ``put`` keeps the key (and any labels after the user) in the entry's metadata under
 ``langgraph_key`` (and ``langgraph_namespace``, the labels joined by ``.``, which LangGraph
 forbids inside a label), and ``get`` looks it up in the user's entries. An entry written
-without the store (``memory.add``) has its entry id as key, in ``(prefix, user_id)``.
+without the store (``memory.add``) has its entry id as key, in the user's namespace (the
+template filled in, no labels after it).
 A user's text is one entry: putting a text already stored under another key moves it to
 the new key, and the old key then finds nothing.
 
@@ -496,7 +497,7 @@ class OutputProfileStore(BaseStore):
         found: set[tuple[str, ...]] = set()
         # A prefix naming the user (as under the @auth.on.store rewrite) reads that user only,
         # not the list of every user.
-        users = list(named) if named else await calls.user_ids()
+        users = list(named) if named else [u for u in await calls.user_ids() if _has_label(u)]
         for user in users:
             if shallow and not named:  # a listed user has entries, all under the template
                 found.add(self.template.fill(user))
@@ -720,6 +721,16 @@ def _template_of(namespace: Iterable[str] | None, prefix: str | None) -> Namespa
             )
         namespace = (prefix, USER_SLOT)
     return NamespaceTemplate.of(DEFAULT_NAMESPACE if namespace is None else namespace)
+
+
+def _has_label(user: str) -> bool:
+    """Whether a stored user id can be a label (rows written outside the package may hold
+    ids no write of it accepts; a listing leaves those out rather than failing)."""
+    try:
+        user_label(user)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def _named_user(path: tuple[str, ...], slot: int) -> str | None:

@@ -301,3 +301,13 @@ async def test_the_factory_takes_an_async_builder(ephemeral_memory: OutputProfil
     async with platform_store(build, namespace=("profile", "{user_id}"))() as store:
         await store.aput(("profile", "ana"), "k", {"text": "Short answers."})
         assert texts(await store.asearch(("profile", "ana"))) == ["Short answers."]
+
+
+def test_a_listing_leaves_out_a_stored_id_that_cannot_be_a_label(
+    platform: OutputProfileStore, ephemeral_memory: OutputProfileMemory, monkeypatch: Any
+) -> None:
+    platform.put(("ana", "profile"), "tone", {"text": "Short answer first."})
+    listed = ephemeral_memory.store.user_ids()
+    # a row written outside the package (a brought collection) may name an id no write takes
+    monkeypatch.setattr(ephemeral_memory.store, "user_ids", lambda: ["   ", *listed])
+    assert platform.list_namespaces() == [("ana", "profile")]
