@@ -600,6 +600,9 @@ def platform_store(
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[OutputProfileStore]:
         memory = await _built(build)
+        opening = getattr(memory.store, "aopen", None)
+        if opening is not None:  # an async client's store opens here, so a bad one fails at start
+            await opening()
         try:
             yield OutputProfileStore(memory, namespace=template.labels, **settings)
         finally:
@@ -682,11 +685,20 @@ class _AsyncCalls(_Calls):
         return int(await self.native.aimport_(records))
 
     async def load(self, user: str) -> StoredProfile:
-        profile: StoredProfile = await self.native.store.aload(user, with_vectors=False)
+        store = await self._opened()
+        profile: StoredProfile = await store.aload(user, with_vectors=False)
         return profile
 
     async def user_ids(self) -> list[str]:
-        return list(await self.native.store.auser_ids())
+        return list(await (await self._opened()).auser_ids())
+
+    async def _opened(self) -> Any:
+        """The memory's store, opened: an async client's collections open on first use, which
+        the memory's own methods do and these direct reads must do too (a store's first
+        operation is often a put, which reads the user's entries first)."""
+        store = self.native.store
+        await store.aopen()
+        return store
 
 
 class _Profiles:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import chromadb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from langchain_outprofile import (
     user_label,
 )
 from langchain_outprofile.surfaces.langgraph_store import PLATFORM_NAMESPACE, user_from_label
+from tests.conftest import unique_name
 
 EMAIL = "ana@example.com"
 
@@ -311,3 +313,35 @@ def test_a_listing_leaves_out_a_stored_id_that_cannot_be_a_label(
     # a row written outside the package (a brought collection) may name an id no write takes
     monkeypatch.setattr(ephemeral_memory.store, "user_ids", lambda: ["   ", *listed])
     assert platform.list_namespaces() == [("ana", "profile")]
+
+
+@pytest.mark.integration
+async def test_the_factory_serves_an_async_chroma_client_natively(
+    chroma_server: tuple[str, int],
+) -> None:
+    host, port = chroma_server
+    ana = (user_label(EMAIL), "profile")
+
+    async def build() -> OutputProfileMemory:  # an async client must be made in the loop
+        client = await chromadb.AsyncHttpClient(host=host, port=port)
+        return OutputProfileMemory(client=client, collection_name=unique_name("platform"))
+
+    async with platform_store(build)() as store:
+        assert getattr(store.memory.store, "is_async", False)  # abatch awaits Chroma itself
+        await store.aput(ana, "k", {"text": "Short answers."})
+        assert texts(await store.asearch(ana)) == ["Short answers."]
+        assert await store.alist_namespaces(prefix=ana[:1]) == [ana]
+
+
+@pytest.mark.integration
+async def test_a_store_over_a_fresh_async_memory_opens_it_on_first_use(
+    chroma_server: tuple[str, int],
+) -> None:
+    host, port = chroma_server
+    client = await chromadb.AsyncHttpClient(host=host, port=port)
+    memory = OutputProfileMemory(client=client, collection_name=unique_name("fresh"))
+    store = memory.as_store()  # nothing has opened the memory's collections yet
+    await store.aput(("profile", "ana"), "k", {"text": "Short answers."})
+    assert texts(await store.asearch(("profile", "ana"))) == ["Short answers."]
+    fresh = OutputProfileMemory(client=client, collection_name=unique_name("fresh"))
+    assert await fresh.as_store().alist_namespaces() == []
