@@ -40,7 +40,11 @@ if TYPE_CHECKING:
     from langchain_outprofile.render import BlockTemplate, parse_block
     from langchain_outprofile.store import ProfileStore, http_client
     from langchain_outprofile.surfaces.injector import ProfileInjector
-    from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
+    from langchain_outprofile.surfaces.langgraph_store import (
+        OutputProfileStore,
+        platform_store,
+        user_label,
+    )
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
     from langchain_outprofile.surfaces.retriever import ProfileRetriever
     from langchain_outprofile.tokens import TokenCounter
@@ -82,6 +86,8 @@ _EXPORTS = {
     "UnknownRunError": "errors",
     "http_client": "store",
     "parse_block": "render",
+    "platform_store": "surfaces.langgraph_store",
+    "user_label": "surfaces.langgraph_store",
 }
 __all__ = [
     "AmbiguousRunError",
@@ -112,6 +118,8 @@ __all__ = [
     "UnknownRunError",
     "http_client",
     "parse_block",
+    "platform_store",
+    "user_label",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)  # one list of names, kept in two places for mypy
 
@@ -119,7 +127,7 @@ _AGENTS_HINT = (
     "{name} needs the `agents` extra (LangChain v1's create_agent and LangGraph): "
     "pip install 'langchain-outprofile[agents]'"
 )
-_NEEDS_AGENTS = {"ProfileMiddleware", "OutputProfileStore"}
+_NEEDS_AGENTS = {"ProfileMiddleware", "OutputProfileStore", "platform_store", "user_label"}
 
 
 def __getattr__(name: str) -> Any:

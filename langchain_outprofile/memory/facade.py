@@ -649,18 +649,27 @@ class OutputProfileMemory(FeedbackMixin):
 
         return ProfileMiddleware(self, user_id=user_id, **settings)
 
-    def as_store(self, *, prefix: str = "profile", **settings: Any) -> OutputProfileStore:
-        """This memory as a LangGraph ``BaseStore`` (``agents`` extra): namespaces are
-        ``(prefix, user_id, ...)``; ``search`` returns the user's block in block order.
+    def as_store(
+        self,
+        *,
+        namespace: Iterable[str] | None = None,
+        prefix: str | None = None,
+        **settings: Any,
+    ) -> OutputProfileStore:
+        """This memory as a LangGraph ``BaseStore`` (``agents`` extra): namespaces follow the
+        template ``namespace`` (default ``("profile", "{user_id}")``, so
+        ``("profile", user_id, ...)``; ``("{user_id}", "profile")`` under LangGraph Platform's
+        ``@auth.on.store`` rewrite); ``search`` returns the user's block in block order.
 
         Example:
             ```python
             graph = builder.compile(store=memory.as_store(max_tokens=300))
+            platform = memory.as_store(namespace=("{user_id}", "profile"))
             ```
         """
         from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore  # agents
 
-        return OutputProfileStore(self, prefix=prefix, **settings)
+        return OutputProfileStore(self, namespace=namespace, prefix=prefix, **settings)
 
     def as_retriever(
         self, user_id: str | None = None, *, k: int | None = None, **settings: Any

@@ -1,15 +1,26 @@
 """LangGraph store: the memory as a LangGraph ``BaseStore`` (``StateGraph.compile(store=...)``).
 
-Needs ``langgraph`` (installed with the ``agents`` extra). Namespaces are
-``(prefix, user_id, *labels)``: the second label names the user, and every operation stays
-inside that user's profile. A namespace without a user raises :class:`MissingUserIdError`;
-another prefix raises LangGraph's ``InvalidNamespaceError``.
+Needs ``langgraph`` (installed with the ``agents`` extra). Namespaces follow a *template*
+with one ``"{user_id}"`` label, then any labels of the caller's: by default
+``("profile", "{user_id}")``, so ``("profile", user_id, *labels)``; LangGraph Platform's
+``@auth.on.store`` recipe prepends the caller's identity, which ``("{user_id}", "profile")``
+serves. Every operation stays inside the user its namespace names. A namespace that stops
+before the user raises :class:`MissingUserIdError`; one that differs from the template raises
+LangGraph's ``InvalidNamespaceError``.
+
+User labels. LangGraph (the library and the server) refuses a ``.`` in any label, so a user
+id such as ``ana@example.com`` is written in a namespace as :func:`user_label` gives it
+(``ana@example%2Ecom``: ``.`` and NUL percent-escaped, and a ``%`` only where it would read as
+an escape); a label holding no ``%2E``, ``%00`` or ``%25`` names the user it spells, one user
+never has two labels, and items and ``list_namespaces`` give users in that form.
+:func:`platform_store` builds the store for a ``langgraph.json`` ``"store"`` path.
 
 Keys. An entry's id is derived from (user, text), so the caller's key cannot be the id: a
 ``put`` keeps the key (and any labels after the user) in the entry's metadata under
 ``langgraph_key`` (and ``langgraph_namespace``, the labels joined by ``.``, which LangGraph
 forbids inside a label), and ``get`` looks it up in the user's entries. An entry written
-without the store (``memory.add``) has its entry id as key, in ``(prefix, user_id)``.
+without the store (``memory.add``) has its entry id as key, in the user's namespace (the
+template filled in, no labels after it).
 A user's text is one entry: putting a text already stored under another key moves it to
 the new key, and the old key then finds nothing.
 
@@ -36,8 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, Unpack
@@ -71,12 +84,32 @@ from langchain_outprofile.types import (
 )
 from langchain_outprofile.validation import validate_strength, validate_user_id
 
-__all__ = ["KEY_METADATA", "NAMESPACE_METADATA", "OutputProfileStore", "ProfileBackend"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "KEY_METADATA",
+    "NAMESPACE_METADATA",
+    "PLATFORM_NAMESPACE",
+    "USER_SLOT",
+    "NamespaceTemplate",
+    "OutputProfileStore",
+    "ProfileBackend",
+    "platform_store",
+    "user_from_label",
+    "user_label",
+]
 
 KEY_METADATA = "langgraph_key"
 """Entry metadata holding the key a ``put`` stored the entry under."""
 NAMESPACE_METADATA = "langgraph_namespace"
 """Entry metadata holding the namespace labels after the user, joined by ``.``."""
+
+USER_SLOT = "{user_id}"
+"""The template label that stands for the user's label."""
+DEFAULT_NAMESPACE = ("profile", USER_SLOT)
+"""Today's layout: ``("profile", user_id, *labels)``."""
+PLATFORM_NAMESPACE = (USER_SLOT, "profile")
+"""The layout under LangGraph Platform's ``@auth.on.store`` recipe, which prepends the
+caller's identity: a client's ``("profile", *labels)`` arrives as ``(identity, "profile", ...)``."""
 
 _WRITABLE = frozenset(
     {"text", "content", "signal", "rating", "strength", "task", "source_input", "metadata"}
@@ -114,6 +147,154 @@ class ProfileBackend(ProfileSource, Protocol):
         ...
 
 
+# -- user labels --------------------------------------------------------------------------
+
+# A user id may hold characters no LangGraph label may ("." and NUL, refused by
+# ``langgraph.store.base`` and by the server's store routes). They are percent-escaped, and a
+# "%" is escaped only where it would otherwise read as one of these escapes, so every label
+# that was valid before (no "%2E", "%00" or "%25" in it) still names the user it spells.
+_ESCAPES = {".": "%2E", "\x00": "%00"}
+_AMBIGUOUS_PERCENT = re.compile(r"%(?=2E|00|25)")
+_ESCAPE = re.compile(r"%(2E|00|25)")
+_UNESCAPED = {"2E": ".", "00": "\x00", "25": "%"}
+
+
+def user_label(user_id: str) -> str:
+    """The namespace label of a user: the id, with ``.`` and NUL (which LangGraph refuses in
+    labels) percent-escaped, and ``%`` escaped where it would read as an escape.
+
+    Use it wherever a user id becomes a label, e.g. in an ``@auth.on.store`` handler whose
+    identities are e-mail addresses. :func:`user_from_label` undoes it.
+
+    Example:
+        ```python
+        user_label("ana@example.com")  # "ana@example%2Ecom"
+        user_label("ana")  # "ana"
+        ```
+
+    Raises:
+        InvalidInputError: for a user id that is not a usable one (empty, not a string, ...).
+    """
+    user = validate_user_id(user_id)
+    escaped = _AMBIGUOUS_PERCENT.sub("%25", user)
+    for raw, escape in _ESCAPES.items():
+        escaped = escaped.replace(raw, escape)
+    return escaped
+
+
+def user_from_label(label: str) -> str:
+    """The user id a namespace label names (the inverse of :func:`user_label`).
+
+    Example:
+        ```python
+        user_from_label("ana@example%2Ecom")  # "ana@example.com"
+        ```
+
+    Raises:
+        InvalidInputError: for a label that names no usable user id, or that is not the
+            label :func:`user_label` gives (``"%25"`` alone: the user ``"%"`` is ``"%"``), so
+            that one user never has two labels.
+    """
+    if not isinstance(label, str):
+        raise InvalidInputError(f"a namespace label must be a string; got {type(label).__name__}")
+    user = validate_user_id(_ESCAPE.sub(lambda m: _UNESCAPED[m.group(1)], label))
+    if user_label(user) != label:
+        raise InvalidInputError(
+            f"the label {label!r} is not a user's label: write user_label({user!r}), which is "
+            f"{user_label(user)!r}"
+        )
+    return user
+
+
+@dataclass(frozen=True)
+class NamespaceTemplate:
+    """Where the user sits in a store's namespaces: fixed labels and one ``"{user_id}"``.
+
+    A namespace of the store is the template with the user's label in the slot, then any
+    labels of the caller's (kept with each entry). A search or listing prefix may stop
+    anywhere after the user's label.
+
+    Example:
+        ```python
+        template = NamespaceTemplate.of(("{user_id}", "profile"))
+        template.fill("ana@example.com")  # ("ana@example%2Ecom", "profile")
+        template.split(("ana", "profile", "notes"))  # ("ana", ("notes",))
+        ```
+    """
+
+    labels: tuple[str, ...]
+    slot: int
+
+    @classmethod
+    def of(cls, template: Iterable[str]) -> NamespaceTemplate:
+        """Check a template (a tuple of labels, exactly one of them ``"{user_id}"``).
+
+        Raises:
+            InvalidInputError: for no user slot, two, or a fixed label LangGraph refuses.
+        """
+        if isinstance(template, str):
+            raise InvalidInputError(
+                f"namespace must be a tuple of labels such as {DEFAULT_NAMESPACE}; got a string"
+            )
+        labels = tuple(template)
+        if labels.count(USER_SLOT) != 1:
+            raise InvalidInputError(
+                f"namespace must hold {USER_SLOT!r} exactly once, where the user's label sits "
+                f"(e.g. {DEFAULT_NAMESPACE} or {PLATFORM_NAMESPACE}); got {labels}"
+            )
+        bad = [label for label in labels if label != USER_SLOT and not _is_label(label)]
+        if bad or labels[0] == "langgraph":
+            raise InvalidInputError(
+                "namespace labels must be non-empty strings without '.' or NUL, and the first "
+                f"may not be 'langgraph'; got {labels}"
+            )
+        return cls(labels, labels.index(USER_SLOT))
+
+    def fill(self, user_id: str) -> tuple[str, ...]:
+        """The namespace of a user's entries that carry no labels of their own."""
+        label = user_label(user_id)
+        return tuple(label if n == self.slot else fixed for n, fixed in enumerate(self.labels))
+
+    def admits(self, path: tuple[str, ...], *, wildcard: bool = True) -> bool:
+        """Whether ``path`` agrees with the template's fixed labels as far as both go
+        (in a listing path, ``*`` matches any label)."""
+        return all(
+            wanted == fixed or (wildcard and wanted == "*")
+            for n, (wanted, fixed) in enumerate(zip(path, self.labels, strict=False))
+            if n != self.slot
+        )
+
+    def split(
+        self, namespace: tuple[str, ...], *, whole: bool = True
+    ) -> tuple[str, tuple[str, ...]]:
+        """The user a namespace names and its labels after the template.
+
+        ``whole=False`` (a search prefix) lets the namespace stop anywhere after the user.
+
+        Raises:
+            InvalidNamespaceError: for a label other than the template's, or a namespace that
+                stops inside the template where a whole one is needed.
+            MissingUserIdError: for a namespace that stops before the user.
+        """
+        if not self.admits(namespace, wildcard=False):
+            raise InvalidNamespaceError(
+                f"this store holds namespaces {self.labels} + your labels (the user's label, "
+                f"from user_label(user_id), in place of {USER_SLOT!r}); got {namespace}"
+            )
+        if len(namespace) <= self.slot:
+            raise MissingUserIdError(
+                f"the namespace names no user: use {self.labels} with the user's label in "
+                f"place of {USER_SLOT!r}; got {namespace} (every operation reads or writes "
+                "one user's profile)"
+            )
+        if whole and len(namespace) < len(self.labels):
+            raise InvalidNamespaceError(
+                f"an item's namespace is the whole template {self.labels} (then your labels); "
+                f"got {namespace}"
+            )
+        return user_from_label(namespace[self.slot]), tuple(namespace[len(self.labels) :])
+
+
 class OutputProfileStore(BaseStore):
     """A LangGraph ``BaseStore`` over a profile memory: each user's namespace is their profile.
 
@@ -123,7 +304,10 @@ class OutputProfileStore(BaseStore):
 
     Args:
         memory: the memory holding the profiles (``OutputProfileMemory``).
-        prefix: the first label of every namespace this store serves.
+        namespace: the namespace template: labels with one ``"{user_id}"`` where the user's
+            label sits (default ``("profile", "{user_id}")``; under LangGraph Platform's
+            ``@auth.on.store`` rewrite, ``("{user_id}", "profile")``).
+        prefix: shorthand for ``namespace=(prefix, "{user_id}")`` (give one of the two).
         signal: the signal of a put whose value names none (default ``authored``; e.g.
             ``"endorsed"`` for notes an agent writes about the user).
         options: selection options of ``search`` (default: the memory's).
@@ -138,6 +322,7 @@ class OutputProfileStore(BaseStore):
 
         store = OutputProfileStore(memory, max_tokens=300)
         store.put(("profile", "ana"), "style", {"text": "Short answers.", "task": "email"})
+        store.put(("profile", user_label("ana@example.com")), "style", {"text": "Brief."})
         store.get(("profile", "ana"), "style").value["text"]  # "Short answers."
         [item.key for item in store.search(("profile", "ana"))]  # block order
 
@@ -158,20 +343,16 @@ class OutputProfileStore(BaseStore):
         self,
         memory: ProfileBackend,
         *,
-        prefix: str = "profile",
+        namespace: Iterable[str] | None = None,
+        prefix: str | None = None,
         signal: Signal | str = Signal.AUTHORED,
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
         **changes: Any,
     ) -> None:
-        if not _is_label(prefix) or prefix == "langgraph":
-            raise InvalidInputError(
-                f"prefix must be a non-empty namespace label without '.' and not 'langgraph'; "
-                f"got {prefix!r}"
-            )
+        self.template = _template_of(namespace, prefix)
         self.memory = memory
-        self.prefix = prefix
         self.signal = Signal.parse(signal)
         chosen = options or memory.options
         self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
@@ -207,15 +388,15 @@ class OutputProfileStore(BaseStore):
             if isinstance(op, GetOp | PutOp) and not isinstance(op.key, str):
                 raise InvalidInputError(f"a key must be a string; got {type(op.key).__name__}")
             if isinstance(op, PutOp):
-                user, labels = self._user_and_labels(op.namespace)
+                user, labels = self.template.split(op.namespace)
                 if op.ttl is not None:
                     raise NotImplementedError(f"TTL is not supported by {type(self).__name__}")
                 if op.value is not None:
                     built[n] = self._entry(user, labels, op.key, op.value)
             elif isinstance(op, GetOp):
-                self._user_and_labels(op.namespace)
+                self.template.split(op.namespace)
             elif isinstance(op, SearchOp):
-                self._user_and_labels(op.namespace_prefix)
+                self.template.split(op.namespace_prefix, whole=False)
             elif not isinstance(op, ListNamespacesOp):
                 raise InvalidInputError(f"unknown store operation {type(op).__name__}")
         return built
@@ -254,7 +435,7 @@ class OutputProfileStore(BaseStore):
     # -- operations -----------------------------------------------------------------------
 
     async def _get(self, op: GetOp, profiles: _Profiles) -> Item | None:
-        user, labels = self._user_and_labels(op.namespace)
+        user, labels = self.template.split(op.namespace)
         entry = (await profiles.of(user)).by_key.get((labels, op.key))
         return None if entry is None else Item(**self._item_fields(entry, _value_of(entry)))
 
@@ -262,7 +443,7 @@ class OutputProfileStore(BaseStore):
         self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None, calls: _Calls
     ) -> None:
         """Set the entry under the key (``entry`` was built from ``op.value``), or delete it."""
-        user, labels = self._user_and_labels(op.namespace)
+        user, labels = self.template.split(op.namespace)
         index = await profiles.of(user)
         previous = index.by_key.get((labels, op.key))
         if entry is None:
@@ -279,7 +460,7 @@ class OutputProfileStore(BaseStore):
         profiles.drop(user)
 
     async def _search(self, op: SearchOp, profiles: _Profiles, calls: _Calls) -> list[SearchItem]:
-        user, labels = self._user_and_labels(op.namespace_prefix)
+        user, labels = self.template.split(op.namespace_prefix, whole=False)
         selection = await calls.select(user, options=self.options, query=op.query)
         items: list[SearchItem] = []
         for candidate in selection.choice.chosen:
@@ -302,42 +483,33 @@ class OutputProfileStore(BaseStore):
         self, op: ListNamespacesOp, profiles: _Profiles, calls: _Calls
     ) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
-        roots = {c.path[0] for c in conditions if c.match_type == "prefix" and c.path}
-        if roots - {"*", self.prefix}:
-            return []  # every namespace of this store starts with its prefix
-        users = [u for u in await calls.user_ids() if _is_label(u)]
-        for condition in conditions:
-            path = condition.path
-            if condition.match_type == "prefix" and len(path) >= 2 and path[1] != "*":
-                users = [u for u in users if u == path[1]]
-        shallow = op.max_depth is not None and op.max_depth <= 2
-        shallow = shallow and all(c.match_type == "prefix" and len(c.path) <= 2 for c in conditions)
+        prefixes = [tuple(c.path) for c in conditions if c.match_type == "prefix"]
+        if not all(self.template.admits(path) for path in prefixes):
+            return []  # every namespace of this store follows its template
+        named = {u for u in (_named_user(p, self.template.slot) for p in prefixes) if u}
+        if len(named) > 1:
+            return []  # two users' prefixes: no namespace starts with both
+        depth = len(self.template.labels)
+        shallow = op.max_depth is not None and op.max_depth <= depth
+        shallow = shallow and all(
+            c.match_type == "prefix" and len(c.path) <= depth for c in conditions
+        )
         found: set[tuple[str, ...]] = set()
+        # A prefix naming the user (as under the @auth.on.store rewrite) reads that user only,
+        # not the list of every user.
+        users = list(named) if named else [u for u in await calls.user_ids() if _has_label(u)]
         for user in users:
-            if shallow:  # every namespace of the user starts with (prefix, user)
-                found.add((self.prefix, user))
+            if shallow and not named:  # a listed user has entries, all under the template
+                found.add(self.template.fill(user))
                 continue
             for entry in (await profiles.of(user)).entries:
-                found.add((self.prefix, user, *_labels_of(entry)))
+                found.add((*self.template.fill(user), *_labels_of(entry)))
         matching = [ns for ns in found if all(_does_match(c, ns) for c in conditions)]
         if op.max_depth is not None:
             matching = list({ns[: op.max_depth] for ns in matching})
         return sorted(matching)[op.offset : op.offset + op.limit]
 
     # -- helpers --------------------------------------------------------------------------
-
-    def _user_and_labels(self, namespace: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-        """The user a namespace names, and its labels after the user."""
-        if namespace and namespace[0] != self.prefix:
-            raise InvalidNamespaceError(
-                f"this store holds namespaces ({self.prefix!r}, user_id, ...); got {namespace}"
-            )
-        if len(namespace) < 2:
-            raise MissingUserIdError(
-                f"the namespace names no user: use ({self.prefix!r}, user_id, ...); got "
-                f"{namespace} (every operation reads or writes one user's profile)"
-            )
-        return validate_user_id(namespace[1]), tuple(namespace[2:])
 
     def _entry(
         self, user: str, labels: tuple[str, ...], key: str, value: Mapping[str, Any]
@@ -383,12 +555,74 @@ class OutputProfileStore(BaseStore):
 
     def _item_fields(self, entry: ProfileEntry, value: dict[str, Any]) -> dict[str, Any]:
         return {
-            "namespace": (self.prefix, entry.user_id, *_labels_of(entry)),
+            "namespace": (*self.template.fill(entry.user_id), *_labels_of(entry)),
             "key": _key_of(entry),
             "value": value,
             "created_at": _when(entry.created_at),
             "updated_at": _when(entry.updated_at),
         }
+
+
+def platform_store(
+    build: Callable[[], ProfileBackend | Awaitable[ProfileBackend]],
+    *,
+    namespace: Iterable[str] = PLATFORM_NAMESPACE,
+    **settings: Any,
+) -> Callable[[], contextlib.AbstractAsyncContextManager[OutputProfileStore]]:
+    """A store factory for LangGraph Platform: name it as ``"store": {"path": ...}`` in
+    ``langgraph.json``.
+
+    The server calls it and enters what it returns, an async context manager that builds the
+    memory with ``build`` (a function, or an async one, returning an ``OutputProfileMemory``),
+    yields an :class:`OutputProfileStore` over it, and waits for the memory's background work
+    on exit. The default template is :data:`PLATFORM_NAMESPACE`, for the ``@auth.on.store``
+    rewrite that prepends the caller's identity (written with :func:`user_label`).
+
+    Args:
+        build: makes the memory; a plain function runs on a worker thread, since opening
+            Chroma touches the disk and ``langgraph dev`` refuses blocking calls in the loop.
+        namespace: the store's namespace template.
+        **settings: any other :class:`OutputProfileStore` argument (``max_tokens``, ...).
+
+    Example:
+        ```python
+        # store.py, named in langgraph.json as "store": {"path": "./store.py:profile_store"}
+        profile_store = platform_store(
+            lambda: OutputProfileMemory(path="./profiles"), max_tokens=300
+        )
+        ```
+
+    Raises:
+        InvalidInputError: for a template without exactly one ``"{user_id}"`` (at once).
+    """
+    template = NamespaceTemplate.of(namespace)  # a bad template fails at import, not per request
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[OutputProfileStore]:
+        memory = await _built(build)
+        opening = getattr(memory.store, "aopen", None)
+        if opening is not None:  # an async client's store opens here, so a bad one fails at start
+            await opening()
+        try:
+            yield OutputProfileStore(memory, namespace=template.labels, **settings)
+        finally:
+            flush = getattr(memory, "aflush", None)
+            if flush is not None:  # snapshots saved in the background, before the loop ends
+                await flush()
+
+    return opened
+
+
+async def _built(build: Callable[[], ProfileBackend | Awaitable[ProfileBackend]]) -> ProfileBackend:
+    """Run a memory builder without blocking the event loop."""
+    if inspect.iscoroutinefunction(build):
+        made = await build()
+    else:
+        made = await asyncio.to_thread(build)
+    if inspect.isawaitable(made):
+        made = await made
+    memory: ProfileBackend = made
+    return memory
 
 
 @dataclass
@@ -451,11 +685,20 @@ class _AsyncCalls(_Calls):
         return int(await self.native.aimport_(records))
 
     async def load(self, user: str) -> StoredProfile:
-        profile: StoredProfile = await self.native.store.aload(user, with_vectors=False)
+        store = await self._opened()
+        profile: StoredProfile = await store.aload(user, with_vectors=False)
         return profile
 
     async def user_ids(self) -> list[str]:
-        return list(await self.native.store.auser_ids())
+        return list(await (await self._opened()).auser_ids())
+
+    async def _opened(self) -> Any:
+        """The memory's store, opened: an async client's collections open on first use, which
+        the memory's own methods do and these direct reads must do too (a store's first
+        operation is often a put, which reads the user's entries first)."""
+        store = self.native.store
+        await store.aopen()
+        return store
 
 
 class _Profiles:
@@ -473,6 +716,43 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _template_of(namespace: Iterable[str] | None, prefix: str | None) -> NamespaceTemplate:
+    """The store's template from ``namespace=`` or the older ``prefix=`` (not both)."""
+    if namespace is not None and prefix is not None:
+        raise InvalidInputError(
+            f"give namespace= or prefix=, not both (prefix={prefix!r} is namespace="
+            f"({prefix!r}, {USER_SLOT!r}))"
+        )
+    if prefix is not None:
+        if not _is_label(prefix):
+            raise InvalidInputError(
+                f"prefix must be a non-empty namespace label without '.' and not 'langgraph'; "
+                f"got {prefix!r}"
+            )
+        namespace = (prefix, USER_SLOT)
+    return NamespaceTemplate.of(DEFAULT_NAMESPACE if namespace is None else namespace)
+
+
+def _has_label(user: str) -> bool:
+    """Whether a stored user id can be a label (rows written outside the package may hold
+    ids no write of it accepts; a listing leaves those out rather than failing)."""
+    try:
+        user_label(user)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def _named_user(path: tuple[str, ...], slot: int) -> str | None:
+    """The user a listing prefix names (None when it stops before the slot or has ``*``)."""
+    if len(path) <= slot or path[slot] == "*":
+        return None
+    try:
+        return user_from_label(path[slot])
+    except InvalidInputError:
+        return None
 
 
 def _writes(ops: list[Op]) -> bool:

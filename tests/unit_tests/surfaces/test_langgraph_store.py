@@ -304,10 +304,11 @@ def test_labels_below_the_user_scope_keys_and_search(
 def test_list_namespaces(filled: OutputProfileStore, ephemeral_memory: OutputProfileMemory) -> None:
     filled.put((*ANA, "notes", "work"), "n", {"text": "Work notes in bullets."})
     ephemeral_memory.add("A user id with a period.", user_id="ana.smith")
-    everything = [ANA, (*ANA, "notes", "work"), BOB]
-    assert filled.list_namespaces() == everything  # "ana.smith" cannot be a label
-    assert filled.list_namespaces(max_depth=2) == [ANA, BOB]
-    assert filled.list_namespaces(max_depth=3) == [ANA, (*ANA, "notes"), BOB]
+    smith = ("profile", "ana%2Esmith")  # user_label("ana.smith"): a label may not hold "."
+    everything = [ANA, (*ANA, "notes", "work"), smith, BOB]
+    assert filled.list_namespaces() == everything
+    assert filled.list_namespaces(max_depth=2) == [ANA, smith, BOB]
+    assert filled.list_namespaces(max_depth=3) == [ANA, (*ANA, "notes"), smith, BOB]
     assert filled.list_namespaces(prefix=ANA) == [ANA, (*ANA, "notes", "work")]
     assert filled.list_namespaces(prefix=("profile", "*", "notes")) == [(*ANA, "notes", "work")]
     assert filled.list_namespaces(suffix=("work",)) == [(*ANA, "notes", "work")]
