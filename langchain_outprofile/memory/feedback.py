@@ -19,7 +19,6 @@ from typing import Any
 from langchain_outprofile.capture import (
     feedback_signal,
     is_stale_pending,
-    pending_cutoff,
     validate_run_id,
 )
 from langchain_outprofile.errors import AmbiguousRunError, InvalidInputError, UnknownRunError
@@ -147,8 +146,7 @@ class FeedbackMixin:
         user = validate_user_id(user_id)
         now = self.clock()
         self._expiry_checked[user] = now
-        cutoff = pending_cutoff(now, self.pending_ttl_s)
-        stale = await self.store.apending_older_than(user, cutoff)
+        stale = await self.store.astale_pending(user, now=now, ttl_s=self.pending_ttl_s)
         if not stale:
             return 0
         return await self._remove_ids(user, stale, pending_only=True)
@@ -267,9 +265,14 @@ class FeedbackMixin:
                 + "; track the chain with memory.track(chain) and pass the same run id"
             )
         if is_stale_pending(output, self.clock(), self.pending_ttl_s):
-            now = await self.store.aentry(output.user_id, output.id)
-            if now is None or now.pending:
-                await self._expire_pending(output.user_id)
+            # stale by this clock: expired only once stale by the rule of every expiry
+            # (the recording worker's clock may be far behind this one)
+            await self._expire_pending(output.user_id)
+            if claim is None:
+                gone = await self.store.aentry(output.user_id, output.id) is None
+            else:
+                gone = await self.store.arun(run) is None
+            if gone:
                 raise UnknownRunError(
                     f"the output of run {run!r} expired after pending_ttl_s="
                     f"{self.pending_ttl_s:g}s without feedback and was deleted"

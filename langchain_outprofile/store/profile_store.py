@@ -90,6 +90,8 @@ _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
 _INCLUDE_ALL: Any = ["documents", "metadatas"]
 _METADATAS: Any = ["metadatas"]
 _WHERE_IN = 100  # entry ids per ``$in`` filter of the log
+_STALE_AT = "stale_at"
+"""Log key: when a process first found a pending event stale, by its own clock."""
 _READ_PAGE = 10_000
 # Set on collections created by a release that writes a version row for every user it
 # writes. A collection without it (written before version rows existed) may hold users with
@@ -1065,17 +1067,35 @@ class ProfileStore:
         user = validate_user_id(user_id)
         return (await self._fold_of(user, [entry_id])).entry(entry_id)
 
-    def pending_older_than(self, user_id: str, cutoff: float) -> list[str]:
-        """See :meth:`apending_older_than`."""
-        return self._run(self.apending_older_than(user_id, cutoff))
+    def stale_pending(self, user_id: str, *, now: float, ttl_s: float) -> list[str]:
+        """Ids of one user's stale tracked outputs: see :meth:`astale_pending`."""
+        return self._run(self.astale_pending(user_id, now=now, ttl_s=ttl_s))
 
-    async def apending_older_than(self, user_id: str, cutoff: float) -> list[str]:
-        """Ids of one user's ``pending`` events (tracked outputs) recorded before ``cutoff``,
-        by the clock of the process that recorded them (:meth:`aremove_pending`)."""
+    async def astale_pending(self, user_id: str, *, now: float, ttl_s: float) -> list[str]:
+        """Ids of one user's ``pending`` events (tracked outputs) that are stale by two
+        clocks: recorded more than ``ttl_s`` before ``now`` by the clock of the process
+        that recorded them, and *seen* so at least ``ttl_s`` ago by the clock of the
+        process judging (``now``). The first sighting marks the event (``stale_at``) and
+        keeps it; a later look deletes it. So a worker whose clock is days slow records
+        outputs that a healthy worker keeps for ``ttl_s`` of its own time, not zero, and an
+        output lives between ``ttl_s`` and twice that (plus the time between checks)."""
         user = validate_user_id(user_id)
-        where = {"$and": [{"user_id": user}, {"pending": True}, {"at": {"$lt": float(cutoff)}}]}
-        found = events_from(await self._log_get(where=where, include=_METADATAS))
-        return [e.id for e in found if e.user_id == user and e.pending]
+        cutoff = float(now - ttl_s)
+        where = {"$and": [{"user_id": user}, {"pending": True}, {"at": {"$lt": cutoff}}]}
+        found = await self._log_get(where=where, include=_METADATAS)
+        stale, unmarked = [], []
+        for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True):
+            if not meta or meta.get("user_id") != user or not meta.get("pending"):
+                continue
+            seen = meta.get(_STALE_AT)
+            if not isinstance(seen, float):
+                unmarked.append(id_)
+            elif seen <= cutoff:
+                stale.append(id_)
+        for batch in batches(unmarked, self._max_batch):
+            marks: list[Any] = [{_STALE_AT: float(now)} for _ in batch]
+            await settle(self._log.update(ids=list(batch), metadatas=marks))
+        return stale
 
     def count(self, user_id: str) -> int:
         """Number of entries stored for one user."""

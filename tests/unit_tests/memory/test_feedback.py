@@ -246,15 +246,57 @@ def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
     tracked.invoke("q1", config=cfg("ana", old))
     tracked.invoke("q1", config=cfg("bob", bob))
     clock.now += 61
-    tracked.invoke("q2", config=cfg("ana", new))  # the next track of ana expires the old one
-    assert [r["run_id"] for r in memory.export("ana")] == [str(new)]
-    assert len(memory.export("bob")) == 1  # bob's expire only when bob is touched
-    with pytest.raises(UnknownRunError, match="expired"):
-        memory.feedback(bob, "endorsed")
-    assert memory.export("bob") == []
+    tracked.invoke("q2", config=cfg("ana", new))  # the next track of ana marks the old one
+    memory.flush()
+    assert memory.feedback(bob, "endorsed").selectable  # stale by this clock, not yet seen
+    clock.now += 61
+    tracked.invoke("q3", config=cfg("ana"))  # a ttl after it was seen stale: it goes
+    memory.flush()
+    assert str(old) not in [r["run_id"] for r in memory.export("ana")]
+    assert len(memory.export("ana")) == 2
+    clock.now += 61
+    assert memory.expire_pending("ana") == 1  # "new", marked by the last run; q3 is marked
     clock.now += 61
     assert memory.expire_pending("ana") == 1
     assert memory.expire_pending("ana") == 0
+
+
+def test_feedback_on_an_expired_output_is_a_clear_error(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    clock = Clock()
+    memory = OutputProfileMemory(
+        client=ephemeral_memory.store.client,
+        collection_name=ephemeral_memory.store.collection_name,
+        pending_ttl_s=60,
+        clock=clock,
+    )
+    rid = uuid.uuid4()
+    memory.track(RecordingChatModel()).invoke("q", config=cfg("bob", rid))
+    clock.now += 61
+    assert memory.expire_pending("bob") == 0
+    clock.now += 61
+    with pytest.raises(UnknownRunError, match="expired"):
+        memory.feedback(rid, "endorsed")
+    assert memory.export("bob") == []
+
+
+def test_a_slow_clock_loses_no_pending_output_to_a_healthy_worker(tmp_path: Path) -> None:
+    """A worker whose clock is 8 days slow records outputs; a healthy worker's next
+    tracked run used to delete all of them as stale (10 of 10 lost, feedback then raised
+    UnknownRunError). Now a healthy worker keeps them for ``pending_ttl_s`` of its own
+    time after it first saw them stale."""
+    healthy_now = 1_800_000_000.0
+    slow = OutputProfileMemory(path=tmp_path / "s", clock=lambda: healthy_now - 8 * 86_400)
+    healthy = OutputProfileMemory(path=tmp_path / "s", clock=lambda: healthy_now)
+    runs = [uuid.uuid4() for _ in range(10)]
+    for n, rid in enumerate(runs):
+        slow.record_output(f"answer {n}", user_id="ana", run_id=str(rid))
+    healthy.record_output("healthy answer", user_id="ana", run_id=str(uuid.uuid4()))
+    healthy.flush()
+    assert healthy.expire_pending("ana") == 0
+    for rid in runs:
+        assert healthy.feedback(rid, "endorsed", user_id="ana").selectable
 
 
 def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
@@ -276,9 +318,11 @@ def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     assert [e.text for e in memory.select("ana").entries] == ["Kept: authored long ago."]
     assert memory.stats("ana").pending == 1, "a read must not write (delete) anything"
     memory.track(RecordingChatModel()).invoke("q2", config=cfg("ana"))  # the next write
-    stats = memory.stats("ana")
-    assert stats.pending == 1 and stats.entries == 2  # the stale output went, the new one came
-    assert memory.expire_pending("ana") == 0
+    memory.flush()
+    assert memory.stats("ana").entries == 2  # the stale output is marked, kept one more ttl
+    clock.now += 61
+    memory.expire_pending("ana")  # the first output went; the second is marked
+    assert memory.stats("ana").entries == 2
     clock.now += 61
     assert memory.expire_pending("ana") == 1 and memory.stats("ana").entries == 1
 

@@ -107,6 +107,8 @@ def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientA
     memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
     version = memory.store.version("ana")
     clock.now += 61
+    assert memory.expire_pending("ana") == 0  # seen stale: marked, kept one more ttl
+    clock.now += 61
     assert memory.expire_pending("ana") == 1
     assert memory.store.version("ana") == version
     assert [e["text"] for e in memory.export("ana")] == ["Short answer first."]
@@ -118,18 +120,23 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
     clock = Clock()
     memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=600)
     queries = Counter[str]()
-    memory.store.apending_older_than = counting(  # type: ignore[method-assign, assignment]
-        queries, "q", memory.store.apending_older_than
+    memory.store.astale_pending = counting(  # type: ignore[method-assign, assignment]
+        queries, "q", memory.store.astale_pending
     )
     for n in range(3):
         memory.record_output(f"Answer {n}.", user_id="ana", run_id=str(uuid.uuid4()))
     memory.flush()  # the look-up runs in the background
     assert queries["q"] == 1
-    clock.now += 601  # past the interval (the ttl, here): the next run looks, and deletes
+    clock.now += 601  # past the interval (the ttl, here): the next run looks, and marks
     memory.record_output("Answer 3.", user_id="ana", run_id=str(uuid.uuid4()))
     memory.flush()
     assert queries["q"] == 2
-    assert [e["text"] for e in memory.export("ana")] == ["Answer 3."]
+    assert len(memory.export("ana")) == 4
+    clock.now += 601  # a ttl after they were seen stale: the next run deletes them
+    memory.record_output("Answer 4.", user_id="ana", run_id=str(uuid.uuid4()))
+    memory.flush()
+    assert queries["q"] == 3
+    assert [e["text"] for e in memory.export("ana")] == ["Answer 3.", "Answer 4."]
 
 
 def test_what_a_write_costs_in_chroma_calls(client: chromadb.api.ClientAPI) -> None:
