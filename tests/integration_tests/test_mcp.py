@@ -143,7 +143,7 @@ async def two_users_and_bad_calls(session: ClientSession) -> None:
     ana = text_of(await ok(session, "get_profile", user_id="ana"))
     assert ANA_RATED in ana and BOB_TEXT not in ana
 
-    bad = [
+    bad: list[tuple[str, dict[str, Any], str]] = [
         ("remember", {"user_id": "ana", "text": ""}, "text is empty"),
         ("remember", {"user_id": "ana", "text": NEVER, "signal": "loved"}, "'authored'"),
         ("remember", {"user_id": 7, "text": NEVER}, "valid string"),
