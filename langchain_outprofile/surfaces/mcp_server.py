@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import socket
 import warnings
@@ -66,6 +67,7 @@ from langchain_outprofile.types import EntryFields, ProfileEntry, ProfileSelecti
 from langchain_outprofile.validation import validate_user_id
 
 if TYPE_CHECKING:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
     from mcp.server.mcpserver import MCPServer
 
 __all__ = [
@@ -294,6 +296,7 @@ def build_server(memory: ProfileKeeper, *, user_id: str | None = None) -> MCPSer
         user_id: serve this one user only: the tools then take no ``user_id`` argument.
 
     Raises:
+        InvalidInputError: ``user_id`` is not a valid user id.
         MissingExtraError: the ``mcp`` extra is not installed.
 
     Example:
@@ -305,9 +308,10 @@ def build_server(memory: ProfileKeeper, *, user_id: str | None = None) -> MCPSer
     try:
         from mcp.server.mcpserver import MCPServer
         from mcp.server.mcpserver.exceptions import ToolError
-        from mcp.types import ToolAnnotations
+        from mcp.types import CallToolResult, TextContent, ToolAnnotations
     except ImportError as error:
         raise MissingExtraError(f"{_INSTALL_HINT} ({error})") from error
+    fixed = None if user_id is None else validate_user_id(user_id)
 
     async def call(operation: Awaitable[_T]) -> _T:
         """The tool's result, or a tool error (``isError``) carrying the package's message."""
@@ -316,13 +320,35 @@ def build_server(memory: ProfileKeeper, *, user_id: str | None = None) -> MCPSer
         except OutprofileError as error:
             raise ToolError(str(error)) from None
 
+    tools = ProfileTools(memory)
+    functions = _for_one_user(tools, call, fixed) if fixed else _for_any_user(tools, call)
+    accepted = {f.__name__: set(inspect.signature(f).parameters) for f in functions}
+
+    async def refuse_unknown_arguments(
+        ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """A tool error for an argument the tool does not take (the SDK would drop it): a
+        misspelt ``signl="rejected"`` must not store an authored text, nor a ``user_id``
+        given to a one-user server pass for a choice of user."""
+        params = ctx.params if ctx.method == "tools/call" else None
+        if params is not None and params.get("name") in accepted:
+            unknown = sorted(set(params.get("arguments") or {}) - accepted[params["name"]])
+            if unknown:
+                known = ", ".join(sorted(accepted[params["name"]])) or "none"
+                said = f"{params['name']} takes no argument {', '.join(map(repr, unknown))}"
+                if "user_id" in unknown and fixed:
+                    said += f" (this server serves user {fixed!r} only)"
+                text = f"{said}; its arguments: {known}"
+                return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+        return await call_next(ctx)
+
     server: MCPServer = MCPServer(
         name="outprofile",
         log_level="WARNING",  # a refused call is the caller's to read, not a server log line
         instructions="Profiles of users' own outputs: read one with get_profile before "
         "answering, and record what the user wrote or approved with remember and feedback.",
+        middleware=[refuse_unknown_arguments],
     )
-    tools = ProfileTools(memory)
     hints = {
         "get_profile": ToolAnnotations(read_only_hint=True),
         "remember": ToolAnnotations(read_only_hint=False, idempotent_hint=False),
@@ -335,7 +361,6 @@ def build_server(memory: ProfileKeeper, *, user_id: str | None = None) -> MCPSer
         "feedback": _FEEDBACK,
         "forget": _FORGET,
     }
-    functions = _for_one_user(tools, call, user_id) if user_id else _for_any_user(tools, call)
     for function in functions:
         name = function.__name__
         server.add_tool(function, description=descriptions[name], annotations=hints[name])

