@@ -17,14 +17,15 @@ on a loopback address, built on the official ``mcp`` SDK's ``MCPServer``:
 User identity. MCP has no notion of "the user" a server could trust, so every tool takes a
 ``user_id`` argument and a host that serves several people must set it itself, never let the
 model choose it (a model told "user bob" would read bob's profile). A host serving one person
-starts the server with ``--user ana``: the tools then have no ``user_id`` argument at all, and
-no call can reach another user. A call always names one user, and reads and writes only that
-user's rows (the store keys every row by user); feedback on another user's run id is refused
-as an unknown run, revealing nothing about it.
+starts the server with ``--user ana``: the tools then have no ``user_id`` argument at all (a
+call passing one is refused), and no call can reach another user. A call always names one
+user, and reads and writes only that user's rows (the store keys every row by user); feedback
+on another user's run id is refused as an unknown run, revealing nothing about it.
 
 Bad arguments (an empty text, an unknown signal, a budget out of 1..``MAX_BUDGET``, a value of
-the wrong type) come back as MCP tool errors (``isError``) whose message names what to fix,
-and nothing is stored: every argument is checked before the first write.
+the wrong type, an argument the tool does not take) come back as MCP tool errors (``isError``)
+whose message names what to fix, and nothing is stored: every argument is checked before the
+first write.
 
 Example:
     ```bash
