@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import ipaddress
 import socket
@@ -472,6 +473,8 @@ def serve(
     if transport not in get_args(Transport):
         raise InvalidInputError(f"--transport must be stdio or http; got {transport!r:.40}")
     fixed = None if user_id is None else validate_user_id(user_id)
+    if importlib.util.find_spec("mcp") is None:  # said before the store is opened
+        raise MissingExtraError(_INSTALL_HINT)
     if transport == "stdio":
         build_server(open_memory(), user_id=fixed).run("stdio")
         return

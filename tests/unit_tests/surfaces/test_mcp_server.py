@@ -215,7 +215,25 @@ def test_a_server_for_one_user_needs_a_valid_user(memory: OutputProfileMemory) -
         build_server(memory, user_id=" ")
 
 
-def test_without_the_extra_the_error_names_the_install() -> None:
+def test_without_the_extra_the_command_names_the_install(tmp_path: Path) -> None:
+    """``outprofile mcp`` with the SDK unimportable: one line naming the extra, exit 1, and
+    no store opened."""
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "from langchain_outprofile.cli import main\n"
+        f"sys.argv = ['outprofile', '--path', {str(tmp_path / 'store')!r}, 'mcp']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'langchain-outprofile[mcp]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_without_the_extra_build_server_names_the_install() -> None:
     code = (
         "import sys; sys.modules['mcp'] = None\n"
         "from langchain_outprofile.errors import MissingExtraError\n"
