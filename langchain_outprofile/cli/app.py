@@ -51,6 +51,7 @@ LAZY_COMMANDS = {
     "default-path": ("store.clients", "default_path"),  # where repair looks without --path
     "eval": ("evaluation.command", "eval_command"),
     "bench": ("bench.run", "bench_command"),
+    "mcp": ("surfaces.mcp_server", "serve"),
 }
 """Commands whose modules load only when the command runs (they pull in the store, the
 model or the evaluation), so ``outprofile --help`` stays fast. The store commands reach the
@@ -395,6 +396,30 @@ def serve_model(
             options["port"] = port
         code = _command("serve-model")(announce, **options)
     raise typer.Exit(code)
+
+
+@app.command("mcp")
+def mcp(
+    ctx: typer.Context,
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (a host spawns it) or http (streamable).")
+    ] = "stdio",
+    host: Annotated[str, typer.Option("--host", help="Loopback address for http.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port for http (0: a free one).")] = 8000,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Serve this user only: the tools take no user_id."),
+    ] = None,
+) -> None:
+    """Serve the profiles to MCP hosts (the `mcp` extra): get_profile, remember, feedback
+    and forget, over stdio or streamable HTTP on loopback."""
+
+    def announce(url: str) -> None:  # stderr: stdout is the protocol's on stdio
+        typer.echo(f"serving MCP over streamable HTTP at {url} (Ctrl-C stops)", err=True)
+
+    with _errors():
+        options = {"transport": transport, "host": host, "port": port, "user_id": user}
+        _command("mcp")(lambda: _memory(ctx), announce=announce, **options)
 
 
 _FORWARDED: dict[str, Any] = {

@@ -53,6 +53,8 @@ OPTIONAL_EXTRAS = {
     "rouge_score",
     "matplotlib",
     "openai",
+    "mcp",  # mcp: the official SDK, and the server it runs streamable HTTP on
+    "uvicorn",
     f"{NAME}.surfaces.middleware",  # needs the agents extra
     f"{NAME}.surfaces.langgraph_store",  # needs the agents extra (langgraph)
 }
