@@ -388,6 +388,7 @@ def serve_model(
         typer.echo(f"serving {served.model} at {served.base_url} (pid {served.pid})")
         for name, value in served.environ().items():
             typer.echo(f"export {name}={value}")
+        typer.echo(SERVED_LIMIT_NOTE)
 
     with _errors():
         options: dict[str, Any] = {"n_threads": threads, "n_ctx": n_ctx}
@@ -395,6 +396,14 @@ def serve_model(
             options["port"] = port
         code = _command("serve-model")(announce, **options)
     raise typer.Exit(code)
+
+
+SERVED_LIMIT_NOTE = (
+    "# ChatOpenAI(max_tokens=N) limits answers here: ChatOpenAI sends max_completion_tokens, "
+    "which llama-cpp-python ignores, so this server reads it as max_tokens"
+)
+"""Printed by ``serve-model`` as a shell comment (the lines above it can be eval'd): a plain
+llama-cpp-python server would ignore ChatOpenAI's limit; this one does not."""
 
 
 _FORWARDED: dict[str, Any] = {

@@ -577,3 +577,34 @@ def test_repair_checks_a_healthy_store_and_rebuilds_it_on_request(
     rebuilt = json.loads(ingested("repair", "--force", "--json").stdout)
     assert rebuilt["repaired"]
     assert memory_at(store).export("ana") == before
+
+
+# -- serve-model ------------------------------------------------------------------------------
+
+
+def test_serve_model_says_chat_openai_limits_hold(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What ``serve-model`` prints once its server answers (the server itself is tested in
+    test_local.py): the variables, and that ChatOpenAI's ``max_tokens`` is honoured."""
+    from langchain_outprofile import model_server
+
+    served = model_server.ServedModel(
+        base_url="http://127.0.0.1:8123/v1",
+        model="SmolLM2",
+        pid=4321,
+        api_key="key",
+        model_path=tmp_path / "m.gguf",
+        log_path=tmp_path / "log",
+    )
+
+    def fake_run(on_ready: Callable[[Any], None], **options: Any) -> int:
+        on_ready(served)
+        return 0
+
+    monkeypatch.setattr(model_server, "run_model_server", fake_run)
+    result = run("serve-model")
+    assert result.exit_code == 0, result.output
+    assert "export OPENAI_BASE_URL=http://127.0.0.1:8123/v1" in result.stdout
+    assert "ChatOpenAI(max_tokens=N) limits answers here" in result.stdout
+    assert "max_completion_tokens" in result.stdout
