@@ -34,6 +34,7 @@ from rich.text import Text
 
 import langchain_outprofile as outprofile
 from langchain_outprofile.cli.files import CliError, read_entries, read_exported
+from langchain_outprofile.cli.terminal import visible, visible_json, warnings_as_lines
 from langchain_outprofile.errors import OutprofileError
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
 from langchain_outprofile.validation import DEFAULT_COLLECTION
@@ -124,8 +125,9 @@ def _errors() -> Iterator[None]:
 
 def _print_error(message: str) -> None:
     """One line on stderr, user text printed as text (no rich markup is interpreted; line
-    breaks inside the message, e.g. from a file name or a user id, become spaces)."""
-    line = " ".join(message.splitlines())
+    breaks inside the message, e.g. from a file name or a user id, become spaces; control
+    characters, e.g. an ESC in a stored user id, show as escapes)."""
+    line = visible(" ".join(message.splitlines()))
     Console(stderr=True, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
 
 
@@ -160,6 +162,8 @@ def choose_store(
     ] = DEFAULT_COLLECTION,
 ) -> None:
     """Keep, inspect and inject users' output profiles."""
+    # Until the command ends: warnings print as one line, without Python's file and source.
+    ctx.with_resource(warnings_as_lines())
     # preview and --explain already name the encoding used; the warning would repeat it.
     warnings.simplefilter("ignore", ApproximateTokenizerWarning)
     ctx.obj = StoreChoice(path=path, chroma_url=chroma_url, collection=collection)
@@ -172,8 +176,9 @@ JsonFlag = Annotated[
 
 
 def _print_json(value: Any) -> None:
-    """``value`` as one JSON document on stdout (non-ASCII kept as is)."""
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+    """``value`` as one JSON document on stdout (non-ASCII kept as is, control characters
+    escaped)."""
+    typer.echo(visible_json(json.dumps(value, ensure_ascii=False, indent=2, default=str)))
 
 
 def _progress(label: str, total: int, quiet: bool) -> Progress:
@@ -229,8 +234,9 @@ def preview(
             _print_json(_selection_json(selection))
             return
         console = Console()
-        title = f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens"
-        console.print(Panel(Text(selection.text or "(empty block)"), title=Text(title)))
+        title = visible(f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens")
+        block = visible(selection.text, keep="\n") or "(empty block)"
+        console.print(Panel(Text(block), title=Text(title)))
         if explain:
             console.print(_explain_tables(selection))
 
@@ -256,7 +262,7 @@ def stats(
             s = memory.stats(name)
             signals = ", ".join(f"{k}={v}" for k, v in sorted(s.by_signal.items()))
             counts = (s.entries, s.selectable, s.pending, s.rejected)
-            table.add_row(Text(name), *map(str, counts), Text(signals))
+            table.add_row(Text(visible(name)), *map(str, counts), Text(signals))
         Console().print(table)
 
 
@@ -272,14 +278,14 @@ def export(
     with _errors():
         memory = _memory(ctx)
         records = memory.export(_known_user(memory, user))
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        lines = "".join(visible_json(json.dumps(r, ensure_ascii=False)) + "\n" for r in records)
         if as_json:
-            lines = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+            lines = visible_json(json.dumps(records, ensure_ascii=False, indent=2)) + "\n"
         if out is None:
             typer.echo(lines, nl=False)
         else:
             out.write_text(lines, encoding="utf-8")
-            typer.echo(f"wrote {len(records)} entries to {out}")
+            typer.echo(visible(f"wrote {len(records)} entries to {out}"))
 
 
 @app.command("import")
@@ -461,17 +467,17 @@ def _explain_tables(selection: Any, max_left_out: int = 20) -> Group:
         cut = " (cut)" if c.cut else ""
         chosen.add_row(
             str(n), c.entry.signal.value, f"{c.entry.strength:.2f}", f"{c.age_days:.1f}",
-            f"{c.score:.3f}", f"{c.tokens}{cut}", Text(c.entry.task or "-"),
+            f"{c.score:.3f}", f"{c.tokens}{cut}", Text(visible(c.entry.task or "-")),
             Text(_short(c.entry.text)),
         )  # fmt: skip
     parts: list[Any] = [chosen]
     if selection.choice.note:
-        parts.append(Text(f"note: {selection.choice.note}"))
+        parts.append(Text(visible(f"note: {selection.choice.note}")))
     total = selection.choice.left_out_total
     if total:
         left = Table("text", "reason", title=Text(f"left out: {total}"))
         for c in selection.choice.left_out[:max_left_out]:
-            left.add_row(Text(_short(c.entry.text)), Text(c.reason))
+            left.add_row(Text(_short(c.entry.text)), Text(visible(c.reason)))
         if total > max_left_out:
             left.caption = f"... and {total - max_left_out} more"
         parts.append(left)
@@ -479,7 +485,8 @@ def _explain_tables(selection: Any, max_left_out: int = 20) -> Group:
 
 
 def _short(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
+    """``text`` on one line, control characters shown as escapes, cut to ``width``."""
+    flat = visible(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 

@@ -6,9 +6,11 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -608,3 +610,112 @@ def test_serve_model_says_chat_openai_limits_hold(
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8123/v1" in result.stdout
     assert "ChatOpenAI(max_tokens=N) limits answers here" in result.stdout
     assert "max_completion_tokens" in result.stdout
+
+
+# -- user text never reaches the terminal as control sequences --------------------------------
+
+HOSTILE_USER = "mal\x1b]0;owned\x07lory"  # OSC: sets the window title, ended by BEL
+HOSTILE_OTHER = "\x9b2J\u202eeve"  # a one-byte CSI (C1) that clears the screen, a bidi override
+HOSTILE_ENTRIES: list[dict[str, Any]] = [
+    {"text": "hi\x1b[2J\x1b[H there \x07 and\rover", "user_id": HOSTILE_USER, "task": "t\x1b[31m"},
+    {"text": "a \u2066isolate\u2069, \u200fmark, \x9b31m C1 \x85 next", "user_id": HOSTILE_USER},
+    {"text": "plain", "user_id": HOSTILE_OTHER},
+]
+RAW_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+"""What a terminal would act on or reorder: C0 but the newline, DEL, C1, bidi controls."""
+
+
+def assert_no_raw_control(text: str) -> None:
+    found = sorted({hex(ord(c)) for c in RAW_CONTROL.findall(text)})
+    assert not found, f"raw control characters {found} in {text!r}"
+
+
+@pytest.fixture
+def hostile(run: Run, tmp_path: Path) -> Run:
+    result = run("ingest", str(write_jsonl(tmp_path / "h.jsonl", HOSTILE_ENTRIES)))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+SHOWN_USER = "mal\\x1b]0;owned\\x07lory"
+SHOWN_OTHER = "\\x9b2J\\u202eeve"
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (("preview", "--user", HOSTILE_USER, "--explain"), SHOWN_USER),
+        (("preview", "--user", HOSTILE_USER, "--max-tokens", "35", "--explain"), SHOWN_USER),
+        (("preview", "--user", HOSTILE_USER, "--json"), "mal\\u001b]0;owned\\u0007lory"),
+        (("stats",), SHOWN_OTHER),
+        (("stats", "--json"), "\\u009b2J\\u202eeve"),
+        (("export", "--user", HOSTILE_USER), "\\u001b[2J"),
+        (("export", "--user", HOSTILE_USER, "--json"), "\\u001b[2J"),
+        (("preview", "--user", "zed\x1b[2J"), SHOWN_USER),  # the error lists who is stored
+        (("forget", "--user", HOSTILE_OTHER), SHOWN_OTHER),  # the question, "nothing deleted"
+        (("forget", "--user", HOSTILE_OTHER, "--yes"), SHOWN_OTHER),
+    ],
+)
+def test_user_text_shows_control_characters_as_escapes(
+    hostile: Run, args: tuple[str, ...], shown: str
+) -> None:
+    result = hostile(*args, input="n\n")
+    assert result.exit_code in (0, 1), result.output
+    assert_no_raw_control(result.output)
+    assert shown in result.output
+
+
+def test_text_commands_show_each_kind_of_control_escaped(hostile: Run) -> None:
+    shown = hostile("preview", "--user", HOSTILE_USER, "--explain").stdout
+    for escaped in ("\\x1b[2J\\x1b[H", "\\x07", "\\x0dover", "\\x9b31m", "\\u2066", "\\u200f"):
+        assert escaped in shown, escaped
+    assert "t\\x1b[31m" in shown  # the task column
+    assert "\\x9b2J\\u202eeve" in hostile("stats").stdout
+
+
+def test_json_output_escapes_controls_and_still_round_trips(hostile: Run, store: Path) -> None:
+    stored = memory_at(store).export(HOSTILE_USER)
+    for args in (("export", "--user", HOSTILE_USER, "--json"), ("stats", "--json")):
+        document = hostile(*args).stdout
+        assert "\\u009b" in document or "\\u001b" in document
+    exported = hostile("export", "--user", HOSTILE_USER, "--json").stdout
+    assert sorted(json.loads(exported), key=lambda r: r["id"]) == sorted(
+        stored, key=lambda r: r["id"]
+    )
+    lines = hostile("export", "--user", HOSTILE_USER).stdout.splitlines()
+    assert sorted((json.loads(line) for line in lines), key=lambda r: r["id"]) == sorted(
+        stored, key=lambda r: r["id"]
+    )
+    users = {s["user_id"] for s in json.loads(hostile("stats", "--json").stdout)}
+    assert users == {HOSTILE_USER, HOSTILE_OTHER}
+
+
+def test_a_usage_error_shows_the_argument_escaped(tmp_path: Path) -> None:
+    result = outprofile("--path", str(tmp_path / "store"), "stats\x1b]0;owned\x07")
+    assert_one_error_line(result, "No such command", "stats\\x1b]0;owned\\x07")
+    assert_no_raw_control(result.stderr)
+
+
+# -- warnings: one line, no Python file paths -------------------------------------------------
+
+
+def test_a_warning_is_one_line_without_a_source_path(ingested: Run, store: Path) -> None:
+    """``preview --max-tokens 5`` warns that the frame does not fit: as ``warning: ...``, not
+    Python's ``.../cli/app.py:227: BudgetTooSmallWarning`` and the source line after it."""
+    result = outprofile("--path", str(store), "preview", "--user", "ana", "--max-tokens", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("warning: max_tokens=5 does not exceed the block's frame")
+    assert ".py" not in result.stderr and "BudgetTooSmallWarning" not in result.stderr
+
+
+def test_warnings_print_as_lines_only_while_a_command_runs(ingested: Run) -> None:
+    before = warnings.showwarning
+    result = ingested("preview", "--user", "ana", "--max-tokens", "5")
+    assert result.exit_code == 0, result.output
+    assert "warning: max_tokens=5 does not exceed" in result.output
+    assert ".py:" not in result.output
+    assert warnings.showwarning is before
