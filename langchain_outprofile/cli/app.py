@@ -37,7 +37,7 @@ from langchain_outprofile.cli.files import CliError, read_entries, read_exported
 from langchain_outprofile.cli.terminal import visible, visible_json, warnings_as_lines
 from langchain_outprofile.errors import OutprofileError
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
-from langchain_outprofile.validation import DEFAULT_COLLECTION
+from langchain_outprofile.validation import DEFAULT_COLLECTION, DEFAULT_MAX_TEXT_CHARS
 
 if TYPE_CHECKING:
     from langchain_outprofile.memory import OutputProfileMemory
@@ -86,17 +86,17 @@ class StoreChoice:
     chroma_url: str | None = None
     collection: str = DEFAULT_COLLECTION
 
-    def open(self) -> OutputProfileMemory:
-        """The memory over the chosen store."""
+    def open(self, **settings: Any) -> OutputProfileMemory:
+        """The memory over the chosen store (``settings``: more of its keywords)."""
         if self.path is not None and self.chroma_url is not None:
             raise CliError("give either --path or --chroma-url, not both")
+        settings["collection_name"] = self.collection
         if self.chroma_url is not None:
-            return outprofile.OutputProfileMemory(
-                client=outprofile.http_client(self.chroma_url), collection_name=self.collection
-            )
+            client = outprofile.http_client(self.chroma_url)
+            return outprofile.OutputProfileMemory(client=client, **settings)
         if self.path is not None:
             _check_store_path(self.path)
-        return outprofile.OutputProfileMemory(path=self.path, collection_name=self.collection)
+        return outprofile.OutputProfileMemory(path=self.path, **settings)
 
 
 def _check_store_path(path: Path) -> None:
@@ -131,9 +131,11 @@ def _print_error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
 
 
-def _memory(ctx: typer.Context) -> OutputProfileMemory:
+def _memory(ctx: typer.Context, max_text_chars: int | None = None) -> OutputProfileMemory:
     choice: StoreChoice = ctx.ensure_object(StoreChoice)
-    return choice.open()
+    if max_text_chars is None:
+        return choice.open()
+    return choice.open(max_text_chars=max_text_chars)
 
 
 def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
@@ -173,6 +175,14 @@ ExistingFile = Annotated[Path, typer.Argument(metavar="FILE", help="A JSONL or J
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")
 ]
+MaxTextChars = Annotated[
+    int | None,
+    typer.Option(
+        "--max-text-chars",
+        min=1,
+        help=f"Longest entry text accepted, in characters [default: {DEFAULT_MAX_TEXT_CHARS}].",
+    ),
+]
 
 
 def _print_json(value: Any) -> None:
@@ -192,11 +202,12 @@ def ingest(
     ctx: typer.Context,
     file: ExistingFile,
     user: Annotated[str | None, typer.Option("--user", help="User of every entry.")] = None,
+    max_text_chars: MaxTextChars = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store entries from JSONL (one entry per line) or a LaMP questions file."""
     with _errors():
-        memory = _memory(ctx)
+        memory = _memory(ctx, max_text_chars)
         entries = read_entries(memory.entry, file, user)
         if not entries:
             raise CliError(f"{file}: no entries found")
@@ -213,12 +224,21 @@ def ingest(
             typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
 
 
+def _budget(value: int | None) -> int | None:
+    """A ``--max-tokens`` below 1 is a usage mistake (exit 2, as the README says), caught
+    while the options are parsed, before a store is opened."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be 1 or more (a token budget); got {value}")
+    return value
+
+
 @app.command()
 def preview(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="Whose block.")],
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Token budget of the block (>= 1).")
+        int | None,
+        typer.Option("--max-tokens", callback=_budget, help="Token budget of the block (>= 1)."),
     ] = None,
     task: Annotated[str | None, typer.Option("--task", help="Prefer this task.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Why each entry was chosen.")] = False,
@@ -226,8 +246,6 @@ def preview(
 ) -> None:
     """Print the user's profile block exactly as the model will read it."""
     with _errors():
-        if max_tokens is not None and max_tokens < 1:
-            raise CliError(f"--max-tokens must be 1 or more (a token budget); got {max_tokens}")
         memory = _memory(ctx)
         selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
         if as_json:
@@ -289,10 +307,15 @@ def export(
 
 
 @app.command("import")
-def import_(ctx: typer.Context, file: ExistingFile, as_json: JsonFlag = False) -> None:
+def import_(
+    ctx: typer.Context,
+    file: ExistingFile,
+    max_text_chars: MaxTextChars = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Restore entries written by `export`, exactly (all are validated first)."""
     with _errors():
-        memory = _memory(ctx)
+        memory = _memory(ctx, max_text_chars)
         records = read_exported(file, memory.max_text_chars)
         with _progress("importing", len(records), as_json) as progress:
             task = progress.add_task("import", total=len(records))

@@ -233,7 +233,8 @@ def test_unknown_user_is_a_clear_error(ingested: Run, args: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (("preview", "--user", "ana", "--max-tokens", "0"), 1, "--max-tokens must be 1 or more"),
+        (("preview", "--user", "ana", "--max-tokens", "0"), 2, "must be 1 or more"),
+        (("preview", "--user", "ana", "--max-tokens", "-5"), 2, "must be 1 or more"),
         (("preview", "--user", "ana", "--max-tokens", "many"), 2, "--max-tokens"),
         (("preview",), 2, "--user"),
         (("ingest",), 2, "FILE"),
@@ -396,6 +397,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: 
         ("missing file", ["ingest", "{tmp}/nope.jsonl"], ["nope.jsonl: no such file", "check"]),
         ("directory", ["ingest", "{tmp}"], ["is a directory", "pass a JSONL or JSON file"]),
         ("negative budget", ["preview", "--user", "ana", "--max-tokens", "-5"], ["1 or more"]),
+        ("zero budget", ["preview", "--user", "ana", "--max-tokens", "0"], ["1 or more"]),
         ("not an integer", ["preview", "--user", "a", "--max-tokens", "many"], ["--max-tokens"]),
         ("missing argument", ["ingest"], ["Missing argument 'FILE'", "outprofile ingest --help"]),
         ("unknown option", ["stats", "--colour", "red"], ["--colour", "outprofile stats --help"]),
@@ -719,3 +721,43 @@ def test_warnings_print_as_lines_only_while_a_command_runs(ingested: Run) -> Non
     assert "warning: max_tokens=5 does not exceed" in result.output
     assert ".py:" not in result.output
     assert warnings.showwarning is before
+
+
+@pytest.mark.parametrize("budget", ["-5", "0"])
+def test_a_budget_below_one_is_a_usage_mistake(tmp_path: Path, budget: str) -> None:
+    """The README: usage mistakes exit 2. ``--max-tokens -5`` exited 1, as a store error."""
+    result = outprofile("--path", str(tmp_path / "store"), "preview", "--user", "ana",
+                        "--max-tokens", budget)  # fmt: skip
+    assert_one_error_line(result, "--max-tokens", "1 or more", "outprofile preview --help")
+    assert result.returncode == 2
+    assert not (tmp_path / "store").exists()  # refused before a store was opened
+
+
+# -- limits the README and the messages name exist as options ---------------------------------
+
+LONG_TEXT = "word " * 5_000  # 25,000 characters, over the default limit of 20,000
+
+
+def test_an_over_long_line_names_an_option_ingest_has(
+    run: Run, tmp_path: Path, store: Path
+) -> None:
+    """The error said "raise max_text_chars", which ingest had no option for."""
+    path = write_jsonl(tmp_path / "long.jsonl", [{"text": LONG_TEXT, "user_id": "ana"}])
+    refused = run("ingest", str(path))
+    assert_clean_failure(refused, 1, "line 1", "over the limit of 20000", "--max-text-chars")
+    stored = run("ingest", str(path), "--max-text-chars", "30000")
+    assert stored.exit_code == 0, stored.output
+    assert memory_at(store).store.count("ana") == 1
+    exported = tmp_path / "ana.jsonl"
+    assert run("export", "--user", "ana", "--out", str(exported)).exit_code == 0
+    assert run("forget", "--user", "ana", "--yes").exit_code == 0
+    assert_clean_failure(run("import", str(exported)), 1, "over the limit", "--max-text-chars")
+    restored = run("import", str(exported), "--max-text-chars", "30000")
+    assert restored.exit_code == 0, restored.output
+    assert memory_at(store).store.count("ana") == 1
+
+
+def test_max_text_chars_below_one_is_a_usage_mistake(run: Run, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "e.jsonl", ENTRIES)
+    refused = run("ingest", str(path), "--max-text-chars", "0")
+    assert_clean_failure(refused, 2, "--max-text-chars", "greater than or equal to 1")
