@@ -292,7 +292,7 @@ def export(
     as_json: JsonFlag = False,
 ) -> None:
     """Write everything stored for one user as JSONL (restorable with `import`); with
-    ``--json`` as one JSON list (also restorable)."""
+    --json as one JSON list (also restorable)."""
     with _errors():
         memory = _memory(ctx)
         records = memory.export(_known_user(memory, user))
@@ -521,9 +521,23 @@ def _command(name: str) -> Any:
 
 def _forward(name: str, ctx: typer.Context) -> Any:
     """Run a lazily loaded command with the arguments given after its name."""
-    runner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    runner.command(name)(_command(name))
+    runner = forwarded_app(name)
     return runner(args=list(ctx.args), prog_name=f"outprofile {name}", standalone_mode=False)
+
+
+def forwarded_app(name: str) -> typer.Typer:
+    """The app of one lazily loaded command (``eval``, ``bench``): its function, with the
+    first paragraph of its docstring as its help."""
+    runner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    function = _command(name)
+    runner.command(name, help=_summary(function.__doc__ or ""))(function)
+    return runner
+
+
+def _summary(docstring: str) -> str:
+    """A command's help: its docstring's first paragraph (the rest, Args and a Python
+    example, is for readers of the code; ``--help`` lists each option's own help)."""
+    return " ".join(docstring.strip().split("\n\n", 1)[0].split())
 
 
 def main() -> None:

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.cli import app, main
+from langchain_outprofile.cli.app import forwarded_app
 from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
 from langchain_outprofile.cli.files import read_records
 from langchain_outprofile.errors import MissingExtraError
@@ -761,3 +763,39 @@ def test_max_text_chars_below_one_is_a_usage_mistake(run: Run, tmp_path: Path) -
     path = write_jsonl(tmp_path / "e.jsonl", ENTRIES)
     refused = run("ingest", str(path), "--max-text-chars", "0")
     assert_clean_failure(refused, 2, "--max-text-chars", "greater than or equal to 1")
+
+
+# -- --help of every command ------------------------------------------------------------------
+
+
+def _click_commands() -> dict[str, Any]:
+    """Every command as click sees it (typer's own copy of click: its classes are not
+    ``click``'s); ``eval`` and ``bench`` as the apps they forward to."""
+    commands: dict[str, Any] = dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    for name in ("bench", "eval"):
+        try:
+            commands[name] = typer.main.get_command(forwarded_app(name))
+        except ImportError:  # eval without its extra: its own test says so
+            commands.pop(name, None)
+    return commands
+
+
+@pytest.mark.parametrize("name", sorted(_click_commands()))
+def test_every_option_of_every_command_has_help(name: str) -> None:
+    """``bench``'s options had none (its --help printed a Python docstring instead)."""
+    command = _click_commands()[name]
+    assert command.help, name
+    for param in command.params:
+        if param.param_type_name == "option" and not param.hidden:
+            assert param.help, f"outprofile {name} {param.opts[0]} has no help"
+
+
+@pytest.mark.parametrize("name", ["bench", "export", "ingest", "preview", "stats", "serve-model"])
+def test_help_is_for_a_person_not_a_docstring(run: Run, name: str) -> None:
+    """No reST literals (``export --help`` showed ````--json````), no Args or Example
+    sections, no code fences: the summary, then each option with its help."""
+    result = run(name, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.stdout and "--help" in result.stdout
+    for leak in ("``", "Args:", "Example:", "```", "bench_command("):
+        assert leak not in result.stdout, leak
