@@ -268,20 +268,35 @@ def stats(
     """Counts per user: entries, selectable, pending, rejected, by signal."""
     with _errors():
         memory = _memory(ctx)
-        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        every = _counted_stats(memory, user, as_json)
         if as_json:
-            _print_json([dataclasses.asdict(memory.stats(name)) for name in users])
+            _print_json([dataclasses.asdict(s) for s in every])
             return
-        if not users:
+        if not every:
             typer.echo("no profiles stored")
             return
         table = Table("user", "entries", "selectable", "pending", "rejected", "signals")
-        for name in users:
-            s = memory.stats(name)
+        for s in every:
+            name = s.user_id
             signals = ", ".join(f"{k}={v}" for k, v in sorted(s.by_signal.items()))
             counts = (s.entries, s.selectable, s.pending, s.rejected)
             table.add_row(Text(visible(name)), *map(str, counts), Text(signals))
         Console().print(table)
+
+
+def _counted_stats(memory: OutputProfileMemory, user: str | None, quiet: bool) -> list[Any]:
+    """Each user's stats, one Chroma read per user, with a progress bar on stderr: over
+    1,401 users ``stats`` printed nothing for 17 s. The bar spins while the users are
+    listed, then counts them."""
+    with _progress("stats", 0, quiet) as progress:
+        task = progress.add_task("users", total=None)
+        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        progress.update(task, total=len(users))
+        every = []
+        for name in users:
+            every.append(memory.stats(name))
+            progress.advance(task)
+    return every
 
 
 @app.command()
