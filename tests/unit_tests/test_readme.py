@@ -1,7 +1,9 @@
-"""The README's complete Python snippets run as they are, offline, in a fresh directory.
+"""The README's Python snippets run as they are, offline, in a fresh directory.
 
-A snippet counts as complete when it imports the package itself; fragments such as
-``chain = prompt | ...`` are illustrations, covered by the examples and the surface tests.
+Every snippet is complete: it imports what it uses and defines every name (a new user copies
+one snippet, not the page; four once used ``prompt``, ``model``, ``tools``, ``Context``,
+``inputs`` and ``rid`` without defining them). Snippets that answer with a model use the
+embedded SmolLM2 (the ``local`` extra), with a few tokens each.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ COMPLETE = [b for b in BLOCKS if re.search(r"^(from|import) langchain_outprofile
 SERVER = [b for b in COMPLETE if "AsyncHttpClient(" in b]
 """Snippets that talk to a ``chroma run`` server (integration: run on the test server)."""
 OFFLINE = [b for b in COMPLETE if b not in SERVER]
+
+
+def test_every_python_snippet_is_complete() -> None:
+    fragments = [b for b in BLOCKS if b not in COMPLETE]
+    assert not fragments, "snippets that do not import the package:\n" + "\n---\n".join(fragments)
 
 
 def test_the_readme_has_complete_snippets() -> None:
