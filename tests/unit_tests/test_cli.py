@@ -702,6 +702,14 @@ def test_a_usage_error_shows_the_argument_escaped(tmp_path: Path) -> None:
     assert_no_raw_control(result.stderr)
 
 
+def test_an_eval_error_shows_the_file_name_escaped(tmp_path: Path) -> None:
+    """``outprofile eval`` prints its own error lines: a data file's name with an OSC
+    sequence in it set the terminal's title."""
+    result = outprofile("eval", "nope\x1b]0;owned\x07.jsonl", cwd=tmp_path)
+    assert_one_error_line(result, "nope\\x1b]0;owned\\x07.jsonl")
+    assert_no_raw_control(result.stderr)
+
+
 # -- warnings: one line, no Python file paths -------------------------------------------------
 
 
