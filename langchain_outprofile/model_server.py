@@ -9,6 +9,11 @@ run), the pipe closes and the server exits too. The demo, the examples, the test
 benchmarks use it to run the ``openai`` client path (``ChatOpenAI``, prompt logprobs) for real,
 with no key and no network. :func:`run_model_server` is the blocking form a command uses.
 
+ChatOpenAI sends its ``max_tokens`` as ``max_completion_tokens`` (OpenAI's newer name), which
+llama-cpp-python's server ignores: it would generate up to its whole context. The server
+started here reads ``max_completion_tokens`` as ``max_tokens`` when a request gives only the
+former (:func:`accept_max_completion_tokens`), so any OpenAI client's limit holds.
+
 Every request must carry the server's API key, random per server unless one is given, so
 other local users cannot use the port; :meth:`ServedModel.environ` holds the variables
 (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``OUTPROFILE_OPENAI_MODEL``) that point
@@ -29,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +52,7 @@ __all__ = [
     "LocalModelServer",
     "ModelServerError",
     "ServedModel",
+    "accept_max_completion_tokens",
     "run_model_server",
     "serve_local_model",
 ]
@@ -69,6 +75,13 @@ def _exit_with_parent():
     os._exit(0)
 
 threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+
+# llama_cpp.server's __main__ imports create_app when it runs, so it gets this wrapped one.
+import llama_cpp.server.app as _server_app
+from langchain_outprofile.model_server import accept_max_completion_tokens
+
+_create_app = _server_app.create_app
+_server_app.create_app = lambda *a, **k: accept_max_completion_tokens(_create_app(*a, **k))
 sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
@@ -128,7 +141,9 @@ class ServedModel:
         Args:
             **kwargs: ``ChatOpenAI`` fields; ``max_tokens`` is also sent as the
                 ``max_tokens`` llama-cpp-python reads (ChatOpenAI sends
-                ``max_completion_tokens``, which the server ignores).
+                ``max_completion_tokens``, which this server maps to ``max_tokens``
+                itself; the copy in the body keeps the limit on a plain llama-cpp-python
+                server too).
 
         Example:
             ```python
@@ -465,6 +480,68 @@ def _stop_on_sigterm() -> Any:
         return signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         return None
+
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+def accept_max_completion_tokens(app: ASGIApp) -> ASGIApp:
+    """``app`` (an ASGI app: llama-cpp-python's server) reading a completion request's
+    ``max_completion_tokens`` as ``max_tokens`` when it has no ``max_tokens`` of its own.
+
+    ChatOpenAI sends only ``max_completion_tokens``; llama-cpp-python's request model knows
+    only ``max_tokens`` and drops the other, so ``ChatOpenAI(max_tokens=5)`` generated
+    hundreds of tokens. Other requests pass through untouched.
+    """
+
+    async def wrapped(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        is_completion = str(scope.get("path", "")).endswith("/completions")
+        if scope.get("type") != "http" or scope.get("method") != "POST" or not is_completion:
+            await app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message.get("type") != "http.request":
+                return  # the client left before its request was read: nothing to answer
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        rewritten = _with_max_tokens(bytes(body))
+        headers = [
+            (name, str(len(rewritten)).encode() if name.lower() == b"content-length" else value)
+            for name, value in scope.get("headers", [])
+        ]
+        replayed = False
+
+        async def receive_rewritten() -> Message:
+            nonlocal replayed
+            if replayed:  # later calls wait for the disconnect, as the app expects
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": rewritten, "more_body": False}
+
+        await app({**scope, "headers": headers}, receive_rewritten, send)
+
+    return wrapped
+
+
+def _with_max_tokens(body: bytes) -> bytes:
+    """The JSON request ``body`` with ``max_tokens`` copied from ``max_completion_tokens``
+    when only the latter is set; any other body as it is (the server reports its errors)."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(request, dict) or request.get("max_completion_tokens") is None:
+        return body
+    if request.get("max_tokens") is not None:
+        return body
+    request["max_tokens"] = request["max_completion_tokens"]
+    return json.dumps(request).encode("utf-8")
 
 
 class _PortTaken(Exception):

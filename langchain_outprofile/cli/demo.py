@@ -25,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from langchain_outprofile.cli.terminal import visible
 from langchain_outprofile.local import default_chat_model, token_counter_for
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.model_server import ServedModel
@@ -223,7 +224,13 @@ def side_by_side(run: DemoRun) -> Table:
     grid = Table.grid(expand=True, padding=(0, 1))
     for _ in DEMO_ANSWERED:
         grid.add_column(ratio=1)
-    grid.add_row(*(Panel(Text(run.answers[u]), title=f"answer for {u}") for u in DEMO_ANSWERED))
+    answers = (visible(run.answers[u], keep="\n") for u in DEMO_ANSWERED)  # a model's text
+    grid.add_row(
+        *(
+            Panel(Text(a), title=f"answer for {u}")
+            for a, u in zip(answers, DEMO_ANSWERED, strict=True)
+        )
+    )
     grid.add_row(*(Text(_first_read(run, u), style="dim") for u in DEMO_ANSWERED))
     return grid
 

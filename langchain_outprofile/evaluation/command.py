@@ -47,6 +47,7 @@ from langchain_outprofile.evaluation.tasks import (
 from langchain_outprofile.local import SERVED_MODEL_NAME, local_model_path
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import DEFAULT_TEMPLATE
+from langchain_outprofile.validation import visible
 
 __all__ = ["eval_command", "run_command"]
 
@@ -162,8 +163,9 @@ def eval_command(
 
 
 def _fail(message: str) -> NoReturn:
-    """One line on stderr, exit code 2."""
-    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+    """One line on stderr, exit code 2; control characters of a file name or a record in
+    it show as escapes (they would reach the terminal as commands)."""
+    typer.echo(f"error: {visible(' '.join(message.splitlines()))}", err=True)
     raise typer.Exit(2)
 
 

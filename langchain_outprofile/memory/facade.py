@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
 from langchain_outprofile.capture import coerce_item
-from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
@@ -645,8 +645,10 @@ class OutputProfileMemory(FeedbackMixin):
                                  context_schema=Context)
             ```
         """
-        from langchain_outprofile.surfaces.middleware import ProfileMiddleware  # agents extra
-
+        try:
+            from langchain_outprofile.surfaces.middleware import ProfileMiddleware  # agents
+        except ImportError as error:
+            raise _needs_agents("memory.middleware()", error) from error
         return ProfileMiddleware(self, user_id=user_id, **settings)
 
     def as_store(
@@ -667,8 +669,10 @@ class OutputProfileMemory(FeedbackMixin):
             platform = memory.as_store(namespace=("{user_id}", "profile"))
             ```
         """
-        from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore  # agents
-
+        try:
+            from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
+        except ImportError as error:  # langgraph comes with the agents extra
+            raise _needs_agents("memory.as_store()", error) from error
         return OutputProfileStore(self, namespace=namespace, prefix=prefix, **settings)
 
     def as_retriever(
@@ -800,3 +804,12 @@ def _check_settings(**settings: float) -> None:
         if not is_real(value) or value < bound or (strict and value <= 0):
             relation = "> 0" if strict else f">= {bound}"
             raise InvalidInputError(f"{name} must be a finite number {relation}; got {value!r:.40}")
+
+
+def _needs_agents(what: str, error: ImportError) -> MissingExtraError:
+    """The error for a surface whose optional ``agents`` extra did not import: it names the
+    install (a bare ``ModuleNotFoundError: langgraph`` did not), and the original cause."""
+    return MissingExtraError(
+        f"{what} needs the `agents` extra (LangChain v1's create_agent and LangGraph): "
+        f"pip install 'langchain-outprofile[agents]' ({error})"
+    )

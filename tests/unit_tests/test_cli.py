@@ -6,19 +6,23 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.cli import app, main
+from langchain_outprofile.cli.app import forwarded_app
 from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
 from langchain_outprofile.cli.files import read_records
 from langchain_outprofile.errors import MissingExtraError
@@ -231,7 +235,8 @@ def test_unknown_user_is_a_clear_error(ingested: Run, args: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
-        (("preview", "--user", "ana", "--max-tokens", "0"), 1, "--max-tokens must be 1 or more"),
+        (("preview", "--user", "ana", "--max-tokens", "0"), 2, "must be 1 or more"),
+        (("preview", "--user", "ana", "--max-tokens", "-5"), 2, "must be 1 or more"),
         (("preview", "--user", "ana", "--max-tokens", "many"), 2, "--max-tokens"),
         (("preview",), 2, "--user"),
         (("ingest",), 2, "FILE"),
@@ -394,6 +399,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *fragments: 
         ("missing file", ["ingest", "{tmp}/nope.jsonl"], ["nope.jsonl: no such file", "check"]),
         ("directory", ["ingest", "{tmp}"], ["is a directory", "pass a JSONL or JSON file"]),
         ("negative budget", ["preview", "--user", "ana", "--max-tokens", "-5"], ["1 or more"]),
+        ("zero budget", ["preview", "--user", "ana", "--max-tokens", "0"], ["1 or more"]),
         ("not an integer", ["preview", "--user", "a", "--max-tokens", "many"], ["--max-tokens"]),
         ("missing argument", ["ingest"], ["Missing argument 'FILE'", "outprofile ingest --help"]),
         ("unknown option", ["stats", "--colour", "red"], ["--colour", "outprofile stats --help"]),
@@ -577,3 +583,242 @@ def test_repair_checks_a_healthy_store_and_rebuilds_it_on_request(
     rebuilt = json.loads(ingested("repair", "--force", "--json").stdout)
     assert rebuilt["repaired"]
     assert memory_at(store).export("ana") == before
+
+
+# -- serve-model ------------------------------------------------------------------------------
+
+
+def test_serve_model_says_chat_openai_limits_hold(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What ``serve-model`` prints once its server answers (the server itself is tested in
+    test_local.py): the variables, and that ChatOpenAI's ``max_tokens`` is honoured."""
+    from langchain_outprofile import model_server
+
+    served = model_server.ServedModel(
+        base_url="http://127.0.0.1:8123/v1",
+        model="SmolLM2",
+        pid=4321,
+        api_key="key",
+        model_path=tmp_path / "m.gguf",
+        log_path=tmp_path / "log",
+    )
+
+    def fake_run(on_ready: Callable[[Any], None], **options: Any) -> int:
+        on_ready(served)
+        return 0
+
+    monkeypatch.setattr(model_server, "run_model_server", fake_run)
+    result = run("serve-model")
+    assert result.exit_code == 0, result.output
+    assert "export OPENAI_BASE_URL=http://127.0.0.1:8123/v1" in result.stdout
+    assert "ChatOpenAI(max_tokens=N) limits answers here" in result.stdout
+    assert "max_completion_tokens" in result.stdout
+
+
+# -- user text never reaches the terminal as control sequences --------------------------------
+
+HOSTILE_USER = "mal\x1b]0;owned\x07lory"  # OSC: sets the window title, ended by BEL
+HOSTILE_OTHER = "\x9b2J\u202eeve"  # a one-byte CSI (C1) that clears the screen, a bidi override
+HOSTILE_ENTRIES: list[dict[str, Any]] = [
+    {"text": "hi\x1b[2J\x1b[H there \x07 and\rover", "user_id": HOSTILE_USER, "task": "t\x1b[31m"},
+    {"text": "a \u2066isolate\u2069, \u200fmark, \x9b31m C1 \x85 next", "user_id": HOSTILE_USER},
+    {"text": "plain", "user_id": HOSTILE_OTHER},
+]
+RAW_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+"""What a terminal would act on or reorder: C0 but the newline, DEL, C1, bidi controls."""
+
+
+def assert_no_raw_control(text: str) -> None:
+    found = sorted({hex(ord(c)) for c in RAW_CONTROL.findall(text)})
+    assert not found, f"raw control characters {found} in {text!r}"
+
+
+@pytest.fixture
+def hostile(run: Run, tmp_path: Path) -> Run:
+    result = run("ingest", str(write_jsonl(tmp_path / "h.jsonl", HOSTILE_ENTRIES)))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+SHOWN_USER = "mal\\x1b]0;owned\\x07lory"
+SHOWN_OTHER = "\\x9b2J\\u202eeve"
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (("preview", "--user", HOSTILE_USER, "--explain"), SHOWN_USER),
+        (("preview", "--user", HOSTILE_USER, "--max-tokens", "35", "--explain"), SHOWN_USER),
+        (("preview", "--user", HOSTILE_USER, "--json"), "mal\\u001b]0;owned\\u0007lory"),
+        (("stats",), SHOWN_OTHER),
+        (("stats", "--json"), "\\u009b2J\\u202eeve"),
+        (("export", "--user", HOSTILE_USER), "\\u001b[2J"),
+        (("export", "--user", HOSTILE_USER, "--json"), "\\u001b[2J"),
+        (("preview", "--user", "zed\x1b[2J"), SHOWN_USER),  # the error lists who is stored
+        (("forget", "--user", HOSTILE_OTHER), SHOWN_OTHER),  # the question, "nothing deleted"
+        (("forget", "--user", HOSTILE_OTHER, "--yes"), SHOWN_OTHER),
+    ],
+)
+def test_user_text_shows_control_characters_as_escapes(
+    hostile: Run, args: tuple[str, ...], shown: str
+) -> None:
+    result = hostile(*args, input="n\n")
+    assert result.exit_code in (0, 1), result.output
+    assert_no_raw_control(result.output)
+    assert shown in result.output
+
+
+def test_text_commands_show_each_kind_of_control_escaped(hostile: Run) -> None:
+    shown = hostile("preview", "--user", HOSTILE_USER, "--explain").stdout
+    for escaped in ("\\x1b[2J\\x1b[H", "\\x07", "\\x0dover", "\\x9b31m", "\\u2066", "\\u200f"):
+        assert escaped in shown, escaped
+    assert "t\\x1b[31m" in shown  # the task column
+    assert "\\x9b2J\\u202eeve" in hostile("stats").stdout
+
+
+def test_json_output_escapes_controls_and_still_round_trips(hostile: Run, store: Path) -> None:
+    stored = memory_at(store).export(HOSTILE_USER)
+    for args in (("export", "--user", HOSTILE_USER, "--json"), ("stats", "--json")):
+        document = hostile(*args).stdout
+        assert "\\u009b" in document or "\\u001b" in document
+    exported = hostile("export", "--user", HOSTILE_USER, "--json").stdout
+    assert sorted(json.loads(exported), key=lambda r: r["id"]) == sorted(
+        stored, key=lambda r: r["id"]
+    )
+    lines = hostile("export", "--user", HOSTILE_USER).stdout.splitlines()
+    assert sorted((json.loads(line) for line in lines), key=lambda r: r["id"]) == sorted(
+        stored, key=lambda r: r["id"]
+    )
+    users = {s["user_id"] for s in json.loads(hostile("stats", "--json").stdout)}
+    assert users == {HOSTILE_USER, HOSTILE_OTHER}
+
+
+def test_a_usage_error_shows_the_argument_escaped(tmp_path: Path) -> None:
+    result = outprofile("--path", str(tmp_path / "store"), "stats\x1b]0;owned\x07")
+    assert_one_error_line(result, "No such command", "stats\\x1b]0;owned\\x07")
+    assert_no_raw_control(result.stderr)
+
+
+def test_an_eval_error_shows_the_file_name_escaped(tmp_path: Path) -> None:
+    """``outprofile eval`` prints its own error lines: a data file's name with an OSC
+    sequence in it set the terminal's title."""
+    result = outprofile("eval", "nope\x1b]0;owned\x07.jsonl", cwd=tmp_path)
+    assert_one_error_line(result, "nope\\x1b]0;owned\\x07.jsonl")
+    assert_no_raw_control(result.stderr)
+
+
+# -- warnings: one line, no Python file paths -------------------------------------------------
+
+
+def test_a_warning_is_one_line_without_a_source_path(ingested: Run, store: Path) -> None:
+    """``preview --max-tokens 5`` warns that the frame does not fit: as ``warning: ...``, not
+    Python's ``.../cli/app.py:227: BudgetTooSmallWarning`` and the source line after it."""
+    result = outprofile("--path", str(store), "preview", "--user", "ana", "--max-tokens", "5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("warning: max_tokens=5 does not exceed the block's frame")
+    assert ".py" not in result.stderr and "BudgetTooSmallWarning" not in result.stderr
+
+
+def test_warnings_print_as_lines_only_while_a_command_runs(ingested: Run) -> None:
+    before = warnings.showwarning
+    result = ingested("preview", "--user", "ana", "--max-tokens", "5")
+    assert result.exit_code == 0, result.output
+    assert "warning: max_tokens=5 does not exceed" in result.output
+    assert ".py:" not in result.output
+    assert warnings.showwarning is before
+
+
+@pytest.mark.parametrize("budget", ["-5", "0"])
+def test_a_budget_below_one_is_a_usage_mistake(tmp_path: Path, budget: str) -> None:
+    """The README: usage mistakes exit 2. ``--max-tokens -5`` exited 1, as a store error."""
+    result = outprofile("--path", str(tmp_path / "store"), "preview", "--user", "ana",
+                        "--max-tokens", budget)  # fmt: skip
+    assert_one_error_line(result, "--max-tokens", "1 or more", "outprofile preview --help")
+    assert result.returncode == 2
+    assert not (tmp_path / "store").exists()  # refused before a store was opened
+
+
+# -- limits the README and the messages name exist as options ---------------------------------
+
+LONG_TEXT = "word " * 5_000  # 25,000 characters, over the default limit of 20,000
+
+
+def test_an_over_long_line_names_an_option_ingest_has(
+    run: Run, tmp_path: Path, store: Path
+) -> None:
+    """The error said "raise max_text_chars", which ingest had no option for."""
+    path = write_jsonl(tmp_path / "long.jsonl", [{"text": LONG_TEXT, "user_id": "ana"}])
+    refused = run("ingest", str(path))
+    assert_clean_failure(refused, 1, "line 1", "over the limit of 20000", "--max-text-chars")
+    stored = run("ingest", str(path), "--max-text-chars", "30000")
+    assert stored.exit_code == 0, stored.output
+    assert memory_at(store).store.count("ana") == 1
+    exported = tmp_path / "ana.jsonl"
+    assert run("export", "--user", "ana", "--out", str(exported)).exit_code == 0
+    assert run("forget", "--user", "ana", "--yes").exit_code == 0
+    assert_clean_failure(run("import", str(exported)), 1, "over the limit", "--max-text-chars")
+    restored = run("import", str(exported), "--max-text-chars", "30000")
+    assert restored.exit_code == 0, restored.output
+    assert memory_at(store).store.count("ana") == 1
+
+
+def test_max_text_chars_below_one_is_a_usage_mistake(run: Run, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "e.jsonl", ENTRIES)
+    refused = run("ingest", str(path), "--max-text-chars", "0")
+    assert_clean_failure(refused, 2, "--max-text-chars", "greater than or equal to 1")
+
+
+# -- --help of every command ------------------------------------------------------------------
+
+
+def _click_commands() -> dict[str, Any]:
+    """Every command as click sees it (typer's own copy of click: its classes are not
+    ``click``'s); ``eval`` and ``bench`` as the apps they forward to."""
+    commands: dict[str, Any] = dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    for name in ("bench", "eval"):
+        try:
+            commands[name] = typer.main.get_command(forwarded_app(name))
+        except ImportError:  # eval without its extra: its own test says so
+            commands.pop(name, None)
+    return commands
+
+
+@pytest.mark.parametrize("name", sorted(_click_commands()))
+def test_every_option_of_every_command_has_help(name: str) -> None:
+    """``bench``'s options had none (its --help printed a Python docstring instead)."""
+    command = _click_commands()[name]
+    assert command.help, name
+    for param in command.params:
+        if param.param_type_name == "option" and not param.hidden:
+            assert param.help, f"outprofile {name} {param.opts[0]} has no help"
+
+
+@pytest.mark.parametrize("name", ["bench", "export", "ingest", "preview", "stats", "serve-model"])
+def test_help_is_for_a_person_not_a_docstring(run: Run, name: str) -> None:
+    """No reST literals (``export --help`` showed ````--json````), no Args or Example
+    sections, no code fences: the summary, then each option with its help."""
+    result = run(name, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.stdout and "--help" in result.stdout
+    for leak in ("``", "Args:", "Example:", "```", "bench_command("):
+        assert leak not in result.stdout, leak
+
+
+# -- progress of long commands ------------------------------------------------------------------
+
+
+def test_stats_shows_its_progress_on_stderr(ingested: Run) -> None:
+    """``stats`` reads each user's counts in turn (17 s over 1,401 users, silent): a bar on
+    stderr counts the users; stdout keeps only the table, and --json shows no bar."""
+    result = ingested("stats")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^stats .* 2/2\s*$", result.stderr, re.M), result.stderr
+    assert "2/2" not in result.stdout
+    quiet = ingested("stats", "--json")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert len(json.loads(quiet.stdout)) == 2

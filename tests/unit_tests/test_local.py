@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import importlib.util
+import json
 import os
 import pickle
 import signal
@@ -420,3 +421,87 @@ def test_run_model_server_serves_until_sigterm_then_stops_the_server(tmp_path: P
         finally:
             if command.poll() is None:  # the command this test started, by its own id
                 command.kill()
+
+
+# -- ChatOpenAI's max_completion_tokens on the served model -----------------------------------
+
+
+@needs_server
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_plain_chat_openai_limit_holds_on_the_served_model(
+    local_model_server: model_server.ServedModel,
+) -> None:
+    """ChatOpenAI sends ``max_tokens`` as ``max_completion_tokens``, which llama-cpp-python
+    ignores: a plain ``ChatOpenAI(max_tokens=3)`` (not ``ServedModel.chat_model``, which adds
+    ``max_tokens`` to the body) generated hundreds of tokens. The served model reads it."""
+    chat_openai = pytest.importorskip("langchain_openai").ChatOpenAI
+    served = local_model_server
+    plain = chat_openai(
+        model=served.model,
+        base_url=served.base_url,
+        api_key=SecretStr(served.api_key),
+        max_tokens=3,
+        temperature=0,
+    )
+    answer = plain.invoke("Count from one to fifty, one number a line.")
+    assert answer.usage_metadata is not None
+    assert 1 <= answer.usage_metadata["output_tokens"] <= 3
+
+
+def _asgi_request(
+    body: bytes, *, method: str = "POST", path: str = "/v1/chat/completions", chunks: int = 1
+) -> tuple[bytes, dict[bytes, bytes]]:
+    """What an app wrapped by ``accept_max_completion_tokens`` reads of one request: its
+    body and headers (the request arrives in ``chunks`` ASGI messages)."""
+    seen: dict[str, object] = {}
+
+    async def app(scope: model_server.Message, receive: model_server.Receive, send: object) -> None:
+        message = await receive()
+        seen["body"], seen["headers"] = message["body"], dict(scope["headers"])
+
+    size = -(-len(body) // chunks) or 1
+    parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+    messages = [
+        {"type": "http.request", "body": part, "more_body": n < len(parts) - 1}
+        for n, part in enumerate(parts)
+    ]
+
+    async def receive() -> model_server.Message:
+        return messages.pop(0)
+
+    async def send(message: model_server.Message) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-length", str(len(body)).encode())],
+    }
+
+    async def serve() -> None:
+        await model_server.accept_max_completion_tokens(app)(scope, receive, send)
+
+    asyncio.run(serve())
+    return cast(bytes, seen["body"]), cast(dict[bytes, bytes], seen["headers"])
+
+
+def test_the_server_reads_max_completion_tokens_as_max_tokens() -> None:
+    body, headers = _asgi_request(b'{"messages": [], "max_completion_tokens": 5}', chunks=3)
+    assert json.loads(body) == {"messages": [], "max_completion_tokens": 5, "max_tokens": 5}
+    assert headers[b"content-length"] == str(len(body)).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "method", "path"),
+    [
+        (b'{"max_completion_tokens": 5, "max_tokens": 9}', "POST", "/v1/chat/completions"),
+        (b'{"max_completion_tokens": 5}', "POST", "/v1/embeddings"),
+        (b'{"max_completion_tokens": 5}', "GET", "/v1/chat/completions"),
+        (b"not json", "POST", "/v1/completions"),
+        (b"[1, 2]", "POST", "/v1/completions"),
+    ],
+)
+def test_other_requests_reach_the_server_as_sent(body: bytes, method: str, path: str) -> None:
+    assert _asgi_request(body, method=method, path=path)[0] == body
