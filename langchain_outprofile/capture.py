@@ -13,6 +13,7 @@ from typing import Any
 
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.types import ProfileEntry, Signal
+from langchain_outprofile.validation import encodable
 
 __all__ = [
     "FEEDBACK_SIGNALS",
@@ -47,10 +48,12 @@ def validate_run_id(run_id: object) -> str:
     """A run id as text (a UUID or a non-empty string) or :class:`InvalidInputError`."""
     if isinstance(run_id, uuid.UUID):
         return str(run_id)
-    if isinstance(run_id, str) and run_id.strip() and len(run_id) <= 256:
+    # a lone surrogate (a request's JSON "\ud800") cannot be stored or hashed as UTF-8
+    if isinstance(run_id, str) and run_id.strip() and len(run_id) <= 256 and encodable(run_id):
         return run_id
     raise InvalidInputError(
-        f"run_id must be a UUID or a non-empty string of at most 256 characters; got {run_id!r:.80}"
+        "run_id must be a UUID or a non-empty string of at most 256 characters of valid "
+        f"Unicode; got {run_id!r:.80}"
     )
 
 

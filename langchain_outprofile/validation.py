@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
     "MAX_THREAD_ID_CHARS",
     "Scalar",
+    "encodable",
     "entry_id",
     "is_real",
     "normalize_text",
@@ -157,9 +158,10 @@ def validate_thread_id(thread_id: object) -> str:
             f"thread_id must be a str, int or UUID; got {type(thread_id).__name__}"
         )
     text = str(thread_id)
-    if not text or len(text) > MAX_THREAD_ID_CHARS or "\x00" in text:
+    if not text or len(text) > MAX_THREAD_ID_CHARS or "\x00" in text or not encodable(text):
         raise InvalidInputError(
-            f"thread_id must be 1-{MAX_THREAD_ID_CHARS} characters without NUL; got {text!r:.60}"
+            f"thread_id must be 1-{MAX_THREAD_ID_CHARS} characters of valid Unicode without "
+            f"NUL; got {text!r:.60}"
         )
     return text
 
