@@ -19,7 +19,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from langchain_outprofile.capture import coerce_item
+from langchain_outprofile.capture import coerce_item, timely
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
@@ -234,9 +234,10 @@ class OutputProfileMemory(FeedbackMixin):
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
         if fields.get("created_at") is None:
             fields["created_at"] = self.clock()
-        return ProfileEntry.create(
+        entry = ProfileEntry.create(
             text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars, **fields
         )
+        return timely(entry, self.clock())
 
     def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user explicitly approved."""
@@ -282,9 +283,19 @@ class OutputProfileMemory(FeedbackMixin):
         return await self._arun(self._write_entries(self._built(entries)))
 
     def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
+        now = self.clock()
         return [
-            coerce_item(item, i, self.entry, self.max_text_chars) for i, item in enumerate(entries)
+            self._timely(coerce_item(item, i, self.entry, self.max_text_chars), i, "entries", now)
+            for i, item in enumerate(entries)
         ]
+
+    @staticmethod
+    def _timely(entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
+        """A caller's entry with its times clamped to now (a far-future one is refused)."""
+        try:
+            return timely(entry, now)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"{name}[{index}]: {error}") from None
 
     async def _write_entries(
         self, entries: Sequence[ProfileEntry], **options: Any
@@ -341,7 +352,10 @@ class OutputProfileMemory(FeedbackMixin):
         return await self._arun(self._import(self._records(records)))
 
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
-        return [self._from_record(r, i) for i, r in enumerate(records)]
+        now = self.clock()
+        return [
+            self._timely(self._from_record(r, i), i, "records", now) for i, r in enumerate(records)
+        ]
 
     async def _import(self, entries: list[ProfileEntry]) -> int:
         await self.store.areplace(entries)

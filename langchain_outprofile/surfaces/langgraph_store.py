@@ -69,7 +69,7 @@ from langchain_outprofile.types import (
     Signal,
     StoredProfile,
 )
-from langchain_outprofile.validation import validate_strength, validate_user_id
+from langchain_outprofile.validation import MAX_TIMESTAMP, validate_strength, validate_user_id
 
 __all__ = ["KEY_METADATA", "NAMESPACE_METADATA", "OutputProfileStore", "ProfileBackend"]
 
@@ -517,7 +517,8 @@ def _value_of(entry: ProfileEntry) -> dict[str, Any]:
 
 
 def _when(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=UTC)
+    # rows stored before times were bounded may lie past what a datetime can show
+    return datetime.fromtimestamp(min(timestamp, MAX_TIMESTAMP), tz=UTC)
 
 
 def _is_label(label: object) -> bool:

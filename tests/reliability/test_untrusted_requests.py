@@ -8,11 +8,20 @@ surrogates (what a JSON body's ``"\\ud800"`` decodes to). Each must be refused w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import chromadb
 import pytest
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, SelectionOptions
+from langchain_outprofile import (
+    InvalidInputError,
+    OutputProfileMemory,
+    ProfileEntry,
+    SelectionOptions,
+)
+from tests.conftest import Clock, unique_name
 
 RUN = "6f1c0f9e-2222-4c1e-9f00-000000000002"
 
@@ -59,3 +68,70 @@ def test_a_lone_surrogate_run_id_is_refused(filled: OutputProfileMemory) -> None
     with pytest.raises(InvalidInputError, match="run_id"):
         filled.record_output("x", user_id="ana", run_id="r-\ud800")
     assert filled.export("ana") == before
+
+
+# -- far-future times (item 8) ----------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+YEAR_33658 = 1_000_000_000_000.0  # what an import file carried: datetime cannot show it
+
+
+@pytest.fixture
+def clocked() -> OutputProfileMemory:
+    memory = OutputProfileMemory(
+        client=chromadb.EphemeralClient(), collection_name=unique_name("time"), clock=Clock(NOW)
+    )
+    memory.add("Short answer first.", user_id="ana", created_at=NOW - 86_400)
+    memory.add("Cheers, Bob", user_id="bob", created_at=NOW - 86_400)
+    return memory
+
+
+def _snapshot(memory: OutputProfileMemory) -> tuple[Any, ...]:
+    return memory.export("ana"), memory.export("bob"), memory.store.total()
+
+
+def _record(created_at: float, **fields: Any) -> dict[str, Any]:
+    return {"text": "From the future.", "user_id": "ana", "signals": ["authored"],
+            "created_at": created_at, **fields}  # fmt: skip
+
+
+FAR_FUTURE: list[tuple[str, Callable[[OutputProfileMemory, float], Any]]] = [
+    ("add", lambda m, t: m.add("From the future.", user_id="ana", created_at=t)),
+    ("add_many", lambda m, t: m.add_many([{"text": "x", "user_id": "ana", "created_at": t}])),
+    ("import created_at", lambda m, t: m.import_([_record(t)])),
+    ("import updated_at", lambda m, t: m.import_([_record(NOW - 5, updated_at=t)])),
+]
+
+
+@pytest.mark.parametrize("when", [NOW + 2 * 86_400, NOW + 10 * 365 * 86_400, YEAR_33658])
+@pytest.mark.parametrize(("path", "write"), FAR_FUTURE, ids=[r[0] for r in FAR_FUTURE])
+def test_a_time_past_the_skew_bound_is_refused_and_changes_nothing(
+    clocked: OutputProfileMemory,
+    path: str,
+    write: Callable[[OutputProfileMemory, float], Any],
+    when: float,
+) -> None:
+    before = _snapshot(clocked)
+    with pytest.raises(InvalidInputError, match=r"in the future|before the year 10000"):
+        write(clocked, when)
+    assert _snapshot(clocked) == before
+
+
+@pytest.mark.parametrize(("path", "write"), FAR_FUTURE, ids=[r[0] for r in FAR_FUTURE])
+def test_a_time_within_the_skew_allowance_is_clamped_to_now(
+    clocked: OutputProfileMemory, path: str, write: Callable[[OutputProfileMemory, float], Any]
+) -> None:
+    write(clocked, NOW + 3_600)  # a worker whose clock runs an hour ahead
+    (stored,) = [r for r in clocked.export("ana") if r["text"] in ("From the future.", "x")]
+    assert max(stored["created_at"], stored["updated_at"]) == NOW  # the future one, now
+
+
+def test_the_langgraph_store_shows_a_stored_far_future_time(clocked: OutputProfileMemory) -> None:
+    """Rows written before the bound (by an older release) must still be readable."""
+    row = ProfileEntry.create("Old import.", user_id="ana", created_at=NOW)
+    clocked.store.write([replace(row, created_at=YEAR_33658, updated_at=YEAR_33658)])
+    store = clocked.as_store()
+    items = store.search(("profile", "ana"))
+    assert "Old import." in [i.value["text"] for i in items]
+    found = store.get(("profile", "ana"), row.id)
+    assert found is not None and found.created_at.year == 9999
