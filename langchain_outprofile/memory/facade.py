@@ -580,7 +580,9 @@ class OutputProfileMemory(FeedbackMixin):
             docs = memory.as_retriever(user_id="ana", k=5).invoke("any query")
             ```
         """
-        fixed = {key: settings.pop(key) for key in ("max_tokens", "task") if key in settings}
+        fixed = {
+            key: settings.pop(key) for key in ("max_tokens", "task", "limits") if key in settings
+        }
         options = settings.pop("options", None)
         if settings:
             options = (options or self.options).with_changes(**settings)

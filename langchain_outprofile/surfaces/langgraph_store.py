@@ -59,6 +59,7 @@ from langgraph.store.base import (
 
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
 from langchain_outprofile.store.io import drive
+from langchain_outprofile.surfaces._common import CallLimits
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
     EntryFields,
@@ -129,6 +130,9 @@ class OutputProfileStore(BaseStore):
         options: selection options of ``search`` (default: the memory's).
         max_tokens: budget of the selection ``search`` returns.
         task: prefer entries of this task in ``search``.
+        limits: the bound on the budget (:class:`CallLimits`): ``search`` takes no budget
+            from a call, so this checks the store's own; ``limit`` and ``offset`` must be
+            ints >= 1 and >= 0.
         **changes: any other :class:`SelectionOptions` field.
 
     Example:
@@ -163,6 +167,7 @@ class OutputProfileStore(BaseStore):
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
+        limits: CallLimits | None = None,
         **changes: Any,
     ) -> None:
         if not _is_label(prefix) or prefix == "langgraph":
@@ -175,6 +180,9 @@ class OutputProfileStore(BaseStore):
         self.signal = Signal.parse(signal)
         chosen = options or memory.options
         self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
+        if limits is not None and not isinstance(limits, CallLimits):
+            raise InvalidInputError(f"limits must be a CallLimits; got {type(limits).__name__}")
+        self.limits = (limits or CallLimits()).around(self.options)
         self._writes = threading.Lock()
         self._async_writes = asyncio.Lock()
 
@@ -216,6 +224,7 @@ class OutputProfileStore(BaseStore):
                 self._user_and_labels(op.namespace)
             elif isinstance(op, SearchOp):
                 self._user_and_labels(op.namespace_prefix)
+                _check_page(op.limit, op.offset)
             elif not isinstance(op, ListNamespacesOp):
                 raise InvalidInputError(f"unknown store operation {type(op).__name__}")
         return built
@@ -473,6 +482,15 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _check_page(limit: object, offset: object) -> None:
+    """A search's ``limit`` (an int >= 1) and ``offset`` (an int >= 0), or a typed error:
+    a request's ``None``, float, bool or numpy value would slice wrongly or raise a bare
+    ``TypeError`` inside the batch."""
+    for name, value, low in (("limit", limit, 1), ("offset", offset, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InvalidInputError(f"{name} must be an int >= {low}; got {value!r:.40}")
 
 
 def _writes(ops: list[Op]) -> bool:

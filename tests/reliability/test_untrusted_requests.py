@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (one row of the request table per line reads best)
 """Values that arrive from an untrusted request: typed errors, never a surprise (issue 24).
 
 A web app passes query strings, form fields and headers straight into the surfaces' config:
@@ -14,11 +15,14 @@ from typing import Any
 
 import chromadb
 import pytest
+from langchain_core.runnables import ConfigurableField, RunnableConfig
 
 from langchain_outprofile import (
+    CallLimits,
     InvalidInputError,
     OutputProfileMemory,
     ProfileEntry,
+    RequestLimitError,
     SelectionOptions,
 )
 from tests.conftest import Clock, unique_name
@@ -135,3 +139,59 @@ def test_the_langgraph_store_shows_a_stored_far_future_time(clocked: OutputProfi
     assert "Old import." in [i.value["text"] for i in items]
     found = store.get(("profile", "ana"), row.id)
     assert found is not None and found.created_at.year == 9999
+
+
+# -- per-call settings bounded by the app (item 7) --------------------------------------------
+
+HUGE_BUDGET = 530_031  # the block an attacker's profile_max_tokens built
+
+
+def _config(**configurable: Any) -> RunnableConfig:
+    return {"configurable": {"user_id": "ana", **configurable}}
+
+
+REQUESTS: list[tuple[str, Callable[[OutputProfileMemory], Any], str]] = [
+    ("injector config budget", lambda m: m.injector().invoke("hi", config=_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
+    ("injector invoke budget", lambda m: m.injector().invoke("hi", config=_config(), max_tokens=HUGE_BUDGET), "max_tokens=530031 is over"),
+    ("injector bind budget", lambda m: m.injector().bind(max_tokens=HUGE_BUDGET).invoke("hi", config=_config()), "max_tokens=530031 is over"),
+    ("injector configurable field", lambda m: m.injector().configurable_fields(max_tokens=ConfigurableField(id="budget")).invoke("hi", config=_config(budget=HUGE_BUDGET)), "max_tokens=530031 is over"),
+    ("injector configurable options", lambda m: m.injector().configurable_fields(options=ConfigurableField(id="opts")).invoke("hi", config=_config(opts=SelectionOptions(max_tokens=HUGE_BUDGET))), "max_tokens=530031 is over"),
+    ("injector config mmr_lambda", lambda m: m.injector().invoke("hi", config=_config(profile_mmr_lambda=0.6999)), "may not change ['profile_mmr_lambda']"),
+    ("injector invoke max_entry_tokens", lambda m: m.injector().invoke("hi", config=_config(), max_entry_tokens=199), "may not change ['max_entry_tokens']"),
+    ("retriever config budget", lambda m: m.as_retriever().invoke("q", config=_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
+    ("retriever config pool_size", lambda m: m.as_retriever().invoke("q", config=_config(profile_pool_size=399)), "may not change ['profile_pool_size']"),
+    ("retriever configurable field", lambda m: m.as_retriever().configurable_fields(max_tokens=ConfigurableField(id="budget")).invoke("q", config=_config(budget=HUGE_BUDGET)), "max_tokens=530031 is over"),
+    ("store under a lower limit", lambda m: m.as_store(max_tokens=5_000, limits=CallLimits(max_tokens=4_000)), "max_tokens=5000 is over"),
+    ("middleware under a lower limit", lambda m: m.middleware(max_tokens=5_000, limits=CallLimits(max_tokens=4_000)), "max_tokens=5000 is over"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "call", "says"), REQUESTS, ids=[r[0] for r in REQUESTS])
+def test_a_request_past_the_apps_limits_is_refused(
+    filled: OutputProfileMemory, case: str, call: Callable[[OutputProfileMemory], Any], says: str
+) -> None:
+    before = filled.export("ana")
+    with pytest.raises(RequestLimitError) as raised:
+        call(filled)
+    assert says in str(raised.value), f"{case}: {raised.value}"
+    assert "limits=CallLimits(" in str(raised.value)  # says what to change
+    assert filled.export("ana") == before
+
+
+def test_within_the_limits_a_request_still_sets_its_call(filled: OutputProfileMemory) -> None:
+    injector = filled.injector(max_tokens=100)
+    assert injector.settings.limits.max_tokens == 4_000
+    assert injector.settings_for(_config(profile_max_tokens=4_000)).options.max_tokens == 4_000
+    assert injector.settings_for(_config(profile_task="email")).options.task == "email"
+    assert filled.injector(max_tokens=10_000).settings.limits.max_tokens == 10_000  # the app's
+
+
+def test_the_app_can_let_a_request_change_more(filled: OutputProfileMemory) -> None:
+    limits = CallLimits(max_tokens=200, settable=frozenset({"max_tokens", "mmr_lambda"}))
+    injector = filled.injector(max_tokens=100, limits=limits)
+    chosen = injector.settings_for(_config(profile_mmr_lambda=0.5, profile_max_tokens=200))
+    assert (chosen.options.mmr_lambda, chosen.options.max_tokens) == (0.5, 200)
+    with pytest.raises(RequestLimitError):
+        injector.settings_for(_config(profile_task="email"))
+    declared = {spec.id for spec in injector.config_specs}
+    assert declared == {"user_id", "profile_max_tokens", "profile_mmr_lambda"}
