@@ -10,7 +10,7 @@ import hashlib
 import math
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_outprofile.errors import InvalidInputError
@@ -27,6 +27,8 @@ __all__ = [
     "entry_id",
     "is_real",
     "normalize_text",
+    "validate_entry_id",
+    "validate_items",
     "validate_metadata",
     "validate_optional_str",
     "validate_rating",
@@ -81,6 +83,26 @@ def validate_user_id(user_id: object) -> str:
     if len(user_id) > 256 or not encodable(user_id):
         raise InvalidInputError("user_id must be at most 256 characters of valid Unicode")
     return user_id
+
+
+def validate_entry_id(value: object) -> str:
+    """An entry id as given to ``delete``: a non-empty string of valid Unicode (an unknown
+    one deletes nothing)."""
+    if not isinstance(value, str) or not value or len(value) > 256 or not encodable(value):
+        raise InvalidInputError(
+            f"entry_id must be an entry's id, a string like 'op-...'; got {value!r:.60}"
+        )
+    return value
+
+
+def validate_items(value: object, name: str) -> list[Any]:
+    """The items of a batch argument as a list: any iterable but a string, bytes or a
+    single dict (each would iterate as something else than the items meant)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            f"{name} must be a list (or another iterable) of items; got {type(value).__name__}"
+        )
+    return list(value)
 
 
 def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:

@@ -44,6 +44,9 @@ from langchain_outprofile.types import (
 from langchain_outprofile.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     is_real,
+    validate_entry_id,
+    validate_items,
+    validate_optional_str,
     validate_thread_id,
     validate_user_id,
 )
@@ -286,7 +289,7 @@ class OutputProfileMemory(FeedbackMixin):
         now = self.clock()
         return [
             self._timely(coerce_item(item, i, self.entry, self.max_text_chars), i, "entries", now)
-            for i, item in enumerate(entries)
+            for i, item in enumerate(validate_items(entries, "entries"))
         ]
 
     @staticmethod
@@ -310,11 +313,16 @@ class OutputProfileMemory(FeedbackMixin):
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
         """Delete one entry of one user. Returns whether it existed."""
-        return self._run(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
+        return self._run(self._deleting(entry_id, user_id)) > 0
 
     async def adelete(self, entry_id: str, *, user_id: str) -> bool:
         """Async :meth:`delete`."""
-        return await self._arun(self._remove_ids(user_id, [entry_id], pending_only=False)) > 0
+        return await self._arun(self._deleting(entry_id, user_id)) > 0
+
+    def _deleting(self, entry_id: object, user_id: object) -> Coroutine[Any, Any, int]:
+        """The delete, its arguments checked before anything runs."""
+        user, entry = validate_user_id(user_id), validate_entry_id(entry_id)
+        return self._remove_ids(user, [entry], pending_only=False)
 
     async def _remove_ids(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
         """Delete entries of one user (only those still pending, with ``pending_only``)."""
@@ -337,6 +345,7 @@ class OutputProfileMemory(FeedbackMixin):
         return await self._arun(self._forget(user_id))
 
     async def _forget(self, user_id: str) -> int:
+        user_id = validate_user_id(user_id)  # before the cleanup below uses it as a key
         try:
             return await self.store.adelete_user(user_id)
         finally:
@@ -354,7 +363,8 @@ class OutputProfileMemory(FeedbackMixin):
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
         now = self.clock()
         return [
-            self._timely(self._from_record(r, i), i, "records", now) for i, r in enumerate(records)
+            self._timely(self._from_record(r, i), i, "records", now)
+            for i, r in enumerate(validate_items(records, "records"))
         ]
 
     async def _import(self, entries: list[ProfileEntry]) -> int:
@@ -482,6 +492,12 @@ class OutputProfileMemory(FeedbackMixin):
     ) -> Coroutine[Any, Any, ProfileSelection]:
         """The read :meth:`select` runs, its arguments checked first."""
         user = validate_user_id(user_id)
+        if options is not None and not isinstance(options, SelectionOptions):
+            raise InvalidInputError(
+                f"options must be a SelectionOptions; got {type(options).__name__}"
+            )
+        if query is not None:
+            query = validate_optional_str(query, "query")
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
         if thread_id is not None and self.pin_threads and chosen.relevance_weight <= 0:
             thread = validate_thread_id(thread_id)

@@ -224,8 +224,10 @@ class OutputProfileStore(BaseStore):
                 self._user_and_labels(op.namespace)
             elif isinstance(op, SearchOp):
                 self._user_and_labels(op.namespace_prefix)
-                _check_page(op.limit, op.offset)
-            elif not isinstance(op, ListNamespacesOp):
+                _check_search(op)
+            elif isinstance(op, ListNamespacesOp):
+                _check_listing(op)
+            else:
                 raise InvalidInputError(f"unknown store operation {type(op).__name__}")
         return built
 
@@ -482,6 +484,21 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _check_search(op: SearchOp) -> None:
+    """A search's page and query (None or a string: it is read when relevance counts)."""
+    _check_page(op.limit, op.offset)
+    if op.query is not None and not isinstance(op.query, str):
+        raise InvalidInputError(f"query must be a string or None; got {type(op.query).__name__}")
+
+
+def _check_listing(op: ListNamespacesOp) -> None:
+    """A listing's page and depth (None or an int >= 1)."""
+    _check_page(op.limit, op.offset)
+    depth = op.max_depth
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        raise InvalidInputError(f"max_depth must be None or an int >= 1; got {depth!r:.40}")
 
 
 def _check_page(limit: object, offset: object) -> None:

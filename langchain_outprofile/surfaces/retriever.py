@@ -68,8 +68,8 @@ class ProfileRetriever(BaseRetriever):
 
     def __init__(self, **data: Any) -> None:
         """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
+        _check_k(data.get("k"))  # before pydantic, which would take True or 2.0 as an int
         super().__init__(**data)
-        _check_k(self.k)
         self._settings = SurfaceSettings.resolve(
             self.memory,
             user_id=self.user_id,
