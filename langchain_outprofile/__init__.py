@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         InvalidInputError,
         MissingUserIdError,
         OutprofileError,
+        RequestLimitError,
         RunIdConflictError,
         StoreUnavailableError,
         UnknownRunError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     )
     from langchain_outprofile.render import BlockTemplate, parse_block
     from langchain_outprofile.store import ProfileStore, http_client
+    from langchain_outprofile.surfaces._common import CallLimits
     from langchain_outprofile.surfaces.injector import ProfileInjector
     from langchain_outprofile.surfaces.langgraph_store import (
         OutputProfileStore,
@@ -62,6 +64,7 @@ _EXPORTS = {
     "AsyncClientError": "errors",
     "BlockTemplate": "render",
     "BudgetTooSmallWarning": "memory",
+    "CallLimits": "surfaces._common",
     "EmbeddingMismatchError": "errors",
     "InvalidInputError": "errors",
     "MissingUserIdError": "errors",
@@ -76,6 +79,7 @@ _EXPORTS = {
     "ProfileSource": "types",
     "ProfileStats": "memory",
     "ProfileStore": "store",
+    "RequestLimitError": "errors",
     "RunIdConflictError": "errors",
     "SelectionOptions": "types",
     "Signal": "types",
@@ -94,6 +98,7 @@ __all__ = [
     "AsyncClientError",
     "BlockTemplate",
     "BudgetTooSmallWarning",
+    "CallLimits",
     "EmbeddingMismatchError",
     "InvalidInputError",
     "MissingUserIdError",
@@ -108,6 +113,7 @@ __all__ = [
     "ProfileSource",
     "ProfileStats",
     "ProfileStore",
+    "RequestLimitError",
     "RunIdConflictError",
     "SelectionOptions",
     "Signal",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.types import ProfileEntry, Signal
+from langchain_outprofile.validation import clamp_to_now, encodable
 
 __all__ = [
     "FEEDBACK_SIGNALS",
@@ -20,6 +22,7 @@ __all__ = [
     "feedback_signal",
     "is_stale_pending",
     "pending_cutoff",
+    "timely",
     "validate_run_id",
 ]
 
@@ -43,14 +46,26 @@ def is_stale_pending(entry: ProfileEntry, now: float, pending_ttl_s: float) -> b
     return entry.pending and entry.updated_at < pending_cutoff(now, pending_ttl_s)
 
 
+def timely(entry: ProfileEntry, now: float) -> ProfileEntry:
+    """``entry`` with the caller's times clamped to ``now`` (see
+    :func:`~langchain_outprofile.validation.clamp_to_now`; a time further ahead raises)."""
+    created = clamp_to_now(entry.created_at, now, "created_at")
+    updated = clamp_to_now(entry.updated_at, now, "updated_at")
+    if (created, updated) == (entry.created_at, entry.updated_at):
+        return entry
+    return replace(entry, created_at=created, updated_at=updated)
+
+
 def validate_run_id(run_id: object) -> str:
     """A run id as text (a UUID or a non-empty string) or :class:`InvalidInputError`."""
     if isinstance(run_id, uuid.UUID):
         return str(run_id)
-    if isinstance(run_id, str) and run_id.strip() and len(run_id) <= 256:
+    # a lone surrogate (a request's JSON "\ud800") cannot be stored or hashed as UTF-8
+    if isinstance(run_id, str) and run_id.strip() and len(run_id) <= 256 and encodable(run_id):
         return run_id
     raise InvalidInputError(
-        f"run_id must be a UUID or a non-empty string of at most 256 characters; got {run_id!r:.80}"
+        "run_id must be a UUID or a non-empty string of at most 256 characters of valid "
+        f"Unicode; got {run_id!r:.80}"
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "MissingUserIdError",
     "ModelServerError",
     "OutprofileError",
+    "RequestLimitError",
     "RunIdConflictError",
     "StoreDamagedError",
     "StoreFullError",
@@ -39,6 +40,14 @@ class InvalidInputError(OutprofileError, ValueError):
 
 class MissingUserIdError(InvalidInputError):
     """No ``user_id`` was given, so no profile can be chosen (none is shared by default)."""
+
+
+class RequestLimitError(InvalidInputError):
+    """A call's own settings (``config["configurable"]["profile_<name>"]``, ``invoke``
+    keyword arguments, a ``configurable_fields`` value) went past what the app lets a request
+    change: a budget over the surface's ``CallLimits.max_tokens``, or a setting not in its
+    ``CallLimits.settable``. Nothing was read; the message names the setting and the limit
+    (ask for less, or build the surface with wider ``limits=``)."""
 
 
 class UnknownRunError(OutprofileError, LookupError):

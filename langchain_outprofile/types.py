@@ -511,6 +511,12 @@ class SelectionOptions:
             raise InvalidInputError(f"fields must be output, input or full; got {self.fields!r}")
         if self.task is not None:
             validate_optional_str(self.task, "task")
+        if not isinstance(self.fill_from_profile, bool):
+            # a request's "false" or "0" is a truthy string: refuse it rather than guess
+            raise InvalidInputError(
+                f"fill_from_profile must be True or False; got {self.fill_from_profile!r:.40} "
+                "(parse a string from a request into a bool first)"
+            )
 
     def with_changes(self, **changes: object) -> SelectionOptions:
         """A copy with some fields changed (``None`` values are ignored).

@@ -12,19 +12,25 @@ import math
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_outprofile.errors import InvalidInputError
 
 __all__ = [
+    "CLOCK_SKEW_S",
     "DEFAULT_COLLECTION",
     "DEFAULT_MAX_TEXT_CHARS",
     "MAX_THREAD_ID_CHARS",
+    "MAX_TIMESTAMP",
     "Scalar",
+    "clamp_to_now",
+    "encodable",
     "entry_id",
     "is_real",
     "normalize_text",
+    "validate_entry_id",
+    "validate_items",
     "validate_metadata",
     "validate_optional_str",
     "validate_rating",
@@ -45,6 +51,14 @@ MAX_THREAD_ID_CHARS = 512
 """Longest accepted entry text, in characters (configurable per memory)."""
 
 Scalar = str | int | float | bool
+
+MAX_TIMESTAMP = 253_402_300_799.0
+"""9999-12-31T23:59:59Z, the last second a ``datetime`` can show: a later time (from an import
+file, say) would make every reader that shows it raise, so none is accepted."""
+
+CLOCK_SKEW_S = 86_400.0
+"""How far after now a caller's time may be and still be taken, as now: a day covers clocks
+that disagree and a time zone taken for UTC (at most 14 h); anything later is wrong data."""
 
 
 def normalize_text(text: str) -> str:
@@ -73,6 +87,26 @@ def validate_user_id(user_id: object) -> str:
     if len(user_id) > 256 or not encodable(user_id):
         raise InvalidInputError("user_id must be at most 256 characters of valid Unicode")
     return user_id
+
+
+def validate_entry_id(value: object) -> str:
+    """An entry id as given to ``delete``: a non-empty string of valid Unicode (an unknown
+    one deletes nothing)."""
+    if not isinstance(value, str) or not value or len(value) > 256 or not encodable(value):
+        raise InvalidInputError(
+            f"entry_id must be an entry's id, a string like 'op-...'; got {value!r:.60}"
+        )
+    return value
+
+
+def validate_items(value: object, name: str) -> list[Any]:
+    """The items of a batch argument as a list: any iterable but a string, bytes or a
+    single dict (each would iterate as something else than the items meant)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            f"{name} must be a list (or another iterable) of items; got {type(value).__name__}"
+        )
+    return list(value)
 
 
 def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
@@ -108,12 +142,35 @@ def validate_strength(value: object, name: str) -> float:
 
 
 def validate_timestamp(value: object) -> float:
-    """Return a finite, non-negative epoch time in seconds or raise."""
-    if not is_real(value) or float(value) < 0:  # type: ignore[arg-type]
+    """Return a finite, non-negative epoch time in seconds, at most :data:`MAX_TIMESTAMP`."""
+    if not is_real(value) or not 0 <= float(value) <= MAX_TIMESTAMP:  # type: ignore[arg-type]
         raise InvalidInputError(
-            f"created_at must be epoch seconds (a number >= 0); got {value!r:.40}"
+            f"created_at must be epoch seconds (a number >= 0, before the year 10000); "
+            f"got {value!r:.40}"
         )
     return float(value)  # type: ignore[arg-type]
+
+
+def clamp_to_now(when: float, now: float, name: str = "created_at") -> float:
+    """A caller's time, taken as ``now`` when it is at most :data:`CLOCK_SKEW_S` ahead.
+
+    A future time would lead the block for as long as it stays ahead (the ranking key grows
+    with time), so none is stored; one more than the allowance ahead is refused.
+
+    Example:
+        ```python
+        clamp_to_now(1_000.0 + 60, now=1_000.0)  # 1000.0
+        ```
+    """
+    if when <= now:
+        return when
+    if when - now <= CLOCK_SKEW_S:
+        return now
+    raise InvalidInputError(
+        f"{name} is {(when - now) / 86_400:,.1f} days in the future ({when!r:.20} > now "
+        f"{now:.0f}); pass a time at most {CLOCK_SKEW_S / 3600:.0f} h after now (check the "
+        "clock or the time zone of whatever wrote it)"
+    )
 
 
 def validate_optional_str(value: object, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
@@ -162,9 +219,10 @@ def validate_thread_id(thread_id: object) -> str:
             f"thread_id must be a str, int or UUID; got {type(thread_id).__name__}"
         )
     text = str(thread_id)
-    if not text or len(text) > MAX_THREAD_ID_CHARS or "\x00" in text:
+    if not text or len(text) > MAX_THREAD_ID_CHARS or "\x00" in text or not encodable(text):
         raise InvalidInputError(
-            f"thread_id must be 1-{MAX_THREAD_ID_CHARS} characters without NUL; got {text!r:.60}"
+            f"thread_id must be 1-{MAX_THREAD_ID_CHARS} characters of valid Unicode without "
+            f"NUL; got {text!r:.60}"
         )
     return text
 

@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from langchain_outprofile.capture import coerce_item
+from langchain_outprofile.capture import coerce_item, timely
 from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
@@ -46,6 +46,9 @@ from langchain_outprofile.types import (
 from langchain_outprofile.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     is_real,
+    validate_entry_id,
+    validate_items,
+    validate_optional_str,
     validate_thread_id,
     validate_user_id,
 )
@@ -263,9 +266,10 @@ class OutputProfileMemory(FeedbackMixin):
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
         if fields.get("created_at") is None:
             fields["created_at"] = self.clock()
-        return ProfileEntry.create(
+        entry = ProfileEntry.create(
             text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars, **fields
         )
+        return timely(entry, self.clock())
 
     def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user explicitly approved."""
@@ -319,9 +323,19 @@ class OutputProfileMemory(FeedbackMixin):
         )
 
     def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
+        now = self.clock()
         return [
-            coerce_item(item, i, self.entry, self.max_text_chars) for i, item in enumerate(entries)
+            self._timely(coerce_item(item, i, self.entry, self.max_text_chars), i, "entries", now)
+            for i, item in enumerate(validate_items(entries, "entries"))
         ]
+
+    @staticmethod
+    def _timely(entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
+        """A caller's entry with its times clamped to now (a far-future one is refused)."""
+        try:
+            return timely(entry, now)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"{name}[{index}]: {error}") from None
 
     async def _write_entries(
         self, entries: Sequence[ProfileEntry], **options: Any
@@ -338,7 +352,7 @@ class OutputProfileMemory(FeedbackMixin):
         """Delete one entry of one user. Returns whether it existed."""
         removed: int = self._traced(
             "delete_memory",
-            lambda: self._remove_ids(user_id, [entry_id], pending_only=False),
+            lambda: self._deleting(entry_id, user_id),
             _attempted_one,
             user_id=user_id,
             record_id=entry_id,
@@ -349,12 +363,17 @@ class OutputProfileMemory(FeedbackMixin):
         """Async :meth:`delete`."""
         removed: int = await self._atraced(
             "delete_memory",
-            lambda: self._remove_ids(user_id, [entry_id], pending_only=False),
+            lambda: self._deleting(entry_id, user_id),
             _attempted_one,
             user_id=user_id,
             record_id=entry_id,
         )
         return removed > 0
+
+    def _deleting(self, entry_id: object, user_id: object) -> Coroutine[Any, Any, int]:
+        """The delete, its arguments checked before anything runs."""
+        user, entry = validate_user_id(user_id), validate_entry_id(entry_id)
+        return self._remove_ids(user, [entry], pending_only=False)
 
     async def _remove_ids(self, user_id: str, ids: list[str], *, pending_only: bool) -> int:
         """Delete entries of one user (only those still pending, with ``pending_only``)."""
@@ -385,6 +404,7 @@ class OutputProfileMemory(FeedbackMixin):
         )
 
     async def _forget(self, user_id: str) -> int:
+        user_id = validate_user_id(user_id)  # before the cleanup below uses it as a key
         try:
             return await self.store.adelete_user(user_id)
         finally:
@@ -404,7 +424,11 @@ class OutputProfileMemory(FeedbackMixin):
         )
 
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
-        return [self._from_record(r, i) for i, r in enumerate(records)]
+        now = self.clock()
+        return [
+            self._timely(self._from_record(r, i), i, "records", now)
+            for i, r in enumerate(validate_items(records, "records"))
+        ]
 
     async def _import(self, entries: list[ProfileEntry]) -> int:
         await self.store.areplace(entries)
@@ -545,6 +569,12 @@ class OutputProfileMemory(FeedbackMixin):
     ) -> Coroutine[Any, Any, ProfileSelection]:
         """The read :meth:`select` runs, its arguments checked first."""
         user = validate_user_id(user_id)
+        if options is not None and not isinstance(options, SelectionOptions):
+            raise InvalidInputError(
+                f"options must be a SelectionOptions; got {type(options).__name__}"
+            )
+        if query is not None:
+            query = validate_optional_str(query, "query")
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
         if thread_id is not None and self.pin_threads and chosen.relevance_weight <= 0:
             thread = validate_thread_id(thread_id)
@@ -688,7 +718,9 @@ class OutputProfileMemory(FeedbackMixin):
             docs = memory.as_retriever(user_id="ana", k=5).invoke("any query")
             ```
         """
-        fixed = {key: settings.pop(key) for key in ("max_tokens", "task") if key in settings}
+        fixed = {
+            key: settings.pop(key) for key in ("max_tokens", "task", "limits") if key in settings
+        }
         options = settings.pop("options", None)
         if settings:
             options = (options or self.options).with_changes(**settings)

@@ -10,19 +10,28 @@ any other :class:`SelectionOptions` field) for that call; the surfaces declare t
 in their ``config_specs``. Other configurable keys are ignored, as every LangChain runnable
 ignores keys it does not declare. The ``profile_`` prefix keeps them apart from a chat
 model's own ``max_tokens`` in the same chain.
+
+A call's settings may come from an untrusted request (a web app passing query parameters
+into the config), so the app bounds them with :class:`CallLimits`: the largest budget a call
+may ask for, and which settings a call may change at all. By default a call may set the
+budget (up to 4,000 tokens, or the surface's own budget when larger), the task, the
+placement, the order, the fields and ``fill_from_profile``: settings with few values each.
+The numeric knobs (``max_entry_tokens``, ``mmr_lambda``, ``pool_size``, the weights, ...)
+take any number, and every new value is a ranking built afresh (seconds for a large
+profile), so a request changes them only when the app lists them in ``settable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 
-from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
+from langchain_outprofile.errors import InvalidInputError, MissingUserIdError, RequestLimitError
 from langchain_outprofile.types import (
     ProfileEntry,
     ProfileSelection,
@@ -33,9 +42,12 @@ from langchain_outprofile.validation import validate_thread_id, validate_user_id
 
 __all__ = [
     "CONFIG_PREFIX",
+    "DEFAULT_CALL_SETTINGS",
+    "DEFAULT_MAX_CALL_TOKENS",
     "OPTION_NAMES",
     "SETTING_NAMES",
     "USER_ID_SPEC",
+    "CallLimits",
     "Placement",
     "SurfaceSettings",
     "arecord_output",
@@ -90,6 +102,93 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "pool_size": (int, "How many top-scored candidates diversity and packing consider."),
 }
 assert set(_SETTINGS) == set(SETTING_NAMES), "every SelectionOptions field needs a config spec"
+
+
+DEFAULT_MAX_CALL_TOKENS = 4_000
+"""The largest budget a call may ask for when the app sets none (or the surface's own budget,
+when that is larger). Six times the default budget of 600, room for a long profile, and still
+a small part of any context window: a request cannot make the block the whole prompt (an
+attacker's unbounded budget built a 530,031-token block)."""
+
+DEFAULT_CALL_SETTINGS: frozenset[str] = frozenset(
+    {"max_tokens", "task", "placement", "order", "fields", "fill_from_profile"}
+)
+"""What a call may change when the app says nothing: the budget (bounded), the task, and the
+settings with two or three values. The other :class:`SelectionOptions` fields take any
+number, and rotating their values by tiny steps forced a cold ranking (~3.3 s) per call."""
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    """What one call may change of a surface's settings: the app's bound on a request.
+
+    Args:
+        max_tokens: the largest budget a call may ask for (config key, keyword argument or
+            a ``configurable_fields`` value). None: :data:`DEFAULT_MAX_CALL_TOKENS`, or the
+            surface's own budget when that is larger.
+        settable: the settings a call may change (names of :data:`SETTING_NAMES`).
+
+    Raises:
+        InvalidInputError: for a budget that is not an int >= 1, or an unknown setting.
+
+    Example:
+        ```python
+        limits = CallLimits(max_tokens=1_000, settable={"max_tokens", "task", "mmr_lambda"})
+        injector = memory.injector(max_tokens=300, limits=limits)
+        ```
+    """
+
+    max_tokens: int | None = None
+    settable: frozenset[str] = DEFAULT_CALL_SETTINGS
+
+    def __post_init__(self) -> None:
+        budget = self.max_tokens
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)):
+            raise InvalidInputError(f"CallLimits.max_tokens must be an int; got {budget!r:.40}")
+        if budget is not None and budget < 1:
+            raise InvalidInputError(f"CallLimits.max_tokens must be >= 1; got {budget}")
+        if isinstance(self.settable, str) or not isinstance(self.settable, Iterable):
+            raise InvalidInputError(
+                f"CallLimits.settable must be a set of setting names; got {self.settable!r:.60}"
+            )
+        names = frozenset(self.settable)
+        unknown = sorted(str(n) for n in names - set(SETTING_NAMES))
+        if unknown:
+            raise InvalidInputError(
+                f"CallLimits.settable names unknown setting(s) {unknown}; use {list(SETTING_NAMES)}"
+            )
+        object.__setattr__(self, "settable", names)
+
+    def around(self, options: SelectionOptions) -> CallLimits:
+        """These limits with the budget filled in for a surface built with ``options``.
+
+        Raises:
+            RequestLimitError: when the app gave a ``max_tokens`` below the surface's own
+                budget (a value from ``configurable_fields`` comes this way too).
+        """
+        if self.max_tokens is None:
+            return replace(self, max_tokens=max(DEFAULT_MAX_CALL_TOKENS, options.max_tokens))
+        self.check_budget(options.max_tokens, "max_tokens")
+        return self
+
+    def check_budget(self, budget: int, name: str) -> None:
+        """Refuse a budget over :attr:`max_tokens`."""
+        if self.max_tokens is not None and budget > self.max_tokens:
+            raise RequestLimitError(
+                f"{name}={budget} is over this surface's limit of {self.max_tokens} tokens; "
+                f"ask for at most {self.max_tokens}, or build the surface with "
+                f"limits=CallLimits(max_tokens=...)"
+            )
+
+    def check_names(self, names: Iterable[str], prefix: str = "") -> None:
+        """Refuse a call that changes a setting outside :attr:`settable`."""
+        refused = sorted(set(names) - self.settable)
+        if refused:
+            raise RequestLimitError(
+                f"a call may not change {[prefix + n for n in refused]}: this surface lets a "
+                f"call change {sorted(self.settable)}; to allow more, build it with "
+                "limits=CallLimits(settable={...})"
+            )
 
 
 def setting_specs(names: Iterable[str] = SETTING_NAMES) -> list[ConfigurableFieldSpec]:
@@ -180,18 +279,21 @@ def check_placement(placement: object) -> Placement:
 
 @dataclass(frozen=True)
 class SurfaceSettings:
-    """Whose block a surface reads and how it is chosen, checked when the surface is built.
+    """Whose block a surface reads and how it is chosen, checked when the surface is built,
+    and what a call may change of it (:class:`CallLimits`).
 
     Example:
         ```python
         settings = SurfaceSettings.resolve(memory, max_tokens=300, order="stable")
         settings.options.max_tokens  # 300
+        settings.limits.max_tokens  # 4000: a call may ask for up to this
         ```
     """
 
     user_id: str | None
     placement: Placement
     options: SelectionOptions
+    limits: CallLimits = CallLimits()
 
     @classmethod
     def resolve(
@@ -203,9 +305,18 @@ class SurfaceSettings:
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
+        limits: CallLimits | None = None,
         **changes: Any,
     ) -> SurfaceSettings:
-        """Validate a surface's arguments now rather than on its first call."""
+        """Validate a surface's arguments now rather than on its first call.
+
+        Raises:
+            InvalidInputError: for a bad setting or ``limits`` that are not
+                :class:`CallLimits`.
+            RequestLimitError: for a budget over the ``limits`` given.
+        """
+        if limits is not None and not isinstance(limits, CallLimits):
+            raise InvalidInputError(f"limits must be a CallLimits; got {type(limits).__name__}")
         chosen = (options or source.options).with_changes(
             max_tokens=max_tokens, task=task, **changes
         )
@@ -213,12 +324,17 @@ class SurfaceSettings:
             user_id=None if user_id is None else validate_user_id(user_id),
             placement=check_placement(placement),
             options=chosen,
+            limits=(limits or CallLimits()).around(chosen),
         )
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         """Declares ``user_id`` unless it is fixed."""
         return [] if self.user_id is not None else [USER_ID_SPEC]
+
+    def settable(self, names: Iterable[str] = SETTING_NAMES) -> list[str]:
+        """Of ``names``, those a call may change (in their order): the keys to declare."""
+        return [name for name in names if name in self.limits.settable]
 
     def for_call(
         self,
@@ -232,6 +348,8 @@ class SurfaceSettings:
         Raises:
             InvalidInputError: for an unknown override or a value out of range; a bad config
                 value is named by its config key.
+            RequestLimitError: for a setting the limits do not let a call change, or a
+                budget over their ``max_tokens``.
 
         Example:
             ```python
@@ -247,12 +365,18 @@ class SurfaceSettings:
         from_config = settings_from_config(config, allowed)
         if not from_config and not given:
             return self
+        # refused before any value is looked at: a request learns nothing from a refused key
+        self.limits.check_names(from_config, CONFIG_PREFIX)
+        self.limits.check_names(given)
         try:
             settings = self._changed(from_config)
         except InvalidInputError as error:
             keys = sorted(CONFIG_PREFIX + name for name in from_config)
             raise InvalidInputError(f"config['configurable'] {keys}: {error}") from None
-        return settings._changed(given)
+        self.limits.check_budget(settings.options.max_tokens, CONFIG_PREFIX + "max_tokens")
+        settings = settings._changed(given)
+        self.limits.check_budget(settings.options.max_tokens, "max_tokens")
+        return settings
 
     def _changed(self, changes: Mapping[str, Any]) -> SurfaceSettings:
         if not changes:
@@ -263,6 +387,7 @@ class SurfaceSettings:
             user_id=self.user_id,
             placement=placement,
             options=self.options.with_changes(**options) if options else self.options,
+            limits=self.limits,
         )
 
     def user_for(self, config: RunnableConfig | None) -> str:

@@ -10,6 +10,11 @@ placement, any selection option) can change per call, three ways, later ones win
 - ``config={"configurable": {"profile_max_tokens": 200}}``: the ``profile_<name>`` keys
   the injector declares in ``config_specs`` (see :mod:`~langchain_outprofile.surfaces._common`);
 - keyword arguments of ``invoke`` (so ``injector.bind(task="email")`` works too).
+
+A request may change only what ``limits`` (:class:`~langchain_outprofile.CallLimits`) allows:
+by default a budget up to 4,000 tokens (or the injector's own, when larger), the task, the
+placement, the order, the fields and ``fill_from_profile``; anything else, or more, raises
+:class:`~langchain_outprofile.RequestLimitError` before anything is read.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pydantic import ConfigDict, PrivateAttr, SkipValidation
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
     OPTION_NAMES,
-    SETTING_NAMES,
+    CallLimits,
     Placement,
     SurfaceSettings,
     aselect,
@@ -117,6 +122,11 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     """Cosine similarity above which an entry is a near-duplicate."""
     pool_size: int | None = None
     """How many top-scored candidates diversity and packing consider."""
+    limits: SkipValidation[CallLimits | None] = None
+    """What a call may change (default :class:`CallLimits`: the budget up to 4,000 tokens,
+    task, placement, order, fields, fill_from_profile). Set when the injector is built and
+    kept when ``configurable_fields`` builds it anew for a call, so a budget from a request
+    is bounded on that path too."""
 
     _settings: SurfaceSettings = PrivateAttr()
 
@@ -126,7 +136,7 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         if unknown:
             raise InvalidInputError(
                 f"unknown injector setting(s) {unknown}; it takes memory, user_id, placement, "
-                f"options and any SelectionOptions field {list(OPTION_NAMES)}"
+                f"options, limits and any SelectionOptions field {list(OPTION_NAMES)}"
             )
         changes = {name: data.get(name) for name in OPTION_NAMES}
         settings = SurfaceSettings.resolve(
@@ -134,9 +144,13 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
             user_id=data.get("user_id"),
             placement=data.get("placement", "merge"),
             options=data.get("options"),
+            limits=data.get("limits"),
             **changes,
         )
-        super().__init__(**{**data, "memory": memory})
+        # the resolved limits become the field, so a copy LangChain builds for a call (from
+        # this object's fields) keeps the bound this one was given, not a bound its new
+        # budget would widen
+        super().__init__(**{**data, "memory": memory, "limits": settings.limits})
         self._settings = settings
 
     @property
@@ -146,8 +160,9 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """Declares ``user_id`` (unless fixed) and every ``profile_<name>`` setting key."""
-        return [*self._settings.config_specs, *setting_specs(SETTING_NAMES)]
+        """Declares ``user_id`` (unless fixed) and the ``profile_<name>`` key of every setting
+        a call may change (see ``limits``)."""
+        return [*self._settings.config_specs, *setting_specs(self._settings.settable())]
 
     def settings_for(self, config: RunnableConfig | None, **overrides: Any) -> SurfaceSettings:
         """The settings of one call: the config's ``profile_<name>`` keys, then ``overrides``.

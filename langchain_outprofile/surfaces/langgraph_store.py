@@ -72,6 +72,7 @@ from langgraph.store.base import (
 
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
 from langchain_outprofile.store.io import drive
+from langchain_outprofile.surfaces._common import CallLimits
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
     EntryFields,
@@ -82,7 +83,7 @@ from langchain_outprofile.types import (
     Signal,
     StoredProfile,
 )
-from langchain_outprofile.validation import validate_strength, validate_user_id
+from langchain_outprofile.validation import MAX_TIMESTAMP, validate_strength, validate_user_id
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -313,6 +314,9 @@ class OutputProfileStore(BaseStore):
         options: selection options of ``search`` (default: the memory's).
         max_tokens: budget of the selection ``search`` returns.
         task: prefer entries of this task in ``search``.
+        limits: the bound on the budget (:class:`CallLimits`): ``search`` takes no budget
+            from a call, so this checks the store's own; ``limit`` and ``offset`` must be
+            ints >= 1 and >= 0.
         **changes: any other :class:`SelectionOptions` field.
 
     Example:
@@ -349,6 +353,7 @@ class OutputProfileStore(BaseStore):
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
+        limits: CallLimits | None = None,
         **changes: Any,
     ) -> None:
         self.template = _template_of(namespace, prefix)
@@ -356,6 +361,9 @@ class OutputProfileStore(BaseStore):
         self.signal = Signal.parse(signal)
         chosen = options or memory.options
         self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
+        if limits is not None and not isinstance(limits, CallLimits):
+            raise InvalidInputError(f"limits must be a CallLimits; got {type(limits).__name__}")
+        self.limits = (limits or CallLimits()).around(self.options)
         self._writes = threading.Lock()
         self._async_writes = asyncio.Lock()
 
@@ -397,7 +405,10 @@ class OutputProfileStore(BaseStore):
                 self.template.split(op.namespace)
             elif isinstance(op, SearchOp):
                 self.template.split(op.namespace_prefix, whole=False)
-            elif not isinstance(op, ListNamespacesOp):
+                _check_search(op)
+            elif isinstance(op, ListNamespacesOp):
+                _check_listing(op)
+            else:
                 raise InvalidInputError(f"unknown store operation {type(op).__name__}")
         return built
 
@@ -755,6 +766,30 @@ def _named_user(path: tuple[str, ...], slot: int) -> str | None:
         return None
 
 
+def _check_search(op: SearchOp) -> None:
+    """A search's page and query (None or a string: it is read when relevance counts)."""
+    _check_page(op.limit, op.offset)
+    if op.query is not None and not isinstance(op.query, str):
+        raise InvalidInputError(f"query must be a string or None; got {type(op.query).__name__}")
+
+
+def _check_listing(op: ListNamespacesOp) -> None:
+    """A listing's page and depth (None or an int >= 1)."""
+    _check_page(op.limit, op.offset)
+    depth = op.max_depth
+    if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+        raise InvalidInputError(f"max_depth must be None or an int >= 1; got {depth!r:.40}")
+
+
+def _check_page(limit: object, offset: object) -> None:
+    """A search's ``limit`` (an int >= 1) and ``offset`` (an int >= 0), or a typed error:
+    a request's ``None``, float, bool or numpy value would slice wrongly or raise a bare
+    ``TypeError`` inside the batch."""
+    for name, value, low in (("limit", limit, 1), ("offset", offset, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InvalidInputError(f"{name} must be an int >= {low}; got {value!r:.40}")
+
+
 def _writes(ops: list[Op]) -> bool:
     """Whether a batch writes (then it takes turns with the store's other writing batches)."""
     return any(isinstance(op, PutOp) for op in ops)
@@ -797,7 +832,8 @@ def _value_of(entry: ProfileEntry) -> dict[str, Any]:
 
 
 def _when(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=UTC)
+    # rows stored before times were bounded may lie past what a datetime can show
+    return datetime.fromtimestamp(min(timestamp, MAX_TIMESTAMP), tz=UTC)
 
 
 def _is_label(label: object) -> bool:

@@ -20,6 +20,7 @@ from langgraph.config import get_config
 
 from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.surfaces._common import (
+    CallLimits,
     Placement,
     SurfaceSettings,
     aselect,
@@ -51,6 +52,9 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
+        limits: the bound on a budget (:class:`CallLimits`); the middleware takes no
+            settings from a request (only ``user_id`` and ``thread_id``), so this only
+            checks its own budget, as every surface does.
         **changes: any other :class:`SelectionOptions` field.
 
     Example:
@@ -74,6 +78,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
+        limits: CallLimits | None = None,
         **changes: Any,
     ) -> None:
         super().__init__()
@@ -85,11 +90,13 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
             options=options,
             max_tokens=max_tokens,
             task=task,
+            limits=limits,
             **changes,
         )
         self.user_id = settings.user_id
         self.placement = settings.placement
         self.options = settings.options
+        self.limits = settings.limits  # nothing of a request changes the settings today
         self.tools = []
         # create_agent refuses two middleware of one name; each instance gets its own, so
         # two memories (or two budgets) can lead one agent's model calls

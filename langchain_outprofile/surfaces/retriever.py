@@ -24,6 +24,7 @@ from pydantic import ConfigDict, SkipValidation
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
     OPTION_NAMES,
+    CallLimits,
     SurfaceSettings,
     aselect,
     setting_specs,
@@ -61,23 +62,29 @@ class ProfileRetriever(BaseRetriever):
     max_tokens: int | None = None
     task: str | None = None
     options: SelectionOptions | None = None
+    limits: SkipValidation[CallLimits | None] = None
+    """What a call may change (default :class:`CallLimits`); kept when
+    ``configurable_fields`` builds the retriever anew for a call."""
 
     def __init__(self, **data: Any) -> None:
         """Build the retriever; bad arguments raise :class:`InvalidInputError` here."""
+        _check_k(data.get("k"))  # before pydantic, which would take True or 2.0 as an int
         super().__init__(**data)
-        _check_k(self.k)
         self._settings = SurfaceSettings.resolve(
             self.memory,
             user_id=self.user_id,
             options=self.options,
             max_tokens=self.max_tokens,
             task=self.task,
+            limits=self.limits,
         )
+        # the resolved bound is the field a copy for one call is built from (see injector)
+        self.limits = self._settings.limits
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
         """Declares ``user_id`` (unless fixed) and the ``profile_<name>`` option keys."""
-        return [*self._settings.config_specs, *setting_specs(OPTION_NAMES)]
+        return [*self._settings.config_specs, *setting_specs(self._settings.settable(OPTION_NAMES))]
 
     def _call_kwargs(self, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs["user_id"] = user_id_from_config(self.user_id, config)

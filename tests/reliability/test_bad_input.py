@@ -10,12 +10,17 @@ from __future__ import annotations
 import json
 import math
 import sys
+import uuid
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
 import pytest
+from langgraph.store.base import InvalidNamespaceError
 
 from langchain_outprofile import (
     EmbeddingMismatchError,
@@ -24,7 +29,7 @@ from langchain_outprofile import (
     StyleEmbeddings,
 )
 from langchain_outprofile.cli import main
-from langchain_outprofile.errors import UnknownRunError
+from langchain_outprofile.errors import OutprofileError, UnknownRunError
 from tests.conftest import unique_name
 
 RUN = "6f1c0f9e-1111-4c1e-9f00-000000000001"
@@ -192,3 +197,130 @@ def test_cli_rejects_bad_input_and_changes_nothing(
     assert len(lines) == 1 and lines[0].startswith("error: "), f"{case}: not one line {err!r}"
     assert says in lines[0], f"{case}: unclear message {err!r}"
     assert _snapshot(memory) == before
+
+
+# -- every public method x ordinary bad values (issue 24, item 9) ----------------------------
+
+# Values a request, a JSON body, a CSV column or a numpy pipeline hands over by mistake.
+BAD_VALUES: dict[str, Any] = {
+    "None": None,
+    "0": 0,
+    "-1": -1,
+    "1.5": 1.5,
+    "True": True,
+    "huge int": 10**400,
+    "NaN": math.nan,
+    "inf": math.inf,
+    "-inf": -math.inf,
+    "numpy float": np.float64(2.0),
+    "numpy int": np.int64(3),
+    "numpy bool": np.bool_(True),
+    "Decimal": Decimal("2"),
+    "Fraction": Fraction(1, 2),
+    "UUID": uuid.UUID(RUN),
+    "bytes": b"ana",
+    "set": {"ana"},
+    "list": ["ana"],
+    "dict": {"text": "x"},
+}
+# Per argument, the values it takes on purpose (documented: e.g. a thread id may be an int or
+# a UUID, a rating 1.5, a created_at 0); every other value must be refused. The LangGraph
+# store's keys are left out: LangGraph's own put/get/delete turn any key into str(key).
+Arg = tuple[str, Callable[[OutputProfileMemory, Any], Any], frozenset[str]]
+_NUMBERS = frozenset({"0", "1.5", "numpy float"})  # numpy's float64 is a float
+_RATINGS = frozenset({"1.5", "numpy float"})
+_NONE = frozenset({"None"})
+_IDS = frozenset({"0", "-1", "huge int", "UUID"})  # thread ids: str, int or UUID
+_BIG = frozenset({"huge int"})  # a valid int, however large: a budget or a page size
+
+
+def _store(m: OutputProfileMemory) -> Any:
+    return m.as_store()
+
+
+ARGS: list[Arg] = [
+    ("add text", lambda m, v: m.add(v, user_id="ana"), frozenset()),
+    ("add user_id", lambda m, v: m.add("hi", user_id=v), frozenset()),
+    ("add signal", lambda m, v: m.add("hi", user_id="ana", signal=v), _NONE),
+    ("add rating", lambda m, v: m.add("hi", user_id="ana", rating=v), _NONE | _RATINGS),
+    ("add task", lambda m, v: m.add("hi", user_id="ana", task=v), _NONE),
+    ("add source_input", lambda m, v: m.add("hi", user_id="ana", source_input=v), _NONE),
+    ("add created_at", lambda m, v: m.add("hi", user_id="ana", created_at=v), _NONE | _NUMBERS),
+    ("add run_id", lambda m, v: m.add("hi", user_id="ana", run_id=v), _NONE),
+    ("add metadata", lambda m, v: m.add("hi", user_id="ana", metadata=v), _NONE | {"dict"}),
+    ("add metadata value", lambda m, v: m.add("hi", user_id="ana", metadata={"k": v}), frozenset({"0", "-1", "1.5", "True", "numpy float"})),
+    ("endorse text", lambda m, v: m.endorse(v, user_id="ana"), frozenset()),
+    ("accept user_id", lambda m, v: m.accept("hi", user_id=v), frozenset()),
+    ("reject text", lambda m, v: m.reject(v, user_id="ana"), frozenset()),
+    ("add_many entries", lambda m, v: m.add_many(v), frozenset()),
+    ("add_many item", lambda m, v: m.add_many([v]), frozenset()),
+    ("add_many item text", lambda m, v: m.add_many([{"text": v, "user_id": "ana"}]), frozenset()),
+    ("add_many item created_at", lambda m, v: m.add_many([{"text": "hi", "user_id": "ana", "created_at": v}]), _NONE | _NUMBERS),
+    ("add_many item rating", lambda m, v: m.add_many([{"text": "hi", "user_id": "ana", "rating": v}]), _NONE | _RATINGS),
+    ("import_ records", lambda m, v: m.import_(v), frozenset()),
+    ("import_ record", lambda m, v: m.import_([v]), frozenset()),
+    ("import_ strength", lambda m, v: m.import_([{**_good(), "signals": ["authored"], "strength": v}]), frozenset({"0"})),
+    ("import_ created_at", lambda m, v: m.import_([{**_good(), "signals": ["authored"], "created_at": v}]), _NUMBERS),
+    ("import_ updated_at", lambda m, v: m.import_([{**_good(), "signals": ["authored"], "updated_at": v}]), _NONE | _NUMBERS),
+    ("import_ signals", lambda m, v: m.import_([{**_good(), "signals": v}]), frozenset()),
+    ("import_ signal", lambda m, v: m.import_([{**_good(), "signals": [v]}]), frozenset()),
+    ("import_ metadata", lambda m, v: m.import_([{**_good(), "signals": ["authored"], "metadata": v}]), _NONE | {"dict"}),
+    ("delete entry_id", lambda m, v: m.delete(v, user_id="ana"), frozenset()),
+    ("delete user_id", lambda m, v: m.delete("op-x", user_id=v), frozenset()),
+    ("forget user_id", lambda m, v: m.forget(v), frozenset()),
+    ("export user_id", lambda m, v: m.export(v), frozenset()),
+    ("stats user_id", lambda m, v: m.stats(v), frozenset()),
+    ("expire_pending user_id", lambda m, v: m.expire_pending(v), frozenset()),
+    ("select user_id", lambda m, v: m.select(v), frozenset()),
+    ("select max_tokens", lambda m, v: m.select("ana", max_tokens=v), _NONE | _BIG),
+    ("select task", lambda m, v: m.select("ana", task=v), _NONE),
+    ("select query", lambda m, v: m.select("ana", query=v), _NONE),
+    ("select thread_id", lambda m, v: m.select("ana", thread_id=v), _NONE | _IDS),
+    ("select options", lambda m, v: m.select("ana", options=v), _NONE),
+    ("select mmr_lambda", lambda m, v: m.select("ana", mmr_lambda=v), _NONE | frozenset({"0"})),
+    ("select half_life_days", lambda m, v: m.select("ana", half_life_days=v), _NONE | frozenset({"1.5", "numpy float", "inf"})),
+    ("select fill_from_profile", lambda m, v: m.select("ana", fill_from_profile=v), _NONE | frozenset({"True"})),
+    ("block_messages user_id", lambda m, v: m.block_messages(v), frozenset()),
+    ("record_output text", lambda m, v: m.record_output(v, user_id="ana", run_id=str(uuid.uuid4())), frozenset()),
+    ("record_output run_id", lambda m, v: m.record_output("hi", user_id="ana", run_id=v), frozenset({"UUID"})),
+    ("feedback run_id", lambda m, v: m.feedback(v, "endorsed"), frozenset({"UUID"})),
+    ("feedback signal", lambda m, v: m.feedback(RUN, v), frozenset()),
+    ("feedback rating", lambda m, v: m.feedback(RUN, rating=v), _RATINGS),
+    ("feedback edited", lambda m, v: m.feedback(RUN, edited=v), frozenset()),
+    ("feedback user_id", lambda m, v: m.feedback(RUN, "endorsed", user_id=v), _NONE),
+    ("injector user_id", lambda m, v: m.injector(user_id=v), _NONE),
+    ("injector max_tokens", lambda m, v: m.injector(max_tokens=v), _NONE | _BIG),
+    ("injector placement", lambda m, v: m.injector(placement=v), frozenset()),
+    ("retriever k", lambda m, v: m.as_retriever(k=v), _NONE | _BIG),
+    ("store put namespace user", lambda m, v: _store(m).put(("profile", v), "k", {"text": "hi"}), frozenset()),
+    ("store put value", lambda m, v: _store(m).put(("profile", "ana"), "k", v), _NONE | {"dict"}),
+    ("store put text", lambda m, v: _store(m).put(("profile", "ana"), "k", {"text": v}), frozenset()),
+    ("store put strength", lambda m, v: _store(m).put(("profile", "ana"), "k", {"text": "hi", "strength": v}), _NONE | {"0"}),
+    ("store put rating", lambda m, v: _store(m).put(("profile", "ana"), "k", {"text": "hi", "rating": v}), _NONE | _RATINGS),
+    ("store search limit", lambda m, v: _store(m).search(("profile", "ana"), limit=v), _BIG),
+    ("store search offset", lambda m, v: _store(m).search(("profile", "ana"), offset=v), frozenset({"0"}) | _BIG),
+    ("store search query", lambda m, v: _store(m).search(("profile", "ana"), query=v), _NONE),
+    ("store list limit", lambda m, v: _store(m).list_namespaces(limit=v), _BIG),
+    ("store list offset", lambda m, v: _store(m).list_namespaces(offset=v), frozenset({"0"}) | _BIG),
+    ("store list max_depth", lambda m, v: _store(m).list_namespaces(max_depth=v), _NONE | _BIG),
+]  # fmt: skip
+
+BAD_CASES = [
+    pytest.param(call, value, id=f"{arg} = {name}")
+    for arg, call, accepted in ARGS
+    for name, value in BAD_VALUES.items()
+    if name not in accepted
+]
+
+
+@pytest.mark.parametrize(("call", "value"), BAD_CASES)
+def test_every_public_argument_refuses_ordinary_bad_values(
+    seeded: OutputProfileMemory, call: Callable[[OutputProfileMemory, Any], Any], value: Any
+) -> None:
+    before = _snapshot(seeded)
+    with pytest.raises(Exception) as raised:
+        call(seeded, value)
+    error = raised.value
+    typed = isinstance(error, OutprofileError | InvalidNamespaceError)
+    assert typed, f"untyped {type(error).__name__}: {error}"
+    assert _snapshot(seeded) == before

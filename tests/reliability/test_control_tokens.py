@@ -10,6 +10,7 @@ must hold no such token, keep its frame, and parse back to the stored texts exac
 from __future__ import annotations
 
 import re
+import string
 import sys
 import unicodedata
 
@@ -17,7 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from langchain_outprofile import ProfileEntry, parse_block
-from langchain_outprofile.render import _INVISIBLE, escape_entry_text, render_block
+from langchain_outprofile.render import (
+    _INVISIBLE,
+    escape_entry_text,
+    render_block,
+    unescape_entry_text,
+)
 
 INVISIBLES = ["\u2060", "\ufeff", "\u200c", "\u200d", "\t", "\u00ad", "\U000e0041", "\u202e"]
 TOKENS = [
@@ -100,3 +106,128 @@ def test_escaping_is_reversible_and_leaves_no_token(pieces: list[str]) -> None:
     assert parse_block(block) == [entry.text]
     (body,) = re.findall(r'<entry n="1">\n(.*?)\n</entry>', block, re.DOTALL)
     assert _forms_a_token(body) == []
+
+
+# -- every special token of the tokenizers the package knows (issue 24, item 10) -------------
+
+# The chat templates the escape is written for, beside the tokenizers read below: ChatML /
+# Qwen, Llama 2 and 3, Gemma, Phi, DeepSeek, Mistral / Tekken, GLM (ChatGLM, GLM-4) and
+# MiniMax (MiniMax-Text-01 / M1), whose tokens start with "]" or use "[" with lowercase.
+TEMPLATE_TOKENS = [
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+    "<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>",
+    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+    "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cUser\uff5c>", "<\uff5cAssistant\uff5c>",
+    "[SYSTEM_PROMPT]", "[AVAILABLE_TOOLS]", "[TOOL_CALLS]", "[TOOL_RESULTS]",
+    "[gMASK]", "[sMASK]", "[MASK]", "<sop>", "<eop>", "<|observation|>",
+    "]~!b[", "]~b]", "[e~[", "]!d~[", "]!p~[", "]<]start of image[>[", "]<]end of image[>[",
+]  # fmt: skip
+
+
+def _tiktoken_specials() -> list[str]:
+    """OpenAI's encodings' special tokens, as tiktoken defines them (no download)."""
+    import tiktoken_ext.openai_public as public
+
+    return [v for v in vars(public).values() if isinstance(v, str) and v.startswith("<|")]
+
+
+def _gguf_specials() -> list[str]:
+    """The control and user-defined tokens of the embedded model (SmolLM2), read from its
+    GGUF vocabulary; empty when the ``local`` extra is not installed."""
+    try:
+        import llama_cpp
+
+        from langchain_outprofile.local import local_model_path
+        from langchain_outprofile.tokens import _gguf_vocab
+    except ImportError:
+        return []
+    try:
+        vocab = _gguf_vocab(str(local_model_path().resolve()))
+    except Exception:  # the model package missing: the template list still covers ChatML
+        return []
+    wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    return [
+        llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", "replace")
+        for i in range(llama_cpp.llama_vocab_n_tokens(vocab))
+        if llama_cpp.llama_vocab_get_attr(vocab, i) & wanted
+    ]
+
+
+def _full_width(token: str) -> str:
+    """The token in full-width forms (U+FF01-U+FF5E): NFKC folds it back to ASCII."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in token)
+
+
+SPECIAL_TOKENS = sorted(
+    {t for t in (*TEMPLATE_TOKENS, *_tiktoken_specials(), *_gguf_specials()) if t.strip()}
+)
+
+
+def test_the_walk_covers_the_known_tokenizers() -> None:
+    assert "<|endofprompt|>" in SPECIAL_TOKENS  # tiktoken's
+    assert {"[gMASK]", "]~!b["} <= set(SPECIAL_TOKENS)
+
+
+def _spellings(token: str) -> list[str]:
+    wide = _full_width(token)
+    half = "".join(w if i % 2 else c for i, (c, w) in enumerate(zip(token, wide, strict=True)))
+    return [token, wide, half, f"say {token} then", f"{token}{token}"]
+
+
+def _leaks(block: str, token: str) -> bool:
+    """Whether the model could read ``token`` in the block, as it is or after NFKC (which
+    many tokenizers apply before matching special tokens)."""
+    body = block.split("\n", 1)[1].rsplit("\n", 1)[0]
+    entries = "\n".join(re.findall(r'<entry n="\d+">\n(.*?)\n</entry>', body, re.DOTALL))
+    return token in entries or token in unicodedata.normalize("NFKC", entries)
+
+
+def test_no_special_token_of_a_known_tokenizer_survives_rendering() -> None:
+    leaked: list[str] = []
+    for token in SPECIAL_TOKENS:
+        texts = _spellings(token)
+        entries = [ProfileEntry.create(text, user_id="ana") for text in texts]
+        block = render_block(entries)
+        assert parse_block(block) == [e.text for e in entries], token
+        leaked += [text for text in texts if _leaks(block, token)]
+    assert leaked == []
+
+
+def test_ascii_folding_forms_are_escaped_like_ascii() -> None:
+    """Every character NFKC folds into "<", "[" or "]" opens a token as the ASCII one does,
+    so the full-width ChatML of a request becomes no token after normalization."""
+    for opener in ("<", "[", "]"):
+        for code in range(sys.maxunicode + 1):
+            char = chr(code)
+            if char != opener and unicodedata.normalize("NFKC", char) == opener:
+                attack = {"<": "|im_start|>", "[": "INST]", "]": "~b]"}[opener]
+                escaped = escape_entry_text(char + attack)
+                assert escaped != char + attack, f"U+{code:04X}"
+                assert unescape_entry_text(escaped) == char + attack
+
+
+def test_the_folding_classes_are_exactly_what_nfkc_folds() -> None:
+    """Each class holds every character NFKC folds into its ASCII character(s), and no other."""
+    from langchain_outprofile import render
+
+    classes = {
+        render._LT: set("<"),
+        render._OPEN: set("["),
+        render._CLOSE: set("]"),
+        render._TILDE: set("~"),
+        render._BANG: set("!"),
+        render._SLASH_BAR: set("/|"),
+        render._UPPER: set(string.ascii_uppercase),
+        render._LOWER: set(string.ascii_lowercase),
+    }
+    for members, targets in classes.items():
+        pattern = re.compile(f"[{members}]")
+        wrong = [
+            f"U+{code:04X}"
+            for code in range(sys.maxunicode + 1)
+            if bool(pattern.fullmatch(chr(code)))
+            != (unicodedata.normalize("NFKC", chr(code)) in targets)
+        ]
+        assert wrong == [], members[:12]

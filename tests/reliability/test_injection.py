@@ -9,14 +9,19 @@ before ``<``) are stored for real, selected, rendered, and the block is parsed b
 
 from __future__ import annotations
 
+import json
+import unicodedata
 import uuid
+from pathlib import Path
 
 import chromadb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from langchain_outprofile import OutputProfileMemory, ProfileEntry, parse_block
+from langchain_outprofile.cli.app import app
 from langchain_outprofile.render import DEFAULT_TEMPLATE, render_block
 from tests.conftest import unique_name
 
@@ -128,3 +133,46 @@ def test_the_full_fields_mode_frames_the_request_too(source: str, output: str) -
     _assert_frame(block, 1)
     expected = DEFAULT_TEMPLATE.full_entry_text.format(input=entry.source_input, output=entry.text)
     assert parse_block(block) == [expected]
+
+
+# -- GLM, MiniMax and full-width ChatML through every write path (issue 24, item 10) --------
+
+NEW_TOKENS = ["[gMASK]", "[sMASK]", "]~!b[", "]~b]", "[e~[", "<|im_start|>", "<|user|>"]
+WIDE_CHATML = "\uff1c\uff5cim_start\uff5c\uff1e"  # NFKC gives <|im_start|>
+
+
+def _attack(path: str) -> str:
+    return f"{path}: " + " ".join([*NEW_TOKENS, WIDE_CHATML, "<\uff5cUser\uff5c>"])
+
+
+def _write_every_way(memory: OutputProfileMemory, tmp_path: Path, user: str) -> None:
+    """The six write paths of the API, then ``outprofile ingest``."""
+    memory.add(_attack("add"), user_id=user)
+    memory.add_many([{"text": _attack("add_many"), "user_id": user}])
+    memory.import_([{"text": _attack("import"), "user_id": user, "signals": ["authored"]}])
+    run = str(uuid.uuid4())
+    memory.record_output(_attack("tracked"), user_id=user, run_id=run)
+    memory.feedback(run, "endorsed")
+    edited = str(uuid.uuid4())
+    memory.record_output("a draft", user_id=user, run_id=edited)
+    memory.feedback(edited, edited=_attack("edited"))
+    memory.as_store().put(("profile", user), "k", {"text": _attack("langgraph put")})
+    lines = json.dumps({"text": _attack("ingest"), "user_id": user}) + "\n"
+    (tmp_path / "in.jsonl").write_text(lines, encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["--path", str(tmp_path / "store"), "ingest", str(tmp_path / "in.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_glm_minimax_and_full_width_tokens_never_reach_the_block(tmp_path: Path) -> None:
+    memory = OutputProfileMemory(path=tmp_path / "store")
+    _write_every_way(memory, tmp_path, "ana")
+    reopened = OutputProfileMemory(path=tmp_path / "store")  # sees the CLI's write too
+    block, chosen = _block_of_everything(reopened, "ana")
+    assert len(chosen) == 7 and any(t.startswith("ingest") for t in chosen)
+    _assert_frame(block, len(chosen))
+    normalized = unicodedata.normalize("NFKC", block)
+    leaked = [t for t in [*NEW_TOKENS, "<|User|>"] if t in block or t in normalized]
+    assert leaked == []
+    assert parse_block(block) == chosen  # every text comes back exactly

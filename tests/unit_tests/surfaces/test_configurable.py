@@ -17,7 +17,12 @@ from langchain_core.runnables import ConfigurableField, RunnableConfig
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, SelectionOptions
 from langchain_outprofile.render import parse_block
-from langchain_outprofile.surfaces._common import SETTING_NAMES, setting_specs
+from langchain_outprofile.surfaces._common import (
+    DEFAULT_CALL_SETTINGS,
+    SETTING_NAMES,
+    CallLimits,
+    setting_specs,
+)
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from tests.fakes import RecordingChatModel
 
@@ -87,7 +92,8 @@ def test_with_config_carries_the_keys_and_unknown_keys_are_ignored(
 
 
 def test_config_specs_declare_every_setting_beside_user_id(filled: OutputProfileMemory) -> None:
-    chain = prompt() | filled.injector() | RecordingChatModel()
+    every = CallLimits(settable=frozenset(SETTING_NAMES))
+    chain = prompt() | filled.injector(limits=every) | RecordingChatModel()
     ids = {spec.id for spec in chain.config_specs}
     assert ids == {"user_id", *(f"profile_{name}" for name in SETTING_NAMES)}
     assert {f"profile_{f.name}" for f in fields(SelectionOptions)} < ids
@@ -95,6 +101,13 @@ def test_config_specs_declare_every_setting_beside_user_id(filled: OutputProfile
     properties = schema["$defs"]["Configurable"]["properties"]
     assert properties["profile_placement"]["anyOf"][0]["enum"] == ["merge", "separate"]
     assert properties["profile_max_tokens"]["default"] is None
+
+
+def test_by_default_only_the_settings_a_call_may_change_are_declared(
+    filled: OutputProfileMemory,
+) -> None:
+    ids = {spec.id for spec in filled.injector().config_specs}
+    assert ids == {"user_id", *(f"profile_{name}" for name in DEFAULT_CALL_SETTINGS)}
 
 
 def test_configurable_fields_with_config(filled: OutputProfileMemory) -> None:
