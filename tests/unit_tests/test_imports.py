@@ -38,6 +38,8 @@ EXPECTED_ALL = [
     "UnknownRunError",
     "http_client",
     "parse_block",
+    "platform_store",
+    "user_label",
 ]
 
 
