@@ -50,6 +50,8 @@ _LEGACY_SNAPSHOT = re.compile(r"s:[0-9a-f]{32}")
 _METADATAS: Any = ["metadatas"]
 _NO_FIELDS: Any = []
 _PAGE = 5000
+_DOUBTED = "doubted"
+"""Version-row key: the user may have no entry row left (see :meth:`StateRows.listed`)."""
 
 
 class StateRows:
@@ -81,7 +83,7 @@ class StateRows:
         return str(self._collection.name)
 
     async def touch(
-        self, users: Iterable[str], watch: Collection[str] = ()
+        self, users: Iterable[str], watch: Collection[str] = (), *, doubted: bool = False
     ) -> dict[str, tuple[str | None, str]]:
         """Give each user's profile a new version, so selections stored for the old one go
         stale. Called after the entries are written: a reader that saw the old version
@@ -89,7 +91,8 @@ class StateRows:
         version before is read in the same hold of the lock for the users in ``watch``
         (one more read), and None for the others. (``emptied`` is written False: an upsert
         keeps the keys it leaves out, and releases before this one flagged forgotten users
-        that way.)"""
+        that way.) ``doubted`` is written too: see :meth:`listed` (False once the users'
+        entry rows are written; True when they may have none)."""
         ordered = sorted(set(users))
         renewed: dict[str, tuple[str | None, str]] = {}
         async with hold(self._lock):
@@ -102,7 +105,10 @@ class StateRows:
                 after = {user: uuid.uuid4().hex for user in batch}
                 await self._upsert(
                     [state_id("v", user) for user in batch],
-                    [{"user_id": u, "version": after[u], "emptied": False} for u in batch],
+                    [
+                        {"user_id": u, "version": after[u], "emptied": False, _DOUBTED: doubted}
+                        for u in batch
+                    ],
                 )
                 renewed.update((u, (before[u], after[u])) for u in batch)
         self._versioned.update(ordered)
@@ -143,8 +149,22 @@ class StateRows:
         async with hold(self._lock):
             before = (await self._versions([user])).get(user, "") if watch else None
             await self.forget(user)
-            renewed = await self.touch([user])
+            renewed = await self.touch([user], doubted=True)  # maybe its last entry went
         return {user: (before, renewed[user][1])}
+
+    async def doubt(self, users: Iterable[str]) -> None:
+        """Flag the version rows of ``users`` ``doubted``: a write removed entry rows of
+        theirs, maybe the last, and left the version alone (expired pending outputs, an
+        edit that took back a run's text). :meth:`listed` says to confirm them. Only the flag
+        is written (an update keeps the version and leaves a user without a row alone)."""
+        ids = [state_id("v", user) for user in sorted(set(users))]
+        for batch in batches(ids, self._max_batch):
+            async with hold(self._lock):
+                await settle(
+                    self._collection.update(
+                        ids=list(batch), metadatas=[{_DOUBTED: True} for _ in batch]
+                    )
+                )
 
     async def forget(self, user_id: str) -> None:
         """Remove every state row of the user: the version row, every snapshot and every
@@ -275,16 +295,32 @@ class StateRows:
         return False
 
     async def users(self, page_size: int | None = None) -> set[str]:
-        """Users with a version row (metadata only: no entry text and no saved block is
-        read). A row without a ``user_id``, or flagged ``emptied`` by an older release's
-        ``forget``, is skipped."""
-        found: set[str] = set()
-        async for page in self._pages(page_size or self._page, _METADATAS):
-            for id_, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
-                if id_.startswith("v:") and meta and not meta.get("emptied"):
+        """Users with a version row: see :meth:`listed`."""
+        return set(await self.listed(page_size))
+
+    async def listed(self, page_size: int | None = None) -> dict[str, bool]:
+        """Users with a version row, each with whether it is *doubted*: the user may have no
+        entry left, so a listing of users with entries must confirm that one. Two reads per
+        page of state rows, whatever the number of users: the ids (no payload of a
+        snapshot or pin is read), then the metadata of the version rows among them. A row
+        without a ``user_id``, or flagged ``emptied`` by an older release's ``forget``, is
+        skipped; a row of an earlier release, which has no flag, is doubted.
+
+        The flag is correct without a shared lock: every write that removes entry rows
+        flags the user *after* removing them (``drop``, :meth:`doubt`), and a write clears
+        it only *after* writing entry rows of the user (:meth:`touch`), so whichever lands
+        last describes rows that exist."""
+        found: dict[str, bool] = {}
+        async for page in self._pages(page_size or self._page, _NO_FIELDS):
+            versions = [id_ for id_ in page["ids"] if id_.startswith("v:")]
+            if not versions:
+                continue
+            rows = await self._get(ids=versions, include=_METADATAS)
+            for meta in rows["metadatas"] or []:
+                if meta and not meta.get("emptied"):
                     user = meta.get("user_id")
                     if isinstance(user, str) and user:
-                        found.add(user)
+                        found[user] = meta.get(_DOUBTED) is not False
         return found
 
     async def has_mark(self, name: str) -> bool:
@@ -323,6 +359,8 @@ class StateRows:
             if not page["ids"]:
                 return
             yield page
+            if len(page["ids"]) < page_size:  # the last page: no read of an empty one
+                return
             offset += len(page["ids"])
 
     async def _current(self, user: str, version_id: str) -> str:

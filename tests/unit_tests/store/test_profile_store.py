@@ -25,7 +25,7 @@ from langchain_outprofile.store import ProfileStore, http_client
 from langchain_outprofile.store import profile_store as store_module
 from langchain_outprofile.store.clients import location_lock
 from langchain_outprofile.store.state import state_id
-from tests.conftest import MemoryFactory, unique_name
+from tests.conftest import Clock, MemoryFactory, unique_name
 
 
 def test_add_is_idempotent_and_accumulates_signals(memory: OutputProfileMemory) -> None:
@@ -359,12 +359,94 @@ def test_user_ids_never_reads_entry_text_or_metadata(memory: OutputProfileMemory
     spy = _spy_on_entries(memory.store)
 
     assert memory.store.user_ids() == ["a", "b", "c"]
-    assert spy.includes == [[], [], []]  # one id lookup confirms each user; no text, no fields
+    assert spy.includes == []  # the version rows say who has entries: no entry is read
 
     memory.forget("a")
-    spy.includes.clear()
+    spy.includes.clear()  # the forget's own reads
     assert memory.store.user_ids() == ["b", "c"]
-    assert spy.includes == [[], []]  # a forgotten user's row says so: not even looked up
+    assert spy.includes == []  # a forgotten user has no version row: not even looked up
+
+
+class _CallCounter:
+    """Stands in for a collection and counts the calls to it (every method, by name)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._collection, name)
+        if not callable(method):
+            return method
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def _listing_calls(make_memory: MemoryFactory, users: int) -> int:
+    """Chroma calls (entries and state collections) of ``user_ids`` over ``users`` users,
+    written by another memory on the same path; checks the listing too."""
+    writer = make_memory(collection_name=unique_name())
+    names = [f"user-{n:04d}" for n in range(users)]
+    writer.add_many([{"text": f"Entry of {u}.", "user_id": u} for u in names])
+    reader = make_memory(collection_name=writer.store.collection_name)
+    reader.store.user_ids()  # the one-time step of old collections (a mark lookup) goes first
+    entries, state = (
+        _CallCounter(reader.store._collection),
+        _CallCounter(reader.store.state._collection),
+    )
+    reader.store._collection, reader.store.state._collection = entries, state
+    assert reader.store.user_ids() == names
+    return len(entries.calls) + len(state.calls)
+
+
+def test_listing_users_costs_the_same_calls_for_10_or_200_users(
+    make_memory: MemoryFactory,
+) -> None:
+    """Issue 24 #16: one read per user (10,000 users: 41 s). Now two per page of state rows."""
+    assert _listing_calls(make_memory, 200) == _listing_calls(make_memory, 10) <= 2
+
+
+def test_user_ids_keep_their_meaning_across_two_memories(make_memory: MemoryFactory) -> None:
+    """Listed: users with an entry row, pending outputs too (as before). Not listed: a user
+    forgotten, or whose last entry was deleted or expired, whichever memory on the path
+    did it; a user back after that is listed again. Only those doubted users cost a read."""
+    one, two = make_memory(), make_memory()
+    one.add("Ana's entry.", user_id="ana")
+    last = one.add("Bob's only entry.", user_id="bob")
+    one.add("Cy's entry.", user_id="cy")
+    one.record_output("Dee's tracked answer.", user_id="dee", run_id="run-dee")
+    assert two.store.user_ids() == ["ana", "bob", "cy", "dee"]  # pending only: listed
+
+    assert two.delete(last.id, user_id="bob")
+    two.forget("cy")
+    spy = _spy_on_entries(one.store)
+    assert one.store.user_ids() == ["ana", "dee"]
+    assert spy.includes == [[]]  # bob, doubted after the delete, is confirmed by one id read
+
+    entry = one.store.load("dee").entries[0]
+    assert one.store.remove("dee", [entry.id]).removed == {"dee": [entry.id]}
+    assert two.store.user_ids() == ["ana"]
+    two.add("Bob is back.", user_id="bob")
+    one.record_output("Dee again.", user_id="dee", run_id="run-dee-2")
+    assert one.store.user_ids() == ["ana", "bob", "dee"]
+
+
+def test_expired_pending_outputs_leave_their_user_unlisted(make_memory: MemoryFactory) -> None:
+    """A user whose only entries were pending outputs that expired has no entry left."""
+    clock = Clock()
+    memory = make_memory(pending_ttl_s=60, clock=clock)
+    memory.record_output("Eve's tracked answer.", user_id="eve", run_id="run-eve")
+    memory.add("Ana's entry.", user_id="ana")
+    assert memory.store.user_ids() == ["ana", "eve"]
+    clock.now += 61
+    memory.expire_pending("eve")  # marks it stale by this clock
+    clock.now += 61
+    assert memory.expire_pending("eve") == 1
+    assert make_memory().store.user_ids() == ["ana"]
 
 
 def test_user_ids_follow_adds_deletes_and_forget(memory: OutputProfileMemory) -> None:
