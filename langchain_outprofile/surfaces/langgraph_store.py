@@ -505,19 +505,29 @@ class OutputProfileStore(BaseStore):
         shallow = shallow and all(
             c.match_type == "prefix" and len(c.path) <= depth for c in conditions
         )
-        found: set[tuple[str, ...]] = set()
         # A prefix naming the user (as under the @auth.on.store rewrite) reads that user only,
         # not the list of every user.
         users = list(named) if named else [u for u in await calls.user_ids() if _has_label(u)]
-        for user in users:
+        # Every namespace of a user extends the user's filled template, so in sorted order a
+        # user's namespaces come together, users in the order of their filled templates (as
+        # long as a cut by max_depth keeps the user's label): a page of namespaces needs only
+        # the users up to it. 10,000 users and limit 10 read every user's entries (189.6 s).
+        paged = op.max_depth is None or op.max_depth > self.template.slot
+        wanted = op.offset + op.limit
+        matching: set[tuple[str, ...]] = set()
+        for user in sorted(users, key=self.template.fill):
+            found: set[tuple[str, ...]] = set()
             if shallow and not named:  # a listed user has entries, all under the template
                 found.add(self.template.fill(user))
-                continue
-            for entry in (await profiles.of(user)).entries:
-                found.add((*self.template.fill(user), *_labels_of(entry)))
-        matching = [ns for ns in found if all(_does_match(c, ns) for c in conditions)]
-        if op.max_depth is not None:
-            matching = list({ns[: op.max_depth] for ns in matching})
+            else:
+                for entry in (await profiles.of(user)).entries:
+                    found.add((*self.template.fill(user), *_labels_of(entry)))
+            mine = [ns for ns in found if all(_does_match(c, ns) for c in conditions)]
+            if op.max_depth is not None:
+                mine = [ns[: op.max_depth] for ns in mine]
+            matching.update(mine)
+            if paged and len(matching) >= wanted:
+                break
         return sorted(matching)[op.offset : op.offset + op.limit]
 
     # -- helpers --------------------------------------------------------------------------

@@ -317,6 +317,30 @@ def test_list_namespaces(filled: OutputProfileStore, ephemeral_memory: OutputPro
     assert filled.list_namespaces(limit=1, offset=1) == [(*ANA, "notes", "work")]
 
 
+def test_a_page_of_namespaces_reads_only_the_users_up_to_it(
+    store: OutputProfileStore, ephemeral_memory: OutputProfileMemory
+) -> None:
+    """Issue 24 #16: a depth and a limit of 10 read every user's entries (10,000 users:
+    189.6 s). A page of sorted namespaces needs the users up to it, and the users are listed
+    from their version rows (two reads per page of them, not one per user)."""
+    users = [f"u{n:03d}" for n in range(40)]
+    for user in users:
+        store.put(("profile", user, "notes"), "n", {"text": f"Notes of {user}."})
+    loaded: list[str] = []
+    load = ephemeral_memory.store.load
+
+    def counted(user_id: str, **options: Any) -> Any:
+        loaded.append(user_id)
+        return load(user_id, **options)
+
+    ephemeral_memory.store.load = counted  # type: ignore[method-assign]
+    page = store.list_namespaces(max_depth=3, limit=3, offset=2)
+    assert page == [("profile", u, "notes") for u in users[2:5]]
+    assert loaded == users[:5]
+    assert store.list_namespaces(max_depth=3, limit=100)[-1] == ("profile", "u039", "notes")
+    assert store.list_namespaces(max_depth=1) == [("profile",)]  # every user collapses
+
+
 # -- batch and async ----------------------------------------------------------------------
 
 
