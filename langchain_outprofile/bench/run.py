@@ -23,6 +23,7 @@ import typer
 from chromadb.config import Settings
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile.bench.big_write import BIG_WRITE_COLUMNS, big_write_scenario
 from langchain_outprofile.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
 from langchain_outprofile.bench.prompt_cache import prompt_cache_command
 from langchain_outprofile.bench.server import chroma_server
@@ -235,7 +236,8 @@ def bench_command(
         typer.Option(
             help="suite (ingest, add, rebuild, cold, warm, similarity), live-loop (tracked "
             "turns with feedback against a similarity memory) or prompt-cache (a thread "
-            "through ChatOpenAI and the local model server per block kind)."
+            "through ChatOpenAI and the local model server per block kind) or big-write "
+            "(another user's reads during one add_many of --many-entries entries)."
         ),
     ] = "suite",
     turns: Annotated[int, typer.Option(help="Turns of each live loop or thread.")] = 30,
@@ -258,7 +260,8 @@ def bench_command(
             ``add_many`` against a raw upsert: ``bench/live_loop.py``) or ``prompt-cache``
             (a thread through ``ChatOpenAI`` and the local model server per block kind:
             ``bench/prompt_cache.py``; ``max_tokens`` is the block's budget, and a plot is
-            written beside ``out``).
+            written beside ``out``) or ``big-write`` (another user's reads, p50/p99, during
+            one ``add_many`` of ``many_entries`` entries: ``bench/big_write.py``).
         turns: turns of each live loop or thread.
 
     Example:
@@ -276,9 +279,11 @@ def bench_command(
         raise InvalidInputError("many_users must be between 1 and many_entries")
     if scenario == "prompt-cache":
         return _prompt_cache(turns, max_tokens, seed, out)
+    if scenario == "big-write":
+        return _big_write(modes, many_entries, max_tokens, seed, out)
     if scenario not in ("suite", "live-loop"):
         raise InvalidInputError(
-            f"scenario must be suite, live-loop or prompt-cache; got {scenario!r}"
+            f"scenario must be suite, live-loop, prompt-cache or big-write; got {scenario!r}"
         )
     columns = _COLUMNS if scenario == "suite" else LIVE_LOOP_COLUMNS
     rows: list[dict[str, Any]] = []
@@ -344,6 +349,38 @@ def bench_command(
     return report
 
 
+def _big_write(
+    modes: Sequence[str], entries: int, max_tokens: int, seed: int, out: Path | None
+) -> dict[str, Any]:
+    """Another user's reads during one ``add_many`` of ``entries`` entries, per mode."""
+    if entries <= 0:
+        raise InvalidInputError("the big-write scenario needs --many-entries above 0")
+    rows: list[dict[str, Any]] = []
+    server_rss: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory(prefix="outprofile-bench-") as tmp:
+        for mode in modes:
+            with _client(mode, Path(tmp), server_rss) as client:
+                row = big_write_scenario(
+                    client,
+                    f"big-write-{entries}",
+                    entries=entries,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                )
+                rows.append({"mode": mode, **row})
+                print(_table(rows[-1:], BIG_WRITE_COLUMNS).splitlines()[-1], flush=True)
+    report = {
+        "rows": rows,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "settings": {"scenario": "big-write", "max_tokens": max_tokens, "seed": seed},
+    }
+    print(_table(rows, BIG_WRITE_COLUMNS))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
+
+
 def _prompt_cache(turns: int, block_tokens: int, seed: int, out: Path | None) -> dict[str, Any]:
     report = prompt_cache_command(
         turns=turns,
@@ -382,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
     parser.add_argument(
-        "--scenario", default="suite", choices=("suite", "live-loop", "prompt-cache")
+        "--scenario",
+        default="suite",
+        choices=("suite", "live-loop", "prompt-cache", "big-write"),
     )
     parser.add_argument("--turns", type=int, default=30, help="turns of each live loop")
     args = parser.parse_args(argv)

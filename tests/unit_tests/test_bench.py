@@ -6,6 +6,7 @@ from pathlib import Path
 
 import chromadb
 
+from langchain_outprofile.bench.big_write import big_write_scenario
 from langchain_outprofile.bench.live_loop import live_loop_scenario
 from langchain_outprofile.bench.prompt_cache import _evaluated_since
 from langchain_outprofile.bench.run import _ms
@@ -28,6 +29,15 @@ def test_the_live_loop_reports_a_pinned_thread_that_holds_still() -> None:
     assert row["turn_p50_ms"] > 0 and row["similarity_p50_ms"] > 0
     assert row["ratio_turn_over_similarity"] == row["turn_p50_ms"] / row["similarity_p50_ms"]
     assert row["ratio_add_many_over_raw"] > 0
+
+
+def test_the_big_write_reports_another_users_reads_during_it() -> None:
+    row = big_write_scenario(
+        chromadb.EphemeralClient(), "toy", entries=300, max_tokens=300, seed=0, idle_reads=5
+    )
+    assert row["entries"] == 300 and row["reads"] >= 1
+    assert 0 < row["read_p50_ms"] <= row["read_p99_ms"] <= row["read_max_ms"]
+    assert row["write_s"] > 0 and row["idle_read_p99_ms"] > 0
 
 
 def test_prompt_eval_counts_are_read_from_the_servers_log(tmp_path: Path) -> None:

@@ -508,3 +508,48 @@ def test_a_version_row_that_lost_its_version_is_read_as_none_and_replaced(
     (meta,) = rows.get(ids=[version_id], include=["metadatas"])["metadatas"]
     assert meta["user_id"] == "ana" and len(str(meta["version"])) == 32
     assert {e.text for e in make_memory().select("ana").entries} == {"Stay brief.", "Use bullets."}
+
+
+class _BatchHook:
+    """Stands in for the entries collection of a writer: after the write's first ``upsert``
+    of entry rows, starts ``read`` on another thread, and before each later ``upsert``
+    waits (holding no lock: this sits outside the store's guarded collection) for it."""
+
+    def __init__(self, collection: Any, read: Any) -> None:
+        self._collection = collection
+        self._reader = threading.Thread(target=read)
+        self.upserts = 0
+        self.read_done_before: list[int] = []  # upserts begun after the read was seen done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def upsert(self, **kwargs: Any) -> Any:
+        if self.upserts:
+            self._reader.join(timeout=30)  # a writer holding the lock here would starve it
+            if not self._reader.is_alive():
+                self.read_done_before.append(self.upserts)
+        found = self._collection.upsert(**kwargs)
+        self.upserts += 1
+        if self.upserts == 1:
+            self._reader.start()
+        return found
+
+
+def test_a_big_write_lets_another_users_read_in_between_its_batches(
+    make_memory: MemoryFactory,
+) -> None:
+    """Issue 24 #17: a 50,000-entry add_many stalled other users' reads (p99 1.78 s): one
+    Chroma call wrote 5,461 rows. Now a write goes ``write_batch`` rows at a time, and a read
+    of another user completes between two of its batches (timings: the big-write bench)."""
+    writer, reader = make_memory(), make_memory()
+    reader.add("Bob's entry.", user_id="bob")
+    blocks: list[str] = []
+    hook = _BatchHook(writer.store._collection, lambda: blocks.append(reader.select("bob").text))
+    writer.store._collection = hook
+    size = 500  # the default write_batch; Chroma alone takes 5,461 rows a call
+    writer.add_many([{"text": f"Ana's entry {n}.", "user_id": "ana"} for n in range(2 * size)])
+    assert hook.upserts == 2
+    assert hook.read_done_before == [1]  # before the last batch's rows, the read had finished
+    assert "Bob's entry." in blocks[0]
+    assert writer.store.count("ana") == 2 * size
