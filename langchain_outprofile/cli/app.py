@@ -260,6 +260,9 @@ def preview(
             console.print(_explain_tables(selection))
 
 
+_STATS_GROUP = 100  # users per read of ``stats``: a ``$in`` of 100 ids stays a small query
+
+
 @app.command()
 def stats(
     ctx: typer.Context,
@@ -286,17 +289,19 @@ def stats(
 
 
 def _counted_stats(memory: OutputProfileMemory, user: str | None, quiet: bool) -> list[Any]:
-    """Each user's stats, one Chroma read per user, with a progress bar on stderr: over
-    1,401 users ``stats`` printed nothing for 17 s. The bar spins while the users are
-    listed, then counts them."""
+    """Each user's stats, with a progress bar on stderr: over 1,401 users ``stats`` printed
+    nothing for 17 s. The bar spins while the users are listed, then counts them. Users
+    are read :data:`_STATS_GROUP` at a time, a few Chroma reads per group (10,000 users
+    took 156 s at two or three reads a user)."""
     with _progress("stats", 0, quiet) as progress:
         task = progress.add_task("users", total=None)
         users = [_known_user(memory, user)] if user else memory.store.user_ids()
         progress.update(task, total=len(users))
         every = []
-        for name in users:
-            every.append(memory.stats(name))
-            progress.advance(task)
+        for start in range(0, len(users), _STATS_GROUP):
+            group = users[start : start + _STATS_GROUP]
+            every.extend(memory.stats_of(group))
+            progress.advance(task, len(group))
     return every
 
 

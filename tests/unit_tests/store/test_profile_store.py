@@ -553,3 +553,25 @@ def test_a_big_write_lets_another_users_read_in_between_its_batches(
     assert hook.read_done_before == [1]  # before the last batch's rows, the read had finished
     assert "Bob's entry." in blocks[0]
     assert writer.store.count("ana") == 2 * size
+
+
+def _stats_calls(make_memory: MemoryFactory, users: int) -> int:
+    """Chroma calls of ``stats_of`` over ``users`` users (checked against ``stats``)."""
+    memory = make_memory(collection_name=unique_name())
+    names = [f"user-{n:04d}" for n in range(users)]
+    memory.add_many([{"text": f"Entry {i} of {u}.", "user_id": u} for u in names for i in range(2)])
+    memory.record_output("A pending answer.", user_id=names[0], run_id="run-0")
+    memory.forget(names[-1])
+    expected = [memory.stats(u) for u in names]
+    store = memory.store
+    rows, log = _CallCounter(store._collection), _CallCounter(store._log)
+    store._collection, store._log = rows, log
+    assert memory.stats_of(names) == expected
+    return len(rows.calls) + len(log.calls)
+
+
+def test_stats_of_many_users_costs_the_same_calls_for_10_or_200_users(
+    make_memory: MemoryFactory,
+) -> None:
+    """Issue 24 #16: ``outprofile stats`` read each user (10,000 users: 156 s)."""
+    assert _stats_calls(make_memory, 200) == _stats_calls(make_memory, 10) <= 2
