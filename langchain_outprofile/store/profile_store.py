@@ -431,7 +431,9 @@ class ProfileStore:
                         await pause(self._write_lock)
                     # before the batch's rows: doubted, as they may never land
                     await self.state.touch({e.user_id for e in batch}, doubted=True)
-                folded, renew = await self._put(batch, claim=claim, named=event_ids is not None)
+                folded, renew = await self._put(
+                    batch, claim=claim, named=event_ids is not None, long=len(parts) > 1
+                )
                 stored.extend(folded)
                 moved |= renew
         except BaseException:
@@ -444,7 +446,7 @@ class ProfileStore:
         return Written(stored, {}, moved, events)
 
     async def _put(
-        self, events: Sequence[Event], *, claim: bool, named: bool
+        self, events: Sequence[Event], *, claim: bool, named: bool, long: bool = False
     ) -> tuple[list[ProfileEntry], set[str]]:
         """Add one batch of ``put`` events, then write their entry rows. Returns the entries
         as this writer folds them and the users whose block may have changed. Events with
@@ -464,6 +466,8 @@ class ProfileStore:
             if r.legacy
         ]
         await self._add_events([*bases, *events])
+        if long:  # a read waiting since the events went in goes before the rows
+            await pause(self._write_lock)
         if claim:
             await self._check_claims(events)
         cache: dict[str, ProfileEntry] = {i: r.entry for i, r in rows.items()}
