@@ -547,7 +547,7 @@ def test_a_big_write_lets_another_users_read_in_between_its_batches(
     blocks: list[str] = []
     hook = _BatchHook(writer.store._collection, lambda: blocks.append(reader.select("bob").text))
     writer.store._collection = hook
-    size = 500  # the default write_batch; Chroma alone takes 5,461 rows a call
+    size = 250  # the default write_batch; Chroma alone takes 5,461 rows a call
     writer.add_many([{"text": f"Ana's entry {n}.", "user_id": "ana"} for n in range(2 * size)])
     assert hook.upserts == 2
     assert hook.read_done_before == [1]  # before the last batch's rows, the read had finished
