@@ -811,9 +811,10 @@ class ProfileStore:
             await pause(self._write_lock)
         await self.state.forget(user)  # every state row: no row names a forgotten user
         later = Fold(user)
-        later.add(e for e in events if e.order > forget.order)
-        if later.events:  # the user wrote again before this forget was finished
-            await self._write(list(later.entries().values()))
+        later.add(e for e in events if e.order > forget.order and e.kind != "forget")
+        back = list(later.entries().values())
+        if back:  # the user wrote again before this forget was finished
+            await self._write(back)
             await self.state.touch([user])
         await self._drop_events([forget.id])
         return removed
@@ -868,6 +869,10 @@ class ProfileStore:
         """See :meth:`StateRows.pin`."""
         return await self.state.pin(user_id, thread, key, now=now)
 
+    async def adrop_pin(self, user_id: str, thread: str, key: str) -> None:
+        """See :meth:`StateRows.drop_pin`."""
+        await self.state.drop_pin(user_id, thread, key)
+
     async def asave_pin(
         self,
         user_id: str,
@@ -885,6 +890,19 @@ class ProfileStore:
         )
 
     # -- reads ----------------------------------------------------------------------------
+
+    def entries_by_id(self, user_id: str, ids: Sequence[str]) -> dict[str, ProfileEntry]:
+        """Entries of one user by id: see :meth:`aentries_by_id`."""
+        return self._run(self.aentries_by_id(user_id, ids))
+
+    async def aentries_by_id(self, user_id: str, ids: Sequence[str]) -> dict[str, ProfileEntry]:
+        """The entries named by ``ids`` that still have a row and belong to the user (one
+        read by id): what a thread pin names, checked before it is served. A deleted or
+        forgotten entry has no row; the record is the row's cached fold (its text and
+        input never change under one id)."""
+        user = validate_user_id(user_id)
+        rows = await self._rows_by_id(list(dict.fromkeys(ids)))
+        return {r.id: r.entry for r in rows if r.entry.user_id == user}
 
     def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
         """Every entry of one user (and its style vector), oldest first: see :meth:`aload`."""

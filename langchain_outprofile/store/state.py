@@ -31,6 +31,7 @@ from langchain_outprofile.store.io import hold, settle
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = [
+    "MAX_PINS_PER_USER",
     "SLOTTED_MARK",
     "SNAPSHOT_SLOTS",
     "STATE_SUFFIX",
@@ -50,6 +51,9 @@ _LEGACY_SNAPSHOT = re.compile(r"s:[0-9a-f]{32}")
 _METADATAS: Any = ["metadatas"]
 _NO_FIELDS: Any = []
 _PAGE = 5000
+MAX_PINS_PER_USER = 256
+"""Thread pins one user keeps: past it, the pins expiring first go (a thread whose pin went
+gets the current block, as a new thread does)."""
 
 
 class StateRows:
@@ -208,6 +212,7 @@ class StateRows:
         await self._delete(
             where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
         )
+        await self._bound_pins(user)
         async with hold(self._lock):
             await settle(
                 self._collection.add(
@@ -219,6 +224,26 @@ class StateRows:
             return held
         await self._delete(ids=[pin_id])
         return None
+
+    async def drop_pin(self, user_id: str, thread: str, key: str) -> None:
+        """Delete the pin of ``thread`` under ``key`` (one that names what is gone)."""
+        user = validate_user_id(user_id)
+        await self._delete(ids=[_pin_id(user, thread, key)])
+
+    async def _bound_pins(self, user: str) -> None:
+        """Keep at most :data:`MAX_PINS_PER_USER` - 1 pins of the user before a new one:
+        the ones expiring first go (threads that ended long ago)."""
+        found = await self._get(
+            where={"$and": [{"user_id": user}, {"expires_at": {"$gt": 0.0}}]},
+            include=_METADATAS,
+        )
+        held = sorted(
+            zip(found["ids"], found["metadatas"] or [], strict=True),
+            key=lambda row: (float((row[1] or {}).get("expires_at", 0.0)), row[0]),
+        )
+        excess = len(held) - (MAX_PINS_PER_USER - 1)
+        if excess > 0:
+            await self._delete(ids=[id_ for id_, _ in held[:excess]])
 
     async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that
