@@ -425,14 +425,11 @@ def _entries(rows: list[Row]) -> tuple[list[ProfileEntry], int]:
     entries: list[ProfileEntry] = []
     unreadable = 0
     for row in rows:
-        try:
-            entry = entries_from(
-                {"ids": [row["id"]], "metadatas": [row["metadata"]], "documents": [row["document"]]}
-            )[0]
-        except (KeyError, TypeError, ValueError):
-            unreadable += 1
-            continue
-        if not entry.text:
+        read = entries_from(
+            {"ids": [row["id"]], "metadatas": [row["metadata"]], "documents": [row["document"]]}
+        )
+        entry = read[0] if read else None  # None: not a row of this package
+        if entry is None or not entry.text:
             unreadable += 1
             continue
         entries.append(entry)
