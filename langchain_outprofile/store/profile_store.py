@@ -37,6 +37,7 @@ from langchain_outprofile.store.clients import (
     GuardedCollection,
     StoreDamagedError,
     StoreFullError,
+    check_no_unfinished_repair,
     default_path,
     failure_kind,
     location_lock,
@@ -247,6 +248,8 @@ class ProfileStore:
 
     async def _open(self, collection_name: str) -> None:
         """Open (or create) the entries collection and the state collection beside it."""
+        # an interrupted repair leaves a half-rebuilt collection: refuse, naming the command
+        check_no_unfinished_repair(self._location, collection_name)
         client = self.client
         collection = await self._open_collection(collection_name)
         most = max(1, int(await settle(client.get_max_batch_size())))
@@ -539,6 +542,18 @@ class ProfileStore:
             await self._add_events(events)
             await self._write(batch)
         await self.state.touch({e.user_id for e in unique})
+
+    def write_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """See :meth:`awrite_rows`."""
+        self._run(self.awrite_rows(entries))
+
+    async def awrite_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """Write entry rows (text, vector, the fold as a cache) and renew their users'
+        versions, adding no event: for a repair, which rebuilds the rows from the log as
+        it folds now. An event here (as :meth:`areplace` adds) could void a signal an app
+        wrote meanwhile; rows are caches, so a stale one is harmless."""
+        await self._write(entries)
+        await self.state.touch({e.user_id for e in entries})
 
     def _stamp(self) -> float:
         """The time of a write's events: the clock, but never before this store's previous

@@ -9,7 +9,9 @@ process of its own, so the test process meets the damage as a restarted one does
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,9 +22,12 @@ from typing import Any
 import pytest
 
 from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile.errors import RepairUnfinishedError
 from langchain_outprofile.store import profile_store as store_module
 from langchain_outprofile.store.clients import StoreDamagedError
+from langchain_outprofile.store.profile_store import ProfileStore
 from langchain_outprofile.store.repair import JOURNAL, MARKER, diagnose, repair
+from langchain_outprofile.tokens import OFFLINE_ENCODING
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = "repair-me"
@@ -192,19 +197,19 @@ def test_an_interrupted_repair_is_finished_from_its_saved_rows(
     store: Path, written: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed after the old collection was deleted and half the entries rewritten: the next
-    repair takes the rows it saved, not the half-rebuilt collection."""
+    repair folds the signal log, not the half-rebuilt collection."""
     _damage(store, "torn-pickle")
-    real_replace = store_module.ProfileStore.replace
+    real_write = store_module.ProfileStore.write_rows
 
     def half_then_fail(self: Any, entries: Any) -> None:
-        real_replace(self, list(entries)[: len(entries) // 2])
+        real_write(self, list(entries)[: len(entries) // 2])
         raise KeyboardInterrupt("killed in the middle of the rebuild")
 
-    monkeypatch.setattr(store_module.ProfileStore, "replace", half_then_fail)
+    monkeypatch.setattr(store_module.ProfileStore, "write_rows", half_then_fail)
     with pytest.raises(KeyboardInterrupt):
         repair(store, COLLECTION)
     assert (store / MARKER.format(collection=COLLECTION)).exists()
-    monkeypatch.setattr(store_module.ProfileStore, "replace", real_replace)
+    monkeypatch.setattr(store_module.ProfileStore, "write_rows", real_write)
 
     report = repair(store, COLLECTION)
 
@@ -244,3 +249,126 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     repaired = OutputProfileMemory(path=path, collection_name=COLLECTION)
     assert repaired.export("ana") == truth
     assert "Short answer first." not in repaired.select("ana").text
+
+
+# -- a repair killed mid-rebuild, and an app that goes on (issue 24, item 5) ---------------
+
+_KILLED_REPAIR = textwrap.dedent(
+    """
+    import os, signal, sys
+    from langchain_outprofile.store import profile_store
+    from langchain_outprofile.store.repair import repair
+
+    # the named step: the rebuild has written this many rows when the process is SIGKILLed
+    stop_after = int(sys.argv[3])
+    store = profile_store.ProfileStore
+    name = "write_rows" if hasattr(store, "write_rows") else "replace"  # (before the fix)
+    real = getattr(store, name)
+
+    def write_then_die(self, entries):
+        real(self, sorted(entries, key=lambda e: (e.user_id, e.id))[:stop_after])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(store, name, write_then_die)
+    repair(sys.argv[1], sys.argv[2], force=True)
+    """
+)
+ANA, BOB = 1000, 200  # the attack's sizes: the kill left 600 of ana's rows, 0 of bob's
+
+
+def _two_profiles(memory: OutputProfileMemory) -> None:
+    memory.add_many([{"text": f"output {i} of ana", "user_id": "ana"} for i in range(ANA)])
+    memory.add_many([{"text": f"output {i} of bob", "user_id": "bob"} for i in range(BOB)])
+
+
+def _kill_repair(path: Path, stop_after: int = 600) -> None:
+    """Run a repair in a process of its own that is SIGKILLed after writing ``stop_after``
+    rows of the rebuild (a named step, not a timer); its marker stays."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_REPAIR, str(path), COLLECTION, str(stop_after)],
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert (path / MARKER.format(collection=COLLECTION)).exists()
+
+
+def _fresh_exports(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every user's export, read by a process that opens the store afresh."""
+    reader = subprocess.run(
+        [sys.executable, "-c", _EXPORTER, str(path), COLLECTION],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    exports: dict[str, list[dict[str, Any]]] = json.loads(reader.stdout.strip().splitlines()[-1])
+    return exports
+
+
+def test_a_killed_repair_is_detected_on_open_and_finished_by_the_next(tmp_path: Path) -> None:
+    """Before: the store opened on the half-rebuilt collection with no warning (600 of
+    ana's 1,000 entries, 0 of bob's 200). Now every way of opening it raises
+    ``RepairUnfinishedError`` naming ``outprofile repair``, and the next repair finishes."""
+    path = tmp_path / "store"
+    _two_profiles(OutputProfileMemory(path=path, collection_name=COLLECTION))
+    _kill_repair(path)
+    named = r"interrupted.*outprofile --path .* repair"
+
+    with pytest.raises(RepairUnfinishedError, match=named):
+        OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    with pytest.raises(RepairUnfinishedError, match=named):
+        ProfileStore(path=path, collection_name=COLLECTION)
+
+    async def open_and_read() -> None:  # the async surface opens the same way
+        memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+        await memory.aselect("ana")
+
+    with pytest.raises(RepairUnfinishedError, match=named):
+        asyncio.run(open_and_read())
+    for command in (["stats"], ["export", "--user", "ana"], ["forget", "--user", "bob", "--yes"]):
+        store_args = ["--path", str(path), "--collection", COLLECTION]
+        cli = subprocess.run(
+            [sys.executable, "-m", "langchain_outprofile.cli", *store_args, *command],
+            cwd=ROOT,
+            timeout=600,
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 1, (command, cli.stdout, cli.stderr)
+        assert "interrupted" in cli.stderr and "repair" in cli.stderr, (command, cli.stderr)
+
+    report = repair(path, COLLECTION)
+
+    assert report.resumed and report.entries == ANA + BOB and report.users == 2
+    assert not (path / MARKER.format(collection=COLLECTION)).exists()
+    exports = _fresh_exports(path)
+    assert (len(exports["ana"]), len(exports["bob"])) == (ANA, BOB)
+
+
+def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path) -> None:
+    """An app that opened before the repair goes on after the kill: 50 acknowledged adds
+    of ana and a forget of bob. Before: the resumed repair rebuilt from its saved copy,
+    losing the 50 adds and bringing bob's 200 entries back. Now it folds the signal log as
+    it is then: ana's 1,050 entries, nothing of bob."""
+    path = tmp_path / "store"
+    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    _two_profiles(app)
+    _kill_repair(path)
+
+    meanwhile = {app.add(f"written meanwhile {i}", user_id="ana").text for i in range(50)}
+    app.forget("bob")
+
+    report = repair(path, COLLECTION)
+
+    assert report.resumed
+    exports = _fresh_exports(path)
+    texts = {str(r["text"]) for r in exports["ana"]}
+    assert meanwhile <= texts, f"{len(meanwhile - texts)} of 50 acknowledged writes lost"
+    assert len(exports["ana"]) == ANA + 50
+    assert exports["bob"] == [], f"{len(exports['bob'])} entries of a forgotten user back"
+    fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    assert fresh.store.user_ids() == ["ana"]
