@@ -259,17 +259,26 @@ _KILLED_REPAIR = textwrap.dedent(
     from langchain_outprofile.store import profile_store
     from langchain_outprofile.store.repair import repair
 
-    # the named step: the rebuild has written this many rows when the process is SIGKILLed
-    stop_after = int(sys.argv[3])
-    store = profile_store.ProfileStore
-    name = "write_rows" if hasattr(store, "write_rows") else "replace"  # (before the fix)
-    real = getattr(store, name)
+    # the named step: "rows" (the rebuild has written this many rows) or "bases" (the
+    # backup is taken, nothing deleted, the log not yet marked as holding every entry)
+    stop_after, step = int(sys.argv[3]), sys.argv[4]
+    if step == "bases":
+        from langchain_outprofile.store import repair as repair_module
 
-    def write_then_die(self, entries):
-        real(self, sorted(entries, key=lambda e: (e.user_id, e.id))[:stop_after])
-        os.kill(os.getpid(), signal.SIGKILL)
+        def die(*args):
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    setattr(store, name, write_then_die)
+        repair_module._add_bases = die
+    else:
+        store = profile_store.ProfileStore
+        name = "write_rows" if hasattr(store, "write_rows") else "replace"  # (before the fix)
+        real = getattr(store, name)
+
+        def write_then_die(self, entries):
+            real(self, sorted(entries, key=lambda e: (e.user_id, e.id))[:stop_after])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        setattr(store, name, write_then_die)
     repair(sys.argv[1], sys.argv[2], force=True)
     """
 )
@@ -281,11 +290,12 @@ def _two_profiles(memory: OutputProfileMemory) -> None:
     memory.add_many([{"text": f"output {i} of bob", "user_id": "bob"} for i in range(BOB)])
 
 
-def _kill_repair(path: Path, stop_after: int = 600) -> None:
-    """Run a repair in a process of its own that is SIGKILLed after writing ``stop_after``
-    rows of the rebuild (a named step, not a timer); its marker stays."""
+def _kill_repair(path: Path, stop_after: int = 600, step: str = "rows") -> None:
+    """Run a repair in a process of its own that is SIGKILLed at a named step (not a
+    timer): after writing ``stop_after`` rows of the rebuild, or before the log holds every
+    entry (``step="bases"``); its marker stays."""
     done = subprocess.run(
-        [sys.executable, "-c", _KILLED_REPAIR, str(path), COLLECTION, str(stop_after)],
+        [sys.executable, "-c", _KILLED_REPAIR, str(path), COLLECTION, str(stop_after), step],
         cwd=ROOT,
         timeout=600,
         capture_output=True,
@@ -349,15 +359,17 @@ def test_a_killed_repair_is_detected_on_open_and_finished_by_the_next(tmp_path: 
     assert (len(exports["ana"]), len(exports["bob"])) == (ANA, BOB)
 
 
-def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", ["rows", "bases"])
+def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path, step: str) -> None:
     """An app that opened before the repair goes on after the kill: 50 acknowledged adds
     of ana and a forget of bob. Before: the resumed repair rebuilt from its saved copy,
     losing the 50 adds and bringing bob's 200 entries back. Now it folds the signal log as
-    it is then: ana's 1,050 entries, nothing of bob."""
+    it is then (killed mid-rebuild), or starts over from the store as it is then (killed
+    before anything was deleted): ana's 1,050 entries, nothing of bob."""
     path = tmp_path / "store"
     app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     _two_profiles(app)
-    _kill_repair(path)
+    _kill_repair(path, step=step)
 
     meanwhile = {app.add(f"written meanwhile {i}", user_id="ana").text for i in range(50)}
     app.forget("bob")
