@@ -111,7 +111,8 @@ class RepairReport:
         entries: entries in the collection afterwards (or found, when nothing was done).
         users: users among them.
         from_log: entries recovered from Chroma's write log that its metadata segment lacked.
-        unreadable: rows that were not readable entries: not rebuilt, kept in the backup.
+        unreadable: rows that were not readable entries (an app's documents in a brought
+            collection): not folded, written back as they were (vectors recomputed).
         backup: the copy of the store taken first (its ``entries.jsonl`` holds every row).
         seconds: how long the repair took.
     """
@@ -149,7 +150,9 @@ class RepairReport:
             f" ({self.from_log} from Chroma's write log) in {self.seconds:.1f} s"
         )
         if self.unreadable:
-            lines.append(f"  {self.unreadable} unreadable rows were left out (see the backup)")
+            lines.append(
+                f"  {self.unreadable} rows that are not entries were written back as they were"
+            )
         if self.backup is not None:
             lines.append(f"  backup: {self.backup}")
         return "\n".join(lines)
@@ -225,7 +228,7 @@ def repair(
             embedder, collection_meta, from_log, backup, unreadable = _into_the_log(
                 client, lock, collection_name, problems, marker, embeddings, backup_dir
             )
-        entries = _rebuild_from_log(client, lock, collection_name, problems, embedder)
+        entries = _rebuild_from_log(client, lock, collection_name, problems, embedder, backup)
         _done(lock, collection_name)
     return RepairReport(
         location=lock.location,
@@ -303,24 +306,60 @@ def _rebuild_from_log(
     collection_name: str,
     problems: Mapping[str, str],
     embedder: Embeddings | None,
+    backup: Path,
 ) -> list[ProfileEntry]:
     """Delete the entries collection (and the state collection when it is damaged), fold
     the signal log as it is now, write every entry's row back with a recomputed vector,
     renew every version, and read everything back. The log stays: a signal, delete or
     forget an app made meanwhile (a process that opened before the repair) is in it, so
-    the rows folded from it keep what was acknowledged and bring back nothing forgotten."""
+    the rows folded from it keep what was acknowledged and bring back nothing forgotten.
+    Rows that are not entries (an app's documents in a brought collection) are written
+    back as the backup holds them."""
     state_name = f"{collection_name}{STATE_SUFFIX}"
     _drop(client, lock, [collection_name, *([state_name] if state_name in problems else [])])
     store = ProfileStore(client=client, collection_name=collection_name, embeddings=embedder)
     entries = _folded_now(client, collection_name)
     store.write_rows(entries)
+    kept = _write_back_others(client, collection_name, store.embeddings, backup)
     left = _problems(client, collection_name)
-    if left or store.total() != len(entries):
+    if left or store.total() != len(entries) + kept:
         raise StoreDamagedError(
             f"the rebuilt collection {collection_name!r} at {lock.location} still fails "
             f"({left or 'entries are missing'}); run the repair again to finish it"
         )
     return entries
+
+
+def _write_back_others(
+    client: ClientAPI, collection_name: str, embedder: Embeddings, backup: Path
+) -> int:
+    """Write the rows of the backup's journal that are not entries back as they were (the
+    app's documents in a brought collection: this package never deletes them), with
+    vectors computed again from their documents by the collection's embedder (the one a
+    ``langchain_chroma.Chroma`` shares with the memory; Chroma's SQLite keeps no vectors).
+    Returns how many."""
+    lines = (backup / JOURNAL).read_text(encoding="utf-8").splitlines()[1:]
+    others = [row for line in lines if line and not _entries([row := json.loads(line)])[0]]
+    if not others:
+        return 0
+    collection = client.get_collection(collection_name, embedding_function=None)
+    # Chroma takes no empty metadata and no None beside a document in one call: rows go in
+    # groups by which of the two they have
+    groups: dict[tuple[bool, bool], list[Row]] = {}
+    for row in others:
+        shape = (bool(row["metadata"]), isinstance(row["document"], str))
+        groups.setdefault(shape, []).append(row)
+    for (has_metadata, has_document), rows in groups.items():
+        for start in range(0, len(rows), _PAGE):
+            part = rows[start : start + _PAGE]
+            texts = [r["document"] if has_document else "" for r in part]
+            fields: dict[str, Any] = {"metadatas": [r["metadata"] for r in part]}
+            fields = fields if has_metadata else {}
+            if has_document:
+                fields["documents"] = texts
+            vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+            collection.add(ids=[r["id"] for r in part], embeddings=vectors, **fields)
+    return len(others)
 
 
 def _folded_now(client: ClientAPI, collection_name: str) -> list[ProfileEntry]:
@@ -404,8 +443,11 @@ def _healthy(
 ) -> RepairReport:
     try:
         collection = client.get_collection(collection_name, embedding_function=None)
-        users = {
-            str(m["user_id"]) for p in _pages(collection, ["metadatas"]) for m in p["metadatas"]
+        users = {  # rows without a user (an app's, in a brought collection) name none
+            u
+            for p in _pages(collection, ["metadatas"])
+            for m in p["metadatas"]
+            if isinstance(u := (m or {}).get("user_id"), str)
         }
         entries = int(collection.count())
     except NotFoundError:

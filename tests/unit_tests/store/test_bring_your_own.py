@@ -11,6 +11,8 @@ from langchain_chroma import Chroma
 
 from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.store.clients import persistent_client
+from langchain_outprofile.store.repair import repair
 from langchain_outprofile.tokens import OFFLINE_ENCODING
 from tests.conftest import unique_name
 
@@ -171,3 +173,37 @@ def test_documents_added_later_to_the_packages_own_collection_are_left_alone(
     memory.forget("ana")
     assert memory.export("ana") == [] and memory.store.user_ids() == []
     assert _foreign_rows(vectorstore) == before
+
+
+def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_path: Any) -> None:
+    """A repair rebuilds the collection; the app's documents come back as they were (their
+    vectors computed again by the embedder the vectorstore and the memory share), so
+    Chroma's own search still finds them. Before: they were left out of the rebuild."""
+    path = tmp_path / "chroma"
+    client = persistent_client(path)  # the settings repair(path) opens it with
+    vectorstore = _vectorstore(client)
+    name = vectorstore._collection.name
+    vectorstore.add_texts(
+        [text for text, _ in _FOREIGN.values()],
+        metadatas=[meta for _, meta in _FOREIGN.values()],
+        ids=list(_FOREIGN),
+    )
+    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    memory.add("Short answer first.", user_id="ana")
+    memory.reject("Bullets, no fluff.", user_id="ana")
+    before, entries = _foreign_rows(vectorstore), memory.export("ana")
+
+    report = repair(path, name, force=True)
+
+    assert report.repaired and report.entries == 2 and report.unreadable == len(_FOREIGN)
+    again = Chroma(
+        collection_name=name,
+        embedding_function=StyleEmbeddings(),
+        client=client,
+    )
+    assert _foreign_rows(again) == before
+    found = again.similarity_search("help article account", k=1, filter={"kind": "faq"})
+    assert [d.page_content for d in found] == ["Nothing to do with users."]
+    repaired = OutputProfileMemory(vectorstore=again, tokens=OFFLINE_ENCODING)
+    assert repaired.export("ana") == entries
+    assert not repair(path, name).damaged  # healthy, and its check reads the app's rows
