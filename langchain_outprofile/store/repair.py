@@ -264,19 +264,25 @@ def _into_the_log(
     event, added insert-if-absent under the id writers give it. Nothing of the entries
     collection is deleted yet, so a repair killed here starts over from what the store holds
     then (``phase`` is not yet the log's), never from a stale copy. An interrupted repair of
-    an earlier release (no phase: it had deleted the log) resumes from its saved rows."""
-    if marker is not None and "phase" not in marker:
-        rows, collection_meta, from_log, backup = _saved_rows(marker)
+    an earlier release (no phase: it had deleted the collection and the log) resumes from
+    its saved rows, as does one whose log this repair had to start anew."""
+    saved = marker or {}
+    from_journal = marker is not None and ("phase" not in saved or saved.get("from_journal"))
+    if from_journal:
+        rows, collection_meta, from_log, backup = _saved_rows(saved)
     else:
         rows, collection_meta, from_log = _read_rows(client, lock, collection_name)
-        backup = None
     embedder = _embedder(collection_name, collection_meta, embeddings)  # before changes
-    if backup is None:
+    if not from_journal:
         backup = _back_up(lock, collection_name, rows, collection_meta, from_log, backup_dir)
     log_name = f"{collection_name}{LOG_SUFFIX}"
+    # a log started anew holds nothing: every row's record (a cache, the best left) goes in
+    fresh_log = from_journal or log_name in problems or saved.get("fresh_log") is True
+    if fresh_log:  # said first: a repair killed from here on starts the log anew again
+        said = {"journal": str(backup / JOURNAL), "backup": str(backup), "phase": "backup"}
+        _write_marker(lock, collection_name, said | {"fresh_log": True, "from_journal": True})
     if log_name in problems:  # Chroma cannot read it: the rows' caches are the best left
         _drop(client, lock, [log_name])
-    fresh_log = log_name in problems or (marker is not None and "phase" not in marker)
     bases: list[ProfileEntry] = []
     unreadable = 0
     for row in rows:

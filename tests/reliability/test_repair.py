@@ -24,6 +24,7 @@ import pytest
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import RepairUnfinishedError
 from langchain_outprofile.store import profile_store as store_module
+from langchain_outprofile.store import repair as repair_module
 from langchain_outprofile.store.clients import StoreDamagedError
 from langchain_outprofile.store.profile_store import ProfileStore
 from langchain_outprofile.store.repair import JOURNAL, MARKER, diagnose, repair
@@ -80,19 +81,19 @@ _EXPORTER = textwrap.dedent(
 )
 
 
-def _vector_dir(path: Path) -> Path:
+def _vector_dir(path: Path, name: str = COLLECTION) -> Path:
     db = sqlite3.connect(path / "chroma.sqlite3")
     (segment,) = db.execute(
         "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
         "WHERE c.name = ? AND s.scope = 'VECTOR'",
-        (COLLECTION,),
+        (name,),
     ).fetchone()
     db.close()
     return path / str(segment)
 
 
-def _damage(path: Path, how: str) -> None:
-    folder = _vector_dir(path)
+def _damage(path: Path, how: str, name: str = COLLECTION) -> None:
+    folder = _vector_dir(path, name)
     if how == "torn-pickle":  # a persist killed (or out of space) half-way through
         pickle = folder / "index_metadata.pickle"
         data = pickle.read_bytes()
@@ -384,3 +385,34 @@ def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path, step
     assert exports["bob"] == [], f"{len(exports['bob'])} entries of a forgotten user back"
     fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     assert fresh.store.user_ids() == ["ana"]
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_damaged_log_starts_anew_from_the_rows_and_a_kill_there_loses_nothing(
+    store: Path,
+    written: tuple[Path, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    interrupted: bool,
+) -> None:
+    """The signal log itself damaged: the repair drops it and starts it anew from every
+    row's record (the best left). Killed after dropping it (nothing else deleted), the next
+    repair takes the rows from its backup, not from the store (whose log is empty now)."""
+    _damage(store, "torn-pickle", f"{COLLECTION}.log")
+    assert f"{COLLECTION}.log" in diagnose(store, COLLECTION)
+    if interrupted:
+        real_add = repair_module._add_bases
+
+        def fail(*args: Any) -> None:
+            raise KeyboardInterrupt("killed after the damaged log was dropped")
+
+        monkeypatch.setattr(repair_module, "_add_bases", fail)
+        with pytest.raises(KeyboardInterrupt):
+            repair(store, COLLECTION)
+        monkeypatch.setattr(repair_module, "_add_bases", real_add)
+
+    report = repair(store, COLLECTION)
+
+    assert report.entries == 1231 and report.resumed == interrupted
+    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    assert _exports(memory) == _sorted(written[1])
+    assert diagnose(store, COLLECTION) == {}
