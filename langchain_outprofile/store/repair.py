@@ -228,7 +228,9 @@ def repair(
             embedder, collection_meta, from_log, backup, unreadable = _into_the_log(
                 client, lock, collection_name, problems, marker, embeddings, backup_dir
             )
-        entries = _rebuild_from_log(client, lock, collection_name, problems, embedder, backup)
+        entries = _rebuild_from_log(
+            client, lock, collection_name, problems, embedder, backup, collection_meta
+        )
         _done(lock, collection_name)
     return RepairReport(
         location=lock.location,
@@ -313,6 +315,7 @@ def _rebuild_from_log(
     problems: Mapping[str, str],
     embedder: Embeddings | None,
     backup: Path,
+    collection_meta: Mapping[str, Any],
 ) -> list[ProfileEntry]:
     """Delete the entries collection (and the state collection when it is damaged), fold
     the signal log as it is now, write every entry's row back with a recomputed vector,
@@ -320,9 +323,14 @@ def _rebuild_from_log(
     forget an app made meanwhile (a process that opened before the repair) is in it, so
     the rows folded from it keep what was acknowledged and bring back nothing forgotten.
     Rows that are not entries (an app's documents in a brought collection) are written
-    back as the backup holds them."""
+    back as the backup holds them, into a collection with the metadata it had (its index
+    settings included: an app's distance function stays its own)."""
     state_name = f"{collection_name}{STATE_SUFFIX}"
     _drop(client, lock, [collection_name, *([state_name] if state_name in problems else [])])
+    if collection_meta:
+        client.create_collection(
+            collection_name, metadata=dict(collection_meta), embedding_function=None
+        )
     store = ProfileStore(client=client, collection_name=collection_name, embeddings=embedder)
     entries = _folded_now(client, collection_name)
     store.write_rows(entries)

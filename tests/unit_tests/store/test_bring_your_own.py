@@ -192,6 +192,7 @@ def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_pat
     memory.add("Short answer first.", user_id="ana")
     memory.reject("Bullets, no fluff.", user_id="ana")
     before, entries = _foreign_rows(vectorstore), memory.export("ana")
+    settings = client.get_collection(name).metadata
 
     report = repair(path, name, force=True)
 
@@ -202,6 +203,7 @@ def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_pat
         client=client,
     )
     assert _foreign_rows(again) == before
+    assert client.get_collection(name).metadata == settings  # the app's index settings too
     found = again.similarity_search("help article account", k=1, filter={"kind": "faq"})
     assert [d.page_content for d in found] == ["Nothing to do with users."]
     repaired = OutputProfileMemory(vectorstore=again, tokens=OFFLINE_ENCODING)
