@@ -352,9 +352,16 @@ def test_a_killed_repair_is_detected_on_open_and_finished_by_the_next(tmp_path: 
         assert cli.returncode == 1, (command, cli.stdout, cli.stderr)
         assert "interrupted" in cli.stderr and "repair" in cli.stderr, (command, cli.stderr)
 
-    report = repair(path, COLLECTION)
-
-    assert report.resumed and report.entries == ANA + BOB and report.users == 2
+    named_command = subprocess.run(  # the command the message names finishes it
+        [sys.executable, "-m", "langchain_outprofile.cli", *store_args, "repair", "--json"],
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert named_command.returncode == 0, named_command.stderr
+    report = json.loads(named_command.stdout)
+    assert report["resumed"] and report["entries"] == ANA + BOB and report["users"] == 2
     assert not (path / MARKER.format(collection=COLLECTION)).exists()
     exports = _fresh_exports(path)
     assert (len(exports["ana"]), len(exports["bob"])) == (ANA, BOB)
