@@ -423,3 +423,31 @@ def test_a_damaged_log_starts_anew_from_the_rows_and_a_kill_there_loses_nothing(
     memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
     assert _exports(memory) == _sorted(written[1])
     assert diagnose(store, COLLECTION) == {}
+
+
+@pytest.mark.slow  # 20 kills of a real repair process: soak-length
+def test_twenty_killed_repairs_lose_nothing_and_restore_nothing(tmp_path: Path) -> None:
+    """20 rounds on one store, each a repair SIGKILLed at another step (before the log
+    holds every entry, or after 343 to 1,191 rows of the rebuild), then the app (open since
+    before the first repair) writes 10 entries for ana and forgets the round's user, and
+    the next repair finishes: after every round, 0 acknowledged writes lost, 0 entries of a
+    forgotten user back, and every other user as before."""
+    path = tmp_path / "store"
+    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    _two_profiles(app)
+    acked = {f"output {i} of ana" for i in range(ANA)}
+    others = [f"user{n}" for n in range(20)]
+    app.add_many([{"text": f"of {u}", "user_id": u} for u in others])
+    for round_ in range(20):
+        step = "bases" if round_ % 5 == 0 else "rows"
+        _kill_repair(path, stop_after=(round_ * 397) % (ANA + BOB), step=step)
+        acked |= {app.add(f"round {round_} write {i}", user_id="ana").text for i in range(10)}
+        app.forget(others[round_])
+
+        assert repair(path, COLLECTION).resumed
+        exports = _fresh_exports(path)  # ana, bob and cy
+        texts = {str(r["text"]) for r in exports["ana"]}
+        assert acked <= texts, f"round {round_}: {len(acked - texts)} acknowledged writes lost"
+        assert len(exports["bob"]) == BOB
+        fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+        assert fresh.store.user_ids() == sorted(["ana", "bob", *others[round_ + 1 :]])
