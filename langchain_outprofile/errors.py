@@ -18,6 +18,7 @@ __all__ = [
     "MissingUserIdError",
     "ModelServerError",
     "OutprofileError",
+    "RepairUnfinishedError",
     "RequestLimitError",
     "RunIdConflictError",
     "StoreDamagedError",
@@ -97,6 +98,13 @@ class StoreDamagedError(StoreUnavailableError):
     raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
     the collection from the entries Chroma's metadata segment and write log still hold, after
     copying the store to a backup."""
+
+
+class RepairUnfinishedError(StoreDamagedError):
+    """A repair of this collection (``outprofile repair``) was interrupted: its marker is
+    still in the store directory and the collection may be half rebuilt, so the store is
+    not opened (reads would miss entries that are not rewritten yet). Run the command the
+    message names to finish it; the signal log keeps every entry meanwhile."""
 
 
 class StoreFullError(StoreUnavailableError):

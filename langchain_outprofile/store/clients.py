@@ -29,7 +29,8 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,7 @@ from platformdirs import user_data_dir
 
 from langchain_outprofile.errors import (
     InvalidInputError,
+    RepairUnfinishedError,
     StoreDamagedError,
     StoreFullError,
     StoreUnavailableError,
@@ -51,17 +53,22 @@ from langchain_outprofile.errors import (
 __all__ = [
     "LOCK_DIR_ENV",
     "LOCK_FILE",
+    "REPAIR_MARKER",
     "AsyncGuardedCollection",
     "GuardedCollection",
     "LocationLock",
+    "RepairUnfinishedError",
     "StoreDamagedError",
     "StoreFullError",
     "allocated",
+    "check_no_unfinished_repair",
     "default_path",
     "failure_kind",
     "http_client",
     "location_lock",
     "persistent_client",
+    "repair_marker",
+    "repairing",
     "server_of",
     "typed_failure",
 ]
@@ -560,6 +567,50 @@ def repair_hint(location: str, collection: str) -> str:
             f"<its --path directory> --collection {collection} repair` on its machine"
         )
     return f"run `outprofile --path {location} --collection {collection} repair` (backup first)"
+
+
+REPAIR_MARKER = "outprofile-repair-{collection}.json"
+"""The marker a repair (``store/repair.py``) leaves in the store directory until its
+rebuild is verified."""
+_REPAIRING: set[tuple[str, str]] = set()  # (store directory, collection) this process repairs
+_REPAIRING_LOCK = threading.Lock()
+
+
+def repair_marker(lock: LocationLock, collection: str) -> Path | None:
+    """Where the marker of a repair of ``collection`` goes (None: not an embedded store)."""
+    if lock.store_dir is None:
+        return None
+    return lock.store_dir / REPAIR_MARKER.format(collection=collection)
+
+
+def check_no_unfinished_repair(lock: LocationLock, collection: str) -> None:
+    """Raise :class:`RepairUnfinishedError` naming the command when a repair of
+    ``collection`` was interrupted here (its marker is left), unless this process is that
+    repair: a store opened on a half-rebuilt collection would serve part of its entries."""
+    marker = repair_marker(lock, collection)
+    if marker is None or not marker.exists():
+        return
+    with _REPAIRING_LOCK:
+        if (str(lock.store_dir), collection) in _REPAIRING:
+            return
+    raise RepairUnfinishedError(
+        f"a repair of collection {collection!r} at {lock.location} was interrupted (its "
+        f"marker {marker.name} is still there) and the collection may be half rebuilt: "
+        f"{repair_hint(lock.location, collection)} to finish it; nothing was opened"
+    )
+
+
+@contextmanager
+def repairing(lock: LocationLock, collection: str) -> Iterator[None]:
+    """While a repair of ``collection`` runs in this process, its own store may open."""
+    key = (str(lock.store_dir), collection)
+    with _REPAIRING_LOCK:
+        _REPAIRING.add(key)
+    try:
+        yield
+    finally:
+        with _REPAIRING_LOCK:
+            _REPAIRING.discard(key)
 
 
 class GuardedCollection:

@@ -37,6 +37,7 @@ from langchain_outprofile.store.clients import (
     GuardedCollection,
     StoreDamagedError,
     StoreFullError,
+    check_no_unfinished_repair,
     default_path,
     failure_kind,
     location_lock,
@@ -65,7 +66,7 @@ from langchain_outprofile.store.log import (
     put_events,
     run_event_id,
 )
-from langchain_outprofile.store.rows import Row, rows_from, to_metadata
+from langchain_outprofile.store.rows import Row, own_where, rows_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from langchain_outprofile.validation import DEFAULT_COLLECTION, validate_user_id
@@ -98,6 +99,9 @@ _READ_PAGE = 10_000
 # no version row: ``user_ids`` then scans the entries once and writes the missing rows.
 _VERSIONED_KEY = "outprofile_versioned"
 _BACKFILL_MARK = "versions-backfilled"
+# Set on a collection this package adopted (one a ``langchain_chroma.Chroma`` made, say): it
+# may hold the app's own documents, so reads not by id match only the package's rows.
+_SHARED_KEY = "outprofile_shared"
 _SCAN_PAGE = 5000
 LIMITS_ENV = "OUTPROFILE_CHROMA_LIMITS"
 """Set to ``cloud`` to keep every call within Chroma Cloud's limits on any client."""
@@ -206,6 +210,7 @@ class ProfileStore:
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._name = collection_name
         self._versioned = False  # set by _open_collection
+        self._shared = True  # whether the app's documents may be beside ours (_open_collection)
         self._location = location = location_lock(client)  # type: ignore[arg-type]
         # Embedded Chroma needs its calls serialized (threads, and the processes of its
         # directory); a server needs nothing: no write reads-folds-writes (store/log.py)
@@ -245,6 +250,8 @@ class ProfileStore:
 
     async def _open(self, collection_name: str) -> None:
         """Open (or create) the entries collection and the state collection beside it."""
+        # an interrupted repair leaves a half-rebuilt collection: refuse, naming the command
+        check_no_unfinished_repair(self._location, collection_name)
         client = self.client
         collection = await self._open_collection(collection_name)
         most = max(1, int(await settle(client.get_max_batch_size())))
@@ -327,6 +334,7 @@ class ProfileStore:
                     "written with, or use another collection_name"
                 )
         self._versioned = found.get(_VERSIONED_KEY) is True
+        self._shared = _shared(found)
         return collection
 
     async def _adopted(
@@ -335,6 +343,7 @@ class ProfileStore:
         """Give a collection this package did not create its metadata keys (its index
         settings stay: Chroma cannot change them), and return its metadata."""
         ours = {k: v for k, v in wanted.items() if not k.startswith("hnsw:")}
+        ours[_SHARED_KEY] = True  # the app's documents stay beside ours: see _read
         merged = {**{k: v for k, v in found.items() if not k.startswith("hnsw:")}, **ours}
         await settle(collection.modify(metadata=merged))
         return {**found, **ours}
@@ -536,6 +545,18 @@ class ProfileStore:
             await self._add_events(events)
             await self._write(batch)
         await self.state.touch({e.user_id for e in unique})
+
+    def write_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """See :meth:`awrite_rows`."""
+        self._run(self.awrite_rows(entries))
+
+    async def awrite_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """Write entry rows (text, vector, the fold as a cache) and renew their users'
+        versions, adding no event: for a repair, which rebuilds the rows from the log as
+        it folds now. An event here (as :meth:`areplace` adds) could void a signal an app
+        wrote meanwhile; rows are caches, so a stale one is harmless."""
+        await self._write(entries)
+        await self.state.touch({e.user_id for e in entries})
 
     def _stamp(self) -> float:
         """The time of a write's events: the clock, but never before this store's previous
@@ -743,8 +764,13 @@ class ProfileStore:
             await settle(self._log.delete(ids=list(batch)))
 
     async def _drop_rows(self, ids: Sequence[str]) -> None:
+        """Delete entry rows by id, only those this package wrote: a brought collection's
+        own documents are never deleted, even one carrying the ``pending`` mark (the
+        rows are read first; ``rows_from`` keeps only rows that read as entries)."""
         for batch in batches(list(ids), self._max_batch):
-            await settle(self._collection.delete(ids=list(batch)))  # ids checked as the user's
+            own = [r.id for r in await self._rows_by_id(list(batch))]
+            if own:
+                await settle(self._collection.delete(ids=own))  # ids checked as the user's
 
     def delete_user(self, user_id: str) -> int:
         """Hard-delete every entry of one user: see :meth:`adelete_user`."""
@@ -1120,8 +1146,10 @@ class ProfileStore:
         return self._run(self.acount(user_id))
 
     async def acount(self, user_id: str) -> int:
-        """Number of entries stored for one user (their rows: no fold)."""
-        return len(await self._ids_where({"user_id": validate_user_id(user_id)}))
+        """Number of entries stored for one user (their rows: no fold; rows that carry the
+        package's mark but do not read as entries, an app's in a brought collection, are
+        not counted)."""
+        return len(await self._rows_where({"user_id": validate_user_id(user_id)}))
 
     def total(self) -> int:
         """Number of entries in the whole collection (all users; no content is read)."""
@@ -1160,7 +1188,9 @@ class ProfileStore:
             page = await self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
             if not page["ids"]:
                 break
-            found.update(str(m["user_id"]) for m in page["metadatas"] or [] if m)
+            found.update(
+                u for m in page["metadatas"] or [] if isinstance(u := (m or {}).get("user_id"), str)
+            )
             offset += len(page["ids"])
         missing = found - await self.state.users()
         if missing:
@@ -1202,6 +1232,15 @@ class ProfileStore:
         return await self._get(self._log, query)
 
     async def _read(self, **query: Any) -> Any:
+        """A read of the entries collection. In a collection the app brought (``_shared``),
+        every read not by id (by user, by run, a scan) matches only this package's own rows
+        (``rows.OWN_ROWS``), so Chroma never returns the app's documents, whatever
+        ``user_id`` they carry, to a read, a count, a listing or a user's delete. The filter
+        costs (a user's ids: 15 -> 48 ms at 5,000 rows), so a collection this package
+        created goes without; there, and for reads by id, ``rows_from`` still skips any row
+        that is not its own, and ``_drop_rows`` deletes only rows that are."""
+        if self._shared and "ids" not in query:
+            query["where"] = own_where(query.get("where"))
         return await self._get(self._collection, query)
 
     async def _get(self, collection: Any, query: dict[str, Any]) -> Any:
@@ -1258,6 +1297,15 @@ def _merged(results: Sequence[Any]) -> dict[str, Any]:
         else:
             merged[key] = None
     return merged
+
+
+def _shared(metadata: dict[str, Any]) -> bool:
+    """Whether a collection may hold documents that are not this package's: one it adopted
+    (marked since), or one whose index settings are not the ones it creates collections
+    with (adopted by a release before the mark)."""
+    if metadata.get(_SHARED_KEY) is True:
+        return True
+    return any(metadata.get(key) != value for key, value in _HNSW.items())
 
 
 def _is_cloud(client: Any) -> bool:
