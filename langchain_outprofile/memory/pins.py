@@ -35,11 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_outprofile.memory.reader import CacheSettings
-from langchain_outprofile.memory.snapshots import snapshot_key
+from langchain_outprofile.memory.snapshots import snapshot_key, stored_selection
 from langchain_outprofile.render import BlockTemplate, render_block
 from langchain_outprofile.types import (
     Candidate,
-    Choice,
     ProfileEntry,
     ProfileSelection,
     SelectionOptions,
@@ -236,19 +235,8 @@ def load_pin(
         text = render_block([c.entry for c in chosen], options.fields, template)
         if _digest(text) != data["sha"]:
             return None
-        choice = Choice(
-            chosen,
-            (),
-            options,
-            left_out_total=int(data["left_out_total"]),
-            note=str(data.get("note", "")),
-        )
-        return ProfileSelection(
-            user_id=user_id,
-            text=text,
-            tokens=int(data["tokens"]),
-            choice=choice,
-            encoding=str(data["encoding"]),
+        return stored_selection(
+            data, user_id=user_id, text=text, chosen=chosen, left_out=(), options=options
         )
     except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
