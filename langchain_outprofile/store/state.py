@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -84,33 +84,19 @@ class StateRows:
         """Name of the state collection."""
         return str(self._collection.name)
 
-    async def touch(
-        self, users: Iterable[str], watch: Collection[str] = ()
-    ) -> dict[str, tuple[str | None, str]]:
+    async def touch(self, users: Iterable[str]) -> None:
         """Give each user's profile a new version, so selections stored for the old one go
         stale. Called after the entries are written: a reader that saw the old version
-        cannot have missed them. Returns ``{user: (version before, version after)}``; the
-        version before is read in the same hold of the lock for the users in ``watch``
-        (one more read), and None for the others. (``emptied`` is written False: an upsert
-        keeps the keys it leaves out, and releases before this one flagged forgotten users
-        that way.)"""
+        cannot have missed them. (``emptied`` is written False: an upsert keeps the keys it
+        leaves out, and releases before this one flagged forgotten users that way.)"""
         ordered = sorted(set(users))
-        renewed: dict[str, tuple[str | None, str]] = {}
         async with hold(self._lock):
             for batch in batches(ordered, self._max_batch):
-                watched = [user for user in batch if user in watch]
-                before: dict[str, str | None] = {user: None for user in batch}
-                if watched:
-                    found = await self._versions(watched)
-                    before.update({user: found.get(user, "") for user in watched})
-                after = {user: uuid.uuid4().hex for user in batch}
                 await self._upsert(
                     [state_id("v", user) for user in batch],
-                    [{"user_id": u, "version": after[u], "emptied": False} for u in batch],
+                    [{"user_id": u, "version": uuid.uuid4().hex, "emptied": False} for u in batch],
                 )
-                renewed.update((u, (before[u], after[u])) for u in batch)
         self._versioned.update(ordered)
-        return renewed
 
     async def ensure(self, users: Iterable[str]) -> None:
         """Give a version row to each of ``users`` that has none (``users()`` lists users by
@@ -139,16 +125,13 @@ class StateRows:
                     versions[user] = version
         return versions
 
-    async def drop(self, user: str, *, watch: bool = False) -> dict[str, tuple[str | None, str]]:
+    async def drop(self, user: str) -> None:
         """After a delete: remove the user's stored selections and pins (they may quote
         deleted text) and start a new version (a forgotten user gets none: see
-        :meth:`forget`). Returns what :meth:`touch` returns (the version before is read
-        only with ``watch``)."""
+        :meth:`forget`)."""
         async with hold(self._lock):
-            before = (await self._versions([user])).get(user, "") if watch else None
             await self.forget(user)
-            renewed = await self.touch([user])
-        return {user: (before, renewed[user][1])}
+            await self.touch([user])
 
     async def forget(self, user_id: str) -> None:
         """Remove every state row of the user: the version row, every snapshot and every
