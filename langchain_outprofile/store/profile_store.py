@@ -1044,17 +1044,26 @@ class ProfileStore:
     async def _vectors_of(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
         """Vectors of some entries of one user: their rows', or computed again for entries
         whose row is gone."""
-        ids = [e.id for e in entries]
-        known: dict[str, np.ndarray] = {}
-        for part in batches(ids, self._max_batch):
-            found = await self._read(ids=list(part), include=["embeddings"])
-            known.update(
-                zip(found["ids"], np.asarray(found["embeddings"], np.float32), strict=True)
-            )
+        known = await self._stored_vectors([e.id for e in entries])
         lost = [e for e in entries if e.id not in known]
         known.update(
             zip([e.id for e in lost], await self._embed([e.text for e in lost]), strict=True)
         )
+        return known
+
+    async def _stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors the rows of ``ids`` hold, by id (ids without a row are missing).
+
+        ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
+        plain id lookup stays inside the user: adding ``where`` here makes Chroma scan the
+        collection (seconds at 10k entries) for no gain in isolation.
+        """
+        known: dict[str, np.ndarray] = {}
+        for part in batches(list(ids), self._max_batch):
+            found = await self._read(ids=list(part), include=["embeddings"])
+            known.update(
+                zip(found["ids"], np.asarray(found["embeddings"], np.float32), strict=True)
+            )
         return known
 
     def vectors(self, ids: list[str]) -> np.ndarray:
@@ -1062,18 +1071,12 @@ class ProfileStore:
         return self._run(self.avectors(ids))
 
     async def avectors(self, ids: list[str]) -> np.ndarray:
-        """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone).
-
-        ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
-        plain id lookup stays inside the user: adding ``where`` here makes Chroma scan the
-        collection (seconds at 10k entries) for no gain in isolation.
-        """
+        """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone)."""
+        known = await self._stored_vectors(ids)
         rows = np.zeros((len(ids), self._dimension), dtype=np.float32)
-        position = {id_: i for i, id_ in enumerate(ids)}
-        for batch in batches(ids, self._max_batch):
-            found = await self._read(ids=list(batch), include=["embeddings"])
-            for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
-                rows[position[id_]] = vector
+        for n, id_ in enumerate(ids):
+            if id_ in known:
+                rows[n] = known[id_]
         return rows
 
     def run(self, run_id: str) -> Event | None:
