@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_outprofile.store.rows import LOG_MARK
+from langchain_outprofile.store.rows import EXPIRY_KEY, LOG_MARK
 from langchain_outprofile.types import ProfileEntry, stored_entry
 
 __all__ = [
@@ -62,8 +62,6 @@ BASE_AT = -1.0
 
 Kind = Literal["put", "delete", "forget", "expire"]
 _KINDS = ("put", "delete", "forget", "expire")
-EXPIRY_KEY = "exp"
-"""Log key of a ``put`` that names an expiry: where expired entries are looked for."""
 
 
 @dataclass(frozen=True)

@@ -656,17 +656,20 @@ class ProfileStore:
     async def aexpire(self, user_id: str | None = None, *, now: float) -> Written:
         """Delete the entries (of one user, or of every user) that expired by ``now``.
 
-        One ``where`` on the log finds the signals that named an expiry before ``now``;
-        their entries are folded, and those whose fold has expired get an ``expire`` event
-        and are removed as a delete removes them (events, rows, saved selections, pins). An
-        ``expire`` event only voids an entry that had expired by its time, so a signal
-        extending the expiry that lands meanwhile keeps the entry (``log.py``)."""
+        One ``where`` on the log finds the signals that named an expiry before ``now`` (and
+        one on the entry rows, the bases a repair wrote); their entries are folded, and
+        those whose fold has expired get an ``expire`` event and are removed as a delete
+        removes them (events, rows, saved selections, pins). An ``expire`` event only voids
+        an entry that had expired by its time, so a signal extending the expiry that lands
+        meanwhile keeps the entry (``log.py``)."""
         found: dict[str, set[str]] = {}
         where: dict[str, Any] = {EXPIRY_KEY: {"$lte": float(now)}}
         if user_id is not None:
             where = {"$and": [{"user_id": validate_user_id(user_id)}, where]}
         for event in events_from(await self._log_get(where=where, include=_METADATAS)):
             found.setdefault(event.user_id, set()).add(event.entry_id)
+        for row in rows_from(await self._read(where=where, include=_INCLUDE_ALL)):
+            found.setdefault(row.entry.user_id, set()).add(row.id)  # a repair's rows: bases
         removed: dict[str, list[str]] = {}
         moved: set[str] = set()
         events: list[Event] = []

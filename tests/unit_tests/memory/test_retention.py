@@ -12,6 +12,7 @@ import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
 from langchain_outprofile.memory.retention import Expired
+from langchain_outprofile.store.rows import to_metadata
 from tests.conftest import Clock, offline_memory, unique_name
 
 DAY = 86_400.0
@@ -199,3 +200,24 @@ def test_async_writes_take_expiries_too(client: chromadb.api.ClientAPI) -> None:
         return [e.text for e in (await memory.aselect("ana")).entries]
 
     assert asyncio.run(run()) == ["Async and kept."]
+
+
+def test_a_base_row_a_repair_wrote_expires_too(client: chromadb.api.ClientAPI) -> None:
+    """A repair folds the log into rows of the old format (bases, no log events): expire
+    finds their expiry on the row."""
+    clock = Clock()
+    memory = _memory(client, clock)
+    entry = replace(
+        ProfileEntry.create("A repaired row.", user_id="ana", created_at=clock.now),
+        expires_at=clock.now + 10,
+    )
+    memory.store._collection.upsert(
+        ids=[entry.id],
+        metadatas=[to_metadata(entry)],  # no log mark: a base, as repair writes it
+        embeddings=memory.store.embeddings.embed_documents([entry.text]),
+    )
+    assert _texts(memory) == ["A repaired row."]
+    clock.now += 10
+    assert _texts(memory) == []
+    assert memory.expire() == Expired(1, {"ana": 1})
+    assert memory.store.count("ana") == 0
