@@ -11,7 +11,7 @@ import chromadb
 import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
-from langchain_outprofile.memory.retention import Expired
+from langchain_outprofile.memory import Expired
 from langchain_outprofile.store.rows import to_metadata
 from tests.conftest import Clock, offline_memory, unique_name
 
