@@ -369,6 +369,24 @@ def forget(
 
 
 @app.command()
+def expire(
+    ctx: typer.Context,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's entries (default: all).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete the entries whose expiry has passed (they are never selected even before)."""
+    with _errors():
+        report = _memory(ctx).expire(user)
+        if as_json:
+            _print_json({"deleted": report.entries, "by_user": report.by_user})
+        else:
+            whose = f"of {user!r}" if user is not None else f"of {len(report.by_user)} users"
+            typer.echo(f"deleted {report.entries} expired entries {whose}")
+
+
+@app.command()
 def demo(
     as_json: JsonFlag = False,
     serve: Annotated[

@@ -11,7 +11,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -25,6 +25,7 @@ from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
+from langchain_outprofile.memory.retention import NowAndThen, RetentionMixin
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
 from langchain_outprofile.store.io import drive, run_now
@@ -45,10 +46,12 @@ from langchain_outprofile.types import (
 )
 from langchain_outprofile.validation import (
     DEFAULT_MAX_TEXT_CHARS,
+    expiry_of,
     is_real,
     validate_entry_id,
     validate_items,
     validate_optional_str,
+    validate_retention,
     validate_thread_id,
     validate_user_id,
 )
@@ -80,7 +83,7 @@ class ProfileStats:
     newest: float | None = None
 
 
-class OutputProfileMemory(FeedbackMixin):
+class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     """A user's own outputs, selected by preference signal, packed to an exact token budget.
 
     Args:
@@ -117,6 +120,11 @@ class OutputProfileMemory(FeedbackMixin):
         snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
             unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
+        retention_s: how long an entry is kept after its latest signal (seconds; None, the
+            default: forever). Each write sets the entry's ``expires_at`` to now plus this,
+            unless it names its own (``expires_at=`` or ``ttl_s=``). An expired entry is
+            never selected and reads as gone; it is deleted by a later write of its user
+            (at most hourly per process, in the background) or by :meth:`expire`.
         pin_threads: serve a read that names a ``thread_id`` the block pinned at the
             thread's first read, for the whole thread (byte-identical, so the provider's
             prompt cache keeps hitting; feedback given meanwhile shows in the next thread).
@@ -163,6 +171,7 @@ class OutputProfileMemory(FeedbackMixin):
         cache_entries: int = 200_000,
         snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
+        retention_s: float | None = None,
         pin_threads: bool = True,
         pin_ttl_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
@@ -179,6 +188,7 @@ class OutputProfileMemory(FeedbackMixin):
             pin_ttl_s=pin_ttl_s,
             max_text_chars=max_text_chars,
         )
+        self.retention_s = validate_retention(retention_s)
         if vectorstore is not None or collection is not None:
             client, collection_name, embeddings = _chroma_of(
                 vectorstore, collection, path=path, client=client, embeddings=embeddings
@@ -207,7 +217,9 @@ class OutputProfileMemory(FeedbackMixin):
         self.store.clock = lambda: self.clock()  # events are stamped with the memory's clock
         self._reader = ProfileReader(self)
         self._pins = ThreadPins(self)
-        self._expiry_checked: dict[str, float] = {}
+        # how often a user's writes sweep expired entries and stale tracked outputs
+        self._pending_sweeps = NowAndThen(self._pending_interval, lambda: self.clock())
+        self._expiry_sweeps = NowAndThen(self._sweep_interval, lambda: self.clock())
         self.telemetry = MemoryTelemetry(
             self.store.collection_name,
             tracer_provider=tracer_provider,
@@ -225,7 +237,9 @@ class OutputProfileMemory(FeedbackMixin):
             **fields: ``signal`` (default ``authored``; ``rating`` with ``rating=``), ``rating``
                 (1-5; 1-2 stars reject), ``task``, ``source_input`` (the request it answered),
                 ``created_at`` (epoch seconds; default: the memory's clock), ``run_id``,
-                ``metadata`` (scalars).
+                ``metadata`` (scalars), ``expires_at`` (epoch seconds) or ``ttl_s`` (seconds
+                from now): when the entry expires (default: ``retention_s`` from now, or
+                never); the latest signal that names an expiry sets the entry's.
 
         Returns:
             The entry as stored (signals combined with any earlier ones).
@@ -233,6 +247,7 @@ class OutputProfileMemory(FeedbackMixin):
         Example:
             ```python
             memory.add("Short answer first.", user_id="ana", task="email")
+            memory.add("My phone is 555-0100.", user_id="ana", ttl_s=30 * 86_400)
             ```
         """
         return self._traced(
@@ -264,12 +279,24 @@ class OutputProfileMemory(FeedbackMixin):
 
     def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
+        now = self.clock()
         if fields.get("created_at") is None:
-            fields["created_at"] = self.clock()
-        entry = ProfileEntry.create(
-            text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars, **fields
+            fields["created_at"] = now
+        expires_at = expiry_of(
+            expires_at=fields.pop("expires_at", None),
+            ttl_s=fields.pop("ttl_s", None),
+            retention_s=self.retention_s,
+            now=now,
         )
-        return timely(entry, self.clock())
+        entry = ProfileEntry.create(
+            text,
+            user_id=user_id,
+            strengths=self.strengths,
+            max_chars=self.max_text_chars,
+            expires_at=expires_at,
+            **fields,  # type: ignore[misc]
+        )
+        return timely(entry, now)
 
     def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user explicitly approved."""
@@ -329,13 +356,20 @@ class OutputProfileMemory(FeedbackMixin):
             for i, item in enumerate(validate_items(entries, "entries"))
         ]
 
-    @staticmethod
-    def _timely(entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
-        """A caller's entry with its times clamped to now (a far-future one is refused)."""
+    def _timely(self, entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
+        """A caller's entry with its times clamped to now (a far-future one is refused), and
+        the memory's retention when it names no expiry (one already past is refused)."""
         try:
-            return timely(entry, now)
+            return self._retained(timely(entry, now), now)
         except InvalidInputError as error:
             raise InvalidInputError(f"{name}[{index}]: {error}") from None
+
+    def _retained(self, entry: ProfileEntry, now: float) -> ProfileEntry:
+        """``entry`` with the expiry a write gives it (its own, checked, else retention)."""
+        expires_at = expiry_of(
+            expires_at=entry.expires_at, ttl_s=None, retention_s=self.retention_s, now=now
+        )
+        return entry if expires_at == entry.expires_at else replace(entry, expires_at=expires_at)
 
     async def _write_entries(
         self, entries: Sequence[ProfileEntry], **options: Any
@@ -346,6 +380,8 @@ class OutputProfileMemory(FeedbackMixin):
             self._invalidate({e.user_id for e in entries})
             raise
         self._reader.written(written)
+        expiring = any(e.expires_at is not None for e in entries)
+        self._sweep_now_and_then({e.user_id for e in entries}, expiring=expiring)
         return written.entries
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
@@ -412,7 +448,10 @@ class OutputProfileMemory(FeedbackMixin):
             self._pins.forget(user_id)
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Restore records written by :meth:`export` exactly (all are validated first)."""
+        """Restore records written by :meth:`export` exactly (all are validated first).
+
+        A record's ``expires_at`` is kept; one naming none gets ``retention_s`` from now; one
+        already expired is left out. Returns how many records were stored."""
         return self._traced(
             "upsert_memory", lambda: self._import(self._records(records)), OperationSpan.counted
         )
@@ -424,10 +463,16 @@ class OutputProfileMemory(FeedbackMixin):
         )
 
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
+        """The records to import: validated, and those already expired left out (a backup
+        restored later brings back only what had not expired)."""
         now = self.clock()
+        entries = [
+            self._from_record(r, i) for i, r in enumerate(validate_items(records, "records"))
+        ]
         return [
-            self._timely(self._from_record(r, i), i, "records", now)
-            for i, r in enumerate(validate_items(records, "records"))
+            self._timely(entry, i, "records", now)
+            for i, entry in enumerate(entries)
+            if not entry.expired(now)
         ]
 
     async def _import(self, entries: list[ProfileEntry]) -> int:

@@ -144,7 +144,9 @@ class ThreadPins:
         if not version:
             return selection
         now = memory.clock()
-        expires_at = now + memory.pin_ttl_s
+        # a pin never shows an entry past its expiry: it ends when its first entry expires
+        ends = (e.expires_at for e in selection.entries if e.expires_at is not None)
+        expires_at = min([now + memory.pin_ttl_s, *ends])
         payload = dump_pin(selection, until=expires_at)
         held = await memory.store.asave_pin(
             user, thread, key, payload, version=version, now=now, expires_at=expires_at

@@ -117,6 +117,7 @@ def stored_selection(
         options,
         left_out_total=int(data["left_out_total"]),
         note=str(data.get("note", "")),
+        valid_until=float(data["valid_until"]),  # at most its ranking's next expiry
     )
     return ProfileSelection(
         user_id=user_id,

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from chromadb.api import AsyncClientAPI, ClientAPI
@@ -55,6 +55,7 @@ from langchain_outprofile.store.io import (
 )
 from langchain_outprofile.store.log import (
     BASE_AT,
+    EXPIRY_KEY,
     LOG_MARK,
     LOG_SUFFIX,
     Event,
@@ -645,12 +646,20 @@ class ProfileStore:
             return await self.aremove_pending(user, wanted)
         fold = await self._fold_of(user, wanted)
         existing = [i for i in wanted if fold.entry(i) is not None]
+        return await self._void(user, fold, existing, "delete")
+
+    async def _void(
+        self, user: str, fold: Fold, existing: list[str], kind: Literal["delete", "expire"]
+    ) -> Written:
+        """Add a ``delete`` (or ``expire``) event per entry, then remove the entries'
+        earlier events and rows (writing back any a later signal kept), and the user's saved
+        selections and pins, which may quote the text."""
         if not existing:
             return Written([], {}, set())
         at = self._stamp()
         nonce = uuid.uuid4().hex
         tombstones = [
-            Event(event_id(user, i, at, n, nonce), user, i, "delete", at, n)
+            Event(event_id(user, i, at, n, nonce), user, i, kind, at, n)
             for n, i in enumerate(existing)
         ]
         await self._add_events(tombstones)
@@ -660,6 +669,42 @@ class ProfileStore:
         await self._restore_rows(user, existing)
         await self.state.drop(user)
         return Written([], {user: existing}, {user}, tombstones, voided)
+
+    def expire(self, user_id: str | None = None, *, now: float) -> Written:
+        """Delete expired entries: see :meth:`aexpire`."""
+        return self._run(self.aexpire(user_id, now=now))
+
+    async def aexpire(self, user_id: str | None = None, *, now: float) -> Written:
+        """Delete the entries (of one user, or of every user) that expired by ``now``.
+
+        One ``where`` on the log finds the signals that named an expiry before ``now`` (and
+        one on the entry rows, the bases a repair wrote); their entries are folded, and
+        those whose fold has expired get an ``expire`` event and are removed as a delete
+        removes them (events, rows, saved selections, pins). An ``expire`` event only voids
+        an entry that had expired by its time, so a signal extending the expiry that lands
+        meanwhile keeps the entry (``log.py``)."""
+        found: dict[str, set[str]] = {}
+        where: dict[str, Any] = {EXPIRY_KEY: {"$lte": float(now)}}
+        if user_id is not None:
+            where = {"$and": [{"user_id": validate_user_id(user_id)}, where]}
+        for event in events_from(await self._log_get(where=where, include=_METADATAS)):
+            found.setdefault(event.user_id, set()).add(event.entry_id)
+        for row in rows_from(await self._read(where=where, include=_INCLUDE_ALL)):
+            found.setdefault(row.entry.user_id, set()).add(row.id)  # a repair's rows: bases
+        removed: dict[str, list[str]] = {}
+        moved: set[str] = set()
+        events: list[Event] = []
+        dropped: list[str] = []
+        for user in sorted(found):
+            ids = sorted(found[user])
+            fold = await self._fold_of(user, ids)
+            expired = [i for i in ids if (e := fold.entry(i)) is not None and e.expired(now)]
+            done = await self._void(user, fold, expired, "expire")
+            removed.update(done.removed)
+            moved |= done.moved
+            events += done.events
+            dropped += done.dropped
+        return Written([], removed, moved, events, dropped)
 
     async def aremove_pending(self, user_id: str, event_ids: Sequence[str]) -> Written:
         """Remove tracked outputs still pending: the given ``pending`` events of one user
@@ -941,8 +986,9 @@ class ProfileStore:
     async def aload_fold(
         self, user_id: str, *, with_vectors: bool = True
     ) -> tuple[StoredProfile, Fold]:
-        """Every entry of one user, oldest first, folded from the user's events (and the
-        bases of rows written before the log), and the fold itself (a reader keeps it to
+        """Every entry of one user not expired by the store's clock, oldest first, folded
+        from the user's events (and the bases of rows written before the log), and the fold
+        itself (a reader keeps it to
         take later events as deltas: :meth:`acatch_up`).
 
         A profile of up to ``eager_rows`` entries comes back with its vectors in one read;
@@ -961,7 +1007,9 @@ class ProfileStore:
         rows = rows_from(eager) if eager is not None else await self._rows_where(where)
         fold = Fold(user, {r.id: r.entry for r in rows if r.legacy and r.entry.user_id == user})
         fold.add(await self._user_events(user))
-        entries = sorted(fold.entries().values(), key=lambda e: (e.created_at, e.id))
+        now = self.clock()  # an expired entry reads as gone, before any expiry deletes it
+        live = [e for e in fold.entries().values() if not e.expired(now)]
+        entries = sorted(live, key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             zeros = np.zeros((len(entries), self._dimension), np.float32)
             return StoredProfile(tuple(entries), zeros), fold

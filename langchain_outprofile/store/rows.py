@@ -14,6 +14,7 @@ from typing import Any
 from langchain_outprofile.types import ProfileEntry, stored_entry
 
 __all__ = [
+    "EXPIRY_KEY",
     "LOG_MARK",
     "OWN_ROWS",
     "PAYLOAD_KEY",
@@ -44,6 +45,11 @@ def own_where(where: Any = None) -> dict[str, Any]:
     return dict(OWN_ROWS) if not where else {"$and": [where, OWN_ROWS]}
 
 
+EXPIRY_KEY = "exp"
+"""Key of the expiry, on a log row of a ``put`` that names one and on an entry row (where
+``expire`` looks; the fold decides)."""
+
+
 def to_metadata(entry: ProfileEntry) -> dict[str, Any]:
     """The Chroma metadata of one entry (row format 2).
 
@@ -51,9 +57,9 @@ def to_metadata(entry: ProfileEntry) -> dict[str, Any]:
     (``e``): Chroma indexes every metadata key and full-text indexes every document, and
     those indexes were most of the cost of a write (docs/benchmarks.md). Only the filtered
     fields are keys of their own: ``user_id`` and ``pending`` always, ``run_id`` for tracked
-    outputs, ``updated_at`` for pending ones. Chroma's upsert keeps keys a write leaves out,
-    so readers check the payload: a leftover ``run_id`` or ``updated_at`` only widens a
-    filter, never decides.
+    outputs, ``updated_at`` for pending ones, ``exp`` for expiring ones. Chroma's upsert
+    keeps keys a write leaves out, so readers check the payload: a leftover ``run_id``,
+    ``updated_at`` or ``exp`` only widens a filter, never decides.
     """
     payload = entry.to_dict()
     del payload["id"], payload["user_id"]
@@ -67,6 +73,8 @@ def to_metadata(entry: ProfileEntry) -> dict[str, Any]:
         metadata["run_id"] = entry.run_id
     if entry.pending:
         metadata["updated_at"] = float(entry.updated_at)
+    if entry.expires_at is not None:  # an expiry sweep finds a row a repair wrote by it
+        metadata[EXPIRY_KEY] = float(entry.expires_at)
     return metadata
 
 

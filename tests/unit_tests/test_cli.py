@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -324,6 +325,18 @@ def test_import_bad_record_names_the_line(ingested: Run, tmp_path: Path, store: 
     good = memory_at(store).export("ana")[0]
     path = write_jsonl(tmp_path / "in.jsonl", [good, {**good, "strength": 3}])
     assert_clean_failure(ingested("import", str(path)), 1, "line 2", "strength")
+
+
+def test_expire_deletes_what_expired_and_says_how_many(run: Run, store: Path) -> None:
+    hour_ago = OutputProfileMemory(path=store, clock=lambda: time.time() - 3600)
+    hour_ago.add("Expired half an hour ago.", user_id="ana", ttl_s=1800)
+    hour_ago.add("Still kept for a day.", user_id="ana", ttl_s=86_400)
+    hour_ago.add("Bo's expired note.", user_id="bo", ttl_s=60)
+    hour_ago.flush()
+    assert "deleted 1 expired entries of 'ana'" in run("expire", "--user", "ana").stdout
+    result = run("expire", "--json")
+    assert json.loads(result.stdout) == {"deleted": 1, "by_user": {"bo": 1}}
+    assert [r["text"] for r in memory_at(store).export("ana")] == ["Still kept for a day."]
 
 
 def test_forget_asks_first(ingested: Run, store: Path) -> None:
