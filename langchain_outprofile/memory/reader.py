@@ -643,7 +643,10 @@ class ProfileReader:
                 fold = state.fold
                 if fold is None or not state.rankings:
                     continue
-                touched = fold.add(added.get(user, [])) | fold.remove(written.dropped)
+                # removed first: a write may replace an event under its own id (a run's
+                # claim that an edit moves to the edited text)
+                touched = fold.remove(written.dropped)
+                touched |= fold.add(added.get(user, []))
                 self._move(state, fold, touched, version_moved=False)
             self._recount(user, state)
 

@@ -744,8 +744,9 @@ class ProfileStore:
 
         The voided events are deleted, rows of entries left with none go (the pre-edit
         text leaves the store), the others' cached folds are rewritten, and when a
-        selectable entry changed, the user's saved selections and pins go (they may quote
-        the superseded text) and the version moves.
+        selectable entry changed the version moves. Thread pins stay: a pin naming an
+        entry that went is dropped when it is next read (``memory/pins.py``), so only the
+        threads whose block held the superseded text get a new one.
         """
         user, claim_id = validate_user_id(user_id), run_event_id(run_id)
         held = events_from(await self._log_get(ids=[claim_id], include=_METADATAS))
@@ -784,9 +785,9 @@ class ProfileStore:
         kept = [e for i in [*affected, output.id] if (e := fold.entry(i)) is not None]
         await self._write_metadata(list({e.id: e for e in kept}.values()))
         moved = {user} if was_selectable else set()
-        if moved:
-            await self.state.drop(user)
-        return Written([], {user: emptied} if emptied else {}, moved, [], [*voided, claim_id])
+        await self.state.touch(moved)  # pins stay: one naming a text gone is dropped when read
+        removed = {user: emptied} if emptied else {}
+        return Written([], removed, moved, [moved_claim], [*voided, claim_id])
 
     async def _restore_rows(self, user: str, entry_ids: Sequence[str]) -> None:
         """Write back the rows of entries a later signal brought back while they were being

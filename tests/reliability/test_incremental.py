@@ -165,6 +165,22 @@ def client() -> Iterator[chromadb.api.ClientAPI]:
     yield chromadb.EphemeralClient()
 
 
+def test_an_edit_that_moves_a_runs_claim_moves_the_live_ranking_too(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """Found by 400 sequences: an edit rewrites the run's claim under its own id; the live
+    memory took the new event before dropping the old id, so it lost the claim."""
+    _check_sequence(
+        client,
+        [
+            ("track", "thanks bullets"),
+            ("add", "cheers", "edited", "chat", "the request"),
+            ("wait", 41.57),
+            ("edit", 19, "cheers"),
+        ],
+    )
+
+
 @given(steps=st.lists(operations, min_size=1, max_size=25))
 def test_incremental_selection_equals_a_full_rerank(
     client: chromadb.api.ClientAPI, steps: list[tuple[Any, ...]]
