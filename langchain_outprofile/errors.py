@@ -69,7 +69,8 @@ class EmbeddingMismatchError(OutprofileError):
 
 
 class StoreUnavailableError(OutprofileError):
-    """No Chroma server answers at the given URL, or the store path cannot hold a store."""
+    """No Chroma server answers at the given URL (also after the retries of a call:
+    ``retry_s``), or the store path cannot hold a store."""
 
 
 class AsyncClientError(OutprofileError, TypeError):

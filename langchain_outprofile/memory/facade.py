@@ -129,6 +129,10 @@ class OutputProfileMemory(FeedbackMixin):
         trace_content: also put entry texts and queries on those spans. Off by default:
             ids and counts only (default: ``True`` when
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            (a restart takes seconds) before it raises :class:`StoreUnavailableError`
+            naming the URL (default 10 s; reads, event adds and deletes are sent again, a
+            row rewrite only when its request never left).
 
     Example:
         ```python
@@ -169,6 +173,7 @@ class OutputProfileMemory(FeedbackMixin):
         monotonic: Callable[[], float] = time.monotonic,
         tracer_provider: TracerProvider | None = None,
         trace_content: bool | None = None,
+        retry_s: float | None = None,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -189,6 +194,7 @@ class OutputProfileMemory(FeedbackMixin):
             collection_name=collection_name,
             embeddings=embeddings,
             documents=documents,
+            retry_s=retry_s,
         )
         self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import shutil
 import struct
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import chromadb
+import httpx
 from chromadb.api import ClientAPI
 from chromadb.config import Settings
 from chromadb.errors import ChromaError, NotFoundError
@@ -49,14 +51,17 @@ from langchain_outprofile.errors import (
 )
 
 __all__ = [
+    "DEFAULT_RETRY_S",
     "LOCK_DIR_ENV",
     "LOCK_FILE",
     "AsyncGuardedCollection",
     "GuardedCollection",
     "LocationLock",
+    "Retries",
     "StoreDamagedError",
     "StoreFullError",
     "allocated",
+    "checked_retry_s",
     "default_path",
     "failure_kind",
     "http_client",
@@ -64,6 +69,7 @@ __all__ = [
     "persistent_client",
     "server_of",
     "typed_failure",
+    "unreachable",
 ]
 
 LOCK_FILE = "outprofile.lock"
@@ -96,12 +102,118 @@ _FULL_SIGNS = ("database or disk is full", "no space left on device", "os error 
 # metadata already holds a row its vector reader does not yet): retried, not a damage.
 _TRANSIENT_SIGNS = ("error finding id",)
 _RETRIES_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+DEFAULT_RETRY_S = 10.0
+"""How long a store's call waits, in all, for a server it cannot reach (one restarting takes a
+few seconds) before it raises :class:`StoreUnavailableError`."""
+_DOWN_PAUSES_S = (0.05, 1.0)  # the first pause while a server is unreachable, and the longest
+# The request never reached the server: any call may be sent again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Calls whose repeat is the same call landing a moment later: reads, insert-if-absent ``add``
+# (a retried event has the same id: store/log.py), deletes by id or by filter, and opening a
+# collection. ``upsert`` and ``update`` are not: a repeat after a broken response could land
+# after another client's write of the same row and undo it (a profile version coming back,
+# which readers take for "nothing changed"), so they are retried only when unsent.
+_REPEATABLE = frozenset({"get", "count", "add", "delete", "open"})
 
 
 def transient(error: BaseException, location: str) -> bool:
     """Whether a failed call of a server is worth retrying (see ``_TRANSIENT_SIGNS``)."""
     message = str(error).lower()
     return location.startswith("http") and any(sign in message for sign in _TRANSIENT_SIGNS)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether a call failed because the connection to the server failed (refused, reset,
+    closed before the response: a server restarting, or down), not inside Chroma."""
+    return isinstance(error, httpx.TransportError)
+
+
+class Retries:
+    """When a failed Chroma call is tried again: the one retry rule of every store call.
+
+    - A server's read racing another client's write ("Error finding id", see
+      ``_TRANSIENT_SIGNS``): the short fixed pauses of ``_RETRIES_S``.
+    - A server that cannot be reached (:func:`unreachable`): pauses from 0.05 s doubling to
+      1 s, until ``within_s`` passed since the first failure, for a call whose repeat is
+      safe (``_REPEATABLE``, or any call whose request was never sent).
+
+    Args:
+        location: the store's location (:func:`location_of`).
+        method: the Chroma call (``get``, ``add``, ..., ``open``).
+        within_s: the longest wait for an unreachable server, in all.
+    """
+
+    def __init__(self, location: str, method: str, within_s: float) -> None:
+        self.location = location
+        self.method = method
+        self.within_s = within_s
+        self.waited_s = 0.0
+        self._races = iter(_RETRIES_S)
+        self._next_s = _DOWN_PAUSES_S[0]
+        self._started: float | None = None
+
+    def pause(self, error: BaseException) -> float | None:
+        """Seconds to wait before trying again after ``error``; None: raise it."""
+        if transient(error, self.location):
+            return next(self._races, None)
+        if not unreachable(error) or not self.repeatable(error):
+            return None
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        # the pauses and the time the attempts took both count
+        left = self.within_s - max(self.waited_s, now - self._started)
+        if left <= 0:
+            return None
+        pause = min(self._next_s, left)
+        self._next_s = min(2 * self._next_s, _DOWN_PAUSES_S[1])
+        self.waited_s += pause
+        return pause
+
+    def repeatable(self, error: BaseException) -> bool:
+        """Whether sending this call again after ``error`` is safe (see ``_REPEATABLE``)."""
+        return self.method in _REPEATABLE or isinstance(error, _NOT_SENT)
+
+    def failure(self, error: BaseException) -> StoreUnavailableError:
+        """The typed error of a call that failed to reach the server (:func:`unreachable`)."""
+        what = f"{type(error).__name__}: {_first_line(error)}"
+        if not self.repeatable(error):
+            return StoreUnavailableError(
+                f"the connection to the Chroma server at {self.location} broke during a "
+                f"{self.method} ({what}): the write may or may not have been applied and was "
+                "not sent again (a repeat could undo another client's later write); nothing "
+                "was acknowledged. Check that the server runs and answers "
+                f"{self.location}/api/v2/heartbeat, then retry the call"
+            )
+        return StoreUnavailableError(
+            f"the Chroma server at {self.location} did not answer a {self.method} "
+            f"({what}), retried for {self.waited_s:.1f} s: nothing this call wrote was "
+            "acknowledged. Check that the server runs (`chroma run --path ... --port ...`) and "
+            f"answers {self.location}/api/v2/heartbeat from this machine (host, port, "
+            "firewall, proxy), and its log; a memory waits longer with a larger retry_s"
+        )
+
+
+def checked_retry_s(value: float | None) -> float:
+    """A store's ``retry_s``: ``value`` checked, or :data:`DEFAULT_RETRY_S`.
+
+    Raises:
+        InvalidInputError: not a finite number of seconds >= 0.
+    """
+    if value is None:
+        return DEFAULT_RETRY_S
+    return _seconds("retry_s", value)
+
+
+def _seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0; got {value!r}")
+    return float(value)
 
 
 def default_path() -> Path:
@@ -576,12 +688,21 @@ class GuardedCollection:
         collection: the chromadb collection.
         lock: its location's lock.
         reopen: returns the collection of the same name afresh.
+        retry_s: the longest wait for a server that cannot be reached (:class:`Retries`).
     """
 
-    def __init__(self, collection: Any, lock: LocationLock, reopen: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        collection: Any,
+        lock: LocationLock,
+        reopen: Callable[[], Any],
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
         self._collection = collection
         self._lock = lock
         self._reopen = reopen
+        self._retry_s = retry_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
@@ -617,26 +738,31 @@ class GuardedCollection:
             if writes:
                 self._lock.check_space(arguments)
                 self._lock.note_write(server)
-            try:
-                return getattr(self._collection, method)(**arguments)
-            except NotFoundError:
-                fresh = self._reopen()
-                if fresh.id == self._collection.id:
-                    raise
-                self._collection = fresh
-                return getattr(fresh, method)(**arguments)
-            except Exception as error:  # classified below, else re-raised
-                return self._after_failure(method, arguments, error)
+            retries = Retries(self._lock.location, method, self._retry_s)
+            while True:
+                try:
+                    return self._once(method, arguments)
+                except Exception as error:  # retried, classified below, else re-raised
+                    pause = retries.pause(error)
+                    if pause is None:
+                        return self._after_failure(method, arguments, error, retries)
+                time.sleep(pause)
 
-    def _after_failure(self, method: str, arguments: dict[str, Any], error: Exception) -> Any:
-        for pause_s in _RETRIES_S:
-            if not transient(error, self._lock.location):
-                break
-            time.sleep(pause_s)
-            try:
-                return getattr(self._collection, method)(**arguments)
-            except Exception as again:
-                error = again
+    def _once(self, method: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return getattr(self._collection, method)(**arguments)
+        except NotFoundError:
+            fresh = self._reopen()
+            if fresh.id == self._collection.id:
+                raise
+            self._collection = fresh
+            return getattr(fresh, method)(**arguments)
+
+    def _after_failure(
+        self, method: str, arguments: dict[str, Any], error: Exception, retries: Retries
+    ) -> Any:
+        if unreachable(error):
+            raise retries.failure(error) from error
         kind = failure_kind(error, self._lock)
         if kind == "damaged" and self._lock.reload(server_of(self._collection)):
             try:  # stale in-memory state fails like damage: retry once on what disk holds
@@ -659,14 +785,21 @@ class AsyncGuardedCollection:
         collection: the ``AsyncCollection``.
         lock: its location's lock (for the location's name in messages).
         reopen: returns an awaitable of the collection of the same name afresh.
+        retry_s: the longest wait for a server that cannot be reached (:class:`Retries`).
     """
 
     def __init__(
-        self, collection: Any, lock: LocationLock, reopen: Callable[[], Awaitable[Any]]
+        self,
+        collection: Any,
+        lock: LocationLock,
+        reopen: Callable[[], Awaitable[Any]],
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
         self._collection = collection
         self._lock = lock
         self._reopen = reopen
+        self._retry_s = retry_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
@@ -696,6 +829,25 @@ class AsyncGuardedCollection:
         await self._call("delete", which)
 
     async def _call(self, method: str, arguments: dict[str, Any]) -> Any:
+        retries = Retries(self._lock.location, method, self._retry_s)
+        while True:
+            try:
+                return await self._once(method, arguments)
+            except Exception as error:  # retried, classified below, else re-raised
+                failed = error
+                pause = retries.pause(error)
+                if pause is None:
+                    break
+            await asyncio.sleep(pause)
+        if unreachable(failed):
+            raise retries.failure(failed) from failed
+        kind = failure_kind(failed, self._lock)
+        if kind is None:
+            raise failed
+        name = str(self._collection.name)
+        raise typed_failure(kind, failed, self._lock.location, name) from failed
+
+    async def _once(self, method: str, arguments: dict[str, Any]) -> Any:
         try:
             return await getattr(self._collection, method)(**arguments)
         except NotFoundError:
@@ -704,21 +856,6 @@ class AsyncGuardedCollection:
                 raise
             self._collection = fresh
             return await getattr(fresh, method)(**arguments)
-        except Exception as error:  # classified below, else re-raised
-            failed = error
-        for pause_s in _RETRIES_S:
-            if not transient(failed, self._lock.location):
-                break
-            await asyncio.sleep(pause_s)
-            try:
-                return await getattr(self._collection, method)(**arguments)
-            except Exception as again:
-                failed = again
-        kind = failure_kind(failed, self._lock)
-        if kind is None:
-            raise failed
-        name = str(self._collection.name)
-        raise typed_failure(kind, failed, self._lock.location, name) from failed
 
 
 def typed_failure(kind: str, error: Exception, location: str, name: str) -> Exception:
