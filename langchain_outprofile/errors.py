@@ -20,6 +20,7 @@ __all__ = [
     "OutprofileError",
     "RequestLimitError",
     "RunIdConflictError",
+    "StoreBusyError",
     "StoreDamagedError",
     "StoreFullError",
     "StoreUnavailableError",
@@ -98,6 +99,13 @@ class StoreDamagedError(StoreUnavailableError):
     raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
     the collection from the entries Chroma's metadata segment and write log still hold, after
     copying the store to a backup."""
+
+
+class StoreBusyError(StoreUnavailableError):
+    """Another process (or thread) held the lock of an embedded store's directory longer
+    than the wait allows (``lock_timeout_s``, ``OUTPROFILE_LOCK_TIMEOUT_S``; 30 s by
+    default): it is frozen (stopped, in a debugger, a frozen container) or stuck on a hung
+    disk. Nothing was read or written; the message names the holder's pid when known."""
 
 
 class StoreFullError(StoreUnavailableError):

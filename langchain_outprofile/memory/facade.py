@@ -133,6 +133,10 @@ class OutputProfileMemory(FeedbackMixin):
             (a restart takes seconds) before it raises :class:`StoreUnavailableError`
             naming the URL (default 10 s; reads, event adds and deletes are sent again, a
             row rewrite only when its request never left).
+        lock_timeout_s: the longest wait for an embedded store directory's lock that
+            another process holds, then :class:`StoreBusyError` naming that process
+            (default 30 s, or ``OUTPROFILE_LOCK_TIMEOUT_S``; one bound per directory per
+            process).
 
     Example:
         ```python
@@ -174,6 +178,7 @@ class OutputProfileMemory(FeedbackMixin):
         tracer_provider: TracerProvider | None = None,
         trace_content: bool | None = None,
         retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -195,6 +200,7 @@ class OutputProfileMemory(FeedbackMixin):
             embeddings=embeddings,
             documents=documents,
             retry_s=retry_s,
+            lock_timeout_s=lock_timeout_s,
         )
         self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()

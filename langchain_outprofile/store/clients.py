@@ -6,8 +6,9 @@ lives by default. Every store object on one location shares one :class:`Location
 - in one process, a reentrant thread lock (embedded Chroma fails a read that races another
   thread's write: "Error finding id"; docs/reliability.md);
 - across the processes of one machine, a file lock: ``outprofile.lock`` inside the store
-  directory of a ``PersistentClient``, or a file named by the server URL in a per-machine
-  directory for an ``HttpClient`` (the in-process ``EphemeralClient`` needs none).
+  directory of a ``PersistentClient`` (the in-process ``EphemeralClient`` needs none; a
+  ``chroma run`` server none at all: it orders its own calls). Every wait for it is bounded
+  (``LocationLock.timeout_s``), and only the store's owner can open the file.
 
 Each embedded process keeps Chroma's vector index in memory, so a write by another process
 leaves it stale even when the writes are serialized (its reads then fail with "Error finding
@@ -27,7 +28,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,15 +45,17 @@ from platformdirs import user_data_dir
 
 from langchain_outprofile.errors import (
     InvalidInputError,
+    StoreBusyError,
     StoreDamagedError,
     StoreFullError,
     StoreUnavailableError,
 )
 
 __all__ = [
+    "DEFAULT_LOCK_TIMEOUT_S",
     "DEFAULT_RETRY_S",
-    "LOCK_DIR_ENV",
     "LOCK_FILE",
+    "LOCK_TIMEOUT_ENV",
     "AsyncGuardedCollection",
     "GuardedCollection",
     "LocationLock",
@@ -74,15 +76,21 @@ __all__ = [
 
 LOCK_FILE = "outprofile.lock"
 """The lock file inside a ``PersistentClient``'s store directory."""
-LOCK_DIR_ENV = "OUTPROFILE_LOCK_DIR"
-"""Where the lock files of server URLs live (default: ``<tempdir>/langchain-outprofile-locks``,
-shared by every user of the machine)."""
+LOCK_TIMEOUT_ENV = "OUTPROFILE_LOCK_TIMEOUT_S"
+"""The longest wait for a store directory's lock, in seconds (default 30)."""
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+"""How long a call waits for a lock another process (or thread) holds before it raises
+:class:`StoreBusyError`: far longer than any hold (one Chroma call, or one batch of a long
+write), far shorter than forever, which is what a frozen holder would cost."""
 
 _LOCKS: dict[str, LocationLock] = {}
 _LOCKS_GUARD = threading.Lock()
 # The lock file's record: the generation, and 1 while a hold is changing the store (a holder
 # killed in the middle leaves the 1 behind, so the next holder reloads everything).
 _RECORD = struct.Struct("<QQ")
+# After the record: the pid of the process that took the lock last (0: unknown), so a process
+# that waits too long can say who holds it.
+_HOLDER = struct.Struct("<Q")
 _POLL_S = 0.002  # how often a process waiting for the lock file tries again
 _PAUSE_S = 0.005  # between the batches of a long write, so waiting processes get a turn
 _HANDOFF_S = 1.0  # longest wait for a waiting thread to take the lock between batches
@@ -221,11 +229,19 @@ def default_path() -> Path:
     return Path(user_data_dir("langchain-outprofile", appauthor=False)) / "chroma"
 
 
-def persistent_client(path: str | Path) -> ClientAPI:
-    """An embedded ``PersistentClient`` on ``path`` with telemetry off.
+def persistent_client(path: str | Path, *, lock_timeout_s: float | None = None) -> ClientAPI:
+    """An embedded ``PersistentClient`` on ``path`` with telemetry off. A new directory is
+    made owner-only (0700): whoever can open its lock file can stop every process of the
+    store (and read the entries).
+
+    Args:
+        path: the store directory (made if missing).
+        lock_timeout_s: the bound of the directory's lock in this process
+            (:meth:`LocationLock.bound`).
 
     Raises:
         StoreUnavailableError: when ``path`` is a file, or cannot be created.
+        StoreBusyError: another process held the directory's lock past the bound.
     """
     where = Path(path).expanduser()
     if where.exists() and not where.is_dir():
@@ -233,9 +249,11 @@ def persistent_client(path: str | Path) -> ClientAPI:
             f"the store path {str(where)!r} is a file; pass a directory (it is created if missing)"
         )
     try:
-        where.mkdir(parents=True, exist_ok=True)
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = _lock_for(str(where.resolve()))
+        lock.bound(lock_timeout_s)
         # under the store's lock: two processes creating Chroma's tables at once collide
-        with _lock_for(str(where.resolve())):
+        with lock:
             return chromadb.PersistentClient(
                 path=str(where), settings=Settings(anonymized_telemetry=False)
             )
@@ -321,44 +339,39 @@ def _new_lock(location: str) -> LocationLock:
         return LocationLock(location, None)
     if location.startswith("http://"):
         # a server orders its own calls, and no write reads-folds-writes (store/log.py):
-        # nothing to lock, on this machine or any other
+        # nothing to lock, on this machine or any other (no lock file: nothing to wait on)
         return LocationLock(location, None, free=True)
     return LocationLock(location, Path(location) / LOCK_FILE, store_dir=Path(location))
 
 
-def _default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "langchain-outprofile-locks"
-
-
-class _ProcessHold:
-    """The in-process part of a :class:`LocationLock` alone: what reads of a server take
-    (the server orders its own reads; only the read-fold-write needs other processes out)."""
-
-    def __init__(self, lock: LocationLock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> _ProcessHold:
-        self._lock._take(True, -1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock._give()
+def _env_lock_timeout_s() -> float:
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        return _seconds(LOCK_TIMEOUT_ENV, float(text))
+    except ValueError:
+        raise InvalidInputError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds >= 0; got {text!r}"
+        ) from None
 
 
 class LocationLock:
     """One store location's lock: a reentrant thread lock, and a file lock across processes.
 
     ``with lock:`` holds both (reentrant: the file is locked once per process, at the
-    outermost hold). ``lock.reads`` is what a read holds: the whole lock for an embedded
-    store (whose Chroma state other processes' writes make stale), the thread lock alone for
-    a server. The file lock serializes the processes of **one machine**: processes on
-    several machines sharing one server need one writer per user, or a lock service of
-    their own around ``OutputProfileMemory`` writes (see docs/reliability.md).
+    outermost hold), waiting at most ``timeout_s`` (then :class:`StoreBusyError`, naming
+    the process that holds the file when it is another). ``lock.reads`` is what a read
+    holds: the whole lock (an embedded store's Chroma state goes stale with other
+    processes' writes), or nothing for a server. The file lock serializes the processes of
+    one directory on **one machine**; a server needs none (docs/design.md, "The write
+    model").
 
     Args:
         location: what :func:`location_of` says of the client.
         lock_file: the lock file; None for the in-process ephemeral store.
         store_dir: the embedded store's directory (enables generations and space checks).
+        free: a lock that holds nothing (a server's).
     """
 
     def __init__(
@@ -373,13 +386,11 @@ class LocationLock:
         self.lock_file = lock_file
         self.store_dir = store_dir
         self.free = free
-        self.reads: LocationLock | _ProcessHold | contextlib.nullcontext[None] = (
-            contextlib.nullcontext()
-            if free
-            else self
-            if lock_file is None or store_dir is not None
-            else _ProcessHold(self)
+        self.reads: LocationLock | contextlib.nullcontext[None] = (
+            contextlib.nullcontext() if free else self
         )
+        self.timeout_s = DEFAULT_LOCK_TIMEOUT_S if free else _env_lock_timeout_s()
+        """The longest wait of ``with lock:`` (seconds): see :meth:`bound`."""
         self._rlock = threading.RLock()
         self._owner = 0  # thread holding _rlock (valid while _count > 0)
         self._count = 0  # holds of _rlock, reads included
@@ -395,16 +406,30 @@ class LocationLock:
 
     # -- holding ----------------------------------------------------------------------------
 
+    def bound(self, timeout_s: float | None) -> None:
+        """Set the longest wait of ``with lock:`` for this process (None: leave it). One lock
+        per location per process, so one bound: the last one set.
+
+        Raises:
+            InvalidInputError: not a finite number of seconds >= 0.
+        """
+        if timeout_s is not None:
+            self.timeout_s = _seconds("lock_timeout_s", timeout_s)
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (thread lock, then the file); False if not ``blocking`` and taken,
         or when ``timeout`` (seconds, -1 = none) passed."""
+        return self._acquire(blocking, timeout) is None
+
+    def _acquire(self, blocking: bool, timeout: float) -> str | None:
+        """Take the lock; None when taken, else which part was not: "thread" or "file"."""
         if self.free:
-            return True
+            return None
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._take(blocking, timeout):
-            return False
+            return "thread"
         if self.lock_file is None:
-            return True
+            return None
         if self._depth == 0:
             try:
                 locked = self._lock_file(blocking, deadline)
@@ -413,9 +438,9 @@ class LocationLock:
                 raise
             if not locked:
                 self._give()
-                return False
+                return "file"
         self._depth += 1
-        return True
+        return None
 
     def release(self) -> None:
         """Release one hold (the file at the outermost)."""
@@ -435,8 +460,32 @@ class LocationLock:
             self._give()
 
     def __enter__(self) -> LocationLock:
-        self.acquire()
+        missed = self._acquire(True, self.timeout_s)
+        if missed is not None:
+            raise self._busy(missed)
         return self
+
+    def _busy(self, part: str) -> StoreBusyError:
+        """The error of a wait for the lock that outlasted ``timeout_s``."""
+        waited = f"more than {self.timeout_s:g} s"
+        remedy = (
+            f"If it is stopped (`ps -o pid,stat,cmd -p <pid>` shows T), resume it (`kill -CONT "
+            "<pid>`) or end it; a process that holds a store lock this long is frozen (SIGSTOP, "
+            "a debugger, a frozen container) or stuck on a hung disk. To wait longer, pass "
+            f"lock_timeout_s= or set {LOCK_TIMEOUT_ENV}"
+        )
+        if part == "thread":
+            return StoreBusyError(
+                f"the store at {self.location} was held by another thread of this process "
+                f"(pid {os.getpid()}) for {waited}: nothing was read or written. {remedy}"
+            )
+        holder = self._holder()
+        who = f"process {holder}" if holder else "another process (its pid is unknown)"
+        return StoreBusyError(
+            f"the store at {self.location} is locked by {who} (lock file "
+            f"{str(self.lock_file)!r}) for {waited}: nothing was read or written. "
+            + remedy.replace("<pid>", str(holder) if holder else "<pid>")
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -492,6 +541,7 @@ class LocationLock:
         if self.store_dir is not None:
             try:
                 generation, changing = self._read_record()
+                os.pwrite(fd, _HOLDER.pack(os.getpid()), _RECORD.size)
             except BaseException:
                 unlock_descriptor(fd)
                 raise
@@ -499,6 +549,14 @@ class LocationLock:
             if changing:  # its last holder was killed while changing the store
                 self._bump()
         return True
+
+    def _holder(self) -> int:
+        """The pid of the process that took the file lock last (0: unknown)."""
+        try:
+            data = os.pread(self._descriptor(), _HOLDER.size, _RECORD.size)
+        except (OSError, StoreUnavailableError):
+            return 0
+        return int(_HOLDER.unpack(data)[0]) if len(data) == _HOLDER.size else 0
 
     def _descriptor(self) -> int:
         """The lock file, opened once per process (a child of ``fork`` opens its own: the
@@ -512,12 +570,12 @@ class LocationLock:
             self._seen.clear()
         assert self.lock_file is not None
         try:
-            if self.store_dir is None:
-                _make_shared_dir(self.lock_file.parent)
-            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-            if self.store_dir is None:  # other users of the machine open it too
-                with contextlib.suppress(OSError):
-                    os.chmod(self.lock_file, 0o666)
+            # owner-only: whoever can open the file can take the lock, and so stop every
+            # process of the store (a lock file of an older release is narrowed too)
+            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            with contextlib.suppress(OSError):  # not ours to change: leave it
+                if os.fstat(self._fd).st_mode & 0o077:
+                    os.fchmod(self._fd, 0o600)
         except OSError as error:
             raise StoreUnavailableError(
                 f"cannot open the lock file {str(self.lock_file)!r} of {self.location}: {error}"
@@ -611,14 +669,6 @@ class LocationLock:
             return False
         free = _free_space(self.store_dir)
         return free is not None and free < _needed_space(self.store_dir, {})
-
-
-def _make_shared_dir(folder: Path) -> None:
-    if folder.is_dir():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # every user of the machine locks here, as in /tmp
-        folder.chmod(0o1777)
 
 
 def _free_space(folder: Path) -> int | None:

@@ -172,6 +172,10 @@ class ProfileStore:
         retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
             (one restarting) before it raises :class:`StoreUnavailableError` (default 10 s;
             0: no wait). Only calls whose repeat is safe are sent again (``Retries``).
+        lock_timeout_s: the longest wait for the lock of an embedded store's directory
+            (another process holds it), then :class:`StoreBusyError` (default 30 s, or
+            ``OUTPROFILE_LOCK_TIMEOUT_S``). The lock is one per directory per process, so
+            this sets its bound for every store of the process on that directory.
 
     Example:
         ```python
@@ -201,12 +205,13 @@ class ProfileStore:
         embeddings: Embeddings | None = None,
         documents: bool = False,
         retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         if path is not None and client is not None:
             raise InvalidInputError("pass either path= or client=, not both")
         self.retry_s = checked_retry_s(retry_s)
         if client is None:
-            client = persistent_client(path or default_path())
+            client = persistent_client(path or default_path(), lock_timeout_s=lock_timeout_s)
         self.client: Any = client  # ClientAPI, or AsyncClientAPI when ``is_async``
         self.documents = documents
         self.embeddings = embeddings or StyleEmbeddings()
@@ -215,6 +220,7 @@ class ProfileStore:
         self._name = collection_name
         self._versioned = False  # set by _open_collection
         self._location = location = location_lock(client)  # type: ignore[arg-type]
+        location.bound(lock_timeout_s)
         # Embedded Chroma needs its calls serialized (threads, and the processes of its
         # directory); a server needs nothing: no write reads-folds-writes (store/log.py)
         self._write_lock: Any = (
