@@ -471,7 +471,8 @@ class LocationLock:
         remedy = (
             f"If it is stopped (`ps -o pid,stat,cmd -p <pid>` shows T), resume it (`kill -CONT "
             "<pid>`) or end it; a process that holds a store lock this long is frozen (SIGSTOP, "
-            "a debugger, a frozen container) or stuck on a hung disk. To wait longer, pass "
+            "a debugger, a frozen container), stuck on a hung disk, or running `outprofile "
+            "repair` (which holds it to the end: wait for it). To wait longer, pass "
             f"lock_timeout_s= or set {LOCK_TIMEOUT_ENV}"
         )
         if part == "thread":
