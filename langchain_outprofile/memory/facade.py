@@ -137,6 +137,14 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         trace_content: also put entry texts and queries on those spans. Off by default:
             ids and counts only (default: ``True`` when
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            (a restart takes seconds) before it raises :class:`StoreUnavailableError`
+            naming the URL (default 10 s; reads, event adds and deletes are sent again, a
+            row rewrite only when its request never left).
+        lock_timeout_s: the longest wait for an embedded store directory's lock that
+            another process holds, then :class:`StoreBusyError` naming that process
+            (default 30 s, or ``OUTPROFILE_LOCK_TIMEOUT_S``; one bound per directory per
+            process).
 
     Example:
         ```python
@@ -178,6 +186,8 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         monotonic: Callable[[], float] = time.monotonic,
         tracer_provider: TracerProvider | None = None,
         trace_content: bool | None = None,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -199,6 +209,8 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
             collection_name=collection_name,
             embeddings=embeddings,
             documents=documents,
+            retry_s=retry_s,
+            lock_timeout_s=lock_timeout_s,
         )
         self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()

@@ -35,15 +35,18 @@ from langchain_outprofile.errors import (
 from langchain_outprofile.store.clients import (
     AsyncGuardedCollection,
     GuardedCollection,
+    Retries,
     StoreDamagedError,
     StoreFullError,
     check_no_unfinished_repair,
+    checked_retry_s,
     default_path,
     failure_kind,
     location_lock,
     persistent_client,
     repair_hint,
     server_of,
+    unreachable,
 )
 from langchain_outprofile.store.io import (
     NoLock,
@@ -171,6 +174,13 @@ class ProfileStore:
             own similarity search (``langchain_chroma.Chroma.similarity_search`` with
             ``filter={"user_id": ...}``) finds the entries; off by default, since Chroma
             full-text indexes every document (docs/benchmarks.md measures the cost).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            (one restarting) before it raises :class:`StoreUnavailableError` (default 10 s;
+            0: no wait). Only calls whose repeat is safe are sent again (``Retries``).
+        lock_timeout_s: the longest wait for the lock of an embedded store's directory
+            (another process holds it), then :class:`StoreBusyError` (default 30 s, or
+            ``OUTPROFILE_LOCK_TIMEOUT_S``). The lock is one per directory per process, so
+            this sets its bound for every store of the process on that directory.
 
     Example:
         ```python
@@ -199,11 +209,14 @@ class ProfileStore:
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
         documents: bool = False,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         if path is not None and client is not None:
             raise InvalidInputError("pass either path= or client=, not both")
+        self.retry_s = checked_retry_s(retry_s)
         if client is None:
-            client = persistent_client(path or default_path())
+            client = persistent_client(path or default_path(), lock_timeout_s=lock_timeout_s)
         self.client: Any = client  # ClientAPI, or AsyncClientAPI when ``is_async``
         self.documents = documents
         self.embeddings = embeddings or StyleEmbeddings()
@@ -213,6 +226,7 @@ class ProfileStore:
         self._versioned = False  # set by _open_collection
         self._shared = True  # whether the app's documents may be beside ours (_open_collection)
         self._location = location = location_lock(client)  # type: ignore[arg-type]
+        location.bound(lock_timeout_s)
         # Embedded Chroma needs its calls serialized (threads, and the processes of its
         # directory); a server needs nothing: no write reads-folds-writes (store/log.py)
         self._write_lock: Any = (
@@ -354,28 +368,47 @@ class ProfileStore:
         failures of a damaged store or a full disk while opening are typed as in a call."""
         client = self.client
         lock = self._location
-        try:
-            collection = await settle(open_())
-        except Exception as error:
-            kind = failure_kind(error, lock)
-            if kind is None:
-                raise
-            where = lock.location
-            if kind == "full":
-                raise StoreFullError(f"the disk of the store at {where} is full: {error}") from (
-                    error
-                )
-            raise StoreDamagedError(
-                f"the store at {where} is damaged: opening collection {name!r} fails with "
-                f"{error}; {repair_hint(where, name)}"
-            ) from error
+        retries = Retries(lock.location, "open", self.retry_s)
+        while True:
+            try:
+                collection = await settle(open_())
+                break
+            except Exception as error:
+                pause = retries.pause(error)
+                if pause is None:
+                    typed = self._open_failure(name, error, retries)
+                    if typed is None:
+                        raise
+                    raise typed from error
+            if self.is_async:
+                await asyncio.sleep(pause)
+            else:
+                time.sleep(pause)
 
         def reopen() -> Any:
             return client.get_collection(name, embedding_function=None)
 
         if self.is_async:
-            return AsyncGuardedCollection(collection, lock, reopen)
-        return GuardedCollection(collection, lock, reopen)
+            return AsyncGuardedCollection(collection, lock, reopen, retry_s=self.retry_s)
+        return GuardedCollection(collection, lock, reopen, retry_s=self.retry_s)
+
+    def _open_failure(self, name: str, error: Exception, retries: Retries) -> Exception | None:
+        """What opening collection ``name`` raises after ``error``: typed when the server
+        cannot be reached, the store is damaged or its disk is full; else None (``error``
+        itself)."""
+        if unreachable(error):
+            return retries.failure(error)
+        lock = self._location
+        kind = failure_kind(error, lock)
+        if kind is None:
+            return None
+        where = lock.location
+        if kind == "full":
+            return StoreFullError(f"the disk of the store at {where} is full: {error}")
+        return StoreDamagedError(
+            f"the store at {where} is damaged: opening collection {name!r} fails with "
+            f"{error}; {repair_hint(where, name)}"
+        )
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run one of this store's coroutines for its synchronous method."""
