@@ -436,8 +436,8 @@ class OutputProfileMemory(FeedbackMixin):
         """Rewrite the embedded store's Chroma files so that nothing forgotten, deleted or
         superseded by an edit stays in them, and strip every backup ``outprofile repair``
         made down to its ``entries.jsonl`` (store/purge.py). Takes the store location's
-        lock: the other processes of the machine wait (a few seconds for a store of
-        ~10,000 entries: the file is rebuilt), then reload. For a ``chroma run`` server
+        lock: the other processes of the machine wait (about a second for a store of
+        10,000 entries: the file is rebuilt), then reload. For a ``chroma run`` server
         nothing can be rewritten from here: the report's ``note`` says what the server's
         operator runs. Without a purge, Chroma's files keep such text until its write log
         is purged (every 1,000 writes of a collection) and the freed pages are reused.

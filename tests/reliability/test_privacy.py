@@ -166,6 +166,25 @@ def test_a_deleted_and_an_edited_away_text_leave_no_bytes_after_a_purge(tmp_path
     assert {r["text"] for r in memory.export("bob")} == {"Bob keeps this.", "The edited answer."}
 
 
+def test_with_documents_a_purge_also_clears_the_full_text_index(tmp_path: Path) -> None:
+    """``documents=True`` writes each text as a Chroma document, which Chroma full-text
+    indexes (FTS5): a forgotten document's text stays in the index's tables and the freed
+    pages until the purge optimizes the index and rebuilds the file."""
+    memory = OutputProfileMemory(path=tmp_path / "store", documents=True)
+    secret = _secret("indexed")
+    memory.add(f"Indexed words {secret} here.", user_id="ana")
+    memory.add("Bob's words.", user_id="bob")
+    memory.forget("ana")
+    assert _leaks(tmp_path, secret)
+
+    memory.purge()
+
+    assert _leaks(tmp_path, secret) == {}
+    collection = memory.store._collection
+    found = collection.get(where_document={"$contains": "words"}, include=["documents"])
+    assert found["documents"] == ["Bob's words."]
+
+
 def test_after_a_purge_no_index_slot_past_the_used_ones_holds_a_byte(tmp_path: Path) -> None:
     """hnswlib allocates its element slots without clearing them and persists them whole:
     ``data_level0.bin`` and ``length.bin`` carried the heap's leftovers, the JSON metadata
