@@ -38,6 +38,7 @@ import shutil
 import sqlite3
 import struct
 import time
+import uuid
 import warnings
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -76,7 +77,8 @@ SERVER_NOTE = (
     "<its --path directory> purge` on its machine (or `chroma utils vacuum --path <dir> "
     "--force` after 1,000 writes of each collection have persisted its vector index)"
 )
-_PURGE_ID = "outprofile-purge"  # the row written (and deleted) to make an index persist
+_PURGE_ID = "outprofile-purge-{}"  # the row written and deleted to make an index persist:
+# a fresh id each time, so a document of an app's brought collection is never overwritten
 _SQLITE = "chroma.sqlite3"
 _FTS = "embedding_fulltext_search"
 
@@ -221,12 +223,13 @@ def _persist_indexes(client: Any, lock: LocationLock, names: Mapping[str, int]) 
     lock.reload(server_of(client))  # Chroma reads the threshold when it opens an index
     for name, size in names.items():
         collection = client.get_collection(name, embedding_function=None)
-        collection.upsert(
-            ids=[_PURGE_ID],
+        row = _PURGE_ID.format(uuid.uuid4().hex)
+        collection.add(
+            ids=[row],
             embeddings=np.zeros((1, size), dtype=np.float32) + 1.0,
             metadatas=[{"outprofile_purge": True}],
         )
-        collection.delete(ids=[_PURGE_ID])
+        collection.delete(ids=[row])
     _set_thresholds(collections, own)
     lock.reload(server_of(client))
     marker.unlink(missing_ok=True)

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_chroma import Chroma
 from pytest_socket import SocketBlockedError
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.errors import InvalidInputError, UnknownRunError
+from langchain_outprofile.store.clients import persistent_client
 from langchain_outprofile.store.repair import diagnose, repair
 from langchain_outprofile.validation import entry_id
 
@@ -308,7 +310,7 @@ def test_a_purge_strips_every_backup_and_the_store_stays_usable_by_another_proce
 _OTHER_PROCESS = """
 import json, sys, warnings
 warnings.simplefilter("ignore")
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 memory = OutputProfileMemory(path=sys.argv[1])
 memory.export("bob")
 print("open", flush=True)
@@ -443,3 +445,23 @@ def test_with_an_empty_tiktoken_cache_only_tiktoken_tries_the_network(tmp_path: 
     assert [code for code, _ in outcome["cli"]] == [0, 0, 0], outcome["cli"]
     assert "Answer to hi" in outcome["cli"][1][1]
     _assert_the_session_worked(outcome)
+
+
+def test_a_purge_of_a_brought_collection_leaves_the_apps_documents(tmp_path: Path) -> None:
+    """A ``langchain_chroma.Chroma`` on a persistent store: the purge writes and deletes a
+    row of its own in the app's collection (to make the index persist) and changes no
+    document of the app; a forgotten user's text is gone from every file."""
+    client = persistent_client(tmp_path / "store")
+    vectorstore = Chroma(collection_name="app", embedding_function=StyleEmbeddings(), client=client)
+    vectorstore.add_texts(["The app's own document."], ids=["app-doc"])
+    memory = OutputProfileMemory(vectorstore=vectorstore)
+    secret = _secret("brought")
+    memory.add(f"Ana: {secret}", user_id="ana")
+
+    memory.forget("ana", purge=True)
+
+    assert _leaks(tmp_path, secret) == {}
+    assert vectorstore.get()["documents"] == ["The app's own document."]
+    assert [d.page_content for d in vectorstore.similarity_search("own document", k=3)] == [
+        "The app's own document."
+    ]
