@@ -391,8 +391,12 @@ def purge(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         report = _memory(ctx).purge()
         if as_json:
             _print_json(dataclasses.asdict(report))
-        else:
+        elif report.rewritten:
             typer.echo(visible(report.summary()))
+        if not report.rewritten:  # a server's files: what was asked for is not done
+            if not as_json:
+                _print_error(report.summary())
+            raise typer.Exit(1)
 
 
 @app.command()

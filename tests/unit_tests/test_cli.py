@@ -374,6 +374,9 @@ def test_chroma_url_uses_the_server(
     result = run("preview", "--user", "bo", store_args=server)
     assert result.exit_code == 0 and "Cheers!! Talk soon" in result.stdout
     assert "deleted 1 entries" in run("forget", "--user", "bo", "--yes", store_args=server).stdout
+    # a server's files are the server's: the purge says what its operator runs, and fails
+    purged = run("purge", store_args=server)
+    assert_clean_failure(purged, 1, "nothing rewritten", "outprofile --path")
 
 
 def test_help_lists_the_commands(run: Run) -> None:
