@@ -54,6 +54,7 @@ from langchain_outprofile.store.state import STATE_SUFFIX
 
 __all__ = [
     "BACKUPS_FILE",
+    "PURGE_MARKER",
     "SERVER_NOTE",
     "PurgeReport",
     "known_backups",

@@ -29,6 +29,7 @@ from pytest_socket import SocketBlockedError
 from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.errors import InvalidInputError, UnknownRunError
 from langchain_outprofile.store.clients import persistent_client
+from langchain_outprofile.store.purge import PURGE_MARKER
 from langchain_outprofile.store.repair import diagnose, repair
 from langchain_outprofile.validation import entry_id
 
@@ -465,3 +466,33 @@ def test_a_purge_of_a_brought_collection_leaves_the_apps_documents(tmp_path: Pat
     assert [d.page_content for d in vectorstore.similarity_search("own document", k=3)] == [
         "The app's own document."
     ]
+
+
+def test_a_purge_killed_before_restoring_the_thresholds_is_finished_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A purge lowers every collection's ``sync_threshold`` to 1 for one write, after
+    noting the old values in a marker; killed before setting them back, it leaves them at
+    1 (every write persists its index). The next purge restores the noted values."""
+    store = tmp_path / "store"
+    memory = OutputProfileMemory(path=store)
+    memory.add("Kept.", user_id="bob")
+    names = ["outprofile", "outprofile.log", "outprofile.state"]
+    (store / PURGE_MARKER).write_text(json.dumps(dict.fromkeys(names, 1000)))
+    client = memory.store.client
+    for name in names:  # what the killed purge left
+        client.get_collection(name).modify(configuration={"hnsw": {"sync_threshold": 1}})
+
+    memory.purge()
+
+    assert not (store / PURGE_MARKER).exists()
+    check = (
+        "import chromadb, json, sys; c = chromadb.PersistentClient(path=sys.argv[1]); "
+        "print(json.dumps({x.name: x.configuration_json['hnsw']['sync_threshold'] "
+        "for x in c.list_collections()}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check, str(store)], capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(done.stdout) == dict.fromkeys(names, 1000), done.stderr[-2000:]
+    assert [r["text"] for r in memory.export("bob")] == ["Kept."]
