@@ -29,6 +29,8 @@ from langchain_outprofile.memory.retention import NowAndThen, RetentionMixin
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
 from langchain_outprofile.store.io import drive, run_now
+from langchain_outprofile.store.purge import PurgeReport, scrub
+from langchain_outprofile.store.purge import purge as purge_store
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
@@ -433,31 +435,72 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         return await self._took(written)
 
     async def _took(self, written: Written) -> int:
-        """Take a removal through this memory's read state; returns how many entries went."""
+        """Take a removal through this memory's read state, and out of the store's backups
+        (a deleted or superseded text must not stay in them: store/purge.py); returns how
+        many entries went."""
         self._reader.written(written)
         for user in written.moved:  # the store dropped the user's pins with the removed text
             self._pins.forget(user)
+        scrub(self.store, entries=written.removed)
         return sum(len(ids) for ids in written.removed.values())
 
-    def forget(self, user_id: str) -> int:
-        """Hard-delete everything stored for a user, pending entries included."""
-        forgetting = partial(self._forget, user_id)
+    def forget(self, user_id: str, *, purge: bool = False) -> int:
+        """Hard-delete everything stored for a user, pending entries included, and the
+        user's rows in every backup ``outprofile repair`` made of the store. With
+        ``purge``, then :meth:`purge`: Chroma's files are rewritten so the user's text
+        leaves the disk now, not at Chroma's next compaction (docs/reliability.md,
+        "Privacy: what stays on disk").
+
+        Example:
+            ```python
+            memory.forget("ana", purge=True)  # how many entries went
+            ```
+        """
+        forgetting = partial(self._forget, user_id, purge)
         return self._traced("delete_memory", forgetting, OperationSpan.counted, user_id=user_id)
 
-    async def aforget(self, user_id: str) -> int:
+    async def aforget(self, user_id: str, *, purge: bool = False) -> int:
         """Async :meth:`forget`."""
-        forgetting = partial(self._forget, user_id)
+        forgetting = partial(self._forget, user_id, purge)
         return await self._atraced(
             "delete_memory", forgetting, OperationSpan.counted, user_id=user_id
         )
 
-    async def _forget(self, user_id: str) -> int:
+    async def _forget(self, user_id: str, purge: bool = False) -> int:
         user_id = validate_user_id(user_id)  # before the cleanup below uses it as a key
+        if not isinstance(purge, bool):
+            raise InvalidInputError(f"purge must be True or False; got {purge!r}")
         try:
-            return await self.store.adelete_user(user_id)
+            removed = await self.store.adelete_user(user_id)
         finally:
             self._invalidate({user_id})
             self._pins.forget(user_id)
+        scrub(self.store, users={user_id})
+        if purge:
+            purge_store(self.store)
+        return removed
+
+    def purge(self) -> PurgeReport:
+        """Rewrite the embedded store's Chroma files so that nothing forgotten, deleted or
+        superseded by an edit stays in them, and strip every backup ``outprofile repair``
+        made down to its ``entries.jsonl`` (store/purge.py). Takes the store location's
+        lock: the other processes of the machine wait (about a second for a store of
+        10,000 entries: the file is rebuilt), then reload. For a ``chroma run`` server
+        nothing can be rewritten from here: the report's ``note`` says what the server's
+        operator runs. Without a purge, Chroma's files keep such text until its write log
+        is purged (every 1,000 writes of a collection) and the freed pages are reused.
+
+        Example:
+            ```python
+            memory.forget("ana")
+            print(memory.purge().summary())
+            ```
+        """
+        return purge_store(self.store)
+
+    async def apurge(self) -> PurgeReport:
+        """Async :meth:`purge` (on a worker thread: it is file work under a lock)."""
+        return await asyncio.to_thread(purge_store, self.store)
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Restore records written by :meth:`export` exactly (all are validated first).

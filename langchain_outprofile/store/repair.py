@@ -82,6 +82,7 @@ from langchain_outprofile.store.profile_store import (
     ProfileStore,
     _fingerprint,
 )
+from langchain_outprofile.store.purge import record_backup
 from langchain_outprofile.store.rows import LOG_MARK, entries_from
 from langchain_outprofile.store.state import STATE_SUFFIX
 from langchain_outprofile.types import ProfileEntry
@@ -670,6 +671,7 @@ def _back_up(
         )
     if store_dir is not None:
         shutil.copytree(store_dir, target, copy_function=_copy_sparse)
+        record_backup(store_dir, target)  # so a forget or purge finds it (store/purge.py)
     else:
         target.mkdir(parents=True)
     journal = target / JOURNAL
