@@ -18,8 +18,10 @@ __all__ = [
     "MissingUserIdError",
     "ModelServerError",
     "OutprofileError",
+    "RepairUnfinishedError",
     "RequestLimitError",
     "RunIdConflictError",
+    "StoreBusyError",
     "StoreDamagedError",
     "StoreFullError",
     "StoreUnavailableError",
@@ -69,7 +71,8 @@ class EmbeddingMismatchError(OutprofileError):
 
 
 class StoreUnavailableError(OutprofileError):
-    """No Chroma server answers at the given URL, or the store path cannot hold a store."""
+    """No Chroma server answers at the given URL (also after the retries of a call:
+    ``retry_s``), or the store path cannot hold a store."""
 
 
 class AsyncClientError(OutprofileError, TypeError):
@@ -97,6 +100,20 @@ class StoreDamagedError(StoreUnavailableError):
     raised acknowledged nothing. ``outprofile repair`` (``store.repair.repair``) rebuilds
     the collection from the entries Chroma's metadata segment and write log still hold, after
     copying the store to a backup."""
+
+
+class RepairUnfinishedError(StoreDamagedError):
+    """A repair of this collection (``outprofile repair``) was interrupted: its marker is
+    still in the store directory and the collection may be half rebuilt, so the store is
+    not opened (reads would miss entries that are not rewritten yet). Run the command the
+    message names to finish it; the signal log keeps every entry meanwhile."""
+
+
+class StoreBusyError(StoreUnavailableError):
+    """Another process (or thread) held the lock of an embedded store's directory longer
+    than the wait allows (``lock_timeout_s``, ``OUTPROFILE_LOCK_TIMEOUT_S``; 30 s by
+    default): it is frozen (stopped, in a debugger, a frozen container) or stuck on a hung
+    disk. Nothing was read or written; the message names the holder's pid when known."""
 
 
 class StoreFullError(StoreUnavailableError):

@@ -14,10 +14,18 @@ again from the whole profile, and :func:`choose_from` gives the same :class:`Cho
 updated ranking as from a fresh one, because a choice depends only on the ranking's state:
 the top ``pool_size`` eligible entries (diversified and packed) and the first
 :data:`LEFT_OUT_KEPT` of the rest.
+
+Expiry. An entry whose ``expires_at`` has passed is in no ranking, as if deleted. Keys stay
+time-invariant; what moves with time is only *which* entries a ranking holds: a ranking
+remembers the latest "now" it was brought to and when its next entry expires, and
+:meth:`Ranking.expire` drops the entries expired since (a heap pop each), so an updated
+ranking brought to "now" holds exactly what :func:`rank` at "now" holds. A choice carries
+``valid_until``, the ranking's next expiry, past which it is not served from a cache.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from bisect import bisect_left, insort
@@ -83,13 +91,28 @@ class Ranking:
     """
 
     def __init__(
-        self, options: SelectionOptions, items: Iterable[Ranked], *, incremental: bool
+        self,
+        options: SelectionOptions,
+        items: Iterable[Ranked],
+        *,
+        incremental: bool,
+        now: float = -math.inf,
     ) -> None:
         self.options = options
         self.incremental = incremental
-        self._items: dict[str, Ranked] = {i.entry.id: i for i in items if not i.entry.pending}
+        self.now = now
+        """The latest time the ranking was brought to: it holds no entry expired by then."""
+        self._items: dict[str, Ranked] = {
+            i.entry.id: i for i in items if not i.entry.pending and not i.entry.expired(now)
+        }
         self._eligible = sorted(_eligible_order(i) for i in self._items.values() if not i.reason)
         self._rest = sorted(_left_out_order(i) for i in self._items.values() if i.reason)
+        self._expiries = [
+            (i.entry.expires_at, i.entry.id)
+            for i in self._items.values()
+            if i.entry.expires_at is not None
+        ]
+        heapq.heapify(self._expiries)
         self.costs: dict[tuple[str, str], tuple[str, bool, int]] = {}
         """Rendered cost of each packed entry, by (id, source input): (text as cut, cut, cost)."""
 
@@ -114,16 +137,47 @@ class Ranking:
             moved |= self._remove(entry_id)
         for entry in changed:
             moved |= self._remove(entry.id)
-            if entry.pending:
+            if entry.pending or entry.expired(self.now):
                 continue
             moved = True
             item = ranked(entry, self.options)
             self._items[entry.id] = item
+            if entry.expires_at is not None:
+                heapq.heappush(self._expiries, (entry.expires_at, entry.id))
             if item.reason:
                 insort(self._rest, _left_out_order(item))
             else:
                 insort(self._eligible, _eligible_order(item))
         return moved
+
+    def expire(self, now: float) -> bool:
+        """Bring the ranking to ``now``: drop the entries expired by then. Returns whether
+        any went. Time only moves forward here (an earlier ``now`` changes nothing).
+
+        Example:
+            ```python
+            ranking.expire(time.time())  # False while nothing expired
+            ```
+        """
+        self.now = max(self.now, now)
+        moved = False
+        while self._expiries and self._expiries[0][0] <= self.now:
+            expires_at, entry_id = heapq.heappop(self._expiries)
+            item = self._items.get(entry_id)
+            if item is not None and item.entry.expires_at == expires_at:
+                moved |= self._remove(entry_id)
+        return moved
+
+    @property
+    def next_expiry(self) -> float:
+        """When the first entry the ranking holds expires (``math.inf``: none does)."""
+        heap = self._expiries
+        while heap:  # entries replaced or removed since leave stale heads
+            item = self._items.get(heap[0][1])
+            if item is not None and item.entry.expires_at == heap[0][0]:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return math.inf
 
     def _remove(self, entry_id: str) -> bool:
         item = self._items.pop(entry_id, None)
@@ -189,7 +243,7 @@ def rank(
     typical = _typicality(profile, options.typicality_weight)
     if similarity is None and typical is None:
         items = [ranked(e, options) for e in profile.entries]
-        return Ranking(options, items, incremental=True)
+        return Ranking(options, items, incremental=True, now=now)
     blended = []
     for index, entry in enumerate(profile.entries):
         score = _decayed(entry, options, now)
@@ -200,7 +254,7 @@ def rank(
             w = options.relevance_weight
             score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
         blended.append(ranked(entry, options, score))
-    return Ranking(options, blended, incremental=False)
+    return Ranking(options, blended, incremental=False, now=now)
 
 
 def choose(
@@ -261,6 +315,7 @@ def choose_from(
     tokens only for entries it has not packed before.
     """
     options = ranking.options
+    ranking.expire(now)  # an expired entry is never chosen, whatever cached the ranking
     pool = ranking.pool()
     chosen, over, duplicates = _diversify_and_pack(
         pool, vectors, ranking, counter, fixed_cost, entry_cost
@@ -291,6 +346,7 @@ def choose_from(
         options,
         left_out_total=len(ranking) - len(block),
         note=_budget_note(options, fixed_cost, block, [cost for _, cost, _ in over if cost]),
+        valid_until=ranking.next_expiry,
     )
 
 

@@ -174,6 +174,10 @@ class ProfileEntry:
     updated_at: float = 0.0
     run_id: str = ""
     metadata: Mapping[str, Scalar] = field(default_factory=dict)
+    expires_at: float | None = None
+    """When the entry expires (epoch seconds; None: never). An expired entry is never
+    selected, reads as gone, and is deleted by a later write or ``expire``. Folded so that
+    the latest signal that names an expiry sets it (:meth:`merged_with`)."""
 
     @classmethod
     def create(
@@ -190,8 +194,10 @@ class ProfileEntry:
         metadata: Mapping[str, Any] | None = None,
         strengths: SignalStrengths | None = None,
         max_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        expires_at: float | None = None,
     ) -> ProfileEntry:
-        """Validate every argument and build a new entry (raises :class:`InvalidInputError`)."""
+        """Validate every argument and build a new entry (raises :class:`InvalidInputError`;
+        ``expires_at`` is checked against now by the memory, which sets it)."""
         user = validate_user_id(user_id)
         body = validate_text(text, max_chars=max_chars)
         parsed = signal_for(signal, rating)
@@ -209,11 +215,13 @@ class ProfileEntry:
             updated_at=when,
             run_id=validate_optional_str(run_id, "run_id"),
             metadata=validate_metadata(metadata),
+            expires_at=_expiry(expires_at),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready record; :meth:`from_dict` restores it exactly."""
-        return {
+        """A JSON-ready record; :meth:`from_dict` restores it exactly (``expires_at`` only
+        when the entry expires)."""
+        record: dict[str, Any] = {
             "id": self.id,
             "user_id": self.user_id,
             "text": self.text,
@@ -226,6 +234,9 @@ class ProfileEntry:
             "run_id": self.run_id,
             "metadata": dict(self.metadata),
         }
+        if self.expires_at is not None:
+            record["expires_at"] = self.expires_at
+        return record
 
     @classmethod
     def from_dict(
@@ -253,6 +264,7 @@ class ProfileEntry:
             run_id=record.get("run_id"),
             metadata=record.get("metadata"),
             max_chars=max_chars,
+            expires_at=record.get("expires_at"),
         )
 
     @classmethod
@@ -270,6 +282,7 @@ class ProfileEntry:
         run_id: object = None,
         metadata: object = None,
         max_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        expires_at: object = None,
     ) -> ProfileEntry:
         """Validate every field of an entry given whole, and derive its id from (user, text)."""
         user = validate_user_id(user_id)
@@ -293,6 +306,7 @@ class ProfileEntry:
             updated_at=validate_timestamp(created if updated_at is None else updated_at),
             run_id=validate_optional_str(run_id, "run_id"),
             metadata=validate_metadata(metadata),  # type: ignore[arg-type]
+            expires_at=_expiry(expires_at),
         )
 
     def validated(self, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> ProfileEntry:
@@ -310,7 +324,18 @@ class ProfileEntry:
             run_id=self.run_id,
             metadata=self.metadata,
             max_chars=max_chars,
+            expires_at=self.expires_at,
         )
+
+    def expired(self, now: float) -> bool:
+        """Whether the entry has expired at ``now`` (never, without ``expires_at``).
+
+        Example:
+            ```python
+            replace(entry, expires_at=10.0).expired(now=10.0)  # True
+            ```
+        """
+        return self.expires_at is not None and self.expires_at <= now
 
     @property
     def rejected(self) -> bool:
@@ -336,8 +361,10 @@ class ProfileEntry:
         """Fold a newer record of the same text into this one.
 
         Positive strengths combine as 1 - prod(1 - s_i); a later ``rejected`` wins; a later
-        approval after a rejection lifts it again. Newer task, input, run id and metadata
-        values replace older ones where given; ``created_at`` keeps the first sighting.
+        approval after a rejection lifts it again. Newer task, input, run id, metadata and
+        expiry values replace older ones where given (so the latest signal that names an
+        expiry sets it, and one that names none keeps it); ``created_at`` keeps the first
+        sighting.
         """
         signals = tuple(s for s in self.signals if s is not Signal.PENDING) + newer.signals
         if newer.signal is Signal.REJECTED:
@@ -355,6 +382,7 @@ class ProfileEntry:
             updated_at=max(self.updated_at, newer.updated_at),
             run_id=newer.run_id or self.run_id,
             metadata={**self.metadata, **newer.metadata},
+            expires_at=self.expires_at if newer.expires_at is None else newer.expires_at,
         )
 
 
@@ -376,6 +404,7 @@ def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntr
         updated_at=float(data.get("updated_at", 0.0)),
         run_id=str(data.get("run_id", "")),
         metadata=dict(data.get("metadata", {})),
+        expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
     )
 
 
@@ -388,6 +417,10 @@ class EntryDetails(TypedDict, total=False):
     created_at: float | None
     run_id: str | None
     metadata: Mapping[str, Any] | None
+    expires_at: float | None
+    """When the entry expires, epoch seconds (default: ``retention_s`` after now, or never)."""
+    ttl_s: float | None
+    """Seconds from now until the entry expires (instead of ``expires_at``)."""
 
 
 class EntryFields(EntryDetails, total=False):
@@ -558,6 +591,9 @@ class Choice:
     note: str = ""
     """Why the block is empty or short when the cause is the settings (e.g. a budget smaller
     than the frame), '' otherwise."""
+    valid_until: float = math.inf
+    """When the first entry of the ranking this choice came from expires: from then on the
+    choice may differ (a cached or saved one is not served past it)."""
 
     def __post_init__(self) -> None:
         if self.left_out_total < 0:
@@ -670,6 +706,19 @@ def _explain_line(n: int, candidate: Candidate) -> str:
 def _preview(text: str, width: int = 60) -> str:
     flat = " ".join(text.split())
     return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+def _expiry(value: object) -> float | None:
+    """An entry's ``expires_at`` as stored: None, or epoch seconds before the year 10000."""
+    if value is None:
+        return None
+    try:
+        return validate_timestamp(value)
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"expires_at must be epoch seconds (a number >= 0, before the year 10000) or "
+            f"None; got {value!r:.40}"
+        ) from None
 
 
 def _check_int(value: object, name: str, low: int) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "clamp_to_now",
     "encodable",
     "entry_id",
+    "expiry_of",
     "is_real",
     "normalize_text",
     "validate_entry_id",
@@ -34,6 +35,7 @@ __all__ = [
     "validate_metadata",
     "validate_optional_str",
     "validate_rating",
+    "validate_retention",
     "validate_strength",
     "validate_text",
     "validate_thread_id",
@@ -171,6 +173,64 @@ def clamp_to_now(when: float, now: float, name: str = "created_at") -> float:
         f"{now:.0f}); pass a time at most {CLOCK_SKEW_S / 3600:.0f} h after now (check the "
         "clock or the time zone of whatever wrote it)"
     )
+
+
+def validate_retention(value: object, name: str = "retention_s") -> float | None:
+    """A retention period in seconds (finite, > 0, ending before the year 10000), or None
+    (keep forever).
+
+    Example:
+        ```python
+        validate_retention(30 * 86_400)  # 2592000.0
+        ```
+    """
+    if value is None:
+        return None
+    if not is_real(value) or not 0 < float(value) <= MAX_TIMESTAMP:  # type: ignore[arg-type]
+        raise InvalidInputError(
+            f"{name} must be a number of seconds > 0 (or None: keep forever); got {value!r:.40}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def expiry_of(
+    *, expires_at: object, ttl_s: object, retention_s: float | None, now: float
+) -> float | None:
+    """When a new signal's entry expires (epoch seconds; None: never): ``expires_at`` as
+    given, else ``now + ttl_s``, else ``now + retention_s`` (the memory's default), else
+    never. A time already past, or after the year 9999, is refused: to remove an entry now,
+    delete it.
+
+    Example:
+        ```python
+        expiry_of(expires_at=None, ttl_s=60, retention_s=None, now=1_000.0)  # 1060.0
+        ```
+    """
+    if expires_at is not None and ttl_s is not None:
+        raise InvalidInputError("give expires_at= or ttl_s=, not both")
+    if ttl_s is not None:
+        when = now + validate_retention(ttl_s, "ttl_s")  # type: ignore[operator]
+    elif expires_at is not None:
+        if not is_real(expires_at):
+            raise InvalidInputError(
+                f"expires_at must be epoch seconds (a finite number); got {expires_at!r:.40}"
+            )
+        when = float(expires_at)  # type: ignore[arg-type]
+    elif retention_s is not None:
+        when = now + retention_s
+    else:
+        return None
+    if when > MAX_TIMESTAMP:
+        raise InvalidInputError(
+            f"the entry would expire after the year 9999 ({when:.0f}); pass a shorter ttl_s "
+            "or expires_at, or none to keep it forever"
+        )
+    if when <= now:
+        raise InvalidInputError(
+            f"expires_at={when!r:.20} is not after now ({now:.0f}): an entry that has already "
+            "expired cannot be stored; delete it instead"
+        )
+    return when
 
 
 def validate_optional_str(value: object, name: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:

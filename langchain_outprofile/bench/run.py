@@ -27,10 +27,13 @@ from langchain_outprofile.bench.big_write import BIG_WRITE_COLUMNS, big_write_sc
 from langchain_outprofile.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
 from langchain_outprofile.bench.prompt_cache import prompt_cache_command
 from langchain_outprofile.bench.server import chroma_server
+from langchain_outprofile.bench.shared_prefix import shared_prefix_command
 from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.store.rows import PAYLOAD_KEY
 
-__all__ = ["bench_command", "main"]
+__all__ = ["SCENARIOS", "bench_command", "main", "shared_prefix_table"]
+
+SCENARIOS = ("suite", "live-loop", "prompt-cache", "shared-prefix", "big-write")
 
 _INGEST_CHUNK = 5000
 _COLUMNS = (
@@ -235,9 +238,11 @@ def bench_command(
         str,
         typer.Option(
             help="suite (ingest, add, rebuild, cold, warm, similarity), live-loop (tracked "
-            "turns with feedback against a similarity memory) or prompt-cache (a thread "
-            "through ChatOpenAI and the local model server per block kind) or big-write "
-            "(another user's reads during one add_many of --many-entries entries)."
+            "turns with feedback against a similarity memory), prompt-cache (a thread "
+            "through ChatOpenAI and the local model server per block kind), shared-prefix "
+            "(8 users taking turns under one static system prompt, the block first or after "
+            "it) or big-write (another user's reads during one add_many of --many-entries "
+            "entries)."
         ),
     ] = "suite",
     turns: Annotated[int, typer.Option(help="Turns of each live loop or thread.")] = 30,
@@ -260,9 +265,12 @@ def bench_command(
             ``add_many`` against a raw upsert: ``bench/live_loop.py``) or ``prompt-cache``
             (a thread through ``ChatOpenAI`` and the local model server per block kind:
             ``bench/prompt_cache.py``; ``max_tokens`` is the block's budget, and a plot is
-            written beside ``out``) or ``big-write`` (another user's reads, p50/p99, during
-            one ``add_many`` of ``many_entries`` entries: ``bench/big_write.py``).
-        turns: turns of each live loop or thread.
+            written beside ``out``), ``shared-prefix`` (8 users taking turns on pinned
+            threads under one ~1,000-token system prompt, block first vs after it:
+            ``bench/shared_prefix.py``; ``max_tokens`` is the block's budget) or
+            ``big-write`` (another user's reads, p50/p99, during one ``add_many`` of
+            ``many_entries`` entries: ``bench/big_write.py``).
+        turns: turns of each live loop or thread (shared-prefix: of each user).
 
     Example:
         ```python
@@ -279,12 +287,12 @@ def bench_command(
         raise InvalidInputError("many_users must be between 1 and many_entries")
     if scenario == "prompt-cache":
         return _prompt_cache(turns, max_tokens, seed, out)
+    if scenario == "shared-prefix":
+        return _shared_prefix(turns, max_tokens, seed, out)
     if scenario == "big-write":
         return _big_write(modes, many_entries, max_tokens, seed, out)
     if scenario not in ("suite", "live-loop"):
-        raise InvalidInputError(
-            f"scenario must be suite, live-loop, prompt-cache or big-write; got {scenario!r}"
-        )
+        raise InvalidInputError(f"scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
     columns = _COLUMNS if scenario == "suite" else LIVE_LOOP_COLUMNS
     rows: list[dict[str, Any]] = []
     server_rss: dict[str, float | None] = {}
@@ -404,6 +412,38 @@ def _prompt_cache(turns: int, block_tokens: int, seed: int, out: Path | None) ->
     return report
 
 
+def _shared_prefix(turns: int, block_tokens: int, seed: int, out: Path | None) -> dict[str, Any]:
+    report = shared_prefix_command(turns=turns, block_tokens=block_tokens, seed=seed)
+    report["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
+    print(shared_prefix_table(report["summary"]))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
+
+
+def shared_prefix_table(summary: dict[str, dict[str, float]]) -> str:
+    """The shared-prefix summary as a markdown table, one row per condition.
+
+    Example:
+        ```python
+        print(shared_prefix_table(report["summary"]))
+        ```
+    """
+    lines = [
+        "| condition | requests | prompt tokens evaluated: median / total | reused median "
+        "| TTFT median / max ms |",
+        "|---|---|---|---|---|",
+    ]
+    for condition, row in summary.items():
+        lines.append(
+            f"| {condition} | {row['requests']:.0f} | {row['evaluated_median']:.0f} / "
+            f"{row['evaluated_total']:.0f} | {row['reused_median']:.0f} | "
+            f"{row['ttft_median_ms']:.1f} / {row['ttft_max_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry: ``python -m langchain_outprofile.bench --sizes 1000,10000``."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -418,11 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
-    parser.add_argument(
-        "--scenario",
-        default="suite",
-        choices=("suite", "live-loop", "prompt-cache", "big-write"),
-    )
+    parser.add_argument("--scenario", default="suite", choices=SCENARIOS)
     parser.add_argument("--turns", type=int, default=30, help="turns of each live loop")
     args = parser.parse_args(argv)
     bench_command(

@@ -355,9 +355,18 @@ def forget(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", help="Whose entries to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge",
+            help="Then rewrite Chroma's files (see `outprofile purge`), so the user's text "
+            "leaves the disk now.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Hard-delete everything stored for one user (--json implies no question: pass --yes)."""
+    """Hard-delete everything stored for one user, in the store and in its repair backups
+    (--json implies no question: pass --yes)."""
     with _errors():
         memory = _memory(ctx)
         count = memory.store.count(_known_user(memory, user))
@@ -367,10 +376,50 @@ def forget(
             typer.echo("nothing deleted")
             raise typer.Exit(1)
         deleted = memory.forget(user)
+        report = memory.purge() if purge else None
         if as_json:
-            _print_json({"deleted": deleted, "user_id": user})
+            done: dict[str, Any] = {"deleted": deleted, "user_id": user}
+            if report is not None:
+                done["purge"] = dataclasses.asdict(report)
+            _print_json(done)
         else:
             typer.echo(f"deleted {deleted} entries of {user!r}")
+            if report is not None:
+                typer.echo(visible(report.summary()))
+
+
+@app.command()
+def purge(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Rewrite the store's Chroma files so nothing forgotten, deleted or edited away stays
+    on disk, and keep only entries.jsonl in repair backups (other processes wait)."""
+    with _errors():
+        report = _memory(ctx).purge()
+        if as_json:
+            _print_json(dataclasses.asdict(report))
+        elif report.rewritten:
+            typer.echo(visible(report.summary()))
+        if not report.rewritten:  # a server's files: what was asked for is not done
+            if not as_json:
+                _print_error(report.summary())
+            raise typer.Exit(1)
+
+
+@app.command()
+def expire(
+    ctx: typer.Context,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Only this user's entries (default: all).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete the entries whose expiry has passed (they are never selected even before)."""
+    with _errors():
+        report = _memory(ctx).expire(user)
+        if as_json:
+            _print_json({"deleted": report.entries, "by_user": report.by_user})
+        else:
+            whose = f"of {user!r}" if user is not None else f"of {len(report.by_user)} users"
+            typer.echo(f"deleted {report.entries} expired entries {whose}")
 
 
 @app.command()

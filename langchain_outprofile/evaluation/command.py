@@ -97,9 +97,16 @@ def eval_command(
         ),
     ] = 1,
     budgets: Annotated[str, typer.Option(help="comma list of block budgets (tokens)")] = "200,400",
-    placement: Annotated[str, typer.Option(help="comma list of: leading, middle, trailing")] = (
-        "leading"
-    ),
+    placement: Annotated[
+        str, typer.Option(help="comma list of: leading, middle, trailing, after-system")
+    ] = "leading",
+    system_prompt_tokens: Annotated[
+        int,
+        typer.Option(
+            help="a static system prompt of about N tokens (an app's instructions) in every "
+            "prompt, none's too; the block goes before it (leading) or after it (after-system)"
+        ),
+    ] = 0,
     limit: Annotated[
         int | None,
         typer.Option(help="score only the first N users (CoAuthor: N target lists)"),
@@ -139,6 +146,7 @@ def eval_command(
             holdout=holdout,
             budgets=budgets,
             placement=placement,
+            system_prompt_tokens=system_prompt_tokens,
             limit=limit,
             seed=seed,
             out=out,
@@ -231,6 +239,7 @@ def run_command(
     frame: str = "compact",
     random_draws: int = 0,
     holdout: int = 1,
+    system_prompt_tokens: int = 0,
 ) -> list[Path]:
     """The command's work as a function (``scorer`` replaces the backend when given).
 
@@ -247,7 +256,10 @@ def run_command(
         seed=seed,
         fields=tuple(parse_names(fields, FIELDS, "fields")),  # type: ignore[arg-type]
         frame=frame,
+        system_prompt_tokens=system_prompt_tokens,
     )
+    if system_prompt_tokens < 0:
+        raise InvalidInputError(f"--system-prompt-tokens must be >= 0; got {system_prompt_tokens}")
     if frame not in FRAMES:
         raise InvalidInputError(f"--frame must be one of {', '.join(FRAMES)}; got {frame!r}")
     if limit is not None and limit < 1:
@@ -277,7 +289,7 @@ def run_command(
         rows,
         budgets=config.budgets,
         strategies=config.strategies,
-        placements=config.placements,
+        placements=[config.placement_key(p) for p in config.placements],
         seed=seed,
     )
     summary.update(cells_summary(rows, choice=task.choice, seed=seed))
@@ -293,6 +305,7 @@ def run_command(
         "holdout": holdout,
         "budgets": list(config.budgets),
         "placements": list(config.placements),
+        "system_prompt_tokens": system_prompt_tokens,
         "fields": list(config.fields),
         "frame": frame,
         "token_encoding": memory.counter.name,

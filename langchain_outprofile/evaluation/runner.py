@@ -1,10 +1,12 @@
 """Runner: bring the memory to each target's moment, build every block, score it, cache it.
 
 The score cache is a JSONL file keyed by (target, strategy, fields, budget, placement,
-model, frame); a run that stops can be started again with the same ``out`` directory and continues
-where it was. ``none`` has no block, so it is scored once per target (budget 0, placement
-``-``). A target whose every cell is cached is not replayed at all; the next one replays
-everything before it, so resuming costs only the memory writes.
+model, frame), the placement carrying the static system prompt's size when there is one
+(``leading@sys300``: :meth:`EvalConfig.placement_key`); a run that stops can be started
+again with the same ``out`` directory and continues where it was. ``none`` has no block, so
+it is scored once per target (budget 0, placement ``-``). A target whose every cell is
+cached is not replayed at all; the next one replays everything before it, so resuming
+costs only the memory writes.
 
 For choice tasks (CoAuthor) every candidate is scored after the same prompt (the KV cache
 keeps the prompt, so each extra candidate costs only its own tokens): ``choices`` holds each
@@ -24,13 +26,22 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from langchain_outprofile.evaluation.data import LampExample
+from langchain_outprofile.evaluation.prefix import static_prefix
 from langchain_outprofile.evaluation.scoring import Scorer
 from langchain_outprofile.evaluation.strategies import Placement, messages_for
 from langchain_outprofile.evaluation.tasks import EvalTask, LampTask, Target
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.types import Fields
 
-__all__ = ["FIELD_STRATEGIES", "EvalConfig", "ScoreCache", "ScoreRow", "run_eval", "run_task"]
+__all__ = [
+    "FIELD_STRATEGIES",
+    "EvalConfig",
+    "ScoreCache",
+    "ScoreRow",
+    "placed_where",
+    "run_eval",
+    "run_task",
+]
 
 CacheKey = tuple[str, str, str, int, str, str, str]
 FIELD_STRATEGIES = frozenset({"output-profile"})
@@ -48,6 +59,28 @@ class EvalConfig:
     fields: tuple[Fields, ...] = ("output",)
     frame: str = "compact"
     """The block's frame (``evaluation.command.FRAMES``), part of every cache key."""
+    system_prompt_tokens: int = 0
+    """A static system prompt of about this many tokens (``evaluation.prefix``) in every
+    prompt, ``none``'s too; part of every cache key through :func:`placement_key`."""
+
+    def placement_key(self, placement: str) -> str:
+        """``placement`` as rows and cache keys record it: as it is without a static
+        prompt (so caches written before keep their keys), else ``<placement>@sys<N>``.
+
+        Example:
+            ```python
+            EvalConfig(system_prompt_tokens=300).placement_key("leading")  # "leading@sys300"
+            ```
+        """
+        n = self.system_prompt_tokens
+        return f"{placement}@sys{n}" if n else placement
+
+
+def placed_where(key: str) -> str:
+    """The placement a :meth:`EvalConfig.placement_key` names (``-``, ``none``'s, reads as
+    ``leading``: it has no block to place)."""
+    placement = key.split("@sys", 1)[0]
+    return "leading" if placement == "-" else placement
 
 
 def cache_key(
@@ -191,6 +224,7 @@ def run_task(
     With ``cached_only`` nothing new is scored: the report covers what the cache holds.
     """
     started = time.perf_counter()
+    prefix = static_prefix(task.memory.counter.count, config.system_prompt_tokens)
     stored = task.setup()
     setup_s = time.perf_counter() - started
     targets = task.targets()
@@ -209,7 +243,7 @@ def run_task(
                     task.prepare(target)
                     prepared = target.id
                 cell = (strategy, fields, budget, placement)
-                row = _score(task, scorer, target, cell, config.frame)
+                row = _score(task, scorer, target, cell, config.frame, prefix)
                 if row is not None:
                     cache.put(row)
                     scored += 1
@@ -234,8 +268,8 @@ def _jobs(
     """Per target: ``none`` once, then each strategy's fields and budgets (shared KV prefixes)."""
     for target in targets:
         if "none" in config.strategies:
-            yield target, "none", "output", 0, "-"
-        for placement in config.placements:
+            yield target, "none", "output", 0, config.placement_key("-")
+        for placement in map(config.placement_key, config.placements):
             for strategy in config.strategies:
                 if strategy == "none":
                     continue
@@ -251,13 +285,14 @@ def _score(
     target: Target,
     cell: tuple[str, Fields, int, str],
     frame: str,
+    prefix: str = "",
 ) -> ScoreRow | None:
     strategy, fields, budget, placement = cell
     block = task.block(target, strategy, fields, budget)
     if block is None:
         return None
-    where = "leading" if placement == "-" else placement
-    messages = messages_for(target.request, block, where)  # type: ignore[arg-type]
+    where = placed_where(placement)
+    messages = messages_for(target.request, block, where, prefix)  # type: ignore[arg-type]
     score = scorer.score(messages, target.gold)
     choices: tuple[tuple[float, int], ...] = ()
     if target.candidates:

@@ -71,8 +71,8 @@ STRATEGIES = (
     "other-rewriter",
     "op-specific",
 )
-PLACEMENTS = ("leading", "middle", "trailing")
-Placement = Literal["leading", "middle", "trailing"]
+PLACEMENTS = ("leading", "middle", "trailing", "after-system")
+Placement = Literal["leading", "middle", "trailing", "after-system"]
 BASE_SYSTEM = "You are a helpful assistant."
 EPOCH = 1_700_000_000.0
 _DAY_S = 86_400.0
@@ -342,16 +342,34 @@ def _typical_order(entries: Sequence[ProfileEntry], vectors: np.ndarray) -> list
     return [entries[i] for i in ranked]
 
 
-def messages_for(request: str, block: str, placement: Placement) -> list[tuple[str, str]]:
+def messages_for(
+    request: str, block: str, placement: Placement, prefix: str = ""
+) -> list[tuple[str, str]]:
     """Chat messages with the block ``leading`` (top of the system message, as the memory
-    injects it), in the ``middle`` (after the instructions, before the request) or
-    ``trailing`` (after the request)."""
+    injects it by default), in the ``middle`` (after the instructions, before the request),
+    ``trailing`` (after the request) or ``after-system`` (its own system message after the
+    app's, as ``placement="after_system"`` injects it).
+
+    ``prefix`` is an app's static system prompt (``--system-prompt-tokens``), after
+    :data:`BASE_SYSTEM` in the system message, and there with or without a block (``none``
+    gets it too, so a lift compares like with like).
+
+    Example:
+        ```python
+        messages_for("Paraphrase: ...", "<user_profile>...", "after-system", "Be brief.")
+        # [("system", "You are a helpful assistant.\n\nBe brief."),
+        #  ("system", "<user_profile>..."), ("user", "Paraphrase: ...")]
+        ```
+    """
+    system = f"{BASE_SYSTEM}\n\n{prefix}" if prefix else BASE_SYSTEM
     if not block:
-        return [("system", BASE_SYSTEM), ("user", request)]
+        return [("system", system), ("user", request)]
     if placement == "leading":
-        return [("system", f"{block}\n\n{BASE_SYSTEM}"), ("user", request)]
+        return [("system", f"{block}\n\n{system}"), ("user", request)]
     if placement == "middle":
-        return [("system", f"{BASE_SYSTEM}\n\n{block}"), ("user", request)]
+        return [("system", f"{system}\n\n{block}"), ("user", request)]
     if placement == "trailing":
-        return [("system", BASE_SYSTEM), ("user", f"{request}\n\n{block}")]
+        return [("system", system), ("user", f"{request}\n\n{block}")]
+    if placement == "after-system":
+        return [("system", system), ("system", block), ("user", request)]
     raise InvalidInputError(f"placement must be one of {PLACEMENTS}; got {placement!r}")

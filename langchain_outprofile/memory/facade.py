@@ -11,7 +11,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
@@ -25,9 +25,12 @@ from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.memory.feedback import FeedbackMixin
 from langchain_outprofile.memory.pins import ThreadPins
 from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileReader
+from langchain_outprofile.memory.retention import NowAndThen, RetentionMixin
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
 from langchain_outprofile.store.io import drive, run_now
+from langchain_outprofile.store.purge import PurgeReport, scrub
+from langchain_outprofile.store.purge import purge as purge_store
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
@@ -45,10 +48,12 @@ from langchain_outprofile.types import (
 )
 from langchain_outprofile.validation import (
     DEFAULT_MAX_TEXT_CHARS,
+    expiry_of,
     is_real,
     validate_entry_id,
     validate_items,
     validate_optional_str,
+    validate_retention,
     validate_thread_id,
     validate_user_id,
 )
@@ -80,7 +85,7 @@ class ProfileStats:
     newest: float | None = None
 
 
-class OutputProfileMemory(FeedbackMixin):
+class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     """A user's own outputs, selected by preference signal, packed to an exact token budget.
 
     Args:
@@ -117,6 +122,11 @@ class OutputProfileMemory(FeedbackMixin):
         snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
             unchanged profile (every write makes it stale at once; 0 = never save one).
         pending_ttl_s: tracked outputs still pending after this long are deleted.
+        retention_s: how long an entry is kept after its latest signal (seconds; None, the
+            default: forever). Each write sets the entry's ``expires_at`` to now plus this,
+            unless it names its own (``expires_at=`` or ``ttl_s=``). An expired entry is
+            never selected and reads as gone; it is deleted by a later write of its user
+            (at most hourly per process, in the background) or by :meth:`expire`.
         pin_threads: serve a read that names a ``thread_id`` the block pinned at the
             thread's first read, for the whole thread (byte-identical, so the provider's
             prompt cache keeps hitting; feedback given meanwhile shows in the next thread).
@@ -129,6 +139,14 @@ class OutputProfileMemory(FeedbackMixin):
         trace_content: also put entry texts and queries on those spans. Off by default:
             ids and counts only (default: ``True`` when
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            (a restart takes seconds) before it raises :class:`StoreUnavailableError`
+            naming the URL (default 10 s; reads, event adds and deletes are sent again, a
+            row rewrite only when its request never left).
+        lock_timeout_s: the longest wait for an embedded store directory's lock that
+            another process holds, then :class:`StoreBusyError` naming that process
+            (default 30 s, or ``OUTPROFILE_LOCK_TIMEOUT_S``; one bound per directory per
+            process).
 
     Example:
         ```python
@@ -163,12 +181,15 @@ class OutputProfileMemory(FeedbackMixin):
         cache_entries: int = 200_000,
         snapshot_ttl_s: float = 3600.0,
         pending_ttl_s: float = 7 * 86_400.0,
+        retention_s: float | None = None,
         pin_threads: bool = True,
         pin_ttl_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         tracer_provider: TracerProvider | None = None,
         trace_content: bool | None = None,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         _check_settings(
             cache_ttl_s=cache_ttl_s,
@@ -179,6 +200,7 @@ class OutputProfileMemory(FeedbackMixin):
             pin_ttl_s=pin_ttl_s,
             max_text_chars=max_text_chars,
         )
+        self.retention_s = validate_retention(retention_s)
         if vectorstore is not None or collection is not None:
             client, collection_name, embeddings = _chroma_of(
                 vectorstore, collection, path=path, client=client, embeddings=embeddings
@@ -189,6 +211,8 @@ class OutputProfileMemory(FeedbackMixin):
             collection_name=collection_name,
             embeddings=embeddings,
             documents=documents,
+            retry_s=retry_s,
+            lock_timeout_s=lock_timeout_s,
         )
         self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
         self.options = options or SelectionOptions()
@@ -207,7 +231,9 @@ class OutputProfileMemory(FeedbackMixin):
         self.store.clock = lambda: self.clock()  # events are stamped with the memory's clock
         self._reader = ProfileReader(self)
         self._pins = ThreadPins(self)
-        self._expiry_checked: dict[str, float] = {}
+        # how often a user's writes sweep expired entries and stale tracked outputs
+        self._pending_sweeps = NowAndThen(self._pending_interval, lambda: self.clock())
+        self._expiry_sweeps = NowAndThen(self._sweep_interval, lambda: self.clock())
         self.telemetry = MemoryTelemetry(
             self.store.collection_name,
             tracer_provider=tracer_provider,
@@ -225,7 +251,9 @@ class OutputProfileMemory(FeedbackMixin):
             **fields: ``signal`` (default ``authored``; ``rating`` with ``rating=``), ``rating``
                 (1-5; 1-2 stars reject), ``task``, ``source_input`` (the request it answered),
                 ``created_at`` (epoch seconds; default: the memory's clock), ``run_id``,
-                ``metadata`` (scalars).
+                ``metadata`` (scalars), ``expires_at`` (epoch seconds) or ``ttl_s`` (seconds
+                from now): when the entry expires (default: ``retention_s`` from now, or
+                never); the latest signal that names an expiry sets the entry's.
 
         Returns:
             The entry as stored (signals combined with any earlier ones).
@@ -233,6 +261,7 @@ class OutputProfileMemory(FeedbackMixin):
         Example:
             ```python
             memory.add("Short answer first.", user_id="ana", task="email")
+            memory.add("My phone is 555-0100.", user_id="ana", ttl_s=30 * 86_400)
             ```
         """
         return self._traced(
@@ -264,12 +293,24 @@ class OutputProfileMemory(FeedbackMixin):
 
     def entry(self, text: str, *, user_id: str, **fields: Unpack[EntryFields]) -> ProfileEntry:
         """Build and validate an entry with this memory's strengths and limits (not stored)."""
+        now = self.clock()
         if fields.get("created_at") is None:
-            fields["created_at"] = self.clock()
-        entry = ProfileEntry.create(
-            text, user_id=user_id, strengths=self.strengths, max_chars=self.max_text_chars, **fields
+            fields["created_at"] = now
+        expires_at = expiry_of(
+            expires_at=fields.pop("expires_at", None),
+            ttl_s=fields.pop("ttl_s", None),
+            retention_s=self.retention_s,
+            now=now,
         )
-        return timely(entry, self.clock())
+        entry = ProfileEntry.create(
+            text,
+            user_id=user_id,
+            strengths=self.strengths,
+            max_chars=self.max_text_chars,
+            expires_at=expires_at,
+            **fields,  # type: ignore[misc]
+        )
+        return timely(entry, now)
 
     def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
         """Remember an assistant output the user explicitly approved."""
@@ -329,13 +370,20 @@ class OutputProfileMemory(FeedbackMixin):
             for i, item in enumerate(validate_items(entries, "entries"))
         ]
 
-    @staticmethod
-    def _timely(entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
-        """A caller's entry with its times clamped to now (a far-future one is refused)."""
+    def _timely(self, entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
+        """A caller's entry with its times clamped to now (a far-future one is refused), and
+        the memory's retention when it names no expiry (one already past is refused)."""
         try:
-            return timely(entry, now)
+            return self._retained(timely(entry, now), now)
         except InvalidInputError as error:
             raise InvalidInputError(f"{name}[{index}]: {error}") from None
+
+    def _retained(self, entry: ProfileEntry, now: float) -> ProfileEntry:
+        """``entry`` with the expiry a write gives it (its own, checked, else retention)."""
+        expires_at = expiry_of(
+            expires_at=entry.expires_at, ttl_s=None, retention_s=self.retention_s, now=now
+        )
+        return entry if expires_at == entry.expires_at else replace(entry, expires_at=expires_at)
 
     async def _write_entries(
         self, entries: Sequence[ProfileEntry], **options: Any
@@ -346,6 +394,8 @@ class OutputProfileMemory(FeedbackMixin):
             self._invalidate({e.user_id for e in entries})
             raise
         self._reader.written(written)
+        expiring = any(e.expires_at is not None for e in entries)
+        self._sweep_now_and_then({e.user_id for e in entries}, expiring=expiring)
         return written.entries
 
     def delete(self, entry_id: str, *, user_id: str) -> bool:
@@ -385,34 +435,78 @@ class OutputProfileMemory(FeedbackMixin):
         return await self._took(written)
 
     async def _took(self, written: Written) -> int:
-        """Take a removal through this memory's read state; returns how many entries went."""
+        """Take a removal through this memory's read state, and out of the store's backups
+        (a deleted or superseded text must not stay in them: store/purge.py); returns how
+        many entries went."""
         self._reader.written(written)
         for user in written.moved:  # the store dropped the user's pins with the removed text
             self._pins.forget(user)
+        scrub(self.store, entries=written.removed)
         return sum(len(ids) for ids in written.removed.values())
 
-    def forget(self, user_id: str) -> int:
-        """Hard-delete everything stored for a user, pending entries included."""
-        forgetting = partial(self._forget, user_id)
+    def forget(self, user_id: str, *, purge: bool = False) -> int:
+        """Hard-delete everything stored for a user, pending entries included, and the
+        user's rows in every backup ``outprofile repair`` made of the store. With
+        ``purge``, then :meth:`purge`: Chroma's files are rewritten so the user's text
+        leaves the disk now, not at Chroma's next compaction (docs/reliability.md,
+        "Privacy: what stays on disk").
+
+        Example:
+            ```python
+            memory.forget("ana", purge=True)  # how many entries went
+            ```
+        """
+        forgetting = partial(self._forget, user_id, purge)
         return self._traced("delete_memory", forgetting, OperationSpan.counted, user_id=user_id)
 
-    async def aforget(self, user_id: str) -> int:
+    async def aforget(self, user_id: str, *, purge: bool = False) -> int:
         """Async :meth:`forget`."""
-        forgetting = partial(self._forget, user_id)
+        forgetting = partial(self._forget, user_id, purge)
         return await self._atraced(
             "delete_memory", forgetting, OperationSpan.counted, user_id=user_id
         )
 
-    async def _forget(self, user_id: str) -> int:
+    async def _forget(self, user_id: str, purge: bool = False) -> int:
         user_id = validate_user_id(user_id)  # before the cleanup below uses it as a key
+        if not isinstance(purge, bool):
+            raise InvalidInputError(f"purge must be True or False; got {purge!r}")
         try:
-            return await self.store.adelete_user(user_id)
+            removed = await self.store.adelete_user(user_id)
         finally:
             self._invalidate({user_id})
             self._pins.forget(user_id)
+        scrub(self.store, users={user_id})
+        if purge:
+            purge_store(self.store)
+        return removed
+
+    def purge(self) -> PurgeReport:
+        """Rewrite the embedded store's Chroma files so that nothing forgotten, deleted or
+        superseded by an edit stays in them, and strip every backup ``outprofile repair``
+        made down to its ``entries.jsonl`` (store/purge.py). Takes the store location's
+        lock: the other processes of the machine wait (about a second for a store of
+        10,000 entries: the file is rebuilt), then reload. For a ``chroma run`` server
+        nothing can be rewritten from here: the report's ``note`` says what the server's
+        operator runs. Without a purge, Chroma's files keep such text until its write log
+        is purged (every 1,000 writes of a collection) and the freed pages are reused.
+
+        Example:
+            ```python
+            memory.forget("ana")
+            print(memory.purge().summary())
+            ```
+        """
+        return purge_store(self.store)
+
+    async def apurge(self) -> PurgeReport:
+        """Async :meth:`purge` (on a worker thread: it is file work under a lock)."""
+        return await asyncio.to_thread(purge_store, self.store)
 
     def import_(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Restore records written by :meth:`export` exactly (all are validated first)."""
+        """Restore records written by :meth:`export` exactly (all are validated first).
+
+        A record's ``expires_at`` is kept; one naming none gets ``retention_s`` from now; one
+        already expired is left out. Returns how many records were stored."""
         return self._traced(
             "upsert_memory", lambda: self._import(self._records(records)), OperationSpan.counted
         )
@@ -424,10 +518,16 @@ class OutputProfileMemory(FeedbackMixin):
         )
 
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
+        """The records to import: validated, and those already expired left out (a backup
+        restored later brings back only what had not expired)."""
         now = self.clock()
+        entries = [
+            self._from_record(r, i) for i, r in enumerate(validate_items(records, "records"))
+        ]
         return [
-            self._timely(self._from_record(r, i), i, "records", now)
-            for i, r in enumerate(validate_items(records, "records"))
+            self._timely(entry, i, "records", now)
+            for i, entry in enumerate(entries)
+            if not entry.expired(now)
         ]
 
     async def _import(self, entries: list[ProfileEntry]) -> int:

@@ -23,6 +23,7 @@ from langchain_outprofile.capture import (
 )
 from langchain_outprofile.errors import AmbiguousRunError, InvalidInputError, UnknownRunError
 from langchain_outprofile.memory.reader import ProfileReader
+from langchain_outprofile.memory.retention import SWEEP_INTERVAL_S, NowAndThen
 from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.store.log import feedback_event_id, run_event_id
 from langchain_outprofile.telemetry import OperationSpan
@@ -30,11 +31,6 @@ from langchain_outprofile.types import ProfileEntry, Signal
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["FeedbackMixin"]
-
-_EXPIRY_INTERVAL_S = 3600.0
-"""Longest time between two checks for stale pending outputs of one user in one process."""
-_EXPIRY_USERS_KEPT = 100_000
-"""Users whose last check is remembered (all are forgotten at once past this)."""
 
 
 class FeedbackMixin:
@@ -53,7 +49,7 @@ class FeedbackMixin:
     _arun: Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]
     _traced: Callable[..., Any]
     _atraced: Callable[..., Awaitable[Any]]
-    _expiry_checked: dict[str, float]
+    _pending_sweeps: NowAndThen
     _reader: ProfileReader
 
     async def _add(self, text: str, **fields: Any) -> ProfileEntry:
@@ -145,28 +141,23 @@ class FeedbackMixin:
     async def _expire_pending(self, user_id: str) -> int:
         user = validate_user_id(user_id)
         now = self.clock()
-        self._expiry_checked[user] = now
+        self._pending_sweeps.ran(user)
         stale = await self.store.astale_pending(user, now=now, ttl_s=self.pending_ttl_s)
         if not stale:
             return 0
         return await self._remove_ids(user, stale, pending_only=True)
 
     async def _expire_now_and_then(self, user: str) -> None:
-        """:meth:`expire_pending` at most once per :meth:`_expiry_interval` per user in
+        """:meth:`expire_pending` at most once per :meth:`_pending_interval` per user in
         this process, and off the tracked run's path (the reader's background work, which
         ``flush`` waits for): the look-up is a ``where`` on the log, whose cost grows with
         the store, and an output is deleted no later than one interval after it went stale
         (it is never selected meanwhile, and deleting it changes no block)."""
-        last = self._expiry_checked.get(user)
-        if last is not None and self.clock() - last < self._expiry_interval():
-            return
-        if len(self._expiry_checked) >= _EXPIRY_USERS_KEPT:
-            self._expiry_checked.clear()
-        self._expiry_checked[user] = self.clock()
-        self._reader.in_background(self._expire_pending(user))
+        if self._pending_sweeps.due(user):
+            self._reader.in_background(self._expire_pending(user))
 
-    def _expiry_interval(self) -> float:
-        return min(self.pending_ttl_s, _EXPIRY_INTERVAL_S)
+    def _pending_interval(self) -> float:
+        return min(self.pending_ttl_s, SWEEP_INTERVAL_S)
 
     def feedback(
         self,

@@ -14,26 +14,42 @@ user are deleted when the user's next pin is saved), and ``forget`` and ``delete
 them with the user's other state rows. Each process keeps the pins it read for
 ``cache_ttl_s`` before reading the row again (one read by id). A read of a user with no
 profile version (never written, or forgotten) pins nothing, and a pin whose user's version
-moved while it was being saved is taken back (as snapshots are: see ``reader.py``), so no
-pin outlives a ``forget`` it raced.
+moved while it was being saved is taken back (as snapshots are: see ``reader.py``).
+
+A pin row holds the ids of its entries, their scores and a hash of the block, never a text
+(a pin quoting its entries with large metadata was 1.3 MB). Before a pin is served, its
+entries are read by id and the block rendered again: a pin naming an entry that no longer
+exists (deleted, forgotten, superseded), of a user with no version (a ``forget`` whose pin
+was saved by a reader killed before it could take it back), or whose block would differ,
+is dropped and the thread gets the current block.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from langchain_outprofile.memory.reader import CacheSettings
-from langchain_outprofile.memory.snapshots import dump_selection, load_selection, snapshot_key
-from langchain_outprofile.types import ProfileSelection, SelectionOptions
+from langchain_outprofile.memory.snapshots import snapshot_key, stored_selection
+from langchain_outprofile.render import BlockTemplate, render_block
+from langchain_outprofile.types import (
+    Candidate,
+    ProfileEntry,
+    ProfileSelection,
+    SelectionOptions,
+)
 
 __all__ = ["ThreadPins"]
 
 _CACHED_PINS = 4096
 """Pins one memory keeps in process (least recently used go first)."""
+PIN_FORMAT = 3
+"""Pins name their entries by id (format 2 quoted them whole: never served now)."""
 
 
 class PinSettings(CacheSettings, Protocol):
@@ -86,11 +102,31 @@ class ThreadPins:
         now = memory.clock()
         found = await memory.store.apin(user, thread, key, now=now)
         if found is not None:
-            pinned = load_selection(found[0], user_id=user, options=options, now=now)
+            pinned = await self._served(user, found[0], options, now)
             if pinned is not None:
                 self._keep(cache_key, pinned, found[1])
                 return pinned
+            await memory.store.adrop_pin(user, thread, key)  # names what is gone: repin
         return await self._pin(user, thread, key, options, current)
+
+    async def _served(
+        self, user: str, payload: str, options: SelectionOptions, now: float
+    ) -> ProfileSelection | None:
+        """The pinned selection, if every entry it names still exists, the user has a
+        version (none after a ``forget``) and the block renders to the bytes pinned."""
+        memory = self._memory
+        ids = pinned_ids(payload)
+        if ids is None or not await memory.store.aversion(user):
+            return None
+        entries = await memory.store.aentries_by_id(user, ids) if ids else {}
+        return load_pin(
+            payload,
+            user_id=user,
+            options=options,
+            now=now,
+            entries=entries,
+            template=memory.template,
+        )
 
     async def _pin(
         self,
@@ -108,14 +144,18 @@ class ThreadPins:
         if not version:
             return selection
         now = memory.clock()
-        expires_at = now + memory.pin_ttl_s
-        payload = dump_selection(selection, until=expires_at)
+        # a pin never shows an entry past its expiry: it ends when its first entry expires
+        ends = (e.expires_at for e in selection.entries if e.expires_at is not None)
+        expires_at = min([now + memory.pin_ttl_s, *ends])
+        payload = dump_pin(selection, until=expires_at)
         held = await memory.store.asave_pin(
             user, thread, key, payload, version=version, now=now, expires_at=expires_at
         )
         if held is None:
             return selection
-        pinned = load_selection(held[0], user_id=user, options=options, now=now)
+        pinned = (
+            selection if held[0] == payload else await self._served(user, held[0], options, now)
+        )
         if pinned is None:
             return selection
         self._keep((user, thread, key), pinned, held[1])
@@ -138,3 +178,71 @@ class ThreadPins:
         with self._lock:
             for cache_key in [k for k in self._cache if k[0] == user]:
                 del self._cache[cache_key]
+
+
+def dump_pin(selection: ProfileSelection, *, until: float) -> str:
+    """A pin's payload: the chosen entries' ids and scores and the block's hash, no text."""
+    choice = selection.choice
+    return json.dumps(
+        {
+            "format": PIN_FORMAT,
+            "valid_until": until,
+            "ids": [c.entry.id for c in choice.chosen],
+            "scores": [[c.score, c.age_days, c.tokens, c.cut, c.reason] for c in choice.chosen],
+            "sha": _digest(selection.text),
+            "tokens": selection.tokens,
+            "encoding": selection.encoding,
+            "left_out_total": choice.left_out_total,
+            "note": choice.note,
+        },
+        separators=(",", ":"),
+    )
+
+
+def pinned_ids(payload: str) -> list[str] | None:
+    """The entry ids a pin names, or None when it is damaged or of another format."""
+    try:
+        data = json.loads(payload)
+        if data.get("format") != PIN_FORMAT:
+            return None
+        return [str(i) for i in data["ids"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def load_pin(
+    payload: str,
+    *,
+    user_id: str,
+    options: SelectionOptions,
+    now: float,
+    entries: Mapping[str, ProfileEntry],
+    template: BlockTemplate,
+) -> ProfileSelection | None:
+    """The pinned selection rebuilt from ``entries`` (read by id), or None when the pin
+    expired, is damaged, names an entry missing from ``entries``, or renders to a block
+    other than the one pinned (its hash)."""
+    try:
+        data: dict[str, Any] = json.loads(payload)
+        if data.get("format") != PIN_FORMAT or float(data["valid_until"]) <= now:
+            return None
+        named = [entries.get(str(i)) for i in data["ids"]]
+        chosen = tuple(
+            Candidate(e, float(s[0]), float(s[1]), int(s[2]), bool(s[3]), str(s[4]))
+            for e, s in zip(named, data["scores"], strict=True)
+            if e is not None
+        )
+        if len(chosen) != len(named) or any(c.entry.user_id != user_id for c in chosen):
+            return None
+        text = render_block([c.entry for c in chosen], options.fields, template)
+        if _digest(text) != data["sha"]:
+            return None
+        return stored_selection(
+            data, user_id=user_id, text=text, chosen=chosen, left_out=(), options=options
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

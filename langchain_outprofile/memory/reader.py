@@ -206,11 +206,16 @@ class ProfileReader:
         if options.relevance_weight > 0 and query:
             return self._selection(user, *await self._fresh_ranking(user, cached, options, query))
         key = (options, self._memory.template)
+        now = self._memory.clock()
         with cached.lock:
             hit = cached.selections.get(key)
-            if hit is not None:
+            if hit is not None and hit.choice.valid_until > now:
                 return hit
             ranking = cached.rankings.get(key)
+            if hit is not None or (ranking is not None and ranking.expire(now)):
+                # an entry expired: the choice may differ, and its snapshot is saved anew
+                cached.selections.pop(key, None)
+                cached.saved.discard(key)
         if ranking is not None:
             await self._fetch_pool_vectors(cached, ranking)
         with cached.lock:
@@ -388,10 +393,10 @@ class ProfileReader:
         unknown or forgotten user, whose read writes nothing)."""
         if self._memory.snapshot_ttl_s <= 0 or not version:
             return None
-        # the scores and ages a snapshot shows move on; its block does not until a write
-        payload = dump_selection(
-            selection, until=self._memory.clock() + self._memory.snapshot_ttl_s
-        )
+        # the scores and ages a snapshot shows move on; its block does not until a write,
+        # or until an entry of its ranking expires
+        until = self._memory.clock() + self._memory.snapshot_ttl_s
+        payload = dump_selection(selection, until=min(until, selection.choice.valid_until))
         store = self._memory.store
         await store.asave_snapshot(user, self._snapshot_key(key[0]), version, payload)
         seen = await store.aversion(user)
@@ -638,7 +643,10 @@ class ProfileReader:
                 fold = state.fold
                 if fold is None or not state.rankings:
                     continue
-                touched = fold.add(added.get(user, [])) | fold.remove(written.dropped)
+                # removed first: a write may replace an event under its own id (a run's
+                # claim that an edit moves to the edited text)
+                touched = fold.remove(written.dropped)
+                touched |= fold.add(added.get(user, []))
                 self._move(state, fold, touched, version_moved=False)
             self._recount(user, state)
 

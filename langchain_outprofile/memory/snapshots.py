@@ -31,7 +31,13 @@ from langchain_outprofile.types import (
     stored_entry,
 )
 
-__all__ = ["LEFT_OUT_KEPT", "dump_selection", "load_selection", "snapshot_key"]
+__all__ = [
+    "LEFT_OUT_KEPT",
+    "dump_selection",
+    "load_selection",
+    "snapshot_key",
+    "stored_selection",
+]
 
 FORMAT = 2
 try:  # a new release may choose differently: its snapshots never serve an older one's
@@ -83,16 +89,39 @@ def load_selection(
         return None  # damaged: the caller ranks the profile again and saves a good one
     if any(c.entry.user_id != user_id for c in (*chosen, *left_out)):
         return None
+    return stored_selection(
+        data,
+        user_id=user_id,
+        text=str(data["text"]),
+        chosen=chosen,
+        left_out=left_out,
+        options=options,
+    )
+
+
+def stored_selection(
+    data: dict[str, Any],
+    *,
+    user_id: str,
+    text: str,
+    chosen: tuple[Candidate, ...],
+    left_out: tuple[Candidate, ...],
+    options: SelectionOptions,
+) -> ProfileSelection:
+    """A selection from a stored payload's counts (``tokens``, ``encoding``,
+    ``left_out_total``, ``note``) and the candidates restored from it (a snapshot's, or a
+    pin's, read by id)."""
     choice = Choice(
         chosen,
         left_out,
         options,
         left_out_total=int(data["left_out_total"]),
         note=str(data.get("note", "")),
+        valid_until=float(data["valid_until"]),  # at most its ranking's next expiry
     )
     return ProfileSelection(
         user_id=user_id,
-        text=str(data["text"]),
+        text=text,
         tokens=int(data["tokens"]),
         choice=choice,
         encoding=str(data["encoding"]),

@@ -6,8 +6,9 @@ lives by default. Every store object on one location shares one :class:`Location
 - in one process, a reentrant thread lock (embedded Chroma fails a read that races another
   thread's write: "Error finding id"; docs/reliability.md);
 - across the processes of one machine, a file lock: ``outprofile.lock`` inside the store
-  directory of a ``PersistentClient``, or a file named by the server URL in a per-machine
-  directory for an ``HttpClient`` (the in-process ``EphemeralClient`` needs none).
+  directory of a ``PersistentClient`` (the in-process ``EphemeralClient`` needs none; a
+  ``chroma run`` server none at all: it orders its own calls). Every wait for it is bounded
+  (``LocationLock.timeout_s``), and only the store's owner can open the file.
 
 Each embedded process keeps Chroma's vector index in memory, so a write by another process
 leaves it stale even when the writes are serialized (its reads then fail with "Error finding
@@ -23,18 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import shutil
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import chromadb
+import httpx
 from chromadb.api import ClientAPI
 from chromadb.config import Settings
 from chromadb.errors import ChromaError, NotFoundError
@@ -43,40 +46,58 @@ from platformdirs import user_data_dir
 
 from langchain_outprofile.errors import (
     InvalidInputError,
+    RepairUnfinishedError,
+    StoreBusyError,
     StoreDamagedError,
     StoreFullError,
     StoreUnavailableError,
 )
 
 __all__ = [
-    "LOCK_DIR_ENV",
+    "DEFAULT_LOCK_TIMEOUT_S",
+    "DEFAULT_RETRY_S",
     "LOCK_FILE",
+    "LOCK_TIMEOUT_ENV",
+    "REPAIR_MARKER",
     "AsyncGuardedCollection",
     "GuardedCollection",
     "LocationLock",
+    "RepairUnfinishedError",
+    "Retries",
     "StoreDamagedError",
     "StoreFullError",
     "allocated",
+    "check_no_unfinished_repair",
+    "checked_retry_s",
     "default_path",
     "failure_kind",
     "http_client",
     "location_lock",
     "persistent_client",
+    "repair_marker",
+    "repairing",
     "server_of",
     "typed_failure",
+    "unreachable",
 ]
 
 LOCK_FILE = "outprofile.lock"
 """The lock file inside a ``PersistentClient``'s store directory."""
-LOCK_DIR_ENV = "OUTPROFILE_LOCK_DIR"
-"""Where the lock files of server URLs live (default: ``<tempdir>/langchain-outprofile-locks``,
-shared by every user of the machine)."""
+LOCK_TIMEOUT_ENV = "OUTPROFILE_LOCK_TIMEOUT_S"
+"""The longest wait for a store directory's lock, in seconds (default 30)."""
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+"""How long a call waits for a lock another process (or thread) holds before it raises
+:class:`StoreBusyError`: far longer than any hold (one Chroma call, or one batch of a long
+write), far shorter than forever, which is what a frozen holder would cost."""
 
 _LOCKS: dict[str, LocationLock] = {}
 _LOCKS_GUARD = threading.Lock()
 # The lock file's record: the generation, and 1 while a hold is changing the store (a holder
 # killed in the middle leaves the 1 behind, so the next holder reloads everything).
 _RECORD = struct.Struct("<QQ")
+# After the record: the pid of the process that took the lock last (0: unknown), so a process
+# that waits too long can say who holds it.
+_HOLDER = struct.Struct("<Q")
 _POLL_S = 0.002  # how often a process waiting for the lock file tries again
 _PAUSE_S = 0.005  # between the batches of a long write, so waiting processes get a turn
 _HANDOFF_S = 1.0  # longest wait for a waiting thread to take the lock between batches
@@ -96,6 +117,18 @@ _FULL_SIGNS = ("database or disk is full", "no space left on device", "os error 
 # metadata already holds a row its vector reader does not yet): retried, not a damage.
 _TRANSIENT_SIGNS = ("error finding id",)
 _RETRIES_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+DEFAULT_RETRY_S = 10.0
+"""How long a store's call waits, in all, for a server it cannot reach (one restarting takes a
+few seconds) before it raises :class:`StoreUnavailableError`."""
+_DOWN_PAUSES_S = (0.05, 1.0)  # the first pause while a server is unreachable, and the longest
+# The request never reached the server: any call may be sent again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Calls whose repeat is the same call landing a moment later: reads, insert-if-absent ``add``
+# (a retried event has the same id: store/log.py), deletes by id or by filter, and opening a
+# collection. ``upsert`` and ``update`` are not: a repeat after a broken response could land
+# after another client's write of the same row and undo it (a profile version coming back,
+# which readers take for "nothing changed"), so they are retried only when unsent.
+_REPEATABLE = frozenset({"get", "count", "add", "delete", "open"})
 
 
 def transient(error: BaseException, location: str) -> bool:
@@ -104,16 +137,118 @@ def transient(error: BaseException, location: str) -> bool:
     return location.startswith("http") and any(sign in message for sign in _TRANSIENT_SIGNS)
 
 
+def unreachable(error: BaseException) -> bool:
+    """Whether a call failed because the connection to the server failed (refused, reset,
+    closed before the response: a server restarting, or down), not inside Chroma."""
+    return isinstance(error, httpx.TransportError)
+
+
+class Retries:
+    """When a failed Chroma call is tried again: the one retry rule of every store call.
+
+    - A server's read racing another client's write ("Error finding id", see
+      ``_TRANSIENT_SIGNS``): the short fixed pauses of ``_RETRIES_S``.
+    - A server that cannot be reached (:func:`unreachable`): pauses from 0.05 s doubling to
+      1 s, until ``within_s`` passed since the first failure, for a call whose repeat is
+      safe (``_REPEATABLE``, or any call whose request was never sent).
+
+    Args:
+        location: the store's location (:func:`location_of`).
+        method: the Chroma call (``get``, ``add``, ..., ``open``).
+        within_s: the longest wait for an unreachable server, in all.
+    """
+
+    def __init__(self, location: str, method: str, within_s: float) -> None:
+        self.location = location
+        self.method = method
+        self.within_s = within_s
+        self.waited_s = 0.0
+        self._races = iter(_RETRIES_S)
+        self._next_s = _DOWN_PAUSES_S[0]
+        self._started: float | None = None
+
+    def pause(self, error: BaseException) -> float | None:
+        """Seconds to wait before trying again after ``error``; None: raise it."""
+        if transient(error, self.location):
+            return next(self._races, None)
+        if not unreachable(error) or not self.repeatable(error):
+            return None
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        # the pauses and the time the attempts took both count
+        left = self.within_s - max(self.waited_s, now - self._started)
+        if left <= 0:
+            return None
+        pause = min(self._next_s, left)
+        self._next_s = min(2 * self._next_s, _DOWN_PAUSES_S[1])
+        self.waited_s += pause
+        return pause
+
+    def repeatable(self, error: BaseException) -> bool:
+        """Whether sending this call again after ``error`` is safe (see ``_REPEATABLE``)."""
+        return self.method in _REPEATABLE or isinstance(error, _NOT_SENT)
+
+    def failure(self, error: BaseException) -> StoreUnavailableError:
+        """The typed error of a call that failed to reach the server (:func:`unreachable`)."""
+        what = f"{type(error).__name__}: {_first_line(error)}"
+        if not self.repeatable(error):
+            return StoreUnavailableError(
+                f"the connection to the Chroma server at {self.location} broke during a "
+                f"{self.method} ({what}): the write may or may not have been applied and was "
+                "not sent again (a repeat could undo another client's later write); nothing "
+                "was acknowledged. Check that the server runs and answers "
+                f"{self.location}/api/v2/heartbeat, then retry the call"
+            )
+        return StoreUnavailableError(
+            f"the Chroma server at {self.location} did not answer a {self.method} "
+            f"({what}), retried for {self.waited_s:.1f} s: nothing this call wrote was "
+            "acknowledged. Check that the server runs (`chroma run --path ... --port ...`) and "
+            f"answers {self.location}/api/v2/heartbeat from this machine (host, port, "
+            "firewall, proxy), and its log; a memory waits longer with a larger retry_s"
+        )
+
+
+def checked_retry_s(value: float | None) -> float:
+    """A store's ``retry_s``: ``value`` checked, or :data:`DEFAULT_RETRY_S`.
+
+    Raises:
+        InvalidInputError: not a finite number of seconds >= 0.
+    """
+    if value is None:
+        return DEFAULT_RETRY_S
+    return _seconds("retry_s", value)
+
+
+def _seconds(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInputError(f"{name} must be a finite number of seconds >= 0; got {value!r}")
+    return float(value)
+
+
 def default_path() -> Path:
     """Where the embedded store lives when no ``path`` or ``client`` is given."""
     return Path(user_data_dir("langchain-outprofile", appauthor=False)) / "chroma"
 
 
-def persistent_client(path: str | Path) -> ClientAPI:
-    """An embedded ``PersistentClient`` on ``path`` with telemetry off.
+def persistent_client(path: str | Path, *, lock_timeout_s: float | None = None) -> ClientAPI:
+    """An embedded ``PersistentClient`` on ``path`` with telemetry off. A new directory is
+    made owner-only (0700): whoever can open its lock file can stop every process of the
+    store (and read the entries).
+
+    Args:
+        path: the store directory (made if missing).
+        lock_timeout_s: the bound of the directory's lock in this process
+            (:meth:`LocationLock.bound`).
 
     Raises:
         StoreUnavailableError: when ``path`` is a file, or cannot be created.
+        StoreBusyError: another process held the directory's lock past the bound.
     """
     where = Path(path).expanduser()
     if where.exists() and not where.is_dir():
@@ -121,9 +256,11 @@ def persistent_client(path: str | Path) -> ClientAPI:
             f"the store path {str(where)!r} is a file; pass a directory (it is created if missing)"
         )
     try:
-        where.mkdir(parents=True, exist_ok=True)
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = _lock_for(str(where.resolve()))
+        lock.bound(lock_timeout_s)
         # under the store's lock: two processes creating Chroma's tables at once collide
-        with _lock_for(str(where.resolve())):
+        with lock:
             return chromadb.PersistentClient(
                 path=str(where), settings=Settings(anonymized_telemetry=False)
             )
@@ -209,44 +346,39 @@ def _new_lock(location: str) -> LocationLock:
         return LocationLock(location, None)
     if location.startswith("http://"):
         # a server orders its own calls, and no write reads-folds-writes (store/log.py):
-        # nothing to lock, on this machine or any other
+        # nothing to lock, on this machine or any other (no lock file: nothing to wait on)
         return LocationLock(location, None, free=True)
     return LocationLock(location, Path(location) / LOCK_FILE, store_dir=Path(location))
 
 
-def _default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "langchain-outprofile-locks"
-
-
-class _ProcessHold:
-    """The in-process part of a :class:`LocationLock` alone: what reads of a server take
-    (the server orders its own reads; only the read-fold-write needs other processes out)."""
-
-    def __init__(self, lock: LocationLock) -> None:
-        self._lock = lock
-
-    def __enter__(self) -> _ProcessHold:
-        self._lock._take(True, -1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock._give()
+def _env_lock_timeout_s() -> float:
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        return _seconds(LOCK_TIMEOUT_ENV, float(text))
+    except ValueError:
+        raise InvalidInputError(
+            f"{LOCK_TIMEOUT_ENV} must be a number of seconds >= 0; got {text!r}"
+        ) from None
 
 
 class LocationLock:
     """One store location's lock: a reentrant thread lock, and a file lock across processes.
 
     ``with lock:`` holds both (reentrant: the file is locked once per process, at the
-    outermost hold). ``lock.reads`` is what a read holds: the whole lock for an embedded
-    store (whose Chroma state other processes' writes make stale), the thread lock alone for
-    a server. The file lock serializes the processes of **one machine**: processes on
-    several machines sharing one server need one writer per user, or a lock service of
-    their own around ``OutputProfileMemory`` writes (see docs/reliability.md).
+    outermost hold), waiting at most ``timeout_s`` (then :class:`StoreBusyError`, naming
+    the process that holds the file when it is another). ``lock.reads`` is what a read
+    holds: the whole lock (an embedded store's Chroma state goes stale with other
+    processes' writes), or nothing for a server. The file lock serializes the processes of
+    one directory on **one machine**; a server needs none (docs/design.md, "The write
+    model").
 
     Args:
         location: what :func:`location_of` says of the client.
         lock_file: the lock file; None for the in-process ephemeral store.
         store_dir: the embedded store's directory (enables generations and space checks).
+        free: a lock that holds nothing (a server's).
     """
 
     def __init__(
@@ -261,13 +393,11 @@ class LocationLock:
         self.lock_file = lock_file
         self.store_dir = store_dir
         self.free = free
-        self.reads: LocationLock | _ProcessHold | contextlib.nullcontext[None] = (
-            contextlib.nullcontext()
-            if free
-            else self
-            if lock_file is None or store_dir is not None
-            else _ProcessHold(self)
+        self.reads: LocationLock | contextlib.nullcontext[None] = (
+            contextlib.nullcontext() if free else self
         )
+        self.timeout_s = DEFAULT_LOCK_TIMEOUT_S if free else _env_lock_timeout_s()
+        """The longest wait of ``with lock:`` (seconds): see :meth:`bound`."""
         self._rlock = threading.RLock()
         self._owner = 0  # thread holding _rlock (valid while _count > 0)
         self._count = 0  # holds of _rlock, reads included
@@ -283,16 +413,30 @@ class LocationLock:
 
     # -- holding ----------------------------------------------------------------------------
 
+    def bound(self, timeout_s: float | None) -> None:
+        """Set the longest wait of ``with lock:`` for this process (None: leave it). One lock
+        per location per process, so one bound: the last one set.
+
+        Raises:
+            InvalidInputError: not a finite number of seconds >= 0.
+        """
+        if timeout_s is not None:
+            self.timeout_s = _seconds("lock_timeout_s", timeout_s)
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the lock (thread lock, then the file); False if not ``blocking`` and taken,
         or when ``timeout`` (seconds, -1 = none) passed."""
+        return self._acquire(blocking, timeout) is None
+
+    def _acquire(self, blocking: bool, timeout: float) -> str | None:
+        """Take the lock; None when taken, else which part was not: "thread" or "file"."""
         if self.free:
-            return True
+            return None
         deadline = None if timeout < 0 else time.monotonic() + timeout
         if not self._take(blocking, timeout):
-            return False
+            return "thread"
         if self.lock_file is None:
-            return True
+            return None
         if self._depth == 0:
             try:
                 locked = self._lock_file(blocking, deadline)
@@ -301,9 +445,9 @@ class LocationLock:
                 raise
             if not locked:
                 self._give()
-                return False
+                return "file"
         self._depth += 1
-        return True
+        return None
 
     def release(self) -> None:
         """Release one hold (the file at the outermost)."""
@@ -323,8 +467,33 @@ class LocationLock:
             self._give()
 
     def __enter__(self) -> LocationLock:
-        self.acquire()
+        missed = self._acquire(True, self.timeout_s)
+        if missed is not None:
+            raise self._busy(missed)
         return self
+
+    def _busy(self, part: str) -> StoreBusyError:
+        """The error of a wait for the lock that outlasted ``timeout_s``."""
+        waited = f"more than {self.timeout_s:g} s"
+        remedy = (
+            f"If it is stopped (`ps -o pid,stat,cmd -p <pid>` shows T), resume it (`kill -CONT "
+            "<pid>`) or end it; a process that holds a store lock this long is frozen (SIGSTOP, "
+            "a debugger, a frozen container), stuck on a hung disk, or running `outprofile "
+            "repair` (which holds it to the end: wait for it). To wait longer, pass "
+            f"lock_timeout_s= or set {LOCK_TIMEOUT_ENV}"
+        )
+        if part == "thread":
+            return StoreBusyError(
+                f"the store at {self.location} was held by another thread of this process "
+                f"(pid {os.getpid()}) for {waited}: nothing was read or written. {remedy}"
+            )
+        holder = self._holder()
+        who = f"process {holder}" if holder else "another process (its pid is unknown)"
+        return StoreBusyError(
+            f"the store at {self.location} is locked by {who} (lock file "
+            f"{str(self.lock_file)!r}) for {waited}: nothing was read or written. "
+            + remedy.replace("<pid>", str(holder) if holder else "<pid>")
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -380,6 +549,7 @@ class LocationLock:
         if self.store_dir is not None:
             try:
                 generation, changing = self._read_record()
+                os.pwrite(fd, _HOLDER.pack(os.getpid()), _RECORD.size)
             except BaseException:
                 unlock_descriptor(fd)
                 raise
@@ -387,6 +557,14 @@ class LocationLock:
             if changing:  # its last holder was killed while changing the store
                 self._bump()
         return True
+
+    def _holder(self) -> int:
+        """The pid of the process that took the file lock last (0: unknown)."""
+        try:
+            data = os.pread(self._descriptor(), _HOLDER.size, _RECORD.size)
+        except (OSError, StoreUnavailableError):
+            return 0
+        return int(_HOLDER.unpack(data)[0]) if len(data) == _HOLDER.size else 0
 
     def _descriptor(self) -> int:
         """The lock file, opened once per process (a child of ``fork`` opens its own: the
@@ -400,12 +578,12 @@ class LocationLock:
             self._seen.clear()
         assert self.lock_file is not None
         try:
-            if self.store_dir is None:
-                _make_shared_dir(self.lock_file.parent)
-            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-            if self.store_dir is None:  # other users of the machine open it too
-                with contextlib.suppress(OSError):
-                    os.chmod(self.lock_file, 0o666)
+            # owner-only: whoever can open the file can take the lock, and so stop every
+            # process of the store (a lock file of an older release is narrowed too)
+            self._fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+            with contextlib.suppress(OSError):  # not ours to change: leave it
+                if os.fstat(self._fd).st_mode & 0o077:
+                    os.fchmod(self._fd, 0o600)
         except OSError as error:
             raise StoreUnavailableError(
                 f"cannot open the lock file {str(self.lock_file)!r} of {self.location}: {error}"
@@ -501,14 +679,6 @@ class LocationLock:
         return free is not None and free < _needed_space(self.store_dir, {})
 
 
-def _make_shared_dir(folder: Path) -> None:
-    if folder.is_dir():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # every user of the machine locks here, as in /tmp
-        folder.chmod(0o1777)
-
-
 def _free_space(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -562,6 +732,50 @@ def repair_hint(location: str, collection: str) -> str:
     return f"run `outprofile --path {location} --collection {collection} repair` (backup first)"
 
 
+REPAIR_MARKER = "outprofile-repair-{collection}.json"
+"""The marker a repair (``store/repair.py``) leaves in the store directory until its
+rebuild is verified."""
+_REPAIRING: set[tuple[str, str]] = set()  # (store directory, collection) this process repairs
+_REPAIRING_LOCK = threading.Lock()
+
+
+def repair_marker(lock: LocationLock, collection: str) -> Path | None:
+    """Where the marker of a repair of ``collection`` goes (None: not an embedded store)."""
+    if lock.store_dir is None:
+        return None
+    return lock.store_dir / REPAIR_MARKER.format(collection=collection)
+
+
+def check_no_unfinished_repair(lock: LocationLock, collection: str) -> None:
+    """Raise :class:`RepairUnfinishedError` naming the command when a repair of
+    ``collection`` was interrupted here (its marker is left), unless this process is that
+    repair: a store opened on a half-rebuilt collection would serve part of its entries."""
+    marker = repair_marker(lock, collection)
+    if marker is None or not marker.exists():
+        return
+    with _REPAIRING_LOCK:
+        if (str(lock.store_dir), collection) in _REPAIRING:
+            return
+    raise RepairUnfinishedError(
+        f"a repair of collection {collection!r} at {lock.location} was interrupted (its "
+        f"marker {marker.name} is still there) and the collection may be half rebuilt: "
+        f"{repair_hint(lock.location, collection)} to finish it; nothing was opened"
+    )
+
+
+@contextmanager
+def repairing(lock: LocationLock, collection: str) -> Iterator[None]:
+    """While a repair of ``collection`` runs in this process, its own store may open."""
+    key = (str(lock.store_dir), collection)
+    with _REPAIRING_LOCK:
+        _REPAIRING.add(key)
+    try:
+        yield
+    finally:
+        with _REPAIRING_LOCK:
+            _REPAIRING.discard(key)
+
+
 class GuardedCollection:
     """A Chroma collection whose every call holds its location's lock (``reads`` part),
     reloads stale embedded state first, and says what a failure means.
@@ -576,12 +790,21 @@ class GuardedCollection:
         collection: the chromadb collection.
         lock: its location's lock.
         reopen: returns the collection of the same name afresh.
+        retry_s: the longest wait for a server that cannot be reached (:class:`Retries`).
     """
 
-    def __init__(self, collection: Any, lock: LocationLock, reopen: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        collection: Any,
+        lock: LocationLock,
+        reopen: Callable[[], Any],
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
         self._collection = collection
         self._lock = lock
         self._reopen = reopen
+        self._retry_s = retry_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
@@ -617,26 +840,31 @@ class GuardedCollection:
             if writes:
                 self._lock.check_space(arguments)
                 self._lock.note_write(server)
-            try:
-                return getattr(self._collection, method)(**arguments)
-            except NotFoundError:
-                fresh = self._reopen()
-                if fresh.id == self._collection.id:
-                    raise
-                self._collection = fresh
-                return getattr(fresh, method)(**arguments)
-            except Exception as error:  # classified below, else re-raised
-                return self._after_failure(method, arguments, error)
+            retries = Retries(self._lock.location, method, self._retry_s)
+            while True:
+                try:
+                    return self._once(method, arguments)
+                except Exception as error:  # retried, classified below, else re-raised
+                    pause = retries.pause(error)
+                    if pause is None:
+                        return self._after_failure(method, arguments, error, retries)
+                time.sleep(pause)
 
-    def _after_failure(self, method: str, arguments: dict[str, Any], error: Exception) -> Any:
-        for pause_s in _RETRIES_S:
-            if not transient(error, self._lock.location):
-                break
-            time.sleep(pause_s)
-            try:
-                return getattr(self._collection, method)(**arguments)
-            except Exception as again:
-                error = again
+    def _once(self, method: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return getattr(self._collection, method)(**arguments)
+        except NotFoundError:
+            fresh = self._reopen()
+            if fresh.id == self._collection.id:
+                raise
+            self._collection = fresh
+            return getattr(fresh, method)(**arguments)
+
+    def _after_failure(
+        self, method: str, arguments: dict[str, Any], error: Exception, retries: Retries
+    ) -> Any:
+        if unreachable(error):
+            raise retries.failure(error) from error
         kind = failure_kind(error, self._lock)
         if kind == "damaged" and self._lock.reload(server_of(self._collection)):
             try:  # stale in-memory state fails like damage: retry once on what disk holds
@@ -659,14 +887,21 @@ class AsyncGuardedCollection:
         collection: the ``AsyncCollection``.
         lock: its location's lock (for the location's name in messages).
         reopen: returns an awaitable of the collection of the same name afresh.
+        retry_s: the longest wait for a server that cannot be reached (:class:`Retries`).
     """
 
     def __init__(
-        self, collection: Any, lock: LocationLock, reopen: Callable[[], Awaitable[Any]]
+        self,
+        collection: Any,
+        lock: LocationLock,
+        reopen: Callable[[], Awaitable[Any]],
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
     ) -> None:
         self._collection = collection
         self._lock = lock
         self._reopen = reopen
+        self._retry_s = retry_s
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
@@ -696,6 +931,25 @@ class AsyncGuardedCollection:
         await self._call("delete", which)
 
     async def _call(self, method: str, arguments: dict[str, Any]) -> Any:
+        retries = Retries(self._lock.location, method, self._retry_s)
+        while True:
+            try:
+                return await self._once(method, arguments)
+            except Exception as error:  # retried, classified below, else re-raised
+                failed = error
+                pause = retries.pause(error)
+                if pause is None:
+                    break
+            await asyncio.sleep(pause)
+        if unreachable(failed):
+            raise retries.failure(failed) from failed
+        kind = failure_kind(failed, self._lock)
+        if kind is None:
+            raise failed
+        name = str(self._collection.name)
+        raise typed_failure(kind, failed, self._lock.location, name) from failed
+
+    async def _once(self, method: str, arguments: dict[str, Any]) -> Any:
         try:
             return await getattr(self._collection, method)(**arguments)
         except NotFoundError:
@@ -704,21 +958,6 @@ class AsyncGuardedCollection:
                 raise
             self._collection = fresh
             return await getattr(fresh, method)(**arguments)
-        except Exception as error:  # classified below, else re-raised
-            failed = error
-        for pause_s in _RETRIES_S:
-            if not transient(failed, self._lock.location):
-                break
-            await asyncio.sleep(pause_s)
-            try:
-                return await getattr(self._collection, method)(**arguments)
-            except Exception as again:
-                failed = again
-        kind = failure_kind(failed, self._lock)
-        if kind is None:
-            raise failed
-        name = str(self._collection.name)
-        raise typed_failure(kind, failed, self._lock.location, name) from failed
 
 
 def typed_failure(kind: str, error: Exception, location: str, name: str) -> Exception:

@@ -16,6 +16,9 @@ Kinds of event:
   :meth:`ProfileEntry.merged_with`, so strengths combine as 1 - Π(1 - sᵢ) and a later
   ``rejected`` wins, whatever order the rows arrived in.
 - ``delete``: the entry is gone; a later ``put`` starts it afresh.
+- ``expire``: a delete that holds only if the entry, as folded up to it, had expired by the
+  event's time (``expires_at <= at``): a signal that extended the expiry and was stamped
+  before it (a writer racing the expirer) keeps the entry, in every reader's fold.
 - ``forget``: every entry of the user before it is gone (a user-level event; ``forget``
   removes it again once it has deleted the rows it voids).
 
@@ -34,11 +37,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_outprofile.store.rows import LOG_MARK
+from langchain_outprofile.store.rows import EXPIRY_KEY, LOG_MARK
 from langchain_outprofile.types import ProfileEntry, stored_entry
 
 __all__ = [
     "BASE_AT",
+    "EXPIRY_KEY",
     "LOG_MARK",
     "LOG_SUFFIX",
     "Event",
@@ -56,7 +60,8 @@ LOG_SUFFIX = ".log"
 BASE_AT = -1.0
 """Event time of a base copied from a row of a release before the log (before any event)."""
 
-Kind = Literal["put", "delete", "forget"]
+Kind = Literal["put", "delete", "forget", "expire"]
+_KINDS = ("put", "delete", "forget", "expire")
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,8 @@ def event_metadata(event: Event) -> dict[str, Any]:
     if event.record is not None:
         if event.record.run_id:  # an edit of the run's output finds what the run said
             meta["run"] = event.record.run_id
+        if event.record.expires_at is not None:  # an expiry sweep finds it by a where
+            meta[EXPIRY_KEY] = float(event.record.expires_at)
         payload = event.record.to_dict()
         del payload["id"], payload["user_id"]
         meta["e"] = json.dumps(payload)
@@ -160,7 +167,7 @@ def events_from(result: Any) -> list[Event]:
 
 
 def _event(id_: str, meta: Mapping[str, Any] | None) -> Event | None:
-    if not meta or meta.get("kind") not in ("put", "delete", "forget"):
+    if not meta or meta.get("kind") not in _KINDS:
         return None
     user, entry = meta.get("user_id"), meta.get("entry")
     if not isinstance(user, str) or not isinstance(entry, str):
@@ -246,7 +253,10 @@ class Fold:
         # a base already copied into the log is folded once, as its event
         state = None if base_event_id(entry_id) in self.events else self.bases.get(entry_id)
         for event in events:
-            if event.kind != "put":
+            if event.kind == "expire":  # a conditional delete: see the module docstring
+                if state is not None and state.expired(event.at):
+                    state = None
+            elif event.kind != "put":
                 state = None
             elif event.record is not None:
                 state = event.record if state is None else state.merged_with(event.record)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from chromadb.api import AsyncClientAPI, ClientAPI
@@ -35,14 +35,18 @@ from langchain_outprofile.errors import (
 from langchain_outprofile.store.clients import (
     AsyncGuardedCollection,
     GuardedCollection,
+    Retries,
     StoreDamagedError,
     StoreFullError,
+    check_no_unfinished_repair,
+    checked_retry_s,
     default_path,
     failure_kind,
     location_lock,
     persistent_client,
     repair_hint,
     server_of,
+    unreachable,
 )
 from langchain_outprofile.store.io import (
     NoLock,
@@ -54,6 +58,7 @@ from langchain_outprofile.store.io import (
 )
 from langchain_outprofile.store.log import (
     BASE_AT,
+    EXPIRY_KEY,
     LOG_MARK,
     LOG_SUFFIX,
     Event,
@@ -65,7 +70,7 @@ from langchain_outprofile.store.log import (
     put_events,
     run_event_id,
 )
-from langchain_outprofile.store.rows import Row, rows_from, to_metadata
+from langchain_outprofile.store.rows import Row, own_where, rows_from, to_metadata
 from langchain_outprofile.store.state import STATE_SUFFIX, StateRows, batches
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from langchain_outprofile.validation import DEFAULT_COLLECTION, validate_user_id
@@ -98,6 +103,9 @@ _READ_PAGE = 10_000
 # no version row: ``user_ids`` then scans the entries once and writes the missing rows.
 _VERSIONED_KEY = "outprofile_versioned"
 _BACKFILL_MARK = "versions-backfilled"
+# Set on a collection this package adopted (one a ``langchain_chroma.Chroma`` made, say): it
+# may hold the app's own documents, so reads not by id match only the package's rows.
+_SHARED_KEY = "outprofile_shared"
 _SCAN_PAGE = 5000
 LIMITS_ENV = "OUTPROFILE_CHROMA_LIMITS"
 """Set to ``cloud`` to keep every call within Chroma Cloud's limits on any client."""
@@ -166,6 +174,13 @@ class ProfileStore:
             own similarity search (``langchain_chroma.Chroma.similarity_search`` with
             ``filter={"user_id": ...}``) finds the entries; off by default, since Chroma
             full-text indexes every document (docs/benchmarks.md measures the cost).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            (one restarting) before it raises :class:`StoreUnavailableError` (default 10 s;
+            0: no wait). Only calls whose repeat is safe are sent again (``Retries``).
+        lock_timeout_s: the longest wait for the lock of an embedded store's directory
+            (another process holds it), then :class:`StoreBusyError` (default 30 s, or
+            ``OUTPROFILE_LOCK_TIMEOUT_S``). The lock is one per directory per process, so
+            this sets its bound for every store of the process on that directory.
 
     Example:
         ```python
@@ -201,11 +216,14 @@ class ProfileStore:
         collection_name: str = DEFAULT_COLLECTION,
         embeddings: Embeddings | None = None,
         documents: bool = False,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         if path is not None and client is not None:
             raise InvalidInputError("pass either path= or client=, not both")
+        self.retry_s = checked_retry_s(retry_s)
         if client is None:
-            client = persistent_client(path or default_path())
+            client = persistent_client(path or default_path(), lock_timeout_s=lock_timeout_s)
         self.client: Any = client  # ClientAPI, or AsyncClientAPI when ``is_async``
         self.documents = documents
         self.embeddings = embeddings or StyleEmbeddings()
@@ -213,7 +231,9 @@ class ProfileStore:
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._name = collection_name
         self._versioned = False  # set by _open_collection
+        self._shared = True  # whether the app's documents may be beside ours (_open_collection)
         self._location = location = location_lock(client)  # type: ignore[arg-type]
+        location.bound(lock_timeout_s)
         # Embedded Chroma needs its calls serialized (threads, and the processes of its
         # directory); a server needs nothing: no write reads-folds-writes (store/log.py)
         self._write_lock: Any = (
@@ -252,6 +272,8 @@ class ProfileStore:
 
     async def _open(self, collection_name: str) -> None:
         """Open (or create) the entries collection and the state collection beside it."""
+        # an interrupted repair leaves a half-rebuilt collection: refuse, naming the command
+        check_no_unfinished_repair(self._location, collection_name)
         client = self.client
         collection = await self._open_collection(collection_name)
         most = max(1, int(await settle(client.get_max_batch_size())))
@@ -334,6 +356,7 @@ class ProfileStore:
                     "written with, or use another collection_name"
                 )
         self._versioned = found.get(_VERSIONED_KEY) is True
+        self._shared = _shared(found)
         return collection
 
     async def _adopted(
@@ -342,6 +365,7 @@ class ProfileStore:
         """Give a collection this package did not create its metadata keys (its index
         settings stay: Chroma cannot change them), and return its metadata."""
         ours = {k: v for k, v in wanted.items() if not k.startswith("hnsw:")}
+        ours[_SHARED_KEY] = True  # the app's documents stay beside ours: see _read
         merged = {**{k: v for k, v in found.items() if not k.startswith("hnsw:")}, **ours}
         await settle(collection.modify(metadata=merged))
         return {**found, **ours}
@@ -351,28 +375,47 @@ class ProfileStore:
         failures of a damaged store or a full disk while opening are typed as in a call."""
         client = self.client
         lock = self._location
-        try:
-            collection = await settle(open_())
-        except Exception as error:
-            kind = failure_kind(error, lock)
-            if kind is None:
-                raise
-            where = lock.location
-            if kind == "full":
-                raise StoreFullError(f"the disk of the store at {where} is full: {error}") from (
-                    error
-                )
-            raise StoreDamagedError(
-                f"the store at {where} is damaged: opening collection {name!r} fails with "
-                f"{error}; {repair_hint(where, name)}"
-            ) from error
+        retries = Retries(lock.location, "open", self.retry_s)
+        while True:
+            try:
+                collection = await settle(open_())
+                break
+            except Exception as error:
+                pause = retries.pause(error)
+                if pause is None:
+                    typed = self._open_failure(name, error, retries)
+                    if typed is None:
+                        raise
+                    raise typed from error
+            if self.is_async:
+                await asyncio.sleep(pause)
+            else:
+                time.sleep(pause)
 
         def reopen() -> Any:
             return client.get_collection(name, embedding_function=None)
 
         if self.is_async:
-            return AsyncGuardedCollection(collection, lock, reopen)
-        return GuardedCollection(collection, lock, reopen)
+            return AsyncGuardedCollection(collection, lock, reopen, retry_s=self.retry_s)
+        return GuardedCollection(collection, lock, reopen, retry_s=self.retry_s)
+
+    def _open_failure(self, name: str, error: Exception, retries: Retries) -> Exception | None:
+        """What opening collection ``name`` raises after ``error``: typed when the server
+        cannot be reached, the store is damaged or its disk is full; else None (``error``
+        itself)."""
+        if unreachable(error):
+            return retries.failure(error)
+        lock = self._location
+        kind = failure_kind(error, lock)
+        if kind is None:
+            return None
+        where = lock.location
+        if kind == "full":
+            return StoreFullError(f"the disk of the store at {where} is full: {error}")
+        return StoreDamagedError(
+            f"the store at {where} is damaged: opening collection {name!r} fails with "
+            f"{error}; {repair_hint(where, name)}"
+        )
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run one of this store's coroutines for its synchronous method."""
@@ -552,6 +595,18 @@ class ProfileStore:
             await self._write(batch)
         await self.state.touch({e.user_id for e in unique})
 
+    def write_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """See :meth:`awrite_rows`."""
+        self._run(self.awrite_rows(entries))
+
+    async def awrite_rows(self, entries: Sequence[ProfileEntry]) -> None:
+        """Write entry rows (text, vector, the fold as a cache) and renew their users'
+        versions, adding no event: for a repair, which rebuilds the rows from the log as
+        it folds now. An event here (as :meth:`areplace` adds) could void a signal an app
+        wrote meanwhile; rows are caches, so a stale one is harmless."""
+        await self._write(entries)
+        await self.state.touch({e.user_id for e in entries})
+
     def _stamp(self) -> float:
         """The time of a write's events: the clock, but never before this store's previous
         write, so one process's writes fold in the order they were made."""
@@ -639,12 +694,20 @@ class ProfileStore:
             return await self.aremove_pending(user, wanted)
         fold = await self._fold_of(user, wanted)
         existing = [i for i in wanted if fold.entry(i) is not None]
+        return await self._void(user, fold, existing, "delete")
+
+    async def _void(
+        self, user: str, fold: Fold, existing: list[str], kind: Literal["delete", "expire"]
+    ) -> Written:
+        """Add a ``delete`` (or ``expire``) event per entry, then remove the entries'
+        earlier events and rows (writing back any a later signal kept), and the user's saved
+        selections and pins, which may quote the text."""
         if not existing:
             return Written([], {}, set())
         at = self._stamp()
         nonce = uuid.uuid4().hex
         tombstones = [
-            Event(event_id(user, i, at, n, nonce), user, i, "delete", at, n)
+            Event(event_id(user, i, at, n, nonce), user, i, kind, at, n)
             for n, i in enumerate(existing)
         ]
         await self._add_events(tombstones)
@@ -654,6 +717,42 @@ class ProfileStore:
         await self._restore_rows(user, existing)
         await self.state.drop(user)
         return Written([], {user: existing}, {user}, tombstones, voided)
+
+    def expire(self, user_id: str | None = None, *, now: float) -> Written:
+        """Delete expired entries: see :meth:`aexpire`."""
+        return self._run(self.aexpire(user_id, now=now))
+
+    async def aexpire(self, user_id: str | None = None, *, now: float) -> Written:
+        """Delete the entries (of one user, or of every user) that expired by ``now``.
+
+        One ``where`` on the log finds the signals that named an expiry before ``now`` (and
+        one on the entry rows, the bases a repair wrote); their entries are folded, and
+        those whose fold has expired get an ``expire`` event and are removed as a delete
+        removes them (events, rows, saved selections, pins). An ``expire`` event only voids
+        an entry that had expired by its time, so a signal extending the expiry that lands
+        meanwhile keeps the entry (``log.py``)."""
+        found: dict[str, set[str]] = {}
+        where: dict[str, Any] = {EXPIRY_KEY: {"$lte": float(now)}}
+        if user_id is not None:
+            where = {"$and": [{"user_id": validate_user_id(user_id)}, where]}
+        for event in events_from(await self._log_get(where=where, include=_METADATAS)):
+            found.setdefault(event.user_id, set()).add(event.entry_id)
+        for row in rows_from(await self._read(where=where, include=_INCLUDE_ALL)):
+            found.setdefault(row.entry.user_id, set()).add(row.id)  # a repair's rows: bases
+        removed: dict[str, list[str]] = {}
+        moved: set[str] = set()
+        events: list[Event] = []
+        dropped: list[str] = []
+        for user in sorted(found):
+            ids = sorted(found[user])
+            fold = await self._fold_of(user, ids)
+            expired = [i for i in ids if (e := fold.entry(i)) is not None and e.expired(now)]
+            done = await self._void(user, fold, expired, "expire")
+            removed.update(done.removed)
+            moved |= done.moved
+            events += done.events
+            dropped += done.dropped
+        return Written([], removed, moved, events, dropped)
 
     async def aremove_pending(self, user_id: str, event_ids: Sequence[str]) -> Written:
         """Remove tracked outputs still pending: the given ``pending`` events of one user
@@ -695,8 +794,9 @@ class ProfileStore:
 
         The voided events are deleted, rows of entries left with none go (the pre-edit
         text leaves the store), the others' cached folds are rewritten, and when a
-        selectable entry changed, the user's saved selections and pins go (they may quote
-        the superseded text) and the version moves.
+        selectable entry changed the version moves. Thread pins stay: a pin naming an
+        entry that went is dropped when it is next read (``memory/pins.py``), so only the
+        threads whose block held the superseded text get a new one.
         """
         user, claim_id = validate_user_id(user_id), run_event_id(run_id)
         held = events_from(await self._log_get(ids=[claim_id], include=_METADATAS))
@@ -735,11 +835,11 @@ class ProfileStore:
         kept = [e for i in [*affected, output.id] if (e := fold.entry(i)) is not None]
         await self._write_metadata(list({e.id: e for e in kept}.values()))
         moved = {user} if was_selectable else set()
-        if moved:
-            await self.state.drop(user)
-        elif emptied:  # maybe the user's last rows: listings confirm the user again
+        await self.state.touch(moved)  # pins stay: one naming a text gone is dropped when read
+        if emptied:  # maybe the user's last rows: listings confirm the user again
             await self.state.doubt([user])
-        return Written([], {user: emptied} if emptied else {}, moved, [], [*voided, claim_id])
+        removed = {user: emptied} if emptied else {}
+        return Written([], removed, moved, [moved_claim], [*voided, claim_id])
 
     async def _restore_rows(self, user: str, entry_ids: Sequence[str]) -> None:
         """Write back the rows of entries a later signal brought back while they were being
@@ -762,8 +862,13 @@ class ProfileStore:
             await settle(self._log.delete(ids=list(batch)))
 
     async def _drop_rows(self, ids: Sequence[str]) -> None:
+        """Delete entry rows by id, only those this package wrote: a brought collection's
+        own documents are never deleted, even one carrying the ``pending`` mark (the
+        rows are read first; ``rows_from`` keeps only rows that read as entries)."""
         for batch in batches(list(ids), self._max_batch):
-            await settle(self._collection.delete(ids=list(batch)))  # ids checked as the user's
+            own = [r.id for r in await self._rows_by_id(list(batch))]
+            if own:
+                await settle(self._collection.delete(ids=own))  # ids checked as the user's
 
     def delete_user(self, user_id: str) -> int:
         """Hard-delete every entry of one user: see :meth:`adelete_user`."""
@@ -830,8 +935,8 @@ class ProfileStore:
             await pause(self._write_lock)
         await self.state.forget(user)  # every state row: no row names a forgotten user
         later = Fold(user)
-        later.add(e for e in events if e.order > forget.order)
-        back = list(later.entries().values()) if later.events else []
+        later.add(e for e in events if e.order > forget.order and e.kind != "forget")
+        back = list(later.entries().values())
         if back:  # the user wrote again before this forget was finished
             await self._write(back)
             await self.state.touch([user])  # only with rows: a version row lists the user
@@ -888,6 +993,10 @@ class ProfileStore:
         """See :meth:`StateRows.pin`."""
         return await self.state.pin(user_id, thread, key, now=now)
 
+    async def adrop_pin(self, user_id: str, thread: str, key: str) -> None:
+        """See :meth:`StateRows.drop_pin`."""
+        await self.state.drop_pin(user_id, thread, key)
+
     async def asave_pin(
         self,
         user_id: str,
@@ -905,6 +1014,19 @@ class ProfileStore:
         )
 
     # -- reads ----------------------------------------------------------------------------
+
+    def entries_by_id(self, user_id: str, ids: Sequence[str]) -> dict[str, ProfileEntry]:
+        """Entries of one user by id: see :meth:`aentries_by_id`."""
+        return self._run(self.aentries_by_id(user_id, ids))
+
+    async def aentries_by_id(self, user_id: str, ids: Sequence[str]) -> dict[str, ProfileEntry]:
+        """The entries named by ``ids`` that still have a row and belong to the user (one
+        read by id): what a thread pin names, checked before it is served. A deleted or
+        forgotten entry has no row; the record is the row's cached fold (its text and
+        input never change under one id)."""
+        user = validate_user_id(user_id)
+        rows = await self._rows_by_id(list(dict.fromkeys(ids)))
+        return {r.id: r.entry for r in rows if r.entry.user_id == user}
 
     def load(self, user_id: str, *, with_vectors: bool = True) -> StoredProfile:
         """Every entry of one user (and its style vector), oldest first: see :meth:`aload`."""
@@ -955,8 +1077,9 @@ class ProfileStore:
     async def aload_fold(
         self, user_id: str, *, with_vectors: bool = True
     ) -> tuple[StoredProfile, Fold]:
-        """Every entry of one user, oldest first, folded from the user's events (and the
-        bases of rows written before the log), and the fold itself (a reader keeps it to
+        """Every entry of one user not expired by the store's clock, oldest first, folded
+        from the user's events (and the bases of rows written before the log), and the fold
+        itself (a reader keeps it to
         take later events as deltas: :meth:`acatch_up`).
 
         A profile of up to ``eager_rows`` entries comes back with its vectors in one read;
@@ -975,7 +1098,9 @@ class ProfileStore:
         rows = rows_from(eager) if eager is not None else await self._rows_where(where)
         fold = Fold(user, {r.id: r.entry for r in rows if r.legacy and r.entry.user_id == user})
         fold.add(await self._user_events(user))
-        entries = sorted(fold.entries().values(), key=lambda e: (e.created_at, e.id))
+        now = self.clock()  # an expired entry reads as gone, before any expiry deletes it
+        live = [e for e in fold.entries().values() if not e.expired(now)]
+        entries = sorted(live, key=lambda e: (e.created_at, e.id))
         if not with_vectors:
             zeros = np.zeros((len(entries), self._dimension), np.float32)
             return StoredProfile(tuple(entries), zeros), fold
@@ -1058,17 +1183,26 @@ class ProfileStore:
     async def _vectors_of(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
         """Vectors of some entries of one user: their rows', or computed again for entries
         whose row is gone."""
-        ids = [e.id for e in entries]
-        known: dict[str, np.ndarray] = {}
-        for part in batches(ids, self._max_batch):
-            found = await self._read(ids=list(part), include=["embeddings"])
-            known.update(
-                zip(found["ids"], np.asarray(found["embeddings"], np.float32), strict=True)
-            )
+        known = await self._stored_vectors([e.id for e in entries])
         lost = [e for e in entries if e.id not in known]
         known.update(
             zip([e.id for e in lost], await self._embed([e.text for e in lost]), strict=True)
         )
+        return known
+
+    async def _stored_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The vectors the rows of ``ids`` hold, by id (ids without a row are missing).
+
+        ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
+        plain id lookup stays inside the user: adding ``where`` here makes Chroma scan the
+        collection (seconds at 10k entries) for no gain in isolation.
+        """
+        known: dict[str, np.ndarray] = {}
+        for part in batches(list(ids), self._max_batch):
+            found = await self._read(ids=list(part), include=["embeddings"])
+            known.update(
+                zip(found["ids"], np.asarray(found["embeddings"], np.float32), strict=True)
+            )
         return known
 
     def vectors(self, ids: list[str]) -> np.ndarray:
@@ -1076,18 +1210,12 @@ class ProfileStore:
         return self._run(self.avectors(ids))
 
     async def avectors(self, ids: list[str]) -> np.ndarray:
-        """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone).
-
-        ``ids`` come from a read filtered by ``user`` and every id hashes its user in, so a
-        plain id lookup stays inside the user: adding ``where`` here makes Chroma scan the
-        collection (seconds at 10k entries) for no gain in isolation.
-        """
+        """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone)."""
+        known = await self._stored_vectors(ids)
         rows = np.zeros((len(ids), self._dimension), dtype=np.float32)
-        position = {id_: i for i, id_ in enumerate(ids)}
-        for batch in batches(ids, self._max_batch):
-            found = await self._read(ids=list(batch), include=["embeddings"])
-            for id_, vector in zip(found["ids"], found["embeddings"], strict=True):
-                rows[position[id_]] = vector
+        for n, id_ in enumerate(ids):
+            if id_ in known:
+                rows[n] = known[id_]
         return rows
 
     def run(self, run_id: str) -> Event | None:
@@ -1160,8 +1288,10 @@ class ProfileStore:
         return self._run(self.acount(user_id))
 
     async def acount(self, user_id: str) -> int:
-        """Number of entries stored for one user (their rows: no fold)."""
-        return len(await self._ids_where({"user_id": validate_user_id(user_id)}))
+        """Number of entries stored for one user (their rows: no fold; rows that carry the
+        package's mark but do not read as entries, an app's in a brought collection, are
+        not counted)."""
+        return len(await self._rows_where({"user_id": validate_user_id(user_id)}))
 
     def total(self) -> int:
         """Number of entries in the whole collection (all users; no content is read)."""
@@ -1207,7 +1337,9 @@ class ProfileStore:
             page = await self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
             if not page["ids"]:
                 break
-            found.update(str(m["user_id"]) for m in page["metadatas"] or [] if m)
+            found.update(
+                u for m in page["metadatas"] or [] if isinstance(u := (m or {}).get("user_id"), str)
+            )
             offset += len(page["ids"])
         missing = found - await self.state.users()
         if missing:
@@ -1249,6 +1381,15 @@ class ProfileStore:
         return await self._get(self._log, query)
 
     async def _read(self, **query: Any) -> Any:
+        """A read of the entries collection. In a collection the app brought (``_shared``),
+        every read not by id (by user, by run, a scan) matches only this package's own rows
+        (``rows.OWN_ROWS``), so Chroma never returns the app's documents, whatever
+        ``user_id`` they carry, to a read, a count, a listing or a user's delete. The filter
+        costs (a user's ids: 15 -> 48 ms at 5,000 rows), so a collection this package
+        created goes without; there, and for reads by id, ``rows_from`` still skips any row
+        that is not its own, and ``_drop_rows`` deletes only rows that are."""
+        if self._shared and "ids" not in query:
+            query["where"] = own_where(query.get("where"))
         return await self._get(self._collection, query)
 
     async def _get(self, collection: Any, query: dict[str, Any]) -> Any:
@@ -1305,6 +1446,15 @@ def _merged(results: Sequence[Any]) -> dict[str, Any]:
         else:
             merged[key] = None
     return merged
+
+
+def _shared(metadata: dict[str, Any]) -> bool:
+    """Whether a collection may hold documents that are not this package's: one it adopted
+    (marked since), or one whose index settings are not the ones it creates collections
+    with (adopted by a release before the mark)."""
+    if metadata.get(_SHARED_KEY) is True:
+        return True
+    return any(metadata.get(key) != value for key, value in _HNSW.items())
 
 
 def _is_cloud(client: Any) -> bool:

@@ -8,17 +8,25 @@ text included, is row metadata, which Chroma keeps in SQLite (the metadata segme
 write log for writes not yet applied to it), and style vectors are recomputed from the text.
 So :func:`repair`:
 
-1. finds the damage (every row of the entries and state collections is read, vectors too);
+1. finds the damage (every row of the entries, state and log collections is read, vectors
+   too);
 2. reads every row straight from ``chroma.sqlite3`` (the metadata segment, then the write
    log's later operations replayed in order), without going through Chroma;
 3. copies the whole store directory to a backup beside it, with the rows as
-   ``entries.jsonl``, and leaves a marker in the store naming that file;
-4. deletes the collection (and the state collection, when it is damaged too), recreates it,
-   writes every entry back with recomputed vectors, and gives every user a new version;
-5. reads everything back (vectors included), then removes the marker.
+   ``entries.jsonl``, and leaves a marker in the store naming it;
+4. makes the signal log (``log.py``) hold every entry: a row written before the log
+   becomes a base event (when the log itself is damaged, it starts anew with every row's
+   record), then marks that phase in the marker;
+5. deletes the entries collection (and the state collection, when it is damaged too),
+   recreates it, and writes every entry's row back as the log folds *then*, with a
+   recomputed vector and a new version;
+6. reads everything back, then removes the marker.
 
-A repair killed after step 3 is resumed by the next :func:`repair` from the marker's rows, so
-no acknowledged entry depends on the half-rebuilt collection. ``outprofile repair`` runs it.
+Nothing is deleted before step 4 ends, and the log is kept (unless damaged), so a repair
+killed anywhere loses nothing: the next :func:`repair` starts over (killed before step 4
+ended) or folds the log as it is then (after), which holds whatever an app acknowledged
+meanwhile and nothing of a user it forgot. Until then a store refuses to open the
+collection (:class:`RepairUnfinishedError`, naming the command). ``outprofile repair`` runs it.
 For a server, run it on the server's machine on its ``--path`` directory with the server
 stopped; :func:`repair` given an ``HttpClient`` rebuilds from what the server still reads.
 """
@@ -37,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.errors import NotFoundError
 from langchain_core.embeddings import Embeddings
@@ -44,6 +53,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_outprofile.embeddings import StyleEmbeddings
 from langchain_outprofile.errors import EmbeddingMismatchError, InvalidInputError
 from langchain_outprofile.store.clients import (
+    REPAIR_MARKER,
     LocationLock,
     StoreDamagedError,
     StoreFullError,
@@ -52,21 +62,34 @@ from langchain_outprofile.store.clients import (
     location_lock,
     persistent_client,
     repair_hint,
+    repair_marker,
+    repairing,
     server_of,
 )
-from langchain_outprofile.store.log import LOG_SUFFIX, Fold, events_from
+from langchain_outprofile.store.log import (
+    BASE_AT,
+    LOG_SUFFIX,
+    Event,
+    Fold,
+    base_event_id,
+    event_metadata,
+    events_from,
+)
 from langchain_outprofile.store.profile_store import (
+    _HNSW,
     DEFAULT_COLLECTION,
+    SCHEMA_VERSION,
     ProfileStore,
     _fingerprint,
 )
-from langchain_outprofile.store.rows import LOG_MARK, entries_from, to_metadata
+from langchain_outprofile.store.purge import record_backup
+from langchain_outprofile.store.rows import LOG_MARK, entries_from
 from langchain_outprofile.store.state import STATE_SUFFIX
 from langchain_outprofile.types import ProfileEntry
 
 __all__ = ["RepairReport", "diagnose", "repair"]
 
-MARKER = "outprofile-repair-{collection}.json"
+MARKER = REPAIR_MARKER
 """The marker a repair leaves in the store directory until the rebuild is verified."""
 JOURNAL = "entries.jsonl"
 _DOCUMENT_KEY = "chroma:document"
@@ -89,7 +112,8 @@ class RepairReport:
         entries: entries in the collection afterwards (or found, when nothing was done).
         users: users among them.
         from_log: entries recovered from Chroma's write log that its metadata segment lacked.
-        unreadable: rows that were not readable entries: not rebuilt, kept in the backup.
+        unreadable: rows that were not readable entries (an app's documents in a brought
+            collection): not folded, written back as they were (vectors recomputed).
         backup: the copy of the store taken first (its ``entries.jsonl`` holds every row).
         seconds: how long the repair took.
     """
@@ -127,7 +151,9 @@ class RepairReport:
             f" ({self.from_log} from Chroma's write log) in {self.seconds:.1f} s"
         )
         if self.unreadable:
-            lines.append(f"  {self.unreadable} unreadable rows were left out (see the backup)")
+            lines.append(
+                f"  {self.unreadable} rows that are not entries were written back as they were"
+            )
         if self.backup is not None:
             lines.append(f"  backup: {self.backup}")
         return "\n".join(lines)
@@ -188,38 +214,31 @@ def repair(
     started = time.monotonic()
     client = _client(path_or_client)
     lock = location_lock(client)
-    with lock:
+    with lock, repairing(lock, collection_name):
         lock.reload(server_of(client))  # what the disk holds: memory can hide damage
-        saved = _saved_rows(lock, collection_name)
-        problems = {} if saved is not None else _problems(client, collection_name)
-        if saved is None and not problems and not force:
+        marker = _marker(lock, collection_name)
+        problems = _problems(client, collection_name)
+        if marker is None and not problems and not force:
             return _healthy(client, lock, collection_name, started)
-        if saved is not None:
-            rows, collection_meta, from_log, backup = saved
+        if marker is not None and marker.get("phase") == _LOG_HOLDS_ALL:
+            # killed after the log held every entry: rebuild the rows from it, as of now
+            collection_meta, from_log = dict(marker["metadata"]), int(marker["from_log"])
+            backup, unreadable = Path(marker["backup"]), int(marker["unreadable"])
             embedder = _embedder(collection_name, collection_meta, embeddings)
         else:
-            rows, collection_meta, from_log = _read_rows(client, lock, collection_name)
-            rows = _folded_rows(client, collection_name, rows)
-            embedder = _embedder(collection_name, collection_meta, embeddings)  # before changes
-            backup = _back_up(lock, collection_name, rows, collection_meta, from_log, backup_dir)
-        entries, unreadable = _entries(rows)
-        state_name = f"{collection_name}{STATE_SUFFIX}"
-        _rebuild(client, lock, collection_name, drop_state=state_name in problems)
-        store = ProfileStore(client=client, collection_name=collection_name, embeddings=embedder)
-        store.replace(entries)
-        left = _problems(client, collection_name)
-        if left or store.total() != len(entries):
-            raise StoreDamagedError(
-                f"the rebuilt collection {collection_name!r} at {lock.location} still fails "
-                f"({left or 'entries are missing'}); the backup is at {backup}"
+            embedder, collection_meta, from_log, backup, unreadable = _into_the_log(
+                client, lock, collection_name, problems, marker, embeddings, backup_dir
             )
+        entries = _rebuild_from_log(
+            client, lock, collection_name, problems, embedder, backup, collection_meta
+        )
         _done(lock, collection_name)
     return RepairReport(
         location=lock.location,
         collection=collection_name,
         problems=problems,
         repaired=True,
-        resumed=saved is not None,
+        resumed=marker is not None,
         entries=len(entries),
         users=len({e.user_id for e in entries}),
         from_log=from_log,
@@ -227,6 +246,169 @@ def repair(
         backup=backup,
         seconds=time.monotonic() - started,
     )
+
+
+_LOG_HOLDS_ALL = "log"
+"""The marker's phase once the signal log holds every entry the rebuild needs."""
+
+
+def _into_the_log(
+    client: ClientAPI,
+    lock: LocationLock,
+    collection_name: str,
+    problems: Mapping[str, str],
+    marker: Mapping[str, Any] | None,
+    embeddings: Embeddings | None,
+    backup_dir: str | Path | None,
+) -> tuple[Embeddings | None, dict[str, Any], int, Path, int]:
+    """Steps before anything is deleted: read every row, back the store up (the marker
+    then names the backup), and make the signal log hold every entry: a row written before
+    the log (or every row, when the log itself is damaged and starts anew) becomes a base
+    event, added insert-if-absent under the id writers give it. Nothing of the entries
+    collection is deleted yet, so a repair killed here starts over from what the store holds
+    then (``phase`` is not yet the log's), never from a stale copy. An interrupted repair of
+    an earlier release (no phase: it had deleted the collection and the log) resumes from
+    its saved rows, as does one whose log this repair had to start anew."""
+    saved = marker or {}
+    from_journal = marker is not None and ("phase" not in saved or saved.get("from_journal"))
+    if from_journal:
+        rows, collection_meta, from_log, backup = _saved_rows(saved)
+    else:
+        rows, collection_meta, from_log = _read_rows(client, lock, collection_name)
+    embedder = _embedder(collection_name, collection_meta, embeddings)  # before changes
+    if not from_journal:
+        backup = _back_up(lock, collection_name, rows, collection_meta, from_log, backup_dir)
+    log_name = f"{collection_name}{LOG_SUFFIX}"
+    # a log started anew holds nothing: every row's record (a cache, the best left) goes in
+    fresh_log = from_journal or log_name in problems or saved.get("fresh_log") is True
+    if fresh_log:  # said first: a repair killed from here on starts the log anew again
+        said = {"journal": str(backup / JOURNAL), "backup": str(backup), "phase": "backup"}
+        _write_marker(lock, collection_name, said | {"fresh_log": True, "from_journal": True})
+    if log_name in problems:  # Chroma cannot read it: the rows' caches are the best left
+        _drop(client, lock, [log_name])
+    bases: list[ProfileEntry] = []
+    unreadable = 0
+    for row in rows:
+        read, _ = _entries([row])
+        unreadable += not read
+        if read and (fresh_log or _legacy(row)):
+            bases.extend(read)
+    _add_bases(client, log_name, bases)
+    _write_marker(
+        lock,
+        collection_name,
+        {
+            "journal": str(backup / JOURNAL),
+            "backup": str(backup),
+            "phase": _LOG_HOLDS_ALL,
+            "metadata": collection_meta,
+            "from_log": from_log,
+            "unreadable": unreadable,
+        },
+    )
+    return embedder, collection_meta, from_log, backup, unreadable
+
+
+def _rebuild_from_log(
+    client: ClientAPI,
+    lock: LocationLock,
+    collection_name: str,
+    problems: Mapping[str, str],
+    embedder: Embeddings | None,
+    backup: Path,
+    collection_meta: Mapping[str, Any],
+) -> list[ProfileEntry]:
+    """Delete the entries collection (and the state collection when it is damaged), fold
+    the signal log as it is now, write every entry's row back with a recomputed vector,
+    renew every version, and read everything back. The log stays: a signal, delete or
+    forget an app made meanwhile (a process that opened before the repair) is in it, so
+    the rows folded from it keep what was acknowledged and bring back nothing forgotten.
+    Rows that are not entries (an app's documents in a brought collection) are written
+    back as the backup holds them, into a collection with the metadata it had (its index
+    settings included: an app's distance function stays its own)."""
+    state_name = f"{collection_name}{STATE_SUFFIX}"
+    _drop(client, lock, [collection_name, *([state_name] if state_name in problems else [])])
+    if collection_meta:
+        client.create_collection(
+            collection_name, metadata=dict(collection_meta), embedding_function=None
+        )
+    store = ProfileStore(client=client, collection_name=collection_name, embeddings=embedder)
+    entries = _folded_now(client, collection_name)
+    store.write_rows(entries)
+    kept = _write_back_others(client, collection_name, store.embeddings, backup)
+    left = _problems(client, collection_name)
+    if left or store.total() != len(entries) + kept:
+        raise StoreDamagedError(
+            f"the rebuilt collection {collection_name!r} at {lock.location} still fails "
+            f"({left or 'entries are missing'}); run the repair again to finish it"
+        )
+    return entries
+
+
+def _write_back_others(
+    client: ClientAPI, collection_name: str, embedder: Embeddings, backup: Path
+) -> int:
+    """Write the rows of the backup's journal that are not entries back as they were (the
+    app's documents in a brought collection: this package never deletes them), with
+    vectors computed again from their documents by the collection's embedder (the one a
+    ``langchain_chroma.Chroma`` shares with the memory; Chroma's SQLite keeps no vectors).
+    Returns how many."""
+    lines = (backup / JOURNAL).read_text(encoding="utf-8").splitlines()[1:]
+    others = [row for line in lines if line and not _entries([row := json.loads(line)])[0]]
+    if not others:
+        return 0
+    collection = client.get_collection(collection_name, embedding_function=None)
+    # Chroma takes no empty metadata and no None beside a document in one call: rows go in
+    # groups by which of the two they have
+    groups: dict[tuple[bool, bool], list[Row]] = {}
+    for row in others:
+        shape = (bool(row["metadata"]), isinstance(row["document"], str))
+        groups.setdefault(shape, []).append(row)
+    for (has_metadata, has_document), rows in groups.items():
+        for start in range(0, len(rows), _PAGE):
+            part = rows[start : start + _PAGE]
+            texts = [r["document"] if has_document else "" for r in part]
+            fields: dict[str, Any] = {"metadatas": [r["metadata"] for r in part]}
+            fields = fields if has_metadata else {}
+            if has_document:
+                fields["documents"] = texts
+            vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+            collection.add(ids=[r["id"] for r in part], embeddings=vectors, **fields)
+    return len(others)
+
+
+def _folded_now(client: ClientAPI, collection_name: str) -> list[ProfileEntry]:
+    """Every user's entries as the log folds them now, in (user, id) order."""
+    log = client.get_collection(f"{collection_name}{LOG_SUFFIX}", embedding_function=None)
+    folds: dict[str, Fold] = {}
+    for page in _pages(log, ["metadatas"]):
+        for event in events_from(page):
+            folds.setdefault(event.user_id, Fold(event.user_id)).add([event])
+    entries = [e for fold in folds.values() for e in fold.entries().values() if e.text]
+    return sorted(entries, key=lambda e: (e.user_id, e.id))
+
+
+def _add_bases(client: ClientAPI, log_name: str, bases: list[ProfileEntry]) -> None:
+    """Add each entry as a base event (folded before every other event of it), under the
+    id every writer gives an entry's base: ``add`` keeps one the log holds already."""
+    log = client.get_or_create_collection(
+        name=log_name,
+        metadata={"outprofile_log": SCHEMA_VERSION, **_HNSW},
+        embedding_function=None,
+    )
+    events = [Event(base_event_id(e.id), e.user_id, e.id, "put", BASE_AT, 0, e) for e in bases]
+    for start in range(0, len(events), _PAGE):
+        part = events[start : start + _PAGE]
+        log.add(
+            ids=[e.id for e in part],
+            metadatas=[event_metadata(e) for e in part],
+            embeddings=np.ones((len(part), 1), dtype=np.float32),
+        )
+
+
+def _legacy(row: Row) -> bool:
+    """Whether a row was written before the log (its payload is the entry's base)."""
+    return LOG_MARK not in (row["metadata"] or {})
 
 
 # -- finding damage ---------------------------------------------------------------------------
@@ -243,9 +425,10 @@ def _client(path_or_client: str | Path | ClientAPI) -> ClientAPI:
 
 
 def _problems(client: ClientAPI, collection_name: str) -> dict[str, str]:
-    """Each collection (entries, state) whose rows or vectors fail to read, and how."""
+    """Each collection (entries, state, log) whose rows or vectors fail to read, and how."""
     found: dict[str, str] = {}
-    for name in (collection_name, f"{collection_name}{STATE_SUFFIX}"):
+    names = [collection_name, f"{collection_name}{STATE_SUFFIX}"]
+    for name in [*names, f"{collection_name}{LOG_SUFFIX}"]:
         try:
             collection = client.get_collection(name, embedding_function=None)
             collection.count()
@@ -275,8 +458,11 @@ def _healthy(
 ) -> RepairReport:
     try:
         collection = client.get_collection(collection_name, embedding_function=None)
-        users = {
-            str(m["user_id"]) for p in _pages(collection, ["metadatas"]) for m in p["metadatas"]
+        users = {  # rows without a user (an app's, in a brought collection) name none
+            u
+            for p in _pages(collection, ["metadatas"])
+            for m in p["metadatas"]
+            if isinstance(u := (m or {}).get("user_id"), str)
         }
         entries = int(collection.count())
     except NotFoundError:
@@ -425,49 +611,15 @@ def _entries(rows: list[Row]) -> tuple[list[ProfileEntry], int]:
     entries: list[ProfileEntry] = []
     unreadable = 0
     for row in rows:
-        try:
-            entry = entries_from(
-                {"ids": [row["id"]], "metadatas": [row["metadata"]], "documents": [row["document"]]}
-            )[0]
-        except (KeyError, TypeError, ValueError):
-            unreadable += 1
-            continue
-        if not entry.text:
+        read = entries_from(
+            {"ids": [row["id"]], "metadatas": [row["metadata"]], "documents": [row["document"]]}
+        )
+        entry = read[0] if read else None  # None: not a row of this package
+        if entry is None or not entry.text:
             unreadable += 1
             continue
         entries.append(entry)
     return entries, unreadable
-
-
-def _folded_rows(client: ClientAPI, collection_name: str, rows: list[Row]) -> list[Row]:
-    """The rows as their entries fold from the signal log (``log.py``): a row written since
-    the log holds only its writer's cache of the fold, so each user's entries are folded
-    from the log's events (and the bases of older rows) and laid out as rows of the format
-    before the log, whose payload is the record itself. Without a readable log the rows
-    stay as they are (the caches are the best that is left)."""
-    try:
-        log = client.get_collection(f"{collection_name}{LOG_SUFFIX}", embedding_function=None)
-        events = [e for page in _pages(log, ["metadatas"]) for e in events_from(page)]
-    except Exception as error:  # a missing or unreadable log: keep the rows' caches
-        if not isinstance(error, NotFoundError) and failure_kind(error) is None:
-            raise
-        return rows
-    entries, _ = _entries(rows)
-    legacy = {r["id"] for r in rows if LOG_MARK not in (r["metadata"] or {})}
-    folds: dict[str, Fold] = {}
-    for entry in entries:
-        fold = folds.setdefault(entry.user_id, Fold(entry.user_id))
-        if entry.id in legacy:
-            fold.bases[entry.id] = entry
-    for event in events:
-        folds.setdefault(event.user_id, Fold(event.user_id)).add([event])
-    documents = {r["id"]: r["document"] for r in rows}
-    return [
-        # without the log mark: the payload is the record itself, as before the log
-        {"id": e.id, "metadata": to_metadata(e), "document": documents.get(e.id)}
-        for fold in folds.values()
-        for e in fold.entries().values()
-    ]
 
 
 def _embedder(
@@ -519,6 +671,7 @@ def _back_up(
         )
     if store_dir is not None:
         shutil.copytree(store_dir, target, copy_function=_copy_sparse)
+        record_backup(store_dir, target)  # so a forget or purge finds it (store/purge.py)
     else:
         target.mkdir(parents=True)
     journal = target / JOURNAL
@@ -529,10 +682,10 @@ def _back_up(
             out.write(json.dumps(row) + "\n")
         out.flush()
         os.fsync(out.fileno())
-    if store_dir is not None:
-        _write_json(
-            store_dir / MARKER.format(collection=collection_name), {"journal": str(journal)}
-        )
+    # the marker names the backup; nothing is deleted before its phase says the log holds all
+    _write_marker(
+        lock, collection_name, {"journal": str(journal), "backup": str(target), "phase": "backup"}
+    )
     return target
 
 
@@ -565,31 +718,35 @@ def _copy_sparse(source: str, target: str) -> None:
     shutil.copystat(source, target)
 
 
-def _saved_rows(
-    lock: LocationLock, collection_name: str
-) -> tuple[list[Row], dict[str, Any], int, Path] | None:
-    """The rows of an interrupted repair of this collection, from its marker's journal."""
-    if lock.store_dir is None:
+def _marker(lock: LocationLock, collection_name: str) -> dict[str, Any] | None:
+    """What the marker of an interrupted repair of this collection says (None: no marker)."""
+    marker = repair_marker(lock, collection_name)
+    if marker is None or not marker.exists():
         return None
-    marker = lock.store_dir / MARKER.format(collection=collection_name)
-    if not marker.exists():
-        return None
-    journal = Path(json.loads(marker.read_text(encoding="utf-8"))["journal"])
+    found: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+    return found
+
+
+def _write_marker(lock: LocationLock, collection_name: str, data: Mapping[str, Any]) -> None:
+    marker = repair_marker(lock, collection_name)
+    if marker is not None:
+        _write_json(marker, data)
+
+
+def _saved_rows(marker: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any], int, Path]:
+    """The rows an interrupted repair of an earlier release saved (its marker's journal)."""
+    journal = Path(marker["journal"])
     lines = journal.read_text(encoding="utf-8").splitlines()
     header = json.loads(lines[0])["outprofile_repair"]
     rows = [json.loads(line) for line in lines[1:] if line]
     return rows, dict(header["metadata"]), int(header["from_log"]), journal.parent
 
 
-def _rebuild(client: ClientAPI, lock: LocationLock, collection_name: str, drop_state: bool) -> None:
-    """Delete the collection (and the state collection when it is damaged) and the
-    segment directories Chroma leaves behind; the Chroma state of this process starts anew."""
+def _drop(client: ClientAPI, lock: LocationLock, names: list[str]) -> None:
+    """Delete collections and the segment directories Chroma leaves behind; the Chroma
+    state of this process starts anew (other processes reopen by name)."""
     server = server_of(client)
     lock.note_write(server)
-    # the log goes too: the rebuilt collection's rows hold every entry as its events fold,
-    # and writing them back starts a new log
-    names = [collection_name, f"{collection_name}{LOG_SUFFIX}"]
-    names += [f"{collection_name}{STATE_SUFFIX}"] if drop_state else []
     segments = _segment_dirs(lock, names)
     for name in names:
         with contextlib.suppress(NotFoundError):
@@ -615,8 +772,9 @@ def _segment_dirs(lock: LocationLock, names: list[str]) -> list[Path]:
 
 
 def _done(lock: LocationLock, collection_name: str) -> None:
-    if lock.store_dir is not None:
-        (lock.store_dir / MARKER.format(collection=collection_name)).unlink(missing_ok=True)
+    marker = repair_marker(lock, collection_name)
+    if marker is not None:
+        marker.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: Any) -> None:

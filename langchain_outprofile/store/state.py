@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -31,6 +31,7 @@ from langchain_outprofile.store.io import hold, settle
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = [
+    "MAX_PINS_PER_USER",
     "SLOTTED_MARK",
     "SNAPSHOT_SLOTS",
     "STATE_SUFFIX",
@@ -52,6 +53,9 @@ _NO_FIELDS: Any = []
 _PAGE = 5000
 _DOUBTED = "doubted"
 """Version-row key: the user may have no entry row left (see :meth:`StateRows.listed`)."""
+MAX_PINS_PER_USER = 256
+"""Thread pins one user keeps: past it, the pins expiring first go (a thread whose pin went
+gets the current block, as a new thread does)."""
 
 
 class StateRows:
@@ -82,37 +86,29 @@ class StateRows:
         """Name of the state collection."""
         return str(self._collection.name)
 
-    async def touch(
-        self, users: Iterable[str], watch: Collection[str] = (), *, doubted: bool = False
-    ) -> dict[str, tuple[str | None, str]]:
+    async def touch(self, users: Iterable[str], *, doubted: bool = False) -> None:
         """Give each user's profile a new version, so selections stored for the old one go
         stale. Called after the entries are written: a reader that saw the old version
-        cannot have missed them. Returns ``{user: (version before, version after)}``; the
-        version before is read in the same hold of the lock for the users in ``watch``
-        (one more read), and None for the others. (``emptied`` is written False: an upsert
-        keeps the keys it leaves out, and releases before this one flagged forgotten users
-        that way.) ``doubted`` is written too: see :meth:`listed` (False once the users'
-        entry rows are written; True when they may have none)."""
+        cannot have missed them. (``emptied`` is written False: an upsert keeps the keys it
+        leaves out, and releases before this one flagged forgotten users that way.)
+        ``doubted`` is written too: see :meth:`listed` (False once the users' entry rows are
+        written; True when they may have none)."""
         ordered = sorted(set(users))
-        renewed: dict[str, tuple[str | None, str]] = {}
         async with hold(self._lock):
             for batch in batches(ordered, self._max_batch):
-                watched = [user for user in batch if user in watch]
-                before: dict[str, str | None] = {user: None for user in batch}
-                if watched:
-                    found = await self._versions(watched)
-                    before.update({user: found.get(user, "") for user in watched})
-                after = {user: uuid.uuid4().hex for user in batch}
                 await self._upsert(
                     [state_id("v", user) for user in batch],
                     [
-                        {"user_id": u, "version": after[u], "emptied": False, _DOUBTED: doubted}
+                        {
+                            "user_id": u,
+                            "version": uuid.uuid4().hex,
+                            "emptied": False,
+                            _DOUBTED: doubted,
+                        }
                         for u in batch
                     ],
                 )
-                renewed.update((u, (before[u], after[u])) for u in batch)
         self._versioned.update(ordered)
-        return renewed
 
     async def ensure(self, users: Iterable[str]) -> None:
         """Give a version row to each of ``users`` that has none (``users()`` lists users by
@@ -141,16 +137,13 @@ class StateRows:
                     versions[user] = version
         return versions
 
-    async def drop(self, user: str, *, watch: bool = False) -> dict[str, tuple[str | None, str]]:
+    async def drop(self, user: str) -> None:
         """After a delete: remove the user's stored selections and pins (they may quote
         deleted text) and start a new version (a forgotten user gets none: see
-        :meth:`forget`). Returns what :meth:`touch` returns (the version before is read
-        only with ``watch``)."""
+        :meth:`forget`)."""
         async with hold(self._lock):
-            before = (await self._versions([user])).get(user, "") if watch else None
             await self.forget(user)
-            renewed = await self.touch([user], doubted=True)  # maybe its last entry went
-        return {user: (before, renewed[user][1])}
+            await self.touch([user], doubted=True)  # maybe its last entry went
 
     async def doubt(self, users: Iterable[str]) -> None:
         """Flag the version rows of ``users`` ``doubted``: a write removed entry rows of
@@ -228,6 +221,7 @@ class StateRows:
         await self._delete(
             where={"$and": [{"user_id": user}, {"expires_at": {"$lte": float(now)}}]}
         )
+        await self._bound_pins(user)
         async with hold(self._lock):
             await settle(
                 self._collection.add(
@@ -239,6 +233,26 @@ class StateRows:
             return held
         await self._delete(ids=[pin_id])
         return None
+
+    async def drop_pin(self, user_id: str, thread: str, key: str) -> None:
+        """Delete the pin of ``thread`` under ``key`` (one that names what is gone)."""
+        user = validate_user_id(user_id)
+        await self._delete(ids=[_pin_id(user, thread, key)])
+
+    async def _bound_pins(self, user: str) -> None:
+        """Keep at most :data:`MAX_PINS_PER_USER` - 1 pins of the user before a new one:
+        the ones expiring first go (threads that ended long ago)."""
+        found = await self._get(
+            where={"$and": [{"user_id": user}, {"expires_at": {"$gt": 0.0}}]},
+            include=_METADATAS,
+        )
+        held = sorted(
+            zip(found["ids"], found["metadatas"] or [], strict=True),
+            key=lambda row: (float((row[1] or {}).get("expires_at", 0.0)), row[0]),
+        )
+        excess = len(held) - (MAX_PINS_PER_USER - 1)
+        if excess > 0:
+            await self._delete(ids=[id_ for id_, _ in held[:excess]])
 
     async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """The user's profile version, and the payload saved under ``key`` for exactly that

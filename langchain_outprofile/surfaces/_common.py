@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_CALL_SETTINGS",
     "DEFAULT_MAX_CALL_TOKENS",
     "OPTION_NAMES",
+    "PLACEMENTS",
     "SETTING_NAMES",
     "USER_ID_SPEC",
     "CallLimits",
@@ -52,13 +53,19 @@ __all__ = [
     "SurfaceSettings",
     "arecord_output",
     "aselect",
+    "check_breakpoint",
     "check_placement",
     "setting_specs",
     "settings_from_config",
     "user_id_from_config",
 ]
 
-Placement = Literal["merge", "separate"]
+Placement = Literal["merge", "separate", "after_system"]
+PLACEMENTS: tuple[Placement, ...] = ("merge", "separate", "after_system")
+"""Where a surface puts the block: ``merge`` (top of the leading system message) and
+``separate`` (its own system message first) lead the prompt; ``after_system`` follows the
+app's leading system messages, so a static prefix every user shares stays a prefix that a
+provider's prompt cache can reuse from one user to the next (see ``messages.place_block``)."""
 
 USER_ID_SPEC = ConfigurableFieldSpec(
     id="user_id",
@@ -84,9 +91,10 @@ SETTING_NAMES: tuple[str, ...] = ("placement", *OPTION_NAMES)
 
 _SETTINGS: dict[str, tuple[Any, str]] = {
     "placement": (
-        Literal["merge", "separate"],
-        "Where the profile block goes: 'merge' (top of the leading system message) or "
-        "'separate' (its own system message first).",
+        Literal["merge", "separate", "after_system"],
+        "Where the profile block goes: 'merge' (top of the leading system message), "
+        "'separate' (its own system message first) or 'after_system' (its own system "
+        "message after the app's leading system messages, which stay a shared prefix).",
     ),
     "max_tokens": (int, "Token budget of the whole profile block."),
     "max_entry_tokens": (int, "Longer profile entries are cut at a sentence boundary."),
@@ -272,8 +280,34 @@ def check_placement(placement: object) -> Placement:
         check_placement("separate")  # "separate"
         ```
     """
-    if placement not in ("merge", "separate"):
-        raise InvalidInputError(f"placement must be 'merge' or 'separate'; got {placement!r}")
+    if placement not in PLACEMENTS:
+        choices = ", ".join(repr(p) for p in PLACEMENTS)
+        raise InvalidInputError(f"placement must be one of {choices}; got {placement!r:.60}")
+    return placement
+
+
+def check_breakpoint(placement: Placement, cache_breakpoint: object) -> Placement:
+    """``placement`` when a ``cache_breakpoint`` setting fits it, else
+    :class:`InvalidInputError`.
+
+    The breakpoint marks the end of the prefix every user shares; only ``after_system``
+    leaves one in front of the block (``merge`` and ``separate`` put the per-user block
+    first, so a breakpoint behind it would cache one user's prompt, not a shared one).
+
+    Example:
+        ```python
+        check_breakpoint("after_system", True)  # "after_system"
+        ```
+    """
+    if not isinstance(cache_breakpoint, bool):
+        raise InvalidInputError(
+            f"cache_breakpoint must be True or False; got {cache_breakpoint!r:.40}"
+        )
+    if cache_breakpoint and placement != "after_system":
+        raise InvalidInputError(
+            f"cache_breakpoint=True needs placement='after_system'; got {placement!r}: with "
+            "the block first there is no prefix shared by all users to mark"
+        )
     return placement
 
 
@@ -294,6 +328,9 @@ class SurfaceSettings:
     placement: Placement
     options: SelectionOptions
     limits: CallLimits = CallLimits()
+    cache_breakpoint: bool = False
+    """Mark the end of the app's leading system messages as a prompt-cache breakpoint
+    (``after_system`` only; see :func:`check_breakpoint`)."""
 
     @classmethod
     def resolve(
@@ -306,13 +343,14 @@ class SurfaceSettings:
         max_tokens: int | None = None,
         task: str | None = None,
         limits: CallLimits | None = None,
+        cache_breakpoint: bool = False,
         **changes: Any,
     ) -> SurfaceSettings:
         """Validate a surface's arguments now rather than on its first call.
 
         Raises:
-            InvalidInputError: for a bad setting or ``limits`` that are not
-                :class:`CallLimits`.
+            InvalidInputError: for a bad setting, ``limits`` that are not
+                :class:`CallLimits`, or a ``cache_breakpoint`` without ``after_system``.
             RequestLimitError: for a budget over the ``limits`` given.
         """
         if limits is not None and not isinstance(limits, CallLimits):
@@ -322,9 +360,10 @@ class SurfaceSettings:
         )
         return cls(
             user_id=None if user_id is None else validate_user_id(user_id),
-            placement=check_placement(placement),
+            placement=check_breakpoint(check_placement(placement), cache_breakpoint),
             options=chosen,
             limits=(limits or CallLimits()).around(chosen),
+            cache_breakpoint=cache_breakpoint,
         )
 
     @property
@@ -385,9 +424,10 @@ class SurfaceSettings:
         placement = check_placement(options.pop("placement", self.placement))
         return SurfaceSettings(
             user_id=self.user_id,
-            placement=placement,
+            placement=check_breakpoint(placement, self.cache_breakpoint),
             options=self.options.with_changes(**options) if options else self.options,
             limits=self.limits,
+            cache_breakpoint=self.cache_breakpoint,
         )
 
     def user_for(self, config: RunnableConfig | None) -> str:

@@ -1,4 +1,5 @@
-"""Injector: the profile block as the first thing a chat model reads, in any LCEL chain.
+"""Injector: the profile block as the first thing a chat model reads (or right after the
+app's system prompt), in any LCEL chain.
 
 ``ProfileInjector`` sits between a prompt and a model (``prompt | injector | model``), so
 the model keeps ``bind_tools`` and ``with_structured_output``. Its settings (budget, task,
@@ -60,7 +61,11 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     Args:
         memory: where the profile lives (any :class:`ProfileSource`).
         user_id: a fixed user; default: ``config["configurable"]["user_id"]`` per call.
-        placement: ``"merge"`` into the leading system message, or ``"separate"``.
+        placement: ``"merge"`` into the leading system message, ``"separate"`` (its own
+            system message first) or ``"after_system"`` (its own system message after the
+            prompt's leading system messages, which stay a prefix shared by all users).
+        cache_breakpoint: with ``"after_system"``, mark the end of those system messages
+            with Anthropic's ``cache_control`` (see :func:`~.messages.place_block`).
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
@@ -95,7 +100,10 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     user_id: str | None = None
     """A fixed user; default: ``config["configurable"]["user_id"]`` per call."""
     placement: Placement = "merge"
-    """``"merge"`` into the leading system message, or ``"separate"``."""
+    """``"merge"`` into the leading system message, ``"separate"`` or ``"after_system"``."""
+    cache_breakpoint: bool = False
+    """With ``"after_system"``: a ``cache_control`` breakpoint at the end of the prompt's
+    leading system messages (for ChatAnthropic; off by default, see the README)."""
     options: SkipValidation[SelectionOptions | None] = None
     """Selection options the other fields change (default: the memory's)."""
     max_tokens: int | None = None
@@ -145,6 +153,7 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
             placement=data.get("placement", "merge"),
             options=data.get("options"),
             limits=data.get("limits"),
+            cache_breakpoint=data.get("cache_breakpoint", False),
             **changes,
         )
         # the resolved limits become the field, so a copy LangChain builds for a call (from
@@ -207,7 +216,12 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         settings = self.settings_for(config, **overrides)
         messages = to_messages(value)
         selection = self._select(messages, config, settings)
-        return place_block(messages, selection.text, settings.placement)
+        return place_block(
+            messages,
+            selection.text,
+            settings.placement,
+            cache_breakpoint=settings.cache_breakpoint,
+        )
 
     async def _ainject(
         self,
@@ -223,7 +237,12 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
             self._read_arguments(messages, config, settings),
         )
         selection = await aselect(self.memory, user, **arguments)
-        return place_block(messages, selection.text, settings.placement)
+        return place_block(
+            messages,
+            selection.text,
+            settings.placement,
+            cache_breakpoint=settings.cache_breakpoint,
+        )
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any

@@ -38,9 +38,19 @@ the items under it, ``filter`` compares value fields as LangGraph's ``InMemorySt
 then ``offset`` and ``limit`` apply. ``value["text"]`` is always the stored text; an entry
 the budget cut also has ``value["block_text"]``, the text as the block shows it.
 
-Operations in one ``batch`` run in order, each seeing the writes before it. TTLs are not
-supported (``supports_ttl`` is False) and ``index`` is ignored: selection does not search
-by field embeddings.
+Operations in one ``batch`` run in order, each seeing the writes before it. ``index`` is
+ignored: selection does not search by field embeddings.
+
+TTL, as LangGraph defines it (``supports_ttl`` is True): a put's ``ttl`` (minutes) sets the
+entry's expiry; ``ttl=TTLConfig(default_ttl=...)`` gives puts without one a default (a put
+with neither gets the memory's ``retention_s``). An expired item is never returned by
+``get``, ``search`` or ``list_namespaces`` (``omit_expired`` always holds), and is deleted by
+a later write of its user or ``memory.expire()``. Reads do not refresh a TTL: a read never
+writes (a refresh would be a write per ``get`` on every machine, and the block served would
+change its expiry under every reader), so ``refresh_ttl`` is ignored, and a ``TTLConfig``
+asking for ``refresh_on_read=True`` is refused; a TTL counts from the latest put.
+``sweep_interval_minutes`` is accepted and not used: writes sweep their user's expired
+entries at most hourly, and ``memory.expire()`` sweeps every user.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from langgraph.store.base import (
     Result,
     SearchItem,
     SearchOp,
+    TTLConfig,
     validate_op_namespace,
 )
 
@@ -83,7 +94,12 @@ from langchain_outprofile.types import (
     Signal,
     StoredProfile,
 )
-from langchain_outprofile.validation import MAX_TIMESTAMP, validate_strength, validate_user_id
+from langchain_outprofile.validation import (
+    MAX_TIMESTAMP,
+    is_real,
+    validate_strength,
+    validate_user_id,
+)
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -317,6 +333,8 @@ class OutputProfileStore(BaseStore):
         limits: the bound on the budget (:class:`CallLimits`): ``search`` takes no budget
             from a call, so this checks the store's own; ``limit`` and ``offset`` must be
             ints >= 1 and >= 0.
+        ttl: LangGraph's ``TTLConfig``: ``default_ttl`` (minutes) for puts without a
+            ``ttl``; ``refresh_on_read`` must be False or absent (a read never writes).
         **changes: any other :class:`SelectionOptions` field.
 
     Example:
@@ -341,7 +359,7 @@ class OutputProfileStore(BaseStore):
         ```
     """
 
-    supports_ttl = False
+    supports_ttl = True
 
     def __init__(
         self,
@@ -354,8 +372,10 @@ class OutputProfileStore(BaseStore):
         max_tokens: int | None = None,
         task: str | None = None,
         limits: CallLimits | None = None,
+        ttl: TTLConfig | None = None,
         **changes: Any,
     ) -> None:
+        self.ttl_config = _ttl_config(ttl)
         self.template = _template_of(namespace, prefix)
         self.memory = memory
         self.signal = Signal.parse(signal)
@@ -379,8 +399,8 @@ class OutputProfileStore(BaseStore):
         Raises:
             MissingUserIdError: for a namespace without a user.
             InvalidNamespaceError: for a bad label or another prefix.
-            InvalidInputError: for a value that cannot be a profile entry.
-            NotImplementedError: for a put with a TTL.
+            InvalidInputError: for a value that cannot be a profile entry, or a ``ttl``
+                that is not a number of minutes > 0.
         """
         ops = list(ops)
         built = self._checked(ops)
@@ -397,10 +417,9 @@ class OutputProfileStore(BaseStore):
                 raise InvalidInputError(f"a key must be a string; got {type(op.key).__name__}")
             if isinstance(op, PutOp):
                 user, labels = self.template.split(op.namespace)
-                if op.ttl is not None:
-                    raise NotImplementedError(f"TTL is not supported by {type(self).__name__}")
+                ttl_s = _ttl_seconds(op.ttl, "ttl")
                 if op.value is not None:
-                    built[n] = self._entry(user, labels, op.key, op.value)
+                    built[n] = self._entry(user, labels, op.key, op.value, ttl_s)
             elif isinstance(op, GetOp):
                 self.template.split(op.namespace)
             elif isinstance(op, SearchOp):
@@ -533,9 +552,15 @@ class OutputProfileStore(BaseStore):
     # -- helpers --------------------------------------------------------------------------
 
     def _entry(
-        self, user: str, labels: tuple[str, ...], key: str, value: Mapping[str, Any]
+        self,
+        user: str,
+        labels: tuple[str, ...],
+        key: str,
+        value: Mapping[str, Any],
+        ttl_s: float | None = None,
     ) -> ProfileEntry:
-        """The entry a put of ``value`` under ``key`` sets (validated, not stored)."""
+        """The entry a put of ``value`` under ``key`` sets (validated, not stored), expiring
+        ``ttl_s`` from now when given."""
         if not isinstance(value, Mapping):
             raise InvalidInputError(f"a value must be a dict; got {type(value).__name__}")
         unknown = sorted(set(value) - _WRITABLE - _READ_ONLY)
@@ -558,6 +583,7 @@ class OutputProfileStore(BaseStore):
             "task": value.get("task"),
             "source_input": value.get("source_input"),
             "metadata": metadata,
+            "ttl_s": ttl_s,
         }
         strength, rating = value.get("strength"), value.get("rating")
         signal = value.get("signal")
@@ -737,6 +763,45 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _ttl_seconds(minutes: object, name: str) -> float | None:
+    """A LangGraph TTL (minutes, as ``PutOp.ttl`` and ``TTLConfig.default_ttl`` give it) in
+    seconds, or None; anything but a finite number > 0 is refused."""
+    if minutes is None:
+        return None
+    if not is_real(minutes) or float(minutes) <= 0:  # type: ignore[arg-type]
+        raise InvalidInputError(
+            f"{name} must be a number of minutes > 0 (LangGraph's unit), or None; "
+            f"got {minutes!r:.40}"
+        )
+    return float(minutes) * 60.0  # type: ignore[arg-type]
+
+
+def _ttl_config(config: object) -> TTLConfig | None:
+    """A checked ``TTLConfig``: ``default_ttl`` in minutes > 0, no ``refresh_on_read``
+    (a read never writes, so it cannot move an expiry), unknown keys refused."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise InvalidInputError(f"ttl must be a TTLConfig (a dict); got {type(config).__name__}")
+    known = {"default_ttl", "refresh_on_read", "omit_expired", "sweep_interval_minutes"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown TTLConfig key(s) {unknown}; known: {sorted(known)}")
+    if config.get("refresh_on_read", False) is not False:
+        raise InvalidInputError(
+            "refresh_on_read is not supported: a read of this store never writes (a refresh "
+            "would be a write per get on every machine); set refresh_on_read=False, and a "
+            "TTL counts from the latest put"
+        )
+    _ttl_seconds(config.get("default_ttl"), "default_ttl")
+    sweep = config.get("sweep_interval_minutes")
+    if sweep is not None and (not is_real(sweep) or sweep <= 0):
+        raise InvalidInputError(
+            f"sweep_interval_minutes must be minutes > 0 or None; got {sweep!r:.40}"
+        )
+    return TTLConfig(**config)  # type: ignore[typeddict-item]
 
 
 def _template_of(namespace: Iterable[str] | None, prefix: str | None) -> NamespaceTemplate:

@@ -1,8 +1,10 @@
-"""Messages: the profile block as chat messages, placed first.
+"""Messages: the profile block as chat messages, placed first or after the shared prefix.
 
 What the injector, the middleware and ``block_messages`` share: reading any chat-model
 input as messages, putting the block at the top of the leading system message (or as its
-own), and the last human text (read only when ``relevance_weight`` > 0).
+own), or after the app's leading system messages, with an optional prompt-cache breakpoint
+at the end of those (:func:`with_cache_breakpoint`), and the last human text (read only
+when ``relevance_weight`` > 0).
 """
 
 from __future__ import annotations
@@ -25,16 +27,24 @@ from langchain_outprofile.types import ProfileSelection, ProfileSource, Selectio
 
 __all__ = [
     "BLOCK_SEPARATOR",
+    "CACHE_CONTROL",
     "block_as_messages",
     "last_human_text",
+    "leading_system_count",
     "merge_into",
     "place_block",
     "profile_messages",
     "to_messages",
+    "with_cache_breakpoint",
 ]
 
 BLOCK_SEPARATOR = "\n\n"
 """Between the block and the system prompt it was merged into."""
+
+CACHE_CONTROL: dict[str, str] = {"type": "ephemeral"}
+"""Anthropic's cache breakpoint, as ``langchain-anthropic`` passes it on from a content
+block: the prompt up to and including that block is cached (tools, then system, then
+messages). A fresh dict is put on each block, so no two messages share one."""
 
 
 def to_messages(value: LanguageModelInput) -> list[BaseMessage]:
@@ -77,25 +87,96 @@ def merge_into(message: SystemMessage, block: str) -> SystemMessage:
 
 
 def place_block(
-    messages: Sequence[BaseMessage], block: str, placement: Placement = "merge"
+    messages: Sequence[BaseMessage],
+    block: str,
+    placement: Placement = "merge",
+    *,
+    cache_breakpoint: bool = False,
 ) -> list[BaseMessage]:
-    """Put ``block`` first: merged into a leading system message, or as its own at index 0.
+    """Put ``block`` into ``messages`` where ``placement`` says.
 
-    With ``merge``, a system message at index 0 gets the block at its top; otherwise a new
-    system message is inserted at index 0 (so the block always leads). An empty block
-    leaves the messages unchanged.
+    - ``merge``: at the top of a system message at index 0, else as its own at index 0;
+    - ``separate``: its own system message at index 0;
+    - ``after_system``: its own system message right after the leading run of system
+      messages (the app's static prefix, shared by every user), or at index 0 when there
+      is none. With ``cache_breakpoint``, the last non-empty content block of that run
+      carries :data:`CACHE_CONTROL`, so a provider that honours it (Anthropic) caches the
+      prefix once for all users; nothing is marked when there is no prefix.
+
+    An empty block leaves the messages unchanged (and unmarked). The input is not changed.
 
     Example:
         ```python
         place_block([SystemMessage("Be brief."), HumanMessage("hi")], "<user_profile>...")
+        # [SystemMessage("<user_profile>...\n\nBe brief."), HumanMessage("hi")]
+        place_block([SystemMessage("Be brief."), HumanMessage("hi")], "<user_profile>...",
+                    "after_system")
+        # [SystemMessage("Be brief."), SystemMessage("<user_profile>..."), HumanMessage("hi")]
         ```
     """
     out = list(messages)
     if not block:
         return out
+    if placement == "after_system":
+        prefix = leading_system_count(out)
+        head = with_cache_breakpoint(out[:prefix]) if cache_breakpoint else out[:prefix]
+        return [*head, SystemMessage(content=block), *out[prefix:]]
     if placement == "merge" and out and isinstance(out[0], SystemMessage):
         return [merge_into(out[0], block), *out[1:]]
     return [SystemMessage(content=block), *out]
+
+
+def leading_system_count(messages: Sequence[BaseMessage]) -> int:
+    """How many messages at the start are system messages (the app's static prefix).
+
+    Example:
+        ```python
+        leading_system_count([SystemMessage("a"), SystemMessage("b"), HumanMessage("c")])  # 2
+        ```
+    """
+    count = 0
+    for message in messages:
+        if not isinstance(message, SystemMessage):
+            break
+        count += 1
+    return count
+
+
+def with_cache_breakpoint(prefix: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``prefix`` with :data:`CACHE_CONTROL` on its last non-empty content block.
+
+    A string content becomes one text block carrying it (the form ``langchain-anthropic``
+    reads); a list keeps its blocks, the last non-empty one copied with the marker. Empty
+    blocks are skipped since Anthropic refuses a breakpoint on an empty text block; a
+    prefix with no text at all comes back unchanged. Only the copy is marked.
+
+    Example:
+        ```python
+        with_cache_breakpoint([SystemMessage("Be brief.")])[0].content
+        # [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+        ```
+    """
+    out = list(prefix)
+    for index in range(len(out) - 1, -1, -1):
+        marked = _marked_content(out[index].content)
+        if marked is not None:
+            out[index] = out[index].model_copy(update={"content": marked})
+            return out
+    return out
+
+
+def _marked_content(content: str | list[Any]) -> list[Any] | None:
+    """``content`` as blocks with the last non-empty one marked, or None if all are empty."""
+    blocks: list[Any] = [content] if isinstance(content, str) else list(content)
+    for index in range(len(blocks) - 1, -1, -1):
+        block = blocks[index]
+        if isinstance(block, str):
+            block = {"type": "text", "text": block}
+        if not isinstance(block, dict) or not (block.get("text") or block.get("type") != "text"):
+            continue
+        blocks[index] = {**block, "cache_control": dict(CACHE_CONTROL)}
+        return blocks
+    return None
 
 
 def last_human_text(messages: Sequence[BaseMessage]) -> str | None:

@@ -27,7 +27,7 @@ from langchain_outprofile.surfaces._common import (
     thread_id_from_config,
     user_id_from_config,
 )
-from langchain_outprofile.surfaces.messages import last_human_text, merge_into
+from langchain_outprofile.surfaces.messages import last_human_text, merge_into, place_block
 from langchain_outprofile.types import ProfileSource, SelectionOptions
 from langchain_outprofile.validation import validate_thread_id, validate_user_id
 
@@ -47,8 +47,12 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         memory: where the profile lives.
         user_id: a fixed user; default: read per call as above.
         placement: ``"merge"`` (the block at the top of the agent's system message, or as
-            the system message when there is none) or ``"separate"`` (its own system
-            message before the agent's).
+            the system message when there is none), ``"separate"`` (its own system
+            message before the agent's) or ``"after_system"`` (its own system message
+            after the agent's system prompt and any system messages leading the request's
+            messages, so that prompt stays a prefix shared by every user).
+        cache_breakpoint: with ``"after_system"``, Anthropic's ``cache_control`` on the
+            last content block before the profile block (opt-in: see the README).
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
@@ -79,6 +83,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         max_tokens: int | None = None,
         task: str | None = None,
         limits: CallLimits | None = None,
+        cache_breakpoint: bool = False,
         **changes: Any,
     ) -> None:
         super().__init__()
@@ -91,10 +96,12 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
             max_tokens=max_tokens,
             task=task,
             limits=limits,
+            cache_breakpoint=cache_breakpoint,
             **changes,
         )
         self.user_id = settings.user_id
         self.placement = settings.placement
+        self.cache_breakpoint = settings.cache_breakpoint
         self.options = settings.options
         self.limits = settings.limits  # nothing of a request changes the settings today
         self.tools = []
@@ -162,12 +169,28 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         if not block:
             return request
         system = request.system_message
+        if self.placement == "after_system":
+            return self._after_system(request, block)
         if self.placement == "separate" and system is not None:
             messages: list[Any] = [system, *request.messages]
             return request.override(system_message=SystemMessage(content=block), messages=messages)
         if system is None:
             return request.override(system_message=SystemMessage(content=block))
         return request.override(system_message=merge_into(system, block))
+
+    def _after_system(self, request: ModelRequest[Any], block: str) -> ModelRequest[Any]:
+        """The block as its own system message after the agent's system prompt and any
+        system messages leading ``request.messages``: the model reads
+        ``[system_message, *messages]``, so the split is placed over that whole list."""
+        system = request.system_message
+        whole = [*([system] if system is not None else []), *request.messages]
+        placed = place_block(whole, block, "after_system", cache_breakpoint=self.cache_breakpoint)
+        # placed[0] is a system message: the agent's (maybe marked), one leading the
+        # messages, or the block itself when nothing leads; the rest follow in order
+        head, rest = placed[0], placed[1:]
+        assert isinstance(head, SystemMessage)
+        messages: list[Any] = rest
+        return request.override(system_message=head, messages=messages)
 
     def wrap_model_call(
         self,

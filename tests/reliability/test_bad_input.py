@@ -268,6 +268,7 @@ ARGS: list[Arg] = [
     ("delete entry_id", lambda m, v: m.delete(v, user_id="ana"), frozenset()),
     ("delete user_id", lambda m, v: m.delete("op-x", user_id=v), frozenset()),
     ("forget user_id", lambda m, v: m.forget(v), frozenset()),
+    ("forget purge", lambda m, v: m.forget("ana", purge=v), frozenset({"True"})),
     ("export user_id", lambda m, v: m.export(v), frozenset()),
     ("stats user_id", lambda m, v: m.stats(v), frozenset()),
     ("expire_pending user_id", lambda m, v: m.expire_pending(v), frozenset()),

@@ -5,8 +5,9 @@ Two memories share one collection and one clock: ``live`` keeps its read state a
 every write as a delta (the path a tracked conversation runs); ``fresh`` has no cache and no
 snapshots, so every read loads and ranks the whole profile. After each step both must give
 the same block, the same chosen candidates (scores, costs, cuts) and the same left-out
-candidates and totals. ``live`` must load the profile once per options: if a write forced a
-full re-rank, the load count would show it.
+candidates and totals, as entries expire (time passing) and are deleted (``expire``, and
+the sweeps a write of an expiring entry starts). ``live`` must load the profile once per
+options: if a write forced a full re-rank, the load count would show it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ operations = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, 50), texts),
     st.tuples(st.just("delete"), st.integers(0, 50)),
     st.tuples(st.just("wait"), st.floats(0.0, 400.0)),
+    # an entry that expires (days from now), then time passing expires it; or expire at once
+    st.tuples(st.just("expiring"), texts, st.floats(0.001, 30.0)),
+    st.tuples(st.just("expire"), st.booleans()),
 )
 
 
@@ -118,6 +122,11 @@ class Pair:
                 memory.delete(stored[args[0] % len(stored)]["id"], user_id=USER)
         elif kind == "wait":
             self.clock.now += args[0] * DAY
+        elif kind == "expiring":
+            memory.add(args[0], user_id=USER, signal="endorsed", ttl_s=args[1] * DAY)
+        elif kind == "expire":
+            memory.expire(USER if args[0] else None)
+            memory.flush()  # the sweeps writes start run in the background
 
 
 def _facts(selection: ProfileSelection) -> tuple[Any, ...]:
@@ -154,6 +163,22 @@ def _check_sequence(client: chromadb.api.ClientAPI, steps: list[tuple[Any, ...]]
 @pytest.fixture(scope="module")
 def client() -> Iterator[chromadb.api.ClientAPI]:
     yield chromadb.EphemeralClient()
+
+
+def test_an_edit_that_moves_a_runs_claim_moves_the_live_ranking_too(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """Found by 400 sequences: an edit rewrites the run's claim under its own id; the live
+    memory took the new event before dropping the old id, so it lost the claim."""
+    _check_sequence(
+        client,
+        [
+            ("track", "thanks bullets"),
+            ("add", "cheers", "edited", "chat", "the request"),
+            ("wait", 41.57),
+            ("edit", 19, "cheers"),
+        ],
+    )
 
 
 @given(steps=st.lists(operations, min_size=1, max_size=25))

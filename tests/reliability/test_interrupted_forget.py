@@ -31,7 +31,7 @@ SLOW_ROUNDS = [
     (step, n, size)
     for size in (60, 180, 300)
     for step, n in (("state", 1), ("state", 2), ("rows", 1), ("rows", 2), ("events", 1))
-] + [("rows", 4, 180), ("rows", 6, 300), ("events", 4, 180), ("events", 6, 300)]
+] + [("rows", 4, 180), ("rows", 6, 300), ("events", 2, 60), ("events", 4, 180), ("events", 6, 300)]
 
 
 def _rows_naming(memory: OutputProfileMemory, user: str) -> int:

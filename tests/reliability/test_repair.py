@@ -9,7 +9,9 @@ process of its own, so the test process meets the damage as a restarted one does
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,9 +22,13 @@ from typing import Any
 import pytest
 
 from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile.errors import RepairUnfinishedError
 from langchain_outprofile.store import profile_store as store_module
+from langchain_outprofile.store import repair as repair_module
 from langchain_outprofile.store.clients import StoreDamagedError
+from langchain_outprofile.store.profile_store import ProfileStore
 from langchain_outprofile.store.repair import JOURNAL, MARKER, diagnose, repair
+from langchain_outprofile.tokens import OFFLINE_ENCODING
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = "repair-me"
@@ -75,19 +81,19 @@ _EXPORTER = textwrap.dedent(
 )
 
 
-def _vector_dir(path: Path) -> Path:
+def _vector_dir(path: Path, name: str = COLLECTION) -> Path:
     db = sqlite3.connect(path / "chroma.sqlite3")
     (segment,) = db.execute(
         "SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
         "WHERE c.name = ? AND s.scope = 'VECTOR'",
-        (COLLECTION,),
+        (name,),
     ).fetchone()
     db.close()
     return path / str(segment)
 
 
-def _damage(path: Path, how: str) -> None:
-    folder = _vector_dir(path)
+def _damage(path: Path, how: str, name: str = COLLECTION) -> None:
+    folder = _vector_dir(path, name)
     if how == "torn-pickle":  # a persist killed (or out of space) half-way through
         pickle = folder / "index_metadata.pickle"
         data = pickle.read_bytes()
@@ -192,19 +198,19 @@ def test_an_interrupted_repair_is_finished_from_its_saved_rows(
     store: Path, written: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed after the old collection was deleted and half the entries rewritten: the next
-    repair takes the rows it saved, not the half-rebuilt collection."""
+    repair folds the signal log, not the half-rebuilt collection."""
     _damage(store, "torn-pickle")
-    real_replace = store_module.ProfileStore.replace
+    real_write = store_module.ProfileStore.write_rows
 
     def half_then_fail(self: Any, entries: Any) -> None:
-        real_replace(self, list(entries)[: len(entries) // 2])
+        real_write(self, list(entries)[: len(entries) // 2])
         raise KeyboardInterrupt("killed in the middle of the rebuild")
 
-    monkeypatch.setattr(store_module.ProfileStore, "replace", half_then_fail)
+    monkeypatch.setattr(store_module.ProfileStore, "write_rows", half_then_fail)
     with pytest.raises(KeyboardInterrupt):
         repair(store, COLLECTION)
     assert (store / MARKER.format(collection=COLLECTION)).exists()
-    monkeypatch.setattr(store_module.ProfileStore, "replace", real_replace)
+    monkeypatch.setattr(store_module.ProfileStore, "write_rows", real_write)
 
     report = repair(store, COLLECTION)
 
@@ -244,3 +250,204 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     repaired = OutputProfileMemory(path=path, collection_name=COLLECTION)
     assert repaired.export("ana") == truth
     assert "Short answer first." not in repaired.select("ana").text
+
+
+# -- a repair killed mid-rebuild, and an app that goes on (issue 24, item 5) ---------------
+
+_KILLED_REPAIR = textwrap.dedent(
+    """
+    import os, signal, sys
+    from langchain_outprofile.store import profile_store
+    from langchain_outprofile.store.repair import repair
+
+    # the named step: "rows" (the rebuild has written this many rows) or "bases" (the
+    # backup is taken, nothing deleted, the log not yet marked as holding every entry)
+    stop_after, step = int(sys.argv[3]), sys.argv[4]
+    if step == "bases":
+        from langchain_outprofile.store import repair as repair_module
+
+        def die(*args):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        repair_module._add_bases = die
+    else:
+        store = profile_store.ProfileStore
+        name = "write_rows" if hasattr(store, "write_rows") else "replace"  # (before the fix)
+        real = getattr(store, name)
+
+        def write_then_die(self, entries):
+            real(self, sorted(entries, key=lambda e: (e.user_id, e.id))[:stop_after])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        setattr(store, name, write_then_die)
+    repair(sys.argv[1], sys.argv[2], force=True)
+    """
+)
+ANA, BOB = 1000, 200  # the attack's sizes: the kill left 600 of ana's rows, 0 of bob's
+
+
+def _two_profiles(memory: OutputProfileMemory) -> None:
+    memory.add_many([{"text": f"output {i} of ana", "user_id": "ana"} for i in range(ANA)])
+    memory.add_many([{"text": f"output {i} of bob", "user_id": "bob"} for i in range(BOB)])
+
+
+def _kill_repair(path: Path, stop_after: int = 600, step: str = "rows") -> None:
+    """Run a repair in a process of its own that is SIGKILLed at a named step (not a
+    timer): after writing ``stop_after`` rows of the rebuild, or before the log holds every
+    entry (``step="bases"``); its marker stays."""
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_REPAIR, str(path), COLLECTION, str(stop_after), step],
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    assert (path / MARKER.format(collection=COLLECTION)).exists()
+
+
+def _fresh_exports(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every user's export, read by a process that opens the store afresh."""
+    reader = subprocess.run(
+        [sys.executable, "-c", _EXPORTER, str(path), COLLECTION],
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    exports: dict[str, list[dict[str, Any]]] = json.loads(reader.stdout.strip().splitlines()[-1])
+    return exports
+
+
+def test_a_killed_repair_is_detected_on_open_and_finished_by_the_next(tmp_path: Path) -> None:
+    """Before: the store opened on the half-rebuilt collection with no warning (600 of
+    ana's 1,000 entries, 0 of bob's 200). Now every way of opening it raises
+    ``RepairUnfinishedError`` naming ``outprofile repair``, and the next repair finishes."""
+    path = tmp_path / "store"
+    _two_profiles(OutputProfileMemory(path=path, collection_name=COLLECTION))
+    _kill_repair(path)
+    named = r"interrupted.*outprofile --path .* repair"
+
+    with pytest.raises(RepairUnfinishedError, match=named):
+        OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    with pytest.raises(RepairUnfinishedError, match=named):
+        ProfileStore(path=path, collection_name=COLLECTION)
+
+    async def open_and_read() -> None:  # the async surface opens the same way
+        memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+        await memory.aselect("ana")
+
+    with pytest.raises(RepairUnfinishedError, match=named):
+        asyncio.run(open_and_read())
+    for command in (["stats"], ["export", "--user", "ana"], ["forget", "--user", "bob", "--yes"]):
+        store_args = ["--path", str(path), "--collection", COLLECTION]
+        cli = subprocess.run(
+            [sys.executable, "-m", "langchain_outprofile.cli", *store_args, *command],
+            cwd=ROOT,
+            timeout=600,
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 1, (command, cli.stdout, cli.stderr)
+        assert "interrupted" in cli.stderr and "repair" in cli.stderr, (command, cli.stderr)
+
+    named_command = subprocess.run(  # the command the message names finishes it
+        [sys.executable, "-m", "langchain_outprofile.cli", *store_args, "repair", "--json"],
+        cwd=ROOT,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    assert named_command.returncode == 0, named_command.stderr
+    report = json.loads(named_command.stdout)
+    assert report["resumed"] and report["entries"] == ANA + BOB and report["users"] == 2
+    assert not (path / MARKER.format(collection=COLLECTION)).exists()
+    exports = _fresh_exports(path)
+    assert (len(exports["ana"]), len(exports["bob"])) == (ANA, BOB)
+
+
+@pytest.mark.parametrize("step", ["rows", "bases"])
+def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path, step: str) -> None:
+    """An app that opened before the repair goes on after the kill: 50 acknowledged adds
+    of ana and a forget of bob. Before: the resumed repair rebuilt from its saved copy,
+    losing the 50 adds and bringing bob's 200 entries back. Now it folds the signal log as
+    it is then (killed mid-rebuild), or starts over from the store as it is then (killed
+    before anything was deleted): ana's 1,050 entries, nothing of bob."""
+    path = tmp_path / "store"
+    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    _two_profiles(app)
+    _kill_repair(path, step=step)
+
+    meanwhile = {app.add(f"written meanwhile {i}", user_id="ana").text for i in range(50)}
+    app.forget("bob")
+
+    report = repair(path, COLLECTION)
+
+    assert report.resumed
+    exports = _fresh_exports(path)
+    texts = {str(r["text"]) for r in exports["ana"]}
+    assert meanwhile <= texts, f"{len(meanwhile - texts)} of 50 acknowledged writes lost"
+    assert len(exports["ana"]) == ANA + 50
+    assert exports["bob"] == [], f"{len(exports['bob'])} entries of a forgotten user back"
+    fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    assert fresh.store.user_ids() == ["ana"]
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_a_damaged_log_starts_anew_from_the_rows_and_a_kill_there_loses_nothing(
+    store: Path,
+    written: tuple[Path, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    interrupted: bool,
+) -> None:
+    """The signal log itself damaged: the repair drops it and starts it anew from every
+    row's record (the best left). Killed after dropping it (nothing else deleted), the next
+    repair takes the rows from its backup, not from the store (whose log is empty now)."""
+    _damage(store, "torn-pickle", f"{COLLECTION}.log")
+    assert f"{COLLECTION}.log" in diagnose(store, COLLECTION)
+    if interrupted:
+        real_add = repair_module._add_bases
+
+        def fail(*args: Any) -> None:
+            raise KeyboardInterrupt("killed after the damaged log was dropped")
+
+        monkeypatch.setattr(repair_module, "_add_bases", fail)
+        with pytest.raises(KeyboardInterrupt):
+            repair(store, COLLECTION)
+        monkeypatch.setattr(repair_module, "_add_bases", real_add)
+
+    report = repair(store, COLLECTION)
+
+    assert report.entries == 1231 and report.resumed == interrupted
+    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    assert _exports(memory) == _sorted(written[1])
+    assert diagnose(store, COLLECTION) == {}
+
+
+@pytest.mark.slow  # 20 kills of a real repair process: soak-length
+def test_twenty_killed_repairs_lose_nothing_and_restore_nothing(tmp_path: Path) -> None:
+    """20 rounds on one store, each a repair SIGKILLed at another step (before the log
+    holds every entry, or after 343 to 1,191 rows of the rebuild), then the app (open since
+    before the first repair) writes 10 entries for ana and forgets the round's user, and
+    the next repair finishes: after every round, 0 acknowledged writes lost, 0 entries of a
+    forgotten user back, and every other user as before."""
+    path = tmp_path / "store"
+    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    _two_profiles(app)
+    acked = {f"output {i} of ana" for i in range(ANA)}
+    others = [f"user{n}" for n in range(20)]
+    app.add_many([{"text": f"of {u}", "user_id": u} for u in others])
+    for round_ in range(20):
+        step = "bases" if round_ % 5 == 0 else "rows"
+        _kill_repair(path, stop_after=(round_ * 397) % (ANA + BOB), step=step)
+        acked |= {app.add(f"round {round_} write {i}", user_id="ana").text for i in range(10)}
+        app.forget(others[round_])
+
+        assert repair(path, COLLECTION).resumed
+        exports = _fresh_exports(path)  # ana, bob and cy
+        texts = {str(r["text"]) for r in exports["ana"]}
+        assert acked <= texts, f"round {round_}: {len(acked - texts)} acknowledged writes lost"
+        assert len(exports["bob"]) == BOB
+        fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+        assert fresh.store.user_ids() == sorted(["ana", "bob", *others[round_ + 1 :]])

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import chromadb
+import pytest
 
 from langchain_outprofile.bench.big_write import big_write_scenario
 from langchain_outprofile.bench.live_loop import live_loop_scenario
 from langchain_outprofile.bench.prompt_cache import _evaluated_since
-from langchain_outprofile.bench.run import _ms
+from langchain_outprofile.bench.run import SCENARIOS, _ms, bench_command, shared_prefix_table
+from langchain_outprofile.bench.shared_prefix import (
+    STATIC_PROMPT,
+    _summary,
+    reused_since,
+)
+from langchain_outprofile.errors import InvalidInputError, LocalModelUnavailableError
+from langchain_outprofile.local import local_model_path
+from langchain_outprofile.tokens import TokenCounter
 
 
 def test_the_live_loop_reports_a_pinned_thread_that_holds_still() -> None:
@@ -51,3 +61,56 @@ def test_prompt_eval_counts_are_read_from_the_servers_log(tmp_path: Path) -> Non
     before = len("llama_perf_context_print: prompt eval time =  12.50 ms /    37 tokens\n")
     assert _evaluated_since(log, before)[0] == 6
     assert _evaluated_since(log, log.stat().st_size)[0] is None
+
+
+def test_reused_prefixes_are_read_from_the_servers_log(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "Llama.generate: 1018 prefix-match hit, remaining 212 prompt tokens to eval\n"
+        "prompt eval time = 900.0 ms / 212 tokens\n"
+    )
+    assert reused_since(log, 0) == 1018
+    assert reused_since(log, log.stat().st_size) is None  # no line: nothing was reused
+
+
+def test_the_shared_prefix_summary_leaves_out_each_conditions_first_request() -> None:
+    def row(condition: str, turn: int, user: int, evaluated: int, reused: int) -> dict[str, Any]:
+        return {
+            "condition": condition,
+            "turn": turn,
+            "user": user,
+            "ttft_ms": float(evaluated),
+            "evaluated_tokens": evaluated,
+            "reused_tokens": reused,
+        }
+
+    rows = [
+        row("leading", 0, 0, 1300, 3),
+        row("leading", 0, 1, 1200, 38),
+        row("leading", 1, 0, 1260, 38),
+        row("after_system", 0, 0, 1250, 40),  # follows the other condition: left out
+        row("after_system", 0, 1, 220, 1020),
+        row("after_system", 1, 0, 260, 1020),
+    ]
+    summary = _summary(rows)
+    assert summary["leading"]["requests"] == 2
+    assert summary["leading"]["evaluated_total"] == 2460
+    assert summary["after_system"]["evaluated_median"] == 240
+    assert summary["after_system"]["reused_median"] == 1020
+    assert summary["after_system"]["ttft_max_ms"] == 260.0
+    table = shared_prefix_table(summary)
+    assert "| after_system | 2 | 240 / 480 | 1020 | 240.0 / 260.0 |" in table
+
+
+def test_the_static_prompt_is_about_a_thousand_tokens_of_the_served_model() -> None:
+    try:
+        path = local_model_path()
+    except LocalModelUnavailableError as error:  # the local extra (the GGUF) is missing
+        pytest.skip(f"no local model: {error}")
+    assert 900 <= TokenCounter.of(path).count(STATIC_PROMPT) <= 1100
+
+
+def test_the_shared_prefix_scenario_is_offered() -> None:
+    assert "shared-prefix" in SCENARIOS
+    with pytest.raises(InvalidInputError, match="shared-prefix"):
+        bench_command(scenario="nope", sizes=[1000], many_entries=0, modes=["embedded"])

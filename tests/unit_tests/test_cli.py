@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import types
 import warnings
 from collections.abc import Callable, Sequence
@@ -326,6 +327,18 @@ def test_import_bad_record_names_the_line(ingested: Run, tmp_path: Path, store: 
     assert_clean_failure(ingested("import", str(path)), 1, "line 2", "strength")
 
 
+def test_expire_deletes_what_expired_and_says_how_many(run: Run, store: Path) -> None:
+    hour_ago = OutputProfileMemory(path=store, clock=lambda: time.time() - 3600)
+    hour_ago.add("Expired half an hour ago.", user_id="ana", ttl_s=1800)
+    hour_ago.add("Still kept for a day.", user_id="ana", ttl_s=86_400)
+    hour_ago.add("Bo's expired note.", user_id="bo", ttl_s=60)
+    hour_ago.flush()
+    assert "deleted 1 expired entries of 'ana'" in run("expire", "--user", "ana").stdout
+    result = run("expire", "--json")
+    assert json.loads(result.stdout) == {"deleted": 1, "by_user": {"bo": 1}}
+    assert [r["text"] for r in memory_at(store).export("ana")] == ["Still kept for a day."]
+
+
 def test_forget_asks_first(ingested: Run, store: Path) -> None:
     declined = ingested("forget", "--user", "ana", input="n\n")
     assert declined.exit_code == 1 and "nothing deleted" in declined.stdout
@@ -333,6 +346,30 @@ def test_forget_asks_first(ingested: Run, store: Path) -> None:
     accepted = ingested("forget", "--user", "ana", input="y\n")
     assert accepted.exit_code == 0
     assert memory_at(store).store.user_ids() == ["bo"]
+
+
+def _bytes_of(folder: Path, text: str) -> int:
+    """How often ``text`` occurs in the bytes of every file under ``folder``."""
+    return sum(f.read_bytes().count(text.encode()) for f in folder.rglob("*") if f.is_file())
+
+
+def test_forget_purge_leaves_no_byte_of_the_user(ingested: Run, store: Path) -> None:
+    assert _bytes_of(store, "No fluff, ever.") > 0
+    result = ingested("forget", "--user", "ana", "--yes", "--purge", "--json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["deleted"] == 2 and done["purge"]["rewritten"] is True
+    assert _bytes_of(store, "No fluff, ever.") == 0
+    assert _bytes_of(store, "Short answer first.") == 0
+    assert [r["text"] for r in memory_at(store).export("bo")] == ["Cheers!! Talk soon 😊"]
+
+
+def test_purge_after_a_plain_forget(ingested: Run, store: Path) -> None:
+    assert "deleted 2 entries" in ingested("forget", "--user", "ana", "--yes").stdout
+    assert _bytes_of(store, "No fluff, ever.") > 0  # Chroma's files, until a purge
+    result = ingested("purge")
+    assert result.exit_code == 0 and "vacuumed chroma.sqlite3" in result.stdout
+    assert _bytes_of(store, "No fluff, ever.") == 0
 
 
 # -- server, help, optional commands ----------------------------------------------------------
@@ -350,6 +387,9 @@ def test_chroma_url_uses_the_server(
     result = run("preview", "--user", "bo", store_args=server)
     assert result.exit_code == 0 and "Cheers!! Talk soon" in result.stdout
     assert "deleted 1 entries" in run("forget", "--user", "bo", "--yes", store_args=server).stdout
+    # a server's files are the server's: the purge says what its operator runs, and fails
+    purged = run("purge", store_args=server)
+    assert_clean_failure(purged, 1, "nothing rewritten", "outprofile --path")
 
 
 def test_help_lists_the_commands(run: Run) -> None:

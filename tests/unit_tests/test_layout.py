@@ -33,7 +33,7 @@ STAGES: list[tuple[str, ...]] = [
     ("store",),
     ("select",),
     ("render",),
-    ("memory.snapshots", "memory.reader", "memory.pins", "memory.feedback"),
+    ("memory.snapshots", "memory.reader", "memory.pins", "memory.retention", "memory.feedback"),
     ("surfaces",),
     ("memory", "memory.facade"),
     ("",),  # the package's __init__: re-exports

@@ -27,7 +27,7 @@ from langchain_outprofile.types import ProfileEntry, StoredProfile
 from tests.conftest import MemoryFactory, unique_name
 
 DAY = 86_400.0
-NOW = 1_800_000_000.0
+NOW = 1_700_000_000.0  # in the past: callers' times past now + 24 h are refused
 
 SENTENCES = [
     "Ship it today, polish tomorrow.",

@@ -242,8 +242,11 @@ def test_delete_and_forget_are_delete_memory_with_what_they_removed(traced: Trac
     assert memory.delete(entry.id, user_id="ana")
     assert memory.forget("bo") == 3
     assert memory.expire_pending("ana") == 0
-    delete, forget, expire = traced.spans()
-    assert [delete.name, forget.name, expire.name] == ["delete_memory"] * 3
+    assert memory.expire().entries == 0
+    delete, forget, expire, expired = traced.spans()
+    assert [delete.name, forget.name, expire.name, expired.name] == ["delete_memory"] * 4
+    assert attrs(expired)[GEN_AI_MEMORY_RECORD_COUNT] == 0
+    assert ENDUSER_ID not in attrs(expired)  # every user's
     assert attrs(delete)[GEN_AI_MEMORY_RECORD_ID] == entry.id
     assert attrs(delete)[GEN_AI_MEMORY_RECORD_COUNT] == 1
     # no record id: the conventions read that as "every record" (of the user, here)
@@ -379,6 +382,7 @@ def async_calls(memory: OutputProfileMemory) -> list[Callable[[], Any]]:
         lambda: memory.afeedback(run, rating=5),
         lambda: memory.adelete(entry_id, user_id="ana"),
         lambda: memory.aexpire_pending("ana"),
+        lambda: memory.aexpire("ana"),
         lambda: memory.aforget("ana"),
     ]
 
@@ -388,7 +392,7 @@ EXPECTED_ASYNC = [
     *["search_memory"] * 4,
     "upsert_memory",
     "update_memory",
-    *["delete_memory"] * 3,
+    *["delete_memory"] * 4,
 ]
 
 

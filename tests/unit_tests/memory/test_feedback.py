@@ -233,14 +233,20 @@ class Clock:
         return self.now
 
 
-def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
-    clock = Clock()
-    memory = OutputProfileMemory(
-        client=ephemeral_memory.store.client,
-        collection_name=ephemeral_memory.store.collection_name,
+def _with_clock(memory: OutputProfileMemory, clock: Clock, **settings: Any) -> OutputProfileMemory:
+    """A memory on ``memory``'s collection whose time is ``clock``, pending for 60 s."""
+    return OutputProfileMemory(
+        client=memory.store.client,
+        collection_name=memory.store.collection_name,
         pending_ttl_s=60,
         clock=clock,
+        **settings,
     )
+
+
+def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
+    clock = Clock()
+    memory = _with_clock(ephemeral_memory, clock)
     tracked = memory.track(RecordingChatModel())
     old, new, bob = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     tracked.invoke("q1", config=cfg("ana", old))
@@ -265,12 +271,7 @@ def test_feedback_on_an_expired_output_is_a_clear_error(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     clock = Clock()
-    memory = OutputProfileMemory(
-        client=ephemeral_memory.store.client,
-        collection_name=ephemeral_memory.store.collection_name,
-        pending_ttl_s=60,
-        clock=clock,
-    )
+    memory = _with_clock(ephemeral_memory, clock)
     rid = uuid.uuid4()
     memory.track(RecordingChatModel()).invoke("q", config=cfg("bob", rid))
     clock.now += 61
@@ -303,13 +304,7 @@ def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     clock = Clock()
-    memory = OutputProfileMemory(
-        client=ephemeral_memory.store.client,
-        collection_name=ephemeral_memory.store.collection_name,
-        pending_ttl_s=60,
-        clock=clock,
-        cache_ttl_s=0,
-    )
+    memory = _with_clock(ephemeral_memory, clock, cache_ttl_s=0)
     memory.add("Kept: authored long ago.", user_id="ana")
     memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
     memory.select("ana")
@@ -329,12 +324,7 @@ def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
 
 def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:
     clock = Clock()
-    memory = OutputProfileMemory(
-        client=ephemeral_memory.store.client,
-        collection_name=ephemeral_memory.store.collection_name,
-        pending_ttl_s=60,
-        clock=clock,
-    )
+    memory = _with_clock(ephemeral_memory, clock)
     rid = uuid.uuid4()
     memory.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
     clock.now += 59

@@ -14,6 +14,7 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.store import state as state_rows
 from tests.conftest import Clock, offline_memory, unique_name
 from tests.fakes import RecordingChatModel
 
@@ -168,3 +169,72 @@ def test_the_middleware_pins_by_the_runtime_context_or_the_config(
     blocks = [model.received[n][0].text for n in range(4)]
     assert blocks[0] == blocks[1] == blocks[2]
     assert "Bullets, no fluff." in blocks[3] and "Bullets, no fluff." not in blocks[0]
+
+
+def _pin_rows(memory: OutputProfileMemory, user: str) -> dict[str, Any]:
+    found = memory.store.state._collection.get(where={"user_id": user}, include=["metadatas"])
+    return {
+        id_: meta
+        for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True)
+        if id_.startswith("p:")
+    }
+
+
+def test_a_pin_left_behind_by_a_forget_serves_nothing_forgotten(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """A reader killed between saving a pin and taking it back (a forget came between)
+    leaves the pin row behind: it must serve nothing of the forgotten text, neither right
+    after the forget nor once the user writes again."""
+    memory = _filled(client)
+    memory.endorse("Secret detail 4411.", user_id="ana")
+    assert "Secret detail 4411." in memory.select("ana", thread_id="t-1").text
+    left_behind = _pin_rows(memory, "ana")
+    memory.forget("ana")
+    state = memory.store.state._collection
+    state.add(
+        ids=list(left_behind),
+        metadatas=list(left_behind.values()),
+        embeddings=[[1.0]] * len(left_behind),
+    )
+    fresh = _memory(client, memory.store.collection_name)
+    assert fresh.select("ana", thread_id="t-1").text == ""
+    fresh.add("A new start.", user_id="ana")
+    again = _memory(client, memory.store.collection_name)
+    served = again.select("ana", thread_id="t-1").text
+    assert "A new start." in served and "Secret detail 4411." not in served
+
+
+def test_a_pin_stores_ids_not_texts(client: chromadb.api.ClientAPI) -> None:
+    """A pin names its entries; it quotes no text and no metadata, so its row's size does
+    not grow with the entries' (1.3 MB a pin with large metadata before)."""
+    memory = _memory(client, unique_name("pins"))
+    bulky = {f"k{i}": "v" * 500 for i in range(20)}
+    for n in range(12):
+        memory.add(f"Entry {n} " + "word " * 40, user_id="ana", metadata=bulky)
+    text = memory.select("ana", thread_id="t-1", max_tokens=400).text
+    assert "Entry" in text
+    [row] = _pin_rows(memory, "ana").values()
+    assert "Entry" not in row["payload"] and "vvvv" not in row["payload"]
+    assert len(row["payload"]) < 2_000
+    other = _memory(client, memory.store.collection_name)
+    assert other.select("ana", thread_id="t-1", max_tokens=400).text == text
+
+
+def test_a_users_pins_are_bounded(
+    client: chromadb.api.ClientAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 pinned threads of one user were 1,002 state rows; past the bound, the pins
+    expiring first go, and a thread whose pin went gets the current block."""
+    monkeypatch.setattr(state_rows, "MAX_PINS_PER_USER", 5)
+    clock = Clock()
+    memory = _filled(client, clock=clock)
+    first = memory.select("ana", thread_id="t-0").text
+    for n in range(1, 12):
+        clock.now += 1
+        memory.select("ana", thread_id=f"t-{n}")
+    assert len(_pin_rows(memory, "ana")) == 5
+    memory.endorse("Bullets, no fluff.", user_id="ana")
+    assert memory.select("ana", thread_id="t-11").text == first  # still pinned
+    other = _memory(client, memory.store.collection_name)
+    assert "Bullets, no fluff." in other.select("ana", thread_id="t-0").text  # pin went

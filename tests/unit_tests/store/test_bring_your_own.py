@@ -11,6 +11,8 @@ from langchain_chroma import Chroma
 
 from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.errors import InvalidInputError
+from langchain_outprofile.store.clients import persistent_client
+from langchain_outprofile.store.repair import repair
 from langchain_outprofile.tokens import OFFLINE_ENCODING
 from tests.conftest import unique_name
 
@@ -81,3 +83,129 @@ def test_contradicting_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     }
     with pytest.raises(InvalidInputError, match=r"vectorstore=|collection="):
         OutputProfileMemory(tokens=OFFLINE_ENCODING, **arguments)
+
+
+# -- a brought collection's own documents (issue 24, item 6) ------------------------------
+
+_FOREIGN: dict[str, tuple[str, dict[str, Any]]] = {
+    # what an app keeps in its own collection, some of it shaped like this package's rows
+    "app-plain": ("A help article about ana's account.", {"user_id": "ana"}),
+    "app-signals": ("Liked by ana.", {"user_id": "ana", "signals": "liked", "strength": 1.0}),
+    "app-payload": ("Not JSON inside.", {"user_id": "ana", "e": "{not json", "task": "t"}),
+    "app-marked": (  # even the package's mark (a boolean pending) with a junk payload
+        "A todo of ana.",
+        {"user_id": "ana", "pending": True, "e": '{"junk": 1}', "lg": True},
+    ),
+    "app-other": ("Nothing to do with users.", {"kind": "faq"}),
+}
+
+
+def _foreign_rows(vectorstore: Chroma) -> dict[str, Any]:
+    found = vectorstore.get(ids=list(_FOREIGN), include=["documents", "metadatas"])
+    return {
+        id_: (doc, meta)
+        for id_, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+    }
+
+
+def test_a_brought_collections_own_documents_are_never_read_as_entries_nor_deleted(
+    tmp_path: Any,
+) -> None:
+    """The app's documents carry ``user_id="ana"`` (and a ``signals`` key, a payload key,
+    even the package's ``pending`` mark): every read of ana skips them and every delete of
+    ana leaves them, count and content. Before: ``select``/``export``/``stats`` raised
+    ``KeyError: 'signals'`` and ``forget("ana")`` deleted the app's documents."""
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"))
+    vectorstore = _vectorstore(client)
+    vectorstore.add_texts(
+        [text for text, _ in _FOREIGN.values()],
+        metadatas=[meta for _, meta in _FOREIGN.values()],
+        ids=list(_FOREIGN),
+    )
+    before = _foreign_rows(vectorstore)
+    assert len(before) == len(_FOREIGN)
+    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    kept = memory.add("Short answer first.", user_id="ana")
+    gone = memory.add("Bullets, no fluff.", user_id="ana")
+
+    assert {e.text for e in memory.select("ana").entries} == {kept.text, gone.text}
+    assert {r["text"] for r in memory.export("ana")} == {kept.text, gone.text}
+    assert memory.stats("ana").entries == 2
+    assert memory.store.count("ana") == 2
+    assert memory.store.user_ids() == ["ana"]
+    for foreign in _FOREIGN:  # a delete by id of the app's document is not a delete of ana's
+        assert memory.delete(foreign, user_id="ana") is False
+    assert memory.delete(gone.id, user_id="ana") is True
+    assert [r["text"] for r in memory.export("ana")] == [kept.text]
+    assert _foreign_rows(vectorstore) == before
+
+    memory.forget("ana")  # (its count still includes a marked app row it did not delete)
+    assert memory.export("ana") == [] and memory.store.user_ids() == []
+    assert memory.stats("ana").entries == 0 and not memory.select("ana").entries
+    assert _foreign_rows(vectorstore) == before  # every app document, as it was
+    assert vectorstore._collection.count() == len(_FOREIGN)
+    fresh = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    assert fresh.export("ana") == [] and fresh.store.user_ids() == []
+
+
+def test_documents_added_later_to_the_packages_own_collection_are_left_alone(
+    tmp_path: Any,
+) -> None:
+    """A collection this package created reads without the server-side filter (it costs);
+    documents the app adds to it afterwards are still skipped by every read and left by
+    every delete (each row is checked before it is read as an entry or deleted)."""
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"))
+    memory = OutputProfileMemory(client=client, collection_name="ours", tokens=OFFLINE_ENCODING)
+    memory.add("Short answer first.", user_id="ana")
+    vectorstore = Chroma(
+        collection_name="ours", embedding_function=StyleEmbeddings(), client=client
+    )
+    vectorstore.add_texts(
+        [text for text, _ in _FOREIGN.values()],
+        metadatas=[meta for _, meta in _FOREIGN.values()],
+        ids=list(_FOREIGN),
+    )
+    before = _foreign_rows(vectorstore)
+
+    assert [r["text"] for r in memory.export("ana")] == ["Short answer first."]
+    assert memory.stats("ana").entries == 1 and memory.store.count("ana") == 1
+    assert [e.text for e in memory.select("ana").entries] == ["Short answer first."]
+    memory.forget("ana")
+    assert memory.export("ana") == [] and memory.store.user_ids() == []
+    assert _foreign_rows(vectorstore) == before
+
+
+def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_path: Any) -> None:
+    """A repair rebuilds the collection; the app's documents come back as they were (their
+    vectors computed again by the embedder the vectorstore and the memory share), so
+    Chroma's own search still finds them. Before: they were left out of the rebuild."""
+    path = tmp_path / "chroma"
+    client = persistent_client(path)  # the settings repair(path) opens it with
+    vectorstore = _vectorstore(client)
+    name = vectorstore._collection.name
+    vectorstore.add_texts(
+        [text for text, _ in _FOREIGN.values()],
+        metadatas=[meta for _, meta in _FOREIGN.values()],
+        ids=list(_FOREIGN),
+    )
+    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    memory.add("Short answer first.", user_id="ana")
+    memory.reject("Bullets, no fluff.", user_id="ana")
+    before, entries = _foreign_rows(vectorstore), memory.export("ana")
+    settings = client.get_collection(name).metadata
+
+    report = repair(path, name, force=True)
+
+    assert report.repaired and report.entries == 2 and report.unreadable == len(_FOREIGN)
+    again = Chroma(
+        collection_name=name,
+        embedding_function=StyleEmbeddings(),
+        client=client,
+    )
+    assert _foreign_rows(again) == before
+    assert client.get_collection(name).metadata == settings  # the app's index settings too
+    found = again.similarity_search("help article account", k=1, filter={"kind": "faq"})
+    assert [d.page_content for d in found] == ["Nothing to do with users."]
+    repaired = OutputProfileMemory(vectorstore=again, tokens=OFFLINE_ENCODING)
+    assert repaired.export("ana") == entries
+    assert not repair(path, name).damaged  # healthy, and its check reads the app's rows

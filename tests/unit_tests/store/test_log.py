@@ -146,3 +146,43 @@ def test_any_arrival_order_folds_to_the_same_entry(
     for event in shuffled:
         other.add([event])
     assert one.entries() == other.entries()
+
+
+def _expiring(at: float, expires_at: float | None, text: str = "Short answer first.") -> Event:
+    entry = ProfileEntry.create(text, user_id="ana", created_at=at, expires_at=expires_at)
+    return put_events([entry], at=at)[0]
+
+
+def _expire(at: float, text: str = "Short answer first.") -> Event:
+    entry = ProfileEntry.create(text, user_id="ana")
+    return Event(event_id("exp", at), "ana", entry.id, "expire", at)
+
+
+def test_the_latest_put_naming_an_expiry_sets_it_in_any_arrival_order() -> None:
+    events = [_expiring(1.0, 100.0), _expiring(2.0, None), _expiring(3.0, 50.0)]
+    for order in itertools.permutations(events):
+        fold = Fold("ana")
+        fold.add(order)
+        entry = _only(fold)
+        assert entry is not None and entry.expires_at == 50.0
+    fold = Fold("ana")
+    fold.add(events[:2])
+    assert (entry := _only(fold)) is not None and entry.expires_at == 100.0  # None keeps it
+
+
+def test_an_expire_event_voids_only_an_entry_that_had_expired_by_its_time() -> None:
+    expired = [_expiring(1.0, 10.0), _expire(20.0)]
+    extended = [*expired, _expiring(5.0, 100.0)]  # a writer racing the expirer, stamped first
+    for events, gone in ((expired, True), (extended, False)):
+        for order in itertools.permutations(events):
+            fold = Fold("ana")
+            fold.add(order)
+            assert (_only(fold) is None) is gone
+    fold = Fold("ana")
+    fold.add([*expired, _expiring(30.0, None)])  # a later put starts afresh
+    assert (entry := _only(fold)) is not None and entry.expires_at is None
+    meta = event_metadata(_expiring(1.0, 10.0))
+    assert meta["exp"] == 10.0  # what an expiry sweep's where finds
+    assert events_from({"ids": ["x"], "metadatas": [event_metadata(_expire(20.0))]})[0].kind == (
+        "expire"
+    )

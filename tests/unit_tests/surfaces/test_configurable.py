@@ -19,6 +19,7 @@ from langchain_outprofile import InvalidInputError, OutputProfileMemory, Selecti
 from langchain_outprofile.render import parse_block
 from langchain_outprofile.surfaces._common import (
     DEFAULT_CALL_SETTINGS,
+    PLACEMENTS,
     SETTING_NAMES,
     CallLimits,
     setting_specs,
@@ -99,7 +100,7 @@ def test_config_specs_declare_every_setting_beside_user_id(filled: OutputProfile
     assert {f"profile_{f.name}" for f in fields(SelectionOptions)} < ids
     schema = chain.config_schema().model_json_schema()
     properties = schema["$defs"]["Configurable"]["properties"]
-    assert properties["profile_placement"]["anyOf"][0]["enum"] == ["merge", "separate"]
+    assert properties["profile_placement"]["anyOf"][0]["enum"] == list(PLACEMENTS)
     assert properties["profile_max_tokens"]["default"] is None
 
 

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import InvalidInputError, OutputProfileMemory
 from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.render import parse_block
 from tests.conftest import record_chroma_threads
@@ -250,3 +250,85 @@ def test_two_memories_lead_one_agent_each_with_its_own_block(
     # agent's system prompt. Each block is exactly what its memory selects.
     assert system_seen([first, second]) == f"{team_block}\n\n{personal_block}\n\n{SYSTEM}"
     assert system_seen([second, first]) == f"{personal_block}\n\n{team_block}\n\n{SYSTEM}"
+
+
+def test_after_system_puts_the_block_after_the_agent_system_prompt(
+    filled: OutputProfileMemory,
+) -> None:
+    call = AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Oslo"}, "id": "c1"}])
+    model = RecordingChatModel(messages=iter([call, AIMessage("Sunny.")]))
+    agent: Any = create_agent(
+        model,
+        [weather],
+        system_prompt=SYSTEM,
+        middleware=[filled.middleware(placement="after_system")],
+        context_schema=Context,
+    )
+    agent.invoke(ask("Oslo?"), context=Context(user_id="ana"))
+    block = filled.select("ana").text
+    for received in model.received:  # every model call of the tool loop
+        assert received[0] == SystemMessage(SYSTEM)
+        assert received[1] == SystemMessage(block)
+        assert received[2].text == "Oslo?"
+    assert isinstance(model.received[1][-1], ToolMessage)
+
+
+def test_after_system_with_a_breakpoint_marks_the_agent_system_prompt(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    middleware = filled.middleware(placement="after_system", cache_breakpoint=True)
+    agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
+    agent.invoke(ask("hi"), config={"configurable": {"user_id": "ana"}})
+    [received] = model.received
+    marker = {"type": "ephemeral"}
+    assert received[0].content == [{"type": "text", "text": SYSTEM, "cache_control": marker}]
+    assert received[1] == SystemMessage(filled.select("ana").text)
+    assert received[2].text == "hi"
+
+
+def test_after_system_follows_system_messages_leading_the_request(
+    filled: OutputProfileMemory,
+) -> None:
+    """System messages at the start of the graph's messages are part of the prefix too."""
+    model = RecordingChatModel()
+    agent: Any = create_agent(
+        model, [], system_prompt=SYSTEM, middleware=[filled.middleware(placement="after_system")]
+    )
+    note = SystemMessage("Tools: none today.")
+    agent.invoke({"messages": [note, HumanMessage("hi")]}, context={"user_id": "ana"})
+    assert model.texts(0) == [SYSTEM, note.text, filled.select("ana").text, "hi"]
+
+
+def test_after_system_without_a_system_prompt_makes_the_block_the_system_message(
+    filled: OutputProfileMemory,
+) -> None:
+    model = RecordingChatModel()
+    middleware = filled.middleware(placement="after_system", cache_breakpoint=True)
+    agent: Any = create_agent(model, [], middleware=[middleware])
+    agent.invoke(ask("hi"), context={"user_id": "bob"})
+    assert model.received[0][0] == SystemMessage(filled.select("bob").text)
+    assert model.texts(0) == [filled.select("bob").text, "hi"]
+
+
+async def test_after_system_async_agent_gives_the_same_messages(
+    filled: OutputProfileMemory,
+) -> None:
+    sync_model, async_model = RecordingChatModel(), RecordingChatModel()
+    for model in (sync_model, async_model):
+        middleware = filled.middleware(placement="after_system", cache_breakpoint=True)
+        agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
+        if model is sync_model:
+            agent.invoke(ask("hi"), context={"user_id": "ana"})
+        else:
+            await agent.ainvoke(ask("hi"), context={"user_id": "ana"})
+    strip = [[(type(m), m.content) for m in call] for call in sync_model.received]
+    assert [[(type(m), m.content) for m in call] for call in async_model.received] == strip
+    assert sync_model.received[0][1] == SystemMessage(filled.select("ana").text)
+
+
+def test_a_middleware_breakpoint_without_after_system_is_refused(
+    filled: OutputProfileMemory,
+) -> None:
+    with pytest.raises(InvalidInputError, match="after_system"):
+        filled.middleware(cache_breakpoint=True)
