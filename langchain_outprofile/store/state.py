@@ -242,9 +242,10 @@ class StateRows:
     async def _bound_pins(self, user: str) -> None:
         """Keep at most :data:`MAX_PINS_PER_USER` - 1 pins of the user before a new one:
         the ones expiring first go (threads that ended long ago)."""
-        found = await self._get(
+        found = await self._get(  # a page holds them all: pins never pass the bound
             where={"$and": [{"user_id": user}, {"expires_at": {"$gt": 0.0}}]},
             include=_METADATAS,
+            limit=self._page,
         )
         held = sorted(
             zip(found["ids"], found["metadatas"] or [], strict=True),
