@@ -364,11 +364,12 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         )
 
     def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
-        now = self.clock()
-        return [
-            self._timely(coerce_item(item, i, self.entry, self.max_text_chars), i, "entries", now)
+        built = [
+            coerce_item(item, i, self.entry, self.max_text_chars)
             for i, item in enumerate(validate_items(entries, "entries"))
         ]
+        now = self.clock()  # after building: entries stamped meanwhile are not in the future
+        return [self._timely(entry, i, "entries", now) for i, entry in enumerate(built)]
 
     def _timely(self, entry: ProfileEntry, index: int, name: str, now: float) -> ProfileEntry:
         """A caller's entry with its times clamped to now (a far-future one is refused), and
@@ -520,10 +521,10 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     def _records(self, records: Iterable[Mapping[str, Any]]) -> list[ProfileEntry]:
         """The records to import: validated, and those already expired left out (a backup
         restored later brings back only what had not expired)."""
-        now = self.clock()
         entries = [
             self._from_record(r, i) for i, r in enumerate(validate_items(records, "records"))
         ]
+        now = self.clock()  # after building: records stamped meanwhile are not in the future
         return [
             self._timely(entry, i, "records", now)
             for i, entry in enumerate(entries)

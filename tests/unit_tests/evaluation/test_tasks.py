@@ -29,6 +29,7 @@ from langchain_outprofile.evaluation.data import (
 from langchain_outprofile.evaluation.report import cells_summary, headroom
 from langchain_outprofile.evaluation.runner import ScoreRow
 from langchain_outprofile.evaluation.scoring import Message, NllScore
+from langchain_outprofile.evaluation.strategies import EPOCH
 from langchain_outprofile.evaluation.tasks import (
     CONTINUE_PROMPT,
     MIN_HISTORY,
@@ -154,7 +155,8 @@ def _write_popquorn(path: Path) -> Path:
 
 @pytest.fixture
 def memory() -> OutputProfileMemory:
-    clock = MovingClock(T0)
+    # after every stored time: a caller's time past now + 24 h is refused
+    clock = MovingClock(EPOCH + 365 * 86_400.0)
     mem = OutputProfileMemory(
         client=chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
     )
