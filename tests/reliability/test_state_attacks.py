@@ -357,7 +357,7 @@ def test_snapshot_rows_of_an_earlier_release_are_swept_once(make_memory: MemoryF
     make_memory().select("ana")  # the first snapshot this release saves in the collection
 
     assert set(legacy).isdisjoint(_state_rows(writer))
-    assert writer.store.state.has_mark(state.SLOTTED_MARK)
+    assert writer.store._run(writer.store.state.has_mark(state.SLOTTED_MARK)) is True
     assert len(_snapshot_rows(writer, "ana")) == 1
 
 
