@@ -63,6 +63,7 @@ __all__ = [
     "record_backup",
     "scrub",
     "scrub_backups",
+    "write_json",
 ]
 
 JOURNAL = "entries.jsonl"
@@ -219,7 +220,7 @@ def _persist_indexes(client: Any, lock: LocationLock, names: Mapping[str, int]) 
     marker = lock.store_dir / PURGE_MARKER
     collections = {name: client.get_collection(name, embedding_function=None) for name in names}
     own = _thresholds(marker, collections)
-    _write_json(marker, own)
+    write_json(marker, own)
     _set_thresholds(collections, dict.fromkeys(own, 1))
     lock.reload(server_of(client))  # Chroma reads the threshold when it opens an index
     for name, size in names.items():
@@ -453,7 +454,9 @@ def _strip(backup: Path) -> bool:
     return found
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` whole or not at all (a marker a killed process
+    leaves is either the old one or the new one): a synced partial file, then a rename."""
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as out:
         out.write(json.dumps(data))

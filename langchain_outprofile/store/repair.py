@@ -82,7 +82,7 @@ from langchain_outprofile.store.profile_store import (
     ProfileStore,
     _fingerprint,
 )
-from langchain_outprofile.store.purge import record_backup
+from langchain_outprofile.store.purge import record_backup, write_json
 from langchain_outprofile.store.rows import LOG_MARK, entries_from
 from langchain_outprofile.store.state import STATE_SUFFIX
 from langchain_outprofile.types import ProfileEntry
@@ -730,7 +730,7 @@ def _marker(lock: LocationLock, collection_name: str) -> dict[str, Any] | None:
 def _write_marker(lock: LocationLock, collection_name: str, data: Mapping[str, Any]) -> None:
     marker = repair_marker(lock, collection_name)
     if marker is not None:
-        _write_json(marker, data)
+        write_json(marker, data)
 
 
 def _saved_rows(marker: Mapping[str, Any]) -> tuple[list[Row], dict[str, Any], int, Path]:
@@ -775,12 +775,3 @@ def _done(lock: LocationLock, collection_name: str) -> None:
     marker = repair_marker(lock, collection_name)
     if marker is not None:
         marker.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as out:
-        out.write(json.dumps(data))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
