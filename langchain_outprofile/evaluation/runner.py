@@ -228,7 +228,7 @@ def run_task(
     stored = task.setup()
     setup_s = time.perf_counter() - started
     targets = task.targets()
-    jobs = list(_jobs(targets, config))
+    jobs = list(_jobs(targets, config, replays=task.replays))
     rows: list[ScoreRow] = []
     scored = 0
     prepared = ""
@@ -262,21 +262,49 @@ def run_task(
     return rows, timing
 
 
+PREFIX_GROUP = 16
+"""Targets whose prefix-sharing prompts are scored back to back, before their leading ones."""
+
+
 def _jobs(
-    targets: Sequence[Target], config: EvalConfig
+    targets: Sequence[Target], config: EvalConfig, *, replays: bool = True
 ) -> Iterator[tuple[Target, str, Fields, int, str]]:
-    """Per target: ``none`` once, then each strategy's fields and budgets (shared KV prefixes)."""
-    for target in targets:
-        if "none" in config.strategies:
-            yield target, "none", "output", 0, config.placement_key("-")
-        for placement in map(config.placement_key, config.placements):
-            for strategy in config.strategies:
-                if strategy == "none":
-                    continue
-                modes = config.fields if strategy in FIELD_STRATEGIES else ("output",)
-                for fields in modes:
-                    for budget in sorted(config.budgets):
-                        yield target, strategy, fields, budget, placement
+    """Every job once, ordered so that the scorer's KV cache reuses shared prefixes.
+
+    Per target: ``none`` once, then each placement's strategies, fields and budgets. With a
+    static system prompt, every prompt except a ``leading`` block's starts with that prompt;
+    for tasks that do not replay history in time order, each group of :data:`PREFIX_GROUP`
+    targets scores those prompts first and its ``leading`` ones after, so the static prompt
+    is evaluated about once per group instead of twice per target. Scores do not depend on
+    the order; a run stopped part-way has whole groups paired.
+    """
+    if replays or not config.system_prompt_tokens:
+        for target in targets:
+            yield from _target_jobs(target, config, config.placements, with_none=True)
+        return
+    after = tuple(p for p in config.placements if p != "leading")
+    leading = tuple(p for p in config.placements if p == "leading")
+    for start in range(0, len(targets), PREFIX_GROUP):
+        group = targets[start : start + PREFIX_GROUP]
+        for target in group:
+            yield from _target_jobs(target, config, after, with_none=True)
+        for target in group:
+            yield from _target_jobs(target, config, leading, with_none=False)
+
+
+def _target_jobs(
+    target: Target, config: EvalConfig, placements: Sequence[str], *, with_none: bool
+) -> Iterator[tuple[Target, str, Fields, int, str]]:
+    if with_none and "none" in config.strategies:
+        yield target, "none", "output", 0, config.placement_key("-")
+    for placement in map(config.placement_key, placements):
+        for strategy in config.strategies:
+            if strategy == "none":
+                continue
+            modes = config.fields if strategy in FIELD_STRATEGIES else ("output",)
+            for fields in modes:
+                for budget in sorted(config.budgets):
+                    yield target, strategy, fields, budget, placement
 
 
 def _score(

@@ -108,6 +108,8 @@ class EvalTask(Protocol):
 
     name: str
     choice: bool
+    replays: bool
+    """Whether :meth:`prepare` replays history in time order (targets then score in order)."""
     memory: OutputProfileMemory
 
     def targets(self) -> Sequence[Target]:
@@ -145,6 +147,7 @@ class LampTask:
 
     name = "lamp"
     choice = False
+    replays = False
 
     def __init__(
         self, memory: OutputProfileMemory, examples: Sequence[LampExample], seed: int = 0
@@ -203,6 +206,7 @@ class PopquornTask:
 
     name = "popquorn"
     choice = False
+    replays = False
 
     def __init__(
         self,
@@ -409,6 +413,7 @@ class CoauthorTask:
 
     name = "coauthor"
     choice = True
+    replays = True
 
     def __init__(
         self,

@@ -3,6 +3,7 @@ system prompt, and the keys they are cached under (no model is called)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
@@ -14,9 +15,10 @@ import pytest
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.evaluation.command import run_command
 from langchain_outprofile.evaluation.prefix import INSTRUCTIONS, SHARED_PROMPT, static_prefix
-from langchain_outprofile.evaluation.runner import EvalConfig, placed_where
+from langchain_outprofile.evaluation.runner import PREFIX_GROUP, EvalConfig, _jobs, placed_where
 from langchain_outprofile.evaluation.scoring import Message, NllScore
 from langchain_outprofile.evaluation.strategies import BASE_SYSTEM, messages_for
+from langchain_outprofile.evaluation.tasks import Target
 from langchain_outprofile.tokens import TokenCounter
 
 WHOLE = "\n\n".join(INSTRUCTIONS)
@@ -114,13 +116,13 @@ def test_a_run_scores_every_prompt_after_the_static_prefix(
         )
         prefix = static_prefix(TokenCounter("gpt-4o-mini").count, 300)
     system = f"{BASE_SYSTEM}\n\n{prefix}"
-    none, leading, after = scorer.seen
+    none, after, leading = scorer.seen  # the prompts sharing the static prefix first
     assert none == [("system", system), none[1]] and none[1][0] == "user"
     assert leading[0][1].startswith("<user_profile>") and leading[0][1].endswith(system)
     assert after[0] == ("system", system) and after[1][1].startswith("<user_profile>")
     assert after[2] == none[1]
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
-    assert [r["placement"] for r in rows] == ["-@sys300", "leading@sys300", "after-system@sys300"]
+    assert [r["placement"] for r in rows] == ["-@sys300", "after-system@sys300", "leading@sys300"]
     report = json.loads((out / "report.json").read_text())
     assert set(report["placements"]) == {"leading@sys300", "after-system@sys300"}
     assert report["meta"]["system_prompt_tokens"] == 300
@@ -142,3 +144,26 @@ def test_a_negative_system_prompt_is_refused_before_any_work(
             scorer=RecordingScorer(),
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_prompts_sharing_the_static_prefix_are_scored_together_per_group_of_targets() -> None:
+    targets = [Target(id=f"t{i}", user=f"u{i}", request="r", gold="g") for i in range(40)]
+    config = EvalConfig(
+        strategies=("none", "output-profile"),
+        budgets=(100, 200),
+        placements=("leading", "after-system"),
+        system_prompt_tokens=300,
+    )
+    plain = dataclasses.replace(config, system_prompt_tokens=0)
+    jobs = [(t.id, *rest) for t, *rest in _jobs(targets, config, replays=False)]
+    in_order = [(t.id, *rest) for t, *rest in _jobs(targets, config, replays=True)]
+    assert sorted(jobs) == sorted(in_order) and len(set(jobs)) == len(jobs) == 40 * 5
+    first_group = {f"t{i}" for i in range(PREFIX_GROUP)}
+    leading_at = [i for i, job in enumerate(jobs) if job[4] == "leading@sys300"]
+    shared_at = [i for i, job in enumerate(jobs) if job[4] != "leading@sys300"]
+    assert all(jobs[i][0] in first_group for i in shared_at[: PREFIX_GROUP * 3])
+    assert max(shared_at[: PREFIX_GROUP * 3]) < min(leading_at)
+    assert {jobs[i][0] for i in leading_at[: PREFIX_GROUP * 2]} == first_group
+    # In time order (a replaying task) or without a static prompt, each target stays whole.
+    for ordered in (in_order, [(t.id, *r) for t, *r in _jobs(targets, plain, replays=False)]):
+        assert [job[0] for job in ordered] == [f"t{i}" for i in range(40) for _ in range(5)]
