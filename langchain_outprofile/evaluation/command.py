@@ -21,6 +21,7 @@ from langchain_outprofile.evaluation.data import (
     load_lamp,
     load_popquorn,
 )
+from langchain_outprofile.evaluation.models import resolve_model
 from langchain_outprofile.evaluation.report import (
     cells_summary,
     headroom,
@@ -124,7 +125,12 @@ def eval_command(
     outputs: Annotated[Path | None, typer.Option(help="official *_outputs.json")] = None,
     backend: Annotated[str, typer.Option(help="llama (embedded SmolLM2) or openai")] = "llama",
     base_url: Annotated[str | None, typer.Option(help="openai backend: server base URL")] = None,
-    model: Annotated[str | None, typer.Option(help="llama: GGUF path; openai: model name")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="llama: smollm2 (default), gemma3-270m or a GGUF path; openai: model name"
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help="llama backend CPU threads")] = 1,
     frame: Annotated[
         str, typer.Option(help="the block's frame: compact (the default) or legacy (59 tokens)")
@@ -349,7 +355,7 @@ def _counting(backend: str, model: str | None) -> dict[str, Any]:
     OpenAI API (its GGUF), else the tiktoken encoding of ``model`` (approximate, with a
     warning, for a name tiktoken does not know)."""
     if backend == "llama":
-        return {"tokens": Path(model) if model else local_model_path()}
+        return {"tokens": resolve_model(model)}
     if model == SERVED_MODEL_NAME:
         return {"tokens": local_model_path()}
     return {"model": model} if model else {}
@@ -357,7 +363,7 @@ def _counting(backend: str, model: str | None) -> dict[str, Any]:
 
 def _scorer(backend: str, base_url: str | None, model: str | None, threads: int) -> Scorer:
     if backend == "llama":
-        return LlamaScorer(model, n_threads=threads)
+        return LlamaScorer(resolve_model(model), n_threads=threads)
     if backend == "openai":
         if not base_url or not model:
             raise InvalidInputError("--backend openai needs --base-url and --model")

@@ -30,6 +30,7 @@ __all__ = [
     "OpenAIScorer",
     "Scorer",
     "format_chatml",
+    "format_plain",
     "smollm2_path",
 ]
 
@@ -81,6 +82,16 @@ def format_chatml(messages: Sequence[Message], generation_prompt: bool = True) -
     return text + ("<|im_start|>assistant\n" if generation_prompt else "")
 
 
+def format_plain(messages: Sequence[Message]) -> str:
+    """A base model's prompt: each message's text, then a blank line; the reply follows.
+
+    Base (pretrained) models have no chat template and were not trained on turn markers, so
+    roles are left out: the system text (instruction, static prompt, block) comes first and
+    the request last, in the order the messages give, as a document the reply continues.
+    """
+    return "".join(f"{content}\n\n" for _, content in messages)
+
+
 class LlamaScorer:
     """Gold-output NLL with a local GGUF model through llama-cpp-python.
 
@@ -95,7 +106,8 @@ class LlamaScorer:
     scorer shared by threads safe (they take turns; for parallel scoring, use one scorer each).
 
     Args:
-        model_path: a GGUF file; default the embedded SmolLM2-135M-Instruct.
+        model_path: a GGUF file; default the embedded SmolLM2-135M-Instruct
+            (``evaluation.models.resolve_model`` finds packaged models by name).
         n_ctx: context window; longer prompts are rejected with a clear error.
         n_threads: CPU threads llama.cpp uses inside one call.
 
@@ -140,9 +152,10 @@ class LlamaScorer:
         self._lock = threading.Lock()
 
     def prompt_text(self, messages: Sequence[Message]) -> str:
-        """The chat-formatted prompt, ending where the assistant's reply starts."""
+        """The prompt, ending where the assistant's reply starts: the model's own chat
+        template, or :func:`format_plain` for a model without one (a base model)."""
         if self._formatter is None:
-            return format_chatml(messages)
+            return format_plain(messages)
         chat: Any = [{"role": role, "content": content} for role, content in messages]
         return str(self._formatter(messages=chat).prompt)
 
