@@ -19,6 +19,7 @@ from langchain_outprofile.evaluation.data import (
     detect_format,
     load_coauthor,
     load_lamp,
+    load_lamp_edits,
     load_popquorn,
 )
 from langchain_outprofile.evaluation.models import resolve_model
@@ -40,6 +41,7 @@ from langchain_outprofile.evaluation.strategies import (
 from langchain_outprofile.evaluation.tasks import (
     CoauthorTask,
     EvalTask,
+    LampEditsTask,
     LampTask,
     MovingClock,
     PopquornTask,
@@ -334,6 +336,8 @@ def _task(
         return CoauthorTask(memory, clock, load_coauthor(data), limit=limit, seed=seed)
     if kind == "popquorn":
         return PopquornTask(memory, load_popquorn(data, limit=limit), seed, holdout)
+    if kind == "lamp-edits":
+        return LampEditsTask(memory, load_lamp_edits(data, limit=limit), seed)
     return LampTask(memory, load_lamp(data, outputs, limit=limit), seed)
 
 

@@ -27,16 +27,19 @@ from langchain_outprofile.errors import InvalidInputError
 __all__ = [
     "FIELD_MAP",
     "FORMATS",
+    "EditWriter",
     "LampExample",
     "ProfileItem",
     "RewritePair",
     "RewriteUser",
     "SuggestionList",
     "TypedSentence",
+    "WriterEdit",
     "WritingSession",
     "detect_format",
     "load_coauthor",
     "load_lamp",
+    "load_lamp_edits",
     "load_popquorn",
     "normalize_task",
     "profile_item",
@@ -197,7 +200,7 @@ def _example(row: Any, index: int, task: str | None) -> LampExample:
 
 # -- POPQUORN and CoAuthor -------------------------------------------------------------------
 
-FORMATS = ("lamp", "coauthor", "popquorn")
+FORMATS = ("lamp", "coauthor", "popquorn", "lamp-edits")
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,26 @@ class RewriteUser:
 
     user: str
     pairs: tuple[RewritePair, ...]
+
+
+@dataclass(frozen=True)
+class WriterEdit:
+    """One paragraph a model wrote for ``instruction`` (``preedit``) and a writer's edit of it
+    (LAMP edits). ``paragraph_id`` names a paragraph several writers edited, else None."""
+
+    id: str
+    instruction: str | None
+    preedit: str
+    postedit: str
+    paragraph_id: str | None
+
+
+@dataclass(frozen=True)
+class EditWriter:
+    """A LAMP-edits writer: their edits in file order (the data has no times)."""
+
+    user: str
+    edits: tuple[WriterEdit, ...]
 
 
 @dataclass(frozen=True)
@@ -259,7 +282,7 @@ class WritingSession:
 
 
 def detect_format(path: str | Path) -> str:
-    """``lamp``, ``coauthor`` or ``popquorn``, from the first record's keys.
+    """``lamp``, ``coauthor``, ``popquorn`` or ``lamp-edits``, from the first record's keys.
 
     Example:
         ```python
@@ -278,6 +301,8 @@ def detect_format(path: str | Path) -> str:
         return "coauthor"
     if {"user", "pairs"} <= set(first):
         return "popquorn"
+    if {"user_id", "edits"} <= set(first):
+        return "lamp-edits"
     if "profile" in first:
         return "lamp"
     raise InvalidInputError(
@@ -313,6 +338,45 @@ def load_popquorn(path: str | Path, *, limit: int | None = None) -> list[Rewrite
     if not users:
         raise InvalidInputError(f"no POPQUORN users in {path}")
     return users
+
+
+def load_lamp_edits(path: str | Path, *, limit: int | None = None) -> list[EditWriter]:
+    """LAMP writers' edits (``{"user_id", "edits": [{"id", "instruction", "preedit",
+    "postedit", "paragraph_id", ...}]}`` a line; ``instruction`` and ``paragraph_id`` may be
+    null).
+
+    Example:
+        ```python
+        writers = load_lamp_edits("../shared/data/lamp_edits/lamp_edits.jsonl")
+        ```
+    """
+    writers = []
+    for number, row in enumerate(_records(Path(path)), start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("edits"), list):
+            raise InvalidInputError(f"{path}:{number}: expected {{'user_id', 'edits': [...]}}")
+        if "user_id" not in row:
+            raise InvalidInputError(f"{path}:{number}: a writer is missing 'user_id'")
+        edits = []
+        for edit in row["edits"]:
+            missing = [k for k in ("id", "preedit", "postedit") if not edit.get(k)]
+            if missing:
+                raise InvalidInputError(f"{path}:{number}: an edit is missing {missing}")
+            paragraph, instruction = edit.get("paragraph_id"), edit.get("instruction")
+            edits.append(
+                WriterEdit(
+                    id=str(edit["id"]),
+                    instruction=str(instruction) if instruction else None,
+                    preedit=str(edit["preedit"]),
+                    postedit=str(edit["postedit"]),
+                    paragraph_id=str(paragraph) if paragraph else None,
+                )
+            )
+        writers.append(EditWriter(str(row["user_id"]), tuple(edits)))
+        if limit and len(writers) >= limit:
+            break
+    if not writers:
+        raise InvalidInputError(f"no LAMP-edits writers in {path}")
+    return writers
 
 
 def load_coauthor(path: str | Path) -> list[WritingSession]:

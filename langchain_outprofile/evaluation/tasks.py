@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import random as random_module
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.evaluation.data import (
+    EditWriter,
     LampExample,
     RewriteUser,
     SuggestionList,
     TypedSentence,
+    WriterEdit,
     WritingSession,
 )
 from langchain_outprofile.evaluation.strategies import (
@@ -53,11 +55,14 @@ __all__ = [
     "COAUTHOR_STRATEGIES",
     "CONTEXT_CHARS",
     "CONTINUE_PROMPT",
+    "EDIT_PROMPT",
+    "LAMP_EDITS_STRATEGIES",
     "MIN_HISTORY",
     "POPQUORN_STRATEGIES",
     "REWRITE_PROMPT",
     "CoauthorTask",
     "EvalTask",
+    "LampEditsTask",
     "LampTask",
     "MovingClock",
     "PopquornTask",
@@ -76,6 +81,9 @@ MIN_HISTORY = 10
 """A CoAuthor list is a target only when the writer has this many positive entries before it."""
 POPQUORN_STRATEGIES = ("none", "output-profile", "other-user", "other-rewriter", "bm25-query")
 """POPQUORN's strategies, besides the random draws ``random-<k>``."""
+LAMP_EDITS_STRATEGIES = ("none", "output-profile", "other-writer")
+EDIT_PROMPT = "Edit this paragraph the way you edit writing:\n\n"
+EDITS_DUPLICATE_THRESHOLD = 0.99
 COAUTHOR_STRATEGIES = (
     "none",
     "output-profile",
@@ -333,6 +341,138 @@ class PopquornTask:
         )
 
 
+# -- LAMP edits -------------------------------------------------------------------------------
+
+
+class LampEditsTask:
+    """Leave one edit out: each edit of a writer with two or more is a target.
+
+    The request is the instruction and the model's paragraph (``preedit``); the gold is the
+    writer's edit of it (``postedit``). A target's profile is the writer's *other* edits,
+    stored as ``edited`` entries (the postedit, with the preedit as its source input):
+    ``output-profile`` with fields ``output`` shows the writer's own past edits, with fields
+    ``input`` the model's unedited paragraphs of the same records. ``other-writer`` shows
+    another writer's edits (seeded among those who edited the target's paragraph), without
+    their edit of it: the same paragraphs, edited by someone else. Targets whose paragraph no
+    other writer edited have no ``other-writer`` block.
+
+    Each target is its own bootstrap unit (``Target.user``): three writers hold most of the
+    edits, too few units for an interval over writers.
+
+    Blocks are selected with ``duplicate_threshold`` :data:`EDITS_DUPLICATE_THRESHOLD`, not the
+    default 0.92: under the default style embeddings, every two of a writer's ~190-word
+    paragraphs are at cosine 0.92 or more (W3: median 0.96, minimum 0.92), so the default
+    would keep one entry of any profile whatever the budget.
+    """
+
+    name = "lamp-edits"
+    choice = False
+    replays = False
+
+    def __init__(
+        self, memory: OutputProfileMemory, writers: Sequence[EditWriter], seed: int = 0
+    ) -> None:
+        self.memory = memory
+        self.writers = {w.user: w for w in writers if len(w.edits) >= 2}
+        self.seed = seed
+        editors: dict[str, list[str]] = defaultdict(list)
+        for writer in self.writers.values():
+            for edit in writer.edits:
+                if edit.paragraph_id:
+                    editors[edit.paragraph_id].append(writer.user)
+        self.editors = editors
+        self.held: dict[str, tuple[str, WriterEdit]] = {}
+        self._stored: set[str] = set()
+
+    def targets(self) -> list[Target]:
+        """Every edit of every writer with two or more."""
+        out = []
+        for writer in self.writers.values():
+            for edit in writer.edits:
+                target_id = f"le-{writer.user}/{edit.id}"
+                self.held[target_id] = (writer.user, edit)
+                out.append(
+                    Target(
+                        id=target_id,
+                        user=target_id,
+                        request=edit_request(edit),
+                        gold=edit.postedit,
+                        instance=edit.paragraph_id or edit.id,
+                    )
+                )
+        return out
+
+    def setup(self) -> int:
+        """Nothing up front: each target's profile is stored when first asked for."""
+        return 0
+
+    def prepare(self, target: Target) -> None:
+        """Nothing to replay (the data has no times)."""
+
+    def other_writer(self, target: Target) -> str | None:
+        """Another writer who edited the target's paragraph (seeded), or None."""
+        writer, edit = self.held[target.id]
+        others = sorted(u for u in self.editors.get(edit.paragraph_id or "", ()) if u != writer)
+        if not others:
+            return None
+        return random_module.Random(f"{self.seed}:{target.id}").choice(others)
+
+    def block(self, target: Target, strategy: str, fields: Fields, budget: int) -> str | None:
+        """``none``, ``output-profile`` (fields ``output`` or ``input``) or ``other-writer``."""
+        if strategy == "none":
+            return ""
+        writer, edit = self.held[target.id]
+        if strategy == "output-profile":
+            name = self._store(writer, lambda e: e.id == edit.id, f"le-{writer}~{edit.id}")
+            return self._select(name, budget, fields)
+        if strategy == "other-writer":
+            other = self.other_writer(target)
+            if other is None:
+                return None
+            paragraph = edit.paragraph_id
+            name = self._store(
+                other, lambda e: e.paragraph_id == paragraph, f"le-{other}~{paragraph}"
+            )
+            return self.memory.select(name, max_tokens=budget, fields=fields).text
+        raise InvalidInputError(
+            f"strategy {strategy!r} does not apply to LAMP edits; choose from "
+            f"{', '.join(LAMP_EDITS_STRATEGIES)}"
+        )
+
+    def _select(self, name: str, budget: int, fields: Fields) -> str:
+        return self.memory.select(
+            name,
+            max_tokens=budget,
+            fields=fields,
+            duplicate_threshold=EDITS_DUPLICATE_THRESHOLD,
+        ).text
+
+    def _store(self, writer: str, leave_out: Callable[[WriterEdit], bool], name: str) -> str:
+        """Store ``writer``'s edits but those ``leave_out`` names as profile ``name`` (once)."""
+        if name not in self._stored:
+            self._stored.add(name)
+            records = [
+                {
+                    "text": edit.postedit,
+                    "user_id": name,
+                    "signal": "edited",
+                    "task": "paragraph-edit",
+                    "source_input": edit.preedit,
+                    "created_at": EPOCH + i * _DAY_S,
+                }
+                for i, edit in enumerate(self.writers[writer].edits)
+                if not leave_out(edit)
+            ]
+            self.memory.add_many(records)
+        return name
+
+
+def edit_request(edit: WriterEdit) -> str:
+    """The request of a LAMP-edits target: the instruction (when known) and the paragraph."""
+    head = f"Instruction: {edit.instruction}\n\n" if edit.instruction else ""
+    return f"{EDIT_PROMPT}{head}Paragraph:\n{edit.preedit}"
+
+
 # -- CoAuthor ---------------------------------------------------------------------------------
 
 
@@ -579,6 +719,7 @@ def check_strategies(task: str, strategies: Sequence[str]) -> None:
     allowed: dict[str, Sequence[str]] = {
         "popquorn": POPQUORN_STRATEGIES,
         "coauthor": COAUTHOR_STRATEGIES,
+        "lamp-edits": LAMP_EDITS_STRATEGIES,
     }
     names = allowed.get(task)
     if names is None:
