@@ -47,6 +47,13 @@ __all__ = ["LEFT_OUT_KEPT", "Ranked", "Ranking", "choose", "choose_from", "rank"
 
 _DAY_S = 86_400.0
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
+_WORD = re.compile(r"\w+")
+SHARED_TRIGRAMS = 0.5
+"""A near-duplicate also shares this share of the shorter text's word trigrams with the pick.
+
+Style vectors alone cannot tell a re-saved text from another text in the same style: two
+different ~190-word paragraphs of one writer are at cosine 0.92 or more, so a cosine test
+alone kept one entry of a profile of long texts whatever the budget."""
 LEFT_OUT_KEPT = 20
 """Left-out candidates a choice lists (best first); ``Choice.left_out_total`` counts all."""
 
@@ -438,13 +445,14 @@ def _diversify_and_pack(
 ) -> tuple[list[Packed], list[tuple[Ranked, int, str]], list[tuple[Ranked, str]]]:
     """Maximal marginal relevance over the pool, packing each pick that still fits.
 
-    Picks go in MMR order (relevance from the keys, similarity from the style vectors);
-    near-duplicates of a pick leave the pool; a pick that does not fit the budget is left
-    out as over budget. Once no entry left in the pool fits what remains of the budget,
-    the rest are over budget without being ordered. Returns (chosen, over budget,
-    near-duplicates as (item, id it duplicates)). A similarity row is one product of the
-    pool's vectors with the pick's, computed the same way for a fresh ranking and an
-    updated one, so both choose identically.
+    Picks go in MMR order (relevance from the keys, similarity from the style vectors).
+    Near-duplicates of a pick leave the pool: style similarity of at least
+    ``duplicate_threshold`` and :data:`SHARED_TRIGRAMS` of their word trigrams in common. A
+    pick that does not fit the budget is left out as over budget. Once no entry left in the
+    pool fits what remains of the budget, the rest are over budget without being ordered.
+    Returns (chosen, over budget, near-duplicates as (item, id it duplicates)). A similarity
+    row is one product of the pool's vectors with the pick's, computed the same way for a
+    fresh ranking and an updated one, so both choose identically.
     """
     options = ranking.options
     if not pool:
@@ -459,6 +467,13 @@ def _diversify_and_pack(
     chosen: list[Packed] = []
     over: list[tuple[Ranked, int, str]] = []
     duplicates: list[tuple[Ranked, str]] = []
+    trigrams: dict[int, frozenset[tuple[str, ...]]] = {}
+
+    def trigrams_of(index: int) -> frozenset[tuple[str, ...]]:
+        if index not in trigrams:
+            trigrams[index] = word_trigrams(pool[index].entry.text)
+        return trigrams[index]
+
     used, lam = fixed_cost, options.mmr_lambda
     while remaining.any() and used + int(cost_of[remaining].min()) <= options.max_tokens:
         gain = lam * relevance - (1.0 - lam) * max_similarity + 2.0 * scope
@@ -475,10 +490,31 @@ def _diversify_and_pack(
         similarity = pool_vectors @ pool_vectors[pick]
         np.maximum(max_similarity, similarity, out=max_similarity)
         for index in np.flatnonzero(remaining & (similarity >= options.duplicate_threshold)):
-            remaining[index] = False
-            duplicates.append((pool[index], item.entry.id))
+            if shared_share(trigrams_of(pick), trigrams_of(int(index))) >= SHARED_TRIGRAMS:
+                remaining[index] = False
+                duplicates.append((pool[index], item.entry.id))
     over += [(pool[i], costs[i][2], "over budget") for i in np.flatnonzero(remaining)]
     return chosen, over, duplicates
+
+
+def word_trigrams(text: str) -> frozenset[tuple[str, ...]]:
+    """The case-folded word trigrams of ``text`` (a text of fewer words: its words, once).
+
+    Example:
+        ```python
+        word_trigrams("Keep going, team!")  # {("keep", "going", "team")}
+        ```
+    """
+    words = _WORD.findall(text.casefold())
+    if len(words) < 3:
+        return frozenset({tuple(words)})
+    return frozenset(zip(words, words[1:], words[2:], strict=False))
+
+
+def shared_share(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
+    """The share of the smaller set's trigrams that the other also has (0 when one is empty)."""
+    smaller = min(len(a), len(b))
+    return len(a & b) / smaller if smaller else 0.0
 
 
 def _relevance(keys: np.ndarray, log_keys: bool) -> np.ndarray:

@@ -505,7 +505,8 @@ class SelectionOptions:
         typicality_weight: 0 (default) off; up to 1 blends in closeness to the user's style
             centroid (query-free: the block stays the same for every request).
         mmr_lambda: 1 ranks by score alone; lower values favour stylistic diversity.
-        duplicate_threshold: cosine similarity above which an entry is a near-duplicate.
+        duplicate_threshold: style (cosine) similarity from which an entry that also shares
+            half its word trigrams with a chosen one is a near-duplicate of it.
         pool_size: how many top-scored candidates diversity and packing consider.
 
     Example:

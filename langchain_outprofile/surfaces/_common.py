@@ -106,7 +106,7 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "relevance_weight": (float, "0 ignores the query; up to 1 blends query relevance in."),
     "typicality_weight": (float, "Up to 1 blends in closeness to the user's style centroid."),
     "mmr_lambda": (float, "1 ranks by score alone; lower values favour stylistic diversity."),
-    "duplicate_threshold": (float, "Cosine similarity above which an entry is a duplicate."),
+    "duplicate_threshold": (float, "Style similarity from which like-worded text is a duplicate."),
     "pool_size": (int, "How many top-scored candidates diversity and packing consider."),
 }
 assert set(_SETTINGS) == set(SETTING_NAMES), "every SelectionOptions field needs a config spec"

@@ -127,7 +127,7 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     mmr_lambda: float | None = None
     """1 ranks by score alone; lower values favour stylistic diversity."""
     duplicate_threshold: float | None = None
-    """Cosine similarity above which an entry is a near-duplicate."""
+    """Style similarity from which an entry sharing its wording is a near-duplicate."""
     pool_size: int | None = None
     """How many top-scored candidates diversity and packing consider."""
     limits: SkipValidation[CallLimits | None] = None

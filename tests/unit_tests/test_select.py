@@ -201,6 +201,40 @@ def test_near_duplicates_do_not_crowd_the_budget(memory: OutputProfileMemory) ->
     assert any(c.reason.startswith("near-duplicate") for c in selection.choice.left_out)
 
 
+LONG_WORDS = (
+    "the keeper walked along harbour wall while gulls circled over grey water and she "
+    "thought about her sister letters kept in drawer near window light fading slowly"
+).split()
+
+
+def _paragraph(seed: int) -> str:
+    """~180 words of one style (one small vocabulary), different wording per seed."""
+    rng = random.Random(seed)
+    sentences = (
+        " ".join(rng.choice(LONG_WORDS) for _ in range(rng.randint(9, 16))).capitalize() + "."
+        for _ in range(14)
+    )
+    return " ".join(sentences)
+
+
+def test_long_texts_in_one_style_are_not_near_duplicates_unless_worded_alike(
+    memory: OutputProfileMemory,
+) -> None:
+    paragraphs = [_paragraph(seed) for seed in range(4)]
+    vectors = np.array(memory.store.embeddings.embed_documents(paragraphs))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert (vectors @ vectors.T).min() >= 0.92  # as alike in style as the default threshold
+    for i, text in enumerate(paragraphs):
+        memory.add(text, user_id="ana", created_at=NOW - i * DAY)
+    resaved = paragraphs[0].replace("Gulls", "Terns", 1) + " Again."
+    memory.add(resaved, user_id="ana", created_at=NOW - 10 * DAY)
+    selection = memory.select("ana", max_tokens=4_000, max_entry_tokens=400)
+    texts = [e.text for e in selection.entries]
+    assert sorted(texts) == sorted(paragraphs)
+    (duplicate,) = [c for c in selection.choice.left_out if c.reason.startswith("near-dup")]
+    assert duplicate.entry.text == resaved
+
+
 def test_long_entries_are_cut_at_a_sentence_boundary(memory: OutputProfileMemory) -> None:
     long_text = " ".join(f"Sentence number {i} is here." for i in range(80))
     memory.add(long_text, user_id="ana")
