@@ -43,7 +43,7 @@ __all__ = [
     "run_task",
 ]
 
-CacheKey = tuple[str, str, str, int, str, str, str]
+CacheKey = tuple[str, str, str, int, str, str, str, int]
 FIELD_STRATEGIES = frozenset({"output-profile"})
 """Strategies that take ``--fields``; the others always show outputs."""
 
@@ -83,13 +83,28 @@ def placed_where(key: str) -> str:
     return "leading" if placement == "-" else placement
 
 
+SELECTION_RULE = 2
+"""How blocks are chosen, in every cache key: 1 = near-duplicates by style cosine alone (rows
+written before this was recorded), 2 = style cosine and shared word trigrams
+(``select.SHARED_TRIGRAMS``). A change to what a strategy's block holds bumps it, so a cache
+never serves a score of one rule for the other."""
+
+
 def cache_key(
-    target: str, strategy: str, fields: str, budget: int, placement: str, model: str, frame: str
+    target: str,
+    strategy: str,
+    fields: str,
+    budget: int,
+    placement: str,
+    model: str,
+    frame: str,
+    selection: int = SELECTION_RULE,
 ) -> CacheKey:
-    """The key of one scored prompt. ``none``'s holds no frame (its prompt has no block), so
-    runs in different frames share its scores."""
-    frame = "" if strategy == "none" else frame
-    return (target, strategy, fields, budget, placement, model, frame)
+    """The key of one scored prompt. ``none``'s holds no frame and no selection rule (its
+    prompt has no block), so runs in different frames or rules share its scores."""
+    if strategy == "none":
+        frame, selection = "", 0
+    return (target, strategy, fields, budget, placement, model, frame, selection)
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,9 @@ class ScoreRow:
     frame: str = "legacy"
     """The frame the block was rendered in; rows of caches written before frames were
     recorded were all scored with the 59-token ``legacy`` frame."""
+    selection: int = 1
+    """The :data:`SELECTION_RULE` the block was chosen by (1 for rows written before it was
+    recorded)."""
 
     @property
     def key(self) -> CacheKey:
@@ -124,6 +142,7 @@ class ScoreRow:
             self.placement,
             self.model,
             self.frame,
+            self.selection,
         )
 
     @property
@@ -344,6 +363,7 @@ def _score(
         choices=choices,
         chosen=target.chosen,
         frame=frame,
+        selection=SELECTION_RULE,
     )
 
 

@@ -201,17 +201,17 @@ def test_near_duplicates_do_not_crowd_the_budget(memory: OutputProfileMemory) ->
     assert any(c.reason.startswith("near-duplicate") for c in selection.choice.left_out)
 
 
-LONG_WORDS = (
+LONG_TEXT_WORDS = (
     "the keeper walked along harbour wall while gulls circled over grey water and she "
     "thought about her sister letters kept in drawer near window light fading slowly"
-).split()
+)
 
 
 def _paragraph(seed: int) -> str:
     """~180 words of one style (one small vocabulary), different wording per seed."""
-    rng = random.Random(seed)
+    rng, words = random.Random(seed), LONG_TEXT_WORDS.split(" ")
     sentences = (
-        " ".join(rng.choice(LONG_WORDS) for _ in range(rng.randint(9, 16))).capitalize() + "."
+        " ".join(rng.choice(words) for _ in range(rng.randint(9, 16))).capitalize() + "."
         for _ in range(14)
     )
     return " ".join(sentences)

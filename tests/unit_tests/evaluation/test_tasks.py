@@ -27,7 +27,7 @@ from langchain_outprofile.evaluation.data import (
     load_popquorn,
 )
 from langchain_outprofile.evaluation.report import cells_summary, headroom
-from langchain_outprofile.evaluation.runner import ScoreRow
+from langchain_outprofile.evaluation.runner import SELECTION_RULE, ScoreRow
 from langchain_outprofile.evaluation.scoring import Message, NllScore
 from langchain_outprofile.evaluation.strategies import EPOCH
 from langchain_outprofile.evaluation.tasks import (
@@ -631,5 +631,30 @@ def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
     run_command(co, scorer=resumed, frame="legacy", **{**args, "out": tmp_path / "old"})
     assert resumed.calls == 0  # an old cache resumes as the legacy frame
     assert json.loads((tmp_path / "old" / "report.json").read_text())["meta"]["frame"] == "legacy"
+    assert {r["selection"] for r in blocks} == {SELECTION_RULE}
     with pytest.raises(InvalidInputError, match="--frame"):
         run_command(co, scorer=FakeScorer(), frame="tiny", **args)
+
+
+def test_blocks_chosen_by_an_earlier_selection_rule_are_scored_again(
+    tiny_lamp7: Path, tmp_path: Path
+) -> None:
+    """Rows written before the selection rule was recorded (no ``selection`` key) were chosen
+    by rule 1: a run now scores its blocks again and reuses only ``none``'s."""
+    args: dict[str, Any] = dict(
+        strategies="none,output-profile", budgets="200", placement="leading", limit=2, seed=0
+    )
+    first = FakeScorer()
+    run_command(tiny_lamp7, scorer=first, out=tmp_path / "new", quiet=True, **args)
+    lines = (tmp_path / "new" / "scores.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    (tmp_path / "old").mkdir()
+    old = "\n".join(json.dumps({k: v for k, v in r.items() if k != "selection"}) for r in rows)
+    (tmp_path / "old" / "scores.jsonl").write_text(old)
+    again = FakeScorer()
+    run_command(tiny_lamp7, scorer=again, out=tmp_path / "old", quiet=True, **args)
+    blocks = sum(r["strategy"] != "none" for r in rows)
+    assert first.calls == len(rows) == 2 * blocks and again.calls == blocks
+    resumed = FakeScorer()
+    run_command(tiny_lamp7, scorer=resumed, out=tmp_path / "new", quiet=True, **args)
+    assert resumed.calls == 0
