@@ -1,7 +1,9 @@
 """Errors: every exception and warning this package raises on purpose, in one place.
 
-Each message names what was wrong and what to pass or do instead. Every class derives from
-:class:`OutprofileError`, so ``except OutprofileError`` catches all of them.
+Each message names what was wrong and what to pass or do instead. Every exception derives
+from :class:`OutprofileError`, so ``except OutprofileError`` catches all of them. The two
+warnings (:class:`ApproximateTokenizerWarning`, :class:`BudgetTooSmallWarning`) derive from
+``UserWarning`` only: a warning is filtered by category, never raised into an ``except``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A real child process forgets ``ana`` and SIGKILLs itself at the N-th call of one
 forget (deleting state rows, entry rows, log events). Then a fresh memory opens the store:
 no read of ``ana`` serves her text, no row of any collection names her, and ``bob``'s
 entries are untouched. Before the fix, 2 of 6 killed rounds left 1,000 entries still served
-while ``ana`` was missing from ``user_ids`` (the outside attack of issue 24).
+while ``ana`` was missing from ``user_ids``.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class _Probe:
 def test_forget_deletes_by_ids_in_batches_and_lets_another_read_in_between(
     tmp_path: Path,
 ) -> None:
-    """Item 10 of issue 17: while one large profile is forgotten, a read of another user gets
+    """While one large profile is forgotten, a read of another user gets
     the lock between two delete batches instead of waiting for the whole forget."""
     memory = OutputProfileMemory(path=tmp_path / "store", collection_name="forget")
     memory.add_many([{"text": f"ana's output {i}", "user_id": "ana"} for i in range(2500)])
@@ -116,7 +116,7 @@ class _FailingUpserts:
 
 
 def test_a_failed_batch_renews_the_version_and_this_process_cache(tmp_path: Path) -> None:
-    """Item 12 of issue 17: ``add_many`` fails in its second batch; the first batch is
+    """``add_many`` fails in its second batch; the first batch is
     stored, so the version must be new and neither the cache nor a snapshot may serve the
     block from before the call."""
     memory = OutputProfileMemory(
@@ -169,7 +169,7 @@ _KILLED_WRITER = textwrap.dedent(
 
 
 def test_a_writer_killed_after_its_first_batch_leaves_no_stale_snapshot(tmp_path: Path) -> None:
-    """Item 12 of issue 17 with a real SIGKILL: the first batch of ``add_many`` is in the
+    """The same with a real SIGKILL: the first batch of ``add_many`` is in the
     store, the process dies before the call returns; a new process must see those entries,
     not the block saved before the call."""
     store = tmp_path / "store"

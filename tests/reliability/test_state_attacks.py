@@ -1,4 +1,4 @@
-"""Attacks on the state collection and the read cache (issue 17, items 2, 4 and 5).
+"""Attacks on the state collection and the read cache.
 
 - ``forget`` racing a read: the forget is run from *inside* a read, at each point of the
   read's sequence (after it read the version, after it loaded the profile, after it wrote its
@@ -63,7 +63,7 @@ def _state_rows(memory: OutputProfileMemory, user: str | None = None) -> list[st
     return list(memory.store.state._collection.get(where=where, include=[])["ids"])
 
 
-# -- item 2: forget racing a read ------------------------------------------------------------
+# -- forget racing a read ---------------------------------------------------------------------
 
 
 def _after_version_read(memory: OutputProfileMemory, forget: Callable[[], None], mp: Any) -> None:
@@ -221,7 +221,7 @@ def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
     assert _snapshot_rows(reader, "ana") == []  # each save was taken back
 
 
-# -- item 4: reads write nothing for unknown or forgotten users -------------------------------
+# -- reads write nothing for unknown or forgotten users ---------------------------------------
 
 
 def test_reads_of_unknown_and_forgotten_users_write_nothing(make_memory: MemoryFactory) -> None:
@@ -284,7 +284,7 @@ def test_a_version_row_left_by_an_older_forget_counts_as_no_version(
     assert memory.store.user_ids() == ["ana", "bob"]
 
 
-# -- item 5: bounded snapshots ---------------------------------------------------------------
+# -- bounded snapshots ------------------------------------------------------------------------
 
 
 def _snapshot_rows(memory: OutputProfileMemory, user: str) -> Any:
@@ -298,8 +298,8 @@ def _snapshot_rows(memory: OutputProfileMemory, user: str) -> Any:
 def test_distinct_budgets_keep_a_fixed_number_of_snapshot_rows(
     make_memory: MemoryFactory, store_mode: str
 ) -> None:
-    """600 distinct budgets (as in the issue) on the in-process store; 80, still ten times the
-    slots, where every snapshot write costs a disk or network round trip."""
+    """600 distinct budgets on the in-process store; 80, still ten times the slots, where
+    every snapshot write costs a disk or network round trip."""
     memory = make_memory(cache_ttl_s=0)
     memory.add_many([{"text": f"Note {i}: fine, brief.", "user_id": "ana"} for i in range(8)])
 
@@ -361,7 +361,7 @@ def test_snapshot_rows_of_an_earlier_release_are_swept_once(make_memory: MemoryF
     assert len(_snapshot_rows(writer, "ana")) == 1
 
 
-# -- item 5: a read cache bounded by entries, and expired states dropped ----------------------
+# -- a read cache bounded by entries, and expired states dropped ------------------------------
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:

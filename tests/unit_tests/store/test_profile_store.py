@@ -406,7 +406,7 @@ def _listing_calls(make_memory: MemoryFactory, users: int) -> int:
 def test_listing_users_costs_the_same_calls_for_10_or_200_users(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #16: one read per user (10,000 users: 41 s). Now two per page of state rows."""
+    """Listing users read each user (10,000 users: 41 s). Now two per page of state rows."""
     assert _listing_calls(make_memory, 200) == _listing_calls(make_memory, 10) <= 2
 
 
@@ -539,7 +539,7 @@ class _BatchHook:
 def test_a_big_write_lets_another_users_read_in_between_its_batches(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #17: a 50,000-entry add_many stalled other users' reads (p99 1.78 s): one
+    """A 50,000-entry add_many stalled other users' reads (p99 1.78 s): one
     Chroma call wrote 5,461 rows. Now a write goes ``write_batch`` rows at a time, and a read
     of another user completes between two of its batches (timings: the big-write bench)."""
     writer, reader = make_memory(), make_memory()
@@ -573,5 +573,5 @@ def _stats_calls(make_memory: MemoryFactory, users: int) -> int:
 def test_stats_of_many_users_costs_the_same_calls_for_10_or_200_users(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #16: ``outprofile stats`` read each user (10,000 users: 156 s)."""
+    """``outprofile stats`` read each user (10,000 users: 156 s). Now two reads at most."""
     assert _stats_calls(make_memory, 200) == _stats_calls(make_memory, 10) <= 2

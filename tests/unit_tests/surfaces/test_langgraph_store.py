@@ -372,7 +372,7 @@ def test_list_namespaces(filled: OutputProfileStore, ephemeral_memory: OutputPro
 def test_a_page_of_namespaces_reads_only_the_users_up_to_it(
     store: OutputProfileStore, ephemeral_memory: OutputProfileMemory
 ) -> None:
-    """Issue 24 #16: a depth and a limit of 10 read every user's entries (10,000 users:
+    """A depth and a limit of 10 used to read every user's entries (10,000 users:
     189.6 s). A page of sorted namespaces needs the users up to it, and the users are listed
     from their version rows (two reads per page of them, not one per user)."""
     users = [f"u{n:03d}" for n in range(40)]
