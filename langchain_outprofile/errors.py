@@ -55,7 +55,8 @@ class RequestLimitError(InvalidInputError):
 
 
 class UnknownRunError(OutprofileError, LookupError):
-    """No tracked output is stored under this run id (never tracked, expired or deleted)."""
+    """No tracked output is stored under this run id (never tracked, expired or deleted),
+    or, when the call names a user, none of that user's: another user's run is unknown."""
 
 
 class RunIdConflictError(InvalidInputError):
