@@ -28,7 +28,7 @@ import pytest
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
 from langchain_outprofile.bench.synthetic import user_entries
 from langchain_outprofile.store import state
-from tests.conftest import MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 SECRET = "My door code is 4711, please forget it."
 NEEDLE = "4711"
@@ -383,14 +383,6 @@ def _held(memory: OutputProfileMemory) -> int:
     return total
 
 
-class _Ticks:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
     bound = 300
     memory = _memory(cache_ttl_s=3600, cache_size=1024, cache_entries=bound, snapshot_ttl_s=0)
@@ -412,14 +404,14 @@ def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
 
 def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
     """With no version to revalidate against, a state past the ttl is swept."""
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     memory = _memory(cache_ttl_s=10, monotonic=ticks, snapshot_ttl_s=0)
     memory.add("Ana's words.", user_id="ana")
     memory.add("Bob's words.", user_id="bob")
     memory.select("ana")
     assert "ana" in memory._reader._cache
 
-    ticks.now += 11
+    ticks.advance(11)
     memory.select("bob")
 
     assert "ana" not in memory._reader._cache
@@ -427,7 +419,7 @@ def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
 
 
 def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> None:
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     memory = _memory(cache_ttl_s=10, monotonic=ticks, cache_entries=10_000)
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(20)])
     served = memory.select("ana")
@@ -440,7 +432,7 @@ def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> No
     candidates = len(served.choice.chosen) + len(served.choice.left_out)
     assert memory._reader.held_entries == _held(memory) == 21 + candidates
 
-    ticks.now += 11  # past the ttl: revalidated by the version, kept as it is
+    ticks.advance(11)  # past the ttl: revalidated by the version, kept as it is
     memory.select("ana")
     assert memory._reader.held_entries == _held(memory) == 21 + candidates
 
@@ -456,12 +448,12 @@ def test_a_bad_cache_entries_is_refused() -> None:
 def test_writes_behind_the_cache_still_show_after_the_ttl(make_memory: MemoryFactory) -> None:
     """The sweep of expired states keeps the cache's contract: stale until the ttl, then
     read through."""
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     reader = make_memory(cache_ttl_s=5, monotonic=ticks)
     reader.add("first", user_id="ana")
     assert [e.text for e in reader.select("ana").entries] == ["first"]
     reader.store.upsert([ProfileEntry.create("second", user_id="ana")])
-    ticks.now += 4
+    ticks.advance(4)
     assert [e.text for e in reader.select("ana").entries] == ["first"]
-    ticks.now += 1
+    ticks.advance(1)
     assert {e.text for e in reader.select("ana").entries} == {"first", "second"}

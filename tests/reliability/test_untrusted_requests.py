@@ -25,7 +25,7 @@ from langchain_outprofile import (
     RequestLimitError,
     SelectionOptions,
 )
-from tests.conftest import Clock, unique_name
+from tests.conftest import ManualClock, unique_name
 
 RUN = "6f1c0f9e-2222-4c1e-9f00-000000000002"
 
@@ -83,7 +83,9 @@ YEAR_33658 = 1_000_000_000_000.0  # what an import file carried: datetime cannot
 @pytest.fixture
 def clocked() -> OutputProfileMemory:
     memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("time"), clock=Clock(NOW)
+        client=chromadb.EphemeralClient(),
+        collection_name=unique_name("time"),
+        clock=ManualClock(NOW),
     )
     memory.add("Short answer first.", user_id="ana", created_at=NOW - 86_400)
     memory.add("Cheers, Bob", user_id="bob", created_at=NOW - 86_400)

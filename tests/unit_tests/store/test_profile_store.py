@@ -25,7 +25,7 @@ from langchain_outprofile.store import ProfileStore, http_client
 from langchain_outprofile.store import profile_store as store_module
 from langchain_outprofile.store.clients import location_lock
 from langchain_outprofile.store.state import state_id
-from tests.conftest import Clock, MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 
 def test_add_is_idempotent_and_accumulates_signals(memory: OutputProfileMemory) -> None:
@@ -437,14 +437,14 @@ def test_user_ids_keep_their_meaning_across_two_memories(make_memory: MemoryFact
 
 def test_expired_pending_outputs_leave_their_user_unlisted(make_memory: MemoryFactory) -> None:
     """A user whose only entries were pending outputs that expired has no entry left."""
-    clock = Clock()
+    clock = ManualClock()
     memory = make_memory(pending_ttl_s=60, clock=clock)
     memory.record_output("Eve's tracked answer.", user_id="eve", run_id="run-eve")
     memory.add("Ana's entry.", user_id="ana")
     assert memory.store.user_ids() == ["ana", "eve"]
-    clock.now += 61
+    clock.advance(61)
     memory.expire_pending("eve")  # marks it stale by this clock
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("eve") == 1
     assert make_memory().store.user_ids() == ["ana"]
 
