@@ -1,7 +1,9 @@
 """Errors: every exception and warning this package raises on purpose, in one place.
 
-Each message names what was wrong and what to pass or do instead. Every class derives from
-:class:`OutprofileError`, so ``except OutprofileError`` catches all of them.
+Each message names what was wrong and what to pass or do instead. Every exception derives
+from :class:`OutprofileError`, so ``except OutprofileError`` catches all of them. The two
+warnings (:class:`ApproximateTokenizerWarning`, :class:`BudgetTooSmallWarning`) derive from
+``UserWarning`` only: a warning is filtered by category, never raised into an ``except``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class RequestLimitError(InvalidInputError):
 
 
 class UnknownRunError(OutprofileError, LookupError):
-    """No tracked output is stored under this run id (never tracked, expired or deleted)."""
+    """No tracked output is stored under this run id (never tracked, expired or deleted),
+    or, when the call names a user, none of that user's: another user's run is unknown."""
 
 
 class RunIdConflictError(InvalidInputError):

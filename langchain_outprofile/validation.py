@@ -49,8 +49,10 @@ DEFAULT_COLLECTION = "outprofile"
 """The Chroma collection that holds every user when no ``collection_name`` is given."""
 
 DEFAULT_MAX_TEXT_CHARS = 20_000
-MAX_THREAD_ID_CHARS = 512
 """Longest accepted entry text, in characters (configurable per memory)."""
+
+MAX_THREAD_ID_CHARS = 512
+"""Longest accepted thread id, in characters: a thread id names a pin in the store."""
 
 Scalar = str | int | float | bool
 

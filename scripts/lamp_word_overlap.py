@@ -8,7 +8,7 @@ counted), and the share of the gold tweet's words (:func:`words_in`, with repeat
 the block is averaged over users; ``idf`` weighs each word by its rarity over all users'
 profiles. The picks: newest first, a seeded shuffle, LaMP's BM25 against the request,
 ``specific`` (``op-specific``: the mean log-ratio of an entry's words under the user's other
-tweets vs all users' tweets, the issue's "user-specific information") and ``coverage``
+tweets vs all users' tweets: the words that set the user apart) and ``coverage``
 (greedy). The data are read from ``../shared/data`` at run time.
 
     python scripts/lamp_word_overlap.py ../shared/data/lamp/lamp7_dev.jsonl --limit 300

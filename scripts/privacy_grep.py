@@ -1,4 +1,4 @@
-"""Measure what a forget, a delete and an edit leave on disk (issue 24, item 4).
+"""Measure what a forget, a delete and an edit leave on disk.
 
 Writes a store in a temporary directory: ana (forgotten), bob (one entry deleted, one
 tracked output edited) and carol (kept), optionally makes a backup with ``repair --force``

@@ -79,15 +79,26 @@ def record_chroma_threads(memory: OutputProfileMemory) -> list[int]:
     return threads
 
 
-class Clock:
-    """A clock tests move by hand (``clock.now += 60``); pass it as ``clock=`` or
-    ``monotonic=``."""
+class ManualClock:
+    """The one test clock: time moves only when the test moves it, so expiries, ttls and
+    cache ages are exact instead of racing the wall clock. Pass it as ``clock=`` (epoch
+    seconds) or ``monotonic=``; ``clock()`` reads it, ``advance(s)`` moves it on, ``set(t)``
+    puts it at ``t``; ``now`` is the time it shows."""
 
     def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
+        self.now = float(now)
 
     def __call__(self) -> float:
         return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock on by ``seconds``; returns the new time."""
+        self.now += seconds
+        return self.now
+
+    def set(self, now: float) -> None:
+        """Put the clock at ``now``."""
+        self.now = float(now)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,7 +4,7 @@ One thread writes ``entries`` texts of one user in a single ``add_many``; anothe
 with a memory of its own on the same store, reads the block of a second user over and over
 until the write returns (5 ms apart). Each read checks that user's profile version in Chroma, so it
 waits for whatever the write holds: the location lock of an embedded store (one Chroma
-call at a time per location), or the server's own queue. The issue this measures: a
+call at a time per location), or the server's own queue. What it guards: a
 50,000-entry write used to leave the other user's reads at p99 1.78 s.
 
 Run ``python -m langchain_outprofile.bench --scenario big-write --many-entries 50000``

@@ -36,7 +36,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_outprofile import OutputProfileMemory, SelectionOptions
 from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.evaluation.strategies import bm25_order, pack
-from langchain_outprofile.local import local_model_path
+from langchain_outprofile.model_file import local_model_path
 from langchain_outprofile.model_server import ServedModel, serve_local_model
 from langchain_outprofile.render import render_block
 from langchain_outprofile.surfaces.messages import place_block

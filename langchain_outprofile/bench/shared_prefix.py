@@ -42,7 +42,7 @@ from langchain_outprofile import OutputProfileMemory, SelectionOptions
 from langchain_outprofile.bench.prompt_cache import _evaluated_since, _first_token_s
 from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.evaluation.prefix import SHARED_PROMPT
-from langchain_outprofile.local import local_model_path
+from langchain_outprofile.model_file import local_model_path
 from langchain_outprofile.model_server import ServedModel, serve_local_model
 from langchain_outprofile.surfaces._common import Placement
 from langchain_outprofile.tokens import TokenCounter

@@ -47,8 +47,8 @@ from langchain_outprofile.evaluation.tasks import (
     PopquornTask,
     check_strategies,
 )
-from langchain_outprofile.local import SERVED_MODEL_NAME, local_model_path
 from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.model_file import SERVED_MODEL_NAME, local_model_path
 from langchain_outprofile.render import DEFAULT_TEMPLATE
 from langchain_outprofile.validation import visible
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from langchain_outprofile.errors import OutprofileError
-from langchain_outprofile.local import local_model_path
+from langchain_outprofile.model_file import local_model_path
 
 __all__ = [
     "CHATML_TEMPLATE",

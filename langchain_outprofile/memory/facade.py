@@ -1,7 +1,9 @@
 """Facade: ``OutputProfileMemory``, the one object users touch.
 
-Writes go to the store and drop the written users' read state; reads go through the
-reader (``reader.py``); tracked outputs and feedback come from ``feedback.py``; the
+Writes go to the store, then move the written users' cached rankings by what they added
+and removed (a delta, no re-read); a write no delta describes (an import, a write that
+failed part-way) drops the users' read state instead. Reads go through the reader
+(``reader.py``); tracked outputs and feedback come from ``feedback.py``; the
 LangChain surfaces are built over this object as their :class:`ProfileSource`.
 """
 
@@ -113,7 +115,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         strengths: the strength of each positive signal.
         max_text_chars: longest entry accepted.
         cache_ttl_s: how long a user's cached candidates serve reads before re-reading the
-            store (writes through this object invalidate at once; 0 = always read through).
+            store (writes through this object update it at once; 0 = always read through).
         cache_size: users kept in the read cache (least recently used are dropped).
         cache_entries: entries the read cache may hold in all: each cached user's loaded
             profile counts its entries, and each cached block its candidates (chosen and

@@ -1,4 +1,4 @@
-"""Store: users' profile entries in Chroma (the package's only chromadb import).
+"""Store: users' profile entries in Chroma (the memory imports chromadb at run time only here).
 
 ``ProfileStore`` reads and writes entries; ``rows`` lays an entry out as a row; ``state``
 keeps profile versions and saved selections; ``clients`` opens Chroma and shares one lock

@@ -102,7 +102,8 @@ _POLL_S = 0.002  # how often a process waiting for the lock file tries again
 _PAUSE_S = 0.005  # between the batches of a long write, so waiting processes get a turn
 _HANDOFF_S = 1.0  # longest wait for a waiting thread to take the lock between batches
 _MIB = 1 << 20
-# Chroma's messages of a store whose segment files are damaged (issue 17, item 8), lower case.
+# Chroma's messages of a store whose segment files are damaged, lower case: a torn index
+# file from a crash or a full disk, which only the repair mends.
 _DAMAGE_SIGNS = (
     "failed to apply logs",
     "error constructing hnsw segment reader",

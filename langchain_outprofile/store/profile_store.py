@@ -1,10 +1,14 @@
 """Profile store: one Chroma collection holding many users' profile entries.
 
-The only place entries are written to and read from Chroma (with ``clients.py``, ``rows.py``
-and ``state.py`` beside it, this package is the only chromadb import). Every read, delete
-and export is filtered by ``user_id`` here; there is no unfiltered read path for entry
-content. Embeddings are always passed explicitly, so Chroma's default embedding function
-(which downloads a model) never runs.
+The one place the memory writes entries to Chroma and reads them back (the repair, which
+rebuilds a damaged store, and the purge, which makes Chroma drop freed rows, also touch the
+collections; the memory imports chromadb at run time only in this package, the benchmarks
+open their own clients). Every read, delete and export of a user's entries is filtered by
+``user_id`` here, or names ids that hash the user in; the lookups by run id are the one
+read of entry content across users (a run id is claimed by one run of one user, and
+feedback checks their owner against the caller's user when one is named). Embeddings are
+always passed explicitly, so Chroma's default embedding function (which downloads a model)
+never runs.
 """
 
 from __future__ import annotations

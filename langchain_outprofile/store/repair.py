@@ -3,9 +3,10 @@
 A process killed (or a disk filling up) while embedded Chroma persists its vector index can
 leave a store that opens but fails every read and write of a collection ("Failed to apply
 logs to the hnsw segment writer", "Error deserializing pickle file"; a known Chroma failure,
-issue 17 item 8). The entries themselves survive elsewhere: every field of an entry, its
-text included, is row metadata, which Chroma keeps in SQLite (the metadata segment, plus the
-write log for writes not yet applied to it), and style vectors are recomputed from the text.
+reproduced here by SIGKILL and by a full disk). The entries themselves survive elsewhere:
+every field of an entry, its text included, is row metadata, which Chroma keeps in SQLite
+(the metadata segment, plus the write log for writes not yet applied to it), and style
+vectors are recomputed from the text.
 So :func:`repair`:
 
 1. finds the damage (every row of the entries, state and log collections is read, vectors

@@ -50,7 +50,8 @@ def shared_text(i: int) -> str:
 
 class Ticks:
     """The memory's cache clock: moved on by hand, so a final read revalidates without
-    waiting on the wall clock."""
+    waiting on the wall clock. Not the tests' ``ManualClock``: this file runs as a script in
+    a process of its own, where the ``tests`` package is not importable."""
 
     def __init__(self) -> None:
         self.now = 0.0

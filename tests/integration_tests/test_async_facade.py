@@ -25,7 +25,7 @@ from typing_extensions import TypedDict
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import AsyncClientError, InvalidInputError
-from tests.conftest import Clock, unique_name, watch_collections
+from tests.conftest import ManualClock, unique_name, watch_collections
 from tests.fakes import RecordingChatModel
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ async def no_threads() -> _NoThreads:
 
 def _memories(client: Any, sync_client: Any, **settings: Any) -> tuple[Any, Any]:
     name = unique_name("async")
-    clock = Clock()
+    clock = ManualClock()
     common = {"collection_name": name, "model": "gpt-4o", "clock": clock, **settings}
     return (
         OutputProfileMemory(client=client, **common),

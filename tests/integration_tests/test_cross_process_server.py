@@ -31,7 +31,7 @@ def _memory(server: tuple[str, int], collection: str) -> OutputProfileMemory:
 def test_two_processes_on_one_server_lose_no_acknowledged_rejection(
     chroma_server: tuple[str, int], tmp_path: Path
 ) -> None:
-    """Item 7 of issue 17 on the server: 6 (then 17) of 150 acknowledged rejections vanished
+    """The rejection race on a server: 6 (then 17) of 150 acknowledged rejections vanished
     when the fold was only serialized within each process."""
     collection = unique_name("race")
     url = f"url:http://{chroma_server[0]}:{chroma_server[1]}"

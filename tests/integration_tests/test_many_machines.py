@@ -29,7 +29,7 @@ from langchain_outprofile.render import parse_block
 from langchain_outprofile.store.clients import http_client
 from langchain_outprofile.store.log import events_from
 from langchain_outprofile.validation import entry_id
-from tests.conftest import WatchedCollection, unique_name
+from tests.conftest import ManualClock, WatchedCollection, unique_name
 from tests.integration_tests._machine_worker import BUDGET, USERS, shared_text
 
 pytestmark = pytest.mark.integration
@@ -214,8 +214,8 @@ def test_another_process_write_is_taken_as_a_delta(chroma_server: tuple[str, int
     """A memory holding a user's ranking takes another process's write from the log (one
     read of the user's event ids, the new events by id), without loading the profile."""
     collection = unique_name("delta")
-    ticks = [0.0]
-    reader = _memory(chroma_server, collection, cache_ttl_s=5, monotonic=lambda: ticks[0])
+    ticks = ManualClock(0.0)
+    reader = _memory(chroma_server, collection, cache_ttl_s=5, monotonic=ticks)
     writer = _memory(chroma_server, collection)
     reader.add_many([{"text": f"Note {n}: short.", "user_id": "ana"} for n in range(40)])
     reader.select("ana", max_tokens=200)
@@ -229,7 +229,7 @@ def test_another_process_write_is_taken_as_a_delta(chroma_server: tuple[str, int
     reader.store.aload_fold = counted  # type: ignore[method-assign, assignment]
     writer.reject("Note 3: short.", user_id="ana")
     writer.endorse("A brand new note.", user_id="ana")
-    ticks[0] += 6
+    ticks.advance(6)
     block = reader.select("ana", max_tokens=200).text
     assert "Note 3: short." not in block
     assert (

@@ -1,5 +1,5 @@
-"""A ``chroma run`` server killed and restarted under a synchronous and an async memory
-(issue 24, item 19).
+"""A ``chroma run`` server killed and restarted under a synchronous and an async memory:
+typed errors while it is down, every acknowledged write kept, calls working again after.
 
 The test starts its own server (a free port, a temp directory), lets a synchronous memory
 (on a thread) and an async memory (on an event loop of its own) write and read in a loop,

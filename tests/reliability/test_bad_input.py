@@ -199,7 +199,7 @@ def test_cli_rejects_bad_input_and_changes_nothing(
     assert _snapshot(memory) == before
 
 
-# -- every public method x ordinary bad values (issue 24, item 9) ----------------------------
+# -- every public method x ordinary bad values: each a typed error, nothing stored ------------
 
 # Values a request, a JSON body, a CSV column or a numpy pipeline hands over by mistake.
 BAD_VALUES: dict[str, Any] = {

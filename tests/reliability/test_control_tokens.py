@@ -108,7 +108,7 @@ def test_escaping_is_reversible_and_leaves_no_token(pieces: list[str]) -> None:
     assert _forms_a_token(body) == []
 
 
-# -- every special token of the tokenizers the package knows (issue 24, item 10) -------------
+# -- every special token of the tokenizers the package knows ----------------------------------
 
 # The chat templates the escape is written for, beside the tokenizers read below: ChatML /
 # Qwen, Llama 2 and 3, Gemma, Phi, DeepSeek, Mistral / Tekken, GLM (ChatGLM, GLM-4) and

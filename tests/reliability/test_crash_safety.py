@@ -6,7 +6,7 @@ and batches of five, or in ``add_many`` calls of 1,000 or 20,000 entries, and pr
 after its write returned. The test kills it with SIGKILL at a random moment (sometimes while
 it is still opening the store), then the next child reopens the same store and counts the
 acknowledged ids. A child that finds the store damaged (Chroma's "Failed to apply logs to
-the hnsw segment writer" class, issue 17 item 8) exits; the test then runs the repair in a
+the hnsw segment writer" class) exits; the test then runs the repair in a
 process of its own, as ``outprofile repair`` would, and goes on. At the end this process
 opens the store, checks every acknowledged id and its export, and writes again.
 

@@ -20,7 +20,7 @@ from tests.reliability._cross_process_worker import SHARED_USER, shared_text
 
 WORKER = Path(__file__).with_name("_cross_process_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
-RACE_TEXTS = 100  # the issue raced 150 (the server variant does)
+RACE_TEXTS = 100  # fewer than the server variant's 150: the embedded store serializes per location
 SERVER_RACE_TEXTS = 150
 
 
@@ -84,7 +84,7 @@ def check_mixed(memory: OutputProfileMemory, reports: list[dict[str, Any]]) -> N
 
 
 def test_two_processes_on_one_path_lose_no_acknowledged_rejection(tmp_path: Path) -> None:
-    """Item 7 of issue 17: one process rejects texts while another accepts the same texts;
+    """One process rejects texts while another accepts the same texts;
     every call returns, so every signal must be in the stored entry."""
     store = tmp_path / "store"
     reports = run_pair(f"path:{store}", "race", ("reject", "accept"), RACE_TEXTS, tmp_path)
@@ -93,7 +93,7 @@ def test_two_processes_on_one_path_lose_no_acknowledged_rejection(tmp_path: Path
 
 
 def test_two_processes_on_one_path_run_mixed_operations_without_errors(tmp_path: Path) -> None:
-    """Item 9 of issue 17: two processes doing adds, batches, deletes, reads and exports on
+    """Two processes doing adds, batches, deletes, reads and exports on
     one path never fail inside Chroma, and each user ends with exactly what its worker kept."""
     store = tmp_path / "store"
     started = time.monotonic()

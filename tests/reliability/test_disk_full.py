@@ -1,4 +1,4 @@
-"""A full disk (issue 17, item 13): a 6 MiB tmpfs, as in the attack. A write that fails for
+"""A full disk: a 6 MiB tmpfs, small enough to fill mid-write. A write that fails for
 lack of space raises :class:`StoreFullError`, no acknowledged entry is lost, reads go on,
 and the store takes writes again once space returns.
 

@@ -1,4 +1,4 @@
-"""A process frozen while it holds a store's lock (issue 24, item 20).
+"""A process frozen while it holds a store's lock must block no other process for long.
 
 SIGSTOP, a debugger, a frozen container or a hung disk can stop a process in the middle of
 a hold. Every other process used to wait for it forever. Now every wait for an embedded

@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import chromadb
@@ -27,7 +26,7 @@ from langchain_outprofile import OutputProfileMemory, SelectionOptions
 from langchain_outprofile.errors import BudgetTooSmallWarning
 from langchain_outprofile.tokens import OFFLINE_ENCODING
 from langchain_outprofile.types import Choice, ProfileSelection
-from tests.conftest import unique_name
+from tests.conftest import ManualClock, unique_name
 
 DAY = 86_400.0
 START = 1_800_000_000.0
@@ -40,14 +39,6 @@ OPTIONS = (
     SelectionOptions(max_tokens=200, pool_size=8, half_life_days=None, mmr_lambda=0.5),
     SelectionOptions(max_tokens=150, task="chat", fill_from_profile=False, fields="full"),
 )
-
-
-@dataclass
-class Clock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 operations = st.one_of(
@@ -74,7 +65,7 @@ class Pair:
     """The live memory, the fresh one, and what the sequence has written so far."""
 
     def __init__(self, client: chromadb.api.ClientAPI) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock(START)
         name = unique_name("inc")
         common: dict[str, Any] = {
             "client": client,
@@ -96,7 +87,7 @@ class Pair:
 
     def apply(self, operation: tuple[Any, ...]) -> None:
         kind, *args = operation
-        self.clock.now += 1.0
+        self.clock.advance(1.0)
         memory = self.live
         if kind == "add":
             text, signal, task, source = args
@@ -121,7 +112,7 @@ class Pair:
             if stored:
                 memory.delete(stored[args[0] % len(stored)]["id"], user_id=USER)
         elif kind == "wait":
-            self.clock.now += args[0] * DAY
+            self.clock.advance(args[0] * DAY)
         elif kind == "expiring":
             memory.add(args[0], user_id=USER, signal="endorsed", ttl_s=args[1] * DAY)
         elif kind == "expire":

@@ -135,7 +135,7 @@ def test_the_full_fields_mode_frames_the_request_too(source: str, output: str) -
     assert parse_block(block) == [expected]
 
 
-# -- GLM, MiniMax and full-width ChatML through every write path (issue 24, item 10) --------
+# -- GLM, MiniMax and full-width ChatML through every write path ------------------------------
 
 NEW_TOKENS = ["[gMASK]", "[sMASK]", "]~!b[", "]~b]", "[e~[", "<|im_start|>", "<|user|>"]
 WIDE_CHATML = "\uff1c\uff5cim_start\uff5c\uff1e"  # NFKC gives <|im_start|>

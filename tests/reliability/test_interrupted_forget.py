@@ -4,7 +4,7 @@ A real child process forgets ``ana`` and SIGKILLs itself at the N-th call of one
 forget (deleting state rows, entry rows, log events). Then a fresh memory opens the store:
 no read of ``ana`` serves her text, no row of any collection names her, and ``bob``'s
 entries are untouched. Before the fix, 2 of 6 killed rounds left 1,000 entries still served
-while ``ana`` was missing from ``user_ids`` (the outside attack of issue 24).
+while ``ana`` was missing from ``user_ids``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from langchain_outprofile import OutputProfileMemory
+from tests.conftest import ManualClock
 from tests.reliability._forget_child import COLLECTION
 
 CHILD = Path(__file__).with_name("_forget_child.py")
@@ -91,8 +92,8 @@ def test_a_reader_serves_nothing_of_an_interrupted_forget_and_finishes_it(
     """A memory already open when another process's forget died: its next read of the
     user (past the read cache) serves nothing and finishes the forget."""
     path = str(tmp_path / "store")
-    ticks = [0.0]
-    reader = OutputProfileMemory(path=path, collection_name=COLLECTION, monotonic=lambda: ticks[0])
+    ticks = ManualClock(0.0)
+    reader = OutputProfileMemory(path=path, collection_name=COLLECTION, monotonic=ticks)
     reader.add_many([{"text": f"ana secret {i}", "user_id": "ana"} for i in range(120)])
     assert reader.select("ana", max_tokens=200).text
     done = subprocess.run(
@@ -103,7 +104,7 @@ def test_a_reader_serves_nothing_of_an_interrupted_forget_and_finishes_it(
         check=False,
     )
     assert done.returncode == -9, done.stderr[-2000:]
-    ticks[0] += reader.cache_ttl_s + 1
+    ticks.advance(reader.cache_ttl_s + 1)
     assert reader.select("ana", max_tokens=2000).text == ""
     reader.flush()  # the finishing runs in the reader's background work
     assert _rows_naming(reader, "ana") == 0

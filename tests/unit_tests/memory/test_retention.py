@@ -13,13 +13,13 @@ import pytest
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
 from langchain_outprofile.memory import Expired
 from langchain_outprofile.store.rows import to_metadata
-from tests.conftest import Clock, offline_memory, unique_name
+from tests.conftest import ManualClock, offline_memory, unique_name
 
 DAY = 86_400.0
 
 
 def _memory(
-    client: chromadb.api.ClientAPI, clock: Clock, name: str | None = None, **kwargs: object
+    client: chromadb.api.ClientAPI, clock: ManualClock, name: str | None = None, **kwargs: object
 ) -> OutputProfileMemory:
     return offline_memory(client, name or unique_name("ret"), clock=clock, **kwargs)
 
@@ -39,7 +39,7 @@ def _log_texts(memory: OutputProfileMemory, user: str) -> set[str]:
 def test_an_expired_entry_is_never_read_even_before_it_is_deleted(
     client: chromadb.api.ClientAPI,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     name = unique_name("ret")
     memory = _memory(client, clock, name, cache_ttl_s=3600)
     memory.add("Kept forever, this one.", user_id="ana")
@@ -47,7 +47,7 @@ def test_an_expired_entry_is_never_read_even_before_it_is_deleted(
     assert len(_texts(memory)) == 2  # cached: ranking, selection and snapshot
     other = _memory(client, clock, name)  # another process: served the saved snapshot
     assert len(_texts(other)) == 2
-    clock.now += 60
+    clock.advance(60)
     assert _texts(memory) == ["Kept forever, this one."]
     assert _texts(other) == ["Kept forever, this one."]
     assert _texts(_memory(client, clock, name)) == ["Kept forever, this one."]
@@ -62,7 +62,7 @@ def test_an_expired_entry_is_never_read_even_before_it_is_deleted(
 
 
 def test_the_latest_signal_that_names_an_expiry_sets_it(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
     start = clock.now
     first = memory.add("Extended by a later signal.", user_id="ana", ttl_s=60)
@@ -73,9 +73,9 @@ def test_the_latest_signal_that_names_an_expiry_sets_it(client: chromadb.api.Cli
     assert later.expires_at == start + 600
     memory.add("Shortened by a later signal.", user_id="ana", ttl_s=DAY)
     memory.add("Shortened by a later signal.", user_id="ana", ttl_s=30)
-    clock.now += 60
+    clock.advance(60)
     assert _texts(memory) == ["Extended by a later signal."]
-    clock.now += 540
+    clock.advance(540)
     assert _texts(memory) == []
     assert memory.expire().entries == 2
 
@@ -83,13 +83,13 @@ def test_the_latest_signal_that_names_an_expiry_sets_it(client: chromadb.api.Cli
 def test_retention_applies_to_writes_and_later_writes_sweep_what_expired(
     client: chromadb.api.ClientAPI,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock, retention_s=100)
     first = memory.add("Written first, expires first.", user_id="ana", created_at=clock.now - DAY)
     assert first.expires_at == clock.now + 100  # from the write, not from created_at
-    clock.now += 50
+    clock.advance(50)
     memory.add("Written second.", user_id="ana")
-    clock.now += 60
+    clock.advance(60)
     assert _texts(memory) == ["Written second."]
     memory.flush()
     assert memory.store.count("ana") == 2  # the expired row is still there: no sweep yet
@@ -101,13 +101,13 @@ def test_retention_applies_to_writes_and_later_writes_sweep_what_expired(
 
 
 def test_expire_covers_one_user_or_every_user(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
     for user in ("ana", "bob"):
         memory.add(f"{user} keeps this.", user_id=user)
         memory.add(f"{user} loses this.", user_id=user, ttl_s=10)
         memory.add(f"{user} loses that too.", user_id=user, ttl_s=20)
-    clock.now += 20
+    clock.advance(20)
     assert memory.expire("ana") == Expired(2, {"ana": 2})
     assert memory.store.count("bob") == 3
     report = memory.expire()
@@ -134,7 +134,7 @@ def test_expire_covers_one_user_or_every_user(client: chromadb.api.ClientAPI) ->
 def test_bad_expiries_are_refused_and_nothing_is_stored(
     client: chromadb.api.ClientAPI, fields: dict[str, object]
 ) -> None:
-    memory = _memory(client, Clock())
+    memory = _memory(client, ManualClock())
     with pytest.raises(InvalidInputError):
         memory.add("Never stored.", user_id="ana", **fields)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match=r"entries\[1\]"):
@@ -147,11 +147,11 @@ def test_bad_expiries_are_refused_and_nothing_is_stored(
 @pytest.mark.parametrize("retention", [-1, 0, math.nan, math.inf, "30d", True])
 def test_a_bad_retention_is_refused(client: chromadb.api.ClientAPI, retention: object) -> None:
     with pytest.raises(InvalidInputError, match="retention_s"):
-        _memory(client, Clock(), retention_s=retention)
+        _memory(client, ManualClock(), retention_s=retention)
 
 
 def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
     entry = ProfileEntry.create("An entry object.", user_id="ana", created_at=clock.now)
     stored = memory.add_many(
@@ -167,7 +167,7 @@ def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> N
         ("A dict.", clock.now + DAY),
         ("An entry object.", clock.now + 30),
     ]
-    clock.now += 30
+    clock.advance(30)
     late = _memory(client, clock)
     assert late.import_(records) == 1  # the expired record is left out
     assert [r["text"] for r in late.export("ana")] == ["A dict."]
@@ -176,25 +176,25 @@ def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> N
 def test_a_pinned_thread_stops_showing_an_entry_when_it_expires(
     client: chromadb.api.ClientAPI,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
     memory.add("Pinned but short-lived.", user_id="ana", ttl_s=60)
     memory.add("Pinned for good.", user_id="ana")
     assert len(_texts(memory, thread_id="t-1")) == 2
-    clock.now += 59
+    clock.advance(59)
     assert len(_texts(memory, thread_id="t-1")) == 2
-    clock.now += 1
+    clock.advance(1)
     assert _texts(memory, thread_id="t-1") == ["Pinned for good."]
 
 
 def test_async_writes_take_expiries_too(client: chromadb.api.ClientAPI) -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
 
     async def run() -> list[str]:
         await memory.aadd("Async and short-lived.", user_id="ana", ttl_s=5)
         await memory.aendorse("Async and kept.", user_id="ana")
-        clock.now += 5
+        clock.advance(5)
         removed = await memory.aexpire("ana")
         assert removed.entries == 1
         return [e.text for e in (await memory.aselect("ana")).entries]
@@ -205,7 +205,7 @@ def test_async_writes_take_expiries_too(client: chromadb.api.ClientAPI) -> None:
 def test_a_base_row_a_repair_wrote_expires_too(client: chromadb.api.ClientAPI) -> None:
     """A repair folds the log into rows of the old format (bases, no log events): expire
     finds their expiry on the row."""
-    clock = Clock()
+    clock = ManualClock()
     memory = _memory(client, clock)
     entry = replace(
         ProfileEntry.create("A repaired row.", user_id="ana", created_at=clock.now),
@@ -217,7 +217,7 @@ def test_a_base_row_a_repair_wrote_expires_too(client: chromadb.api.ClientAPI) -
         embeddings=memory.store.embeddings.embed_documents([entry.text]),
     )
     assert _texts(memory) == ["A repaired row."]
-    clock.now += 10
+    clock.advance(10)
     assert _texts(memory) == []
     assert memory.expire() == Expired(1, {"ana": 1})
     assert memory.store.count("ana") == 0

@@ -14,7 +14,7 @@ import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry, Signal
 from langchain_outprofile.memory.snapshots import LEFT_OUT_KEPT, dump_selection, load_selection
-from tests.conftest import MemoryFactory
+from tests.conftest import ManualClock, MemoryFactory
 
 TEXTS = [f"Entry {i}: short first, then {'details ' * (i % 5)}done!" for i in range(12)]
 
@@ -133,13 +133,13 @@ def test_forget_removes_the_users_snapshots_and_only_theirs(make_memory: MemoryF
 def test_a_snapshot_expires_after_snapshot_ttl_s(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = [1.8e9]
-    _filled(make_memory, clock=lambda: now[0], snapshot_ttl_s=60).select("ana", max_tokens=200)
-    cold = make_memory(cache_ttl_s=0, clock=lambda: now[0], snapshot_ttl_s=60)
+    clock = ManualClock(1.8e9)
+    _filled(make_memory, clock=clock, snapshot_ttl_s=60).select("ana", max_tokens=200)
+    cold = make_memory(cache_ttl_s=0, clock=clock, snapshot_ttl_s=60)
     _forbid_loads(cold, monkeypatch)
     cold.select("ana", max_tokens=200)  # served
 
-    now[0] += 61
+    clock.advance(61)
     with pytest.raises(_LoadForbidden):
         cold.select("ana", max_tokens=200)
 
@@ -149,17 +149,19 @@ def test_a_pending_entry_neither_shortens_a_snapshot_nor_is_quoted_in_it(
 ) -> None:
     """A pending output is never a candidate: its expiry does not end the snapshot (only
     ``snapshot_ttl_s`` does), and neither the choice nor the snapshot carries its text."""
-    now = [1.8e9]
-    memory = _filled(make_memory, clock=lambda: now[0], pending_ttl_s=100, snapshot_ttl_s=3600)
-    draft = ProfileEntry.create("Draft awaiting feedback.", user_id="ana", created_at=now[0])
+    clock = ManualClock(1.8e9)
+    memory = _filled(make_memory, clock=clock, pending_ttl_s=100, snapshot_ttl_s=3600)
+    draft = ProfileEntry.create("Draft awaiting feedback.", user_id="ana", created_at=clock.now)
     memory.store.upsert([replace(draft, signals=(Signal.PENDING,))])
     made = memory.select("ana", max_tokens=200)
     assert "Draft awaiting feedback." not in [c.entry.text for c in made.choice.left_out]
     (payload,) = _stored_payloads(memory, "ana")
 
     assert "Draft awaiting feedback." not in payload
-    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 101)
-    assert load_selection(payload, user_id="ana", options=memory.options, now=now[0] + 3600) is None
+    assert load_selection(payload, user_id="ana", options=memory.options, now=clock.now + 101)
+    assert (
+        load_selection(payload, user_id="ana", options=memory.options, now=clock.now + 3600) is None
+    )
 
 
 def test_a_payload_of_another_user_is_refused(make_memory: MemoryFactory) -> None:

@@ -85,7 +85,7 @@ def test_contradicting_arguments_are_refused(kwargs: dict[str, Any]) -> None:
         OutputProfileMemory(tokens=OFFLINE_ENCODING, **arguments)
 
 
-# -- a brought collection's own documents (issue 24, item 6) ------------------------------
+# -- a brought collection's own documents -----------------------------------------------------
 
 _FOREIGN: dict[str, tuple[str, dict[str, Any]]] = {
     # what an app keeps in its own collection, some of it shaped like this package's rows

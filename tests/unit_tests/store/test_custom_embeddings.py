@@ -23,6 +23,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableLambda
 
 from langchain_outprofile import EmbeddingMismatchError, OutputProfileMemory, StyleEmbeddings
+from tests.conftest import ManualClock
 
 NOW = 1_800_000_000.0
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ class OtherWordHashEmbeddings(WordHashEmbeddings):
 
 def _memory(path: Path, embeddings: Embeddings | None, **kwargs: Any) -> OutputProfileMemory:
     return OutputProfileMemory(
-        path=path, embeddings=embeddings, collection_name="custom", clock=lambda: NOW, **kwargs
+        path=path, embeddings=embeddings, collection_name="custom", clock=ManualClock(NOW), **kwargs
     )
 
 
@@ -144,10 +145,11 @@ def test_reopening_with_the_same_embedder_gives_the_same_block(tmp_path: Path) -
         f"""
         import sys
         from langchain_outprofile import OutputProfileMemory
+        from tests.conftest import ManualClock
         from tests.unit_tests.store.test_custom_embeddings import NOW, WordHashEmbeddings
         memory = OutputProfileMemory(
             path={str(path)!r}, embeddings=WordHashEmbeddings(), collection_name="custom",
-            clock=lambda: NOW, snapshot_ttl_s=0,
+            clock=ManualClock(NOW), snapshot_ttl_s=0,
         )
         sys.stdout.write(memory.select("ana", max_tokens=400).text)
         """

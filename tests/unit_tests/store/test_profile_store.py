@@ -25,7 +25,7 @@ from langchain_outprofile.store import ProfileStore, http_client
 from langchain_outprofile.store import profile_store as store_module
 from langchain_outprofile.store.clients import location_lock
 from langchain_outprofile.store.state import state_id
-from tests.conftest import Clock, MemoryFactory, unique_name
+from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 
 def test_add_is_idempotent_and_accumulates_signals(memory: OutputProfileMemory) -> None:
@@ -406,7 +406,7 @@ def _listing_calls(make_memory: MemoryFactory, users: int) -> int:
 def test_listing_users_costs_the_same_calls_for_10_or_200_users(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #16: one read per user (10,000 users: 41 s). Now two per page of state rows."""
+    """Listing users read each user (10,000 users: 41 s). Now two per page of state rows."""
     assert _listing_calls(make_memory, 200) == _listing_calls(make_memory, 10) <= 2
 
 
@@ -437,14 +437,14 @@ def test_user_ids_keep_their_meaning_across_two_memories(make_memory: MemoryFact
 
 def test_expired_pending_outputs_leave_their_user_unlisted(make_memory: MemoryFactory) -> None:
     """A user whose only entries were pending outputs that expired has no entry left."""
-    clock = Clock()
+    clock = ManualClock()
     memory = make_memory(pending_ttl_s=60, clock=clock)
     memory.record_output("Eve's tracked answer.", user_id="eve", run_id="run-eve")
     memory.add("Ana's entry.", user_id="ana")
     assert memory.store.user_ids() == ["ana", "eve"]
-    clock.now += 61
+    clock.advance(61)
     memory.expire_pending("eve")  # marks it stale by this clock
-    clock.now += 61
+    clock.advance(61)
     assert memory.expire_pending("eve") == 1
     assert make_memory().store.user_ids() == ["ana"]
 
@@ -539,7 +539,7 @@ class _BatchHook:
 def test_a_big_write_lets_another_users_read_in_between_its_batches(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #17: a 50,000-entry add_many stalled other users' reads (p99 1.78 s): one
+    """A 50,000-entry add_many stalled other users' reads (p99 1.78 s): one
     Chroma call wrote 5,461 rows. Now a write goes ``write_batch`` rows at a time, and a read
     of another user completes between two of its batches (timings: the big-write bench)."""
     writer, reader = make_memory(), make_memory()
@@ -573,5 +573,5 @@ def _stats_calls(make_memory: MemoryFactory, users: int) -> int:
 def test_stats_of_many_users_costs_the_same_calls_for_10_or_200_users(
     make_memory: MemoryFactory,
 ) -> None:
-    """Issue 24 #16: ``outprofile stats`` read each user (10,000 users: 156 s)."""
+    """``outprofile stats`` read each user (10,000 users: 156 s). Now two reads at most."""
     assert _stats_calls(make_memory, 200) == _stats_calls(make_memory, 10) <= 2

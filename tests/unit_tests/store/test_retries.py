@@ -1,5 +1,5 @@
 """The one retry rule of a store's Chroma calls (``store/clients.py``, ``Retries``): which
-failures are sent again, for how long, and the typed error after (issue 24, item 19). The
+failures are sent again, for how long, and the typed error after. The
 real server restart is ``tests/integration_tests/test_server_restart.py``."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def texts(items: list[SearchItem]) -> list[str]:
     return [item.value["text"] for item in items]
 
 
-# -- user labels (issue 24, item 15) ---------------------------------------------------------
+# -- user labels ------------------------------------------------------------------------------
 
 
 def test_a_user_id_with_a_period_is_served_under_its_label(

@@ -43,7 +43,7 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.render import parse_block
 from langchain_outprofile.surfaces.langgraph_store import KEY_METADATA
-from tests.conftest import Clock, offline_memory, unique_name
+from tests.conftest import ManualClock, offline_memory, unique_name
 from tests.fakes import RecordingChatModel
 
 ANA = ("profile", "ana")
@@ -208,7 +208,7 @@ def test_the_stores_default_signal_and_typed_keys(ephemeral_memory: OutputProfil
 
 
 def test_a_puts_ttl_is_minutes_and_an_expired_item_is_never_read() -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = offline_memory(chromadb.EphemeralClient(), unique_name("ttl"), clock=clock)
     store = OutputProfileStore(memory)
     assert store.supports_ttl is True
@@ -216,43 +216,43 @@ def test_a_puts_ttl_is_minutes_and_an_expired_item_is_never_read() -> None:
     store.batch([PutOp(ANA, "batched", {"text": "Batched, five minutes too."}, ttl=5.0)])
     store.put(ANA, "day", {"text": "Kept for a day."}, ttl=24 * 60)
     store.put(BOB, "bob", {"text": "Bob keeps his forever."})
-    clock.now += 5 * 60 - 1
+    clock.advance(5 * 60 - 1)
     assert store.get(ANA, "short") is not None
     assert set(keys(store.search(ANA))) == {"short", "batched", "day"}
-    clock.now += 1  # exactly five minutes: expired (expires_at <= now)
+    clock.advance(1)  # exactly five minutes: expired (expires_at <= now)
     assert store.get(ANA, "short") is None
     assert store.get(ANA, "batched") is None
     assert keys(store.search(ANA)) == ["day"]
     assert ANA in store.list_namespaces()
     assert memory.expire().by_user == {"ana": 2}
-    clock.now += 86_400
+    clock.advance(86_400)
     assert store.get(ANA, "day") is None and store.list_namespaces() == [BOB]
     assert store.get(BOB, "bob") is not None
 
 
 def test_a_put_without_a_ttl_replaces_the_items_expiry_as_langgraph_does() -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = offline_memory(chromadb.EphemeralClient(), unique_name("ttl"), clock=clock)
     store = OutputProfileStore(memory)
     store.put(ANA, "k", {"text": "Short-lived at first."}, ttl=1)
     store.put(ANA, "k", {"text": "Short-lived at first."})  # the put sets the item anew
-    clock.now += 3600
+    clock.advance(3600)
     assert store.get(ANA, "k") is not None
     store.put(ANA, "k", {"text": "Short-lived at first."}, ttl=1)
-    clock.now += 59
+    clock.advance(59)
     store.get(ANA, "k", refresh_ttl=True)  # a read never writes: no refresh
-    clock.now += 1
+    clock.advance(1)
     assert store.get(ANA, "k") is None
 
 
 def test_ttl_config_gives_a_default_and_refuses_what_it_cannot_do() -> None:
-    clock = Clock()
+    clock = ManualClock()
     memory = offline_memory(chromadb.EphemeralClient(), unique_name("ttl"), clock=clock)
     store = OutputProfileStore(memory, ttl={"default_ttl": 1.0, "refresh_on_read": False})
     assert store.ttl_config == {"default_ttl": 1.0, "refresh_on_read": False}
     store.put(ANA, "default", {"text": "Expires after the default minute."})
     store.put(ANA, "own", {"text": "Expires after its own ten minutes."}, ttl=10)
-    clock.now += 60
+    clock.advance(60)
     assert store.get(ANA, "default") is None and store.get(ANA, "own") is not None
     for bad in ({"refresh_on_read": True}, {"default_ttl": -1}, {"default_ttl": float("nan")}):
         with pytest.raises(InvalidInputError):
@@ -372,7 +372,7 @@ def test_list_namespaces(filled: OutputProfileStore, ephemeral_memory: OutputPro
 def test_a_page_of_namespaces_reads_only_the_users_up_to_it(
     store: OutputProfileStore, ephemeral_memory: OutputProfileMemory
 ) -> None:
-    """Issue 24 #16: a depth and a limit of 10 read every user's entries (10,000 users:
+    """A depth and a limit of 10 used to read every user's entries (10,000 users:
     189.6 s). A page of sorted namespaces needs the users up to it, and the users are listed
     from their version rows (two reads per page of them, not one per user)."""
     users = [f"u{n:03d}" for n in range(40)]
