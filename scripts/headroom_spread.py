@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from langchain_outprofile.evaluation.stats import bootstrap_mean
-from langchain_outprofile.evaluation.strategies import draw_index
+from outprofile_lab.evaluation.stats import bootstrap_mean
+from outprofile_lab.evaluation.strategies import draw_index
 
 COMPARED = ("output-profile", "bm25-query")
 

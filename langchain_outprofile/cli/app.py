@@ -35,7 +35,7 @@ from rich.text import Text
 import langchain_outprofile as outprofile
 from langchain_outprofile.cli.files import CliError, read_entries, read_exported
 from langchain_outprofile.cli.terminal import visible, visible_json, warnings_as_lines
-from langchain_outprofile.errors import OutprofileError
+from langchain_outprofile.errors import MissingExtraError, OutprofileError
 from langchain_outprofile.tokens import ApproximateTokenizerWarning
 from langchain_outprofile.validation import DEFAULT_COLLECTION, DEFAULT_MAX_TEXT_CHARS
 
@@ -50,14 +50,19 @@ LAZY_COMMANDS = {
     "serve": ("model_server", "serve_local_model"),
     "repair": ("store.repair", "repair"),
     "default-path": ("store.clients", "default_path"),  # where repair looks without --path
-    "eval": ("evaluation.command", "eval_command"),
-    "bench": ("bench.run", "bench_command"),
+    "eval": ("outprofile_lab.evaluation.command", "eval_command"),
+    "bench": ("outprofile_lab.bench.run", "bench_command"),
     "mcp": ("surfaces.mcp_server", "serve"),
 }
 """Commands whose modules load only when the command runs (they pull in the store, the
-model or the evaluation), so ``outprofile --help`` stays fast. The store commands reach the
+model or the evaluation), so ``outprofile --help`` stays fast. A module name starting with
+``outprofile_lab.`` lives in the sibling distribution ``lab/`` (the evaluation and the
+benchmarks), outside the library's wheel. The store commands reach the
 memory through the package's lazily loaded names. tests/unit_tests/test_layout.py checks
 that these point down the stages too."""
+
+LAB = "outprofile_lab"
+"""The sibling distribution (``lab/``) that holds the evaluation and the benchmarks."""
 
 BATCH = 256
 
@@ -610,7 +615,17 @@ def _short(text: str, width: int = 60) -> str:
 def _command(name: str) -> Any:
     """The function behind a command of :data:`LAZY_COMMANDS`, its module loaded now."""
     module, attribute = LAZY_COMMANDS[name]
-    return getattr(import_module(f"{outprofile.__name__}.{module}"), attribute)
+    if not module.startswith(LAB + "."):
+        return getattr(import_module(f"{outprofile.__name__}.{module}"), attribute)
+    try:
+        return getattr(import_module(module), attribute)
+    except ModuleNotFoundError as error:
+        if error.name != LAB:
+            raise
+        raise MissingExtraError(
+            f"`outprofile {name}` comes with the evaluation and benchmarks distribution: "
+            "pip install -e ./lab (from a checkout of langchain-outprofile)"
+        ) from None
 
 
 def _forward(name: str, ctx: typer.Context) -> Any:

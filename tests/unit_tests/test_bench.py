@@ -8,18 +8,18 @@ from typing import Any
 import chromadb
 import pytest
 
-from langchain_outprofile.bench.big_write import big_write_scenario
-from langchain_outprofile.bench.live_loop import live_loop_scenario
-from langchain_outprofile.bench.prompt_cache import _evaluated_since
-from langchain_outprofile.bench.run import SCENARIOS, _ms, bench_command, shared_prefix_table
-from langchain_outprofile.bench.shared_prefix import (
+from langchain_outprofile.errors import InvalidInputError, LocalModelUnavailableError
+from langchain_outprofile.local import local_model_path
+from langchain_outprofile.tokens import TokenCounter
+from outprofile_lab.bench.big_write import big_write_scenario
+from outprofile_lab.bench.live_loop import live_loop_scenario
+from outprofile_lab.bench.prompt_cache import _evaluated_since
+from outprofile_lab.bench.run import SCENARIOS, _ms, bench_command, shared_prefix_table
+from outprofile_lab.bench.shared_prefix import (
     STATIC_PROMPT,
     _summary,
     reused_since,
 )
-from langchain_outprofile.errors import InvalidInputError, LocalModelUnavailableError
-from langchain_outprofile.local import local_model_path
-from langchain_outprofile.tokens import TokenCounter
 
 
 def test_the_live_loop_reports_a_pinned_thread_that_holds_still() -> None:

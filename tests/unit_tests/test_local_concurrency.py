@@ -64,7 +64,7 @@ SCORER_CHILD = textwrap.dedent(
     """
     import json
     from concurrent.futures import ThreadPoolExecutor
-    from langchain_outprofile.evaluation.scoring import LlamaScorer
+    from outprofile_lab.evaluation.scoring import LlamaScorer
 
     scorer = LlamaScorer(n_threads=1)
     jobs = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.data import load_lamp, normalize_task, profile_item
+from outprofile_lab.evaluation.data import load_lamp, normalize_task, profile_item
 
 
 def test_jsonl_loads_every_user_with_output_only_items(tiny_lamp7: Path) -> None:

@@ -10,8 +10,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from langchain_outprofile.evaluation.generation import generate_and_score, rouge
-from langchain_outprofile.evaluation.strategies import messages_for
+from outprofile_lab.evaluation.generation import generate_and_score, rouge
+from outprofile_lab.evaluation.strategies import messages_for
 
 
 class RecordingChatModel(BaseChatModel):

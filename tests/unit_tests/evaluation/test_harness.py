@@ -13,8 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.command import eval_command, run_command
-from langchain_outprofile.evaluation.scoring import LlamaScorer
+from outprofile_lab.evaluation.command import eval_command, run_command
+from outprofile_lab.evaluation.scoring import LlamaScorer
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
 

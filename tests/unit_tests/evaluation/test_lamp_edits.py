@@ -11,15 +11,15 @@ import chromadb
 import pytest
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.data import detect_format, load_lamp_edits
-from langchain_outprofile.evaluation.strategies import EPOCH
-from langchain_outprofile.evaluation.tasks import (
+from langchain_outprofile.memory import OutputProfileMemory
+from outprofile_lab.evaluation.data import detect_format, load_lamp_edits
+from outprofile_lab.evaluation.strategies import EPOCH
+from outprofile_lab.evaluation.tasks import (
     EDIT_PROMPT,
     LampEditsTask,
     MovingClock,
     check_strategies,
 )
-from langchain_outprofile.memory import OutputProfileMemory
 
 SCENES = {1: "counts gulls at dawn", 2: "paints the stairs red", 3: "writes to her sister"}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from langchain_outprofile.evaluation.models import PACKAGED_MODELS, resolve_model
-from langchain_outprofile.evaluation.scoring import (
+from outprofile_lab.evaluation.models import PACKAGED_MODELS, resolve_model
+from outprofile_lab.evaluation.scoring import (
     LlamaScorer,
     ModelUnavailableError,
     _nll,

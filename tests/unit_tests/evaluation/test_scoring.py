@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import pytest_socket
 
-from langchain_outprofile.evaluation.scoring import (
+from outprofile_lab.evaluation.scoring import (
     LlamaScorer,
     ModelUnavailableError,
     OpenAIScorer,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from langchain_outprofile.evaluation.stats import bootstrap_mean, paired_lift
+from outprofile_lab.evaluation.stats import bootstrap_mean, paired_lift
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from langchain_outprofile import OutputProfileMemory, parse_block
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.data import load_lamp
-from langchain_outprofile.evaluation.strategies import (
+from langchain_outprofile.types import ProfileEntry
+from outprofile_lab.evaluation.data import load_lamp
+from outprofile_lab.evaluation.strategies import (
     BASE_SYSTEM,
     build_block,
     draw_index,
@@ -26,7 +27,6 @@ from langchain_outprofile.evaluation.strategies import (
     word_counts,
     words_in,
 )
-from langchain_outprofile.types import ProfileEntry
 
 ALL = [
     "output-profile",

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.command import run_command
-from langchain_outprofile.evaluation.prefix import INSTRUCTIONS, SHARED_PROMPT, static_prefix
-from langchain_outprofile.evaluation.runner import PREFIX_GROUP, EvalConfig, _jobs, placed_where
-from langchain_outprofile.evaluation.scoring import Message, NllScore
-from langchain_outprofile.evaluation.strategies import BASE_SYSTEM, messages_for
-from langchain_outprofile.evaluation.tasks import Target
 from langchain_outprofile.tokens import TokenCounter
+from outprofile_lab.evaluation.command import run_command
+from outprofile_lab.evaluation.prefix import INSTRUCTIONS, SHARED_PROMPT, static_prefix
+from outprofile_lab.evaluation.runner import PREFIX_GROUP, EvalConfig, _jobs, placed_where
+from outprofile_lab.evaluation.scoring import Message, NllScore
+from outprofile_lab.evaluation.strategies import BASE_SYSTEM, messages_for
+from outprofile_lab.evaluation.tasks import Target
 
 WHOLE = "\n\n".join(INSTRUCTIONS)
 

@@ -18,19 +18,19 @@ import pytest
 
 from langchain_outprofile import OutputProfileMemory, parse_block
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.command import run_command
-from langchain_outprofile.evaluation.data import (
+from outprofile_lab.evaluation.command import run_command
+from outprofile_lab.evaluation.data import (
     SuggestionList,
     TypedSentence,
     detect_format,
     load_coauthor,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.report import cells_summary, headroom
-from langchain_outprofile.evaluation.runner import SELECTION_RULE, ScoreRow
-from langchain_outprofile.evaluation.scoring import Message, NllScore
-from langchain_outprofile.evaluation.strategies import EPOCH
-from langchain_outprofile.evaluation.tasks import (
+from outprofile_lab.evaluation.report import cells_summary, headroom
+from outprofile_lab.evaluation.runner import SELECTION_RULE, ScoreRow
+from outprofile_lab.evaluation.scoring import Message, NllScore
+from outprofile_lab.evaluation.strategies import EPOCH
+from outprofile_lab.evaluation.tasks import (
     CONTINUE_PROMPT,
     MIN_HISTORY,
     REWRITE_PROMPT,

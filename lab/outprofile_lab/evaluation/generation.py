@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from langchain_outprofile.evaluation.scoring import Message
+from outprofile_lab.evaluation.scoring import Message
 
 __all__ = ["RougeScore", "generate_and_score", "rouge"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from langchain_outprofile.evaluation.runner import ScoreRow
-from langchain_outprofile.evaluation.stats import Interval, bootstrap_mean, paired_lift
-from langchain_outprofile.evaluation.strategies import draw_index
+from outprofile_lab.evaluation.runner import ScoreRow
+from outprofile_lab.evaluation.stats import Interval, bootstrap_mean, paired_lift
+from outprofile_lab.evaluation.strategies import draw_index
 
 __all__ = ["cell_name", "cells_summary", "headroom", "summarize", "write_report"]
 

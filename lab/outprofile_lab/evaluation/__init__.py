@@ -7,15 +7,15 @@ memory of every output, with the writers' histories replayed in time order) and 
 Example:
     ```python
     from pathlib import Path
-    from langchain_outprofile.evaluation import run_command
+    from outprofile_lab.evaluation import run_command
 
     run_command(Path("lamp7_dev.jsonl"), strategies="none,output-profile,bm25-query",
                 budgets="200", placement="leading", limit=20, seed=0, out=Path("eval-out"))
     ```
 """
 
-from langchain_outprofile.evaluation.command import eval_command, run_command
-from langchain_outprofile.evaluation.data import (
+from outprofile_lab.evaluation.command import eval_command, run_command
+from outprofile_lab.evaluation.data import (
     LampExample,
     ProfileItem,
     detect_format,
@@ -23,17 +23,17 @@ from langchain_outprofile.evaluation.data import (
     load_lamp,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.report import cells_summary, headroom
-from langchain_outprofile.evaluation.runner import (
+from outprofile_lab.evaluation.report import cells_summary, headroom
+from outprofile_lab.evaluation.runner import (
     EvalConfig,
     ScoreCache,
     ScoreRow,
     run_eval,
     run_task,
 )
-from langchain_outprofile.evaluation.scoring import LlamaScorer, NllScore, OpenAIScorer
-from langchain_outprofile.evaluation.stats import bootstrap_mean, paired_lift
-from langchain_outprofile.evaluation.tasks import CoauthorTask, LampTask, PopquornTask, Target
+from outprofile_lab.evaluation.scoring import LlamaScorer, NllScore, OpenAIScorer
+from outprofile_lab.evaluation.stats import bootstrap_mean, paired_lift
+from outprofile_lab.evaluation.tasks import CoauthorTask, LampTask, PopquornTask, Target
 
 __all__ = [
     "CoauthorTask",

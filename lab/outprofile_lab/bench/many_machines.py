@@ -1,6 +1,6 @@
 """Benchmarks of the write model on many machines (no lock shared between writers).
 
-Run ``python -m langchain_outprofile.bench.many_machines`` (``--help`` for sizes). Three
+Run ``python -m outprofile_lab.bench.many_machines`` (``--help`` for sizes). Three
 scenarios, each side by side in one run:
 
 - **catch-up**: a memory holds a user's ranking; another memory (another process's, as far
@@ -35,9 +35,9 @@ import numpy as np
 from chromadb.config import Settings
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.bench.server import chroma_server
-from langchain_outprofile.bench.synthetic import user_entries, user_name
 from langchain_outprofile.store.log import events_from
+from outprofile_lab.bench.server import chroma_server
+from outprofile_lab.bench.synthetic import user_entries, user_name
 
 __all__ = ["main"]
 

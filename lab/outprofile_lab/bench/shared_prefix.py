@@ -21,7 +21,7 @@ Per turn: the prompt tokens the server evaluated (from its timing line, ``prompt
 = ... / N tokens``; deterministic for a given model, prompts and order), the prefix it
 reused, and the time to the first streamed token (load-dependent). Answers are not tracked
 (a pinned thread's block does not change within the thread either way). Run
-``python -m langchain_outprofile.bench --scenario shared-prefix`` (``local`` and ``eval``
+``python -m outprofile_lab.bench --scenario shared-prefix`` (``local`` and ``eval``
 extras).
 """
 
@@ -39,13 +39,13 @@ import chromadb
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_outprofile import OutputProfileMemory, SelectionOptions
-from langchain_outprofile.bench.prompt_cache import _evaluated_since, _first_token_s
-from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
-from langchain_outprofile.evaluation.prefix import SHARED_PROMPT
 from langchain_outprofile.model_file import local_model_path
 from langchain_outprofile.model_server import ServedModel, serve_local_model
 from langchain_outprofile.surfaces._common import Placement
 from langchain_outprofile.tokens import TokenCounter
+from outprofile_lab.bench.prompt_cache import _evaluated_since, _first_token_s
+from outprofile_lab.bench.synthetic import queries, user_entries, user_name
+from outprofile_lab.evaluation.prefix import SHARED_PROMPT
 
 __all__ = ["CONDITIONS", "STATIC_PROMPT", "reused_since", "shared_prefix_command"]
 

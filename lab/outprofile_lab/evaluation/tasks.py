@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.data import (
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.render import render_block
+from langchain_outprofile.types import Fields, ProfileEntry
+from outprofile_lab.evaluation.data import (
     EditWriter,
     LampExample,
     RewriteUser,
@@ -36,7 +39,7 @@ from langchain_outprofile.evaluation.data import (
     WriterEdit,
     WritingSession,
 )
-from langchain_outprofile.evaluation.strategies import (
+from outprofile_lab.evaluation.strategies import (
     EPOCH,
     bm25_order,
     build_block,
@@ -47,9 +50,6 @@ from langchain_outprofile.evaluation.strategies import (
     pack,
     word_counts,
 )
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.render import render_block
-from langchain_outprofile.types import Fields, ProfileEntry
 
 __all__ = [
     "COAUTHOR_STRATEGIES",

@@ -7,7 +7,7 @@ waits for whatever the write holds: the location lock of an embedded store (one 
 call at a time per location), or the server's own queue. What it guards: a
 50,000-entry write used to leave the other user's reads at p99 1.78 s.
 
-Run ``python -m langchain_outprofile.bench --scenario big-write --many-entries 50000``
+Run ``python -m outprofile_lab.bench --scenario big-write --many-entries 50000``
 (``--modes embedded,server``).
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.bench.synthetic import user_entries, user_name
+from outprofile_lab.bench.synthetic import user_entries, user_name
 
 __all__ = ["BIG_WRITE_COLUMNS", "big_write_scenario"]
 

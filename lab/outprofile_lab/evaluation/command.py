@@ -14,7 +14,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from langchain_outprofile.errors import InvalidInputError, MissingExtraError, OutprofileError
-from langchain_outprofile.evaluation.data import (
+from langchain_outprofile.memory import OutputProfileMemory
+from langchain_outprofile.model_file import SERVED_MODEL_NAME, local_model_path
+from langchain_outprofile.render import DEFAULT_TEMPLATE
+from langchain_outprofile.validation import visible
+from outprofile_lab.evaluation.data import (
     FORMATS,
     detect_format,
     load_coauthor,
@@ -22,23 +26,23 @@ from langchain_outprofile.evaluation.data import (
     load_lamp_edits,
     load_popquorn,
 )
-from langchain_outprofile.evaluation.models import resolve_model
-from langchain_outprofile.evaluation.report import (
+from outprofile_lab.evaluation.models import resolve_model
+from outprofile_lab.evaluation.report import (
     cells_summary,
     headroom,
     summarize,
     write_report,
 )
-from langchain_outprofile.evaluation.runner import EvalConfig, ScoreCache, run_task
-from langchain_outprofile.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
-from langchain_outprofile.evaluation.strategies import (
+from outprofile_lab.evaluation.runner import EvalConfig, ScoreCache, run_task
+from outprofile_lab.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
+from outprofile_lab.evaluation.strategies import (
     EPOCH,
     PLACEMENTS,
     STRATEGIES,
     parse_names,
     parse_strategies,
 )
-from langchain_outprofile.evaluation.tasks import (
+from outprofile_lab.evaluation.tasks import (
     CoauthorTask,
     EvalTask,
     LampEditsTask,
@@ -47,10 +51,6 @@ from langchain_outprofile.evaluation.tasks import (
     PopquornTask,
     check_strategies,
 )
-from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.model_file import SERVED_MODEL_NAME, local_model_path
-from langchain_outprofile.render import DEFAULT_TEMPLATE
-from langchain_outprofile.validation import visible
 
 __all__ = ["eval_command", "run_command"]
 
@@ -195,12 +195,12 @@ def require_extras(backend: str) -> None:
     missing = [name for name in EVAL_MODULES if not _importable(name)]
     if missing:
         raise MissingExtraError(
-            f"`outprofile eval` needs the `eval` extra ({', '.join(missing)} missing): "
-            "pip install 'langchain-outprofile[eval]'"
+            f"`outprofile eval` needs the lab's dependencies ({', '.join(missing)} missing): "
+            "pip install -e ./lab"
         )
     if backend == "openai" and not _importable("openai"):
         raise MissingExtraError(
-            "the openai backend needs the `eval` extra: pip install 'langchain-outprofile[eval]'"
+            "the openai backend needs the lab's dependencies (openai missing): pip install -e ./lab"
         )
     if backend == "llama" and not all(_importable(m) for m in LOCAL_MODULES):
         raise MissingExtraError(

@@ -1,6 +1,6 @@
 """The benchmark suite: ingest, add latency, cold/warm select+render, and the similarity baseline.
 
-Run ``python -m langchain_outprofile.bench.run`` (small default sizes, a few minutes on 2 cores) or
+Run ``python -m outprofile_lab.bench.run`` (small default sizes, a few minutes on 2 cores) or
 ``outprofile bench``; ``--help`` lists the size flags. Prints a markdown table and writes JSON.
 """
 
@@ -23,13 +23,13 @@ import typer
 from chromadb.config import Settings
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
-from langchain_outprofile.bench.big_write import BIG_WRITE_COLUMNS, big_write_scenario
-from langchain_outprofile.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
-from langchain_outprofile.bench.prompt_cache import prompt_cache_command
-from langchain_outprofile.bench.server import chroma_server
-from langchain_outprofile.bench.shared_prefix import shared_prefix_command
-from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.store.rows import PAYLOAD_KEY
+from outprofile_lab.bench.big_write import BIG_WRITE_COLUMNS, big_write_scenario
+from outprofile_lab.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
+from outprofile_lab.bench.prompt_cache import prompt_cache_command
+from outprofile_lab.bench.server import chroma_server
+from outprofile_lab.bench.shared_prefix import shared_prefix_command
+from outprofile_lab.bench.synthetic import queries, user_entries, user_name
 
 __all__ = ["SCENARIOS", "bench_command", "main", "shared_prefix_table"]
 
@@ -274,7 +274,7 @@ def bench_command(
 
     Example:
         ```python
-        from langchain_outprofile.bench.run import bench_command
+        from outprofile_lab.bench.run import bench_command
         report = bench_command(sizes=[1000], many_entries=0, modes=["embedded"])
         ```
     """
@@ -445,7 +445,7 @@ def shared_prefix_table(summary: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry: ``python -m langchain_outprofile.bench --sizes 1000,10000``."""
+    """Command-line entry: ``python -m outprofile_lab.bench --sizes 1000,10000``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--sizes", default="1000,10000", help="one-user sizes, comma separated; 0 skips"

@@ -25,13 +25,13 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from langchain_outprofile.evaluation.data import LampExample
-from langchain_outprofile.evaluation.prefix import static_prefix
-from langchain_outprofile.evaluation.scoring import Scorer
-from langchain_outprofile.evaluation.strategies import Placement, messages_for
-from langchain_outprofile.evaluation.tasks import EvalTask, LampTask, Target
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.types import Fields
+from outprofile_lab.evaluation.data import LampExample
+from outprofile_lab.evaluation.prefix import static_prefix
+from outprofile_lab.evaluation.scoring import Scorer
+from outprofile_lab.evaluation.strategies import Placement, messages_for
+from outprofile_lab.evaluation.tasks import EvalTask, LampTask, Target
 
 __all__ = [
     "FIELD_STRATEGIES",

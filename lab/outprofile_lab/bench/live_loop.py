@@ -17,7 +17,7 @@ with their vectors computed beforehand, and ``add_many`` with ``documents=True``
 written as the Chroma document, which Chroma full-text indexes); the first read of the user
 (a full ranking), and the reads right after an endorsement (the first read after an append).
 
-Run ``python -m langchain_outprofile.bench --scenario live-loop`` (``--help``: sizes, modes).
+Run ``python -m outprofile_lab.bench --scenario live-loop`` (``--help``: sizes, modes).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from langchain_outprofile import (
     Signal,
     StyleEmbeddings,
 )
-from langchain_outprofile.bench.synthetic import queries, user_entries, user_name
 from langchain_outprofile.store.rows import to_metadata
+from outprofile_lab.bench.synthetic import queries, user_entries, user_name
 
 __all__ = ["LIVE_LOOP_COLUMNS", "live_loop_scenario"]
 

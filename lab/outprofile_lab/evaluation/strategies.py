@@ -26,10 +26,10 @@ from typing import Literal
 import numpy as np
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.evaluation.data import LampExample
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import render_block
 from langchain_outprofile.types import Fields, ProfileEntry
+from outprofile_lab.evaluation.data import LampExample
 
 __all__ = [
     "BASE_SYSTEM",
