@@ -22,9 +22,11 @@ NAME = "langchain_outprofile"
 # capture -> store -> select -> render -> memory -> surfaces -> cli / evaluation. The memory
 # facade builds the surfaces over itself (as VectorStore.as_retriever builds a retriever),
 # so the surfaces depend on the ProfileSource protocol and sit below the facade, above the
-# read path (reader, snapshots, feedback).
+# read path (reader, snapshots, feedback). The sync/async bridge is on the ground floor, so
+# every stage runs operations the same way.
 STAGES: list[tuple[str, ...]] = [
     ("errors",),
+    ("bridge",),
     ("validation",),
     ("types",),
     ("telemetry",),  # spans of memory operations: used by memory/, uses only types
