@@ -22,6 +22,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
+from langchain_outprofile.bridge import run_async, run_sync
 from langchain_outprofile.capture import coerce_item, timely
 from langchain_outprofile.errors import InvalidInputError, MissingExtraError
 from langchain_outprofile.memory.feedback import FeedbackMixin
@@ -30,7 +31,6 @@ from langchain_outprofile.memory.reader import BudgetTooSmallWarning, ProfileRea
 from langchain_outprofile.memory.retention import NowAndThen, RetentionMixin
 from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
-from langchain_outprofile.store.io import drive, run_now
 from langchain_outprofile.store.purge import PurgeReport, scrub
 from langchain_outprofile.store.purge import purge as purge_store
 from langchain_outprofile.surfaces.injector import ProfileInjector
@@ -690,20 +690,18 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run a memory operation for a synchronous method (synchronous client only)."""
-        return run_now(operation, async_client=self.store.is_async)
+        return run_sync(operation, async_io=self.store.is_async)
 
     async def _arun(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run a memory operation for an ``a``-prefixed method: on the event loop with an
-        async client (the store opened first), else on a worker thread (every Chroma call
-        of a synchronous client blocks its thread; the loop's stays free)."""
-        if not self.store.is_async:
-            return await asyncio.to_thread(drive, operation)
-        try:
-            await self.store.aopen()
-        except BaseException:
-            operation.close()
-            raise
-        return await operation
+        async client (whose collections open on first use), else on a worker thread."""
+        if self.store.is_async:
+            try:
+                await self.store.aopen()
+            except BaseException:
+                operation.close()  # never started: nothing warns it was not awaited
+                raise
+        return await run_async(operation, async_io=self.store.is_async)
 
     def _traced(
         self,

@@ -71,6 +71,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from langchain_outprofile.bridge import run_sync
 from langchain_outprofile.errors import BudgetTooSmallWarning
 from langchain_outprofile.memory.snapshots import (
     dump_selection,
@@ -80,7 +81,6 @@ from langchain_outprofile.memory.snapshots import (
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
 from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
 from langchain_outprofile.store import ProfileStore, Written
-from langchain_outprofile.store.io import drive
 from langchain_outprofile.store.log import Event, Fold
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
@@ -195,7 +195,7 @@ class ProfileReader:
     def select(self, user: str, options: SelectionOptions, query: str | None) -> ProfileSelection:
         """The user's block under ``options``: :meth:`aselect`, run at once (synchronous
         client)."""
-        return drive(self.aselect(user, options, query))
+        return run_sync(self.aselect(user, options, query))
 
     async def aselect(
         self, user: str, options: SelectionOptions, query: str | None
@@ -351,7 +351,7 @@ class ProfileReader:
                 return
             if self._saver is None:
                 self._saver = ThreadPoolExecutor(1, thread_name_prefix="outprofile-background")
-            self._saves.append(self._saver.submit(drive, work))
+            self._saves.append(self._saver.submit(run_sync, work))
 
     async def _save_moved(
         self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection

@@ -3,60 +3,23 @@
 Every operation of the store (and of the memory above it) is written once, as a coroutine
 that awaits each Chroma call through :func:`settle` and holds the location's lock through
 :func:`hold`. With a synchronous client (embedded, persistent, ``HttpClient``) nothing in it
-ever suspends, so the synchronous API runs it to its end on the calling thread with
-:func:`drive`; with ``chromadb.AsyncHttpClient`` the calls return awaitables, nothing is
-locked, and the memory's ``a``-prefixed methods await the same coroutine on the event loop,
-which never blocks.
+ever suspends, so the synchronous API runs it to its end on the calling thread; with
+``chromadb.AsyncHttpClient`` the calls return awaitables, nothing is locked, and the
+memory's ``a``-prefixed methods await the same coroutine on the event loop, which never
+blocks. ``bridge.py`` runs these coroutines for either kind of caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
-from langchain_outprofile.errors import AsyncClientError
-
-__all__ = ["NoLock", "drive", "hold", "pause", "run_now", "settle"]
+__all__ = ["NoLock", "hold", "pause", "settle"]
 
 _T = TypeVar("_T")
-
-_ASYNC_ONLY = (
-    "this memory was given an async Chroma client (chromadb.AsyncHttpClient): call the "
-    "a-prefixed methods from the event loop (await memory.aselect(...), "
-    "await memory.aadd(...)), or give it a synchronous client for the plain ones"
-)
-
-
-def drive(coroutine: Coroutine[Any, Any, _T]) -> _T:
-    """Run a store coroutine to its end here and now (every call it awaits is synchronous).
-
-    Raises:
-        AsyncClientError: the coroutine waited for real I/O: the store has an async client,
-            whose operations only the ``a``-prefixed methods can run.
-    """
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    coroutine.close()
-    raise AsyncClientError(_ASYNC_ONLY)
-
-
-def run_now(operation: Coroutine[Any, Any, _T], *, async_client: bool) -> _T:
-    """What a synchronous method does with its operation: :func:`drive` it, unless the
-    store has an async client, whose calls cannot run outside the event loop (then the
-    operation is closed unstarted).
-
-    Raises:
-        AsyncClientError: ``async_client`` is true.
-    """
-    if async_client:
-        operation.close()
-        raise AsyncClientError(_ASYNC_ONLY)
-    return drive(operation)
 
 
 @overload

@@ -29,6 +29,7 @@ import numpy as np
 from chromadb.api import AsyncClientAPI, ClientAPI
 from langchain_core.embeddings import Embeddings
 
+from langchain_outprofile.bridge import run_sync
 from langchain_outprofile.embeddings import StyleEmbeddings
 from langchain_outprofile.errors import (
     AsyncClientError,
@@ -54,10 +55,8 @@ from langchain_outprofile.store.clients import (
 )
 from langchain_outprofile.store.io import (
     NoLock,
-    drive,
     hold,
     pause,
-    run_now,
     settle,
 )
 from langchain_outprofile.store.log import (
@@ -260,7 +259,7 @@ class ProfileStore:
         if not self.is_async:
             with location:
                 location.refresh(server_of(client))
-                drive(self._open(collection_name))
+                run_sync(self._open(collection_name))
 
     async def aopen(self) -> None:
         """Open the collections of a store given an async client (once; what the memory's
@@ -423,7 +422,7 @@ class ProfileStore:
 
     def _run(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Run one of this store's coroutines for its synchronous method."""
-        return run_now(operation, async_client=self.is_async)
+        return run_sync(operation, async_io=self.is_async)
 
     # -- writes ---------------------------------------------------------------------------
 

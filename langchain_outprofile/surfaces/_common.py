@@ -23,7 +23,6 @@ profile), so a request changes them only when the app lists them in ``settable``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 
+from langchain_outprofile.bridge import call
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError, RequestLimitError
 from langchain_outprofile.types import (
     ProfileEntry,
@@ -445,19 +445,11 @@ async def aselect(source: ProfileSource, user_id: str, **arguments: Any) -> Prof
         selection = await aselect(memory, "ana", options=options, thread_id="t-1")
         ```
     """
-    selection: ProfileSelection = await _from_loop(source, "select", user_id, **arguments)
+    selection: ProfileSelection = await call(source, "select", user_id, **arguments)
     return selection
 
 
 async def arecord_output(source: ProfileSource, text: str, **arguments: Any) -> ProfileEntry:
     """``source.record_output`` from the event loop, as :func:`aselect` reads."""
-    entry: ProfileEntry = await _from_loop(source, "record_output", text, **arguments)
+    entry: ProfileEntry = await call(source, "record_output", text, **arguments)
     return entry
-
-
-async def _from_loop(source: ProfileSource, method: str, *args: Any, **kwargs: Any) -> Any:
-    """The source's ``a``-prefixed twin of ``method`` awaited, else ``method`` on a thread."""
-    native = getattr(source, f"a{method}", None)
-    if native is not None:
-        return await native(*args, **kwargs)
-    return await asyncio.to_thread(getattr(source, method), *args, **kwargs)

@@ -81,8 +81,8 @@ from langgraph.store.base import (
     validate_op_namespace,
 )
 
+from langchain_outprofile.bridge import call, run_async, run_sync
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
-from langchain_outprofile.store.io import drive
 from langchain_outprofile.surfaces._common import CallLimits
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
@@ -402,11 +402,7 @@ class OutputProfileStore(BaseStore):
             InvalidInputError: for a value that cannot be a profile entry, or a ``ttl``
                 that is not a number of minutes > 0.
         """
-        ops = list(ops)
-        built = self._checked(ops)
-        writes = self._writes if _writes(ops) else contextlib.nullcontext()
-        with writes:
-            return drive(self._run_all(ops, built, _Calls(self.memory)))
+        return run_sync(self._batch(list(ops), here=True))
 
     def _checked(self, ops: list[Op]) -> dict[int, ProfileEntry]:
         """Check every operation before any runs; the entries the puts set, by position."""
@@ -435,32 +431,45 @@ class OutputProfileStore(BaseStore):
         """Async :meth:`batch`. Over a memory with an async Chroma client it awaits the
         memory's ``a``-prefixed methods and never blocks the event loop; otherwise the
         synchronous batch runs on a worker thread."""
-        ops = list(ops)
-        if not getattr(self.memory.store, "is_async", False):
-            return await asyncio.to_thread(self.batch, ops)
+        async_io = bool(getattr(self.memory.store, "is_async", False))
+        # without an async client, the synchronous batch on a worker thread (its lock too)
+        return await run_async(self._batch(list(ops), here=not async_io), async_io=async_io)
+
+    async def _batch(self, ops: list[Op], *, here: bool) -> list[Result]:
+        """The batch, checked, then run in order under the writers' lock when it writes.
+
+        ``here``: run by ``bridge.run_sync`` on a thread that may block (a synchronous
+        client), so the memory's plain methods run and the thread lock is held (nothing in
+        the coroutine suspends); else on the event loop, awaiting the memory's ``a``-twins
+        under the loop's lock.
+        """
         built = self._checked(ops)
-        writes = self._async_writes if _writes(ops) else contextlib.nullcontext()
-        async with writes:
-            return await self._run_all(ops, built, _AsyncCalls(self.memory))
+        if not _writes(ops):
+            return await self._run_all(ops, built, here)
+        if here:
+            with self._writes:
+                return await self._run_all(ops, built, here)
+        async with self._async_writes:
+            return await self._run_all(ops, built, here)
 
     async def _run_all(
-        self, ops: list[Op], built: dict[int, ProfileEntry], calls: _Calls
+        self, ops: list[Op], built: dict[int, ProfileEntry], here: bool
     ) -> list[Result]:
-        profiles = _Profiles(calls)
-        return [await self._run(op, profiles, built.get(n), calls) for n, op in enumerate(ops)]
+        profiles = _Profiles(self.memory, here)
+        return [await self._run(op, profiles, built.get(n), here) for n, op in enumerate(ops)]
 
     async def _run(
-        self, op: Op, profiles: _Profiles, entry: ProfileEntry | None, calls: _Calls
+        self, op: Op, profiles: _Profiles, entry: ProfileEntry | None, here: bool
     ) -> Result:
         if isinstance(op, GetOp):
             return await self._get(op, profiles)
         if isinstance(op, PutOp):
-            await self._put(op, profiles, entry, calls)
+            await self._put(op, profiles, entry, here)
             return None
         if isinstance(op, SearchOp):
-            return await self._search(op, profiles, calls)
+            return await self._search(op, profiles, here)
         assert isinstance(op, ListNamespacesOp)
-        return await self._list_namespaces(op, profiles, calls)
+        return await self._list_namespaces(op, profiles, here)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -470,7 +479,7 @@ class OutputProfileStore(BaseStore):
         return None if entry is None else Item(**self._item_fields(entry, _value_of(entry)))
 
     async def _put(
-        self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None, calls: _Calls
+        self, op: PutOp, profiles: _Profiles, entry: ProfileEntry | None, here: bool
     ) -> None:
         """Set the entry under the key (``entry`` was built from ``op.value``), or delete it."""
         user, labels = self.template.split(op.namespace)
@@ -478,20 +487,22 @@ class OutputProfileStore(BaseStore):
         previous = index.by_key.get((labels, op.key))
         if entry is None:
             if previous is not None:
-                await calls.delete(previous.id, user)
+                await call(self.memory, "delete", previous.id, user_id=user, here=here)
                 profiles.drop(user)
             return
         same = index.by_id.get(entry.id)
         if same is not None:  # the same text: keep when it was first seen, and its run id
             entry = replace(entry, created_at=same.created_at, run_id=same.run_id)
-        await calls.import_([entry.to_dict()])
+        await call(self.memory, "import_", [entry.to_dict()], here=here)
         if previous is not None and previous.id != entry.id:
-            await calls.delete(previous.id, user)
+            await call(self.memory, "delete", previous.id, user_id=user, here=here)
         profiles.drop(user)
 
-    async def _search(self, op: SearchOp, profiles: _Profiles, calls: _Calls) -> list[SearchItem]:
+    async def _search(self, op: SearchOp, profiles: _Profiles, here: bool) -> list[SearchItem]:
         user, labels = self.template.split(op.namespace_prefix, whole=False)
-        selection = await calls.select(user, options=self.options, query=op.query)
+        selection: ProfileSelection = await call(
+            self.memory, "select", user, options=self.options, query=op.query, here=here
+        )
         items: list[SearchItem] = []
         for candidate in selection.choice.chosen:
             shown = candidate.entry
@@ -510,7 +521,7 @@ class OutputProfileStore(BaseStore):
         return items[op.offset : op.offset + op.limit]
 
     async def _list_namespaces(
-        self, op: ListNamespacesOp, profiles: _Profiles, calls: _Calls
+        self, op: ListNamespacesOp, profiles: _Profiles, here: bool
     ) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
         prefixes = [tuple(c.path) for c in conditions if c.match_type == "prefix"]
@@ -526,7 +537,11 @@ class OutputProfileStore(BaseStore):
         )
         # A prefix naming the user (as under the @auth.on.store rewrite) reads that user only,
         # not the list of every user.
-        users = list(named) if named else [u for u in await calls.user_ids() if _has_label(u)]
+        if named:
+            users = list(named)
+        else:
+            listed: list[str] = await profiles.read("user_ids")
+            users = [u for u in listed if _has_label(u)]
         # Every namespace of a user extends the user's filled template, so in sorted order a
         # user's namespaces come together, users in the order of their filled templates (as
         # long as a cut by max_depth keeps the user's label): a page of namespaces needs only
@@ -690,76 +705,29 @@ class _Index:
         return index
 
 
-class _Calls:
-    """What one batch asks of the memory, each a coroutine that :meth:`batch` runs at once
-    (the memory's synchronous methods; nothing in them waits)."""
-
-    def __init__(self, memory: ProfileBackend) -> None:
-        self.memory = memory
-
-    async def select(self, user: str, **arguments: Any) -> ProfileSelection:
-        return self.memory.select(user, **arguments)
-
-    async def delete(self, entry_id: str, user: str) -> bool:
-        return self.memory.delete(entry_id, user_id=user)
-
-    async def import_(self, records: list[dict[str, Any]]) -> int:
-        return self.memory.import_(records)
-
-    async def load(self, user: str) -> StoredProfile:
-        return self.memory.store.load(user, with_vectors=False)
-
-    async def user_ids(self) -> list[str]:
-        return self.memory.store.user_ids()
-
-
-class _AsyncCalls(_Calls):
-    """The same, awaiting the memory's ``a``-prefixed methods (for :meth:`abatch` over a
-    memory with an async Chroma client; ``OutputProfileMemory`` has them)."""
-
-    def __init__(self, memory: ProfileBackend) -> None:
-        super().__init__(memory)
-        self.native: Any = memory
-
-    async def select(self, user: str, **arguments: Any) -> ProfileSelection:
-        selection: ProfileSelection = await self.native.aselect(user, **arguments)
-        return selection
-
-    async def delete(self, entry_id: str, user: str) -> bool:
-        return bool(await self.native.adelete(entry_id, user_id=user))
-
-    async def import_(self, records: list[dict[str, Any]]) -> int:
-        return int(await self.native.aimport_(records))
-
-    async def load(self, user: str) -> StoredProfile:
-        store = await self._opened()
-        profile: StoredProfile = await store.aload(user, with_vectors=False)
-        return profile
-
-    async def user_ids(self) -> list[str]:
-        return list(await (await self._opened()).auser_ids())
-
-    async def _opened(self) -> Any:
-        """The memory's store, opened: an async client's collections open on first use, which
-        the memory's own methods do and these direct reads must do too (a store's first
-        operation is often a put, which reads the user's entries first)."""
-        store = self.native.store
-        await store.aopen()
-        return store
-
-
 class _Profiles:
     """The users' entries one batch has read; a write drops that user's."""
 
-    def __init__(self, calls: _Calls) -> None:
-        self._calls = calls
+    def __init__(self, memory: ProfileBackend, here: bool) -> None:
+        self._memory = memory
+        self._here = here
         self._read: dict[str, _Index] = {}
 
     async def of(self, user: str) -> _Index:
         if user not in self._read:
-            profile = await self._calls.load(user)
+            profile: StoredProfile = await self.read("load", user, with_vectors=False)
             self._read[user] = _Index.of(profile.entries)
         return self._read[user]
+
+    async def read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A read of the memory's store (``load``, ``user_ids``), through ``bridge.call``.
+        An async client's collections open on first use, which the memory's own methods do
+        and these direct reads must do too (a batch's first operation is often a put, which
+        reads the user's entries first)."""
+        store: Any = self._memory.store
+        if not self._here:
+            await store.aopen()
+        return await call(store, method, *args, here=self._here, **kwargs)
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)

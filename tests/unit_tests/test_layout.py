@@ -25,9 +25,11 @@ LAB_NAME = "outprofile_lab"
 # benchmarks sit above all of it, in the sibling distribution lab/ (outprofile_lab). The memory
 # facade builds the surfaces over itself (as VectorStore.as_retriever builds a retriever),
 # so the surfaces depend on the ProfileSource protocol and sit below the facade, above the
-# read path (reader, snapshots, feedback).
+# read path (reader, snapshots, feedback). The sync/async bridge is on the ground floor, so
+# every stage runs operations the same way.
 STAGES: list[tuple[str, ...]] = [
     ("errors",),
+    ("bridge",),
     ("validation",),
     ("types",),
     ("telemetry",),  # spans of memory operations: used by memory/, uses only types
@@ -137,6 +139,23 @@ def test_every_import_points_down_the_stages() -> None:
         if stage_of(target) > stage_of(source)
     ]
     assert not upward, "\n".join(upward)
+
+
+def test_the_surfaces_reach_the_memory_only_through_its_protocol() -> None:
+    """The surfaces sit above the read path only so the facade can build them: they take a
+    ``ProfileSource`` and import nothing of the store, the selection, the rendering or the
+    memory (no exception: running a memory's operations is the ground floor's bridge)."""
+    ceiling = stage_of("capture")
+    reaching = sorted(
+        {
+            f"{source} imports {target} (stage {stage_of(target)})"
+            for source, target, _ in edges()
+            if source.startswith("surfaces")
+            and not target.startswith("surfaces")
+            and stage_of(target) > ceiling
+        }
+    )
+    assert not reaching, "\n".join(reaching)
 
 
 def test_the_import_graph_has_no_cycle() -> None:

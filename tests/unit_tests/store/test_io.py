@@ -1,17 +1,14 @@
-"""store/io.py: one coroutine per store operation, run at once for a synchronous client,
-awaited for an async one; the async write lock excludes tasks and threads without blocking
-the event loop."""
+"""store/io.py: a store coroutine's Chroma calls are settled as they come (a value at once,
+an awaitable awaited), its steps hold the location's lock, and a long operation of an
+async store gives other tasks a turn (``test_bridge.py`` runs the coroutines)."""
 
 from __future__ import annotations
 
 import asyncio
-import warnings
 
-import pytest
-
-from langchain_outprofile.errors import AsyncClientError
+from langchain_outprofile.bridge import run_sync
 from langchain_outprofile.store.clients import LocationLock
-from langchain_outprofile.store.io import NoLock, drive, hold, pause, settle
+from langchain_outprofile.store.io import NoLock, hold, pause, settle
 
 
 async def _sum(values: list[int]) -> int:
@@ -21,32 +18,8 @@ async def _sum(values: list[int]) -> int:
     return total
 
 
-def test_drive_runs_a_coroutine_that_never_waits_to_its_result() -> None:
-    assert drive(_sum([1, 2, 3])) == 6
-
-
-def test_drive_refuses_a_coroutine_that_waits_and_closes_it() -> None:
-    finished: list[bool] = []
-
-    async def waits() -> None:
-        try:
-            await asyncio.sleep(0)
-        finally:
-            finished.append(True)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "coroutine was never awaited" would fail here
-        with pytest.raises(AsyncClientError, match="a-prefixed"):
-            drive(waits())
-    assert finished == [True]  # closed: its finally ran
-
-
-def test_drive_passes_the_coroutines_own_errors_through() -> None:
-    async def fails() -> None:
-        raise KeyError("mine")
-
-    with pytest.raises(KeyError, match="mine"):
-        drive(fails())
+def test_settle_passes_a_synchronous_clients_values_through_without_waiting() -> None:
+    assert run_sync(_sum([1, 2, 3])) == 6  # run_sync refuses a coroutine that waited
 
 
 async def test_settle_awaits_what_an_async_client_returns() -> None:
@@ -65,9 +38,9 @@ def test_hold_takes_a_location_lock_for_the_synchronous_path() -> None:
         async with hold(lock):
             return lock.held()
 
-    assert drive(inside()) is True
+    assert run_sync(inside()) is True
     assert not lock.held()
-    drive(pause(NoLock()))  # nothing to let go, and nothing waits on a loop
+    run_sync(pause(NoLock()))  # nothing to let go, and nothing waits on a loop
 
 
 async def test_a_long_operation_of_an_async_store_gives_other_tasks_a_turn() -> None:
