@@ -195,6 +195,24 @@ class LampTask:
         )
 
 
+def file_order_records(
+    name: str, items: Iterable[tuple[int, str, str]], *, signal: str, task: str
+) -> list[dict[str, Any]]:
+    """``add_many`` records of profile ``name`` from ``(position, output, input)`` items: the
+    data has no times, so the n-th item of the file is dated n days after :data:`EPOCH`."""
+    return [
+        {
+            "text": output,
+            "user_id": name,
+            "signal": signal,
+            "task": task,
+            "source_input": source,
+            "created_at": EPOCH + position * _DAY_S,
+        }
+        for position, output, source in items
+    ]
+
+
 # -- POPQUORN ---------------------------------------------------------------------------------
 
 
@@ -280,18 +298,9 @@ class PopquornTask:
         if name in self._stored:
             return 0
         self._stored.add(name)
-        records = [
-            {
-                "text": pair.output,
-                "user_id": name,
-                "signal": "authored",
-                "task": "email-rewrite",
-                "source_input": pair.input,
-                "created_at": EPOCH + i * _DAY_S,
-            }
-            for i, pair in enumerate(self.users[user].pairs)
-            if pair.instance_id not in without
-        ]
+        pairs = enumerate(self.users[user].pairs)
+        kept = ((i, p.output, p.input) for i, p in pairs if p.instance_id not in without)
+        records = file_order_records(name, kept, signal="authored", task="email-rewrite")
         return len(self.memory.add_many(records))
 
     def prepare(self, target: Target) -> None:
@@ -451,19 +460,11 @@ class LampEditsTask:
         """Store ``writer``'s edits but those ``leave_out`` names as profile ``name`` (once)."""
         if name not in self._stored:
             self._stored.add(name)
-            records = [
-                {
-                    "text": edit.postedit,
-                    "user_id": name,
-                    "signal": "edited",
-                    "task": "paragraph-edit",
-                    "source_input": edit.preedit,
-                    "created_at": EPOCH + i * _DAY_S,
-                }
-                for i, edit in enumerate(self.writers[writer].edits)
-                if not leave_out(edit)
-            ]
-            self.memory.add_many(records)
+            edits = enumerate(self.writers[writer].edits)
+            kept = ((i, e.postedit, e.preedit) for i, e in edits if not leave_out(e))
+            self.memory.add_many(
+                file_order_records(name, kept, signal="edited", task="paragraph-edit")
+            )
         return name
 
 
