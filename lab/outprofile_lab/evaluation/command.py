@@ -118,7 +118,7 @@ def eval_command(
         str, typer.Option(help="comma list of: output, input, full (output-profile's blocks)")
     ] = "output",
     data_format: Annotated[
-        str, typer.Option("--format", help="auto, lamp, coauthor or popquorn")
+        str, typer.Option("--format", help="auto, lamp, coauthor, popquorn or lamp-edits")
     ] = "auto",
     seed: Annotated[int, typer.Option(help="seed of random, other-user and the bootstrap")] = 0,
     out: Annotated[Path, typer.Option(help="output directory (reports, score cache)")] = Path(
