@@ -123,7 +123,8 @@ def markdown(report: dict[str, Any]) -> str:
         "improved.",
     ]
     if report.get("cells") and report["meta"].get("task", "lamp") != "lamp":
-        return "\n".join(lines[:4] + cells_markdown(report) + headroom_markdown(report)) + "\n"
+        tables = cells_markdown(report) + placement_pairs_markdown(report)
+        return "\n".join(lines[:4] + tables + headroom_markdown(report)) + "\n"
     for placement, by_budget in report["placements"].items():
         lines += [
             "",
@@ -141,7 +142,8 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{'—' if wins is None or name == BASELINE else f'{wins:.0%}'} | "
                     f"{_fmt(s.get(f'lift_vs_{RETRIEVAL}')) if name != RETRIEVAL else '—'} |"
                 )
-    return "\n".join(lines + headroom_markdown(report)) + "\n"
+    tables = placement_pairs_markdown(report) + headroom_markdown(report)
+    return "\n".join(lines + tables) + "\n"
 
 
 def plot(by_budget: dict[str, Any], path: Path, title: str = "") -> None:
@@ -242,7 +244,9 @@ def cells_summary(
     scored (positive = better). ``pair_acc`` (choice tasks) = share of (accepted, other)
     candidate pairs where the accepted one has the lower mean NLL per token.
     ``paired`` compares every two cells of one budget and placement (and each with ``none``):
-    ``mean`` > 0 means ``a`` is better (lower NLL, higher pair_acc).
+    ``mean`` > 0 means ``a`` is better (lower NLL, higher pair_acc). ``placement_pairs`` compares
+    one strategy, fields and budget in every two placements (``a`` and ``b`` name them, in
+    the order first scored), with the same sign.
 
     Example:
         ```python
@@ -302,7 +306,32 @@ def cells_summary(
                             **_interval(values, seed),
                         }
                     )
-    return {"cells": cells, "paired": paired}
+    return {"cells": cells, "paired": paired, "placement_pairs": _placement_pairs(nll, seed)}
+
+
+def _placement_pairs(
+    nll: dict[CellKey, dict[str, tuple[str, float]]], seed: int
+) -> list[dict[str, Any]]:
+    """One strategy x fields x budget in two placements, paired per user (NLL; > 0: a better)."""
+    out = []
+    keys = [k for k in nll if k[0] != BASELINE and draw_index(k[0]) is None]
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            if a[:3] != b[:3]:
+                continue
+            values = _paired_values(nll[a], nll[b], -1.0)
+            if values:
+                out.append(
+                    {
+                        "strategy": cell_name(a[0], a[1]),
+                        "budget": a[2],
+                        "a": a[3],
+                        "b": b[3],
+                        "metric": "nll",
+                        **_interval(values, seed),
+                    }
+                )
+    return out
 
 
 def _ci(value: dict[str, Any] | None, fmt: str = "+.3f") -> str:
@@ -340,13 +369,34 @@ def cells_markdown(report: dict[str, Any]) -> list[str]:
         "Paired: mean over users of a - b (nll: NLL(b) - NLL(a); pair_acc: a - b), so > 0 "
         "means a is better; [95 % CI], n users, share of users where a is better.",
         "",
-        "| budget | a | b | metric | a better by | users | a better for |",
-        "| ---: | --- | --- | --- | ---: | ---: | ---: |",
+        "| budget | placement | a | b | metric | a better by | users | a better for |",
+        "| ---: | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
     for p in report["paired"]:
         wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
         lines.append(
-            f"| {p['budget']} | `{p['a']}` | `{p['b']}` | {p['metric']} | {_ci(p)} | "
+            f"| {p['budget']} | {p['placement']} | `{p['a']}` | `{p['b']}` | {p['metric']} | "
+            f"{_ci(p)} | {p['n']} | {wins} |"
+        )
+    return lines
+
+
+def placement_pairs_markdown(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: one strategy in two placements, paired per user (none if no pairs)."""
+    if not report.get("placement_pairs"):
+        return []
+    lines = [
+        "",
+        "One strategy in two placements, paired per user: NLL(b) - NLL(a), > 0 means "
+        "placement a is better.",
+        "",
+        "| budget | strategy | a | b | a better by | users | a better for |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for p in report["placement_pairs"]:
+        wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+        lines.append(
+            f"| {p['budget']} | `{p['strategy']}` | {p['a']} | {p['b']} | {_ci(p)} | "
             f"{p['n']} | {wins} |"
         )
     return lines

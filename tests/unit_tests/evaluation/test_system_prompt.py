@@ -126,6 +126,15 @@ def test_a_run_scores_every_prompt_after_the_static_prefix(
     report = json.loads((out / "report.json").read_text())
     assert set(report["placements"]) == {"leading@sys300", "after-system@sys300"}
     assert report["meta"]["system_prompt_tokens"] == 300
+    # RecordingScorer gives every prompt the same score: the two placements tie at 0
+    (pair,) = report["placement_pairs"]
+    assert (pair["a"], pair["b"], pair["mean"], pair["n"]) == (
+        "after-system@sys300",
+        "leading@sys300",
+        0.0,
+        1,
+    )
+    assert "| after-system@sys300 | leading@sys300 |" in (out / "report.md").read_text()
 
 
 def test_a_negative_system_prompt_is_refused_before_any_work(
