@@ -39,7 +39,6 @@ if TYPE_CHECKING:
         ProfileStats,
     )
     from langchain_outprofile.render import BlockTemplate, parse_block
-    from langchain_outprofile.store import ProfileStore, http_client
     from langchain_outprofile.surfaces._common import CallLimits
     from langchain_outprofile.surfaces.injector import ProfileInjector
     from langchain_outprofile.surfaces.langgraph_store import (
@@ -78,7 +77,6 @@ _EXPORTS = {
     "ProfileSelection": "types",
     "ProfileSource": "types",
     "ProfileStats": "memory",
-    "ProfileStore": "store",
     "RequestLimitError": "errors",
     "RunIdConflictError": "errors",
     "SelectionOptions": "types",
@@ -88,7 +86,6 @@ _EXPORTS = {
     "StyleEmbeddings": "embeddings",
     "TokenCounter": "tokens",
     "UnknownRunError": "errors",
-    "http_client": "store",
     "parse_block": "render",
     "platform_store": "surfaces.langgraph_store",
     "user_label": "surfaces.langgraph_store",
@@ -112,7 +109,6 @@ __all__ = [
     "ProfileSelection",
     "ProfileSource",
     "ProfileStats",
-    "ProfileStore",
     "RequestLimitError",
     "RunIdConflictError",
     "SelectionOptions",
@@ -122,7 +118,6 @@ __all__ = [
     "StyleEmbeddings",
     "TokenCounter",
     "UnknownRunError",
-    "http_client",
     "parse_block",
     "platform_store",
     "user_label",

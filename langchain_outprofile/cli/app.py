@@ -50,6 +50,7 @@ LAZY_COMMANDS = {
     "serve": ("model_server", "serve_local_model"),
     "repair": ("store.repair", "repair"),
     "default-path": ("store.clients", "default_path"),  # where repair looks without --path
+    "http-client": ("store.clients", "http_client"),  # --chroma-url's client
     "eval": ("outprofile_lab.evaluation.command", "eval_command"),
     "bench": ("outprofile_lab.bench.run", "bench_command"),
     "mcp": ("surfaces.mcp_server", "serve"),
@@ -98,7 +99,7 @@ class StoreChoice:
             raise CliError("give either --path or --chroma-url, not both")
         settings["collection_name"] = self.collection
         if self.chroma_url is not None:
-            client = outprofile.http_client(self.chroma_url)
+            client = _command("http-client")(self.chroma_url)
             return outprofile.OutputProfileMemory(client=client, **settings)
         if self.path is not None:
             _check_store_path(self.path)
@@ -469,7 +470,7 @@ def repair(
         if choice.path is not None and choice.chroma_url is not None:
             raise CliError("give either --path or --chroma-url, not both")
         if choice.chroma_url is not None:
-            where: Any = outprofile.http_client(choice.chroma_url)
+            where: Any = _command("http-client")(choice.chroma_url)
         else:
             where = choice.path or _command("default-path")()
         report = _command("repair")(where, choice.collection, backup_dir=backup_dir, force=force)
