@@ -43,7 +43,7 @@ from langchain_outprofile.types import (
     StoredProfile,
 )
 
-__all__ = ["LEFT_OUT_KEPT", "Ranked", "Ranking", "choose", "choose_from", "rank"]
+__all__ = ["LEFT_OUT_KEPT", "Ranked", "Ranking", "choose_from", "rank"]
 
 _DAY_S = 86_400.0
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
@@ -262,41 +262,6 @@ def rank(
             score = (1.0 - w) * score + w * max(0.0, float(similarity[index]))
         blended.append(ranked(entry, options, score))
     return Ranking(options, blended, incremental=False, now=now)
-
-
-def choose(
-    profile: StoredProfile,
-    options: SelectionOptions,
-    *,
-    counter: TokenCounter,
-    fixed_cost: int,
-    entry_cost: Callable[[ProfileEntry], int],
-    fits: Callable[[Sequence[ProfileEntry]], bool],
-    now: float,
-    query_vector: np.ndarray | None = None,
-) -> Choice:
-    """Pick the entries of one block from a whole profile (see :func:`choose_from`).
-
-    Args:
-        profile: the user's stored entries and style vectors.
-        options: budget, decay, diversity, order and field choices.
-        counter: counts tokens for cutting long entries.
-        fixed_cost: tokens of the header and footer.
-        entry_cost: tokens one rendered entry adds.
-        fits: the real check that a rendered list of entries stays within budget.
-        now: the time ages are measured from (epoch seconds).
-        query_vector: used only when ``options.relevance_weight`` > 0.
-    """
-    ranking = rank(profile, options, now=now, query_vector=query_vector)
-    return choose_from(
-        ranking,
-        vectors=profile_vectors(profile),
-        counter=counter,
-        fixed_cost=fixed_cost,
-        entry_cost=entry_cost,
-        fits=fits,
-        now=now,
-    )
 
 
 def profile_vectors(profile: StoredProfile) -> Vectors:

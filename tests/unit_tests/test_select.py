@@ -21,7 +21,7 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.memory import BudgetTooSmallWarning
 from langchain_outprofile.render import DEFAULT_TEMPLATE, render_block
-from langchain_outprofile.select import LEFT_OUT_KEPT, choose
+from langchain_outprofile.select import LEFT_OUT_KEPT, choose_from, profile_vectors, rank
 from langchain_outprofile.tokens import OFFLINE_ENCODING, TokenCounter
 from langchain_outprofile.types import ProfileEntry, StoredProfile
 from tests.conftest import ManualClock, MemoryFactory, unique_name
@@ -378,9 +378,9 @@ def test_exact_check_drops_what_per_entry_costs_under_counted() -> None:
     def real_tokens(chosen: Sequence[ProfileEntry]) -> int:
         return len(encoding.encode_ordinary(render_block(chosen)))
 
-    choice = choose(
-        profile,
-        SelectionOptions(max_tokens=budget, mmr_lambda=1.0),
+    choice = choose_from(
+        rank(profile, SelectionOptions(max_tokens=budget, mmr_lambda=1.0), now=NOW),
+        vectors=profile_vectors(profile),
         counter=counter,
         fixed_cost=frame,
         entry_cost=lambda e: len(encoding.encode_ordinary(e.text)),  # no delimiters: too low
