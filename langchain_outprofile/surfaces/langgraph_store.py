@@ -44,7 +44,11 @@ reads the run's config (``get_config()``) by the one route every surface shares:
 (within ``limits``), and ``thread_id`` serves the thread's pinned selection, so a graph's
 node searching the store and its model's middleware see the same block. Outside a run there
 is no config, and ``search`` uses the store's own settings. A setting the ``limits`` refuse
-refuses the whole batch, before anything is read or written.
+refuses the whole batch, before anything is read or written. The config is read where
+``batch``/``abatch`` is called, so a wrapper that runs batches on a task of its own
+(``langgraph.store.base.batch.AsyncBatchedBaseStore``) would hand the store that task's
+config instead: a graph compiled with this store, and the Platform's custom store, call it
+directly.
 
 Operations in one ``batch`` run in order, each seeing the writes before it. ``index`` is
 ignored: selection does not search by field embeddings.
