@@ -167,12 +167,14 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
 
     def block_for(self, request: ModelRequest[Any], call: CallSettings | None = None) -> str:
         """The profile block for this request ('' when the profile is empty)."""
-        call = call or self.settings_for()
+        if call is None:
+            call = self.settings_for()
         return self.memory.select(self.user_for(request), **call.read(_query(request))).text
 
     async def ablock_for(self, request: ModelRequest[Any], call: CallSettings | None = None) -> str:
         """Async :meth:`block_for` (the memory's ``aselect``)."""
-        call = call or self.settings_for()
+        if call is None:
+            call = self.settings_for()
         user = self.user_for(request)
         return (await aselect(self.memory, user, **call.read(_query(request)))).text
 
