@@ -47,10 +47,10 @@ class MissingUserIdError(InvalidInputError):
 
 
 class RequestLimitError(InvalidInputError):
-    """A call's own settings (``config["configurable"]["profile_<name>"]``, ``invoke``
-    keyword arguments, a ``configurable_fields`` value) went past what the app lets a request
-    change: a budget over the surface's ``CallLimits.max_tokens``, or a setting not in its
-    ``CallLimits.settable``. Nothing was read; the message names the setting and the limit
+    """A call's own settings (``config["configurable"]["profile_<name>"]`` on any surface,
+    or a value of a retriever's ``configurable_fields``) went past what the app lets a
+    request change: a budget over the surface's ``CallLimits.max_tokens``, or a setting not in
+    its ``CallLimits.settable``. Nothing was read; the message names the setting and the limit
     (ask for less, or build the surface with wider ``limits=``)."""
 
 

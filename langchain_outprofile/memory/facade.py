@@ -33,6 +33,7 @@ from langchain_outprofile.render import DEFAULT_TEMPLATE, BlockTemplate
 from langchain_outprofile.store import DEFAULT_COLLECTION, ProfileStore, Written
 from langchain_outprofile.store.purge import PurgeReport, scrub
 from langchain_outprofile.store.purge import purge as purge_store
+from langchain_outprofile.surfaces._common import CallLimits
 from langchain_outprofile.surfaces.injector import ProfileInjector
 from langchain_outprofile.surfaces.messages import block_as_messages, profile_messages
 from langchain_outprofile.surfaces.retriever import ProfileRetriever
@@ -746,7 +747,8 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
 
         ``user_id`` defaults to ``config["configurable"]["user_id"]`` on each call;
         ``settings`` are :class:`ProfileInjector`'s (``placement``, ``options``,
-        ``max_tokens``, ``task`` or any :class:`SelectionOptions` field).
+        ``max_tokens``, ``task``, ``limits`` or any :class:`SelectionOptions` field); a call
+        changes them by its config's ``profile_<name>`` keys.
 
         Example:
             ```python
@@ -859,8 +861,16 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         )
         return block_as_messages(selection)
 
-    def track(self, chain: Runnable[Any, Any], *, task: str | None = None) -> TrackedRunnable:
-        """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id.
+    def track(
+        self,
+        chain: Runnable[Any, Any],
+        *,
+        task: str | None = None,
+        limits: CallLimits | None = None,
+    ) -> TrackedRunnable:
+        """Wrap ``chain`` so each run's output is stored as ``pending`` under its run id
+        (and ``task``, or the call's ``profile_task``); ``limits`` bound a call's
+        ``profile_<name>`` keys as on every surface (see :class:`TrackedRunnable`).
 
         Example:
             ```python
@@ -869,7 +879,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
             memory.feedback(rid, "endorsed")
             ```
         """
-        return TrackedRunnable(self, chain, task=task)
+        return TrackedRunnable(self, chain, task=task, limits=limits)
 
 
 def _attempted_one(span: OperationSpan, _removed: int) -> None:

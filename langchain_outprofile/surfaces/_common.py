@@ -2,14 +2,20 @@
 
 Every surface reads ``user_id`` from the explicit argument, else from
 ``config["configurable"]["user_id"]``, else raises :class:`MissingUserIdError`: a shared
-profile is never used silently.
+profile is never used silently. (The middleware also reads it from the agent's
+``runtime.context``, and the LangGraph store from the namespace.)
 
-The block's settings can change per call: ``config["configurable"]["profile_<name>"]`` sets
-the setting ``<name>`` (``profile_max_tokens``, ``profile_task``, ``profile_placement`` or
-any other :class:`SelectionOptions` field) for that call; the surfaces declare these keys
-in their ``config_specs``. Other configurable keys are ignored, as every LangChain runnable
-ignores keys it does not declare. The ``profile_`` prefix keeps them apart from a chat
-model's own ``max_tokens`` in the same chain.
+One route for a call's settings, the same on every surface (injector, middleware,
+retriever, LangGraph store, tracked runnable): ``config["configurable"]["profile_<name>"]``
+sets the setting ``<name>`` (``profile_max_tokens``, ``profile_task``,
+``profile_placement`` or any other :class:`SelectionOptions` field) for that call, and
+``config["configurable"]["thread_id"]`` (LangGraph's checkpointer key) names the thread
+whose pinned block the call gets. :meth:`SurfaceSettings.for_call` reads both, and every
+surface calls it: the chains with the config they are invoked with, the middleware and the
+store with the config of the LangGraph run they are called in (``get_config()``). The
+surfaces declare these keys in their ``config_specs``. Other configurable keys are ignored,
+as every LangChain runnable ignores keys it does not declare. The ``profile_`` prefix keeps
+them apart from a chat model's own ``max_tokens`` in the same chain.
 
 A call's settings may come from an untrusted request (a web app passing query parameters
 into the config), so the app bounds them with :class:`CallLimits`: the largest budget a call
@@ -49,14 +55,17 @@ __all__ = [
     "SETTING_NAMES",
     "USER_ID_SPEC",
     "CallLimits",
+    "CallSettings",
     "Placement",
     "SurfaceSettings",
     "arecord_output",
     "aselect",
     "check_breakpoint",
     "check_placement",
+    "refuse_keywords",
     "setting_specs",
     "settings_from_config",
+    "thread_id_from_config",
     "user_id_from_config",
 ]
 
@@ -87,7 +96,8 @@ OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SelectionOptions))
 """Every :class:`SelectionOptions` field: each can be set per call."""
 
 SETTING_NAMES: tuple[str, ...] = ("placement", *OPTION_NAMES)
-"""Every setting the injector takes per call (the retriever takes :data:`OPTION_NAMES`)."""
+"""Every setting a call may set: the injector and the middleware read all of them; the
+retriever and the LangGraph store, which place no block, read :data:`OPTION_NAMES`."""
 
 _SETTINGS: dict[str, tuple[Any, str]] = {
     "placement": (
@@ -131,9 +141,9 @@ class CallLimits:
     """What one call may change of a surface's settings: the app's bound on a request.
 
     Args:
-        max_tokens: the largest budget a call may ask for (config key, keyword argument or
-            a ``configurable_fields`` value). None: :data:`DEFAULT_MAX_CALL_TOKENS`, or the
-            surface's own budget when that is larger.
+        max_tokens: the largest budget a call may ask for (``profile_max_tokens``, or the
+            retriever's ``configurable_fields`` value). None: :data:`DEFAULT_MAX_CALL_TOKENS`,
+            or the surface's own budget when that is larger.
         settable: the settings a call may change (names of :data:`SETTING_NAMES`).
 
     Raises:
@@ -172,7 +182,7 @@ class CallLimits:
 
         Raises:
             RequestLimitError: when the app gave a ``max_tokens`` below the surface's own
-                budget (a value from ``configurable_fields`` comes this way too).
+                budget (a retriever copy ``configurable_fields`` builds comes this way too).
         """
         if self.max_tokens is None:
             return replace(self, max_tokens=max(DEFAULT_MAX_CALL_TOKENS, options.max_tokens))
@@ -312,6 +322,51 @@ def check_breakpoint(placement: Placement, cache_breakpoint: object) -> Placemen
 
 
 @dataclass(frozen=True)
+class CallSettings:
+    """What one call reads with: the surface's settings as the call's config changed them,
+    and the thread whose pinned block it gets (:meth:`SurfaceSettings.for_call`).
+
+    Example:
+        ```python
+        call = CallSettings("merge", SelectionOptions(max_tokens=200), False, "t-1")
+        memory.select("ana", **call.read(query=None))  # the pinned block of thread t-1
+        ```
+    """
+
+    placement: Placement
+    options: SelectionOptions
+    cache_breakpoint: bool
+    thread_id: str | None
+
+    def read(self, query: str | None) -> dict[str, Any]:
+        """The arguments of the memory's ``select`` besides the user."""
+        return {"options": self.options, "query": query, "thread_id": self.thread_id}
+
+
+def refuse_keywords(surface: str, given: Mapping[str, Any], allowed: Iterable[str] = ()) -> None:
+    """Refuse ``invoke`` keyword arguments outside ``allowed``: settings come from the
+    config only, and a keyword dropped silently would look like a setting that took.
+
+    Raises:
+        InvalidInputError: naming the config key to use instead.
+
+    Example:
+        ```python
+        refuse_keywords("the retriever", {"k": 2}, allowed={"k"})  # None
+        refuse_keywords("the injector", {"task": "email"})  # InvalidInputError: profile_task
+        ```
+    """
+    refused = sorted(set(given) - set(allowed))
+    if refused:
+        keys = {CONFIG_PREFIX + name: "..." for name in refused if name in SETTING_NAMES}
+        fix = f"config={{'configurable': {keys}}}" if keys else "config['configurable']"
+        raise InvalidInputError(
+            f"{surface} takes no keyword argument(s) {refused} to invoke: a call's settings "
+            f"come from its config only; pass {fix} (or .with_config(configurable=...))"
+        )
+
+
+@dataclass(frozen=True)
 class SurfaceSettings:
     """Whose block a surface reads and how it is chosen, checked when the surface is built,
     and what a call may change of it (:class:`CallLimits`).
@@ -376,46 +431,44 @@ class SurfaceSettings:
         return [name for name in names if name in self.limits.settable]
 
     def for_call(
-        self,
-        config: RunnableConfig | None,
-        overrides: Mapping[str, Any] | None = None,
-        names: Iterable[str] = SETTING_NAMES,
-    ) -> SurfaceSettings:
-        """These settings changed for one call: first by the config's ``profile_<name>``
-        keys, then by ``overrides`` (the call's keyword arguments); None values are ignored.
+        self, config: RunnableConfig | None, names: Iterable[str] = SETTING_NAMES
+    ) -> CallSettings:
+        """One call's settings: these, changed by the config's ``profile_<name>`` keys
+        (those of ``names``; None values are ignored), and the config's ``thread_id``.
+
+        The one route of per-call settings: every surface calls this with the config of
+        the call (see the module docstring).
 
         Raises:
-            InvalidInputError: for an unknown override or a value out of range; a bad config
-                value is named by its config key.
+            InvalidInputError: for a value out of range (named by its config key) or a bad
+                ``thread_id``.
             RequestLimitError: for a setting the limits do not let a call change, or a
                 budget over their ``max_tokens``.
 
         Example:
             ```python
-            settings.for_call({"configurable": {"profile_task": "email"}}).options.task
-            # "email"
+            call = settings.for_call({"configurable": {"profile_task": "email",
+                                                       "thread_id": "t-1"}})
+            call.options.task, call.thread_id  # ("email", "t-1")
             ```
         """
-        allowed = set(names)
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        unknown = sorted(set(given) - allowed)
-        if unknown:
-            raise InvalidInputError(f"unknown setting(s) {unknown}; a call takes {sorted(allowed)}")
-        from_config = settings_from_config(config, allowed)
-        if not from_config and not given:
-            return self
-        # refused before any value is looked at: a request learns nothing from a refused key
-        self.limits.check_names(from_config, CONFIG_PREFIX)
-        self.limits.check_names(given)
-        try:
-            settings = self._changed(from_config)
-        except InvalidInputError as error:
-            keys = sorted(CONFIG_PREFIX + name for name in from_config)
-            raise InvalidInputError(f"config['configurable'] {keys}: {error}") from None
-        self.limits.check_budget(settings.options.max_tokens, CONFIG_PREFIX + "max_tokens")
-        settings = settings._changed(given)
-        self.limits.check_budget(settings.options.max_tokens, "max_tokens")
-        return settings
+        from_config = settings_from_config(config, names)
+        changed = self
+        if from_config:
+            # refused before any value is looked at: a request learns nothing from a refused key
+            self.limits.check_names(from_config, CONFIG_PREFIX)
+            try:
+                changed = self._changed(from_config)
+            except InvalidInputError as error:
+                keys = sorted(CONFIG_PREFIX + name for name in from_config)
+                raise InvalidInputError(f"config['configurable'] {keys}: {error}") from None
+            self.limits.check_budget(changed.options.max_tokens, CONFIG_PREFIX + "max_tokens")
+        return CallSettings(
+            placement=changed.placement,
+            options=changed.options,
+            cache_breakpoint=changed.cache_breakpoint,
+            thread_id=thread_id_from_config(config),
+        )
 
     def _changed(self, changes: Mapping[str, Any]) -> SurfaceSettings:
         if not changes:

@@ -3,14 +3,17 @@ app's system prompt), in any LCEL chain.
 
 ``ProfileInjector`` sits between a prompt and a model (``prompt | injector | model``), so
 the model keeps ``bind_tools`` and ``with_structured_output``. Its settings (budget, task,
-placement, any selection option) can change per call, three ways, later ones winning:
+placement, any selection option) are set when it is built and can change per call by one
+route, the one every surface reads: ``config={"configurable": {"profile_max_tokens": 200}}``,
+the ``profile_<name>`` keys it declares in ``config_specs``, and ``thread_id`` for the
+thread's pinned block (see :mod:`~langchain_outprofile.surfaces._common`). ``invoke``
+keyword arguments (and so ``bind``) are refused with the key to use.
 
-- ``injector.configurable_fields(max_tokens=ConfigurableField(id="budget"))``, then
-  ``config={"configurable": {"budget": 200}}``: LangChain builds the injector anew with
-  that field for the call (any constructor field can be made configurable so);
-- ``config={"configurable": {"profile_max_tokens": 200}}``: the ``profile_<name>`` keys
-  the injector declares in ``config_specs`` (see :mod:`~langchain_outprofile.surfaces._common`);
-- keyword arguments of ``invoke`` (so ``injector.bind(task="email")`` works too).
+It is a plain ``Runnable``, not a ``RunnableSerializable``: a pydantic runnable's fields are
+a second route (``configurable_fields`` builds a copy with a field changed for one call),
+and one that skipped the allow-list of :class:`~langchain_outprofile.CallLimits` for every
+field but the budget. A chain built of it serializes as any chain with an unserializable
+step does.
 
 A request may change only what ``limits`` (:class:`~langchain_outprofile.CallLimits`) allows:
 by default a budget up to 4,000 tokens (or the injector's own, when larger), the task, the
@@ -29,33 +32,25 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig, RunnableSerializable, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import ConfigDict, PrivateAttr, SkipValidation
 
-from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
-    OPTION_NAMES,
     CallLimits,
+    CallSettings,
     Placement,
     SurfaceSettings,
     aselect,
+    refuse_keywords,
     setting_specs,
-    thread_id_from_config,
 )
 from langchain_outprofile.surfaces.messages import last_human_text, place_block, to_messages
-from langchain_outprofile.types import (
-    Fields,
-    Order,
-    ProfileSelection,
-    ProfileSource,
-    SelectionOptions,
-)
+from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
 
 __all__ = ["ProfileInjector"]
 
 
-class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]]):
+class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
     """A runnable between prompt and model that puts the user's profile block first.
 
     Args:
@@ -69,13 +64,20 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
+        limits: what a call may change (default :class:`CallLimits`: the budget up to 4,000
+            tokens, task, placement, order, fields, fill_from_profile).
         **changes: any other :class:`SelectionOptions` field, e.g. ``order="stable"``.
 
-    Every setting but ``memory`` and ``user_id`` can also change per call: through
-    ``configurable_fields``, through the ``profile_<name>`` keys of
-    ``config["configurable"]`` declared in ``config_specs``, or as keyword arguments of
-    ``invoke`` (and so of ``bind``). A value of None means "unchanged": to turn recency
-    decay off, pass ``options=SelectionOptions(half_life_days=None)``.
+    Per call, ``config["configurable"]["profile_<name>"]`` changes the setting ``<name>``
+    (placement or any :class:`SelectionOptions` field the ``limits`` let a call change; the
+    keys are declared in ``config_specs``), and ``thread_id`` serves the thread's pinned
+    block. A value of None means "unchanged": to turn recency decay off, pass
+    ``options=SelectionOptions(half_life_days=None)``.
+
+    Raises:
+        InvalidInputError: for a bad setting, here or (by its config key) per call, and for
+            a keyword argument of ``invoke``.
+        RequestLimitError: for a call that changes more than ``limits`` allows.
 
     Example:
         ```python
@@ -84,83 +86,37 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         chain.invoke(
             {"question": "..."},
             config={"configurable": {"user_id": "ana", "profile_max_tokens": 120,
-                                     "profile_task": "email"}},
+                                     "profile_task": "email", "thread_id": "t-1"}},
         )
-        budget = memory.injector().configurable_fields(
-            max_tokens=ConfigurableField(id="budget", name="Profile budget")
-        )
-        (prompt | budget | model).with_config(configurable={"budget": 200})
         ```
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    memory: SkipValidation[ProfileSource]
-    """Where the profile lives."""
-    user_id: str | None = None
-    """A fixed user; default: ``config["configurable"]["user_id"]`` per call."""
-    placement: Placement = "merge"
-    """``"merge"`` into the leading system message, ``"separate"`` or ``"after_system"``."""
-    cache_breakpoint: bool = False
-    """With ``"after_system"``: a ``cache_control`` breakpoint at the end of the prompt's
-    leading system messages (for ChatAnthropic; off by default, see the README)."""
-    options: SkipValidation[SelectionOptions | None] = None
-    """Selection options the other fields change (default: the memory's)."""
-    max_tokens: int | None = None
-    """Budget of the whole block."""
-    task: str | None = None
-    """Prefer entries of this task."""
-    max_entry_tokens: int | None = None
-    """Longer entries are cut at a sentence boundary."""
-    half_life_days: float | None = None
-    """Recency half-life (None: the options' value)."""
-    order: Order | None = None
-    """``"strongest"`` first, or ``"stable"``."""
-    fields: Fields | None = None
-    """``"output"``, ``"input"`` or ``"full"``."""
-    fill_from_profile: bool | None = None
-    """Fill from other tasks when the task scope cannot fill the budget."""
-    relevance_weight: float | None = None
-    """0 ignores the query; up to 1 blends it in."""
-    typicality_weight: float | None = None
-    """Up to 1 blends in closeness to the user's style centroid."""
-    mmr_lambda: float | None = None
-    """1 ranks by score alone; lower values favour stylistic diversity."""
-    duplicate_threshold: float | None = None
-    """Style similarity from which an entry sharing its wording is a near-duplicate."""
-    pool_size: int | None = None
-    """How many top-scored candidates diversity and packing consider."""
-    limits: SkipValidation[CallLimits | None] = None
-    """What a call may change (default :class:`CallLimits`: the budget up to 4,000 tokens,
-    task, placement, order, fields, fill_from_profile). Set when the injector is built and
-    kept when ``configurable_fields`` builds it anew for a call, so a budget from a request
-    is bounded on that path too."""
-
-    _settings: SurfaceSettings = PrivateAttr()
-
-    def __init__(self, memory: ProfileSource, **data: Any) -> None:
+    def __init__(
+        self,
+        memory: ProfileSource,
+        *,
+        user_id: str | None = None,
+        placement: Placement = "merge",
+        cache_breakpoint: bool = False,
+        options: SelectionOptions | None = None,
+        max_tokens: int | None = None,
+        task: str | None = None,
+        limits: CallLimits | None = None,
+        **changes: Any,
+    ) -> None:
         """Build the injector; bad settings raise :class:`InvalidInputError` here."""
-        unknown = sorted(set(data) - set(type(self).model_fields))
-        if unknown:
-            raise InvalidInputError(
-                f"unknown injector setting(s) {unknown}; it takes memory, user_id, placement, "
-                f"options, limits and any SelectionOptions field {list(OPTION_NAMES)}"
-            )
-        changes = {name: data.get(name) for name in OPTION_NAMES}
-        settings = SurfaceSettings.resolve(
+        self.memory = memory
+        self._settings = SurfaceSettings.resolve(
             memory,
-            user_id=data.get("user_id"),
-            placement=data.get("placement", "merge"),
-            options=data.get("options"),
-            limits=data.get("limits"),
-            cache_breakpoint=data.get("cache_breakpoint", False),
+            user_id=user_id,
+            placement=placement,
+            options=options,
+            max_tokens=max_tokens,
+            task=task,
+            limits=limits,
+            cache_breakpoint=cache_breakpoint,
             **changes,
         )
-        # the resolved limits become the field, so a copy LangChain builds for a call (from
-        # this object's fields) keeps the bound this one was given, not a bound its new
-        # budget would widen
-        super().__init__(**{**data, "memory": memory, "limits": settings.limits})
-        self._settings = settings
 
     @property
     def settings(self) -> SurfaceSettings:
@@ -173,54 +129,34 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         a call may change (see ``limits``)."""
         return [*self._settings.config_specs, *setting_specs(self._settings.settable())]
 
-    def settings_for(self, config: RunnableConfig | None, **overrides: Any) -> SurfaceSettings:
-        """The settings of one call: the config's ``profile_<name>`` keys, then ``overrides``.
+    def settings_for(self, config: RunnableConfig | None) -> CallSettings:
+        """The settings of one call (:meth:`SurfaceSettings.for_call`).
 
         Example:
             ```python
             injector.settings_for({"configurable": {"profile_max_tokens": 120}}).options
             ```
         """
-        return self._settings.for_call(config, overrides)
+        return self._settings.for_call(config)
 
-    def select(
-        self, messages: Sequence[BaseMessage], config: RunnableConfig, **overrides: Any
-    ) -> ProfileSelection:
+    def select(self, messages: Sequence[BaseMessage], config: RunnableConfig) -> ProfileSelection:
         """The selection for this call's user (reads the store; no model call)."""
-        return self._select(messages, config, self.settings_for(config, **overrides))
-
-    def _select(
-        self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
-    ) -> ProfileSelection:
-        return self.memory.select(
-            settings.user_for(config), **self._read_arguments(messages, config, settings)
-        )
-
-    def _read_arguments(
-        self, messages: Sequence[BaseMessage], config: RunnableConfig, settings: SurfaceSettings
-    ) -> dict[str, Any]:
-        """What a call's read asks of the memory besides the user."""
-        return {
-            "options": settings.options,
-            "query": last_human_text(messages),
-            "thread_id": thread_id_from_config(config),
-        }
+        call = self.settings_for(config)
+        user = self._settings.user_for(config)
+        return self.memory.select(user, **call.read(last_human_text(messages)))
 
     def _inject(
         self,
         value: LanguageModelInput,
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
-        **overrides: Any,
     ) -> list[BaseMessage]:
-        settings = self.settings_for(config, **overrides)
+        call = self.settings_for(config)
         messages = to_messages(value)
-        selection = self._select(messages, config, settings)
+        user = self._settings.user_for(config)
+        selection = self.memory.select(user, **call.read(last_human_text(messages)))
         return place_block(
-            messages,
-            selection.text,
-            settings.placement,
-            cache_breakpoint=settings.cache_breakpoint,
+            messages, selection.text, call.placement, cache_breakpoint=call.cache_breakpoint
         )
 
     async def _ainject(
@@ -228,20 +164,13 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
         value: LanguageModelInput,
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
-        **overrides: Any,
     ) -> list[BaseMessage]:
-        settings = self.settings_for(config, **overrides)
+        call = self.settings_for(config)
         messages = to_messages(value)
-        user, arguments = (
-            settings.user_for(config),
-            self._read_arguments(messages, config, settings),
-        )
-        selection = await aselect(self.memory, user, **arguments)
+        user = self._settings.user_for(config)
+        selection = await aselect(self.memory, user, **call.read(last_human_text(messages)))
         return place_block(
-            messages,
-            selection.text,
-            settings.placement,
-            cache_breakpoint=settings.cache_breakpoint,
+            messages, selection.text, call.placement, cache_breakpoint=call.cache_breakpoint
         )
 
     def invoke(
@@ -249,19 +178,18 @@ class ProfileInjector(RunnableSerializable[LanguageModelInput, list[BaseMessage]
     ) -> list[BaseMessage]:
         """The input as messages, with the profile block first.
 
-        ``kwargs`` are settings for this call (``max_tokens``, ``task``, ``placement`` or
-        any :class:`SelectionOptions` field); an unknown one raises
-        :class:`InvalidInputError`.
+        Raises:
+            InvalidInputError: for any keyword argument (a setting goes in the config).
         """
-        return self._call_with_config(
-            self._inject, input, ensure_config(config), run_type="prompt", **kwargs
-        )
+        refuse_keywords("the injector", kwargs)
+        return self._call_with_config(self._inject, input, ensure_config(config), run_type="prompt")
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> list[BaseMessage]:
         """Async :meth:`invoke`: the memory's ``aselect`` (with an async Chroma client the
         read never blocks the event loop; with a synchronous one it runs on a worker thread)."""
+        refuse_keywords("the injector", kwargs)
         return await self._acall_with_config(
-            self._ainject, input, ensure_config(config), run_type="prompt", **kwargs
+            self._ainject, input, ensure_config(config), run_type="prompt"
         )

@@ -38,6 +38,18 @@ the items under it, ``filter`` compares value fields as LangGraph's ``InMemorySt
 then ``offset`` and ``limit`` apply. ``value["text"]`` is always the stored text; an entry
 the budget cut also has ``value["block_text"]``, the text as the block shows it.
 
+Per-call settings. Called inside a LangGraph run (a node's ``runtime.store``), the store
+reads the run's config (``get_config()``) by the one route every surface shares:
+``config["configurable"]["profile_<name>"]`` changes a selection option of ``search``
+(within ``limits``), and ``thread_id`` serves the thread's pinned selection, so a graph's
+node searching the store and its model's middleware see the same block. Outside a run there
+is no config, and ``search`` uses the store's own settings. A setting the ``limits`` refuse
+refuses the whole batch, before anything is read or written. The config is read where
+``batch``/``abatch`` is called, so a wrapper that runs batches on a task of its own
+(``langgraph.store.base.batch.AsyncBatchedBaseStore``) would hand the store that task's
+config instead: a graph compiled with this store, and the Platform's custom store, call it
+directly.
+
 Operations in one ``batch`` run in order, each seeing the writes before it. ``index`` is
 ignored: selection does not search by field embeddings.
 
@@ -65,6 +77,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, Unpack
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_config
 from langgraph.store.base import (
     BaseStore,
     GetOp,
@@ -83,7 +97,12 @@ from langgraph.store.base import (
 
 from langchain_outprofile.bridge import call, run_async, run_sync
 from langchain_outprofile.errors import InvalidInputError, MissingUserIdError
-from langchain_outprofile.surfaces._common import CallLimits
+from langchain_outprofile.surfaces._common import (
+    OPTION_NAMES,
+    CallLimits,
+    CallSettings,
+    SurfaceSettings,
+)
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
     EntryFields,
@@ -330,9 +349,10 @@ class OutputProfileStore(BaseStore):
         options: selection options of ``search`` (default: the memory's).
         max_tokens: budget of the selection ``search`` returns.
         task: prefer entries of this task in ``search``.
-        limits: the bound on the budget (:class:`CallLimits`): ``search`` takes no budget
-            from a call, so this checks the store's own; ``limit`` and ``offset`` must be
-            ints >= 1 and >= 0.
+        limits: what a call may change of ``search`` (default :class:`CallLimits`: the
+            budget up to 4,000 tokens, task, order, fields, fill_from_profile), through the
+            ``profile_<name>`` keys of the run's config (see the module docstring);
+            ``limit`` and ``offset`` must be ints >= 1 and >= 0.
         ttl: LangGraph's ``TTLConfig``: ``default_ttl`` (minutes) for puts without a
             ``ttl``; ``refresh_on_read`` must be False or absent (a read never writes).
         **changes: any other :class:`SelectionOptions` field.
@@ -379,11 +399,11 @@ class OutputProfileStore(BaseStore):
         self.template = _template_of(namespace, prefix)
         self.memory = memory
         self.signal = Signal.parse(signal)
-        chosen = options or memory.options
-        self.options = chosen.with_changes(max_tokens=max_tokens, task=task, **changes)
-        if limits is not None and not isinstance(limits, CallLimits):
-            raise InvalidInputError(f"limits must be a CallLimits; got {type(limits).__name__}")
-        self.limits = (limits or CallLimits()).around(self.options)
+        self._settings = SurfaceSettings.resolve(
+            memory, options=options, max_tokens=max_tokens, task=task, limits=limits, **changes
+        )
+        self.options = self._settings.options
+        self.limits = self._settings.limits
         self._writes = threading.Lock()
         self._async_writes = asyncio.Lock()
 
@@ -399,10 +419,24 @@ class OutputProfileStore(BaseStore):
         Raises:
             MissingUserIdError: for a namespace without a user.
             InvalidNamespaceError: for a bad label or another prefix.
-            InvalidInputError: for a value that cannot be a profile entry, or a ``ttl``
-                that is not a number of minutes > 0.
+            InvalidInputError: for a value that cannot be a profile entry, a ``ttl``
+                that is not a number of minutes > 0, or a bad setting in the run's config.
+            RequestLimitError: for a run whose config changes more than ``limits`` allows.
         """
-        return run_sync(self._batch(list(ops), here=True))
+        call = self.settings_for()
+        return run_sync(self._batch(list(ops), call, here=True))
+
+    def settings_for(self, config: RunnableConfig | None = None) -> CallSettings:
+        """The settings of one batch: the LangGraph run's config (``get_config()``; None
+        outside a run) through :meth:`SurfaceSettings.for_call`.
+
+        Example:
+            ```python
+            store.settings_for({"configurable": {"profile_task": "email"}}).options.task
+            ```
+        """
+        found = _current_config() if config is None else config
+        return self._settings.for_call(found, OPTION_NAMES)
 
     def _checked(self, ops: list[Op]) -> dict[int, ProfileEntry]:
         """Check every operation before any runs; the entries the puts set, by position."""
@@ -431,11 +465,14 @@ class OutputProfileStore(BaseStore):
         """Async :meth:`batch`. Over a memory with an async Chroma client it awaits the
         memory's ``a``-prefixed methods and never blocks the event loop; otherwise the
         synchronous batch runs on a worker thread."""
+        # read on the caller's task, where the run's config is, not on a worker thread
+        call = self.settings_for()
         async_io = bool(getattr(self.memory.store, "is_async", False))
         # without an async client, the synchronous batch on a worker thread (its lock too)
-        return await run_async(self._batch(list(ops), here=not async_io), async_io=async_io)
+        batch = self._batch(list(ops), call, here=not async_io)
+        return await run_async(batch, async_io=async_io)
 
-    async def _batch(self, ops: list[Op], *, here: bool) -> list[Result]:
+    async def _batch(self, ops: list[Op], call: CallSettings, *, here: bool) -> list[Result]:
         """The batch, checked, then run in order under the writers' lock when it writes.
 
         ``here``: run by ``bridge.run_sync`` on a thread that may block (a synchronous
@@ -445,21 +482,26 @@ class OutputProfileStore(BaseStore):
         """
         built = self._checked(ops)
         if not _writes(ops):
-            return await self._run_all(ops, built, here)
+            return await self._run_all(ops, built, call, here)
         if here:
             with self._writes:
-                return await self._run_all(ops, built, here)
+                return await self._run_all(ops, built, call, here)
         async with self._async_writes:
-            return await self._run_all(ops, built, here)
+            return await self._run_all(ops, built, call, here)
 
     async def _run_all(
-        self, ops: list[Op], built: dict[int, ProfileEntry], here: bool
+        self, ops: list[Op], built: dict[int, ProfileEntry], call: CallSettings, here: bool
     ) -> list[Result]:
         profiles = _Profiles(self.memory, here)
-        return [await self._run(op, profiles, built.get(n), here) for n, op in enumerate(ops)]
+        return [await self._run(op, profiles, built.get(n), call, here) for n, op in enumerate(ops)]
 
     async def _run(
-        self, op: Op, profiles: _Profiles, entry: ProfileEntry | None, here: bool
+        self,
+        op: Op,
+        profiles: _Profiles,
+        entry: ProfileEntry | None,
+        call: CallSettings,
+        here: bool,
     ) -> Result:
         if isinstance(op, GetOp):
             return await self._get(op, profiles)
@@ -467,7 +509,7 @@ class OutputProfileStore(BaseStore):
             await self._put(op, profiles, entry, here)
             return None
         if isinstance(op, SearchOp):
-            return await self._search(op, profiles, here)
+            return await self._search(op, profiles, call, here)
         assert isinstance(op, ListNamespacesOp)
         return await self._list_namespaces(op, profiles, here)
 
@@ -498,10 +540,12 @@ class OutputProfileStore(BaseStore):
             await call(self.memory, "delete", previous.id, user_id=user, here=here)
         profiles.drop(user)
 
-    async def _search(self, op: SearchOp, profiles: _Profiles, here: bool) -> list[SearchItem]:
+    async def _search(
+        self, op: SearchOp, profiles: _Profiles, settings: CallSettings, here: bool
+    ) -> list[SearchItem]:
         user, labels = self.template.split(op.namespace_prefix, whole=False)
         selection: ProfileSelection = await call(
-            self.memory, "select", user, options=self.options, query=op.query, here=here
+            self.memory, "select", user, **settings.read(op.query), here=here
         )
         items: list[SearchItem] = []
         for candidate in selection.choice.chosen:
@@ -731,6 +775,14 @@ class _Profiles:
 
     def drop(self, user: str) -> None:
         self._read.pop(user, None)
+
+
+def _current_config() -> RunnableConfig | None:
+    """The config of the LangGraph run this store is called in, or None outside a run."""
+    try:
+        return get_config()
+    except RuntimeError:
+        return None
 
 
 def _ttl_seconds(minutes: object, name: str) -> float | None:

@@ -4,6 +4,11 @@ It wraps each model call (``wrap_model_call`` / ``awrap_model_call``) and change
 request the model sees: the agent's own system prompt stays intact after the block, and
 nothing is written into graph state or the checkpointer. ``langchain`` is the optional
 ``agents`` extra; this is the only module that imports it.
+
+A model call runs inside a LangGraph node, so the run's config is LangGraph's
+``get_config()``: its ``profile_<name>`` keys and ``thread_id`` are read through the one
+route every surface shares (:meth:`~._common.SurfaceSettings.for_call`), as
+``agent.invoke(inputs, config={"configurable": {...}})`` passes them.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from langgraph.config import get_config
 from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.surfaces._common import (
     CallLimits,
+    CallSettings,
     Placement,
     SurfaceSettings,
     aselect,
-    thread_id_from_config,
     user_id_from_config,
 )
 from langchain_outprofile.surfaces.messages import last_human_text, merge_into, place_block
 from langchain_outprofile.types import ProfileSource, SelectionOptions
-from langchain_outprofile.validation import validate_thread_id, validate_user_id
+from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["ProfileMiddleware"]
 
@@ -56,10 +61,19 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
-        limits: the bound on a budget (:class:`CallLimits`); the middleware takes no
-            settings from a request (only ``user_id`` and ``thread_id``), so this only
-            checks its own budget, as every surface does.
+        limits: what a call may change (default :class:`CallLimits`: the budget up to 4,000
+            tokens, task, placement, order, fields, fill_from_profile).
         **changes: any other :class:`SelectionOptions` field.
+
+    Per call, the run's ``config["configurable"]["profile_<name>"]`` changes the setting
+    ``<name>`` (placement or any :class:`SelectionOptions` field the ``limits`` let a call
+    change), and its ``thread_id`` (which a checkpointer needs anyway) serves the thread's
+    pinned block: one route, as on every surface.
+
+    Raises:
+        InvalidInputError: for a bad setting, here or (by its config key) per model call.
+        RequestLimitError: for a call that changes more than ``limits`` allows, before the
+            model is called.
 
     Example:
         ```python
@@ -70,6 +84,8 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         agent = create_agent(model, tools, system_prompt="You are helpful.",
                              middleware=[memory.middleware()], context_schema=Context)
         agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="ana"))
+        agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="ana"),
+                     config={"configurable": {"profile_task": "email", "thread_id": "t-1"}})
         ```
     """
 
@@ -88,7 +104,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
     ) -> None:
         super().__init__()
         self.memory = memory
-        settings = SurfaceSettings.resolve(
+        self._settings = settings = SurfaceSettings.resolve(
             memory,
             user_id=user_id,
             placement=placement,
@@ -103,7 +119,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         self.placement = settings.placement
         self.cache_breakpoint = settings.cache_breakpoint
         self.options = settings.options
-        self.limits = settings.limits  # nothing of a request changes the settings today
+        self.limits = settings.limits
         self.tools = []
         # create_agent refuses two middleware of one name; each instance gets its own, so
         # two memories (or two budgets) can lead one agent's model calls
@@ -133,58 +149,63 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
                 "or memory.middleware(user_id=...)"
             ) from None
 
-    def block_for(self, request: ModelRequest[Any]) -> str:
+    @property
+    def settings(self) -> SurfaceSettings:
+        """The user, placement and selection options every model call starts from."""
+        return self._settings
+
+    def settings_for(self, config: RunnableConfig | None = None) -> CallSettings:
+        """The settings of one model call: the run's config (``get_config()``; None outside
+        a run) through :meth:`SurfaceSettings.for_call`.
+
+        Example:
+            ```python
+            middleware.settings_for({"configurable": {"profile_task": "email"}}).options.task
+            ```
+        """
+        return self._settings.for_call(_current_config() if config is None else config)
+
+    def block_for(self, request: ModelRequest[Any], call: CallSettings | None = None) -> str:
         """The profile block for this request ('' when the profile is empty)."""
-        return self.memory.select(self.user_for(request), **self._read_arguments(request)).text
+        if call is None:
+            call = self.settings_for()
+        return self.memory.select(self.user_for(request), **call.read(_query(request))).text
 
-    async def ablock_for(self, request: ModelRequest[Any]) -> str:
+    async def ablock_for(self, request: ModelRequest[Any], call: CallSettings | None = None) -> str:
         """Async :meth:`block_for` (the memory's ``aselect``)."""
-        return (
-            await aselect(self.memory, self.user_for(request), **self._read_arguments(request))
-        ).text
+        if call is None:
+            call = self.settings_for()
+        user = self.user_for(request)
+        return (await aselect(self.memory, user, **call.read(_query(request)))).text
 
-    def _read_arguments(self, request: ModelRequest[Any]) -> dict[str, Any]:
-        """What a model call's read asks of the memory besides the user."""
-        return {
-            "options": self.options,
-            "query": last_human_text(request.messages),
-            "thread_id": self.thread_for(request),
-        }
-
-    def thread_for(self, request: ModelRequest[Any]) -> str | None:
-        """The conversation thread of this model call, whose pinned block it gets:
-        ``runtime.context``'s ``thread_id`` (attribute or key), else the run's
-        ``config["configurable"]["thread_id"]`` (LangGraph's checkpointer key); None if
-        neither names one."""
-        runtime = getattr(request, "runtime", None)
-        context = getattr(runtime, "context", None)
-        found = context.get("thread_id") if isinstance(context, Mapping) else None
-        found = getattr(context, "thread_id", found)
-        if found is not None and found != "":
-            return validate_thread_id(found)
-        return thread_id_from_config(_current_config())
-
-    def with_block(self, request: ModelRequest[Any], block: str) -> ModelRequest[Any]:
-        """A new request with ``block`` first; the original request is left unchanged."""
+    def with_block(
+        self, request: ModelRequest[Any], block: str, call: CallSettings | None = None
+    ) -> ModelRequest[Any]:
+        """A new request with ``block`` first, placed as ``call`` says (default: this
+        middleware's own placement); the original request is left unchanged."""
         if not block:
             return request
+        placement = self.placement if call is None else call.placement
+        breakpoint_ = self.cache_breakpoint if call is None else call.cache_breakpoint
         system = request.system_message
-        if self.placement == "after_system":
-            return self._after_system(request, block)
-        if self.placement == "separate" and system is not None:
+        if placement == "after_system":
+            return self._after_system(request, block, breakpoint_)
+        if placement == "separate" and system is not None:
             messages: list[Any] = [system, *request.messages]
             return request.override(system_message=SystemMessage(content=block), messages=messages)
         if system is None:
             return request.override(system_message=SystemMessage(content=block))
         return request.override(system_message=merge_into(system, block))
 
-    def _after_system(self, request: ModelRequest[Any], block: str) -> ModelRequest[Any]:
+    def _after_system(
+        self, request: ModelRequest[Any], block: str, cache_breakpoint: bool
+    ) -> ModelRequest[Any]:
         """The block as its own system message after the agent's system prompt and any
         system messages leading ``request.messages``: the model reads
         ``[system_message, *messages]``, so the split is placed over that whole list."""
         system = request.system_message
         whole = [*([system] if system is not None else []), *request.messages]
-        placed = place_block(whole, block, "after_system", cache_breakpoint=self.cache_breakpoint)
+        placed = place_block(whole, block, "after_system", cache_breakpoint=cache_breakpoint)
         # placed[0] is a system message: the agent's (maybe marked), one leading the
         # messages, or the block itself when nothing leads; the rest follow in order
         head, rest = placed[0], placed[1:]
@@ -198,7 +219,8 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelCallResult[Any]:
         """Call the model with the profile block first."""
-        return handler(self.with_block(request, self.block_for(request)))
+        call = self.settings_for()
+        return handler(self.with_block(request, self.block_for(request, call), call))
 
     async def awrap_model_call(
         self,
@@ -207,8 +229,13 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
     ) -> ModelCallResult[Any]:
         """Async :meth:`wrap_model_call`: the memory's ``aselect`` (with an async Chroma
         client the read never blocks the event loop)."""
-        block = await self.ablock_for(request)
-        return await handler(self.with_block(request, block))
+        call = self.settings_for()
+        block = await self.ablock_for(request, call)
+        return await handler(self.with_block(request, block, call))
+
+
+def _query(request: ModelRequest[Any]) -> str | None:
+    return last_human_text(request.messages)
 
 
 def _current_config() -> RunnableConfig | None:

@@ -2,9 +2,12 @@
 
 Selection is by preference signal, not query similarity: the query is read only when
 ``relevance_weight`` > 0. ``user_id`` comes from the explicit field, else
-``config["configurable"]["user_id"]``, else :class:`MissingUserIdError`. Any selection option
-can change per call through ``config["configurable"]["profile_<name>"]`` (declared in
-``config_specs``) or ``configurable_fields`` (``k``, ``max_tokens``, ``task``, ``options``).
+``config["configurable"]["user_id"]``, else :class:`MissingUserIdError`. A call's settings
+come by the one route every surface reads: ``config["configurable"]["profile_<name>"]``
+changes a selection option (declared in ``config_specs``), ``thread_id`` serves the thread's
+pinned selection. ``BaseRetriever.invoke`` hands a retriever no config, only the keyword
+arguments of the call, so :meth:`ProfileRetriever.invoke` reads the config and passes the
+call's settings on that way.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
     OPTION_NAMES,
     CallLimits,
+    CallSettings,
     SurfaceSettings,
     aselect,
+    refuse_keywords,
     setting_specs,
     user_id_from_config,
 )
@@ -41,7 +46,15 @@ class ProfileRetriever(BaseRetriever):
     Each Document's metadata holds ``id``, ``signal``, ``strength``, ``task`` and ``score``.
     The query is read only when ``relevance_weight`` > 0; selection is by preference signal.
     ``config["configurable"]["profile_<name>"]`` changes the selection option ``<name>``
-    for one call (``profile_max_tokens``, ``profile_task``, ...).
+    for one call (``profile_max_tokens``, ``profile_task``, ...), within ``limits``, and
+    ``thread_id`` serves the thread's pinned selection, as on every surface. ``invoke``
+    takes ``k=`` (a retriever's documented keyword, not a profile setting) and refuses
+    setting keywords with the config key to use.
+
+    ``configurable_fields`` still works on the fields below: ``BaseRetriever`` is a pydantic
+    ``RunnableSerializable``, and LangChain's retrievers are built from their fields. It is
+    the app's own choice of field, and each copy it builds goes through ``__init__``, which
+    keeps the ``limits`` this retriever was built with (a budget over them is refused).
 
     Example:
         ```python
@@ -87,9 +100,9 @@ class ProfileRetriever(BaseRetriever):
         return [*self._settings.config_specs, *setting_specs(self._settings.settable(OPTION_NAMES))]
 
     def _call_kwargs(self, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs["user_id"] = user_id_from_config(self.user_id, config)
-        kwargs["options"] = self._settings.for_call(config, names=OPTION_NAMES).options
-        return kwargs
+        refuse_keywords("the retriever", kwargs, allowed=_KEYWORDS)
+        call = self._settings.for_call(config, OPTION_NAMES)
+        return {**kwargs, "user_id": user_id_from_config(self.user_id, config), "call": call}
 
     def invoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
@@ -112,16 +125,10 @@ class ProfileRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         user_id: str | None = None,
         k: int | None = None,
-        options: SelectionOptions | None = None,
+        call: CallSettings | None = None,
     ) -> list[Document]:
-        user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
-        chosen = options if options is not None else self._settings.options
-        selection = self.memory.select(user, options=chosen, query=query)
-        return self._documents(selection, k)
-
-    def _documents(self, selection: ProfileSelection, k: int | None) -> list[Document]:
-        limit = _check_k(k if k is not None else self.k)
-        return selection_documents(selection)[:limit]
+        user, call = self._user_and_call(user_id, call)
+        return self._documents(self.memory.select(user, **call.read(query)), k)
 
     async def _aget_relevant_documents(
         self,
@@ -130,12 +137,26 @@ class ProfileRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         user_id: str | None = None,
         k: int | None = None,
-        options: SelectionOptions | None = None,
+        call: CallSettings | None = None,
     ) -> list[Document]:
+        user, call = self._user_and_call(user_id, call)
+        return self._documents(await aselect(self.memory, user, **call.read(query)), k)
+
+    def _user_and_call(
+        self, user_id: str | None, call: CallSettings | None
+    ) -> tuple[str, CallSettings]:
+        """What :meth:`invoke` resolved, or, called some other way, the retriever's own."""
         user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
-        chosen = options if options is not None else self._settings.options
-        selection = await aselect(self.memory, user, options=chosen, query=query)
-        return self._documents(selection, k)
+        return user, call if call is not None else self._settings.for_call(None, OPTION_NAMES)
+
+    def _documents(self, selection: ProfileSelection, k: int | None) -> list[Document]:
+        limit = _check_k(k if k is not None else self.k)
+        return selection_documents(selection)[:limit]
+
+
+_KEYWORDS = frozenset({"k", "run_id"})
+"""What ``invoke`` takes as keywords: ``k``, and the ``run_id`` ``BaseRetriever.invoke``
+takes for its trace."""
 
 
 def _check_k(k: object) -> int | None:

@@ -4,6 +4,12 @@
 entry under its run id (``config["run_id"]``, else a new UUID that is also the run id of
 the chain's trace), so feedback may arrive later, from another process, through
 ``memory.feedback(run_id, ...)``.
+
+Per-call settings come by the one route every surface reads
+(:meth:`~._common.SurfaceSettings.for_call`): the tracker checks a call's ``profile_<name>``
+keys against its own ``limits`` before the chain runs, records the output under the call's
+``profile_task``, and hands the config on unchanged, ``thread_id`` included, to the chain,
+whose surfaces read the same keys.
 """
 
 from __future__ import annotations
@@ -11,18 +17,23 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager, CallbackManager
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables.utils import ConfigurableFieldSpec
 
 from langchain_outprofile.capture import validate_run_id
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
     USER_ID_SPEC,
+    CallLimits,
+    SurfaceSettings,
     arecord_output,
+    setting_specs,
     user_id_from_config,
 )
 from langchain_outprofile.types import ProfileSource
@@ -151,28 +162,70 @@ def input_text(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One tracked run: whose, its id, and the task its output is recorded under."""
+
+    user: str
+    run_id: str
+    task: str | None
+
+    def recorded(self, value: Any) -> dict[str, Any]:
+        """How the run's output is recorded, besides its text."""
+        return {
+            "user_id": self.user,
+            "run_id": self.run_id,
+            "source_input": None if value is None else input_text(value),
+            "task": self.task,
+        }
+
+
 class TrackedRunnable(Runnable[Any, Any]):
     """A chain whose every output is recorded as ``pending`` under its run id.
 
     ``user_id`` comes from ``config["configurable"]["user_id"]`` (required); the run id from
     ``config["run_id"]``, else a new UUID that also becomes the chain's trace run id.
 
+    Args:
+        memory: where outputs are recorded.
+        chain: the runnable whose outputs are recorded.
+        task: the task outputs are recorded under; ``profile_task`` in a call's config
+            changes it for that call.
+        limits: what a call may change (default :class:`CallLimits`). The tracker checks a
+            call's ``profile_<name>`` keys before the chain runs, so give it the limits of
+            the surfaces inside the chain: a key they allow and it refuses is refused.
+
+    Raises:
+        RequestLimitError: for a call that changes more than ``limits`` allows (nothing
+            runs, nothing is recorded).
+
     Example:
         ```python
         tracked = memory.track(chain)
         tracked.invoke(inputs, config={"configurable": {"user_id": "ana"}, "run_id": rid})
+        tracked.invoke(inputs, config={"configurable": {"user_id": "ana",
+                                                        "profile_task": "email"}})
         memory.feedback(rid, "endorsed")
         ```
     """
 
     def __init__(
-        self, memory: ProfileSource, chain: Runnable[Any, Any], *, task: str | None = None
+        self,
+        memory: ProfileSource,
+        chain: Runnable[Any, Any],
+        *,
+        task: str | None = None,
+        limits: CallLimits | None = None,
     ) -> None:
         if not isinstance(chain, Runnable):
             raise InvalidInputError(f"track() takes a Runnable; got {type(chain).__name__}")
         self.memory = memory
         self.chain = chain
         self.task = task
+        # the tracker's own task, not the memory's default read scope: an output is
+        # recorded under a task only when the app or the call names one
+        own = replace(memory.options, task=None)
+        self._settings = SurfaceSettings.resolve(memory, options=own, task=task, limits=limits)
         self.name = f"Tracked{chain.get_name()}"
 
     @property
@@ -186,45 +239,39 @@ class TrackedRunnable(Runnable[Any, Any]):
         return self.chain.OutputType
 
     @property
-    def config_specs(self) -> list[Any]:
-        """The chain's specs plus the required ``user_id``."""
-        specs = [s for s in self.chain.config_specs if s.id != USER_ID_SPEC.id]
-        return [*specs, USER_ID_SPEC]
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        """The chain's specs plus the required ``user_id`` and the ``profile_<name>`` keys
+        the tracker's ``limits`` let a call set."""
+        own = [USER_ID_SPEC, *setting_specs(self._settings.settable())]
+        ids = {spec.id for spec in own}
+        return [*(s for s in self.chain.config_specs if s.id not in ids), *own]
 
-    def _prepare(self, config: RunnableConfig | None) -> tuple[str, str, RunnableConfig]:
+    def _prepare(self, config: RunnableConfig | None) -> tuple[_Run, RunnableConfig]:
         config = ensure_config(config)
+        call = self._settings.for_call(config)
         user = user_id_from_config(None, config)
         run = config.get("run_id") or uuid.uuid4()
         inner: RunnableConfig = {**config, "run_id": run if isinstance(run, uuid.UUID) else None}
-        return user, validate_run_id(run), inner
+        return _Run(user, validate_run_id(run), call.options.task), inner
 
-    def _record(self, output: Any, user: str, run: str, value: Any) -> None:
-        self.memory.record_output(output_text(output), **self._recorded(user, run, value))
+    def _record(self, output: Any, run: _Run, value: Any) -> None:
+        self.memory.record_output(output_text(output), **run.recorded(value))
 
-    async def _arecord(self, output: Any, user: str, run: str, value: Any) -> None:
-        await arecord_output(self.memory, output_text(output), **self._recorded(user, run, value))
-
-    def _recorded(self, user: str, run: str, value: Any) -> dict[str, Any]:
-        """How a run's output is recorded, besides its text."""
-        return {
-            "user_id": user,
-            "run_id": run,
-            "source_input": None if value is None else input_text(value),
-            "task": self.task,
-        }
+    async def _arecord(self, output: Any, run: _Run, value: Any) -> None:
+        await arecord_output(self.memory, output_text(output), **run.recorded(value))
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Run the chain and store its output as pending under the run id."""
-        user, run, inner = self._prepare(config)
+        run, inner = self._prepare(config)
         output = self.chain.invoke(input, inner, **kwargs)
-        self._record(output, user, run, input)
+        self._record(output, run, input)
         return output
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         """Async :meth:`invoke` (the memory's ``arecord_output``)."""
-        user, run, inner = self._prepare(config)
+        run, inner = self._prepare(config)
         output = await self.chain.ainvoke(input, inner, **kwargs)
-        await self._arecord(output, user, run, input)
+        await self._arecord(output, run, input)
         return output
 
     def stream(
@@ -234,20 +281,20 @@ class TrackedRunnable(Runnable[Any, Any]):
         chain reports when it ends (an agent's final state, whatever ``stream_mode`` its
         chunks had), else, for a run that reports none (a bare chat model), the chunks
         aggregated by :func:`stream_output`."""
-        user, run, inner = self._prepare(config)
+        run, inner = self._prepare(config)
         listener, chunks = _RunOutput(), list[Any]()
         for chunk in self.chain.stream(input, _listening(inner, listener), **kwargs):
             chunks.append(chunk)
             yield chunk
-        self._record(listener.output_of(chunks), user, run, input)
+        self._record(listener.output_of(chunks), run, input)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
-        user, run, inner = self._prepare(config)
+        run, inner = self._prepare(config)
         listener, chunks = _RunOutput(), list[Any]()
         async for chunk in self.chain.astream(input, _listening(inner, listener), **kwargs):
             chunks.append(chunk)
             yield chunk
-        await self._arecord(listener.output_of(chunks), user, run, input)
+        await self._arecord(listener.output_of(chunks), run, input)

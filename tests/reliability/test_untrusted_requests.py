@@ -15,7 +15,7 @@ from typing import Any
 
 import chromadb
 import pytest
-from langchain_core.runnables import ConfigurableField, RunnableConfig
+from langchain_core.runnables import ConfigurableField, RunnableConfig, RunnableLambda
 
 from langchain_outprofile import (
     CallLimits,
@@ -154,16 +154,17 @@ def _config(**configurable: Any) -> RunnableConfig:
 
 REQUESTS: list[tuple[str, Callable[[OutputProfileMemory], Any], str]] = [
     ("injector config budget", lambda m: m.injector().invoke("hi", config=_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
-    ("injector invoke budget", lambda m: m.injector().invoke("hi", config=_config(), max_tokens=HUGE_BUDGET), "max_tokens=530031 is over"),
-    ("injector bind budget", lambda m: m.injector().bind(max_tokens=HUGE_BUDGET).invoke("hi", config=_config()), "max_tokens=530031 is over"),
-    ("injector configurable field", lambda m: m.injector().configurable_fields(max_tokens=ConfigurableField(id="budget")).invoke("hi", config=_config(budget=HUGE_BUDGET)), "max_tokens=530031 is over"),
-    ("injector configurable options", lambda m: m.injector().configurable_fields(options=ConfigurableField(id="opts")).invoke("hi", config=_config(opts=SelectionOptions(max_tokens=HUGE_BUDGET))), "max_tokens=530031 is over"),
     ("injector config mmr_lambda", lambda m: m.injector().invoke("hi", config=_config(profile_mmr_lambda=0.6999)), "may not change ['profile_mmr_lambda']"),
-    ("injector invoke max_entry_tokens", lambda m: m.injector().invoke("hi", config=_config(), max_entry_tokens=199), "may not change ['max_entry_tokens']"),
     ("retriever config budget", lambda m: m.as_retriever().invoke("q", config=_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
     ("retriever config pool_size", lambda m: m.as_retriever().invoke("q", config=_config(profile_pool_size=399)), "may not change ['profile_pool_size']"),
     ("retriever configurable field", lambda m: m.as_retriever().configurable_fields(max_tokens=ConfigurableField(id="budget")).invoke("q", config=_config(budget=HUGE_BUDGET)), "max_tokens=530031 is over"),
+    ("store config budget", lambda m: m.as_store().settings_for(_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
+    ("store config pool_size", lambda m: m.as_store().settings_for(_config(profile_pool_size=399)), "may not change ['profile_pool_size']"),
     ("store under a lower limit", lambda m: m.as_store(max_tokens=5_000, limits=CallLimits(max_tokens=4_000)), "max_tokens=5000 is over"),
+    ("middleware config budget", lambda m: m.middleware().settings_for(_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
+    ("middleware config max_entry_tokens", lambda m: m.middleware().settings_for(_config(profile_max_entry_tokens=199)), "may not change ['profile_max_entry_tokens']"),
+    ("tracked config budget", lambda m: m.track(RunnableLambda(str)).invoke("hi", config=_config(profile_max_tokens=HUGE_BUDGET)), "profile_max_tokens=530031 is over"),
+    ("tracked config mmr_lambda", lambda m: m.track(RunnableLambda(str)).invoke("hi", config=_config(profile_mmr_lambda=0.6999)), "may not change ['profile_mmr_lambda']"),
     ("middleware under a lower limit", lambda m: m.middleware(max_tokens=5_000, limits=CallLimits(max_tokens=4_000)), "max_tokens=5000 is over"),
 ]  # fmt: skip
 
@@ -178,6 +179,24 @@ def test_a_request_past_the_apps_limits_is_refused(
     assert says in str(raised.value), f"{case}: {raised.value}"
     assert "limits=CallLimits(" in str(raised.value)  # says what to change
     assert filled.export("ana") == before
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.injector().invoke("hi", config=_config(), max_tokens=HUGE_BUDGET),
+        lambda m: m.injector().bind(max_tokens=HUGE_BUDGET).invoke("hi", config=_config()),
+        lambda m: m.as_retriever().invoke("q", config=_config(), max_tokens=HUGE_BUDGET),
+    ],
+    ids=["injector invoke", "injector bind", "retriever invoke"],
+)
+def test_a_setting_as_an_invoke_keyword_is_refused(
+    filled: OutputProfileMemory, call: Callable[[OutputProfileMemory], Any]
+) -> None:
+    """Keywords were a second route past the config keys: now refused, naming the key."""
+    with pytest.raises(InvalidInputError, match="profile_max_tokens") as raised:
+        call(filled)
+    assert not isinstance(raised.value, RequestLimitError)
 
 
 def test_within_the_limits_a_request_still_sets_its_call(filled: OutputProfileMemory) -> None:

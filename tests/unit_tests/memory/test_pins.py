@@ -149,26 +149,25 @@ def test_block_messages_pin_by_thread(client: chromadb.api.ClientAPI) -> None:
     assert memory.block_messages("ana") != first
 
 
-def test_the_middleware_pins_by_the_runtime_context_or_the_config(
+def test_the_middleware_pins_by_the_configs_thread_id_alone(
     client: chromadb.api.ClientAPI,
 ) -> None:
+    """``config["configurable"]["thread_id"]`` names the thread, as on every surface; a
+    ``thread_id`` in the agent's ``runtime.context`` is the app's own and names nothing."""
     memory = _filled(client)
     model = RecordingChatModel()
     agent: Any = create_agent(
         model, [], system_prompt="Be brief.", middleware=[memory.middleware()]
     )
-    agent.invoke({"messages": [("user", "one")]}, context={"user_id": "ana", "thread_id": "t-1"})
+    thread: Any = {"configurable": {"thread_id": "t-1"}}
+    agent.invoke({"messages": [("user", "one")]}, config=thread, context={"user_id": "ana"})
     memory.endorse("Bullets, no fluff.", user_id="ana")
-    agent.invoke({"messages": [("user", "two")]}, context={"user_id": "ana", "thread_id": "t-1"})
-    agent.invoke(
-        {"messages": [("user", "three")]},
-        context={"user_id": "ana"},
-        config={"configurable": {"thread_id": "t-1"}},
-    )
+    agent.invoke({"messages": [("user", "two")]}, config=thread, context={"user_id": "ana"})
+    agent.invoke({"messages": [("user", "three")]}, context={"user_id": "ana", "thread_id": "t-1"})
     agent.invoke({"messages": [("user", "four")]}, context={"user_id": "ana"})
     blocks = [model.received[n][0].text for n in range(4)]
-    assert blocks[0] == blocks[1] == blocks[2]
-    assert "Bullets, no fluff." in blocks[3] and "Bullets, no fluff." not in blocks[0]
+    assert blocks[0] == blocks[1] and "Bullets, no fluff." not in blocks[0]
+    assert "Bullets, no fluff." in blocks[2] and blocks[2] == blocks[3]
 
 
 def _pin_rows(memory: OutputProfileMemory, user: str) -> dict[str, Any]:

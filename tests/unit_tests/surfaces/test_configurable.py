@@ -1,8 +1,8 @@
 """Per-call settings of the injector and retriever in real chains: what the model receives.
 
 Budget, task, placement and every selection option change per call through the
-``profile_<name>`` config keys, through ``configurable_fields`` + ``with_config``, and
-through ``invoke`` keyword arguments (``bind``); unknown config keys are ignored.
+``profile_<name>`` config keys (given to ``invoke`` or by ``with_config``), the one route
+(``test_one_route.py`` holds it to every surface); unknown config keys are ignored.
 """
 
 from __future__ import annotations
@@ -111,48 +111,12 @@ def test_by_default_only_the_settings_a_call_may_change_are_declared(
     assert ids == {"user_id", *(f"profile_{name}" for name in DEFAULT_CALL_SETTINGS)}
 
 
-def test_configurable_fields_with_config(filled: OutputProfileMemory) -> None:
-    model = RecordingChatModel()
-    injector = filled.injector(max_tokens=400).configurable_fields(
-        max_tokens=ConfigurableField(id="budget", name="Profile budget"),
-        task=ConfigurableField(id="scope"),
-        fill_from_profile=ConfigurableField(id="fill"),
-        placement=ConfigurableField(id="where"),
-    )
-    chain = prompt() | injector | model
-    specs = {spec.id: spec for spec in chain.config_specs}
-    assert specs["budget"].default == 400 and specs["budget"].name == "Profile budget"
-    assert {"scope", "fill", "where", "user_id", "profile_task"} <= set(specs)
-    chain.invoke({"q": "hi"}, config=cfg())
-    chain.with_config(configurable={"scope": "email", "fill": False}).invoke(
-        {"q": "hi"}, config=cfg()
-    )
-    chain.with_config(configurable={"where": "separate"}).invoke({"q": "hi"}, config=cfg())
-    chain.invoke({"q": "hi"}, config=cfg(budget=small_budget(filled)))
-    default, scoped, separate, small = model.received
-    assert sorted(entries(default)) == sorted([*ANA, EMAIL])
-    assert entries(scoped) == [EMAIL]
-    assert [m.text for m in separate[1:]] == [SYSTEM, "hi"]
-    assert 0 < len(entries(small)) < len(entries(default))
-
-
-def test_keyword_arguments_and_bind_set_a_call(filled: OutputProfileMemory) -> None:
-    model = RecordingChatModel()
-    bound = filled.injector().bind(task="email", fill_from_profile=False)
-    (prompt() | bound | model).invoke({"q": "hi"}, config=cfg())
-    out = filled.injector().invoke("hi", config=cfg(), order="stable")
-    assert entries(model.received[0]) == [EMAIL]
-    assert parse_block(out[0].text) == [*ANA, EMAIL]
-
-
-def test_keyword_arguments_win_over_config_keys_over_fields(filled: OutputProfileMemory) -> None:
+def test_config_keys_win_over_the_injectors_own_settings(filled: OutputProfileMemory) -> None:
     injector = filled.injector(task="nothing-here", fill_from_profile=False)
     assert filled.injector(user_id="ana").invoke("hi") != injector.invoke("hi", config=cfg())
     assert injector.invoke("hi", config=cfg()) == [HumanMessage("hi")]  # empty scope
     from_config = injector.invoke("hi", config=cfg(profile_task="email"))
     assert parse_block(from_config[0].text) == [EMAIL]
-    both = injector.invoke("hi", config=cfg(profile_task="email"), task="nothing-here")
-    assert both == [HumanMessage("hi")]
 
 
 def test_bad_per_call_values_are_typed_errors_and_the_model_is_not_called(
@@ -195,11 +159,9 @@ async def test_async_batch_and_stream_read_each_calls_config(filled: OutputProfi
     assert sync_model.received[0] == by_question["b"]
 
 
-def test_fields_mirror_selection_options() -> None:
-    """Every SelectionOptions field is an injector field (so configurable_fields takes it)
-    and a declared config key."""
+def test_every_selection_option_is_a_config_key() -> None:
+    """Every SelectionOptions field can be declared as a ``profile_<name>`` key."""
     options = {f.name for f in fields(SelectionOptions)}
-    assert options <= set(ProfileInjector.model_fields)
     assert options | {"placement"} == set(SETTING_NAMES)
     assert {s.id for s in setting_specs()} == {f"profile_{n}" for n in SETTING_NAMES}
 
@@ -230,6 +192,7 @@ def test_retriever_reads_the_option_keys(filled: OutputProfileMemory) -> None:
 
 
 async def test_retriever_configurable_fields(filled: OutputProfileMemory) -> None:
+    """Kept on the retriever: its fields are a ``BaseRetriever``'s (see its docstring)."""
     retriever = filled.as_retriever(user_id="ana").configurable_fields(
         k=ConfigurableField(id="top_k"), task=ConfigurableField(id="scope")
     )
