@@ -36,6 +36,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 
 from langchain_outprofile.surfaces._common import (
+    DEFAULT_PLACEMENT,
     CallLimits,
     CallSettings,
     Placement,
@@ -56,9 +57,11 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
     Args:
         memory: where the profile lives (any :class:`ProfileSource`).
         user_id: a fixed user; default: ``config["configurable"]["user_id"]`` per call.
-        placement: ``"merge"`` into the leading system message, ``"separate"`` (its own
-            system message first) or ``"after_system"`` (its own system message after the
-            prompt's leading system messages, which stay a prefix shared by all users).
+        placement: ``"after_system"`` (the default: its own system message after the
+            prompt's leading system messages, which stay a prefix shared by all users; first
+            when there are none), ``"merge"`` into the leading system message (for a chat
+            model that takes one system message only) or ``"separate"`` (its own system
+            message first).
         cache_breakpoint: with ``"after_system"``, mark the end of those system messages
             with Anthropic's ``cache_control`` (see :func:`~.messages.place_block`).
         options: selection options (default: the memory's).
@@ -96,7 +99,7 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
         memory: ProfileSource,
         *,
         user_id: str | None = None,
-        placement: Placement = "merge",
+        placement: Placement = DEFAULT_PLACEMENT,
         cache_breakpoint: bool = False,
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,

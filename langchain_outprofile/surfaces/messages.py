@@ -22,7 +22,7 @@ from langchain_core.messages import (
 from langchain_core.prompt_values import PromptValue
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.surfaces._common import Placement
+from langchain_outprofile.surfaces._common import DEFAULT_PLACEMENT, Placement
 from langchain_outprofile.types import ProfileSelection, ProfileSource, SelectionOptions
 
 __all__ = [
@@ -89,7 +89,7 @@ def merge_into(message: SystemMessage, block: str) -> SystemMessage:
 def place_block(
     messages: Sequence[BaseMessage],
     block: str,
-    placement: Placement = "merge",
+    placement: Placement = DEFAULT_PLACEMENT,
     *,
     cache_breakpoint: bool = False,
 ) -> list[BaseMessage]:
@@ -108,10 +108,10 @@ def place_block(
     Example:
         ```python
         place_block([SystemMessage("Be brief."), HumanMessage("hi")], "<user_profile>...")
-        # [SystemMessage("<user_profile>...\n\nBe brief."), HumanMessage("hi")]
-        place_block([SystemMessage("Be brief."), HumanMessage("hi")], "<user_profile>...",
-                    "after_system")
         # [SystemMessage("Be brief."), SystemMessage("<user_profile>..."), HumanMessage("hi")]
+        place_block([SystemMessage("Be brief."), HumanMessage("hi")], "<user_profile>...",
+                    "merge")
+        # [SystemMessage("<user_profile>...\n\nBe brief."), HumanMessage("hi")]
         ```
     """
     out = list(messages)

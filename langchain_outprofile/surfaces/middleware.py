@@ -25,6 +25,7 @@ from langgraph.config import get_config
 
 from langchain_outprofile.errors import MissingUserIdError
 from langchain_outprofile.surfaces._common import (
+    DEFAULT_PLACEMENT,
     CallLimits,
     CallSettings,
     Placement,
@@ -51,11 +52,12 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
     Args:
         memory: where the profile lives.
         user_id: a fixed user; default: read per call as above.
-        placement: ``"merge"`` (the block at the top of the agent's system message, or as
-            the system message when there is none), ``"separate"`` (its own system
-            message before the agent's) or ``"after_system"`` (its own system message
-            after the agent's system prompt and any system messages leading the request's
-            messages, so that prompt stays a prefix shared by every user).
+        placement: ``"after_system"`` (the default: its own system message after the
+            agent's system prompt and any system messages leading the request's messages,
+            so that prompt stays a prefix shared by every user), ``"merge"`` (the block at
+            the top of the agent's system message, or as the system message when there is
+            none; for a chat model that takes one system message only) or ``"separate"``
+            (its own system message before the agent's).
         cache_breakpoint: with ``"after_system"``, Anthropic's ``cache_control`` on the
             last content block before the profile block (opt-in: see the README).
         options: selection options (default: the memory's).
@@ -94,7 +96,7 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         memory: ProfileSource,
         *,
         user_id: str | None = None,
-        placement: Placement = "merge",
+        placement: Placement = DEFAULT_PLACEMENT,
         options: SelectionOptions | None = None,
         max_tokens: int | None = None,
         task: str | None = None,
