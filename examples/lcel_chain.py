@@ -50,11 +50,13 @@ def main() -> None:
             )
             print(f"answer for {user}: {reply.strip()}")
 
-        # what the model reads first, for one user (no model call)
+        # what the model reads, for one user (no model call): the app's system prompt first
+        # and unchanged, then the block as a system message of its own, then the request
         messages = (prompt | memory.injector(max_tokens=150)).invoke(
             {"request": "..."}, config={"configurable": {"user_id": "ben"}}
         )
-        print(f"first message for ben: {messages[0].type}, starts {messages[0].text[:14]!r}")
+        for n, message in enumerate(messages):
+            print(f"message {n} for ben: {message.type}, starts {message.text[:14]!r}")
 
         # the same selection as Documents (selection is by signal, not query similarity)
         docs = memory.as_retriever(user_id="ana", k=2).invoke("any query")

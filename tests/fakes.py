@@ -78,6 +78,13 @@ class RecordingChatModel(GenericFakeChatModel):
         """The text of each message of one recorded call, in order."""
         return [m.text for m in self.received[call]]
 
+    def block(self, call: int = -1) -> str:
+        """The text of the profile block's message in one recorded call: the one message
+        that starts with ``<user_profile>``, wherever the placement put it."""
+        found = [m.text for m in self.received[call] if m.text.startswith("<user_profile>")]
+        assert len(found) == 1, f"{len(found)} messages start with <user_profile> in call {call}"
+        return found[0]
+
 
 class ToolStreamingChatModel(RecordingChatModel):
     """RecordingChatModel whose stream keeps tool calls (GenericFakeChatModel's drops them,

@@ -258,9 +258,10 @@ async def test_the_surfaces_run_natively_over_an_async_memory(
     prompt = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "{q}")])
     chain = prompt | memory.injector() | model
     await chain.ainvoke({"q": "hi"}, config=config)  # type: ignore[arg-type]
-    assert model.received[-1][0].text.startswith("<user_profile>")
-    assert "Short answer first" in model.received[-1][0].text
-    assert "Bob" not in model.received[-1][0].text
+    assert model.received[-1][0].text == "Be brief."
+    assert model.received[-1][1].text.startswith("<user_profile>")
+    assert "Short answer first" in model.received[-1][1].text
+    assert "Bob" not in model.received[-1][1].text
 
     documents = await memory.as_retriever().ainvoke("any", config=config)  # type: ignore[arg-type]
     assert [d.page_content for d in documents] == ["Short answer first, then bullets."]

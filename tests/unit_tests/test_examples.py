@@ -79,7 +79,10 @@ def test_lcel_chain() -> None:
     assert LOCAL_MODEL_LINE in output
     answer_line(output, "answer for ana: ")
     answer_line(output, "answer for ben: ")
-    assert "first message for ben: system, starts '<user_profile>'" in output
+    assert "message 0 for ben: system, starts 'Write as this '" in output
+    assert "message 1 for ben: system, starts '<user_profile>'" in output
+    assert "message 2 for ben: human, starts '...'" in output
+    assert "message 3 for ben" not in output
     retrieved = re.findall(r"^retriever: \[authored\] (.+)$", output, re.MULTILINE)
     assert sorted(retrieved) == ["- shipped", "Root cause: stale cache. Fixed."]
 

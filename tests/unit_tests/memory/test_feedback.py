@@ -73,8 +73,8 @@ def test_positive_feedback_makes_the_output_part_of_the_next_block(
     assert entry.signals == (Signal(signal or "rating"),)
     assert entry.strength == pytest.approx(strength) and entry.selectable
     tracked.invoke({"question": "Dinner?"}, config=cfg("ana"))
-    assert parse_block(model.received[1][0].text) == ["reply 1"]
-    assert model.received[1][0].text.endswith("\n\nWrite emails.")
+    assert model.received[1][0].text == "Write emails."
+    assert parse_block(model.received[1][1].text) == ["reply 1"]
 
 
 def test_rejected_output_is_never_selected(ephemeral_memory: OutputProfileMemory) -> None:

@@ -136,7 +136,7 @@ def test_the_injector_pins_by_the_configs_thread_id(client: chromadb.api.ClientA
     memory.endorse("Bullets, no fluff.", user_id="ana")
     chain.invoke({"q": "two"}, config=config)
     chain.invoke({"q": "three"}, config={"configurable": {"user_id": "ana", "thread_id": "t-2"}})
-    first, second, third = (model.received[n][0].text for n in range(3))
+    first, second, third = (model.block(n) for n in range(3))
     assert first == second
     assert "Bullets, no fluff." in third and "Bullets, no fluff." not in first
 
@@ -165,7 +165,7 @@ def test_the_middleware_pins_by_the_configs_thread_id_alone(
     agent.invoke({"messages": [("user", "two")]}, config=thread, context={"user_id": "ana"})
     agent.invoke({"messages": [("user", "three")]}, context={"user_id": "ana", "thread_id": "t-1"})
     agent.invoke({"messages": [("user", "four")]}, context={"user_id": "ana"})
-    blocks = [model.received[n][0].text for n in range(4)]
+    blocks = [model.block(n) for n in range(4)]
     assert blocks[0] == blocks[1] and "Bullets, no fluff." not in blocks[0]
     assert "Bullets, no fluff." in blocks[2] and blocks[2] == blocks[3]
 

@@ -53,9 +53,15 @@ def small_budget(memory: OutputProfileMemory) -> int:
     return memory.select("ana").tokens - 5
 
 
+def block_text(received: list[BaseMessage]) -> str:
+    """The text of the block's message: the one that starts with ``<user_profile>``."""
+    [text] = [m.text for m in received if m.text.startswith("<user_profile>")]
+    return text
+
+
 def entries(received: list[BaseMessage]) -> list[str]:
-    """The profile entries the model read first (the block is merged into the system)."""
-    return parse_block(received[0].text)
+    """The profile entries the model read, wherever the placement put the block."""
+    return parse_block(block_text(received))
 
 
 def test_config_keys_change_the_block_per_call(filled: OutputProfileMemory) -> None:
@@ -72,10 +78,12 @@ def test_config_keys_change_the_block_per_call(filled: OutputProfileMemory) -> N
     full, scoped, small, separate = model.received
     assert sorted(entries(full)) == sorted([*ANA, EMAIL])
     assert entries(scoped) == [EMAIL]
-    assert filled.counter.count(small[0].text.split("\n\n" + SYSTEM)[0]) <= budget
+    assert filled.counter.count(block_text(small)) <= budget
     assert 0 < len(entries(small)) < len(ANA) + 1
+    assert [type(m) for m in full] == [SystemMessage, SystemMessage, HumanMessage]
     assert [type(m) for m in separate] == [SystemMessage, SystemMessage, HumanMessage]
-    assert separate[1].text == SYSTEM and full[0].text.endswith("\n\n" + SYSTEM)
+    assert full[0].text == SYSTEM and full[1].text == block_text(full)  # the default
+    assert separate[1].text == SYSTEM and separate[0].text == block_text(separate)
     chain.invoke({"q": "hi"}, config=cfg())  # the next call is back to the injector's own
     assert model.received[-1] == full
 

@@ -51,7 +51,7 @@ def block_of(memory: OutputProfileMemory, user: str) -> str:
     return text
 
 
-def test_block_is_the_first_text_and_the_system_prompt_follows_intact(
+def test_the_system_prompt_leads_intact_and_the_block_follows_as_its_own_message(
     filled: OutputProfileMemory,
 ) -> None:
     model = RecordingChatModel()
@@ -60,11 +60,12 @@ def test_block_is_the_first_text_and_the_system_prompt_follows_intact(
     assert isinstance(reply, AIMessage)
     [received] = model.received
     block = block_of(filled, "ana")
-    assert [type(m) for m in received] == [SystemMessage, HumanMessage]
-    assert received[0].content == f"{block}\n\nYou answer questions about cars."
-    assert received[0].text.startswith("<user_profile>")
-    assert received[1].content == "Which?"
-    assert sorted(parse_block(received[0].text)) == sorted(ANA)
+    assert [type(m) for m in received] == [SystemMessage, SystemMessage, HumanMessage]
+    assert received[0].content == "You answer questions about cars."
+    assert received[1].content == block
+    assert received[1].text.startswith("<user_profile>")
+    assert received[2].content == "Which?"
+    assert sorted(parse_block(received[1].text)) == sorted(ANA)
 
 
 def test_without_a_system_message_the_block_becomes_one_at_index_0(
@@ -139,11 +140,17 @@ def test_batch_and_stream_give_each_user_their_block(filled: OutputProfileMemory
     inputs = [{"topic": "a", "question": "1"}, {"topic": "b", "question": "2"}]
     replies = chain.batch(inputs, config=[cfg("ana"), cfg("bob")])
     assert len(replies) == 2
-    firsts: dict[str, str] = {str(m[1].text): str(m[0].text) for m in model.received}
-    assert firsts["1"].startswith(block_of(filled, "ana"))
-    assert firsts["2"].startswith(block_of(filled, "bob"))
+    by_question: dict[str, list[str]] = {
+        str(m[-1].text): [str(x.text) for x in m] for m in model.received
+    }
+    assert by_question["1"] == ["You answer questions about a.", block_of(filled, "ana"), "1"]
+    assert by_question["2"] == ["You answer questions about b.", block_of(filled, "bob"), "2"]
     chunks = list(chain.stream({"topic": "c", "question": "3"}, config=cfg("bob")))
-    assert chunks and model.received[-1][0].text.startswith(block_of(filled, "bob"))
+    assert chunks and model.texts(-1) == [
+        "You answer questions about c.",
+        block_of(filled, "bob"),
+        "3",
+    ]
 
 
 async def test_abatch_matches_batch(filled: OutputProfileMemory) -> None:
@@ -154,7 +161,7 @@ async def test_abatch_matches_batch(filled: OutputProfileMemory) -> None:
     await (prompt() | filled.injector() | async_model).abatch(inputs, config=configs)
 
     def by_question(model: RecordingChatModel) -> dict[str, list[BaseMessage]]:
-        return {m[1].text: m for m in model.received}
+        return {m[-1].text: m for m in model.received}
 
     assert by_question(async_model) == by_question(sync_model)
 
@@ -198,17 +205,21 @@ def test_empty_profile_injects_nothing(filled: OutputProfileMemory) -> None:
 )
 def test_accepts_everything_a_chat_model_accepts(filled: OutputProfileMemory, value: Any) -> None:
     out = filled.injector().invoke(value, config=cfg("ana"))
-    block = block_of(filled, "ana")
-    assert out[0].text.startswith(block)
-    assert out[-1] == HumanMessage("plain question")
-    if len(out) == 2 and not isinstance(value, str):
-        assert out[0].text == f"{block}\n\nSys."
+    block = SystemMessage(block_of(filled, "ana"))
+    if isinstance(value, str):
+        assert out == [block, HumanMessage("plain question")]
+    else:
+        assert out == [SystemMessage("Sys."), block, HumanMessage("plain question")]
 
 
 def test_prompt_value_input(filled: OutputProfileMemory) -> None:
     value = prompt().invoke({"topic": "x", "question": "q"})
     out = filled.injector().invoke(value, config=cfg("bob"))
-    assert out[0].text == f"{block_of(filled, 'bob')}\n\nYou answer questions about x."
+    assert out == [
+        SystemMessage("You answer questions about x."),
+        SystemMessage(block_of(filled, "bob")),
+        HumanMessage("q"),
+    ]
 
 
 @pytest.mark.parametrize("bad", [42, None, [("nonsense-role", "x")]])
@@ -220,9 +231,11 @@ def test_bad_input_is_a_typed_error(filled: OutputProfileMemory, bad: Any) -> No
 def test_content_block_system_message_keeps_its_blocks(filled: OutputProfileMemory) -> None:
     blocks = [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}]
     system = SystemMessage(content=list[str | dict[Any, Any]](blocks))
-    out = filled.injector(user_id="ana").invoke([system, HumanMessage("q")])
-    assert out[0].content[1:] == blocks
-    assert out[0].text.startswith(block_of(filled, "ana"))
+    merged = filled.injector(user_id="ana", placement="merge").invoke([system, HumanMessage("q")])
+    assert merged[0].content[1:] == blocks
+    assert merged[0].text.startswith(block_of(filled, "ana"))
+    out = filled.injector(user_id="ana").invoke([system, HumanMessage("q")])  # the default
+    assert out == [system, SystemMessage(block_of(filled, "ana")), HumanMessage("q")]
 
 
 def test_user_id_is_declared_in_config_specs(filled: OutputProfileMemory) -> None:
@@ -273,7 +286,7 @@ def test_place_block_leaves_the_input_list_alone() -> None:
     messages: list[BaseMessage] = [SystemMessage("s"), HumanMessage("h")]
     placed = place_block(messages, "BLOCK")
     assert messages == [SystemMessage("s"), HumanMessage("h")]
-    assert placed[0].text == "BLOCK\n\ns"
+    assert placed == [SystemMessage("s"), SystemMessage("BLOCK"), HumanMessage("h")]
     assert place_block(messages, "") == messages
 
 
@@ -329,5 +342,5 @@ def test_shares_user_id_with_runnable_with_message_history(filled: OutputProfile
     config: Any = {"configurable": {"user_id": "ana", "conversation_id": "c1"}}
     chain.invoke({"q": "hi"}, config=config)
     chain.invoke({"q": "again"}, config=config)
-    assert model.texts(1) == [f"{block_of(filled, 'ana')}\n\nSys.", "hi", "reply 1", "again"]
+    assert model.texts(1) == ["Sys.", block_of(filled, "ana"), "hi", "reply 1", "again"]
     assert not any("<user_profile>" in m.text for m in histories[("ana", "c1")].messages)

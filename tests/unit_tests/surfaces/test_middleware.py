@@ -54,16 +54,17 @@ def ask(text: str) -> dict[str, Any]:
     return {"messages": [HumanMessage(text)]}
 
 
-def test_block_leads_and_the_agent_system_prompt_follows_intact(
+def test_the_agent_system_prompt_leads_intact_and_the_block_follows(
     filled: OutputProfileMemory,
 ) -> None:
     model = RecordingChatModel()
     result = agent_for(filled, model).invoke(ask("Rome?"), context=Context(user_id="ana"))
     [received] = model.received
     block = filled.select("ana").text
-    assert received[0] == SystemMessage(content=f"{block}\n\n{SYSTEM}")
-    assert received[1:] == [HumanMessage("Rome?", id=received[1].id)]
-    assert sorted(parse_block(received[0].text)) == sorted(ANA)
+    assert received[0] == SystemMessage(content=SYSTEM)
+    assert received[1] == SystemMessage(content=block)
+    assert received[2:] == [HumanMessage("Rome?", id=received[2].id)]
+    assert sorted(parse_block(received[1].text)) == sorted(ANA)
     assert model.bound_tools and result["messages"][-1].text == "reply 1"
 
 
@@ -79,7 +80,8 @@ def test_block_is_not_written_into_state_or_the_checkpointer(
     assert not any("<user_profile>" in m.text for m in state)
     second = model.received[1]
     assert sum("<user_profile>" in m.text for m in second) == 1
-    assert [m.text for m in second[1:]] == ["one", "reply 1", "two"]
+    block = filled.select("ana").text
+    assert [m.text for m in second] == [SYSTEM, block, "one", "reply 1", "two"]
 
 
 def test_without_an_agent_system_prompt_the_block_is_the_system_message(
@@ -107,7 +109,7 @@ def test_users_never_see_each_others_entries(filled: OutputProfileMemory) -> Non
     agent = agent_for(filled, model)
     agent.invoke(ask("q"), context=Context(user_id="ana"))
     agent.invoke(ask("q"), context=Context(user_id="bob"))
-    ana, bob = (model.received[i][0].text for i in (0, 1))
+    ana, bob = (model.received[i][1].text for i in (0, 1))
     assert all(t in ana for t in ANA) and not any(t in ana for t in BOB)
     assert all(t in bob for t in BOB) and not any(t in bob for t in ANA)
 
@@ -118,7 +120,7 @@ def test_every_model_call_of_a_tool_loop_gets_the_block(filled: OutputProfileMem
     result = agent_for(filled, model).invoke(ask("Oslo?"), context=Context(user_id="ana"))
     assert len(model.received) == 2
     block = filled.select("ana").text
-    assert all(r[0].text == f"{block}\n\n{SYSTEM}" for r in model.received)
+    assert all(r[:2] == [SystemMessage(SYSTEM), SystemMessage(block)] for r in model.received)
     assert isinstance(model.received[1][-1], ToolMessage)
     assert result["messages"][-1].text == "Sunny."
 
@@ -129,7 +131,8 @@ async def test_async_agent_gives_the_same_messages(filled: OutputProfileMemory) 
     await agent_for(filled, async_model).ainvoke(ask("Paris?"), context=Context(user_id="bob"))
     strip = [[(type(m), m.text) for m in call] for call in sync_model.received]
     assert [[(type(m), m.text) for m in call] for call in async_model.received] == strip
-    assert async_model.received[0][0].text.startswith("<user_profile>")
+    assert async_model.received[0][0] == SystemMessage(SYSTEM)
+    assert async_model.received[0][1].text.startswith("<user_profile>")
 
 
 def test_user_id_from_a_dict_context_or_the_config(filled: OutputProfileMemory) -> None:
@@ -137,8 +140,8 @@ def test_user_id_from_a_dict_context_or_the_config(filled: OutputProfileMemory) 
     agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[filled.middleware()])
     agent.invoke(ask("a"), context={"user_id": "ana"})
     agent.invoke(ask("b"), config={"configurable": {"user_id": "bob"}})
-    assert sorted(parse_block(model.received[0][0].text)) == sorted(ANA)
-    assert sorted(parse_block(model.received[1][0].text)) == sorted(BOB)
+    assert sorted(parse_block(model.received[0][1].text)) == sorted(ANA)
+    assert sorted(parse_block(model.received[1][1].text)) == sorted(BOB)
 
 
 def test_missing_user_id_is_a_clear_error_and_the_model_is_not_called(
@@ -163,8 +166,9 @@ def test_selection_options_reach_the_agent(filled: OutputProfileMemory) -> None:
     middleware = filled.middleware(task="email", fill_from_profile=False, max_tokens=120)
     agent: Any = create_agent(model, [], system_prompt=SYSTEM, middleware=[middleware])
     agent.invoke(ask("hi"), context={"user_id": "ana"})
-    assert parse_block(model.received[0][0].text) == ["Email habit: greet by first name."]
-    assert filled.counter.count(model.received[0][0].text.split("\n\n" + SYSTEM)[0]) <= 120
+    assert model.received[0][0] == SystemMessage(SYSTEM)
+    assert parse_block(model.received[0][1].text) == ["Email habit: greet by first name."]
+    assert filled.counter.count(model.received[0][1].text) <= 120
 
 
 def test_content_block_system_prompt_keeps_its_blocks(filled: OutputProfileMemory) -> None:
@@ -173,13 +177,17 @@ def test_content_block_system_prompt_keeps_its_blocks(filled: OutputProfileMemor
         {"type": "text", "text": "Part two."},
     ]
     model = RecordingChatModel()
-    agent: Any = create_agent(
-        model, [], system_prompt=SystemMessage(content=blocks), middleware=[filled.middleware()]
-    )
-    agent.invoke(ask("hi"), context={"user_id": "ana"})
-    system = model.received[0][0]
-    assert system.content[1:] == blocks
-    assert system.text.startswith(filled.select("ana").text)
+    for placement in ("merge", "after_system"):
+        middleware = filled.middleware(placement=placement)
+        agent: Any = create_agent(
+            model, [], system_prompt=SystemMessage(content=blocks), middleware=[middleware]
+        )
+        agent.invoke(ask("hi"), context={"user_id": "ana"})
+    merged, after = model.received
+    assert merged[0].content[1:] == blocks
+    assert merged[0].text.startswith(filled.select("ana").text)
+    assert after[0] == SystemMessage(content=blocks)
+    assert after[1] == SystemMessage(filled.select("ana").text)
 
 
 def test_streaming_agent_gets_the_same_request(filled: OutputProfileMemory) -> None:
@@ -196,7 +204,7 @@ async def test_async_middleware_reads_the_store_off_the_event_loop(
     model = RecordingChatModel()
     await agent_for(filled, model).ainvoke(ask("hi"), context=Context(user_id="ana"))
     assert threads and threading.get_ident() not in threads
-    assert model.received[0][0].text.startswith("<user_profile>")
+    assert model.received[0][1].text.startswith("<user_profile>")
 
 
 PERSONAL = [
@@ -212,7 +220,7 @@ TEAM = [
 ]
 
 
-def test_two_memories_lead_one_agent_each_with_its_own_block(
+def test_two_memories_give_one_agent_each_its_own_block(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     personal = ephemeral_memory  # ana's own outputs, read per call from the context
@@ -235,21 +243,22 @@ def test_two_memories_lead_one_agent_each_with_its_own_block(
     first = personal.middleware(max_tokens=70)
     second = team.middleware(user_id="acme", max_tokens=90)
 
-    def system_seen(middleware: list[Any]) -> str:
+    def texts_seen(middleware: list[Any]) -> list[str]:
         model = RecordingChatModel()
         agent: Any = create_agent(
             model, [], system_prompt=SYSTEM, middleware=middleware, context_schema=Context
         )
         agent.invoke(ask("Lunch Tuesday?"), context=Context(user_id="ana"))
         [received] = model.received
-        assert [type(m) for m in received] == [SystemMessage, HumanMessage]
-        return received[0].text
+        assert [type(m) for m in received] == [SystemMessage] * 3 + [HumanMessage]
+        return [m.text for m in received]
 
     # middleware=[A, B]: A wraps B, so A adds its block first and B, nearer the model, then
-    # puts its own at the very top: the last middleware's block leads, then A's, then the
-    # agent's system prompt. Each block is exactly what its memory selects.
-    assert system_seen([first, second]) == f"{team_block}\n\n{personal_block}\n\n{SYSTEM}"
-    assert system_seen([second, first]) == f"{personal_block}\n\n{team_block}\n\n{SYSTEM}"
+    # puts its own after every leading system message, A's block included: the agent's
+    # system prompt, then A's block, then B's. Each block is exactly what its memory selects.
+    lunch = "Lunch Tuesday?"
+    assert texts_seen([first, second]) == [SYSTEM, personal_block, team_block, lunch]
+    assert texts_seen([second, first]) == [SYSTEM, team_block, personal_block, lunch]
 
 
 def test_after_system_puts_the_block_after_the_agent_system_prompt(
@@ -330,5 +339,6 @@ async def test_after_system_async_agent_gives_the_same_messages(
 def test_a_middleware_breakpoint_without_after_system_is_refused(
     filled: OutputProfileMemory,
 ) -> None:
-    with pytest.raises(InvalidInputError, match="after_system"):
-        filled.middleware(cache_breakpoint=True)
+    for placement in ("merge", "separate"):
+        with pytest.raises(InvalidInputError, match="after_system"):
+            filled.middleware(placement=placement, cache_breakpoint=True)

@@ -227,9 +227,11 @@ def test_the_middleware_sets_placement_per_call(filled: OutputProfileMemory) -> 
     agent: Any = create_agent(
         model, [], system_prompt="You are terse.", middleware=[filled.middleware()]
     )
-    agent.invoke({"messages": [HumanMessage("hi")]}, config=cfg(profile_placement="after_system"))
-    assert model.texts(0)[0] == "You are terse."
-    assert model.texts(0)[1] == filled.select("ana").text
+    agent.invoke({"messages": [HumanMessage("hi")]}, config=cfg(profile_placement="merge"))
+    agent.invoke({"messages": [HumanMessage("hi")]}, config=cfg())  # the default: after_system
+    block = filled.select("ana").text
+    assert model.texts(0) == [f"{block}\n\nYou are terse.", "hi"]
+    assert model.texts(1) == ["You are terse.", block, "hi"]
 
 
 async def test_the_store_reads_the_config_of_an_async_run(filled: OutputProfileMemory) -> None:

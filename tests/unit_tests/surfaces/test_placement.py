@@ -161,7 +161,7 @@ def test_the_config_key_declares_and_accepts_after_system(filled: OutputProfileM
     assert "after_system" in str(spec.annotation)
     model = RecordingChatModel()
     prompt = ChatPromptTemplate.from_messages([("system", STATIC), ("human", "{q}")])
-    chain = prompt | filled.injector() | model
+    chain = prompt | filled.injector(placement="merge") | model  # not the default: the key acts
     chain.invoke({"q": "hi"}, config=cfg("ana", profile_placement="after_system"))
     chain.invoke({"q": "hi"}, config=cfg("ana"))
     block = filled.select("ana").text
@@ -170,8 +170,9 @@ def test_the_config_key_declares_and_accepts_after_system(filled: OutputProfileM
 
 
 def test_a_breakpoint_without_after_system_is_refused(filled: OutputProfileMemory) -> None:
-    with pytest.raises(InvalidInputError, match="after_system"):
-        filled.injector(cache_breakpoint=True)
+    for placement in ("merge", "separate"):
+        with pytest.raises(InvalidInputError, match="after_system"):
+            filled.injector(placement=placement, cache_breakpoint=True)
     with pytest.raises(InvalidInputError, match="cache_breakpoint"):
         filled.injector(placement="after_system", cache_breakpoint="yes")
     injector = filled.injector(placement="after_system", cache_breakpoint=True)
