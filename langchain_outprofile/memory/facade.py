@@ -743,7 +743,8 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     # -- LangChain surfaces ---------------------------------------------------------------
 
     def injector(self, user_id: str | None = None, **settings: Any) -> ProfileInjector:
-        """A runnable for ``prompt | memory.injector() | model`` that puts the block first.
+        """A runnable for ``prompt | memory.injector() | model`` that adds the block (by
+        default as its own system message after the prompt's system messages).
 
         ``user_id`` defaults to ``config["configurable"]["user_id"]`` on each call;
         ``settings`` are :class:`ProfileInjector`'s (``placement``, ``options``,
@@ -759,7 +760,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         return ProfileInjector(self, user_id=user_id, **settings)
 
     def middleware(self, user_id: str | None = None, **settings: Any) -> ProfileMiddleware:
-        """A ``create_agent`` middleware leading each model call with the block.
+        """A ``create_agent`` middleware that gives each model call the block.
 
         Needs the ``agents`` extra (``pip install 'langchain-outprofile[agents]'``);
         ``settings`` are :class:`ProfileMiddleware`'s.
