@@ -231,16 +231,20 @@ def side_by_side(run: DemoRun) -> Table:
             for a, u in zip(answers, DEMO_ANSWERED, strict=True)
         )
     )
-    grid.add_row(*(Text(_first_read(run, u), style="dim") for u in DEMO_ANSWERED))
+    grid.add_row(*(Text(_block_read(run, u), style="dim") for u in DEMO_ANSWERED))
     return grid
 
 
-def _first_read(run: DemoRun, user: str) -> str:
+def _block_read(run: DemoRun, user: str) -> str:
+    """Where the model read the user's block: after how many of the app's messages."""
     messages = run.model_inputs.get(user) or []
     if not messages:
         return "(the model's input was not recorded)"
-    first = messages[0]
-    if not run.blocks.get(user) or not first.text.startswith(run.blocks[user]):
-        return f"the model's first message did not start with {user}'s block"
-    entries = run.blocks[user].count("<entry ")
-    return f"the model read first: a {first.type} message led by {user}'s block ({entries} entries)"
+    block = run.blocks.get(user)
+    at = next((i for i, m in enumerate(messages) if block and m.text.startswith(block)), None)
+    if block is None or at is None:
+        return f"the model's input did not carry {user}'s block"
+    entries = block.count("<entry ")
+    where = "first" if at == 0 else f"after the app's {at} system message{'s' * (at > 1)}"
+    kind = messages[at].type
+    return f"the model read {user}'s block ({entries} entries) {where}, as a {kind} message"

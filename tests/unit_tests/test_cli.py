@@ -554,7 +554,7 @@ needs_local_model = pytest.mark.skipif(
 
 
 @needs_local_model
-def test_demo_sends_each_users_block_first_to_the_real_model() -> None:
+def test_demo_sends_each_users_block_after_the_apps_prompt_to_the_real_model() -> None:
     console = Console(record=True, width=160)
     shown = run_demo(console)
     printed = console.export_text()
@@ -565,12 +565,13 @@ def test_demo_sends_each_users_block_first_to_the_real_model() -> None:
     for user in DEMO_ANSWERED:
         assert shown.answers[user]
         assert f"answer for {user}" in printed
-        first, *rest = shown.model_inputs[user]
-        assert first.type == "system" and first.text.startswith(shown.blocks[user])
+        app, block, *rest = shown.model_inputs[user]
+        assert app.type == "system" and shown.blocks[user] not in app.text
+        assert block.type == "system" and block.text == shown.blocks[user]
         others = [u for u in DEMO_PROFILES if u != user]
-        assert not any(text in first.text for u in others for text, _ in DEMO_PROFILES[u])
+        assert not any(text in block.text for u in others for text, _ in DEMO_PROFILES[u])
         assert rest[-1].type == "human"
-    assert "led by dana_dev's block (5 entries)" in printed
+    assert "read dana_dev's block (5 entries) after the app's 1 system message" in printed
     assert shown.seconds < 120
 
 

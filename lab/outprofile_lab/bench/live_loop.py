@@ -135,7 +135,9 @@ def _our_turn(
     turns.total.append(_clock() - start)
     turns.read.append(read)
     turns.record.append(record)
-    turns.blocks.append(str(sent[0].content))
+    # the block is its own message, after the app's system prompt by default
+    header = memory.template.header
+    turns.blocks.append(next(str(m.content) for m in sent if str(m.content).startswith(header)))
     if after_append:
         turns.read_after_append.append(read)
 
