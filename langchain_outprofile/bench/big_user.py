@@ -65,6 +65,7 @@ BIG_USER_COLUMNS = (
     ("small p99 ms", "small_p99_ms"),
     ("forget s", "forget_s"),
     ("forget RSS MB", "forget_rss_mb"),
+    ("load avg", "load_avg"),
 )
 
 
@@ -166,6 +167,7 @@ def big_user_scenario(
         for n, tree in enumerate(trees):
             path = Path(tmp) / f"store-{n}"
             row: dict[str, Any] = {"code": tree or "this", "entries": entries}
+            row["load_avg"] = os.getloadavg()[0]  # the machine's, at the start: others' work
             for phase in _PHASES:
                 row.update(_child(phase, path, entries, max_tokens, seed, tree))
                 print(f"{row['code']}: {phase} done {json.dumps(row)}", file=sys.stderr, flush=True)
