@@ -19,8 +19,10 @@ Every phase runs in a process of its own (``python -m langchain_outprofile.bench
    store for the version every time (``cache_ttl_s=0``), while the big user exists.
 5. ``forget``: ``forget`` of the big user in a new process.
 
-``--trees A,B`` runs every phase once per source tree (its root on ``PYTHONPATH``), each on
-a store built by that tree, so "before" and "after" come from one run, side by side.
+``--trees A,B`` runs every phase for each source tree (its root on ``PYTHONPATH``), each on
+a store built by that tree, the trees taking turns phase by phase, so "before" and "after"
+come from one run, side by side; ``--repeats`` gives medians of several runs (the machine
+this was measured on is shared, and one run of a phase varied by 2x with its load).
 
 Run ``python -m langchain_outprofile.bench --scenario big-user --big-user-entries 200000``.
 """
@@ -31,6 +33,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +54,7 @@ __all__ = ["BIG_USER_COLUMNS", "big_user_scenario"]
 _CHUNK = 5000
 _SMALL_ENTRIES = 200
 _COLLECTION = "bench-big-user"
-_PHASES = ("build", "first-read", "cold-read", "small-user", "forget")
+_PHASES = ("build", "touch", "first-read", "cold-read", "small-user", "forget")
 
 BIG_USER_COLUMNS = (
     ("code", "code"),
@@ -106,6 +110,9 @@ def _phase(phase: str, path: str, entries: int, max_tokens: int, seed: int) -> d
         build_s = time.perf_counter() - start
         memory.add_many(list(user_entries(1, _SMALL_ENTRIES, seed=seed)))
         return {"build_s": build_s}
+    if phase == "touch":  # a write of the big user: the next first read ranks again
+        _memory(path).add(f"A new answer, written at {time.time_ns()}.", user_id=big)
+        return {}
     if phase == "first-read":
         memory = _memory(path)
         open_rss = _rss_mb()
@@ -158,20 +165,48 @@ def big_user_scenario(
     max_tokens: int = 600,
     seed: int = 0,
     trees: Sequence[str | None] = (None,),
+    repeats: int = 1,
     root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every phase (module docstring) for each source tree in ``trees`` (None: this
-    process's own ``PYTHONPATH``), one store per tree; returns one row per tree."""
-    rows: list[dict[str, Any]] = []
+    process's own ``PYTHONPATH``), one store per tree; returns one row per tree, each
+    figure the median of ``repeats`` runs. The trees take turns phase by phase, so a
+    change in the machine's load falls on all of them; before each repeat after the first,
+    one ``add`` of the big user makes the next first read rank again, and every ``forget``
+    but the last runs on a copy of the store."""
+    samples: list[dict[str, list[float]]] = [{} for _ in trees]
+    rows = [
+        {"code": tree or "this", "entries": entries, "load_avg": os.getloadavg()[0]}
+        for tree in trees
+    ]
+
+    def run(phase: str, n: int, path: Path) -> None:
+        for key, value in _child(phase, path, entries, max_tokens, seed, trees[n]).items():
+            samples[n].setdefault(key, []).append(float(value))
+        print(f"{rows[n]['code']}: {phase} done", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="outprofile-big-user-", dir=root) as tmp:
-        for n, tree in enumerate(trees):
-            path = Path(tmp) / f"store-{n}"
-            row: dict[str, Any] = {"code": tree or "this", "entries": entries}
-            row["load_avg"] = os.getloadavg()[0]  # the machine's, at the start: others' work
-            for phase in _PHASES:
-                row.update(_child(phase, path, entries, max_tokens, seed, tree))
-                print(f"{row['code']}: {phase} done {json.dumps(row)}", file=sys.stderr, flush=True)
-            rows.append(row)
+        stores = [Path(tmp) / f"store-{n}" for n in range(len(trees))]
+        for n, store in enumerate(stores):
+            run("build", n, store)
+        for repeat in range(repeats):
+            for n, store in enumerate(stores):
+                if repeat:
+                    run("touch", n, store)
+                for phase in ("first-read", "cold-read", "small-user"):
+                    run(phase, n, store)
+        for repeat in range(repeats):
+            for n, store in enumerate(stores):
+                last = repeat == repeats - 1
+                target = store if last else Path(tmp) / "forget-copy"
+                if not last:
+                    shutil.copytree(store, target)
+                run("forget", n, target)
+                if not last:
+                    shutil.rmtree(target)
+    for row, measured in zip(rows, samples, strict=True):
+        row.update({key: statistics.median(values) for key, values in measured.items()})
+        row["repeats"] = repeats
     return rows
 
 

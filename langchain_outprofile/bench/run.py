@@ -251,6 +251,9 @@ def bench_command(
     big_user_entries: Annotated[
         int, typer.Option(help="Entries of the big-user scenario's one user.")
     ] = 200_000,
+    big_user_repeats: Annotated[
+        int, typer.Option(help="big-user: runs of each phase per tree (medians).")
+    ] = 1,
     trees: Annotated[
         list[str] | None,
         typer.Option(
@@ -287,6 +290,7 @@ def bench_command(
             embedded only).
         turns: turns of each live loop or thread (shared-prefix: of each user).
         big_user_entries: entries of the big-user scenario's one user.
+        big_user_repeats: big-user: runs of each phase per tree; the row holds medians.
         trees: big-user: source trees (each put on ``PYTHONPATH``) to run side by side.
 
     Example:
@@ -309,7 +313,7 @@ def bench_command(
     if scenario == "big-write":
         return _big_write(modes, many_entries, max_tokens, seed, out)
     if scenario == "big-user":
-        return _big_user(big_user_entries, trees or [], max_tokens, seed, out)
+        return _big_user(big_user_entries, trees or [], big_user_repeats, max_tokens, seed, out)
     if scenario not in ("suite", "live-loop"):
         raise InvalidInputError(f"scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
     columns = _COLUMNS if scenario == "suite" else LIVE_LOOP_COLUMNS
@@ -409,18 +413,32 @@ def _big_write(
 
 
 def _big_user(
-    entries: int, trees: Sequence[str], max_tokens: int, seed: int, out: Path | None
+    entries: int,
+    trees: Sequence[str],
+    repeats: int,
+    max_tokens: int,
+    seed: int,
+    out: Path | None,
 ) -> dict[str, Any]:
     """One user of ``entries`` entries, every phase in a fresh process, per source tree."""
     if entries <= 0:
         raise InvalidInputError("the big-user scenario needs --user-entries above 0")
     rows = big_user_scenario(
-        entries=entries, max_tokens=max_tokens, seed=seed, trees=list(trees) or [None]
+        entries=entries,
+        max_tokens=max_tokens,
+        seed=seed,
+        trees=list(trees) or [None],
+        repeats=repeats,
     )
     report = {
         "rows": rows,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"scenario": "big-user", "max_tokens": max_tokens, "seed": seed},
+        "settings": {
+            "scenario": "big-user",
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "repeats": repeats,
+        },
     }
     print(_table(rows, BIG_USER_COLUMNS))
     if out is not None:
@@ -501,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scenario", default="suite", choices=SCENARIOS)
     parser.add_argument("--turns", type=int, default=30, help="turns of each live loop")
     parser.add_argument("--big-user-entries", type=int, default=200_000)
+    parser.add_argument("--big-user-repeats", type=int, default=1)
     parser.add_argument("--trees", default="", help="big-user: source trees, comma separated")
     args = parser.parse_args(argv)
     bench_command(
@@ -516,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         scenario=args.scenario,
         turns=args.turns,
         big_user_entries=args.big_user_entries,
+        big_user_repeats=args.big_user_repeats,
         trees=[t for t in args.trees.split(",") if t],
     )
 

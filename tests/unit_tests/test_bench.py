@@ -57,7 +57,7 @@ def test_the_big_user_phases_report_reads_rss_and_a_complete_forget(
 ) -> None:
     # the phases in this process, in the order the scenario runs them in children
     row: dict[str, Any] = {}
-    for phase in ("build", "first-read", "cold-read", "small-user", "forget"):
+    for phase in ("build", "first-read", "cold-read", "touch", "small-user", "forget"):
         big_user.main(["--phase", phase, "--path", str(tmp_path), "--entries", "300"])
         row.update(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert row["first_read_s"] > 0 and row["first_read_rss_mb"] >= row["open_rss_mb"] > 0
