@@ -150,9 +150,14 @@ def _child(
     if tree:
         env["PYTHONPATH"] = tree
     command = [sys.executable, "-m", "langchain_outprofile.bench.big_user", "--phase", phase]
+    command += ["--expect", tree or ""]
     command += ["--path", str(path), "--entries", str(entries)]
     command += ["--max-tokens", str(max_tokens), "--seed", str(seed)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # ``-m`` puts the working directory first on sys.path: run in the tree, or a checkout
+    # there would be imported instead of it
+    done = subprocess.run(
+        command, env=env, cwd=tree or None, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -218,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--max-tokens", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--expect", default="", help="the source tree this must run from")
     args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parents[2]
+    if args.expect and here != Path(args.expect).resolve():
+        raise SystemExit(f"imported from {here}, not {args.expect}")
     result = _phase(args.phase, args.path, args.entries, args.max_tokens, args.seed)
     print(json.dumps(result), flush=True)
 
