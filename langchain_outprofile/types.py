@@ -389,6 +389,11 @@ class ProfileEntry:
         )
 
 
+_SIGNAL_OF = {s.value: s for s in Signal}
+"""Signals by name: a dictionary lookup, where ``Signal(name)`` costs an enum call per
+signal of every entry of a cold read."""
+
+
 def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntry:
     """An entry from fields this package wrote itself (a row payload or a saved snapshot):
     no validation, since it runs for every entry of a cold read. ``signals`` may be a list
@@ -399,7 +404,7 @@ def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntr
         id=id_,
         user_id=user_id,
         text=str(data["text"]),
-        signals=tuple(Signal(s) for s in names if s),
+        signals=tuple(_SIGNAL_OF.get(s) or Signal(s) for s in names if s),
         strength=float(data["strength"]),
         task=str(data.get("task", "")),
         source_input=str(data.get("source_input", "")),

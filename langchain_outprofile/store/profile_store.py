@@ -100,7 +100,12 @@ _METADATAS: Any = ["metadatas"]
 _WHERE_IN = 100  # entry ids per ``$in`` filter of the log
 _STALE_AT = "stale_at"
 """Log key: when a process first found a pending event stale, by its own clock."""
-_READ_PAGE = 10_000
+_READ_PAGE = 1_000
+"""Rows a read of texts and metadata returns at most (more are read by id, a page at a
+time). Chroma's SQLite fails past its SQL variables ("too many SQL variables" at 100k
+rows), and what a read allocates on Chroma's side stays in the process's peak RSS: reading
+a 20,000-event log by id raised it by 132 MB in pages of 10,000, 56 MB in pages of 2,000
+and 5 MB in pages of 500, in the same time (issue 24, item 21)."""
 # Set on collections created by a release that writes a version row for every user it
 # writes. A collection without it (written before version rows existed) may hold users with
 # no version row: ``user_ids`` then scans the entries once and writes the missing rows.
@@ -923,16 +928,28 @@ class ProfileStore:
         events), then the forget event itself. Returns how many entry rows went."""
         user = forget.user_id
         await self.state.forget(user)
-        removed = 0
-        while True:
-            ids = await self._ids_where({"user_id": user}, limit=self.delete_batch)
-            await self._drop_rows(ids)
-            removed += len(ids)
-            if len(ids) < self.delete_batch:
-                break
-            await pause(self._write_lock)
-        events = await self._user_events(user)
-        voided = [e.id for e in events if e.order < forget.order]
+        # the user's row ids are read whole and deleted a batch at a time, then read again
+        # for rows a racing write added: reading the first ``delete_batch`` ids again per
+        # batch (what this did) makes Chroma filter every row the user has left each time.
+        # Ids read once and never deleted (an app's document, checked by _drop_rows) are
+        # not tried again.
+        user_where: dict[str, Any] = {"user_id": user}
+        tried: set[str] = set()
+        while ids := [i for i in await self._ids_where(user_where) if i not in tried]:
+            tried.update(ids)
+            for batch in batches(ids, self.delete_batch):
+                await self._drop_rows(batch)
+                await pause(self._write_lock)
+        removed = len(tried)
+        # events stamped before the forget are voided whatever they hold: their ids alone
+        # are read (every event's text and metadata were half of a forget's reads and its
+        # memory, issue 24, item 21); only those stamped at or after it are read in full,
+        # to order ties and to find the writes that came after it
+        early = await self._log_ids_where({"$and": [user_where, {"at": {"$lt": forget.at}}]})
+        late = {"$and": [user_where, {"at": {"$gte": forget.at}}]}
+        events = events_from(await self._log_get(where=late, include=_METADATAS))
+        events = [e for e in events if e.user_id == user]
+        voided = early + [e.id for e in events if e.order < forget.order]
         for batch in batches(voided, self.delete_batch):
             await self._drop_events(batch)
             await pause(self._write_lock)
@@ -1098,7 +1115,11 @@ class ProfileStore:
             first = await self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 eager = first
-        rows = rows_from(eager) if eager is not None else await self._rows_where(where)
+        if eager is not None:
+            rows = rows_from(eager)
+            row_ids = {r.id for r in rows}
+        else:
+            row_ids, rows = await self._row_ids_and_bases(where)
         fold = Fold(user, {r.id: r.entry for r in rows if r.legacy and r.entry.user_id == user})
         fold.add(await self._user_events(user))
         now = self.clock()  # an expired entry reads as gone, before any expiry deletes it
@@ -1107,7 +1128,6 @@ class ProfileStore:
         if not with_vectors:
             zeros = np.zeros((len(entries), self._dimension), np.float32)
             return StoredProfile(tuple(entries), zeros), fold
-        row_ids = {r.id for r in rows}
         lost = [e for e in entries if e.id not in row_ids]
         known = dict(
             zip([e.id for e in lost], await self._embed([e.text for e in lost]), strict=True)
@@ -1360,6 +1380,24 @@ class ProfileStore:
         ids = await self._ids_where(where)
         return [r for page in batches(ids, _READ_PAGE) for r in await self._rows_by_id(list(page))]
 
+    async def _row_ids_and_bases(self, where: Any) -> tuple[set[str], list[Row]]:
+        """The ids of the entry rows matching ``where`` (this package's), and those rows
+        read in full that hold a base: written before the log (no ``lg`` mark). A row
+        written since the log is a writer's cache of the fold, which a load computes from
+        the events anyway, so its text and metadata are not read: two reads of ids (every
+        row, the marked rows), then the few unmarked rows by id. Reading every row in full
+        was a third of a cold read and a second copy of every text in memory (issue 24,
+        item 21). Chroma's ``$ne`` would match rows without the mark in one read, but that
+        it matches a missing key is not documented, and a base missed is an entry lost."""
+        ids = await self._ids_where(where)
+        marked = set(await self._ids_where({"$and": [where, {LOG_MARK: True}]}))
+        rows = [
+            r
+            for page in batches([i for i in ids if i not in marked], _READ_PAGE)
+            for r in await self._rows_by_id(list(page))
+        ]
+        return marked | {r.id for r in rows}, rows
+
     async def _rows_by_id(self, ids: list[str]) -> list[Row]:
         if not ids:
             return []
@@ -1378,7 +1416,10 @@ class ProfileStore:
         return found
 
     async def _log_ids(self, user: str) -> list[str]:
-        return list((await self._log_get(where={"user_id": user}, include=[]))["ids"])
+        return await self._log_ids_where({"user_id": user})
+
+    async def _log_ids_where(self, where: Any) -> list[str]:
+        return list((await self._log_get(where=where, include=[]))["ids"])
 
     async def _log_get(self, **query: Any) -> Any:
         return await self._get(self._log, query)
@@ -1390,7 +1431,8 @@ class ProfileStore:
         ``user_id`` they carry, to a read, a count, a listing or a user's delete. The filter
         costs (a user's ids: 15 -> 48 ms at 5,000 rows), so a collection this package
         created goes without; there, and for reads by id, ``rows_from`` still skips any row
-        that is not its own, and ``_drop_rows`` deletes only rows that are."""
+        that is not its own, and in a brought collection ``_drop_rows`` deletes only rows
+        that are."""
         if self._shared and "ids" not in query:
             query["where"] = own_where(query.get("where"))
         return await self._get(self._collection, query)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from langchain_outprofile.errors import InvalidInputError, LocalModelUnavailableError
 from langchain_outprofile.local import local_model_path
 from langchain_outprofile.tokens import TokenCounter
+from outprofile_lab.bench import big_user
 from outprofile_lab.bench.big_write import big_write_scenario
 from outprofile_lab.bench.live_loop import live_loop_scenario
 from outprofile_lab.bench.prompt_cache import _evaluated_since
@@ -48,6 +50,19 @@ def test_the_big_write_reports_another_users_reads_during_it() -> None:
     assert row["entries"] == 300 and row["reads"] >= 1
     assert 0 < row["read_p50_ms"] <= row["read_p99_ms"] <= row["read_max_ms"]
     assert row["write_s"] > 0 and row["idle_read_p99_ms"] > 0
+
+
+def test_the_big_user_phases_report_reads_rss_and_a_complete_forget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the phases in this process, in the order the scenario runs them in children
+    row: dict[str, Any] = {}
+    for phase in ("build", "first-read", "cold-read", "touch", "small-user", "forget"):
+        big_user.main(["--phase", phase, "--path", str(tmp_path), "--entries", "300"])
+        row.update(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert row["first_read_s"] > 0 and row["first_read_rss_mb"] >= row["open_rss_mb"] > 0
+    assert row["warm_read_ms"] > 0 and row["cold_read_ms"] > 0 and row["small_p99_ms"] > 0
+    assert row["forget_s"] > 0 and row["left_after_forget"] == 0
 
 
 def test_prompt_eval_counts_are_read_from_the_servers_log(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from chromadb.config import Settings
 
 from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.store.rows import PAYLOAD_KEY
+from outprofile_lab.bench.big_user import BIG_USER_COLUMNS, big_user_scenario
 from outprofile_lab.bench.big_write import BIG_WRITE_COLUMNS, big_write_scenario
 from outprofile_lab.bench.live_loop import LIVE_LOOP_COLUMNS, live_loop_scenario
 from outprofile_lab.bench.prompt_cache import prompt_cache_command
@@ -33,7 +34,7 @@ from outprofile_lab.bench.synthetic import queries, user_entries, user_name
 
 __all__ = ["SCENARIOS", "bench_command", "main", "shared_prefix_table"]
 
-SCENARIOS = ("suite", "live-loop", "prompt-cache", "shared-prefix", "big-write")
+SCENARIOS = ("suite", "live-loop", "prompt-cache", "shared-prefix", "big-write", "big-user")
 
 _INGEST_CHUNK = 5000
 _COLUMNS = (
@@ -241,11 +242,25 @@ def bench_command(
             "turns with feedback against a similarity memory), prompt-cache (a thread "
             "through ChatOpenAI and the local model server per block kind), shared-prefix "
             "(8 users taking turns under one static system prompt, the block first or after "
-            "it) or big-write (another user's reads during one add_many of --many-entries "
-            "entries)."
+            "it), big-write (another user's reads during one add_many of --many-entries "
+            "entries) or big-user (one user of --big-user-entries entries: first, cold and warm "
+            "read, RSS, another user's reads and forget, each in a fresh process)."
         ),
     ] = "suite",
     turns: Annotated[int, typer.Option(help="Turns of each live loop or thread.")] = 30,
+    big_user_entries: Annotated[
+        int, typer.Option(help="Entries of the big-user scenario's one user.")
+    ] = 200_000,
+    big_user_repeats: Annotated[
+        int, typer.Option(help="big-user: runs of each phase per tree (medians).")
+    ] = 1,
+    trees: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="big-user: source trees to compare, each put on PYTHONPATH for its phases "
+            "(repeat the option; default: this install)."
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Run the benchmark suite, print a markdown table, and write the numbers as JSON.
 
@@ -269,8 +284,14 @@ def bench_command(
             threads under one ~1,000-token system prompt, block first vs after it:
             ``bench/shared_prefix.py``; ``max_tokens`` is the block's budget) or
             ``big-write`` (another user's reads, p50/p99, during one ``add_many`` of
-            ``many_entries`` entries: ``bench/big_write.py``).
+            ``many_entries`` entries: ``bench/big_write.py``) or ``big-user`` (one user of
+            ``big_user_entries`` entries: its first, cold and warm read, peak RSS, another
+            user's reads and ``forget``, each in a fresh process: ``bench/big_user.py``;
+            embedded only).
         turns: turns of each live loop or thread (shared-prefix: of each user).
+        big_user_entries: entries of the big-user scenario's one user.
+        big_user_repeats: big-user: runs of each phase per tree; the row holds medians.
+        trees: big-user: source trees (each put on ``PYTHONPATH``) to run side by side.
 
     Example:
         ```python
@@ -291,6 +312,8 @@ def bench_command(
         return _shared_prefix(turns, max_tokens, seed, out)
     if scenario == "big-write":
         return _big_write(modes, many_entries, max_tokens, seed, out)
+    if scenario == "big-user":
+        return _big_user(big_user_entries, trees or [], big_user_repeats, max_tokens, seed, out)
     if scenario not in ("suite", "live-loop"):
         raise InvalidInputError(f"scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
     columns = _COLUMNS if scenario == "suite" else LIVE_LOOP_COLUMNS
@@ -389,6 +412,41 @@ def _big_write(
     return report
 
 
+def _big_user(
+    entries: int,
+    trees: Sequence[str],
+    repeats: int,
+    max_tokens: int,
+    seed: int,
+    out: Path | None,
+) -> dict[str, Any]:
+    """One user of ``entries`` entries, every phase in a fresh process, per source tree."""
+    if entries <= 0:
+        raise InvalidInputError("the big-user scenario needs --user-entries above 0")
+    rows = big_user_scenario(
+        entries=entries,
+        max_tokens=max_tokens,
+        seed=seed,
+        trees=list(trees) or [None],
+        repeats=repeats,
+    )
+    report = {
+        "rows": rows,
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "settings": {
+            "scenario": "big-user",
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "repeats": repeats,
+        },
+    }
+    print(_table(rows, BIG_USER_COLUMNS))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
+
+
 def _prompt_cache(turns: int, block_tokens: int, seed: int, out: Path | None) -> dict[str, Any]:
     report = prompt_cache_command(
         turns=turns,
@@ -460,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("outprofile-bench.json"))
     parser.add_argument("--scenario", default="suite", choices=SCENARIOS)
     parser.add_argument("--turns", type=int, default=30, help="turns of each live loop")
+    parser.add_argument("--big-user-entries", type=int, default=200_000)
+    parser.add_argument("--big-user-repeats", type=int, default=1)
+    parser.add_argument("--trees", default="", help="big-user: source trees, comma separated")
     args = parser.parse_args(argv)
     bench_command(
         sizes=[int(s) for s in args.sizes.split(",") if s] or [0],
@@ -473,6 +534,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         out=args.out,
         scenario=args.scenario,
         turns=args.turns,
+        big_user_entries=args.big_user_entries,
+        big_user_repeats=args.big_user_repeats,
+        trees=[t for t in args.trees.split(",") if t],
     )
 
 

@@ -194,10 +194,15 @@ def _row_format_1_collection(client: chromadb.api.ClientAPI, schema: int) -> str
     return name
 
 
-def test_rows_of_format_1_are_read_and_folded_into(make_memory: MemoryFactory) -> None:
+@pytest.mark.parametrize("eager_rows", [512, 0], ids=["one-read", "paged"])
+def test_rows_of_format_1_are_read_and_folded_into(
+    make_memory: MemoryFactory, eager_rows: int
+) -> None:
     probe = make_memory()
     name = _row_format_1_collection(probe.store.client, schema=1)
     memory = make_memory(collection_name=name)
+    # paged: a big profile's load reads rows by id only where they hold a base
+    memory.store.eager_rows = eager_rows
 
     (record,) = memory.export("ana")
     assert record["text"] == "Written by the old version!"
