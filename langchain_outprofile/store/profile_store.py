@@ -878,10 +878,6 @@ class ProfileStore:
             if own:
                 await settle(self._collection.delete(ids=own))  # ids checked as the user's
 
-    def delete_user(self, user_id: str) -> int:
-        """Hard-delete every entry of one user: see :meth:`adelete_user`."""
-        return self._run(self.adelete_user(user_id))
-
     async def adelete_user(self, user_id: str) -> int:
         """Hard-delete everything of one user, pending entries included; returns how many
         entries went.
@@ -978,10 +974,6 @@ class ProfileStore:
             await settle(client.delete_collection(self._collection.name))
 
     # -- profile versions, stored selections and thread pins -----------------------------
-
-    def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
-        """See :meth:`StateRows.snapshot`."""
-        return self._run(self.asnapshot(user_id, key))
 
     async def asnapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
         """See :meth:`StateRows.snapshot`."""
@@ -1250,10 +1242,6 @@ class ProfileStore:
         is claimed by the first run that records it, so it names one run of one user."""
         found = events_from(await self._log_get(ids=[run_event_id(run_id)], include=_METADATAS))
         return found[0] if found else None
-
-    def find_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
-        """See :meth:`afind_runs`."""
-        return self._run(self.afind_runs(run_id, user_id))
 
     async def afind_runs(self, run_id: str, user_id: str | None = None) -> list[ProfileEntry]:
         """Entries whose rows carry a run id (of one user, when given), as they fold now,

@@ -9,6 +9,7 @@ to reach the network (``offline_session.py``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import json
@@ -92,7 +93,7 @@ def test_forget_is_a_hard_delete(memory: OutputProfileMemory) -> None:
     assert memory.store._collection.get(ids=ids, include=[])["ids"] == []
     assert memory.store._collection.get(where={"user_id": "ana"}, include=[])["ids"] == []
     assert memory.store._log.get(where={"user_id": "ana"}, include=[])["ids"] == []
-    assert memory.store.find_runs(run) == [] and memory.store.run(run) is None
+    assert asyncio.run(memory.store.afind_runs(run)) == [] and memory.store.run(run) is None
     with pytest.raises(UnknownRunError):
         memory.feedback(run, "endorsed")
     assert memory.export("ana") == [] and not memory.select("ana")
