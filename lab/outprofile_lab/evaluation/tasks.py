@@ -83,7 +83,6 @@ POPQUORN_STRATEGIES = ("none", "output-profile", "other-user", "other-rewriter",
 """POPQUORN's strategies, besides the random draws ``random-<k>``."""
 LAMP_EDITS_STRATEGIES = ("none", "output-profile", "other-writer")
 EDIT_PROMPT = "Edit this paragraph the way you edit writing:\n\n"
-EDITS_DUPLICATE_THRESHOLD = 0.99
 COAUTHOR_STRATEGIES = (
     "none",
     "output-profile",
@@ -367,11 +366,6 @@ class LampEditsTask:
 
     Each target is its own bootstrap unit (``Target.user``): three writers hold most of the
     edits, too few units for an interval over writers.
-
-    Blocks are selected with ``duplicate_threshold`` :data:`EDITS_DUPLICATE_THRESHOLD`, not the
-    default 0.92: under the default style embeddings, every two of a writer's ~190-word
-    paragraphs are at cosine 0.92 or more (W3: median 0.96, minimum 0.92), so the default
-    would keep one entry of any profile whatever the budget.
     """
 
     name = "lamp-edits"
@@ -449,12 +443,7 @@ class LampEditsTask:
         )
 
     def _select(self, name: str, budget: int, fields: Fields) -> str:
-        return self.memory.select(
-            name,
-            max_tokens=budget,
-            fields=fields,
-            duplicate_threshold=EDITS_DUPLICATE_THRESHOLD,
-        ).text
+        return self.memory.select(name, max_tokens=budget, fields=fields).text
 
     def _store(self, writer: str, leave_out: Callable[[WriterEdit], bool], name: str) -> str:
         """Store ``writer``'s edits but those ``leave_out`` names as profile ``name`` (once)."""
