@@ -340,6 +340,11 @@ def _ci(value: dict[str, Any] | None, fmt: str = "+.3f") -> str:
     return f"{value['mean']:{fmt}} [{value['lo']:{fmt}}, {value['hi']:{fmt}}]"
 
 
+def _wins(pair: dict[str, Any]) -> str:
+    """A paired comparison's share of users where ``a`` is better, or a dash."""
+    return "—" if pair.get("wins") is None else f"{pair['wins']:.0%}"
+
+
 def cells_markdown(report: dict[str, Any]) -> list[str]:
     """Markdown lines: the cells table, then the paired comparisons."""
     choice = any("pair_acc" in c for c in report["cells"])
@@ -373,7 +378,7 @@ def cells_markdown(report: dict[str, Any]) -> list[str]:
         "| ---: | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
     for p in report["paired"]:
-        wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+        wins = _wins(p)
         lines.append(
             f"| {p['budget']} | {p['placement']} | `{p['a']}` | `{p['b']}` | {p['metric']} | "
             f"{_ci(p)} | {p['n']} | {wins} |"
@@ -394,7 +399,7 @@ def placement_pairs_markdown(report: dict[str, Any]) -> list[str]:
         "| ---: | --- | --- | --- | ---: | ---: | ---: |",
     ]
     for p in report["placement_pairs"]:
-        wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+        wins = _wins(p)
         lines.append(
             f"| {p['budget']} | `{p['strategy']}` | {p['a']} | {p['b']} | {_ci(p)} | "
             f"{p['n']} | {wins} |"
@@ -579,6 +584,6 @@ def headroom_markdown(report: dict[str, Any]) -> list[str]:
         for a, b in HEADROOM_PAIRS:
             if (a, b) in paired:
                 p = paired[(a, b)]
-                wins = "—" if p.get("wins") is None else f"{p['wins']:.0%}"
+                wins = _wins(p)
                 lines.append(f"| `{a}` | `{b}` | {_ci(p)} | {p['n']} | {wins} |")
     return lines
