@@ -70,6 +70,7 @@ STRATEGIES = (
     "all-outputs-bm25",
     "other-rewriter",
     "op-specific",
+    "other-writer",
 )
 PLACEMENTS = ("leading", "middle", "trailing", "after-system")
 Placement = Literal["leading", "middle", "trailing", "after-system"]

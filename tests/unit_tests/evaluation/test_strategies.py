@@ -27,6 +27,11 @@ from outprofile_lab.evaluation.strategies import (
     word_counts,
     words_in,
 )
+from outprofile_lab.evaluation.tasks import (
+    COAUTHOR_STRATEGIES,
+    LAMP_EDITS_STRATEGIES,
+    POPQUORN_STRATEGIES,
+)
 
 ALL = [
     "output-profile",
@@ -226,3 +231,13 @@ def test_op_specific_needs_a_population(
     ingest(ephemeral_memory, [example])
     with pytest.raises(InvalidInputError, match="population"):
         build_block(ephemeral_memory, example, "op-specific", 200)
+
+
+@pytest.mark.parametrize(
+    "task_strategies", [POPQUORN_STRATEGIES, COAUTHOR_STRATEGIES, LAMP_EDITS_STRATEGIES]
+)
+def test_the_command_line_accepts_every_strategy_a_task_offers(
+    task_strategies: tuple[str, ...],
+) -> None:
+    """`--strategies` is parsed before the task is known: each task's names must pass it."""
+    assert parse_strategies(",".join(task_strategies)) == list(task_strategies)
