@@ -67,6 +67,7 @@ from langchain_outprofile.store.log import (
     Event,
     Fold,
     base_event_id,
+    credit_event,
     event_id,
     event_metadata,
     events_from,
@@ -448,6 +449,7 @@ class ProfileStore:
         *,
         event_ids: Sequence[str] | None = None,
         claim: bool = False,
+        served: Sequence[str] = (),
     ) -> Written:
         """Store entries: each one is a signal, added to the log as an event of its own.
 
@@ -468,12 +470,16 @@ class ProfileStore:
             claim: read the events back and raise :class:`RunIdConflictError` when one of
                 them was held already by another user or entry (a run id claimed first by
                 another run), before any entry row or version is written.
+            served: with ``claim``, the entries of the block the run was served, kept on
+                its claim for the credit its feedback gives them (:meth:`acredit`).
 
         Returns:
             What the write did (:class:`Written`).
         """
         at = self._stamp()
         events = put_events(entries, at=at, ids=event_ids)
+        if served:
+            events = [replace(e, entries=tuple(served)) for e in events]
         parts = list(batches(events, max(1, min(self._max_batch, self.write_batch))))
         stored: list[ProfileEntry] = []
         moved: set[str] = set()
@@ -577,6 +583,29 @@ class ProfileStore:
         await self._drop_rows(emptied)
         if emptied:  # maybe the user's last rows: listings confirm the user again
             await self.state.doubt([user])
+
+    def credit(
+        self, user_id: str, run_id: str, entries: Sequence[str], credit: int, *, why: str
+    ) -> Written:
+        """Credit the entries of a run's block: see :meth:`acredit`."""
+        return self._run(self.acredit(user_id, run_id, entries, credit, why=why))
+
+    async def acredit(
+        self, user_id: str, run_id: str, entries: Sequence[str], credit: int, *, why: str
+    ) -> Written:
+        """Add one ``credit`` event: the feedback ``why`` on run ``run_id`` credits (+1) or
+        debits (-1) each of ``entries``, the block the run was served. Its id comes from
+        the user, the run and ``why``, so replayed feedback counts once; each entry folds a
+        run's latest credit only (``log.py``). The user's version moves: the credit may
+        change a block that weighs it. No entry row is rewritten (rows are caches the
+        fold never reads), so feedback costs one row, whatever the block held."""
+        user = validate_user_id(user_id)
+        if credit not in (1, -1) or not entries:
+            raise InvalidInputError(f"a credit is +1 or -1 for one or more entries; got {credit}")
+        event = credit_event(user, run_id, entries, credit, at=self._stamp(), why=why)
+        await self._add_events([event])
+        await self.state.touch({user})
+        return Written([], {}, {user}, [event])
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
         """Store entries exactly as given (no folding): see :meth:`areplace`."""
