@@ -326,8 +326,11 @@ class Fold:
         """The entry as its events fold, or None when it does not exist (never put, deleted,
         forgotten)."""
         events = sorted([*self._by_entry.get(entry_id, ()), *self._forgets], key=_order)
-        # a base already copied into the log is folded once, as its event
-        state = None if base_event_id(entry_id) in self.events else self.bases.get(entry_id)
+        # a base already copied into the log is folded once, as its event (its id is
+        # hashed only for an entry with a base: one per entry was a tenth of a cold read)
+        state = self.bases.get(entry_id)
+        if state is not None and base_event_id(entry_id) in self.events:
+            state = None
         runs: dict[str, int] = {}  # the latest credit of each run, since the entry began
         for event in events:
             if event.kind == "credit":
