@@ -34,6 +34,9 @@ def test_feedback_credits_the_entries_of_approved_draws_and_debits_the_rest() ->
     beat_none = credit_offline.verdicts(FIRST.draws, "none", FIRST.none)
     assert beat_none == [True, True, True, False]
     assert credit_offline.entry_credit(BLOCKS, beat_none) == {"a": 3 / 4, "b": 3 / 4, "c": 2 / 4}
+    # a draw that only ties the bar does not beat it
+    assert credit_offline.verdicts((1.0, 2.0, 3.0), "median", 9.0) == [True, False, False]
+    assert credit_offline.verdicts((1.0, 2.0), "none", 2.0) == [True, False]
     with pytest.raises(ValueError, match="unknown rule"):
         credit_offline.verdicts(FIRST.draws, "mean", FIRST.none)
 
