@@ -513,9 +513,10 @@ def _run_writer(
         for arm in arms.arms:
             shared = None if arm == SIMILARITY else arms.serve(arm, round_ + 1, "")[0]
             for t in gold_rounds(round_, rounds, config.gold_next):
-                block = shared
-                if block is None:
+                if shared is None:  # the similarity arm retrieves for each gold's request
                     block = arms.serve(arm, round_ + 1, loop_request(writer.edits[t]))[0]
+                else:
+                    block = shared
                 rows.append(scorer_.score(arm, round_, t, block))
         advance()
     return rows

@@ -151,8 +151,8 @@ class LlamaScorer:
         )
         self.evaluated_tokens = 0
         self._lock = threading.Lock()
-        vocab = self.llm._model.vocab
-        self._end_of_generation = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+        self._vocab = self.llm._model.vocab
+        self._is_eog: Any = llama_cpp.llama_vocab_is_eog  # untyped in llama-cpp-python
 
     def prompt_text(self, messages: Sequence[Message]) -> str:
         """The prompt, ending where the assistant's reply starts: the model's own chat
@@ -202,6 +202,10 @@ class LlamaScorer:
                 if len(reply) < max_tokens:
                     logits = self._decode([token], logits=True)
         return llm.detokenize(reply).decode("utf-8", errors="replace")
+
+    def _end_of_generation(self, token: int) -> bool:
+        """Whether ``token`` ends a reply (end of turn or of text, as the model marks it)."""
+        return bool(self._is_eog(self._vocab, token))
 
     def _logits_after(self, prompt: list[int], target: list[int]) -> np.ndarray:
         """Logits predicting each target token (rows: last prompt token, target[:-1])."""
