@@ -168,6 +168,16 @@ def eval_command(
     try:
         require_extras(backend)
         if loop:
+            ignored = {
+                "--system-prompt-tokens": system_prompt_tokens != 0,
+                "--random-draws": random_draws != 0,
+                "--holdout": holdout != 1,
+                "--outputs": outputs is not None,
+                "--cached-only": cached_only,
+            }
+            refused = [flag for flag, given in ignored.items() if given]
+            if refused:
+                raise InvalidInputError(f"{', '.join(refused)} does not apply to --loop")
             paths = run_loop_command(
                 data,
                 arms=arms,

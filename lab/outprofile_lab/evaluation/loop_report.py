@@ -80,7 +80,8 @@ def loop_summary(
     over ``none`` (NLL(none) - NLL(arm), > 0 = better), each a bootstrap over writers.
     ``last_round``: each writer's last scored round: per arm the same, and ``pairs`` (``a``
     minus ``b`` as NLL(b) - NLL(a), > 0 = a better) for :data:`LAST_ROUND_PAIRS`.
-    ``growth``: per arm, its lift at the writer's last scored round minus at the first.
+    ``growth``: per arm, its lift at the writer's last scored round minus at the first
+    (writers scored at two rounds or more).
 
     Example:
         ```python
@@ -106,13 +107,17 @@ def loop_summary(
         if values:
             pairs.append({"a": a, "b": b, "metric": "nll", **_interval(values, seed)})
     growth = {}
-    by_writer_first = {w: cell for (w, _), cell in first.items()}
+    # a writer scored at one round only (two edits) has no growth to show: left out
+    early_cells = {w: (r, cell) for (w, r), cell in first.items()}
     for arm in shown:
         values = []
-        for (writer, _), cell in last.items():
-            late, early = _paired(cell, arm, "none"), _paired(by_writer_first[writer], arm, "none")
-            if late is not None and early is not None:
-                values.append(late - early)
+        for (writer, round_), cell in last.items():
+            start, early = early_cells[writer]
+            if start == round_:
+                continue
+            late, before = _paired(cell, arm, "none"), _paired(early, arm, "none")
+            if late is not None and before is not None:
+                values.append(late - before)
         growth[arm] = _interval(values, seed)
     return {
         "rounds": rounds_out,
@@ -146,12 +151,13 @@ def loop_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: per-round means, the last round and its pairs, growth."""
     meta = report.get("meta", {})
     arms = list(meta.get("arms", ARMS))
+    golds = f"the next {meta['gold_next']} edits" if meta.get("gold_next") else "every later edit"
     lines = [
         "# Closed loop: LAMP edits",
         "",
         f"Model `{meta.get('model')}`, mode `{meta.get('mode')}`, budget {meta.get('budget')}, "
-        f"placement `{meta.get('placement')}`, gold = the next {meta.get('gold_next') or 'all'} "
-        f"edits, scored every {meta.get('score_every')} rounds; {meta.get('writers')} writers "
+        f"placement `{meta.get('placement')}`, gold = {golds}, scored every "
+        f"{meta.get('score_every')} rounds; {meta.get('writers')} writers "
         f"({meta.get('writers_skipped')} with fewer than two edits skipped); "
         f"{meta.get('total_s')} s.",
         "",

@@ -259,8 +259,9 @@ def test_the_summary_pairs_the_arms_at_each_writers_last_round() -> None:
     assert pair["a"] == "credit" and pair["mean"] == pytest.approx((0.5 - 0.1) / 2)
     assert pair["n"] == 2 and pair["wins"] == 0.5
     assert last["arms"]["credit"]["lift_vs_none"]["mean"] == pytest.approx((1.0 + 0.5) / 2)
-    # growth: A's lift went from 0.2 to 1.0; B has one round (0)
-    assert summary["growth"]["credit"]["mean"] == pytest.approx((0.8 + 0.0) / 2)
+    # growth: A's lift went from 0.2 to 1.0; B, scored at one round only, has none
+    assert summary["growth"]["credit"]["mean"] == pytest.approx(0.8)
+    assert summary["growth"]["credit"]["n"] == 1
 
 
 def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
@@ -309,6 +310,9 @@ def test_the_cli_runs_the_loop_with_its_flags(
         (("--budgets", "300", "--score-every", "0"), "score-every"),
         (("--budgets", "300", "--gold-next", "-1"), "gold-next"),
         (("--budgets", "300", "--placement", "leading,middle"), "one placement"),
+        (("--budgets", "300", "--system-prompt-tokens", "300"), "--system-prompt-tokens"),
+        (("--budgets", "300", "--random-draws", "2"), "--random-draws"),
+        (("--budgets", "300", "--cached-only"), "--cached-only"),
     ],
 )
 def test_the_cli_refuses_bad_loop_flags(
