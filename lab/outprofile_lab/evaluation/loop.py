@@ -13,8 +13,8 @@ request is to edit the model's paragraph, as in the static task). For every arm:
 own preedit, the LLM paragraph the writer edited. With ``--generate`` the scoring model
 writes it (greedy, ``--gen-tokens`` tokens, one thread) after the arm's block. Only the
 similarity arm keeps the output (the edit supersedes it in the memory's arms), so the mode
-changes that arm's pool and, through credit, nothing else: the memory arms' blocks depend
-on which entries were served and credited, never on the output's words.
+changes that arm's pool only: the memory arms' blocks depend on which entries were served
+and credited, never on the output's words.
 
 Arms, each in its own memory user (:func:`arm_user`) so no arm sees another's data, all
 at one token budget:
