@@ -202,8 +202,10 @@ def plot_loop(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     arms = [a for a in report.get("meta", {}).get("arms", ARMS) if a != "none"]
     for arm in arms:
         points = [
