@@ -128,9 +128,21 @@ class GgufEngine:
         self.template: str | None = metadata.get("tokenizer.chat_template")
         self._render: Callable[..., str] | None = None
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        """The GGUF's chat template applied to ``messages``, ending where the reply starts."""
-        if self.template is None:  # a base model: each message's text, the reply continues
+    def chat_prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ) -> str:
+        """The GGUF's chat template applied to ``messages``, ending where the reply starts.
+
+        ``bos_token`` and ``eos_token`` are the spellings the template may print (default: the
+        model's own; the evaluation's scorer passes ``""``, as llama-cpp-python's did, and
+        lets the tokenizer add BOS). A model without a template (a base model) gets each
+        message's text followed by a blank line; the reply continues it.
+        """
+        if self.template is None:
             return "".join(f"{message['content']}\n\n" for message in messages)
         if self._render is None:
             import jinja2.sandbox  # the local extra
@@ -141,16 +153,21 @@ class GgufEngine:
             environment = jinja2.sandbox.ImmutableSandboxedEnvironment(
                 trim_blocks=True, lstrip_blocks=True
             )
-            template = environment.from_string(self.template)
-            bos, eos = self.vocab.token_bos(), self.vocab.token_eos()
             self._render = functools.partial(
-                template.render,
-                bos_token=self.vocab.token_to_piece(bos, 0, True) if bos >= 0 else "",
-                eos_token=self.vocab.token_to_piece(eos, 0, True) if eos >= 0 else "",
+                environment.from_string(self.template).render,
                 raise_exception=refuse,
                 add_generation_prompt=True,
             )
-        return self._render(messages=[dict(message) for message in messages])
+        bos, eos = self.vocab.token_bos(), self.vocab.token_eos()
+        if bos_token is None:
+            bos_token = self.vocab.token_to_piece(bos, 0, True) if bos >= 0 else ""
+        if eos_token is None:
+            eos_token = self.vocab.token_to_piece(eos, 0, True) if eos >= 0 else ""
+        return self._render(
+            messages=[dict(message) for message in messages],
+            bos_token=bos_token,
+            eos_token=eos_token,
+        )
 
     def tokenize(self, text: str, *, special: bool = True) -> list[int]:
         """Token ids of ``text``: BOS when the file asks for one, special tokens parsed when

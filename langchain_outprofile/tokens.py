@@ -209,12 +209,16 @@ def _gguf_vocab(path: str) -> Any:
 
 @lru_cache(maxsize=8)
 def _cyllama_vocab(path: str) -> Any:
-    """The vocabulary of a GGUF file through cyllama, loaded once per path (no weights)."""
+    """The vocabulary of a GGUF file through cyllama, loaded once per path.
+
+    The whole model is loaded (memory-mapped, no context: 0.1-0.5 s for SmolLM2): cyllama
+    0.2.18's llama.cpp aborts the process (``llama-hparams.cpp:35: fatal error``) when asked
+    for the vocabulary alone (``vocab_only``) and its tokenizer is then used.
+    """
     from cyllama.llama import llama_cpp as cyllama  # the local extra
 
     cyllama.disable_logging()
     params = cyllama.LlamaModelParams()
-    params.vocab_only = True
     try:
         model = cyllama.LlamaModel(path, params)
     except (RuntimeError, ValueError) as error:
@@ -231,8 +235,8 @@ _LOADED_GGUF: list[Any] = []
 def gguf_token_count(path: str | os.PathLike[str]) -> Callable[[str], int]:
     """A function counting tokens with a GGUF model's own tokenizer (llama.cpp's).
 
-    The vocabulary is loaded once per file, without weights or a context (a few MB, well under
-    a second), by the runtime :func:`~langchain_outprofile.model_file.local_runtime` chooses
+    The vocabulary is loaded once per file, without a context (well under a second), by the
+    runtime :func:`~langchain_outprofile.model_file.local_runtime` chooses
     (cyllama or llama-cpp-python: both run llama.cpp's tokenizer, and count alike); counting
     is read-only, so any thread may call it. Texts are tokenized as plain text: no BOS token,
     and special-token spellings count as the text they are.
