@@ -122,11 +122,17 @@ class GgufEngine:
         params.n_threads_batch = n_threads
         self.context = cyllama.LlamaContext(self.model, params)
         self.n_ctx = n_ctx
+        self.n_threads = n_threads
         self.n_batch = n_batch
         self._cyllama = cyllama
         metadata = self.model.metadata()
         self.template: str | None = metadata.get("tokenizer.chat_template")
         self._render: Callable[..., str] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """A copy or a pickle loads the file again into a context of its own."""
+        options = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch}
+        return (functools.partial(GgufEngine, **options), (self.path,))
 
     def chat_prompt(
         self,

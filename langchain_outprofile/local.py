@@ -130,7 +130,7 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
     is set and ``langchain-openai`` is installed (model from ``OUTPROFILE_OPENAI_MODEL``,
     default ``gpt-4o-mini``); otherwise the embedded :func:`local_chat_model`. The description
     names the model and where it runs: ``"ChatOpenAI <model> at <base url>"`` or
-    ``"local <runtime> <file> (offline)"``. ``model_server.serve_local_model`` serves the
+    ``"local ChatGguf <file> (offline)"`` (cyllama; ``ChatLlamaCpp`` on llama-cpp-python). ``model_server.serve_local_model`` serves the
     embedded model on loopback and sets these variables, so the ``ChatOpenAI`` path runs with
     no key and no network.
 
@@ -161,7 +161,8 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
         model: BaseChatModel = ChatOpenAI(model=name, **options)
         return model, f"ChatOpenAI {name} at {base or 'api.openai.com'}"
     local = local_chat_model(**kwargs)
-    return local, f"local {local._llm_type} {GGUF_FILE} (offline)"
+    kind = "ChatGguf" if isinstance(local, ChatGguf) else "ChatLlamaCpp"  # cyllama or compiled
+    return local, f"local {kind} {GGUF_FILE} (offline)"
 
 
 def local_token_counter() -> TokenCounter:

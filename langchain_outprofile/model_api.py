@@ -270,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     engine = GgufEngine(args.model, n_ctx=args.n_ctx, n_threads=args.n_threads)
     app = create_app(engine, model=args.model_alias, api_key=api_key, seed=args.seed)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # "Uvicorn running on ..." is logged (the start-up line a log reader looks for); requests
+    # are not
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from langchain_outprofile.errors import OutprofileError
+from langchain_outprofile.gguf_chat import GgufEngine  # loads cyllama only when one is built
 from langchain_outprofile.model_file import local_model_path, local_runtime
 
 __all__ = [
@@ -237,8 +238,6 @@ class CyllamaScorer:
     def __init__(
         self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int = 1
     ) -> None:
-        from langchain_outprofile.gguf_chat import GgufEngine  # needs cyllama (local extra)
-
         path = Path(model_path) if model_path else smollm2_path()
         self.name = f"cyllama:{path.stem}"
         try:
