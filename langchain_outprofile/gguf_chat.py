@@ -55,8 +55,9 @@ ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 """LangChain message types as chat-template roles."""
 
 
-def load_gguf(path: str) -> Any:
-    """A cyllama ``LlamaModel`` for ``path`` with the ``n_vocab`` its logits readers need.
+def load_gguf(path: str, *, verbose: bool = False) -> Any:
+    """A cyllama ``LlamaModel`` for ``path`` with the ``n_vocab`` its logits readers need
+    (``verbose``: keep llama.cpp's own log lines; off, they are silenced process-wide).
 
     Raises:
         LocalModelUnavailableError: when cyllama is not installed.
@@ -66,7 +67,8 @@ def load_gguf(path: str) -> Any:
         from cyllama.llama import llama_cpp as cyllama
     except ImportError:
         raise LocalModelUnavailableError(f"cyllama is not installed: {INSTALL_HINT}") from None
-    cyllama.disable_logging()  # llama.cpp's load report is noise in a CLI or a test log
+    if not verbose:  # llama.cpp's load report is noise in a CLI or a test log
+        cyllama.disable_logging()
 
     class Model(cyllama.LlamaModel):  # type: ignore[misc,name-defined]
         @property
@@ -109,11 +111,19 @@ class GgufEngine:
         ```
     """
 
-    def __init__(self, path: str, *, n_ctx: int = 2048, n_threads: int = 2, n_batch: int = 256):
-        from cyllama.llama import llama_cpp as cyllama  # load_gguf said whether it is there
-
+    def __init__(
+        self,
+        path: str,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 256,
+        verbose: bool = False,
+    ) -> None:
         self.path = path
-        self.model = load_gguf(path)
+        self.model = load_gguf(path, verbose=verbose)  # says what to install without cyllama
+        from cyllama.llama import llama_cpp as cyllama  # the local extra
+
         self.vocab = self.model.get_vocab()
         params = cyllama.LlamaContextParams()
         params.n_ctx = n_ctx
@@ -382,6 +392,7 @@ class ChatGguf(BaseChatModel):
         max_tokens: the longest answer in tokens (None: up to the context's end).
         stop: strings that end an answer (not included).
         streaming: ``invoke`` generates through ``stream`` (callbacks see every token).
+        verbose: keep llama.cpp's own log lines (default: silenced).
 
     Example:
         ```python
@@ -406,6 +417,7 @@ class ChatGguf(BaseChatModel):
     max_tokens: int | None = 96
     stop: list[str] | None = None
     streaming: bool = False
+    verbose: bool = False  # llama.cpp's own log lines
 
     _guard: ContextGuard = PrivateAttr(default_factory=ContextGuard)
     _engine: GgufEngine | None = PrivateAttr(default=None)
@@ -432,6 +444,7 @@ class ChatGguf(BaseChatModel):
                     n_ctx=self.n_ctx,
                     n_threads=self.n_threads,
                     n_batch=self.n_batch,
+                    verbose=self.verbose,
                 )
             return self._engine
 
