@@ -270,9 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     engine = GgufEngine(args.model, n_ctx=args.n_ctx, n_threads=args.n_threads)
     app = create_app(engine, model=args.model_alias, api_key=api_key, seed=args.seed)
-    # "Uvicorn running on ..." is logged (the start-up line a log reader looks for); requests
-    # are not
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # the start-up line ("Uvicorn running on ...") and one access line per request go to the
+    # server's log, as llama-cpp-python's server writes them
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
