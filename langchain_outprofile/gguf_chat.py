@@ -26,7 +26,7 @@ import contextlib
 import contextvars
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,7 +70,7 @@ def load_gguf(path: str, *, verbose: bool = False) -> Any:
     if not verbose:  # llama.cpp's load report is noise in a CLI or a test log
         cyllama.disable_logging()
 
-    class Model(cyllama.LlamaModel):  # type: ignore[misc,name-defined]
+    class Model(cyllama.LlamaModel):  # type: ignore[misc]
         @property
         def n_vocab(self) -> int:
             return int(self.get_vocab().n_vocab)
@@ -139,10 +139,9 @@ class GgufEngine:
         self.template: str | None = metadata.get("tokenizer.chat_template")
         self._render: Callable[..., str] | None = None
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, int, int, int]]:
         """A copy or a pickle loads the file again into a context of its own."""
-        options = {"n_ctx": self.n_ctx, "n_threads": self.n_threads, "n_batch": self.n_batch}
-        return (functools.partial(GgufEngine, **options), (self.path,))
+        return (_reload, (self.path, self.n_ctx, self.n_threads, self.n_batch))
 
     def chat_prompt(
         self,
@@ -264,6 +263,10 @@ class GgufEngine:
         return sampler
 
 
+def _reload(path: str, n_ctx: int, n_threads: int, n_batch: int) -> GgufEngine:
+    return GgufEngine(path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch)
+
+
 def _first_stop(text: str, stop: Sequence[str]) -> int | None:
     """Where the first stop string in ``text`` starts, or None."""
     found = [index for word in stop if word and (index := text.find(word)) >= 0]
@@ -370,7 +373,7 @@ async def stream_in_one_thread(produce: Callable[[], Iterator[T]]) -> AsyncItera
         abandoned.set()
 
 
-def _as_generator(items: Iterator[T]) -> Iterator[T]:
+def _as_generator(items: Iterator[T]) -> Generator[T, None, None]:
     yield from items
 
 
@@ -460,7 +463,8 @@ class ChatGguf(BaseChatModel):
                 chunks = list(self._stream(messages, stop, run_manager, **kwargs))
                 text = "".join(chunk.text for chunk in chunks)
                 metadata = chunks[-1].message.response_metadata if chunks else {}
-                usage = chunks[-1].message.usage_metadata if chunks else None
+                last = chunks[-1].message if chunks else None
+                usage = last.usage_metadata if isinstance(last, AIMessageChunk) else None
             else:
                 ended: dict[str, Any] = {}
                 text = "".join(self._pieces(messages, stop, ended, **kwargs))

@@ -130,9 +130,9 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
     is set and ``langchain-openai`` is installed (model from ``OUTPROFILE_OPENAI_MODEL``,
     default ``gpt-4o-mini``); otherwise the embedded :func:`local_chat_model`. The description
     names the model and where it runs: ``"ChatOpenAI <model> at <base url>"`` or
-    ``"local ChatGguf <file> (offline)"`` (cyllama; ``ChatLlamaCpp`` on llama-cpp-python). ``model_server.serve_local_model`` serves the
-    embedded model on loopback and sets these variables, so the ``ChatOpenAI`` path runs with
-    no key and no network.
+    ``"local ChatGguf <file> (offline)"`` (cyllama; ``ChatLlamaCpp`` on llama-cpp-python).
+    ``model_server.serve_local_model`` serves the embedded model on loopback and sets these
+    variables, so the ``ChatOpenAI`` path runs with no key and no network.
 
     Args:
         **kwargs: passed to :func:`local_chat_model` when the local model is chosen;

@@ -57,25 +57,25 @@ def create_app(engine: GgufEngine, *, model: str, api_key: str, seed: int = Samp
     """
     from starlette.applications import Starlette  # the local extra
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
     lock = threading.Lock()  # one generation at a time in the one context
     expected = f"Bearer {api_key}".encode()
 
-    def refused(request: Request) -> Response | None:
+    def refused(request: Request) -> Any:  # a Response, or None for the right key
         sent = request.headers.get("authorization", "").encode()
         if secrets.compare_digest(sent, expected):
             return None
         return _error(JSONResponse, 401, "invalid or missing API key", "invalid_api_key")
 
-    async def models(request: Request) -> Response:
+    async def models(request: Request) -> Any:
         if (refusal := refused(request)) is not None:
             return refusal
         listed = {"id": model, "object": "model", "created": 0, "owned_by": "outprofile"}
         return JSONResponse({"object": "list", "data": [listed]})
 
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(request: Request) -> Any:
         if (refusal := refused(request)) is not None:
             return refusal
         try:

@@ -281,6 +281,7 @@ class LocalModelServer:
         if self._process is not None:
             raise ModelServerError(f"this server is already running (pid {self._process.pid})")
         runtime = local_runtime(self.runtime)
+        needed: tuple[str, ...]
         if runtime == "cyllama":
             needed, package, hint = CYLLAMA_SERVER_MODULES, "the `local` extra", INSTALL_HINT
         else:

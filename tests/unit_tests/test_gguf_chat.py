@@ -48,7 +48,6 @@ needs_llama_cpp = pytest.mark.skipif(
 )
 
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-GREEDY = {"temperature": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -137,25 +136,27 @@ def test_a_seed_makes_an_answer_reproducible(model: ChatGguf) -> None:
 
 def test_stream_ainvoke_and_astream_give_the_invoke_answer(model: ChatGguf) -> None:
     question = "Name three fruits."
-    expected = model.invoke(question, **GREEDY).text
-    chunks = list(model.stream(question, **GREEDY))
+    expected = model.invoke(question, temperature=0.0).text
+    chunks = list(model.stream(question, temperature=0.0))
     assert len(chunks) > 2 and "".join(c.text for c in chunks) == expected
-    assert asyncio.run(model.ainvoke(question, **GREEDY)).text == expected
+    assert asyncio.run(model.ainvoke(question, temperature=0.0)).text == expected
 
     async def streamed() -> str:
-        return "".join([chunk.text async for chunk in model.astream(question, **GREEDY)])
+        return "".join([chunk.text async for chunk in model.astream(question, temperature=0.0)])
 
     assert asyncio.run(streamed()) == expected
 
 
 def test_a_stop_string_ends_the_answer_before_it(model: ChatGguf) -> None:
     question = "Count from one to ten in digits, separated by commas."
-    full = model.invoke(question, max_tokens=40, **GREEDY).text
+    full = model.invoke(question, max_tokens=40, temperature=0.0).text
     assert "3" in full, full  # the premise: the model counts
-    stopped = model.invoke(question, max_tokens=40, stop=["3"], **GREEDY)
+    stopped = model.invoke(question, max_tokens=40, stop=["3"], temperature=0.0)
     assert stopped.text == full[: full.index("3")]
     assert stopped.response_metadata["finish_reason"] == "stop"
-    streamed = "".join(c.text for c in model.stream(question, max_tokens=40, stop=["3"], **GREEDY))
+    streamed = "".join(
+        c.text for c in model.stream(question, max_tokens=40, stop=["3"], temperature=0.0)
+    )
     assert streamed == stopped.text
 
 
@@ -195,7 +196,7 @@ def test_the_next_token_agrees_with_llama_cpp_python(engine: GgufEngine) -> None
     for question in questions:
         prompt = engine.chat_prompt([{"role": "user", "content": question}])
         tokens = engine.tokenize(prompt)
-        reference.reset()
+        reference.reset()  # type: ignore[no-untyped-call]
         reference.eval(tokens)
         theirs = np.ctypeslib.as_array(
             llama_get_logits(reference._ctx.ctx), shape=(reference.n_vocab(),)
