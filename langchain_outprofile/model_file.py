@@ -105,14 +105,23 @@ def local_runtime(runtime: str | None = None) -> str:
             raise ValueError(
                 f"unknown local runtime {chosen!r}: choose one of {', '.join(RUNTIMES)}"
             )
-        if importlib.util.find_spec(RUNTIMES[chosen]) is None:
+        if not _installed(RUNTIMES[chosen]):
             hint = INSTALL_HINT if chosen == "cyllama" else COMPILED_HINT
             raise LocalModelUnavailableError(f"{chosen} is not installed: {hint}")
         return chosen
     for name, module in RUNTIMES.items():
-        if importlib.util.find_spec(module) is not None:
+        if _installed(module):
             return name
     raise LocalModelUnavailableError(f"no llama.cpp runtime is installed: {INSTALL_HINT}")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a ``None`` left in
+    ``sys.modules`` to block an import counts as missing; ``find_spec`` raises on it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return False
 
 
 def prefer_passive_openmp() -> None:

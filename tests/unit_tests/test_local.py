@@ -177,6 +177,13 @@ def test_the_default_runtime_is_cyllama_when_both_are_installed(
     monkeypatch.setenv(model_file.RUNTIME_ENV, "no-such-runtime")
     with pytest.raises(ValueError, match="cyllama, llama-cpp-python"):
         model_file.local_runtime()
+    monkeypatch.delenv(model_file.RUNTIME_ENV)
+    for module in model_file.RUNTIMES.values():  # None: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(LocalModelUnavailableError, match=r"scripts/install\.sh local"):
+        model_file.local_runtime()
+    with pytest.raises(LocalModelUnavailableError, match=r"install\.sh llama-cpp"):
+        model_file.local_runtime("llama-cpp-python")
 
 
 def test_the_llama_cpp_model_is_a_chat_llama_cpp_with_a_lock(llama_model: BaseChatModel) -> None:
