@@ -48,7 +48,6 @@ __all__ = [
     "SERVED_MODEL_NAME",
     "ChatGguf",
     "LocalModelUnavailableError",
-    "SerializedChatLlamaCpp",
     "default_chat_model",
     "local_chat_model",
     "local_model_path",
@@ -115,7 +114,8 @@ def local_chat_model(
 
 def __getattr__(name: str) -> Any:
     """``SerializedChatLlamaCpp`` from its module, imported on first use (it needs the
-    compiled runtime's langchain-community)."""
+    compiled runtime's langchain-community, so it is not in ``__all__``: a star import must
+    work without it)."""
     if name == "SerializedChatLlamaCpp":
         from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
 
