@@ -35,7 +35,7 @@ from outprofile_lab.evaluation.report import (
     write_report,
 )
 from outprofile_lab.evaluation.runner import EvalConfig, ScoreCache, run_task
-from outprofile_lab.evaluation.scoring import OpenAIScorer, Scorer, local_scorer
+from outprofile_lab.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer, local_scorer
 from outprofile_lab.evaluation.strategies import (
     EPOCH,
     PLACEMENTS,
@@ -440,7 +440,10 @@ def run_loop_command(
         scorer = _scorer(backend, base_url, model, threads)
     if generate and generator is None:
         if not isinstance(scorer, LlamaScorer):
-            raise InvalidInputError("--generate needs the llama backend (its model writes)")
+            raise InvalidInputError(
+                "--generate needs the llama backend on llama-cpp-python (its scorer writes): "
+                "install the llama-cpp extra and set OUTPROFILE_LOCAL_RUNTIME=llama-cpp-python"
+            )
         generator = scorer
     writers = load_lamp_edits(data, limit=limit)
     clock = MovingClock(EPOCH)
