@@ -104,7 +104,7 @@ def test_a_reader_serves_nothing_of_an_interrupted_forget_and_finishes_it(
         check=False,
     )
     assert done.returncode == -9, done.stderr[-2000:]
-    ticks.advance(reader.cache_ttl_s + 1)
+    ticks.advance(reader.reads.cache_ttl_s + 1)
     assert reader.select("ana", max_tokens=2000).text == ""
     reader.flush()  # the finishing runs in the reader's background work
     assert _rows_naming(reader, "ana") == 0

@@ -114,7 +114,7 @@ def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
     tracked.invoke({"question": "q"}, config=cfg("ana", rid))
     second = OutputProfileMemory.from_path(tmp_path / "store")
     assert second.feedback(rid, "endorsed", user_id="ana").selectable
-    ticks.advance(first.cache_ttl_s)
+    ticks.advance(first.reads.cache_ttl_s)
     assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
 
 
