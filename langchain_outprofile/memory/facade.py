@@ -224,7 +224,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         self.counter = TokenCounter(DEFAULT_MODEL) if tokens is None else TokenCounter.of(tokens)
         self.options = _of_type(options, SelectionOptions, "options")
         self.template = template
-        # what FeedbackMixin reads of the write settings
+        # FeedbackMixin reads these two as attributes (set once: ``writes`` is frozen)
         self.max_text_chars = self.writes.max_text_chars
         self.pending_ttl_s = self.writes.pending_ttl_s
         self.clock = clock
