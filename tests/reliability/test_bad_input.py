@@ -94,7 +94,7 @@ API_ROWS: list[Row] = [
     ("delete user_id empty", lambda m: m.delete("op-x", user_id=""), InvalidInputError, "user_id must be"),
     ("bad collection name", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name="a"), InvalidInputError, "collection_name must be"),
     ("other embedder dimension", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name=m.store.collection_name, embeddings=StyleEmbeddings(dimension=64)), EmbeddingMismatchError, "open it with the embedder it was written with"),
-    ("path as the store", lambda m: OutputProfileMemory("x"), InvalidInputError, "from_path"),  # type: ignore[arg-type]
+    ("path as the store", lambda m: OutputProfileMemory("x"), InvalidInputError, "from_path"),
     ("negative cache ttl", lambda m: OutputProfileMemory.from_client(m.store.client, reads=ReadOptions(cache_ttl_s=-1)), InvalidInputError, "cache_ttl_s"),
 ]  # fmt: skip
 

@@ -73,7 +73,7 @@ def test_writes_through_the_memory_invalidate_at_once() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"cache_size": 0}, {"cache_ttl_s": -1.0}])
-def test_bad_cache_settings_are_refused(kwargs: dict[str, float]) -> None:
+def test_bad_cache_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="cache"):
         _memory(reads=ReadOptions(**kwargs))
 

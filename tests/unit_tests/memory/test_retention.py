@@ -153,7 +153,7 @@ def test_bad_expiries_are_refused_and_nothing_is_stored(
 @pytest.mark.parametrize("retention", [-1, 0, math.nan, math.inf, "30d", True])
 def test_a_bad_retention_is_refused(client: chromadb.api.ClientAPI, retention: object) -> None:
     with pytest.raises(InvalidInputError, match="retention_s"):
-        _memory(client, ManualClock(), writes=WriteOptions(retention_s=retention))
+        _memory(client, ManualClock(), writes=WriteOptions(retention_s=retention))  # type: ignore[arg-type]
 
 
 def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> None:
