@@ -13,18 +13,29 @@ from dataclasses import replace
 from typing import Any
 
 from langchain_outprofile.errors import InvalidInputError
-from langchain_outprofile.types import ProfileEntry, Signal
-from langchain_outprofile.validation import clamp_to_now, encodable
+from langchain_outprofile.types import ProfileEntry, ProfileSelection, Signal
+from langchain_outprofile.validation import (
+    clamp_to_now,
+    encodable,
+    validate_entry_id,
+    validate_items,
+)
 
 __all__ = [
     "FEEDBACK_SIGNALS",
+    "MAX_SERVED",
     "coerce_item",
     "feedback_signal",
     "is_stale_pending",
     "pending_cutoff",
+    "served_ids",
     "timely",
     "validate_run_id",
 ]
+
+MAX_SERVED = 1_000
+"""The most entries a run's block can be recorded to hold (a 4,000-token block of one-token
+entries would hold fewer)."""
 
 FEEDBACK_SIGNALS = frozenset({Signal.ENDORSED, Signal.REJECTED, Signal.RATING, Signal.ACCEPTED})
 
@@ -128,3 +139,32 @@ def coerce_item(
         raise InvalidInputError(f"entries[{index}]: {error}") from None
     except InvalidInputError as error:
         raise InvalidInputError(f"entries[{index}]: {error}") from None
+
+
+def served_ids(served: ProfileSelection | object, user_id: str) -> tuple[str, ...]:
+    """The entry ids of the block a tracked run was served: a :class:`ProfileSelection` of
+    the run's own user, or entry ids (an iterable of strings); none when ``served`` is None.
+
+    Raises:
+        InvalidInputError: a selection of another user, or something that is not entry ids.
+
+    Example:
+        ```python
+        served_ids(memory.select("ana"), "ana")  # the ids of ana's block, in block order
+        ```
+    """
+    if served is None:
+        return ()
+    if isinstance(served, ProfileSelection):
+        if served.user_id != user_id:
+            raise InvalidInputError(
+                f"served= is the block of user {served.user_id!r}, not of {user_id!r}, whose "
+                "run this is: pass the selection made for the run's own user"
+            )
+        return tuple(e.id for e in served.entries)
+    ids = [validate_entry_id(i) for i in validate_items(served, "served")]
+    if len(ids) > MAX_SERVED:
+        raise InvalidInputError(
+            f"served= names {len(ids)} entries; a block holds at most {MAX_SERVED}"
+        )
+    return tuple(dict.fromkeys(ids))

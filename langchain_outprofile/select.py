@@ -8,7 +8,8 @@ supplies what an entry costs once rendered (``entry_cost``) and a check of the r
 A :class:`Ranking` holds every entry of one user in ranking order under one set of options.
 With exponential decay (or none) and no query or typicality blend, an entry's ranking key is
 time-invariant: ``log2(strength) + created_at / half_life`` orders entries exactly as
-``strength * 0.5 ** (age / half_life)`` does at any "now" (docs/design.md). Such a ranking
+``strength * 0.5 ** (age / half_life)`` does at any "now" (docs/design.md); feedback credit
+adds ``credit_weight * log2(2 * credit)``, which does not move with time either. Such a ranking
 takes the changes of a write as a delta (:meth:`Ranking.update`) instead of being built
 again from the whole profile, and :func:`choose_from` gives the same :class:`Choice` from an
 updated ranking as from a fresh one, because a choice depends only on the ranking's state:
@@ -230,7 +231,7 @@ def _key(entry: ProfileEntry, options: SelectionOptions) -> float:
     """log2 of the decayed score, up to a term shared by all entries at any one time."""
     if entry.strength <= 0.0:
         return -math.inf
-    key = math.log2(entry.strength)
+    key = math.log2(entry.strength) + options.credit_weight * math.log2(2.0 * entry.credit)
     if options.half_life_days is not None:
         key += entry.created_at / (options.half_life_days * _DAY_S)
     return key
@@ -330,7 +331,8 @@ def _display(options: SelectionOptions, incremental: bool, now: float) -> Callab
 
 
 def _decayed(entry: ProfileEntry, options: SelectionOptions, now: float) -> float:
-    return entry.strength * _decay(_age_days(entry, now), options.half_life_days)
+    credit: float = (2.0 * entry.credit) ** options.credit_weight
+    return entry.strength * credit * _decay(_age_days(entry, now), options.half_life_days)
 
 
 def _age_days(entry: ProfileEntry, now: float) -> float:
@@ -440,10 +442,12 @@ def _diversify_and_pack(
         return trigrams[index]
 
     used, lam = fixed_cost, options.mmr_lambda
+    explore = _least_tried(pool, options)
     while remaining.any() and used + int(cost_of[remaining].min()) <= options.max_tokens:
         gain = lam * relevance - (1.0 - lam) * max_similarity + 2.0 * scope
         gain[~remaining] = -np.inf
-        pick = int(np.argmax(gain))
+        pick = int(np.argmax(gain)) if explore is None else explore
+        explore = None
         remaining[pick] = False
         item, (text, cut, cost) = pool[pick], costs[pick]
         if used + cost > options.max_tokens:
@@ -460,6 +464,16 @@ def _diversify_and_pack(
                 duplicates.append((pool[index], item.entry.id))
     over += [(pool[i], costs[i][2], "over budget") for i in np.flatnonzero(remaining)]
     return chosen, over, duplicates
+
+
+def _least_tried(pool: list[Ranked], options: SelectionOptions) -> int | None:
+    """With ``explore`` (and credit weighed), the pool's in-scope entry with the least
+    feedback yet, the first in ranking order among equals: the block's first pick, so one
+    place goes to an entry whose credit is least known. None otherwise."""
+    if not options.explore or options.credit_weight <= 0.0 or not pool:
+        return None
+    scoped = [i for i, r in enumerate(pool) if r.in_scope] or list(range(len(pool)))
+    return min(scoped, key=lambda i: (pool[i].entry.credited + pool[i].entry.debited, i))
 
 
 def word_trigrams(text: str) -> frozenset[tuple[str, ...]]:

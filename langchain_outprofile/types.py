@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypedDict
@@ -61,6 +61,10 @@ Fields = Literal["output", "input", "full"]
 LOWEST_POSITIVE_RATING = 3
 """Ratings of 3-5 stars approve an output (strength (r - 1) / 4); 1-2 stars reject it, as a
 person reading the stars would mean them."""
+
+MAX_CREDIT_WEIGHT = 4.0
+"""The largest ``credit_weight``: at 4 an entry whose blocks were always approved scores up
+to 16 times one whose blocks never were, which already outweighs any strength difference."""
 
 
 class Signal(StrEnum):
@@ -184,6 +188,13 @@ class ProfileEntry:
     """When the entry expires (epoch seconds; None: never). An expired entry is never
     selected, reads as gone, and is deleted by a later write or ``expire``. Folded so that
     the latest signal that names an expiry sets it (:meth:`merged_with`)."""
+    credited: int = 0
+    """Tracked runs whose block held this entry and whose answer the user approved
+    (endorsed, accepted, edited, rated 3 or more); each run counts once, by its latest
+    feedback."""
+    debited: int = 0
+    """Tracked runs whose block held this entry and whose answer the user rejected (or
+    rated 2 or less)."""
 
     @classmethod
     def create(
@@ -242,6 +253,8 @@ class ProfileEntry:
         }
         if self.expires_at is not None:
             record["expires_at"] = self.expires_at
+        if self.credited or self.debited:
+            record["credited"], record["debited"] = self.credited, self.debited
         return record
 
     @classmethod
@@ -271,6 +284,8 @@ class ProfileEntry:
             metadata=record.get("metadata"),
             max_chars=max_chars,
             expires_at=record.get("expires_at"),
+            credited=record.get("credited", 0),
+            debited=record.get("debited", 0),
         )
 
     @classmethod
@@ -289,6 +304,8 @@ class ProfileEntry:
         metadata: object = None,
         max_chars: int = DEFAULT_MAX_TEXT_CHARS,
         expires_at: object = None,
+        credited: object = 0,
+        debited: object = 0,
     ) -> ProfileEntry:
         """Validate every field of an entry given whole, and derive its id from (user, text)."""
         user = validate_user_id(user_id)
@@ -313,6 +330,8 @@ class ProfileEntry:
             run_id=validate_optional_str(run_id, "run_id"),
             metadata=validate_metadata(metadata),  # type: ignore[arg-type]
             expires_at=_expiry(expires_at),
+            credited=_count(credited, "credited"),
+            debited=_count(debited, "debited"),
         )
 
     def validated(self, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> ProfileEntry:
@@ -331,6 +350,8 @@ class ProfileEntry:
             metadata=self.metadata,
             max_chars=max_chars,
             expires_at=self.expires_at,
+            credited=self.credited,
+            debited=self.debited,
         )
 
     def expired(self, now: float) -> bool:
@@ -363,6 +384,18 @@ class ProfileEntry:
         """The latest signal received."""
         return self.signals[-1]
 
+    @property
+    def credit(self) -> float:
+        """The chance that a block holding this entry gets approved: the mean of a
+        Beta(1 + credited, 1 + debited) posterior, 0.5 before any feedback.
+
+        Example:
+            ```python
+            replace(entry, credited=3, debited=1).credit  # (1 + 3) / (2 + 4) = 0.667
+            ```
+        """
+        return (1 + self.credited) / (2 + self.credited + self.debited)
+
     def merged_with(self, newer: ProfileEntry) -> ProfileEntry:
         """Fold a newer record of the same text into this one.
 
@@ -389,6 +422,8 @@ class ProfileEntry:
             run_id=newer.run_id or self.run_id,
             metadata={**self.metadata, **newer.metadata},
             expires_at=self.expires_at if newer.expires_at is None else newer.expires_at,
+            credited=self.credited + newer.credited,
+            debited=self.debited + newer.debited,
         )
 
 
@@ -416,6 +451,8 @@ def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntr
         run_id=str(data.get("run_id", "")),
         metadata=dict(data.get("metadata", {})),
         expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+        credited=int(data.get("credited", 0)),
+        debited=int(data.get("debited", 0)),
     )
 
 
@@ -519,6 +556,13 @@ class SelectionOptions:
         duplicate_threshold: style (cosine) similarity from which an entry that also shares
             half its word trigrams with a chosen one is a near-duplicate of it.
         pool_size: how many top-scored candidates diversity and packing consider.
+        credit_weight: 0 (default) ignores feedback credit; above 0, an entry's score is
+            multiplied by ``(2 * credit) ** credit_weight`` (:attr:`ProfileEntry.credit`:
+            how often blocks holding it were approved), a factor that does not move with
+            time.
+        explore: with ``credit_weight`` above 0, give one place of the block to the pool's
+            entry with the least feedback yet (ties: the higher score), so entries that
+            were never shown get credit too.
 
     Example:
         ```python
@@ -539,6 +583,8 @@ class SelectionOptions:
     mmr_lambda: float = 0.7
     duplicate_threshold: float = 0.92
     pool_size: int = 400
+    credit_weight: float = 0.0
+    explore: bool = False
 
     def __post_init__(self) -> None:
         _check_int(self.max_tokens, "max_tokens", 1)
@@ -550,6 +596,12 @@ class SelectionOptions:
         _check_fraction(self.typicality_weight, "typicality_weight")
         _check_fraction(self.mmr_lambda, "mmr_lambda")
         _check_fraction(self.duplicate_threshold, "duplicate_threshold")
+        _check_fraction(self.credit_weight, "credit_weight", upper=MAX_CREDIT_WEIGHT)
+        if not isinstance(self.explore, bool):
+            raise InvalidInputError(
+                f"explore must be True or False; got {self.explore!r:.40} "
+                "(parse a string from a request into a bool first)"
+            )
         if self.order not in ("strongest", "stable"):
             raise InvalidInputError(f"order must be 'strongest' or 'stable'; got {self.order!r}")
         if self.fields not in ("output", "input", "full"):
@@ -741,7 +793,8 @@ class ProfileSelection:
         lines = [
             f"profile block for user {self.user_id!r}: {len(self.entries)} entries, "
             f"{self.tokens}/{options.max_tokens} tokens ({self.encoding}), order={options.order}, "
-            f"fields={options.fields}, half_life_days={options.half_life_days}",
+            f"fields={options.fields}, half_life_days={options.half_life_days}"
+            + (f", credit_weight={options.credit_weight:g}" if options.credit_weight else ""),
         ]
         if self.choice.note:
             lines.append(f"note: {self.choice.note}")
@@ -750,7 +803,9 @@ class ProfileSelection:
         if total:
             lines.append(f"left out: {total}")
             shown = left[:max_left_out]
-            lines += [f"  - {_preview(c.entry.text)}: {c.reason}" for c in shown]
+            lines += [
+                f"  - {_preview(c.entry.text)}: {c.reason}{_credit_note(c.entry)}" for c in shown
+            ]
             if total > len(shown):
                 lines.append(f"  ... and {total - len(shown)} more")
         return "\n".join(lines)
@@ -784,8 +839,10 @@ class ProfileSource(Protocol):
         run_id: str,
         source_input: str | None = None,
         task: str | None = None,
+        served: ProfileSelection | Sequence[str] | None = None,
     ) -> ProfileEntry:
-        """Store one run's output as pending feedback under ``run_id``."""
+        """Store one run's output as pending feedback under ``run_id``, with the block the
+        run was served (``served``), which feedback on the run credits."""
         ...
 
 
@@ -795,8 +852,15 @@ def _explain_line(n: int, candidate: Candidate) -> str:
     return (
         f"{n:>3}. [{entry.signal.value}] strength={entry.strength:.2f} "
         f"age={candidate.age_days:.1f}d score={candidate.score:.3f} tokens={candidate.tokens}"
-        f"{cut} task={entry.task or '-'}  {_preview(entry.text)}"
+        f"{cut} task={entry.task or '-'}{_credit_note(entry)}  {_preview(entry.text)}"
     )
+
+
+def _credit_note(entry: ProfileEntry) -> str:
+    """An entry's feedback credit, when any run's feedback gave it some."""
+    if not entry.credited and not entry.debited:
+        return ""
+    return f" credit={entry.credit:.2f} (+{entry.credited}/-{entry.debited})"
 
 
 def _preview(text: str, width: int = 60) -> str:
@@ -815,6 +879,12 @@ def _expiry(value: object) -> float | None:
             f"expires_at must be epoch seconds (a number >= 0, before the year 10000) or "
             f"None; got {value!r:.40}"
         ) from None
+
+
+def _count(value: object, name: str) -> int:
+    """A feedback count as stored: an int >= 0."""
+    _check_int(value, name, 0)
+    return value  # type: ignore[return-value]
 
 
 def _check_int(value: object, name: str, low: int) -> None:

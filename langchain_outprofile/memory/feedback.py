@@ -6,12 +6,18 @@ rating / accepted, or stores the user's edited text instead. Pending outputs tha
 got feedback expire after ``pending_ttl_s``: they are deleted by a later tracked run of that
 user (checked at most hourly per process) or by :meth:`expire_pending`, never by a read; a
 pending output is never in a block, so none of this changes one.
+
+Credit. A run recorded with the block it was served (``served=``; ``memory.track`` passes
+the block its injector or middleware chose) keeps those entry ids on its claim. Feedback on
+the run then credits them (approved: endorsed, accepted, edited, 3 stars or more) or debits
+them (rejected, 1-2 stars) with one ``credit`` event (``store/log.py``): each entry counts
+the run once, by its latest feedback. Selection weighs it with ``credit_weight``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -19,15 +25,16 @@ from typing import Any
 from langchain_outprofile.capture import (
     feedback_signal,
     is_stale_pending,
+    served_ids,
     validate_run_id,
 )
 from langchain_outprofile.errors import AmbiguousRunError, InvalidInputError, UnknownRunError
 from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.memory.retention import SWEEP_INTERVAL_S, NowAndThen
 from langchain_outprofile.store import ProfileStore, Written
-from langchain_outprofile.store.log import feedback_event_id, run_event_id
+from langchain_outprofile.store.log import Event, feedback_event_id, run_event_id
 from langchain_outprofile.telemetry import OperationSpan
-from langchain_outprofile.types import ProfileEntry, Signal
+from langchain_outprofile.types import ProfileEntry, ProfileSelection, Signal
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["FeedbackMixin"]
@@ -63,22 +70,31 @@ class FeedbackMixin:
         run_id: str,
         source_input: str | None = None,
         task: str | None = None,
+        served: ProfileSelection | Sequence[str] | None = None,
     ) -> ProfileEntry:
         """Store one run's output text as a ``pending`` entry under ``run_id`` (what
         ``memory.track(chain)`` calls after each run); stale pending entries of the user
         are deleted first.
 
+        Args:
+            served: the block the run was served (its :class:`ProfileSelection`, or the
+                ids of its entries): feedback on the run credits or debits them.
+
         Raises:
             RunIdConflictError: another user's tracked run already holds ``run_id``.
+            InvalidInputError: ``served`` is another user's block, or not entry ids.
 
         Example:
             ```python
-            memory.record_output("Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()))
+            block = memory.select("ana")
+            memory.record_output(
+                "Hi Ana,", user_id="ana", run_id=str(uuid.uuid4()), served=block
+            )
             ```
         """
         return self._traced(  # type: ignore[no-any-return]
             "upsert_memory",
-            lambda: self._record_output(text, user_id, run_id, source_input, task),
+            lambda: self._record_output(text, user_id, run_id, source_input, task, served),
             OperationSpan.entry,
             **_run_span(user_id, run_id, Signal.PENDING),
         )
@@ -91,11 +107,12 @@ class FeedbackMixin:
         run_id: str,
         source_input: str | None = None,
         task: str | None = None,
+        served: ProfileSelection | Sequence[str] | None = None,
     ) -> ProfileEntry:
         """Async :meth:`record_output`."""
         return await self._atraced(  # type: ignore[no-any-return]
             "upsert_memory",
-            lambda: self._record_output(text, user_id, run_id, source_input, task),
+            lambda: self._record_output(text, user_id, run_id, source_input, task, served),
             OperationSpan.entry,
             **_run_span(user_id, run_id, Signal.PENDING),
         )
@@ -107,15 +124,19 @@ class FeedbackMixin:
         run_id: str,
         source_input: str | None,
         task: str | None,
+        served: ProfileSelection | Sequence[str] | None = None,
     ) -> ProfileEntry:
         user, run = validate_user_id(user_id), validate_run_id(run_id)
+        block = served_ids(served, user)
         source = None if source_input is None else source_input[: self.max_text_chars]
         entry = self.entry(
             text, user_id=user, signal=Signal.PENDING, run_id=run, source_input=source, task=task
         )
         await self._expire_now_and_then(user)
         # the run id is claimed by id: two runs racing for it both read the one that won
-        stored = await self._write_entries([entry], event_ids=[run_event_id(run)], claim=True)
+        stored = await self._write_entries(
+            [entry], event_ids=[run_event_id(run)], claim=True, served=block
+        )
         return stored[0]
 
     def expire_pending(self, user_id: str) -> int:
@@ -241,6 +262,7 @@ class FeedbackMixin:
         if output is not None and owner not in (None, output.user_id):
             output = None
         claim = None if recorded is None or output is None else recorded.id
+        claimed = recorded if claim is not None else None  # the run's claim, if it is the user's
         if output is None:  # a run tracked before the log: found by its rows' run id
             found = await self.store.afind_runs(run, owner)
             if len({e.user_id for e in found}) > 1:
@@ -292,10 +314,21 @@ class FeedbackMixin:
                         output.user_id, run, entries=[output.id], output=pending
                     )
                 )
+            await self._credit(claimed, +1, f"edited:{edit.id}")
             return stored[0]
         made = self._now(self.entry(output.text, signal=chosen, rating=rating, **common))
         ids = [feedback_event_id(run, chosen.value, rating)]
-        return (await self._write_entries([made], event_ids=ids))[0]
+        stored = await self._write_entries([made], event_ids=ids)
+        approved = made.signal is not Signal.REJECTED
+        await self._credit(claimed, +1 if approved else -1, f"{chosen.value}:{rating}")
+        return stored[0]
+
+    async def _credit(self, claim: Event | None, credit: int, why: str) -> None:
+        """Credit (or debit) the block the claimed run was served, if it was recorded."""
+        if claim is None or not claim.entries:
+            return
+        written = await self.store.acredit(claim.user_id, claim.run, claim.entries, credit, why=why)
+        self._reader.written(written)  # pins stay: credit changes no block's text
 
     async def _drop_output(self, output: ProfileEntry) -> None:
         """Remove the output of a run tracked before the log that an edit replaced, if it

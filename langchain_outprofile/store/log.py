@@ -21,6 +21,11 @@ Kinds of event:
   before it (a writer racing the expirer) keeps the entry, in every reader's fold.
 - ``forget``: every entry of the user before it is gone (a user-level event; ``forget``
   removes it again once it has deleted the rows it voids).
+- ``credit``: feedback on a tracked run, credited (+1) or debited (-1) to every entry of
+  the block that run was served (``entries``; the run's claim recorded them). One row per
+  piece of feedback, naming no entry in ``entry``, so deleting one entry's events leaves
+  the others' credit; the entry's ``delete`` voids it in the fold like any earlier event.
+  An entry counts each run once, by the run's latest credit event.
 
 An entry row written by a release before the log (no ``lg`` mark) holds its folded record
 itself: that record is the entry's *base*, folded before every event; a writer that adds an
@@ -34,7 +39,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from langchain_outprofile.store.rows import EXPIRY_KEY, LOG_MARK
@@ -48,6 +53,7 @@ __all__ = [
     "Event",
     "Fold",
     "base_event_id",
+    "credit_event",
     "event_id",
     "event_metadata",
     "events_from",
@@ -60,16 +66,18 @@ LOG_SUFFIX = ".log"
 BASE_AT = -1.0
 """Event time of a base copied from a row of a release before the log (before any event)."""
 
-Kind = Literal["put", "delete", "forget", "expire"]
-_KINDS = ("put", "delete", "forget", "expire")
+Kind = Literal["put", "delete", "forget", "expire", "credit"]
+_KINDS = ("put", "delete", "forget", "expire", "credit")
 
 
 @dataclass(frozen=True)
 class Event:
     """One signal (or delete, or forget) of one user, as stored in the log.
 
-    ``entry_id`` is empty for a ``forget``; ``record`` is the entry as the write gave it
-    (``put`` only). ``order`` is the total order every reader folds in.
+    ``entry_id`` is empty for a ``forget`` and a ``credit``; ``record`` is the entry as the
+    write gave it (``put`` only). ``entries`` names, on a run's claim, the entries of the
+    block the run was served, and on a ``credit``, the entries it credits (``credit``: +1
+    or -1) for the run ``run``. ``order`` is the total order every reader folds in.
     """
 
     id: str
@@ -79,6 +87,9 @@ class Event:
     at: float
     seq: int = 0
     record: ProfileEntry | None = None
+    entries: tuple[str, ...] = ()
+    credit: int = 0
+    run: str = ""
 
     @property
     def order(self) -> tuple[float, int, str]:
@@ -114,6 +125,23 @@ def feedback_event_id(run_id: str, *what: object) -> str:
     return event_id("feedback", run_id, *what)
 
 
+def credit_event(
+    user_id: str, run_id: str, entries: Sequence[str], credit: int, *, at: float, why: str
+) -> Event:
+    """The ``credit`` event of one piece of feedback (``why``: what was said) on a run whose
+    block held ``entries``: replayed, it has the same id and counts once."""
+    return Event(
+        id=event_id("credit", user_id, run_id, why),
+        user_id=user_id,
+        entry_id="",
+        kind="credit",
+        at=at,
+        entries=tuple(dict.fromkeys(entries)),
+        credit=credit,
+        run=run_id,
+    )
+
+
 def put_events(
     entries: Sequence[ProfileEntry], *, at: float, ids: Sequence[str] | None = None
 ) -> list[Event]:
@@ -145,6 +173,10 @@ def event_metadata(event: Event) -> dict[str, Any]:
         "seq": event.seq,
         "pending": event.pending,
     }
+    if event.entries:
+        meta["entries"] = json.dumps(list(event.entries))
+    if event.kind == "credit":
+        meta["credit"], meta["run"] = event.credit, event.run
     if event.record is not None:
         if event.record.run_id:  # an edit of the run's output finds what the run said
             meta["run"] = event.record.run_id
@@ -199,6 +231,10 @@ def _event(id_: str, meta: Mapping[str, Any] | None, decoded: Iterator[Any]) -> 
         if payload is None:
             return None
         record = stored_entry(entry, user, payload)
+    entries = _entries(meta.get("entries"))
+    credit = meta.get("credit", 0)
+    if meta["kind"] == "credit" and (not entries or credit not in (1, -1)):
+        return None
     return Event(
         id=id_,
         user_id=user,
@@ -207,7 +243,23 @@ def _event(id_: str, meta: Mapping[str, Any] | None, decoded: Iterator[Any]) -> 
         at=float(meta.get("at", 0.0)),
         seq=int(meta.get("seq", 0)),
         record=record,
+        entries=entries,
+        credit=int(credit) if meta["kind"] == "credit" else 0,
+        run=str(meta.get("run", "")),
     )
+
+
+def _entries(value: object) -> tuple[str, ...]:
+    """The entry ids a row names (a JSON list of strings), or none when it names none."""
+    if not isinstance(value, str):
+        return ()
+    try:
+        ids = json.loads(value)
+    except ValueError:
+        return ()
+    if not isinstance(ids, list):
+        return ()
+    return tuple(i for i in ids if isinstance(i, str))
 
 
 class Fold:
@@ -242,8 +294,9 @@ class Fold:
                 self._forgets.append(event)
                 touched |= self._all_entries()
             else:
-                self._by_entry.setdefault(event.entry_id, []).append(event)
-                touched.add(event.entry_id)
+                for entry_id in _named(event):
+                    self._by_entry.setdefault(entry_id, []).append(event)
+                    touched.add(entry_id)
         return touched
 
     def remove(self, ids: Iterable[str]) -> set[str]:
@@ -258,11 +311,12 @@ class Fold:
                 self._forgets.remove(event)
                 touched |= self._all_entries()
                 continue
-            held = self._by_entry[event.entry_id]
-            held.remove(event)
-            if not held:
-                del self._by_entry[event.entry_id]
-            touched.add(event.entry_id)
+            for entry_id in _named(event):
+                held = self._by_entry[entry_id]
+                held.remove(event)
+                if not held:
+                    del self._by_entry[entry_id]
+                touched.add(entry_id)
         return touched
 
     def _all_entries(self) -> set[str]:
@@ -272,17 +326,27 @@ class Fold:
         """The entry as its events fold, or None when it does not exist (never put, deleted,
         forgotten)."""
         events = sorted([*self._by_entry.get(entry_id, ()), *self._forgets], key=_order)
-        # a base already copied into the log is folded once, as its event
-        state = None if base_event_id(entry_id) in self.events else self.bases.get(entry_id)
+        # a base already copied into the log is folded once, as its event (its id is
+        # hashed only for an entry with a base: one per entry was a tenth of a cold read)
+        state = self.bases.get(entry_id)
+        if state is not None and base_event_id(entry_id) in self.events:
+            state = None
+        runs: dict[str, int] = {}  # the latest credit of each run, since the entry began
         for event in events:
-            if event.kind == "expire":  # a conditional delete: see the module docstring
+            if event.kind == "credit":
+                if state is not None:
+                    runs[event.run] = event.credit
+            elif event.kind == "expire":  # a conditional delete: see the module docstring
                 if state is not None and state.expired(event.at):
-                    state = None
+                    state, runs = None, {}
             elif event.kind != "put":
-                state = None
+                state, runs = None, {}
             elif event.record is not None:
                 state = event.record if state is None else state.merged_with(event.record)
-        return state
+        if state is None or not runs:
+            return state
+        up = sum(1 for c in runs.values() if c > 0)
+        return replace(state, credited=state.credited + up, debited=state.debited + len(runs) - up)
 
     def entries(self) -> dict[str, ProfileEntry]:
         """Every existing entry of the user, by id."""
@@ -294,8 +358,8 @@ class Fold:
         return folded
 
     def event_ids(self, entry_id: str) -> list[str]:
-        """Ids of the events held for one entry."""
-        return [e.id for e in self._by_entry.get(entry_id, ())]
+        """Ids of the events held for this entry alone (a ``credit`` names others too)."""
+        return [e.id for e in self._by_entry.get(entry_id, ()) if e.kind != "credit"]
 
     @property
     def forgotten(self) -> bool:
@@ -320,3 +384,8 @@ class Fold:
 
 def _order(event: Event) -> tuple[float, int, str]:
     return event.order
+
+
+def _named(event: Event) -> tuple[str, ...]:
+    """The entries whose fold an event (not a ``forget``) takes part in."""
+    return event.entries if event.kind == "credit" else (event.entry_id,)

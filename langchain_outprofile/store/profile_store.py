@@ -67,6 +67,7 @@ from langchain_outprofile.store.log import (
     Event,
     Fold,
     base_event_id,
+    credit_event,
     event_id,
     event_metadata,
     events_from,
@@ -89,13 +90,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-_READABLE_SCHEMAS = (1, 2)  # row format 1 is still read; every write uses format 2
 # The vector index only serves direct similarity queries (selection never searches it), so
 # it is built cheaply: ef_construction and M well below Chroma's defaults of 100 and 16.
 _HNSW = {"hnsw:space": "cosine", "hnsw:construction_ef": 32, "hnsw:M": 8}
 # leaves room for the state collection's suffix within Chroma's 512 characters
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,504}[a-zA-Z0-9]")
-_INCLUDE_ALL: Any = ["documents", "metadatas"]
 _METADATAS: Any = ["metadatas"]
 _WHERE_IN = 100  # entry ids per ``$in`` filter of the log
 _STALE_AT = "stale_at"
@@ -106,15 +105,9 @@ time). Chroma's SQLite fails past its SQL variables ("too many SQL variables" at
 rows), and what a read allocates on Chroma's side stays in the process's peak RSS: reading
 a 20,000-event log by id raised it by 132 MB in pages of 10,000, 56 MB in pages of 2,000
 and 5 MB in pages of 500, in the same time (issue 24, item 21)."""
-# Set on collections created by a release that writes a version row for every user it
-# writes. A collection without it (written before version rows existed) may hold users with
-# no version row: ``user_ids`` then scans the entries once and writes the missing rows.
-_VERSIONED_KEY = "outprofile_versioned"
-_BACKFILL_MARK = "versions-backfilled"
 # Set on a collection this package adopted (one a ``langchain_chroma.Chroma`` made, say): it
 # may hold the app's own documents, so reads not by id match only the package's rows.
 _SHARED_KEY = "outprofile_shared"
-_SCAN_PAGE = 5000
 LIMITS_ENV = "OUTPROFILE_CHROMA_LIMITS"
 """Set to ``cloud`` to keep every call within Chroma Cloud's limits on any client."""
 _INLINE_EMBEDS = 64  # an async write embeds up to this many texts on the loop itself
@@ -238,7 +231,6 @@ class ProfileStore:
         self.is_async = isinstance(client, AsyncClientAPI)
         self._fingerprint, self._dimension = _fingerprint(self.embeddings)
         self._name = collection_name
-        self._versioned = False  # set by _open_collection
         self._shared = True  # whether the app's documents may be beside ours (_open_collection)
         self._location = location = location_lock(client)  # type: ignore[arg-type]
         location.bound(lock_timeout_s)
@@ -337,7 +329,6 @@ class ProfileStore:
             "outprofile_schema": SCHEMA_VERSION,
             "embedding": self._fingerprint,
             "dimension": self._dimension,
-            _VERSIONED_KEY: True,
             **_HNSW,
         }
         client = self.client
@@ -350,10 +341,10 @@ class ProfileStore:
         found = dict(collection.metadata or {})
         if "outprofile_schema" not in found:
             found = await self._adopted(collection, found, wanted)
-        if found.get("outprofile_schema") not in _READABLE_SCHEMAS:
+        if found.get("outprofile_schema") != SCHEMA_VERSION:
             raise EmbeddingMismatchError(
                 f"collection {name!r} has outprofile_schema={found.get('outprofile_schema')!r}; "
-                f"this version reads {list(_READABLE_SCHEMAS)}: upgrade langchain-outprofile, "
+                f"this version reads {SCHEMA_VERSION}: upgrade langchain-outprofile, "
                 "or use another collection_name"
             )
         for key in ("embedding", "dimension"):
@@ -363,7 +354,6 @@ class ProfileStore:
                     f"memory uses {key}={wanted[key]!r}; open it with the embedder it was "
                     "written with, or use another collection_name"
                 )
-        self._versioned = found.get(_VERSIONED_KEY) is True
         self._shared = _shared(found)
         return collection
 
@@ -448,6 +438,7 @@ class ProfileStore:
         *,
         event_ids: Sequence[str] | None = None,
         claim: bool = False,
+        served: Sequence[str] = (),
     ) -> Written:
         """Store entries: each one is a signal, added to the log as an event of its own.
 
@@ -468,12 +459,16 @@ class ProfileStore:
             claim: read the events back and raise :class:`RunIdConflictError` when one of
                 them was held already by another user or entry (a run id claimed first by
                 another run), before any entry row or version is written.
+            served: with ``claim``, the entries of the block the run was served, kept on
+                its claim for the credit its feedback gives them (:meth:`acredit`).
 
         Returns:
             What the write did (:class:`Written`).
         """
         at = self._stamp()
         events = put_events(entries, at=at, ids=event_ids)
+        if served:
+            events = [replace(e, entries=tuple(served)) for e in events]
         parts = list(batches(events, max(1, min(self._max_batch, self.write_batch))))
         stored: list[ProfileEntry] = []
         moved: set[str] = set()
@@ -577,6 +572,29 @@ class ProfileStore:
         await self._drop_rows(emptied)
         if emptied:  # maybe the user's last rows: listings confirm the user again
             await self.state.doubt([user])
+
+    def credit(
+        self, user_id: str, run_id: str, entries: Sequence[str], credit: int, *, why: str
+    ) -> Written:
+        """Credit the entries of a run's block: see :meth:`acredit`."""
+        return self._run(self.acredit(user_id, run_id, entries, credit, why=why))
+
+    async def acredit(
+        self, user_id: str, run_id: str, entries: Sequence[str], credit: int, *, why: str
+    ) -> Written:
+        """Add one ``credit`` event: the feedback ``why`` on run ``run_id`` credits (+1) or
+        debits (-1) each of ``entries``, the block the run was served. Its id comes from
+        the user, the run and ``why``, so replayed feedback counts once; each entry folds a
+        run's latest credit only (``log.py``). The user's version moves: the credit may
+        change a block that weighs it. No entry row is rewritten (rows are caches the
+        fold never reads), so feedback costs one row, whatever the block held."""
+        user = validate_user_id(user_id)
+        if credit not in (1, -1) or not entries:
+            raise InvalidInputError(f"a credit is +1 or -1 for one or more entries; got {credit}")
+        event = credit_event(user, run_id, entries, credit, at=self._stamp(), why=why)
+        await self._add_events([event])
+        await self.state.touch({user})
+        return Written([], {}, {user}, [event])
 
     def replace(self, entries: Sequence[ProfileEntry]) -> None:
         """Store entries exactly as given (no folding): see :meth:`areplace`."""
@@ -745,7 +763,7 @@ class ProfileStore:
             where = {"$and": [{"user_id": validate_user_id(user_id)}, where]}
         for event in events_from(await self._log_get(where=where, include=_METADATAS)):
             found.setdefault(event.user_id, set()).add(event.entry_id)
-        for row in rows_from(await self._read(where=where, include=_INCLUDE_ALL)):
+        for row in rows_from(await self._read(where=where, include=_METADATAS)):
             found.setdefault(row.entry.user_id, set()).add(row.id)  # a repair's rows: bases
         removed: dict[str, list[str]] = {}
         moved: set[str] = set()
@@ -1103,7 +1121,7 @@ class ProfileStore:
         where = {"user_id": user}
         eager: Any = None
         if with_vectors:
-            include: Any = [*_INCLUDE_ALL, "embeddings"]
+            include: Any = [*_METADATAS, "embeddings"]
             first = await self._read(where=where, include=include, limit=self.eager_rows + 1)
             if len(first["ids"]) <= self.eager_rows:
                 eager = first
@@ -1249,7 +1267,7 @@ class ProfileStore:
         which no claim names. A metadata scan of the entries: :meth:`arun` is the read by
         id that tracked runs use."""
         owner = None if user_id is None else validate_user_id(user_id)
-        rows = rows_from(await self._read(where={"run_id": run_id}, include=_INCLUDE_ALL))
+        rows = rows_from(await self._read(where={"run_id": run_id}, include=_METADATAS))
         found: list[ProfileEntry] = []
         for user in sorted({r.entry.user_id for r in rows} - {""}):
             if owner not in (None, user):
@@ -1324,12 +1342,7 @@ class ProfileStore:
         edit may have taken the last entry; rows of earlier releases) is confirmed with a
         read of one entry id. A forgotten user has no version row: not listed. At 10,000
         users this was 10,000 reads, one per user (41 s).
-
-        A collection written before version rows existed is scanned once (its entries'
-        metadata, as earlier releases listed users) and the missing rows are written.
         """
-        if not self._versioned:
-            await self._backfill_versions()
         listed = await self.state.listed()
         found = [user for user, doubted in listed.items() if not doubted]
         for user in (user for user, doubted in listed.items() if doubted):
@@ -1337,32 +1350,11 @@ class ProfileStore:
                 found.append(user)
         return sorted(found)
 
-    async def _backfill_versions(self) -> None:
-        """Give every user found in the entries a version row, once per collection."""
-        if await self.state.has_mark(_BACKFILL_MARK):
-            self._versioned = True
-            return
-        found: set[str] = set()
-        offset = 0
-        while True:
-            page = await self._read(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
-            if not page["ids"]:
-                break
-            found.update(
-                u for m in page["metadatas"] or [] if isinstance(u := (m or {}).get("user_id"), str)
-            )
-            offset += len(page["ids"])
-        missing = found - await self.state.users()
-        if missing:
-            await self.state.touch(missing)
-        await self.state.mark(_BACKFILL_MARK)
-        self._versioned = True
-
     async def _rows_where(self, where: Any) -> list[Row]:
         """Every entry row matching ``where``. Chroma's SQLite fails a read of more rows than
         it has SQL variables for ("too many SQL variables" at 100k rows), so a result larger
         than one page is read as ids first, then by id, a page at a time."""
-        first = await self._read(where=where, include=_INCLUDE_ALL, limit=_READ_PAGE + 1)
+        first = await self._read(where=where, include=_METADATAS, limit=_READ_PAGE + 1)
         if len(first["ids"]) <= _READ_PAGE:
             return rows_from(first)
         ids = await self._ids_where(where)
@@ -1389,7 +1381,7 @@ class ProfileStore:
     async def _rows_by_id(self, ids: list[str]) -> list[Row]:
         if not ids:
             return []
-        return rows_from(await self._read(ids=ids, include=_INCLUDE_ALL))
+        return rows_from(await self._read(ids=ids, include=_METADATAS))
 
     async def _user_events(self, user: str) -> list[Event]:
         """Every event of one user (paged as :meth:`_rows_where` pages rows)."""

@@ -1,8 +1,7 @@
 """Rows: how one profile entry is laid out in a Chroma row, and back.
 
 No chromadb import here: this module turns entries into the metadata the store writes,
-and rows the store read back into entries (row format 2, and format 1 as written by
-earlier releases).
+and rows the store read back into entries (row format 2: docs/design.md).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ __all__ = [
 LOG_MARK = "lg"
 """Metadata key of a row written since the signal log (``log.py``): its payload is a
 writer's cache, not a base to fold."""
-META_PREFIX = "m."  # row format 1: one metadata key per user metadata field
 PAYLOAD_KEY = "e"
 OWN_ROWS: dict[str, Any] = {"pending": {"$in": [True, False]}}
 """The ``where`` that matches only rows this package wrote: every row of every format it has
@@ -79,9 +77,8 @@ def to_metadata(entry: ProfileEntry) -> dict[str, Any]:
 
 
 def entries_from(result: Any) -> list[ProfileEntry]:
-    """Entries from a ``collection.get`` result (row format 2, or 1 as written before);
-    rows that do not read as this package's entries (an app's documents in a brought
-    collection) are left out."""
+    """Entries from a ``collection.get`` result; rows that do not read as this package's
+    entries (an app's documents in a brought collection) are left out."""
     return [row.entry for row in rows_from(result)]
 
 
@@ -89,41 +86,26 @@ def _all_entries(result: Any) -> list[ProfileEntry]:
     """Every row of a result as an entry, in one ``json.loads`` for all payloads (a cold
     rebuild parses thousands of them); raises on the first row that is not an entry."""
     metadatas = result["metadatas"] or []
-    documents = result["documents"] or [None] * len(metadatas)
-    payloads = iter(
-        json.loads("[" + ",".join(m[PAYLOAD_KEY] for m in metadatas if PAYLOAD_KEY in m) + "]")
-    )
+    payloads = json.loads("[" + ",".join(m[PAYLOAD_KEY] for m in metadatas) + "]")
     return [
-        stored_entry(id_, str(meta["user_id"]), next(payloads))
-        if PAYLOAD_KEY in meta
-        else _from_format_1(id_, doc, meta)
-        for id_, doc, meta in zip(result["ids"], documents, metadatas, strict=True)
+        stored_entry(id_, str(meta["user_id"]), payload)
+        for id_, meta, payload in zip(result["ids"], metadatas, payloads, strict=True)
     ]
 
 
-def _own_entry(id_: str, document: Any, meta: Any) -> ProfileEntry | None:
+def _own_entry(id_: str, meta: Any) -> ProfileEntry | None:
     """One row as an entry, or None when it is not a row this package wrote."""
     if not isinstance(meta, dict) or not isinstance(meta.get("pending"), bool):
         return None
     if not isinstance(meta.get("user_id"), str):
         return None
     try:
-        if PAYLOAD_KEY in meta:
-            payload = json.loads(meta[PAYLOAD_KEY])
-            if not isinstance(payload, dict):
-                return None
-            return stored_entry(id_, meta["user_id"], payload)
-        if not isinstance(document, str):
+        payload = json.loads(meta[PAYLOAD_KEY])
+        if not isinstance(payload, dict):
             return None
-        return _from_format_1(id_, document, meta)
+        return stored_entry(id_, meta["user_id"], payload)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-
-
-def _from_format_1(id_: str, document: str, meta: Any) -> ProfileEntry:
-    """An entry written in row format 1 (text as the document, one key per field)."""
-    extra = {k[len(META_PREFIX) :]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
-    return stored_entry(id_, str(meta["user_id"]), {**meta, "text": document, "metadata": extra})
 
 
 @dataclass(frozen=True)
@@ -150,10 +132,9 @@ def rows_from(result: Any) -> list[Row]:
             ]
     except (KeyError, TypeError, ValueError, AttributeError):
         pass  # some row is not ours: read them one by one
-    documents = result["documents"] or [None] * len(metadatas)
     rows = []
-    for id_, document, meta in zip(result["ids"], documents, metadatas, strict=True):
-        entry = _own_entry(id_, document, meta)
+    for id_, meta in zip(result["ids"], metadatas, strict=True):
+        entry = _own_entry(id_, meta)
         if entry is not None:
             rows.append(Row(id_, entry, LOG_MARK not in meta))
     return rows

@@ -13,14 +13,12 @@ miss, never the other's block). The payload is a metadata value, not a document:
 full-text indexes every document (trigrams of the whole text) and cannot be told not to
 in embedded mode. Ids hash the user in and every row read back is checked for its
 ``user_id``. A row whose metadata lost a key reads as if absent (no version, no user) and the
-next write replaces it. One-time steps of the whole collection are recorded as *mark* rows,
-which have no user.
+next write replaces it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -32,7 +30,6 @@ from langchain_outprofile.validation import validate_user_id
 
 __all__ = [
     "MAX_PINS_PER_USER",
-    "SLOTTED_MARK",
     "SNAPSHOT_SLOTS",
     "STATE_SUFFIX",
     "StateRows",
@@ -45,9 +42,6 @@ _T = TypeVar("_T")
 STATE_SUFFIX = ".state"
 SNAPSHOT_SLOTS = 8
 """Snapshot rows a user can have, whatever the number of option keys read."""
-SLOTTED_MARK = "snapshots-slotted"
-"""Mark set once the snapshot rows of earlier releases (one per key) were swept."""
-_LEGACY_SNAPSHOT = re.compile(r"s:[0-9a-f]{32}")
 _METADATAS: Any = ["metadatas"]
 _NO_FIELDS: Any = []
 _PAGE = 5000
@@ -78,7 +72,6 @@ class StateRows:
         self._lock = lock
         self._max_batch = max_batch
         self._page = min(_PAGE, page or _PAGE)
-        self._swept = False
         self._versioned: set[str] = set()  # users seen with a version row by this object
 
     @property
@@ -300,7 +293,6 @@ class StateRows:
         async with hold(self._lock):
             if await self._current(user, version_id) != version:
                 return False
-            await self._sweep_earlier_releases()
             await self._upsert(
                 [slot_id], [{"user_id": user, "version": version, "key": key, "payload": payload}]
             )
@@ -337,35 +329,6 @@ class StateRows:
                     if isinstance(user, str) and user:
                         found[user] = meta.get(_DOUBTED) is not False
         return found
-
-    async def has_mark(self, name: str) -> bool:
-        """Whether :meth:`mark` was called for ``name`` on this collection (one id lookup)."""
-        found = await self._get(ids=[_mark_id(name)], include=_NO_FIELDS)
-        return bool(found["ids"])
-
-    async def mark(self, name: str) -> None:
-        """Record, once per collection, that a one-time step ``name`` is done. Mark rows
-        carry no ``user_id``: no per-user read or delete ever matches them."""
-        await self._upsert([_mark_id(name)], [{"mark": name}])
-
-    async def _sweep_earlier_releases(self) -> None:
-        """Once per collection, before this release saves its first snapshot there: delete
-        the snapshot rows of earlier releases (one row per options key, ``s:<hash>``, with the
-        payload as a full-text indexed document; never served by this release)."""
-        if self._swept:
-            return
-        async with hold(self._lock):
-            if not await self.has_mark(SLOTTED_MARK):
-                old = [
-                    id_
-                    async for page in self._pages(self._page, _NO_FIELDS)
-                    for id_ in page["ids"]
-                    if _LEGACY_SNAPSHOT.fullmatch(id_)
-                ]
-                for batch in batches(old, self._max_batch):
-                    await self._delete(ids=list(batch))
-                await self.mark(SLOTTED_MARK)
-            self._swept = True
 
     async def _pages(self, page_size: int, include: Any) -> AsyncIterator[Any]:
         offset = 0
@@ -435,10 +398,6 @@ def _slot_id(user: str, slot: int) -> str:
 
 def _pin_id(user: str, thread: str, key: str) -> str:
     return state_id("p", user, f"{thread}\x00{key}")
-
-
-def _mark_id(name: str) -> str:
-    return f"m:{name}"
 
 
 def _version_in(rows: dict[str, Any], version_id: str) -> str:

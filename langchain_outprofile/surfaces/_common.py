@@ -30,7 +30,7 @@ profile), so a request changes them only when the app lists them in ``settable``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -52,16 +52,19 @@ __all__ = [
     "DEFAULT_MAX_CALL_TOKENS",
     "OPTION_NAMES",
     "PLACEMENTS",
+    "SERVED_KEY",
     "SETTING_NAMES",
     "USER_ID_SPEC",
     "CallLimits",
     "CallSettings",
     "Placement",
+    "ServedBlocks",
     "SurfaceSettings",
     "arecord_output",
     "aselect",
     "check_breakpoint",
     "check_placement",
+    "note_served",
     "refuse_keywords",
     "setting_specs",
     "settings_from_config",
@@ -124,6 +127,11 @@ _SETTINGS: dict[str, tuple[Any, str]] = {
     "mmr_lambda": (float, "1 ranks by score alone; lower values favour stylistic diversity."),
     "duplicate_threshold": (float, "Style similarity from which like-worded text is a duplicate."),
     "pool_size": (int, "How many top-scored candidates diversity and packing consider."),
+    "credit_weight": (
+        float,
+        "0 ignores feedback credit; up to 4 favours entries of approved blocks.",
+    ),
+    "explore": (bool, "Give one block place to the entry with the least feedback yet."),
 }
 assert set(_SETTINGS) == set(SETTING_NAMES), "every SelectionOptions field needs a config spec"
 
@@ -512,3 +520,41 @@ async def arecord_output(source: ProfileSource, text: str, **arguments: Any) -> 
     """``source.record_output`` from the event loop, as :func:`aselect` reads."""
     entry: ProfileEntry = await call(source, "record_output", text, **arguments)
     return entry
+
+
+SERVED_KEY = "__outprofile_served"
+"""The ``configurable`` key under which a tracked run hands its :class:`ServedBlocks` to the
+surfaces inside it. Private: LangChain and LangGraph copy only keys without a leading
+``__`` into trace and checkpoint metadata."""
+
+
+@dataclass
+class ServedBlocks:
+    """The entries of the blocks served to the run's user inside one tracked run, in the
+    order first served: the run's output is recorded with them, so feedback on it credits
+    (or debits) them."""
+
+    user_id: str
+    entries: list[str] = field(default_factory=list)
+
+    def note(self, selection: ProfileSelection) -> None:
+        """Add a selection's entries, if it is the run's user's (another user's is never
+        credited by this run's feedback)."""
+        if selection.user_id != self.user_id:
+            return
+        held = set(self.entries)
+        self.entries += [e.id for e in selection.entries if e.id not in held]
+
+
+def note_served(config: RunnableConfig | None, selection: ProfileSelection) -> None:
+    """Tell the tracked run around this call, if any, which block it was served.
+
+    Example:
+        ```python
+        selection = memory.select(user, **call.read(query))
+        note_served(config, selection)
+        ```
+    """
+    served = (config or {}).get("configurable", {}).get(SERVED_KEY)
+    if isinstance(served, ServedBlocks):
+        served.note(selection)

@@ -42,6 +42,7 @@ from langchain_outprofile.surfaces._common import (
     Placement,
     SurfaceSettings,
     aselect,
+    note_served,
     refuse_keywords,
     setting_specs,
 )
@@ -158,6 +159,7 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
         messages = to_messages(value)
         user = self._settings.user_for(config)
         selection = self.memory.select(user, **call.read(last_human_text(messages)))
+        note_served(config, selection)
         return place_block(
             messages, selection.text, call.placement, cache_breakpoint=call.cache_breakpoint
         )
@@ -172,6 +174,7 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
         messages = to_messages(value)
         user = self._settings.user_for(config)
         selection = await aselect(self.memory, user, **call.read(last_human_text(messages)))
+        note_served(config, selection)
         return place_block(
             messages, selection.text, call.placement, cache_breakpoint=call.cache_breakpoint
         )

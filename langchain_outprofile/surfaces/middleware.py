@@ -31,6 +31,7 @@ from langchain_outprofile.surfaces._common import (
     Placement,
     SurfaceSettings,
     aselect,
+    note_served,
     user_id_from_config,
 )
 from langchain_outprofile.surfaces.messages import last_human_text, merge_into, place_block
@@ -171,14 +172,18 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         """The profile block for this request ('' when the profile is empty)."""
         if call is None:
             call = self.settings_for()
-        return self.memory.select(self.user_for(request), **call.read(_query(request))).text
+        selection = self.memory.select(self.user_for(request), **call.read(_query(request)))
+        note_served(_current_config(), selection)
+        return selection.text
 
     async def ablock_for(self, request: ModelRequest[Any], call: CallSettings | None = None) -> str:
         """Async :meth:`block_for` (the memory's ``aselect``)."""
         if call is None:
             call = self.settings_for()
         user = self.user_for(request)
-        return (await aselect(self.memory, user, **call.read(_query(request)))).text
+        selection = await aselect(self.memory, user, **call.read(_query(request)))
+        note_served(_current_config(), selection)
+        return selection.text
 
     def with_block(
         self, request: ModelRequest[Any], block: str, call: CallSettings | None = None

@@ -3,7 +3,9 @@
 ``TrackedRunnable`` wraps any runnable: each run's output text is stored as a ``pending``
 entry under its run id (``config["run_id"]``, else a new UUID that is also the run id of
 the chain's trace), so feedback may arrive later, from another process, through
-``memory.feedback(run_id, ...)``.
+``memory.feedback(run_id, ...)``. The injector or middleware inside the chain tells the
+tracker which block it served (a private ``configurable`` key, :data:`SERVED_KEY`), and the
+output is recorded with it: feedback on the run credits or debits those entries.
 
 Per-call settings come by the one route every surface reads
 (:meth:`~._common.SurfaceSettings.for_call`): the tracker checks a call's ``profile_<name>``
@@ -29,8 +31,10 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_outprofile.capture import validate_run_id
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.surfaces._common import (
+    SERVED_KEY,
     USER_ID_SPEC,
     CallLimits,
+    ServedBlocks,
     SurfaceSettings,
     arecord_output,
     setting_specs,
@@ -164,20 +168,26 @@ def input_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class _Run:
-    """One tracked run: whose, its id, and the task its output is recorded under."""
+    """One tracked run: whose, its id, the task its output is recorded under, and the
+    blocks the surfaces inside it served (filled as the chain runs)."""
 
     user: str
     run_id: str
     task: str | None
+    served: ServedBlocks
 
     def recorded(self, value: Any) -> dict[str, Any]:
-        """How the run's output is recorded, besides its text."""
-        return {
+        """How the run's output is recorded, besides its text (``served`` only when a
+        surface served a block, so a memory double without it still records)."""
+        recorded: dict[str, Any] = {
             "user_id": self.user,
             "run_id": self.run_id,
             "source_input": None if value is None else input_text(value),
             "task": self.task,
         }
+        if self.served.entries:
+            recorded["served"] = tuple(self.served.entries)
+        return recorded
 
 
 class TrackedRunnable(Runnable[Any, Any]):
@@ -251,8 +261,14 @@ class TrackedRunnable(Runnable[Any, Any]):
         call = self._settings.for_call(config)
         user = user_id_from_config(None, config)
         run = config.get("run_id") or uuid.uuid4()
-        inner: RunnableConfig = {**config, "run_id": run if isinstance(run, uuid.UUID) else None}
-        return _Run(user, validate_run_id(run), call.options.task), inner
+        served = ServedBlocks(user)
+        configurable = {**config.get("configurable", {}), SERVED_KEY: served}
+        inner: RunnableConfig = {
+            **config,
+            "run_id": run if isinstance(run, uuid.UUID) else None,
+            "configurable": configurable,
+        }
+        return _Run(user, validate_run_id(run), call.options.task, served), inner
 
     def _record(self, output: Any, run: _Run, value: Any) -> None:
         self.memory.record_output(output_text(output), **run.recorded(value))

@@ -6,8 +6,10 @@ every write as a delta (the path a tracked conversation runs); ``fresh`` has no 
 snapshots, so every read loads and ranks the whole profile. After each step both must give
 the same block, the same chosen candidates (scores, costs, cuts) and the same left-out
 candidates and totals, as entries expire (time passing) and are deleted (``expire``, and
-the sweeps a write of an expiring entry starts). ``live`` must load the profile once per
-options: if a write forced a full re-rank, the load count would show it.
+the sweeps a write of an expiring entry starts), and as feedback on runs served a block
+credits its entries (options that weigh credit, with and without exploration). ``live``
+must load the profile once per options: if a write forced a full re-rank, the load count
+would show it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ OPTIONS = (
     SelectionOptions(max_tokens=90, pool_size=6, task="email", order="stable"),
     SelectionOptions(max_tokens=200, pool_size=8, half_life_days=None, mmr_lambda=0.5),
     SelectionOptions(max_tokens=150, task="chat", fill_from_profile=False, fields="full"),
+    SelectionOptions(max_tokens=120, pool_size=5, credit_weight=1.5, explore=True),
+    SelectionOptions(max_tokens=150, credit_weight=4.0, half_life_days=None),
 )
+SERVING = OPTIONS[4]
+"""The options of the block a tracked run is served, which its feedback credits."""
 
 
 operations = st.one_of(
@@ -50,7 +56,7 @@ operations = st.one_of(
         st.sampled_from(("", "the request")),
     ),
     st.tuples(st.just("rate"), texts, st.integers(1, 5)),
-    st.tuples(st.just("track"), texts),
+    st.tuples(st.just("track"), texts, st.booleans()),
     st.tuples(st.just("feedback"), st.integers(0, 50), st.sampled_from(("endorsed", "rejected"))),
     st.tuples(st.just("edit"), st.integers(0, 50), texts),
     st.tuples(st.just("delete"), st.integers(0, 50)),
@@ -99,7 +105,8 @@ class Pair:
             memory.add(args[0], user_id=USER, signal="rating", rating=args[1])
         elif kind == "track":
             run = str(uuid.uuid4())
-            memory.record_output(args[0], user_id=USER, run_id=run, task="chat")
+            served = memory.select(USER, options=SERVING) if args[1] else None
+            memory.record_output(args[0], user_id=USER, run_id=run, task="chat", served=served)
             self.runs.append(run)
         elif kind in ("feedback", "edit") and self.runs:
             run = self.runs[args[0] % len(self.runs)]
@@ -167,10 +174,32 @@ def test_an_edit_that_moves_a_runs_claim_moves_the_live_ranking_too(
     _check_sequence(
         client,
         [
-            ("track", "thanks bullets"),
+            ("track", "thanks bullets", False),
             ("add", "cheers", "edited", "chat", "the request"),
             ("wait", 41.57),
             ("edit", 19, "cheers"),
+        ],
+    )
+
+
+def test_credit_from_feedback_moves_the_live_ranking_as_a_rerank_does(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """A run served a block, then approved and rejected: every entry of that block changes
+    credit, the live memory by the delta, the fresh one by folding the log."""
+    _check_sequence(
+        client,
+        [
+            ("add", "short answer first", "endorsed", None, ""),
+            ("add", "bullets no fluff", "authored", None, ""),
+            ("add", "cheers thanks", "accepted", "chat", ""),
+            ("track", "ship it", True),
+            ("feedback", 0, "endorsed"),
+            ("track", "no fluff", True),
+            ("feedback", 1, "rejected"),
+            ("feedback", 1, "rejected"),
+            ("delete", 0),
+            ("add", "short answer first", "endorsed", None, ""),
         ],
     )
 

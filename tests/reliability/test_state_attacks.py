@@ -17,7 +17,6 @@ Each runs on every real Chroma mode (``make_memory``) unless it is about the in-
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -342,28 +341,6 @@ def test_keys_sharing_a_slot_never_serve_each_other(
     assert loads == []  # served by the slot
     assert cold.select("ana", max_tokens=first).text == want_first
     assert loads == ["ana"]  # a collision is a miss, never the other key's block
-
-
-def test_snapshot_rows_of_an_earlier_release_are_swept_once(make_memory: MemoryFactory) -> None:
-    writer = make_memory()
-    _fill(writer)
-    legacy = [f"s:{i:032x}" for i in range(3)]
-    writer.store.state._collection.upsert(
-        ids=legacy,
-        documents=[json.dumps({"text": SECRET})] * 3,
-        metadatas=[{"user_id": "ana", "version": writer.store.version("ana")}] * 3,
-        embeddings=[[1.0]] * 3,
-    )
-
-    make_memory().select("ana")  # the first snapshot this release saves in the collection
-
-    assert set(legacy).isdisjoint(_state_rows(writer))
-    # has_mark is a coroutine: asserted without awaiting, it is always truthy
-    assert asyncio.run(writer.store.state.has_mark(state.SLOTTED_MARK)) is True
-    assert len(_snapshot_rows(writer, "ana")) == 1
-
-
-# -- a read cache bounded by entries, and expired states dropped ------------------------------
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:

@@ -572,7 +572,6 @@ def test_demo_sends_each_users_block_after_the_apps_prompt_to_the_real_model() -
         assert not any(text in block.text for u in others for text, _ in DEMO_PROFILES[u])
         assert rest[-1].type == "human"
     assert "read dana_dev's block (5 entries) after the app's 1 system message" in printed
-    assert shown.seconds < 120
 
 
 @needs_local_model

@@ -126,7 +126,8 @@ class ScoreRow:
     chosen: int = -1
     frame: str = "legacy"
     """The frame the block was rendered in; rows of caches written before frames were
-    recorded were all scored with the 59-token ``legacy`` frame."""
+    recorded were all scored with the 59-token frame of earlier commits, named ``legacy``
+    here so that no run now is served them."""
     selection: int = 1
     """The :data:`SELECTION_RULE` the block was chosen by (1 for rows written before it was
     recorded)."""

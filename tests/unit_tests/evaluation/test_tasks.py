@@ -596,9 +596,9 @@ def test_command_reports_the_headroom_of_random_draws_and_resumes(
 
 
 def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
-    """A block rendered in another frame is another prompt: the cache never serves a score
-    of one frame for the other (only ``none``, whose prompt has no block, is shared), and rows
-    written before frames were recorded (no ``frame`` key) are the legacy frame's."""
+    """A block rendered in another frame is another prompt: rows of caches written before
+    frames were recorded (no ``frame`` key: the earlier 59-token frame) are never served to a
+    run in the compact frame; only ``none``, whose prompt has no block, is shared."""
     co = _write_coauthor(tmp_path / "co.jsonl.gz")
     args: dict[str, Any] = dict(
         strategies="none,output-profile",
@@ -611,29 +611,29 @@ def test_the_frame_is_part_of_every_cache_key(tmp_path: Path) -> None:
     )
     compact = FakeScorer()
     run_command(co, scorer=compact, **args)
-    legacy = FakeScorer()
-    run_command(co, scorer=legacy, frame="legacy", **args)
     rows = [
         json.loads(line) for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
     ]
     blocks = [r for r in rows if r["strategy"] != "none"]
-    assert len(rows) - len(blocks) == 1  # the compact run's `none` served the legacy run
-    assert compact.calls > legacy.calls > 0
-    assert sorted(r["frame"] for r in blocks) == ["compact", "legacy"]
-    old_style = [
-        {k: v for k, v in r.items() if k != "frame"}
-        for r in rows
-        if r["frame"] == "legacy" or r["strategy"] == "none"
-    ]
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in old_style))
-    resumed = FakeScorer()
-    run_command(co, scorer=resumed, frame="legacy", **{**args, "out": tmp_path / "old"})
-    assert resumed.calls == 0  # an old cache resumes as the legacy frame
-    assert json.loads((tmp_path / "old" / "report.json").read_text())["meta"]["frame"] == "legacy"
+    assert blocks and {r["frame"] for r in blocks} == {"compact"}
     assert {r["selection"] for r in blocks} == {SELECTION_RULE}
+    old_style = [{k: v for k, v in r.items() if k != "frame"} for r in rows]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old_style))
+    resumed = FakeScorer()
+    run_command(co, scorer=resumed, **{**args, "out": tmp_path / "old"})
+    assert resumed.calls > 0  # the blocks are scored again
+    again = [
+        json.loads(line) for line in (tmp_path / "old" / "scores.jsonl").read_text().splitlines()
+    ]
+    assert sum(r["strategy"] == "none" for r in again) == 1  # `none` was served
+    assert sorted(r.get("frame", "-") for r in again if r["strategy"] != "none") == [
+        "-",
+        "compact",
+    ]
+    assert json.loads((tmp_path / "old" / "report.json").read_text())["meta"]["frame"] == "compact"
     with pytest.raises(InvalidInputError, match="--frame"):
-        run_command(co, scorer=FakeScorer(), frame="tiny", **args)
+        run_command(co, scorer=FakeScorer(), frame="legacy", **args)
 
 
 def test_blocks_chosen_by_an_earlier_selection_rule_are_scored_again(

@@ -15,6 +15,7 @@ from langchain_outprofile.store.log import (
     Event,
     Fold,
     base_event_id,
+    credit_event,
     event_id,
     event_metadata,
     events_from,
@@ -186,3 +187,63 @@ def test_an_expire_event_voids_only_an_entry_that_had_expired_by_its_time() -> N
     assert events_from({"ids": ["x"], "metadatas": [event_metadata(_expire(20.0))]})[0].kind == (
         "expire"
     )
+
+
+def _credit(at: float, run: str, credit: int, *texts: str, why: str = "endorsed") -> Event:
+    ids = [ProfileEntry.create(t, user_id="ana").id for t in texts]
+    return credit_event("ana", run, ids, credit, at=at, why=f"{why}@{at}")
+
+
+def test_credit_counts_each_run_once_by_its_latest_feedback() -> None:
+    """Hand-computed: run r1 approved, then rejected (its latest counts: a debit); r2
+    approved twice (once); r3 approved. Credit = (1 + 2) / (2 + 3) = 0.6."""
+    fold = Fold("ana")
+    fold.add([_signal("endorsed", 1.0)])
+    text = "Short answer first."
+    fold.add(
+        [
+            _credit(2.0, "r1", +1, text),
+            _credit(3.0, "r1", -1, text, why="rejected"),
+            _credit(4.0, "r2", +1, text),
+            _credit(5.0, "r2", +1, text, why="accepted"),
+            _credit(6.0, "r3", +1, text),
+        ]
+    )
+    entry = _only(fold)
+    assert entry is not None
+    assert (entry.credited, entry.debited) == (2, 1)
+    assert entry.credit == pytest.approx(0.6)
+
+
+def test_a_delete_voids_earlier_credit_and_one_credit_names_many_entries() -> None:
+    one, two = "Short answer first.", "Bullets, no fluff."
+    fold = Fold("ana")
+    fold.add([_signal("endorsed", 1.0, one), _signal("endorsed", 1.0, two)])
+    shared = _credit(2.0, "r1", +1, one, two)
+    assert fold.add([shared]) == {ProfileEntry.create(t, user_id="ana").id for t in (one, two)}
+    fold.add([_delete(3.0, one), _signal("endorsed", 4.0, one)])
+    credits = {e.text: (e.credited, e.debited) for e in fold.entries().values()}
+    assert credits == {one: (0, 0), two: (1, 0)}
+    # a credit event is not an event of one entry alone: deleting an entry leaves it
+    assert shared.id not in fold.event_ids(ProfileEntry.create(two, user_id="ana").id)
+    fold.remove([shared.id])
+    assert {e.credited for e in fold.entries().values()} == {0}
+
+
+def test_credit_of_an_entry_never_put_or_of_another_user_changes_nothing() -> None:
+    fold = Fold("ana")
+    fold.add([_signal("endorsed", 1.0)])
+    stranger = ProfileEntry.create("Not hers.", user_id="bob").id
+    fold.add([credit_event("ana", "r1", [stranger], +1, at=2.0, why="x")])
+    fold.add([credit_event("bob", "r2", [_only(fold).id], +1, at=2.0, why="x")])  # type: ignore[union-attr]
+    assert [(e.credited, e.debited) for e in fold.entries().values()] == [(0, 0)]
+
+
+def test_a_credit_event_survives_its_row_and_a_malformed_one_is_skipped() -> None:
+    event = _credit(2.0, "r1", -1, "Short answer first.", "Bullets, no fluff.")
+    meta = event_metadata(event)
+    back = events_from({"ids": [event.id], "metadatas": [meta]})
+    assert back == [replace(event, record=None)]
+    broken = {**meta, "credit": 7}
+    empty = {**meta, "entries": "[]"}
+    assert events_from({"ids": ["a", "b"], "metadatas": [broken, empty]}) == []

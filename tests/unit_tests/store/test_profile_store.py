@@ -157,69 +157,25 @@ def test_drop_deletes_the_entries_and_the_state_collection(memory: OutputProfile
     assert name not in names and f"{name}.state" not in names
 
 
-def _row_format_1_collection(client: chromadb.api.ClientAPI, schema: int) -> str:
-    """A collection as langchain-outprofile 0.1 wrote it: text as the document, a key a field."""
+@pytest.mark.parametrize("schema", [1, 99])
+def test_a_collection_of_another_schema_is_a_clear_error(
+    make_memory: MemoryFactory, schema: int
+) -> None:
+    """Only row format 2 is read: a collection of another ``outprofile_schema`` (format 1
+    was never released; a later one is a newer version's) is refused, naming the schema."""
+    probe = make_memory()
     embedder = StyleEmbeddings()
-    name = unique_name("v1")
-    collection = client.create_collection(
+    name = unique_name("other")
+    probe.store.client.create_collection(
         name,
         metadata={
             "outprofile_schema": schema,
             "embedding": embedder.fingerprint,
             "dimension": embedder.dimension,
-            "hnsw:space": "cosine",
         },
         embedding_function=None,
     )
-    old = ProfileEntry.create("Written by the old version!", user_id="ana", task="email")
-    collection.add(
-        ids=[old.id],
-        documents=[old.text],
-        embeddings=embedder.embed_array([old.text]),
-        metadatas=[
-            {
-                "user_id": "ana",
-                "signals": "authored",
-                "strength": old.strength,
-                "selectable": True,
-                "pending": False,
-                "task": "email",
-                "source_input": "",
-                "created_at": old.created_at,
-                "updated_at": old.updated_at,
-                "run_id": "",
-                "m.channel": "mail",
-            }
-        ],
-    )
-    return name
-
-
-@pytest.mark.parametrize("eager_rows", [512, 0], ids=["one-read", "paged"])
-def test_rows_of_format_1_are_read_and_folded_into(
-    make_memory: MemoryFactory, eager_rows: int
-) -> None:
-    probe = make_memory()
-    name = _row_format_1_collection(probe.store.client, schema=1)
-    memory = make_memory(collection_name=name)
-    # paged: a big profile's load reads rows by id only where they hold a base
-    memory.store.eager_rows = eager_rows
-
-    (record,) = memory.export("ana")
-    assert record["text"] == "Written by the old version!"
-    assert record["task"] == "email" and record["metadata"] == {"channel": "mail"}
-    assert memory.select("ana").text.count("Written by the old version!") == 1
-
-    again = memory.endorse("Written by the old version!", user_id="ana")
-    assert [s.value for s in again.signals] == ["authored", "endorsed"]
-    (record,) = memory.export("ana")
-    assert record["signals"] == ["authored", "endorsed"] and record["task"] == "email"
-
-
-def test_a_collection_of_a_newer_schema_is_a_clear_error(make_memory: MemoryFactory) -> None:
-    probe = make_memory()
-    name = _row_format_1_collection(probe.store.client, schema=99)
-    with pytest.raises(EmbeddingMismatchError, match="outprofile_schema=99"):
+    with pytest.raises(EmbeddingMismatchError, match=f"outprofile_schema={schema}"):
         make_memory(collection_name=name)
 
 
@@ -403,7 +359,6 @@ def _listing_calls(make_memory: MemoryFactory, users: int) -> int:
     names = [f"user-{n:04d}" for n in range(users)]
     writer.add_many([{"text": f"Entry of {u}.", "user_id": u} for u in names])
     reader = make_memory(collection_name=writer.store.collection_name)
-    reader.store.user_ids()  # the one-time step of old collections (a mark lookup) goes first
     entries, state = (
         _CallCounter(reader.store._collection),
         _CallCounter(reader.store.state._collection),
@@ -475,24 +430,6 @@ def test_user_ids_follow_adds_deletes_and_forget(memory: OutputProfileMemory) ->
 
     memory.add("Ana is back.", user_id="ana")
     assert memory.store.user_ids() == ["ana", "cy"]
-
-
-def test_user_ids_of_a_collection_written_before_version_rows(make_memory: MemoryFactory) -> None:
-    """A collection of an earlier release has no version rows for its users: the first
-    listing scans the entries once and writes the missing rows; later ones do not scan."""
-    probe = make_memory()
-    name = _row_format_1_collection(probe.store.client, schema=1)  # ana, no state rows
-    memory = make_memory(collection_name=name)
-    memory.add("Written after the upgrade.", user_id="bob")  # bob gets a version row
-
-    assert memory.store.user_ids() == ["ana", "bob"]
-
-    again = make_memory(collection_name=name)
-    spy = _spy_on_entries(again.store)
-    assert again.store.user_ids() == ["ana", "bob"]
-    assert all(include == [] for include in spy.includes), spy.includes
-    again.forget("ana")
-    assert again.store.user_ids() == ["bob"]
 
 
 # -- state rows ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from chromadb.config import Settings
 
 from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
 from langchain_outprofile.store.log import LOG_SUFFIX, base_event_id
+from langchain_outprofile.store.profile_store import ProfileStore
 from langchain_outprofile.store.state import state_id
 from langchain_outprofile.tokens import OFFLINE_ENCODING
 from langchain_outprofile.types import ProfileEntry, Signal
@@ -95,7 +96,12 @@ def _export(memory: OutputProfileMemory, user: str) -> dict[str, dict[str, Any]]
     return {r["text"]: r for r in memory.export(user)}
 
 
-def test_a_store_written_before_the_log_keeps_every_entry_and_signal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("eager_rows", [512, 0], ids=["one-read", "paged"])
+def test_a_store_written_before_the_log_keeps_every_entry_and_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eager_rows: int
+) -> None:
+    # paged: a big profile's load reads rows by id only where they hold a base
+    monkeypatch.setattr(ProfileStore, "eager_rows", eager_rows)
     old = _old_entries()
     _write_old_store(tmp_path / "store", "profiles", old)
     memory = OutputProfileMemory.from_path(
