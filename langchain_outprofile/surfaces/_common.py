@@ -66,6 +66,7 @@ __all__ = [
     "check_placement",
     "note_served",
     "refuse_keywords",
+    "served_blocks",
     "setting_specs",
     "settings_from_config",
     "thread_id_from_config",
@@ -537,13 +538,20 @@ class ServedBlocks:
     user_id: str
     entries: list[str] = field(default_factory=list)
 
-    def note(self, selection: ProfileSelection) -> None:
-        """Add a selection's entries, if it is the run's user's (another user's is never
-        credited by this run's feedback)."""
+    def note(self, selection: ProfileSelection, count: int | None = None) -> None:
+        """Add a selection's entries (its first ``count``, when a surface passed on only
+        those), if it is the run's user's: another user's is never credited by this run's
+        feedback."""
         if selection.user_id != self.user_id:
             return
         held = set(self.entries)
-        self.entries += [e.id for e in selection.entries if e.id not in held]
+        self.entries += [e.id for e in selection.entries[:count] if e.id not in held]
+
+
+def served_blocks(config: RunnableConfig | None) -> ServedBlocks | None:
+    """The :class:`ServedBlocks` of the tracked run around this call, if any."""
+    served = (config or {}).get("configurable", {}).get(SERVED_KEY)
+    return served if isinstance(served, ServedBlocks) else None
 
 
 def note_served(config: RunnableConfig | None, selection: ProfileSelection) -> None:
@@ -555,6 +563,6 @@ def note_served(config: RunnableConfig | None, selection: ProfileSelection) -> N
         note_served(config, selection)
         ```
     """
-    served = (config or {}).get("configurable", {}).get(SERVED_KEY)
-    if isinstance(served, ServedBlocks):
+    served = served_blocks(config)
+    if served is not None:
         served.note(selection)

@@ -29,9 +29,11 @@ from langchain_outprofile.surfaces._common import (
     OPTION_NAMES,
     CallLimits,
     CallSettings,
+    ServedBlocks,
     SurfaceSettings,
     aselect,
     refuse_keywords,
+    served_blocks,
     setting_specs,
     user_id_from_config,
 )
@@ -102,7 +104,8 @@ class ProfileRetriever(BaseRetriever):
     def _call_kwargs(self, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
         refuse_keywords("the retriever", kwargs, allowed=_KEYWORDS)
         call = self._settings.for_call(config, OPTION_NAMES)
-        return {**kwargs, "user_id": user_id_from_config(self.user_id, config), "call": call}
+        user = user_id_from_config(self.user_id, config)
+        return {**kwargs, "user_id": user, "call": call, "served": served_blocks(config)}
 
     def invoke(
         self, input: str, config: RunnableConfig | None = None, **kwargs: Any
@@ -126,9 +129,10 @@ class ProfileRetriever(BaseRetriever):
         user_id: str | None = None,
         k: int | None = None,
         call: CallSettings | None = None,
+        served: ServedBlocks | None = None,
     ) -> list[Document]:
         user, call = self._user_and_call(user_id, call)
-        return self._documents(self.memory.select(user, **call.read(query)), k)
+        return self._documents(self.memory.select(user, **call.read(query)), k, served)
 
     async def _aget_relevant_documents(
         self,
@@ -138,9 +142,11 @@ class ProfileRetriever(BaseRetriever):
         user_id: str | None = None,
         k: int | None = None,
         call: CallSettings | None = None,
+        served: ServedBlocks | None = None,
     ) -> list[Document]:
         user, call = self._user_and_call(user_id, call)
-        return self._documents(await aselect(self.memory, user, **call.read(query)), k)
+        selection = await aselect(self.memory, user, **call.read(query))
+        return self._documents(selection, k, served)
 
     def _user_and_call(
         self, user_id: str | None, call: CallSettings | None
@@ -149,9 +155,16 @@ class ProfileRetriever(BaseRetriever):
         user = user_id if user_id is not None else user_id_from_config(self.user_id, None)
         return user, call if call is not None else self._settings.for_call(None, OPTION_NAMES)
 
-    def _documents(self, selection: ProfileSelection, k: int | None) -> list[Document]:
+    def _documents(
+        self, selection: ProfileSelection, k: int | None, served: ServedBlocks | None
+    ) -> list[Document]:
+        """The first ``k`` documents; a tracked run around the call is told it was served
+        those (and only those) entries."""
         limit = _check_k(k if k is not None else self.k)
-        return selection_documents(selection)[:limit]
+        documents = selection_documents(selection)[:limit]
+        if served is not None:
+            served.note(selection, len(documents))
+        return documents
 
 
 _KEYWORDS = frozenset({"k", "run_id"})

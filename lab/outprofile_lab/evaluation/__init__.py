@@ -14,7 +14,7 @@ Example:
     ```
 """
 
-from outprofile_lab.evaluation.command import eval_command, run_command
+from outprofile_lab.evaluation.command import eval_command, run_command, run_loop_command
 from outprofile_lab.evaluation.data import (
     LampExample,
     ProfileItem,
@@ -59,5 +59,6 @@ __all__ = [
     "paired_lift",
     "run_command",
     "run_eval",
+    "run_loop_command",
     "run_task",
 ]

@@ -25,6 +25,8 @@ from outprofile_lab.evaluation.data import (
     load_lamp_edits,
     load_popquorn,
 )
+from outprofile_lab.evaluation.loop import ARMS, Generator, LoopCache, LoopConfig, run_loop
+from outprofile_lab.evaluation.loop_report import loop_summary, write_loop_report
 from outprofile_lab.evaluation.models import resolve_model
 from outprofile_lab.evaluation.report import (
     cells_summary,
@@ -51,7 +53,7 @@ from outprofile_lab.evaluation.tasks import (
     check_strategies,
 )
 
-__all__ = ["eval_command", "run_command"]
+__all__ = ["eval_command", "run_command", "run_loop_command"]
 
 EVAL_COLLECTION = "outprofile-eval"
 FIELDS = ("output", "input", "full")
@@ -130,12 +132,75 @@ def eval_command(
     cached_only: Annotated[
         bool, typer.Option(help="score nothing new: report what the score cache holds")
     ] = False,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop",
+            help="closed loop (LAMP edits): rounds of each writer's instructions, every arm "
+            "fed the writer's real edit through the memory's record_output and feedback, "
+            "scored on later edits",
+        ),
+    ] = False,
+    arms: Annotated[str, typer.Option(help=f"--loop: comma list of: {', '.join(ARMS)}")] = ",".join(
+        ARMS
+    ),
+    score_every: Annotated[
+        int, typer.Option(help="--loop: score after every K-th round (and the last)")
+    ] = 1,
+    gold_next: Annotated[
+        int, typer.Option(help="--loop: gold after round r = the next N edits (0: all later)")
+    ] = 3,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate",
+            help="--loop: the model writes each round's output (default: replay, the "
+            "dataset's preedit stands for it)",
+        ),
+    ] = False,
+    gen_tokens: Annotated[
+        int, typer.Option(help="--loop --generate: tokens the model writes per round")
+    ] = 64,
 ) -> None:
     """Score strategies by the gold output's NLL and write report.json, report.md, lift.png."""
     if out.exists() and not out.is_dir():
         _fail(f"--out {str(out)!r} is a file; pass a directory (it is created if missing)")
     try:
         require_extras(backend)
+        if loop:
+            ignored = {
+                "--system-prompt-tokens": system_prompt_tokens != 0,
+                "--random-draws": random_draws != 0,
+                "--holdout": holdout != 1,
+                "--outputs": outputs is not None,
+                "--cached-only": cached_only,
+            }
+            refused = [flag for flag, given in ignored.items() if given]
+            if refused:
+                raise InvalidInputError(f"{', '.join(refused)} does not apply to --loop")
+            paths = run_loop_command(
+                data,
+                arms=arms,
+                budgets=budgets,
+                placement=placement,
+                limit=limit,
+                seed=seed,
+                out=out,
+                data_format=data_format,
+                backend=backend,
+                base_url=base_url,
+                model=model,
+                threads=threads,
+                quiet=quiet,
+                frame=frame,
+                score_every=score_every,
+                gold_next=gold_next,
+                generate=generate,
+                gen_tokens=gen_tokens,
+            )
+            for path in paths:
+                typer.echo(str(path))
+            return
         paths = run_command(
             data,
             strategies=strategies,
@@ -309,6 +374,110 @@ def run_command(
         **timing,
     }
     return write_report(summary, meta, out)
+
+
+LOOP_COLLECTION = f"{EVAL_COLLECTION}-loop"
+
+
+def run_loop_command(
+    data: Path,
+    *,
+    arms: str = ",".join(ARMS),
+    budgets: str = "600",
+    placement: str = "after-system",
+    limit: int | None = None,
+    seed: int = 0,
+    out: Path,
+    data_format: str = "auto",
+    backend: str = "llama",
+    base_url: str | None = None,
+    model: str | None = None,
+    threads: int = 1,
+    quiet: bool = False,
+    frame: str = "compact",
+    score_every: int = 1,
+    gold_next: int = 3,
+    generate: bool = False,
+    gen_tokens: int = 64,
+    scorer: Scorer | None = None,
+    generator: Generator | None = None,
+) -> list[Path]:
+    """``outprofile eval --loop`` as a function (:mod:`evaluation.loop`): ``scorer`` (and
+    ``generator``, for ``generate``) replace the backend's model when given.
+
+    Example:
+        ```python
+        run_loop_command(Path("lamp_edits.jsonl"), budgets="600", limit=2, out=Path("out"))
+        ```
+    """
+    kind = detect_format(data) if data_format == "auto" else data_format
+    if kind != "lamp-edits":
+        raise InvalidInputError(f"--loop runs on LAMP edits (--format lamp-edits) only; got {kind}")
+    budget = _budgets(budgets)
+    if len(budget) != 1:
+        raise InvalidInputError(f"--loop takes one budget; got {budgets!r}")
+    where = parse_names(placement, PLACEMENTS, "placement")
+    if len(where) != 1:
+        raise InvalidInputError(f"--loop takes one placement; got {placement!r}")
+    if frame not in FRAMES:
+        raise InvalidInputError(f"--frame must be one of {', '.join(FRAMES)}; got {frame!r}")
+    if limit is not None and limit < 1:
+        raise InvalidInputError(f"--limit must be >= 1; got {limit}")
+    config = LoopConfig(
+        arms=tuple(parse_names(arms, ARMS, "arm")),
+        budget=budget[0],
+        placement=where[0],  # type: ignore[arg-type]
+        score_every=score_every,
+        gold_next=gold_next,
+        generate=generate,
+        gen_tokens=gen_tokens,
+        seed=seed,
+        frame=frame,
+    )
+    if scorer is None:
+        scorer = _scorer(backend, base_url, model, threads)
+    if generate and generator is None:
+        if not isinstance(scorer, LlamaScorer):
+            raise InvalidInputError("--generate needs the llama backend (its model writes)")
+        generator = scorer
+    writers = load_lamp_edits(data, limit=limit)
+    clock = MovingClock(EPOCH)
+    memory = OutputProfileMemory(
+        path=out / "chroma",
+        collection_name=LOOP_COLLECTION,
+        clock=clock,
+        template=FRAMES[frame],
+        **_counting(backend, model),
+    )
+    rows, timing = run_loop(
+        writers,
+        memory,
+        clock,
+        scorer,
+        config,
+        LoopCache(out),
+        generator=generator,
+        show_progress=not quiet,
+    )
+    memory.flush()
+    meta: dict[str, Any] = {
+        "task": "lamp-edits-loop",
+        "data": str(data),
+        "model": scorer.name,
+        "seed": seed,
+        "limit": limit,
+        "arms": list(config.arms),
+        "budget": config.budget,
+        "placement": config.placement,
+        "score_every": score_every,
+        "gold_next": gold_next,
+        "mode": config.mode,
+        "frame": frame,
+        "token_encoding": memory.counter.name,
+        **timing,
+    }
+    summary = loop_summary(rows, arms=config.arms, seed=seed)
+    return write_loop_report(summary, meta, out)
 
 
 def _task(

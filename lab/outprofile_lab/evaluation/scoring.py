@@ -125,6 +125,7 @@ class LlamaScorer:
         # OpenMP threads that spin-wait collapse throughput on a shared, busy CPU.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
+            import llama_cpp
             from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         except ImportError:
@@ -150,6 +151,8 @@ class LlamaScorer:
         )
         self.evaluated_tokens = 0
         self._lock = threading.Lock()
+        self._vocab = self.llm._model.vocab
+        self._is_eog: Any = llama_cpp.llama_vocab_is_eog  # untyped in llama-cpp-python
 
     def prompt_text(self, messages: Sequence[Message]) -> str:
         """The prompt, ending where the assistant's reply starts: the model's own chat
@@ -174,6 +177,35 @@ class LlamaScorer:
                 )
             logits = self._logits_after(prompt, target)
         return NllScore(_nll(logits, target), len(target))
+
+    def generate(self, messages: Sequence[Message], max_tokens: int) -> str:
+        """The model's reply to ``messages``: greedy (no sampling, so the same prompt gives
+        the same text in every run), at most ``max_tokens`` tokens, up to the model's
+        end-of-generation token. It shares the KV cache with :meth:`score`."""
+        text = self.prompt_text(messages)
+        with self._lock:
+            llm = self.llm
+            prompt = llm.tokenize(text.encode(), add_bos=True, special=True)
+            if len(prompt) + max_tokens > llm.n_ctx():
+                raise ValueError(
+                    f"prompt ({len(prompt)}) + {max_tokens} generated tokens exceed n_ctx "
+                    f"{llm.n_ctx()}: lower the budget or --gen-tokens"
+                )
+            # a one-token target: the one row of logits is the one after the whole prompt
+            logits = self._logits_after(prompt, [0])
+            reply: list[int] = []
+            while len(reply) < max_tokens:
+                token = int(np.argmax(logits[-1]))
+                if self._end_of_generation(token):
+                    break
+                reply.append(token)
+                if len(reply) < max_tokens:
+                    logits = self._decode([token], logits=True)
+        return llm.detokenize(reply).decode("utf-8", errors="replace")
+
+    def _end_of_generation(self, token: int) -> bool:
+        """Whether ``token`` ends a reply (end of turn or of text, as the model marks it)."""
+        return bool(self._is_eog(self._vocab, token))
 
     def _logits_after(self, prompt: list[int], target: list[int]) -> np.ndarray:
         """Logits predicting each target token (rows: last prompt token, target[:-1])."""

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from langchain_outprofile.errors import InvalidInputError
-from outprofile_lab.evaluation.command import eval_command, run_command
+from outprofile_lab.evaluation.command import eval_command, run_command, run_loop_command
 from outprofile_lab.evaluation.scoring import LlamaScorer
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
@@ -100,3 +100,45 @@ def test_cli_reports_bad_input_as_a_clean_error(tiny_lamp7: Path, tmp_path: Path
     )
     assert result.exit_code == 2
     assert "unknown strategy" in result.output and "Traceback" not in result.output
+
+
+def test_the_loop_end_to_end_with_the_real_model_writing(tmp_path: Path) -> None:
+    """``--loop --generate`` on one invented writer: the model writes each round's output
+    (four tokens), every arm's block is scored on the next edit, and a second start scores
+    and writes nothing."""
+    edits = [
+        {
+            "id": f"w_{n}",
+            "instruction": f"Write about the ferry and the {thing}.",
+            "preedit": f"The ferry and the {thing} were wonderful and vibrant.",
+            "postedit": f"The ferry left. The {thing} stayed.",
+        }
+        for n, thing in enumerate(("gulls", "fog", "nets"))
+    ]
+    data = tmp_path / "edits.jsonl"
+    data.write_text(json.dumps({"user_id": "W", "edits": edits}) + "\n", encoding="utf-8")
+    out = tmp_path / "loop"
+    scorer = LlamaScorer(n_ctx=1024)
+    args: dict[str, Any] = dict(
+        budgets="150", placement="after-system", gold_next=1, generate=True, gen_tokens=4
+    )
+    paths = run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    assert [p.name for p in paths] == ["report.json", "report.md", "loop.png"]
+    report = json.loads((out / "report.json").read_text())
+    meta = report["meta"]
+    assert meta["mode"] == "generate4" and meta["model"] == scorer.name
+    # rounds 0 and 1 scored on the next edit: 4 arms x 2 + none's 2 golds; 4 arms x 2 written
+    assert meta["scored_now"] == 10 and meta["generated_now"] == 8
+    outputs = _rows(out / "outputs.jsonl")
+    assert len(outputs) == 8 and all(o["text"] for o in outputs)
+    assert {a for a in report["last_round"]["arms"]} == {
+        "credit",
+        "no-credit",
+        "all-outputs-bm25",
+        "random",
+        "none",
+    }
+    run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    again = json.loads((out / "report.json").read_text())["meta"]
+    assert again["scored_now"] == 0 and again["generated_now"] == 0
+    assert again["from_cache"] == 10

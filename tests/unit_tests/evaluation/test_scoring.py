@@ -79,6 +79,27 @@ def test_too_long_prompts_and_empty_golds_are_refused(scorer: LlamaScorer) -> No
         scorer.score(MESSAGES, "")
 
 
+def test_generate_is_the_greedy_reply_of_a_full_logits_reference(scorer: LlamaScorer) -> None:
+    scorer.score(OTHER, "Bonjour.")  # a cache left by a score: generate must not depend on it
+    reply = scorer.generate(MESSAGES, 6)
+    full = llama_cpp.Llama(
+        model_path=scorer.llm.model_path, n_ctx=512, n_threads=1, logits_all=True, verbose=False
+    )
+    tokens = full.tokenize(scorer.prompt_text(MESSAGES).encode(), add_bos=True, special=True)
+    full.eval(tokens)
+    expected: list[int] = []
+    for _ in range(6):
+        token = int(np.argmax(full.scores[full.n_tokens - 1]))
+        if llama_cpp.llama_vocab_is_eog(full._model.vocab, token):
+            break
+        expected.append(token)
+        full.eval([token])
+    assert reply == full.detokenize(expected).decode("utf-8", errors="replace")
+    assert reply.strip() and scorer.generate(MESSAGES, 6) == reply  # the same in every run
+    with pytest.raises(ValueError, match="exceed n_ctx"):
+        scorer.generate([("user", "word " * 500)], 64)
+
+
 def _stub_tokens(text: str) -> list[str]:
     """The stub server's tokenizer: runs of whitespace and runs of anything else."""
     return re.findall(r"\s+|\S+", text)

@@ -5,10 +5,13 @@ the run credits (or debits) every entry of that block; selection weighs it with
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import chromadb
 import pytest
+from langchain.agents import create_agent
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
 
 from langchain_outprofile import OutputProfileMemory, SelectionOptions
 from langchain_outprofile.errors import InvalidInputError
@@ -189,3 +192,36 @@ def test_another_memory_on_the_store_folds_the_same_credit(make_memory: MemoryFa
     }
     assert seen_by_one == seen_by_two
     assert [seen_by_one[t] for t in TEXTS] == [1, 1, 1]
+
+
+def test_a_tracked_agent_credits_the_block_its_middleware_served(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    memory = _filled(client)
+    model = RecordingChatModel()
+    agent: Any = create_agent(
+        model, [], system_prompt="Be brief.", middleware=[memory.middleware()]
+    )
+    run = uuid.uuid4()
+    memory.track(agent).invoke(
+        {"messages": [("human", "Lunch?")]},
+        config={"configurable": {"user_id": "ana"}, "run_id": run},
+    )
+    block = model.received[0][1].content  # after the agent's system prompt
+    assert all(t in block for t in TEXTS)
+    memory.feedback(run, "rejected")
+    assert set(_credits(memory).values()) == {(0, 1)}
+
+
+async def test_a_retriever_in_a_tracked_chain_credits_only_the_documents_it_returned(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    memory = _filled(client)
+    retriever = memory.as_retriever(k=1)
+    chain = memory.track(retriever | RunnableLambda(lambda docs: docs[0].page_content))
+    run = uuid.uuid4()
+    answer = await chain.ainvoke(
+        "Lunch?", config={"configurable": {"user_id": "ana"}, "run_id": run}
+    )
+    await memory.afeedback(run, "endorsed")
+    assert _credits(memory) == {t: ((1, 0) if t == answer else (0, 0)) for t in TEXTS}

@@ -1,0 +1,236 @@
+"""The closed loop's report: per round and arm, mean NLL and lift; the last round, paired.
+
+Every value is first a per-writer mean over the golds scored for that writer at that round
+(``none``: its scores of the same golds), so each writer counts once; intervals are seeded
+percentile bootstraps over writers (:func:`stats.bootstrap_mean`, 2,000 resamples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from outprofile_lab.evaluation.loop import ARMS, SIMILARITY, LoopRow
+from outprofile_lab.evaluation.stats import bootstrap_mean
+
+__all__ = ["LAST_ROUND_PAIRS", "loop_markdown", "loop_summary", "write_loop_report"]
+
+LAST_ROUND_PAIRS = (
+    ("credit", SIMILARITY),
+    ("no-credit", SIMILARITY),
+    ("credit", "no-credit"),
+    ("credit", "random"),
+    ("no-credit", "random"),
+)
+"""The arms compared at each writer's last scored round, ``a`` against ``b``."""
+
+# (writer, round) -> arm -> gold -> mean NLL per token
+Table = dict[tuple[str, int], dict[str, dict[str, float]]]
+
+
+def _interval(values: Sequence[float], seed: int) -> dict[str, Any]:
+    got = bootstrap_mean(np.array(values, dtype=np.float64), seed=seed)
+    if got.n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "wins": None}
+    wins = None if math.isnan(got.wins) else got.wins
+    return {"mean": got.mean, "lo": got.low, "hi": got.high, "n": got.n, "wins": wins}
+
+
+def _table(rows: Sequence[LoopRow]) -> tuple[Table, dict[tuple[str, str], float]]:
+    table: Table = defaultdict(lambda: defaultdict(dict))
+    none: dict[tuple[str, str], float] = {}
+    for row in rows:
+        if row.arm == "none":
+            none[(row.writer, row.gold)] = row.mean
+        else:
+            table[(row.writer, row.round)][row.arm][row.gold] = row.mean
+    # none is one score per gold: it is shown at every round that scored that gold
+    for (writer, _), arms in table.items():
+        golds = {g for scores in arms.values() for g in scores}
+        found = {g: none[(writer, g)] for g in golds if (writer, g) in none}
+        if found:
+            arms["none"] = found
+    return table, none
+
+
+def _mean(scores: dict[str, float], golds: set[str]) -> float:
+    return float(np.mean([scores[g] for g in golds]))
+
+
+def _paired(arms: dict[str, dict[str, float]], a: str, b: str) -> float | None:
+    """NLL(b) - NLL(a) over the golds both scored (> 0: a is better), or None."""
+    if a not in arms or b not in arms:
+        return None
+    golds = set(arms[a]) & set(arms[b])
+    return _mean(arms[b], golds) - _mean(arms[a], golds) if golds else None
+
+
+def loop_summary(
+    rows: Sequence[LoopRow], *, arms: Sequence[str] = ARMS, seed: int = 0
+) -> dict[str, Any]:
+    """``{"rounds": [...], "last_round": {...}, "growth": {...}}`` from loop rows.
+
+    ``rounds``: per round, the writers scored there and per arm its mean NLL and its lift
+    over ``none`` (NLL(none) - NLL(arm), > 0 = better), each a bootstrap over writers.
+    ``last_round``: each writer's last scored round: per arm the same, and ``pairs`` (``a``
+    minus ``b`` as NLL(b) - NLL(a), > 0 = a better) for :data:`LAST_ROUND_PAIRS`.
+    ``growth``: per arm, its lift at the writer's last scored round minus at the first
+    (writers scored at two rounds or more).
+
+    Example:
+        ```python
+        summary = loop_summary(rows)
+        summary["last_round"]["pairs"][0]  # credit vs all-outputs-bm25
+        ```
+    """
+    table, _ = _table(rows)
+    shown = [a for a in arms if a != "none"]
+    rounds_out = []
+    for round_ in sorted({r for _, r in table}):
+        cells = {k: v for k, v in table.items() if k[1] == round_}
+        rounds_out.append({"round": round_, "writers": len(cells), **_arm_stats(cells, arms, seed)})
+    last: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
+    first: dict[tuple[str, int], dict[str, dict[str, float]]] = {}
+    for writer in sorted({w for w, _ in table}):
+        mine = sorted(r for w, r in table if w == writer)
+        last[(writer, mine[-1])] = table[(writer, mine[-1])]
+        first[(writer, mine[0])] = table[(writer, mine[0])]
+    pairs = []
+    for a, b in LAST_ROUND_PAIRS:
+        values = [v for cell in last.values() if (v := _paired(cell, a, b)) is not None]
+        if values:
+            pairs.append({"a": a, "b": b, "metric": "nll", **_interval(values, seed)})
+    growth = {}
+    # a writer scored at one round only (two edits) has no growth to show: left out
+    early_cells = {w: (r, cell) for (w, r), cell in first.items()}
+    for arm in shown:
+        values = []
+        for (writer, round_), cell in last.items():
+            start, early = early_cells[writer]
+            if start == round_:
+                continue
+            late, before = _paired(cell, arm, "none"), _paired(early, arm, "none")
+            if late is not None and before is not None:
+                values.append(late - before)
+        growth[arm] = _interval(values, seed)
+    return {
+        "rounds": rounds_out,
+        "last_round": {"writers": len(last), **_arm_stats(last, arms, seed), "pairs": pairs},
+        "growth": growth,
+    }
+
+
+def _arm_stats(
+    cells: dict[tuple[str, int], dict[str, dict[str, float]]], arms: Sequence[str], seed: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for arm in arms:
+        means = [_mean(c[arm], set(c[arm])) for c in cells.values() if arm in c]
+        lifts = [v for c in cells.values() if (v := _paired(c, arm, "none")) is not None]
+        if means:
+            out[arm] = {
+                "mean_nll": _interval(means, seed),
+                "lift_vs_none": _interval(lifts, seed) if arm != "none" else None,
+            }
+    return {"arms": out}
+
+
+def _ci(value: dict[str, Any] | None, fmt: str = "+.3f") -> str:
+    if not value or value.get("mean") is None:
+        return "—"
+    return f"{value['mean']:{fmt}} [{value['lo']:{fmt}}, {value['hi']:{fmt}}]"
+
+
+def loop_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: per-round means, the last round and its pairs, growth."""
+    meta = report.get("meta", {})
+    arms = list(meta.get("arms", ARMS))
+    golds = f"the next {meta['gold_next']} edits" if meta.get("gold_next") else "every later edit"
+    lines = [
+        "# Closed loop: LAMP edits",
+        "",
+        f"Model `{meta.get('model')}`, mode `{meta.get('mode')}`, budget {meta.get('budget')}, "
+        f"placement `{meta.get('placement')}`, gold = {golds}, scored every "
+        f"{meta.get('score_every')} rounds; {meta.get('writers')} writers "
+        f"({meta.get('writers_skipped')} with fewer than two edits skipped); "
+        f"{meta.get('total_s')} s.",
+        "",
+        "## Mean NLL per token by round (mean over writers)",
+        "",
+        "| round | writers | " + " | ".join(f"`{a}`" for a in arms) + " |",
+        "| ---: | ---: | " + " | ".join("---:" for _ in arms) + " |",
+    ]
+    for entry in report.get("rounds", []):
+        cells = [
+            f"{entry['arms'][a]['mean_nll']['mean']:.3f}" if a in entry["arms"] else "—"
+            for a in arms
+        ]
+        lines.append(f"| {entry['round']} | {entry['writers']} | " + " | ".join(cells) + " |")
+    last = report.get("last_round", {})
+    lines += [
+        "",
+        f"## Each writer's last scored round ({last.get('writers', 0)} writers; 95 % CI)",
+        "",
+        "| arm | mean NLL | lift vs none | lift grows (last - first round) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for arm in arms:
+        stats = last.get("arms", {}).get(arm)
+        if stats:
+            growth = report.get("growth", {}).get(arm)
+            lines.append(
+                f"| `{arm}` | {_ci(stats['mean_nll'], '.3f')} | {_ci(stats['lift_vs_none'])} "
+                f"| {_ci(growth)} |"
+            )
+    lines += ["", "| a - b (NLL(b) - NLL(a), > 0: a better) | mean [95 % CI] | a better for |"]
+    lines += ["| --- | ---: | ---: |"]
+    for pair in last.get("pairs", []):
+        wins = "—" if pair.get("wins") is None else f"{pair['wins']:.0%}"
+        lines.append(f"| `{pair['a']}` - `{pair['b']}` | {_ci(pair)} | {wins} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_loop(report: dict[str, Any], path: Path) -> None:
+    """Mean lift over ``none`` by round, one line per arm (writers present at each round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    arms = [a for a in report.get("meta", {}).get("arms", ARMS) if a != "none"]
+    for arm in arms:
+        points = [
+            (e["round"], e["arms"][arm]["lift_vs_none"]["mean"])
+            for e in report.get("rounds", [])
+            if arm in e["arms"] and e["arms"][arm]["lift_vs_none"]["mean"] is not None
+        ]
+        if points:
+            axis.plot([x for x, _ in points], [y for _, y in points], marker="o", label=arm)
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.set_xlabel("round (feedback received so far: round + 1 edits)")
+    axis.set_ylabel("NLL lift vs none (nats/token, higher = better)")
+    axis.set_title(f"Closed loop, LAMP edits, {report.get('meta', {}).get('model', '')}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_loop_report(summary: dict[str, Any], meta: dict[str, Any], out: Path) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and ``loop.png`` into ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"meta": meta, **summary}
+    paths = [out / "report.json", out / "report.md", out / "loop.png"]
+    paths[0].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths[1].write_text(loop_markdown(report), encoding="utf-8")
+    plot_loop(report, paths[2])
+    return paths
