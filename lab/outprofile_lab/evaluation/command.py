@@ -442,8 +442,8 @@ def run_loop_command(
         generator = scorer
     writers = load_lamp_edits(data, limit=limit)
     clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory(
-        path=out / "chroma",
+    memory = OutputProfileMemory.from_path(
+        out / "chroma",
         collection_name=LOOP_COLLECTION,
         clock=clock,
         template=FRAMES[frame],
