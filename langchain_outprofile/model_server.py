@@ -1,13 +1,19 @@
-"""Model server: the embedded GGUF behind llama-cpp-python's OpenAI-compatible server, on loopback.
+"""Model server: the embedded GGUF behind an OpenAI-compatible server, on loopback.
 
-:func:`serve_local_model` starts ``python -m llama_cpp.server`` with the SmolLM2 GGUF of the
-``local`` extra on a free ``127.0.0.1`` port, waits until ``/v1/models`` answers, and stops it
+:func:`serve_local_model` starts a server process for the SmolLM2 GGUF on a free
+``127.0.0.1`` port, waits until ``/v1/models`` answers, and stops it
 on exit: SIGTERM to the server's own process group (it is started as a session leader, so its
 process id is the group's), SIGKILL if it has not stopped after a grace period. Its standard
 input is a pipe from this process; when this process dies without stopping it (a killed test
 run), the pipe closes and the server exits too. The demo, the examples, the tests and the
 benchmarks use it to run the ``openai`` client path (``ChatOpenAI``, prompt logprobs) for real,
 with no key and no network. :func:`run_model_server` is the blocking form a command uses.
+
+The server is the runtime's (``model_file.local_runtime`` chooses): for cyllama (the
+``local`` extra, no compiler), :mod:`langchain_outprofile.model_api`'s chat server on uvicorn;
+for llama-cpp-python (the ``llama-cpp`` extra), ``python -m llama_cpp.server``, which also
+answers ``/v1/completions`` with prompt logprobs (the evaluation's ``openai`` scorer) and keeps
+a prompt cache (the benchmarks).
 
 ChatOpenAI sends its ``max_tokens`` as ``max_completion_tokens`` (OpenAI's newer name), which
 llama-cpp-python's server ignores: it would generate up to its whole context. The server
@@ -42,7 +48,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from langchain_outprofile.errors import LocalModelUnavailableError, ModelServerError
-from langchain_outprofile.model_file import INSTALL_HINT, SERVED_MODEL_NAME, local_model_path
+from langchain_outprofile.model_file import (
+    COMPILED_HINT,
+    INSTALL_HINT,
+    SERVED_MODEL_NAME,
+    local_model_path,
+    local_runtime,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -59,14 +71,17 @@ __all__ = [
 
 HOST = "127.0.0.1"
 SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context")
-"""What ``llama-cpp-python[server]`` brings; checked before a server is started."""
+"""What ``llama-cpp-python[server]`` brings; checked before its server is started."""
+
+CYLLAMA_SERVER_MODULES = ("cyllama", "starlette", "uvicorn", "jinja2")
+"""What the ``local`` extra brings for the cyllama server; checked before it is started."""
 
 STOP_GRACE_S = 10.0
 """How long a stopped server may take to exit after SIGTERM before it is killed."""
 
 # Runs in the server process: exit as soon as the parent's end of stdin closes (the parent
-# stopped or died), then run llama-cpp-python's server as `python -m llama_cpp.server` would.
-_LAUNCHER = """\
+# stopped or died), then run the runtime's server as `python -m <module>` would.
+_WATCH_PARENT = """\
 import os, runpy, sys, threading
 
 def _exit_with_parent():
@@ -75,7 +90,19 @@ def _exit_with_parent():
     os._exit(0)
 
 threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+"""
 
+_CYLLAMA_LAUNCHER = (
+    _WATCH_PARENT
+    + """\
+sys.argv[0] = "langchain_outprofile.model_api"
+runpy.run_module("langchain_outprofile.model_api", run_name="__main__", alter_sys=True)
+"""
+)
+
+_LAUNCHER = (
+    _WATCH_PARENT
+    + """\
 # llama_cpp.server's __main__ imports create_app when it runs, so it gets this wrapped one.
 import llama_cpp.server.app as _server_app
 from langchain_outprofile.model_server import accept_max_completion_tokens
@@ -85,6 +112,7 @@ _server_app.create_app = lambda *a, **k: accept_max_completion_tokens(_create_ap
 sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
+)
 
 
 @dataclass(frozen=True)
@@ -166,11 +194,12 @@ class ServedModel:
 
 
 class LocalModelServer:
-    """One llama-cpp-python server process for the embedded GGUF: :meth:`start`, :meth:`stop`.
+    """One server process for the embedded GGUF: :meth:`start`, :meth:`stop`.
 
     Use :func:`serve_local_model` for a ``with`` block. A benchmark may keep one server
     across measurements and pass server options through ``extra_args`` (for example
-    ``["--cache", "True"]`` for llama-cpp-python's prompt cache).
+    ``["--cache", "True"]`` for llama-cpp-python's prompt cache; with ``extra_args`` or
+    ``logits_all`` the runtime defaults to llama-cpp-python, whose server they are for).
 
     Args:
         model_path: the GGUF file (default: the embedded SmolLM2-135M-Instruct).
@@ -181,12 +210,16 @@ class LocalModelServer:
         n_ctx: context window in tokens.
         seed: the server's sampling seed.
         logits_all: keep logits for every prompt token; needed for ``echo`` with
-            ``logprobs`` (the prompt logprobs the evaluation's ``openai`` scorer reads).
+            ``logprobs`` (the prompt logprobs the evaluation's ``openai`` scorer reads);
+            llama-cpp-python's server only (None: True there).
         api_key: the key requests must send (default: a random one per server).
         extra_args: more ``llama_cpp.server`` arguments, appended as given.
         env: more environment variables for the server process.
         startup_timeout_s: how long to wait for ``/v1/models`` to answer.
         log_path: where the server's output goes (default: a temporary file, deleted on stop).
+        runtime: ``"cyllama"`` or ``"llama-cpp-python"``; default
+            ``model_file.local_runtime()``, or llama-cpp-python when ``extra_args`` or
+            ``logits_all`` is given.
 
     Example:
         ```python
@@ -208,12 +241,13 @@ class LocalModelServer:
         n_threads: int = 1,
         n_ctx: int = 2048,
         seed: int = 7,
-        logits_all: bool = True,
+        logits_all: bool | None = None,
         api_key: str | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         startup_timeout_s: float = 180.0,
         log_path: str | Path | None = None,
+        runtime: str | None = None,
     ) -> None:
         if n_threads < 1 or n_ctx < 1:
             raise ValueError("n_threads and n_ctx must be at least 1")
@@ -223,7 +257,9 @@ class LocalModelServer:
         self.n_threads = n_threads
         self.n_ctx = n_ctx
         self.seed = seed
-        self.logits_all = logits_all
+        self.logits_all = True if logits_all is None else logits_all
+        llama_only = bool(extra_args) or logits_all is not None
+        self.runtime = runtime or ("llama-cpp-python" if llama_only else None)
         self.api_key = api_key or secrets.token_urlsafe(24)
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
@@ -244,18 +280,23 @@ class LocalModelServer:
         """
         if self._process is not None:
             raise ModelServerError(f"this server is already running (pid {self._process.pid})")
-        missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+        runtime = local_runtime(self.runtime)
+        needed: tuple[str, ...]
+        if runtime == "cyllama":
+            needed, package, hint = CYLLAMA_SERVER_MODULES, "the `local` extra", INSTALL_HINT
+        else:
+            needed, package, hint = SERVER_MODULES, "llama-cpp-python[server]", COMPILED_HINT
+        missing = [name for name in needed if importlib.util.find_spec(name) is None]
         if missing:
             raise LocalModelUnavailableError(
-                f"serving the local model needs llama-cpp-python[server] ({', '.join(missing)} "
-                f"missing): {INSTALL_HINT}"
+                f"serving the local model needs {package} ({', '.join(missing)} missing): {hint}"
             )
         path = self.model_path or local_model_path()
         attempts = 1 if self.port else 3
         for attempt in range(attempts):
             port = self.port or _free_port()
             try:
-                self.served = self._launch(path, port)
+                self.served = self._launch(path, port, runtime)
                 return self.served
             except _PortTaken:
                 if attempt == attempts - 1:
@@ -264,8 +305,9 @@ class LocalModelServer:
                     ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _launch(self, path: Path, port: int) -> ServedModel:
+    def _launch(self, path: Path, port: int, runtime: str) -> ServedModel:
         log_path = self.log_path or self._temporary_log()
+        launcher = _LAUNCHER
         args = [
             "--model", str(path),
             "--model_alias", self.model,
@@ -279,6 +321,17 @@ class LocalModelServer:
             "--verbose", "False",
             *self.extra_args,
         ]  # fmt: skip
+        if runtime == "cyllama":
+            launcher = _CYLLAMA_LAUNCHER
+            args = [
+                "--model", str(path),
+                "--model_alias", self.model,
+                "--host", HOST,
+                "--port", str(port),
+                "--n_threads", str(self.n_threads),
+                "--n_ctx", str(self.n_ctx),
+                "--seed", str(self.seed),
+            ]  # fmt: skip
         environ = {k: v for k, v in os.environ.items() if k.upper() != "CONFIG_FILE"}
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle llama.cpp threads sleep
         environ.update(self.env)
@@ -286,7 +339,7 @@ class LocalModelServer:
         with log_path.open("ab") as log:
             self._log_start = log.tell()  # this launch's lines start here
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _LAUNCHER, *args],
+                [sys.executable, "-c", launcher, *args],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,

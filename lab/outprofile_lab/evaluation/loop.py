@@ -43,7 +43,6 @@ memory writes (cheap) and scores only what is missing.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +58,7 @@ from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import render_block
 from langchain_outprofile.types import ProfileEntry, ProfileSelection
 from outprofile_lab.evaluation.data import EditWriter, WriterEdit
-from outprofile_lab.evaluation.runner import SELECTION_RULE
+from outprofile_lab.evaluation.runner import SELECTION_RULE, append_jsonl, read_jsonl
 from outprofile_lab.evaluation.scoring import Message, Scorer
 from outprofile_lab.evaluation.strategies import (
     EPOCH,
@@ -273,13 +272,13 @@ class LoopCache:
     outputs: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for raw in _lines(self.scores_path):
+        for raw in read_jsonl(self.scores_path):
             try:
                 row = LoopRow(**raw)
             except TypeError:
                 continue
             self.rows[row.key] = row
-        for raw in _lines(self.outputs_path):
+        for raw in read_jsonl(self.outputs_path):
             if isinstance(raw.get("key"), list) and isinstance(raw.get("text"), str):
                 self.outputs[tuple(raw["key"])] = raw["text"]
 
@@ -296,36 +295,12 @@ class LoopCache:
     def put(self, row: LoopRow) -> None:
         """Store and append one row (flushed at once)."""
         self.rows[row.key] = row
-        _append(self.scores_path, asdict(row))
+        append_jsonl(self.scores_path, asdict(row))
 
     def put_output(self, key: tuple[Any, ...], text: str) -> None:
         """Store and append one generated output."""
         self.outputs[key] = text
-        _append(self.outputs_path, {"key": list(key), "text": text})
-
-
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        # a line cut by a killed run: end it, or the next row would be glued to it and lost
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write("\n")
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted run
-            if isinstance(raw, dict):
-                yield raw
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        append_jsonl(self.outputs_path, {"key": list(key), "text": text})
 
 
 Served = ProfileSelection | list[str] | None

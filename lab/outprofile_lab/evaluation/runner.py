@@ -38,7 +38,9 @@ __all__ = [
     "EvalConfig",
     "ScoreCache",
     "ScoreRow",
+    "append_jsonl",
     "placed_where",
+    "read_jsonl",
     "run_eval",
     "run_task",
 ]
@@ -184,16 +186,13 @@ class ScoreCache:
     rows: dict[CacheKey, ScoreRow] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    try:
-                        raw = json.loads(line)
-                        raw["choices"] = tuple(tuple(c) for c in raw.get("choices", ()))
-                        row = ScoreRow(**raw)
-                    except (json.JSONDecodeError, TypeError, AttributeError):
-                        continue  # a line cut by an interrupted run
-                    self.rows[row.key] = row
+        for raw in read_jsonl(self.path):
+            try:
+                raw["choices"] = tuple(tuple(c) for c in raw.get("choices", ()))
+                row = ScoreRow(**raw)
+            except (TypeError, AttributeError):
+                continue  # not a row of this cache
+            self.rows[row.key] = row
 
     def get(self, key: CacheKey) -> ScoreRow | None:
         """The cached row, if any."""
@@ -202,9 +201,33 @@ class ScoreCache:
     def put(self, row: ScoreRow) -> None:
         """Store and append one row (flushed at once)."""
         self.rows[row.key] = row
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row.__dict__) + "\n")
+        append_jsonl(self.path, row.__dict__)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a cache file, one per line; a line cut by a killed run is
+    skipped, and ended, or the next row appended would be glued to it and lost too."""
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write("\n")
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(raw, dict):
+                yield raw
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON object as a line (flushed when the file closes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def run_eval(

@@ -1,9 +1,13 @@
 """Scoring: how well a prompt predicts the user's gold output, under a real language model.
 
 The primary score is the mean negative log-likelihood per token (nats) of the gold output
-placed after the chat-formatted prompt. :class:`LlamaScorer` runs the embedded SmolLM2 GGUF
-through llama-cpp-python; :class:`OpenAIScorer` asks any OpenAI-compatible server that returns
-prompt logprobs (``echo`` on the completions endpoint).
+placed after the chat-formatted prompt. :class:`CyllamaScorer` runs the embedded SmolLM2 GGUF
+through cyllama (the no-compiler runtime), :class:`LlamaScorer` through llama-cpp-python;
+:func:`local_scorer` picks the installed one (``model_file.local_runtime``). Their names say
+which runtime scored (``cyllama:<GGUF stem>``, ``llama:<GGUF stem>``), and so do the score
+cache's keys: the two runtimes' logits differ slightly (different llama.cpp builds and CPU
+kernels), so a cache never mixes them. :class:`OpenAIScorer` asks any OpenAI-compatible server
+that returns prompt logprobs (``echo`` on the completions endpoint).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from langchain_outprofile.errors import OutprofileError
-from langchain_outprofile.model_file import local_model_path
+from langchain_outprofile.gguf_chat import GgufEngine  # loads cyllama only when one is built
+from langchain_outprofile.model_file import local_model_path, local_runtime
 
 __all__ = [
     "CHATML_TEMPLATE",
+    "CyllamaScorer",
     "LlamaScorer",
     "Message",
     "ModelUnavailableError",
@@ -31,6 +37,7 @@ __all__ = [
     "Scorer",
     "format_chatml",
     "format_plain",
+    "local_scorer",
     "smollm2_path",
 ]
 
@@ -236,6 +243,117 @@ class LlamaScorer:
                 ).reshape(len(batch), llm.n_vocab())
                 out = np.concatenate([out, rows.copy()])
         return out
+
+
+class CyllamaScorer:
+    """Gold-output NLL with a local GGUF model through cyllama (no compiler needed).
+
+    The same computation as :class:`LlamaScorer` (prompt rendered by the GGUF's own template
+    with empty BOS/EOS spellings, BOS added by the tokenizer, the longest prefix shared with
+    the previous call kept in the KV cache, logits only for the last prompt token and the
+    gold tokens), on cyllama's prebuilt llama.cpp. Its name, ``cyllama:<GGUF stem>``, keeps
+    its scores apart from llama-cpp-python's in the score cache. Calls take turns (a lock).
+
+    Args:
+        model_path: a GGUF file; default the embedded SmolLM2-135M-Instruct.
+        n_ctx: context window; longer prompts are rejected with a clear error.
+        n_threads: CPU threads llama.cpp uses inside one call.
+
+    Example:
+        ```python
+        scorer = CyllamaScorer()
+        score = scorer.score([("system", "Be brief."), ("user", "Hi")], "Hello!")
+        print(scorer.name, score.mean)  # cyllama:SmolLM2-135M-Instruct.Q4_1 ...
+        ```
+    """
+
+    def __init__(
+        self, model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int = 1
+    ) -> None:
+        path = Path(model_path) if model_path else smollm2_path()
+        self.name = f"cyllama:{path.stem}"
+        try:
+            self.engine = GgufEngine(str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=512)
+        except ImportError as error:
+            raise ModelUnavailableError(str(error)) from None
+        self.evaluated_tokens = 0
+        self._cached: list[int] = []  # the tokens in the KV cache, in order
+        self._lock = threading.Lock()
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The prompt, ending where the assistant's reply starts (as :class:`LlamaScorer`)."""
+        if self.engine.template is None:
+            return format_plain(messages)
+        chat = [{"role": role, "content": content} for role, content in messages]
+        return self.engine.chat_prompt(chat, bos_token="", eos_token="")
+
+    def score(self, messages: Sequence[Message], gold: str) -> NllScore:
+        """NLL of ``gold`` after the chat-formatted ``messages`` (one call at a time)."""
+        text = self.prompt_text(messages)
+        with self._lock:
+            prompt = self.engine.tokenize(text, special=True)
+            target = self.engine.tokenize(gold, special=False)
+            if not target:
+                raise ValueError("the gold output is empty")
+            if len(prompt) + len(target) > self.engine.n_ctx:
+                raise ValueError(
+                    f"prompt ({len(prompt)}) + gold ({len(target)}) tokens exceed n_ctx "
+                    f"{self.engine.n_ctx}: lower the budget or raise n_ctx"
+                )
+            logits = self._logits_after(prompt, target)
+        return NllScore(_nll(logits, target), len(target))
+
+    def _logits_after(self, prompt: list[int], target: list[int]) -> np.ndarray:
+        """Logits predicting each target token (rows: last prompt token, target[:-1])."""
+        context = self.engine.context
+        keep = min(_common_prefix(self._cached, prompt), len(prompt) - 1)
+        if not context.memory_seq_rm(-1, keep, -1):  # a cache that cannot drop a tail
+            context.kv_cache_clear()
+            keep = 0
+        self._cached = self._cached[:keep]
+        self._decode(prompt[keep:-1], logits=False)
+        return self._decode([prompt[-1], *target[:-1]], logits=True)
+
+    def _decode(self, tokens: Sequence[int], *, logits: bool) -> np.ndarray:
+        from cyllama.llama import llama_cpp as cyllama
+
+        engine = self.engine
+        rows: list[np.ndarray] = []
+        for start in range(0, len(tokens), engine.n_batch):
+            batch = list(tokens[start : start + engine.n_batch])
+            prepared = cyllama.LlamaBatch(n_tokens=len(batch), embd=0, n_seq_max=1)
+            prepared.set_batch(batch, len(self._cached), logits)
+            engine.context.decode(prepared)
+            self._cached.extend(batch)
+            self.evaluated_tokens += len(batch)
+            if logits:
+                rows.extend(
+                    np.asarray(engine.context.get_logits_ith(i), dtype=np.float32)
+                    for i in range(len(batch))
+                )
+        return np.stack(rows) if rows else np.empty((0, 0), dtype=np.float32)
+
+
+def local_scorer(
+    model_path: str | Path | None = None, *, n_threads: int = 1, runtime: str | None = None
+) -> CyllamaScorer | LlamaScorer:
+    """The local GGUF scorer of the runtime :func:`~langchain_outprofile.model_file.
+    local_runtime` chooses (``runtime``, else ``$OUTPROFILE_LOCAL_RUNTIME``, else cyllama when
+    installed).
+
+    Example:
+        ```python
+        scorer = local_scorer()
+        scorer.name  # "cyllama:SmolLM2-135M-Instruct.Q4_1" after `scripts/install.sh local`
+        ```
+    """
+    try:
+        chosen = local_runtime(runtime)
+    except ImportError as error:
+        raise ModelUnavailableError(str(error)) from None
+    if chosen == "cyllama":
+        return CyllamaScorer(model_path, n_threads=n_threads)
+    return LlamaScorer(model_path, n_threads=n_threads)
 
 
 class OpenAIScorer:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from langchain_outprofile.errors import InvalidInputError
 from outprofile_lab.evaluation.command import eval_command, run_command, run_loop_command
+from outprofile_lab.evaluation.runner import ScoreCache, ScoreRow
 from outprofile_lab.evaluation.scoring import LlamaScorer
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
@@ -142,3 +143,16 @@ def test_the_loop_end_to_end_with_the_real_model_writing(tmp_path: Path) -> None
     again = json.loads((out / "report.json").read_text())["meta"]
     assert again["scored_now"] == 0 and again["generated_now"] == 0
     assert again["from_cache"] == 10
+
+
+def test_a_row_cut_by_a_killed_run_costs_only_itself(tmp_path: Path) -> None:
+    """A killed run leaves a cut last line: it is skipped, and the next row appended starts
+    a line of its own instead of being glued to it (and lost with it)."""
+    path = tmp_path / "scores.jsonl"
+    kept = ScoreRow("t-1", "none", 0, "-", "m", 1.5, 10, frame="compact")
+    path.write_text(json.dumps(kept.__dict__) + '\n{"user": "t-2", "strat', encoding="utf-8")
+    cache = ScoreCache(path)
+    assert list(cache.rows) == [kept.key]
+    added = ScoreRow("t-3", "none", 0, "-", "m", 2.5, 10, frame="compact")
+    cache.put(added)
+    assert set(ScoreCache(path).rows) == {kept.key, added.key}
