@@ -28,7 +28,7 @@ class Context:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as path:
-        memory = OutputProfileMemory(path=path)
+        memory = OutputProfileMemory.from_path(path)
         memory.add("Dear colleagues, please note the revised schedule below.", user_id="okafor")
         memory.add("Kind regards,\nProfessor A. Okafor", user_id="okafor")
 

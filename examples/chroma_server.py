@@ -26,7 +26,7 @@ def main() -> int:
         print("http://127.0.0.1:8000 to run this example against a server. Nothing to do.")
         return 0
     collection = f"example-{uuid.uuid4().hex[:8]}"
-    memory = OutputProfileMemory(client=http_client(url), collection_name=collection)
+    memory = OutputProfileMemory.from_client(http_client(url), collection_name=collection)
     print(f"store: {url}, collection {collection}")
     try:
         memory.add("- tl;dr first\n- then details\n- no jargon", user_id="ana")

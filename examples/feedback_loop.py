@@ -22,7 +22,7 @@ from langchain_outprofile.local import default_chat_model
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as path:
-        memory = OutputProfileMemory(path=path)
+        memory = OutputProfileMemory.from_path(path)
         memory.add("Thanks! Short and sweet works best for me.", user_id="ana")
         model, described = default_chat_model(max_tokens=40)
         print(f"model: {described}")

@@ -28,7 +28,7 @@ PROFILES = {
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as path:
-        memory = OutputProfileMemory(path=path)
+        memory = OutputProfileMemory.from_path(path)
         memory.add_many(
             {"text": text, "user_id": user} for user, texts in PROFILES.items() for text in texts
         )

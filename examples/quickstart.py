@@ -22,7 +22,7 @@ def main() -> None:
     print(f"model: {described}")
 
     with tempfile.TemporaryDirectory() as path:
-        memory = OutputProfileMemory(path=path, tokens=token_counter_for(model))
+        memory = OutputProfileMemory.from_path(path, tokens=token_counter_for(model))
 
         # 1. capture: texts the user wrote or approved (not what they asked)
         memory.add("Short answer first. Then three bullets, max.", user_id="ana")

@@ -8,7 +8,7 @@ Example:
     ```python
     from langchain_outprofile import OutputProfileMemory, Signal
 
-    memory = OutputProfileMemory(path="./profiles")
+    memory = OutputProfileMemory.from_path("./profiles")
     memory.add("Short answer first, then bullets.", user_id="ana", signal=Signal.AUTHORED)
     block = memory.select("ana", max_tokens=400).text
     ```
@@ -53,9 +53,11 @@ if TYPE_CHECKING:
         ProfileEntry,
         ProfileSelection,
         ProfileSource,
+        ReadOptions,
         SelectionOptions,
         Signal,
         SignalStrengths,
+        WriteOptions,
     )
 
 _EXPORTS = {
@@ -77,6 +79,7 @@ _EXPORTS = {
     "ProfileSelection": "types",
     "ProfileSource": "types",
     "ProfileStats": "memory",
+    "ReadOptions": "types",
     "RequestLimitError": "errors",
     "RunIdConflictError": "errors",
     "SelectionOptions": "types",
@@ -86,6 +89,7 @@ _EXPORTS = {
     "StyleEmbeddings": "embeddings",
     "TokenCounter": "tokens",
     "UnknownRunError": "errors",
+    "WriteOptions": "types",
     "parse_block": "render",
     "platform_store": "surfaces.langgraph_store",
     "user_label": "surfaces.langgraph_store",
@@ -109,6 +113,7 @@ __all__ = [
     "ProfileSelection",
     "ProfileSource",
     "ProfileStats",
+    "ReadOptions",
     "RequestLimitError",
     "RunIdConflictError",
     "SelectionOptions",
@@ -118,6 +123,7 @@ __all__ = [
     "StyleEmbeddings",
     "TokenCounter",
     "UnknownRunError",
+    "WriteOptions",
     "parse_block",
     "platform_store",
     "user_label",

@@ -179,7 +179,7 @@ def local_token_counter() -> TokenCounter:
         from langchain_outprofile import OutputProfileMemory
         from langchain_outprofile.local import local_token_counter
 
-        memory = OutputProfileMemory(path="./profiles", tokens=local_token_counter())
+        memory = OutputProfileMemory.from_path("./profiles", tokens=local_token_counter())
         ```
     """
     path = local_model_path()
@@ -200,7 +200,7 @@ def token_counter_for(model: BaseChatModel) -> TokenCounter:
         from langchain_outprofile.local import default_chat_model, token_counter_for
 
         model, described = default_chat_model(max_tokens=64)
-        memory = OutputProfileMemory(path="./profiles", tokens=token_counter_for(model))
+        memory = OutputProfileMemory.from_path("./profiles", tokens=token_counter_for(model))
         ```
     """
     if getattr(model, "model_name", None) == SERVED_MODEL_NAME:

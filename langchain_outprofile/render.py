@@ -110,7 +110,7 @@ class BlockTemplate:
     Example:
         ```python
         template = BlockTemplate(header="Texts this user wrote (match their voice):")
-        memory = OutputProfileMemory(path="./profiles", template=template)
+        memory = OutputProfileMemory.from_path("./profiles", template=template)
         ```
     """
 

@@ -27,6 +27,7 @@ from langchain_outprofile.validation import (
     validate_metadata,
     validate_optional_str,
     validate_rating,
+    validate_retention,
     validate_strength,
     validate_text,
     validate_timestamp,
@@ -45,10 +46,12 @@ __all__ = [
     "ProfileEntry",
     "ProfileSelection",
     "ProfileSource",
+    "ReadOptions",
     "SelectionOptions",
     "Signal",
     "SignalStrengths",
     "StoredProfile",
+    "WriteOptions",
     "combine_strengths",
 ]
 
@@ -628,6 +631,90 @@ class SelectionOptions:
 
 
 @dataclass(frozen=True)
+class ReadOptions:
+    """How a memory serves reads without ranking anew: its read cache, the selections it
+    saves in the store (snapshots) and the blocks it pins to conversation threads.
+
+    Args:
+        cache_ttl_s: how long a user's cached candidates serve reads before the store is
+            asked again (writes through the same memory update it at once; 0 = always read
+            through).
+        cache_size: users kept in the read cache (least recently used are dropped).
+        cache_entries: entries the read cache may hold in all: each cached user's loaded
+            profile counts its entries, and each cached block its candidates (chosen and
+            left out). Least recently used users are dropped first; a user larger than this
+            alone is read but not kept. States past ``cache_ttl_s`` are dropped too.
+        snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
+            unchanged profile (every write makes it stale at once; 0 = never save one).
+        pin_threads: serve a read that names a ``thread_id`` the block pinned at the
+            thread's first read, for the whole thread (byte-identical, so the provider's
+            prompt cache keeps hitting; feedback given meanwhile shows in the next thread).
+            False: every read gets the current block.
+        pin_ttl_s: how long a thread's pin serves (default: a day).
+
+    Example:
+        ```python
+        reads = ReadOptions(cache_ttl_s=0, snapshot_ttl_s=0)  # every read asks the store
+        reads.pin_threads  # True
+        ```
+    """
+
+    cache_ttl_s: float = 2.0
+    cache_size: int = 1024
+    cache_entries: int = 200_000
+    snapshot_ttl_s: float = 3600.0
+    pin_threads: bool = True
+    pin_ttl_s: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        _check_setting(self.cache_ttl_s, "cache_ttl_s", low=0)
+        _check_setting(self.cache_size, "cache_size", low=1)
+        _check_setting(self.cache_entries, "cache_entries", low=0)
+        _check_setting(self.snapshot_ttl_s, "snapshot_ttl_s", low=0)
+        _check_setting(self.pin_ttl_s, "pin_ttl_s", low=0, strict=True)
+        if not isinstance(self.pin_threads, bool):
+            raise InvalidInputError(
+                f"pin_threads must be True or False; got {self.pin_threads!r:.40}"
+            )
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What a memory's writes keep, and for how long.
+
+    Args:
+        strengths: the strength of each positive signal (:class:`SignalStrengths`).
+        max_text_chars: the longest entry text accepted.
+        retention_s: how long an entry is kept after its latest signal (seconds; None, the
+            default: forever). Each write sets the entry's ``expires_at`` to now plus this,
+            unless it names its own (``expires_at=`` or ``ttl_s=``). An expired entry is
+            never selected and reads as gone; it is deleted by a later write of its user
+            (at most hourly per process, in the background) or by ``memory.expire()``.
+        pending_ttl_s: tracked outputs still pending after this long are deleted.
+
+    Example:
+        ```python
+        writes = WriteOptions(retention_s=30 * 86_400)  # entries kept 30 days
+        writes.max_text_chars  # 20000
+        ```
+    """
+
+    strengths: SignalStrengths = field(default_factory=SignalStrengths)
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    retention_s: float | None = None
+    pending_ttl_s: float = 7 * 86_400.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strengths, SignalStrengths):
+            raise InvalidInputError(
+                f"strengths must be a SignalStrengths; got {type(self.strengths).__name__}"
+            )
+        _check_setting(self.max_text_chars, "max_text_chars", low=1)
+        _check_setting(self.pending_ttl_s, "pending_ttl_s", low=0, strict=True)
+        object.__setattr__(self, "retention_s", validate_retention(self.retention_s))
+
+
+@dataclass(frozen=True)
 class Candidate:
     """An entry as selection saw it: its score, cost, and what happened to it."""
 
@@ -813,3 +900,11 @@ def _check_fraction(value: object, name: str, upper: float = 1.0, open_low: bool
     if not valid:
         bound = "> 0" if open_low else f"in [0, {upper:g}]"
         raise InvalidInputError(f"{name} must be a number {bound}; got {value!r:.40}")
+
+
+def _check_setting(value: object, name: str, *, low: int, strict: bool = False) -> None:
+    """Refuse a cache, snapshot, pin or write setting that is not a finite number in range
+    (``strict``: above ``low``)."""
+    if not is_real(value) or value < low or (strict and value <= low):  # type: ignore[operator]
+        relation = f"> {low}" if strict else f">= {low}"
+        raise InvalidInputError(f"{name} must be a finite number {relation}; got {value!r:.40}")

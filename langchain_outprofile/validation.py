@@ -125,8 +125,8 @@ def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> s
     if len(body) > max_chars:
         raise InvalidInputError(
             f"text has {len(body)} characters, over the limit of {max_chars}; "
-            "shorten it or raise the limit (OutputProfileMemory(max_text_chars=...); "
-            "outprofile ingest or import --max-text-chars)"
+            "shorten it or raise the limit (OutputProfileMemory(writes=WriteOptions("
+            "max_text_chars=...)); outprofile ingest or import --max-text-chars)"
         )
     return body
 

@@ -262,8 +262,8 @@ def check_rows(
 
 def popquorn_task(data: Path, tokens: TokenSource, *, seed: int, holdout: int) -> PopquornTask:
     """The run's task over a throw-away in-memory store (every profile stored, as ``setup``)."""
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=f"credit-offline-{uuid.uuid4().hex}",
         clock=MovingClock(_NOW),
         template=FRAMES["compact"],

@@ -41,7 +41,7 @@ def scenario(store: Path, *, backup: bool, more: int, purge: bool) -> dict[str, 
         "pre-edit": f"bob-draft-{tag}".encode(),
         "kept": f"carol-kept-{tag}".encode(),
     }
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     for i in range(20):
         memory.add(f"My diary {i}: {secrets['forgotten'].decode()}", user_id="ana")
     gone = memory.add(f"Delete me: {secrets['deleted'].decode()}", user_id="bob")
@@ -56,7 +56,7 @@ def scenario(store: Path, *, backup: bool, more: int, purge: bool) -> dict[str, 
         from langchain_outprofile.store.repair import repair
 
         repair(store, force=True)
-        memory = OutputProfileMemory(path=store)
+        memory = OutputProfileMemory.from_path(store)
     memory.forget("ana")
     memory.delete(gone.id, user_id="bob")
     memory.feedback(run, edited="The edited answer.")

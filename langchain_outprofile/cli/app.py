@@ -100,10 +100,10 @@ class StoreChoice:
         settings["collection_name"] = self.collection
         if self.chroma_url is not None:
             client = _command("http-client")(self.chroma_url)
-            return outprofile.OutputProfileMemory(client=client, **settings)
+            return outprofile.OutputProfileMemory.from_client(client, **settings)
         if self.path is not None:
             _check_store_path(self.path)
-        return outprofile.OutputProfileMemory(path=self.path, **settings)
+        return outprofile.OutputProfileMemory.from_path(self.path, **settings)
 
 
 def _check_store_path(path: Path) -> None:
@@ -142,7 +142,7 @@ def _memory(ctx: typer.Context, max_text_chars: int | None = None) -> OutputProf
     choice: StoreChoice = ctx.ensure_object(StoreChoice)
     if max_text_chars is None:
         return choice.open()
-    return choice.open(max_text_chars=max_text_chars)
+    return choice.open(writes=outprofile.WriteOptions(max_text_chars=max_text_chars))
 
 
 def _known_user(memory: OutputProfileMemory, user_id: str) -> str:
@@ -343,7 +343,7 @@ def import_(
     """Restore entries written by `export`, exactly (all are validated first)."""
     with _errors():
         memory = _memory(ctx, max_text_chars)
-        records = read_exported(file, memory.max_text_chars)
+        records = read_exported(file, memory.writes.max_text_chars)
         with _progress("importing", len(records), as_json) as progress:
             task = progress.add_task("import", total=len(records))
             count = 0

@@ -199,7 +199,7 @@ def run_demo(
     run = DemoRun(model=described)
     with tempfile.TemporaryDirectory(prefix="outprofile-demo-") as path:
         # budgets counted with the answering model's own tokenizer (the GGUF's, locally)
-        memory = OutputProfileMemory(path=path, tokens=token_counter_for(model))
+        memory = OutputProfileMemory.from_path(path, tokens=token_counter_for(model))
         fill(memory)
         console.rule("1. three users, three profiles (what each one wrote or approved)")
         for user in DEMO_PROFILES:

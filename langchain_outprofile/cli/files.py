@@ -165,7 +165,7 @@ def read_exported(path: Path, max_chars: int) -> list[dict[str, Any]]:
 
     Example:
         ```python
-        memory.import_(read_exported(Path("ana.jsonl"), memory.max_text_chars))
+        memory.import_(read_exported(Path("ana.jsonl"), memory.writes.max_text_chars))
         ```
     """
     pairs = read_records(path)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
@@ -45,18 +45,16 @@ from langchain_outprofile.types import (
     EntryFields,
     ProfileEntry,
     ProfileSelection,
+    ReadOptions,
     SelectionOptions,
     Signal,
-    SignalStrengths,
+    WriteOptions,
 )
 from langchain_outprofile.validation import (
-    DEFAULT_MAX_TEXT_CHARS,
     expiry_of,
-    is_real,
     validate_entry_id,
     validate_items,
     validate_optional_str,
-    validate_retention,
     validate_thread_id,
     validate_user_id,
 )
@@ -68,9 +66,10 @@ if TYPE_CHECKING:
     from langchain_outprofile.surfaces.langgraph_store import OutputProfileStore
     from langchain_outprofile.surfaces.middleware import ProfileMiddleware
 
-__all__ = ["OutputProfileMemory", "ProfileStats"]
+__all__ = ["MemorySettings", "OutputProfileMemory", "ProfileStats"]
 
 _T = TypeVar("_T")
+_O = TypeVar("_O")
 
 
 @dataclass(frozen=True)
@@ -88,147 +87,146 @@ class ProfileStats:
     newest: float | None = None
 
 
+class MemorySettings(TypedDict, total=False):
+    """The keyword arguments :class:`OutputProfileMemory`'s constructors share (the
+    classmethods pass them on to ``__init__``)."""
+
+    tokens: TokenSource | None
+    options: SelectionOptions | None
+    reads: ReadOptions | None
+    writes: WriteOptions | None
+    template: BlockTemplate
+    tracer_provider: TracerProvider | None
+    trace_content: bool | None
+    clock: Callable[[], float]
+    monotonic: Callable[[], float]
+
+
 class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     """A user's own outputs, selected by preference signal, packed to an exact token budget.
 
-    Args:
-        path: directory of the embedded Chroma store (default: the user data directory).
-        client: any chromadb client instead of ``path`` (``HttpClient`` for a server).
-        collection_name: one collection holds every user.
+    Setup:
+        Install the package; the embedded Chroma store, the offline style embedder and
+        exact token counts for OpenAI models come with it (no API key, no model):
+
+        ```bash
+        pip install langchain-outprofile
+        ```
+
+    Key init args — store (one constructor for each way to name it):
+        from_path(path): a directory of embedded Chroma (``None``: the user data
+            directory; ``OutputProfileMemory()`` opens that one too).
+        from_client(client, collection_name=...): any chromadb client: ``HttpClient`` or
+            ``AsyncHttpClient`` for a ``chroma run`` server, ``EphemeralClient`` in memory.
+        from_vectorstore(vectorstore): a ``langchain_chroma.Chroma`` (its client, collection
+            and embeddings are used; its existing rows are left alone), or a chromadb
+            collection together with ``client=``, the client that opened it.
         embeddings: style embedder; default :class:`StyleEmbeddings` (offline).
-        vectorstore: a ``langchain_chroma.Chroma`` to keep the profiles in: its client,
-            collection and embeddings are used (instead of ``path``, ``client`` and
-            ``collection_name``). Its existing rows are left alone.
-        collection: a chromadb collection to keep the profiles in, opened by ``client``
-            (which must be given too: the memory keeps a state collection beside it).
         documents: also write each entry's text as the row's Chroma document, so Chroma's
-            own similarity search over the collection (``vectorstore.similarity_search(q,
-            filter={"user_id": "ana"})``, ``as_retriever``) finds the entries. Off by
-            default: it makes every write dearer (docs/benchmarks.md).
-        model: the target chat model's name, for token counts with its tiktoken encoding.
-        tokens: what to count tokens with instead of ``model``'s encoding, so a budget is
-            exact for the model that reads the block: a :class:`TokenCounter`, a tiktoken
-            encoding (or its name), a GGUF path or ``llama_cpp.Llama``, a Hugging Face
-            tokenizer, a chat model, or any ``Callable[[str], int]`` (see
-            :meth:`TokenCounter.of`).
+            own similarity search over the collection finds the entries. Off by default:
+            it makes every write dearer (docs/benchmarks.md).
+        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
+            before it raises :class:`StoreUnavailableError` naming the URL (default 10 s).
+        lock_timeout_s: the longest wait for an embedded store directory's lock that
+            another process holds, then :class:`StoreBusyError` naming that process
+            (default 30 s, or ``OUTPROFILE_LOCK_TIMEOUT_S``).
+
+    Key init args — selection:
+        tokens: what to count tokens with, so a budget is exact for the model that reads
+            the block: a model name (default ``"gpt-4o-mini"``: its tiktoken encoding), a
+            :class:`TokenCounter`, a tiktoken encoding (or its name), a GGUF path or
+            ``llama_cpp.Llama``, a Hugging Face tokenizer, a chat model, or any
+            ``Callable[[str], int]`` (see :meth:`TokenCounter.of`).
         options: default :class:`SelectionOptions` for :meth:`select`.
-        template: the block's framing text.
-        strengths: the strength of each positive signal.
-        max_text_chars: longest entry accepted.
-        cache_ttl_s: how long a user's cached candidates serve reads before re-reading the
-            store (writes through this object update it at once; 0 = always read through).
-        cache_size: users kept in the read cache (least recently used are dropped).
-        cache_entries: entries the read cache may hold in all: each cached user's loaded
-            profile counts its entries, and each cached block its candidates (chosen and
-            left out). Least recently used users are dropped first; a user larger than this
-            alone is read but not kept. States past ``cache_ttl_s`` are dropped too.
-        snapshot_ttl_s: how long a selection saved in the store serves cold reads of an
-            unchanged profile (every write makes it stale at once; 0 = never save one).
-        pending_ttl_s: tracked outputs still pending after this long are deleted.
-        retention_s: how long an entry is kept after its latest signal (seconds; None, the
-            default: forever). Each write sets the entry's ``expires_at`` to now plus this,
-            unless it names its own (``expires_at=`` or ``ttl_s=``). An expired entry is
-            never selected and reads as gone; it is deleted by a later write of its user
-            (at most hourly per process, in the background) or by :meth:`expire`.
-        pin_threads: serve a read that names a ``thread_id`` the block pinned at the
-            thread's first read, for the whole thread (byte-identical, so the provider's
-            prompt cache keeps hitting; feedback given meanwhile shows in the next thread).
-            False: every read gets the current block.
-        pin_ttl_s: how long a thread's pin serves (default: a day).
-        monotonic: the clock ``cache_ttl_s`` is measured on (``time.monotonic``; tests
-            pass a fake one to expire the cache without waiting).
+        template: the block's framing text (:class:`BlockTemplate`).
+
+    Key init args — reads and writes:
+        reads: :class:`ReadOptions`: the read cache, saved selections (snapshots) and
+            thread pins.
+        writes: :class:`WriteOptions`: signal strengths, the longest text, how long entries
+            (``retention_s``) and tracked outputs (``pending_ttl_s``) are kept.
+
+    Key init args — tracing:
         tracer_provider: where the OpenTelemetry spans of every memory operation go
             (default: the global provider; a no-op until an OpenTelemetry SDK sets one).
         trace_content: also put entry texts and queries on those spans. Off by default:
             ids and counts only (default: ``True`` when
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is ``true``).
-        retry_s: how long, in all, a call waits for a ``chroma run`` server it cannot reach
-            (a restart takes seconds) before it raises :class:`StoreUnavailableError`
-            naming the URL (default 10 s; reads, event adds and deletes are sent again, a
-            row rewrite only when its request never left).
-        lock_timeout_s: the longest wait for an embedded store directory's lock that
-            another process holds, then :class:`StoreBusyError` naming that process
-            (default 30 s, or ``OUTPROFILE_LOCK_TIMEOUT_S``; one bound per directory per
-            process).
 
-    Example:
+    Key init args — for tests and replays:
+        clock: the time entries and events are stamped with (``time.time``).
+        monotonic: the clock ``cache_ttl_s`` is measured on (``time.monotonic``; tests
+            pass a fake one to expire the cache without waiting).
+
+    Instantiate:
         ```python
-        from langchain_outprofile import OutputProfileMemory, Signal
+        from langchain_outprofile import OutputProfileMemory, ReadOptions, Signal
 
-        memory = OutputProfileMemory(path="./profiles")
+        memory = OutputProfileMemory.from_path("./profiles", reads=ReadOptions(cache_ttl_s=5))
+        ```
+
+    Add:
+        ```python
         memory.add("Short answer first, then bullets. No fluff.", user_id="ana",
                    signal=Signal.AUTHORED, task="email")
-        memory.endorse("Here is the summary you asked for ...", user_id="ana")
-        print(memory.select("ana", max_tokens=300).text)
+        memory.endorse("Here is the summary you asked for, in three lines.", user_id="ana")
+        memory.stats("ana").selectable  # 2
+        ```
+
+    Select:
+        ```python
+        block = memory.select("ana", max_tokens=300)
+        print(block.text)  # the framed block, at most 300 tokens
+        ```
+
+    Feedback:
+        ```python
+        import uuid
+
+        rid = str(uuid.uuid4())
+        memory.record_output("Hi Ana, yes: Tuesday works.", user_id="ana", run_id=rid)
+        memory.feedback(rid, "endorsed")  # the output joins the profile
+        ```
+
+    Async:
+        ```python
+        await memory.aadd("Bullets over paragraphs.", user_id="ana")
+        block = await memory.aselect("ana", max_tokens=300)
+        await memory.aflush()
         ```
     """
 
     def __init__(
         self,
+        store: ProfileStore | None = None,
         *,
-        path: str | Path | None = None,
-        client: ClientAPI | AsyncClientAPI | None = None,
-        collection_name: str = DEFAULT_COLLECTION,
-        embeddings: Embeddings | None = None,
-        vectorstore: Any = None,
-        collection: Any = None,
-        documents: bool = False,
-        model: str = DEFAULT_MODEL,
         tokens: TokenSource | None = None,
         options: SelectionOptions | None = None,
+        reads: ReadOptions | None = None,
+        writes: WriteOptions | None = None,
         template: BlockTemplate = DEFAULT_TEMPLATE,
-        strengths: SignalStrengths | None = None,
-        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        cache_ttl_s: float = 2.0,
-        cache_size: int = 1024,
-        cache_entries: int = 200_000,
-        snapshot_ttl_s: float = 3600.0,
-        pending_ttl_s: float = 7 * 86_400.0,
-        retention_s: float | None = None,
-        pin_threads: bool = True,
-        pin_ttl_s: float = 86_400.0,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
         tracer_provider: TracerProvider | None = None,
         trace_content: bool | None = None,
-        retry_s: float | None = None,
-        lock_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_settings(
-            cache_ttl_s=cache_ttl_s,
-            cache_size=cache_size,
-            cache_entries=cache_entries,
-            snapshot_ttl_s=snapshot_ttl_s,
-            pending_ttl_s=pending_ttl_s,
-            pin_ttl_s=pin_ttl_s,
-            max_text_chars=max_text_chars,
-        )
-        self.retention_s = validate_retention(retention_s)
-        if vectorstore is not None or collection is not None:
-            client, collection_name, embeddings = _chroma_of(
-                vectorstore, collection, path=path, client=client, embeddings=embeddings
+        """A memory over ``store`` (default: the embedded store in the user data
+        directory); :meth:`from_path`, :meth:`from_client` and :meth:`from_vectorstore`
+        build the store. The other arguments are the class's Key init args."""
+        self.reads = _of_type(reads, ReadOptions, "reads")
+        self.writes = _of_type(writes, WriteOptions, "writes")
+        if store is not None and not isinstance(store, ProfileStore):
+            raise InvalidInputError(
+                f"store must be a ProfileStore; got {type(store).__name__} (name the store "
+                "with OutputProfileMemory.from_path, .from_client or .from_vectorstore)"
             )
-        self.store = ProfileStore(
-            path=path,
-            client=client,
-            collection_name=collection_name,
-            embeddings=embeddings,
-            documents=documents,
-            retry_s=retry_s,
-            lock_timeout_s=lock_timeout_s,
-        )
-        self.counter = TokenCounter(model) if tokens is None else TokenCounter.of(tokens)
-        self.options = options or SelectionOptions()
+        self.store = ProfileStore() if store is None else store
+        self.counter = TokenCounter(DEFAULT_MODEL) if tokens is None else TokenCounter.of(tokens)
+        self.options = _of_type(options, SelectionOptions, "options")
         self.template = template
-        self.strengths = strengths or SignalStrengths()
-        self.max_text_chars = max_text_chars
-        self.cache_ttl_s = cache_ttl_s
-        self.cache_size = cache_size
-        self.cache_entries = cache_entries
-        self.snapshot_ttl_s = snapshot_ttl_s
-        self.pending_ttl_s = pending_ttl_s
-        self.pin_threads = pin_threads
-        self.pin_ttl_s = pin_ttl_s
+        # FeedbackMixin reads these two as attributes (set once: ``writes`` is frozen)
+        self.max_text_chars = self.writes.max_text_chars
+        self.pending_ttl_s = self.writes.pending_ttl_s
         self.clock = clock
         self.monotonic = monotonic
         self.store.clock = lambda: self.clock()  # events are stamped with the memory's clock
@@ -242,6 +240,103 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
             tracer_provider=tracer_provider,
             capture_content=trace_content,
         )
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path | None = None,
+        *,
+        collection_name: str = DEFAULT_COLLECTION,
+        embeddings: Embeddings | None = None,
+        documents: bool = False,
+        lock_timeout_s: float | None = None,
+        **settings: Unpack[MemorySettings],
+    ) -> Self:
+        """A memory in the embedded Chroma store at ``path`` (created if missing; ``None``:
+        the user data directory), in its collection ``collection_name``.
+
+        Example:
+            ```python
+            memory = OutputProfileMemory.from_path("./profiles", tokens="gpt-4o-mini")
+            ```
+        """
+        store = ProfileStore(
+            path=path,
+            collection_name=collection_name,
+            embeddings=embeddings,
+            documents=documents,
+            lock_timeout_s=lock_timeout_s,
+        )
+        return cls(store, **settings)
+
+    @classmethod
+    def from_client(
+        cls,
+        client: ClientAPI | AsyncClientAPI,
+        *,
+        collection_name: str = DEFAULT_COLLECTION,
+        embeddings: Embeddings | None = None,
+        documents: bool = False,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
+        **settings: Unpack[MemorySettings],
+    ) -> Self:
+        """A memory in the collection ``collection_name`` of any chromadb client:
+        ``HttpClient`` for a ``chroma run`` server, ``AsyncHttpClient`` (then the
+        ``a``-prefixed methods never block the event loop), ``EphemeralClient`` in memory,
+        or a ``PersistentClient``. The memory keeps a state collection beside it.
+
+        Example:
+            ```python
+            memory = OutputProfileMemory.from_client(
+                chromadb.HttpClient(host="127.0.0.1", port=8000), collection_name="profiles"
+            )
+            ```
+        """
+        store = ProfileStore(
+            client=client,
+            collection_name=collection_name,
+            embeddings=embeddings,
+            documents=documents,
+            retry_s=retry_s,
+            lock_timeout_s=lock_timeout_s,
+        )
+        return cls(store, **settings)
+
+    @classmethod
+    def from_vectorstore(
+        cls,
+        vectorstore: Any,
+        *,
+        client: ClientAPI | AsyncClientAPI | None = None,
+        embeddings: Embeddings | None = None,
+        documents: bool = False,
+        retry_s: float | None = None,
+        lock_timeout_s: float | None = None,
+        **settings: Unpack[MemorySettings],
+    ) -> Self:
+        """A memory in the collection of a ``langchain_chroma.Chroma`` (its client,
+        collection and embeddings are used, unless ``embeddings`` is given), or of a
+        chromadb collection opened by ``client``. The collection's existing rows are left
+        alone; with ``documents=True`` Chroma's own similarity search
+        (``vectorstore.similarity_search(q, filter={"user_id": "ana"})``) finds the entries.
+
+        Example:
+            ```python
+            vectorstore = Chroma(collection_name="docs", embedding_function=embeddings)
+            memory = OutputProfileMemory.from_vectorstore(vectorstore, documents=True)
+            ```
+        """
+        found_client, name, found_embeddings = _chroma_of(vectorstore, client)
+        store = ProfileStore(
+            client=found_client,
+            collection_name=name,
+            embeddings=embeddings or found_embeddings,
+            documents=documents,
+            retry_s=retry_s,
+            lock_timeout_s=lock_timeout_s,
+        )
+        return cls(store, **settings)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -302,14 +397,14 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         expires_at = expiry_of(
             expires_at=fields.pop("expires_at", None),
             ttl_s=fields.pop("ttl_s", None),
-            retention_s=self.retention_s,
+            retention_s=self.writes.retention_s,
             now=now,
         )
         entry = ProfileEntry.create(
             text,
             user_id=user_id,
-            strengths=self.strengths,
-            max_chars=self.max_text_chars,
+            strengths=self.writes.strengths,
+            max_chars=self.writes.max_text_chars,
             expires_at=expires_at,
             **fields,  # type: ignore[misc]
         )
@@ -368,7 +463,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
 
     def _built(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
         built = [
-            coerce_item(item, i, self.entry, self.max_text_chars)
+            coerce_item(item, i, self.entry, self.writes.max_text_chars)
             for i, item in enumerate(validate_items(entries, "entries"))
         ]
         now = self.clock()  # after building: entries stamped meanwhile are not in the future
@@ -385,7 +480,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
     def _retained(self, entry: ProfileEntry, now: float) -> ProfileEntry:
         """``entry`` with the expiry a write gives it (its own, checked, else retention)."""
         expires_at = expiry_of(
-            expires_at=entry.expires_at, ttl_s=None, retention_s=self.retention_s, now=now
+            expires_at=entry.expires_at, ttl_s=None, retention_s=self.writes.retention_s, now=now
         )
         return entry if expires_at == entry.expires_at else replace(entry, expires_at=expires_at)
 
@@ -541,7 +636,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
 
     def _from_record(self, record: Mapping[str, Any], index: int) -> ProfileEntry:
         try:
-            return ProfileEntry.from_dict(record, self.max_text_chars)
+            return ProfileEntry.from_dict(record, self.writes.max_text_chars)
         except InvalidInputError as error:
             raise InvalidInputError(f"record {index}: {error}") from None
 
@@ -672,7 +767,7 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         if query is not None:
             query = validate_optional_str(query, "query")
         chosen = (options or self.options).with_changes(max_tokens=max_tokens, task=task, **changes)
-        if thread_id is not None and self.pin_threads and chosen.relevance_weight <= 0:
+        if thread_id is not None and self.reads.pin_threads and chosen.relevance_weight <= 0:
             thread = validate_thread_id(thread_id)
             return self._pins.select(
                 user, thread, chosen, lambda: self._reader.aselect(user, chosen, query)
@@ -922,44 +1017,40 @@ def _selected(span: OperationSpan, selection: ProfileSelection) -> None:
 
 
 def _chroma_of(
-    vectorstore: Any,
-    collection: Any,
-    *,
-    path: str | Path | None,
-    client: ClientAPI | AsyncClientAPI | None,
-    embeddings: Embeddings | None,
+    vectorstore: Any, client: ClientAPI | AsyncClientAPI | None
 ) -> tuple[ClientAPI | AsyncClientAPI, str, Embeddings | None]:
-    """(client, collection name, embeddings) of a ``langchain_chroma.Chroma`` or of a
-    chromadb collection and its client, refusing arguments that contradict them."""
-    if vectorstore is not None:
-        if collection is not None or client is not None or path is not None:
+    """(client, collection name, embeddings) of a ``langchain_chroma.Chroma``, or of a
+    chromadb collection and the client that opened it, refusing what contradicts them."""
+    inner = getattr(vectorstore, "_client", None), getattr(vectorstore, "_collection", None)
+    if inner[0] is not None and inner[1] is not None:  # langchain_chroma.Chroma
+        if client is not None:
             raise InvalidInputError(
-                "pass vectorstore= alone: it already names the client and the collection "
-                "(drop path=, client= and collection=)"
+                "pass a langchain_chroma.Chroma alone: it already names the client and the "
+                "collection (drop client=)"
             )
-        found = getattr(vectorstore, "_client", None), getattr(vectorstore, "_collection", None)
-        if found[0] is None or found[1] is None:
-            raise InvalidInputError(
-                f"vectorstore= takes a langchain_chroma.Chroma; got {type(vectorstore).__name__}"
-            )
-        return found[0], str(found[1].name), embeddings or vectorstore.embeddings
-    if client is None or path is not None:
+        return inner[0], str(inner[1].name), getattr(vectorstore, "embeddings", None)
+    name = getattr(vectorstore, "name", None)
+    if not isinstance(name, str):
         raise InvalidInputError(
-            "collection= needs client=, the chromadb client that opened it (the memory keeps "
-            "a state collection beside it), and no path="
+            "from_vectorstore() takes a langchain_chroma.Chroma or a chromadb collection; "
+            f"got {type(vectorstore).__name__}"
         )
-    return client, str(collection.name), embeddings
+    if client is None:
+        raise InvalidInputError(
+            "a chromadb collection needs client=, the chromadb client that opened it (the "
+            "memory keeps a state collection beside it)"
+        )
+    return client, name, None
 
 
-def _check_settings(**settings: float) -> None:
-    """Refuse cache, snapshot and pending settings that are not finite and in range."""
-    low = {"cache_size": 1, "max_text_chars": 1}
-    for name, value in settings.items():
-        bound = low.get(name, 0)
-        strict = name in ("pending_ttl_s", "pin_ttl_s")
-        if not is_real(value) or value < bound or (strict and value <= 0):
-            relation = "> 0" if strict else f">= {bound}"
-            raise InvalidInputError(f"{name} must be a finite number {relation}; got {value!r:.40}")
+def _of_type(value: object, kind: type[_O], name: str) -> _O:
+    """``value``, or ``kind()`` when it is None; anything else is refused by name (a dict
+    of settings, say, is not read field by field)."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise InvalidInputError(f"{name} must be a {kind.__name__}; got {type(value).__name__}")
+    return value
 
 
 def _needs_agents(what: str, error: ImportError) -> MissingExtraError:

@@ -32,7 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from langchain_outprofile.memory.reader import CacheSettings
 from langchain_outprofile.memory.snapshots import snapshot_key, stored_selection
@@ -52,12 +52,6 @@ PIN_FORMAT = 3
 """Pins name their entries by id (format 2 quoted them whole: never served now)."""
 
 
-class PinSettings(CacheSettings, Protocol):
-    """What the pins use of their memory."""
-
-    pin_ttl_s: float
-
-
 @dataclass(frozen=True)
 class _Pinned:
     selection: ProfileSelection
@@ -75,7 +69,7 @@ class ThreadPins:
         ```
     """
 
-    def __init__(self, memory: PinSettings) -> None:
+    def __init__(self, memory: CacheSettings) -> None:
         self._memory = memory
         self._cache: OrderedDict[tuple[str, str, str], _Pinned] = OrderedDict()
         self._lock = threading.Lock()
@@ -96,7 +90,7 @@ class ThreadPins:
             hit = self._cache.get(cache_key)
             if hit is not None:
                 self._cache.move_to_end(cache_key)
-        fresh = hit is not None and memory.monotonic() - hit.checked_at < memory.cache_ttl_s
+        fresh = hit is not None and memory.monotonic() - hit.checked_at < memory.reads.cache_ttl_s
         if hit is not None and fresh and hit.expires_at > memory.clock():
             return hit.selection
         now = memory.clock()
@@ -146,7 +140,7 @@ class ThreadPins:
         now = memory.clock()
         # a pin never shows an entry past its expiry: it ends when its first entry expires
         ends = (e.expires_at for e in selection.entries if e.expires_at is not None)
-        expires_at = min([now + memory.pin_ttl_s, *ends])
+        expires_at = min([now + memory.reads.pin_ttl_s, *ends])
         payload = dump_pin(selection, until=expires_at)
         held = await memory.store.asave_pin(
             user, thread, key, payload, version=version, now=now, expires_at=expires_at
@@ -165,7 +159,7 @@ class ThreadPins:
         self, cache_key: tuple[str, str, str], selection: ProfileSelection, expires_at: float
     ) -> None:
         memory = self._memory
-        if memory.cache_ttl_s <= 0:
+        if memory.reads.cache_ttl_s <= 0:
             return
         with self._lock:
             self._cache[cache_key] = _Pinned(selection, expires_at, memory.monotonic())

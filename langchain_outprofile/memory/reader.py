@@ -86,6 +86,7 @@ from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     ProfileEntry,
     ProfileSelection,
+    ReadOptions,
     SelectionOptions,
     StoredProfile,
 )
@@ -115,15 +116,7 @@ class CacheSettings(Protocol):
     template: BlockTemplate
     clock: Callable[[], float]
     monotonic: Callable[[], float]
-    cache_ttl_s: float
-
-
-class ReaderSettings(CacheSettings, Protocol):
-    """What the reader uses of its memory."""
-
-    cache_size: int
-    cache_entries: int
-    snapshot_ttl_s: float
+    reads: ReadOptions
 
 
 @dataclass
@@ -172,7 +165,7 @@ class ProfileReader:
         ```
     """
 
-    def __init__(self, memory: ReaderSettings) -> None:
+    def __init__(self, memory: CacheSettings) -> None:
         self._memory = memory
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._held = 0
@@ -264,7 +257,7 @@ class ProfileReader:
         self, user: str, cached: _Cached, options: SelectionOptions
     ) -> ProfileSelection | None:
         """The selection saved in the store for the user's current profile version, if any."""
-        if self._memory.snapshot_ttl_s <= 0:
+        if self._memory.reads.snapshot_ttl_s <= 0:
             return None
         key = self._snapshot_key(options)
         version, payload = await self._memory.store.asnapshot(user, key)
@@ -336,7 +329,7 @@ class ProfileReader:
         background thread: the read that packed it returns at once (the save is three small
         reads and a write of the store; its version checks make it safe whenever it runs).
         With an async client the save is a task of the running event loop instead."""
-        if self._memory.snapshot_ttl_s <= 0 or not version:
+        if self._memory.reads.snapshot_ttl_s <= 0 or not version:
             return
         self.in_background(self._save_moved(user, cached, key, version, selection))
 
@@ -391,11 +384,11 @@ class ProfileReader:
         takes it back, if that version moved), and return the user's version after the
         save. None when nothing is saved: snapshots are off, or the version is '' (an
         unknown or forgotten user, whose read writes nothing)."""
-        if self._memory.snapshot_ttl_s <= 0 or not version:
+        if self._memory.reads.snapshot_ttl_s <= 0 or not version:
             return None
         # the scores and ages a snapshot shows move on; its block does not until a write,
         # or until an entry of its ranking expires
-        until = self._memory.clock() + self._memory.snapshot_ttl_s
+        until = self._memory.clock() + self._memory.reads.snapshot_ttl_s
         payload = dump_selection(selection, until=min(until, selection.choice.valid_until))
         store = self._memory.store
         await store.asave_snapshot(user, self._snapshot_key(key[0]), version, payload)
@@ -488,7 +481,7 @@ class ProfileReader:
         """The user's read state. Within ``cache_ttl_s`` of its last check, and with no
         block-changing write of this memory since, it is served as is; else it is
         revalidated (:meth:`_revalidated`) or replaced."""
-        now, ttl = self._memory.monotonic(), self._memory.cache_ttl_s
+        now, ttl = self._memory.monotonic(), self._memory.reads.cache_ttl_s
         with self._lock:
             self._sweep(now, ttl)
             hit = self._cache.get(user)
@@ -505,7 +498,7 @@ class ProfileReader:
             if ttl <= 0:
                 return fresh
             self._cache[user] = fresh
-            while len(self._cache) > self._memory.cache_size:
+            while len(self._cache) > self._memory.reads.cache_size:
                 self._drop(next(iter(self._cache)))
         return fresh
 
@@ -558,7 +551,7 @@ class ProfileReader:
     def _sweep(self, now: float, ttl: float) -> None:
         """Without snapshots (no version to revalidate with), drop every state past the ttl,
         at most once per ttl. Under the lock."""
-        if self._memory.snapshot_ttl_s > 0 or now - self._swept_at < ttl:
+        if self._memory.reads.snapshot_ttl_s > 0 or now - self._swept_at < ttl:
             return
         self._swept_at = now
         for expired in [u for u, s in self._cache.items() if now - s.checked_at >= ttl]:
@@ -609,7 +602,7 @@ class ProfileReader:
         too, when it alone is larger). Called under the lock."""
         cached.held += count
         self._held += count
-        while self._held > self._memory.cache_entries and self._cache:
+        while self._held > self._memory.reads.cache_entries and self._cache:
             self._drop(next(iter(self._cache)))
 
     def _drop(self, user: str) -> None:
@@ -620,7 +613,7 @@ class ProfileReader:
 
     async def _version(self, user: str) -> str | None:
         """The profile version a snapshot would be tagged with (None: snapshots are off)."""
-        if self._memory.snapshot_ttl_s <= 0:
+        if self._memory.reads.snapshot_ttl_s <= 0:
             return None
         return await self._memory.store.aversion(user)
 

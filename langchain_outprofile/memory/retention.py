@@ -20,6 +20,7 @@ from typing import Any
 from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.store import ProfileStore, Written
 from langchain_outprofile.telemetry import OperationSpan
+from langchain_outprofile.types import WriteOptions
 from langchain_outprofile.validation import validate_user_id
 
 __all__ = ["Expired", "NowAndThen", "RetentionMixin"]
@@ -93,7 +94,7 @@ class RetentionMixin:
 
     store: ProfileStore
     clock: Callable[[], float]
-    retention_s: float | None
+    writes: WriteOptions
     _reader: ProfileReader
     _expiry_sweeps: NowAndThen
     _took: Callable[[Written], Awaitable[int]]
@@ -142,7 +143,7 @@ class RetentionMixin:
         in the reader's background work (``flush`` waits for it). Only a memory with a
         retention, or a write naming an expiry, sweeps: other users' entries never expire
         unless some writer gave them an expiry (``expire`` deletes those)."""
-        if self.retention_s is None and not expiring:
+        if self.writes.retention_s is None and not expiring:
             return
         for user in users:
             if self._expiry_sweeps.due(user):
@@ -152,7 +153,7 @@ class RetentionMixin:
         await self._took(await self.store.aexpire(user, now=self.clock()))
 
     def _sweep_interval(self) -> float:
-        return min(SWEEP_INTERVAL_S, self.retention_s or SWEEP_INTERVAL_S)
+        return min(SWEEP_INTERVAL_S, self.writes.retention_s or SWEEP_INTERVAL_S)
 
 
 def _counted(span: OperationSpan, expired: Expired) -> None:

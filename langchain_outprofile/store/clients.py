@@ -281,7 +281,7 @@ def http_client(url: str, *, tenant: str | None = None, database: str | None = N
 
     Example:
         ```python
-        memory = OutputProfileMemory(client=http_client("http://127.0.0.1:8000"))
+        memory = OutputProfileMemory.from_client(http_client("http://127.0.0.1:8000"))
         ```
     """
     bad = InvalidInputError(f"a Chroma URL looks like http://host:port; got {url!r}")

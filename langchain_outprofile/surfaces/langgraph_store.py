@@ -694,7 +694,7 @@ def platform_store(
         ```python
         # store.py, named in langgraph.json as "store": {"path": "./store.py:profile_store"}
         profile_store = platform_store(
-            lambda: OutputProfileMemory(path="./profiles"), max_tokens=300
+            lambda: OutputProfileMemory.from_path("./profiles"), max_tokens=300
         )
         ```
 

@@ -303,7 +303,7 @@ def build_server(memory: ProfileKeeper, *, user_id: str | None = None) -> MCPSer
 
     Example:
         ```python
-        server = build_server(OutputProfileMemory(path="./profiles"), user_id="ana")
+        server = build_server(OutputProfileMemory.from_path("./profiles"), user_id="ana")
         server.run("stdio")
         ```
     """
@@ -465,7 +465,7 @@ def serve(
 
     Example:
         ```python
-        serve(lambda: OutputProfileMemory(path="./profiles"), transport="http", port=0,
+        serve(lambda: OutputProfileMemory.from_path("./profiles"), transport="http", port=0,
               announce=lambda url: print("serving", url))
         ```
     """

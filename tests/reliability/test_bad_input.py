@@ -26,6 +26,7 @@ from langchain_outprofile import (
     EmbeddingMismatchError,
     InvalidInputError,
     OutputProfileMemory,
+    ReadOptions,
     StyleEmbeddings,
 )
 from langchain_outprofile.cli import main
@@ -91,16 +92,18 @@ API_ROWS: list[Row] = [
     ("select bad order", lambda m: m.select("ana", order="random"), InvalidInputError, "order"),
     ("forget user_id int", lambda m: m.forget(5), InvalidInputError, "user_id must be"),
     ("delete user_id empty", lambda m: m.delete("op-x", user_id=""), InvalidInputError, "user_id must be"),
-    ("bad collection name", lambda m: OutputProfileMemory(client=m.store.client, collection_name="a"), InvalidInputError, "collection_name must be"),
-    ("other embedder dimension", lambda m: OutputProfileMemory(client=m.store.client, collection_name=m.store.collection_name, embeddings=StyleEmbeddings(dimension=64)), EmbeddingMismatchError, "open it with the embedder it was written with"),
-    ("path and client", lambda m: OutputProfileMemory(path="x", client=m.store.client), InvalidInputError, "either path= or client="),
-    ("negative cache ttl", lambda m: OutputProfileMemory(client=m.store.client, cache_ttl_s=-1), InvalidInputError, "cache_ttl_s"),
+    ("bad collection name", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name="a"), InvalidInputError, "collection_name must be"),
+    ("other embedder dimension", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name=m.store.collection_name, embeddings=StyleEmbeddings(dimension=64)), EmbeddingMismatchError, "open it with the embedder it was written with"),
+    ("path as the store", lambda m: OutputProfileMemory("x"), InvalidInputError, "from_path"),
+    ("negative cache ttl", lambda m: OutputProfileMemory.from_client(m.store.client, reads=ReadOptions(cache_ttl_s=-1)), InvalidInputError, "cache_ttl_s"),
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def seeded() -> OutputProfileMemory:
-    memory = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
     return _seed(memory)
 
 
@@ -119,8 +122,8 @@ def test_api_rejects_bad_input_and_changes_nothing(
     assert says in str(raised.value), f"{case}: unclear message {raised.value!r}"
     assert _snapshot(seeded) == before
     assert {u: seeded.store.version(u) for u in USERS} == versions  # no write reached the store
-    reopened = OutputProfileMemory(
-        client=seeded.store.client, collection_name=seeded.store.collection_name
+    reopened = OutputProfileMemory.from_client(
+        seeded.store.client, collection_name=seeded.store.collection_name
     )
     assert _snapshot(reopened) == before  # the collection still opens, as it was
     assert seeded.select("ana").entries
@@ -182,7 +185,7 @@ def test_cli_rejects_bad_input_and_changes_nothing(
 ) -> None:
     """Through the `outprofile` entry point: a non-zero exit and one line on stderr."""
     store = tmp_path / "store"
-    memory = _seed(OutputProfileMemory(path=store))
+    memory = _seed(OutputProfileMemory.from_path(store))
     before = _snapshot(memory)
     argv = args(tmp_path)
     if "--chroma-url" not in argv and "--path" not in argv:

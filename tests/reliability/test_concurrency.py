@@ -30,7 +30,9 @@ Call = Callable[..., Awaitable[Any]]
 
 
 def _memory() -> OutputProfileMemory:
-    return OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
 
 
 def _candidate_ids(selection: Any, user: str) -> set[str]:

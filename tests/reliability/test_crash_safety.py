@@ -141,11 +141,11 @@ def _crash_rounds(tmp_path: Path, rounds: int, seed: int, batch: int) -> Tally:
         tally.rounds += 1
         acked_file.write_text("\n".join(sorted(set(tally.acked))))
     try:
-        memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+        memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     except StoreDamagedError:
         tally.damaged += 1
         _repair(store, tally)
-        memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+        memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     print(tally.line(batch))
     assert tally.acked, "no write was acknowledged in any round: the kills came too early"
     acked = sorted(set(tally.acked))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_outprofile import OutputProfileMemory, Signal
+from langchain_outprofile import OutputProfileMemory, ReadOptions, Signal
 from tests.reliability._cross_process_worker import SHARED_USER, shared_text
 
 WORKER = Path(__file__).with_name("_cross_process_worker.py")
@@ -88,7 +88,9 @@ def test_two_processes_on_one_path_lose_no_acknowledged_rejection(tmp_path: Path
     every call returns, so every signal must be in the stored entry."""
     store = tmp_path / "store"
     reports = run_pair(f"path:{store}", "race", ("reject", "accept"), RACE_TEXTS, tmp_path)
-    memory = OutputProfileMemory(path=store, collection_name="race", cache_ttl_s=0)
+    memory = OutputProfileMemory.from_path(
+        store, collection_name="race", reads=ReadOptions(cache_ttl_s=0)
+    )
     check_race(memory, reports, RACE_TEXTS)
 
 
@@ -99,4 +101,9 @@ def test_two_processes_on_one_path_run_mixed_operations_without_errors(tmp_path:
     started = time.monotonic()
     reports = run_pair(f"path:{store}", "mixed", ("mixed-ana", "mixed-bob"), 120, tmp_path)
     assert time.monotonic() - started < 600
-    check_mixed(OutputProfileMemory(path=store, collection_name="mixed", cache_ttl_s=0), reports)
+    check_mixed(
+        OutputProfileMemory.from_path(
+            store, collection_name="mixed", reads=ReadOptions(cache_ttl_s=0)
+        ),
+        reports,
+    )

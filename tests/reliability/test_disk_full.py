@@ -68,7 +68,7 @@ def _all_there(memory: OutputProfileMemory, acked: list[str]) -> None:
 def test_a_full_disk_refuses_the_write_and_the_store_works_when_space_returns(
     small_disk: Path,
 ) -> None:
-    memory = OutputProfileMemory(path=small_disk / "store", collection_name="full")
+    memory = OutputProfileMemory.from_path(small_disk / "store", collection_name="full")
     acked, failure = _fill(memory)
 
     assert isinstance(failure, StoreFullError), repr(failure)
@@ -78,7 +78,7 @@ def test_a_full_disk_refuses_the_write_and_the_store_works_when_space_returns(
 
     _grow(small_disk)
     memory.add("written once space returned", user_id="ana")
-    fresh = OutputProfileMemory(path=small_disk / "store", collection_name="full")
+    fresh = OutputProfileMemory.from_path(small_disk / "store", collection_name="full")
     _all_there(fresh, acked)
     assert "written once space returned" in {r["text"] for r in fresh.export("ana")}
 
@@ -90,7 +90,7 @@ _CHECK = textwrap.dedent(
     from langchain_outprofile.store.clients import StoreDamagedError
 
     try:
-        memory = OutputProfileMemory(path=sys.argv[1], collection_name="full")
+        memory = OutputProfileMemory.from_path(sys.argv[1], collection_name="full")
         memory.select("ana")
         memory.add("written once space returned", user_id="ana")
         print(json.dumps(sorted(r["id"] for r in memory.export("ana"))))
@@ -121,7 +121,7 @@ def test_when_chroma_itself_runs_out_of_space_the_error_is_typed_and_repair_reco
     the repair when Chroma left it damaged."""
     monkeypatch.setattr(LocationLock, "check_space", lambda self, call: None)
     store = small_disk / "store"
-    memory = OutputProfileMemory(path=store, collection_name="full")
+    memory = OutputProfileMemory.from_path(store, collection_name="full")
     acked, failure = _fill(memory)
 
     assert isinstance(failure, StoreFullError), repr(failure)

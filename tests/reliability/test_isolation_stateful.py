@@ -111,7 +111,7 @@ class IsolationMachine(RuleBasedStateMachine):
         super().__init__()
         self.client = client
         self.name = unique_name("iso")
-        self.memory = OutputProfileMemory(client=client, collection_name=self.name)
+        self.memory = OutputProfileMemory.from_client(client, collection_name=self.name)
         self.model = Model()
         self.said: set[tuple[str, str, str | None]] = set()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_forget_deletes_by_ids_in_batches_and_lets_another_read_in_between(
     forget waits until the reader has read. A forget that kept the lock across its batches
     would keep the reader out, so the wait would run out and the reader would see every
     batch deleted."""
-    memory = OutputProfileMemory(path=tmp_path / "store", collection_name="forget")
+    memory = OutputProfileMemory.from_path(tmp_path / "store", collection_name="forget")
     memory.add_many([{"text": f"ana's output {i}", "user_id": "ana"} for i in range(2500)])
     memory.add("Bob's only output.", user_id="bob")
     memory.store.delete_batch = 1000  # three batches
@@ -123,8 +123,8 @@ def test_a_failed_batch_renews_the_version_and_this_process_cache(tmp_path: Path
     """``add_many`` fails in its second batch; the first batch is
     stored, so the version must be new and neither the cache nor a snapshot may serve the
     block from before the call."""
-    memory = OutputProfileMemory(
-        path=tmp_path / "store", collection_name="versions", cache_ttl_s=600
+    memory = OutputProfileMemory.from_path(
+        tmp_path / "store", collection_name="versions", reads=ReadOptions(cache_ttl_s=600)
     )
     memory.add("The first output.", user_id="ana")
     assert [e.text for e in memory.select("ana").entries] == ["The first output."]
@@ -142,7 +142,7 @@ def test_a_failed_batch_renews_the_version_and_this_process_cache(tmp_path: Path
     assert {f"Batch output {i}." for i in range(10)} <= {e["text"] for e in memory.export("ana")}
     block = memory.select("ana", max_tokens=2000).text
     assert block != "" and "Batch output 0." in block
-    fresh = OutputProfileMemory(path=tmp_path / "store", collection_name="versions")
+    fresh = OutputProfileMemory.from_path(tmp_path / "store", collection_name="versions")
     assert fresh.select("ana", max_tokens=2000).text == block
 
 
@@ -151,7 +151,7 @@ _KILLED_WRITER = textwrap.dedent(
     import os, signal, sys
     from langchain_outprofile import OutputProfileMemory
 
-    memory = OutputProfileMemory(path=sys.argv[1], collection_name="versions")
+    memory = OutputProfileMemory.from_path(sys.argv[1], collection_name="versions")
     memory.add("The first output.", user_id="ana")
     memory.select("ana", max_tokens=2000)  # saves the snapshot of the one-entry profile
     store = memory.store
@@ -187,7 +187,7 @@ def test_a_writer_killed_after_its_first_batch_leaves_no_stale_snapshot(tmp_path
     )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
 
-    memory = OutputProfileMemory(path=store, collection_name="versions")
+    memory = OutputProfileMemory.from_path(store, collection_name="versions")
     assert memory.store.count("ana") == 11
     shown = {e.text for e in memory.select("ana", max_tokens=2000).entries}
     assert {f"Batch output {i}." for i in range(10)} <= shown

@@ -78,7 +78,7 @@ def test_export_is_everything_of_the_user_and_only_that(memory: OutputProfileMem
 
 def test_an_export_restores_exactly(memory: OutputProfileMemory, tmp_path: Path) -> None:
     exported = _fill(memory, str(uuid.uuid4()))
-    elsewhere = OutputProfileMemory(path=tmp_path / "restored")
+    elsewhere = OutputProfileMemory.from_path(tmp_path / "restored")
     assert elsewhere.import_(exported.values()) == len(exported)
     assert {r["id"]: r for r in elsewhere.export("ana")} == exported
     assert elsewhere.export("Ana") == []
@@ -129,7 +129,7 @@ def test_a_forgotten_text_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
     """``forget(purge=True)``: the user's text is in no file under the store's folder.
     Before the purge path, 20 entries of a forgotten user left ~150 copies in
     ``chroma.sqlite3`` (Chroma's write log and freed pages; docs/reliability.md)."""
-    memory = OutputProfileMemory(path=tmp_path / "store")
+    memory = OutputProfileMemory.from_path(tmp_path / "store")
     secret, kept = _secret("ana-diary"), _secret("bob-kept")
     for i in range(20):
         memory.add(f"My diary {i}: {secret}", user_id="ana")
@@ -143,7 +143,7 @@ def test_a_forgotten_text_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
     assert [r["text"] for r in memory.export("bob")] == [f"Bob: {kept}"]
     assert _leaks(tmp_path, kept)  # what is kept is still on disk
     memory.add("Bob writes again.", user_id="bob")  # the store takes writes after a purge
-    fresh = OutputProfileMemory(path=tmp_path / "store")
+    fresh = OutputProfileMemory.from_path(tmp_path / "store")
     assert {r["text"] for r in fresh.export("bob")} == {f"Bob: {kept}", "Bob writes again."}
     assert fresh.export("ana") == []
 
@@ -151,7 +151,7 @@ def test_a_forgotten_text_leaves_no_bytes_on_disk(tmp_path: Path) -> None:
 def test_a_deleted_and_an_edited_away_text_leave_no_bytes_after_a_purge(tmp_path: Path) -> None:
     """``delete`` of an entry and an ``edited`` feedback (which supersedes the run's
     output), then ``purge``: neither text is in any file; the edit and the rest stay."""
-    memory = OutputProfileMemory(path=tmp_path / "store")
+    memory = OutputProfileMemory.from_path(tmp_path / "store")
     deleted, draft = _secret("deleted"), _secret("draft")
     gone = memory.add(f"Delete me: {deleted}", user_id="bob")
     memory.add("Bob keeps this.", user_id="bob")
@@ -174,7 +174,7 @@ def test_with_documents_a_purge_also_clears_the_full_text_index(tmp_path: Path) 
     """``documents=True`` writes each text as a Chroma document, which Chroma full-text
     indexes (FTS5): a forgotten document's text stays in the index's tables and the freed
     pages until the purge optimizes the index and rebuilds the file."""
-    memory = OutputProfileMemory(path=tmp_path / "store", documents=True)
+    memory = OutputProfileMemory.from_path(tmp_path / "store", documents=True)
     secret = _secret("indexed")
     memory.add(f"Indexed words {secret} here.", user_id="ana")
     memory.add("Bob's words.", user_id="bob")
@@ -195,7 +195,7 @@ def test_after_a_purge_no_index_slot_past_the_used_ones_holds_a_byte(tmp_path: P
     of deleted entries included (59 copies of a forgotten text in one ``data_level0.bin``,
     measured with scripts/privacy_grep.py). After a purge every slot past
     ``cur_element_count`` is zero, whatever the heap held."""
-    memory = OutputProfileMemory(path=tmp_path / "store")
+    memory = OutputProfileMemory.from_path(tmp_path / "store")
     for i in range(30):
         memory.add(f"Entry {i}: {_secret('slot')}", user_id="ana")
     memory.forget("ana")
@@ -219,7 +219,7 @@ def _backed_up(tmp_path: Path, *, backup_dir: Path | None = None) -> tuple[Path,
     """A store of ana and bob, backed up by a forced repair (beside it, and in
     ``backup_dir`` when given); returns the store and the backups."""
     store = tmp_path / "store"
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     for i in range(5):
         memory.add(f"Ana {i}: {BACKED_UP}", user_id="ana")
     memory.add("Bob's entry.", user_id="bob")
@@ -244,7 +244,7 @@ def test_forget_removes_the_user_from_every_backup(tmp_path: Path) -> None:
     after ``forget`` (no purge) neither holds the user's text in any file; each keeps its
     ``entries.jsonl`` with the other users' rows, from which a repair can still restore."""
     store, backups = _backed_up(tmp_path, backup_dir=tmp_path / "elsewhere" / "b")
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
 
     memory.forget("ana")
 
@@ -256,7 +256,7 @@ def test_forget_removes_the_user_from_every_backup(tmp_path: Path) -> None:
 
 def test_delete_and_edit_remove_their_texts_from_every_backup(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     deleted, draft = _secret("deleted"), _secret("draft")
     gone = memory.add(f"Delete me: {deleted}", user_id="bob")
     memory.add("Bob keeps this.", user_id="bob")
@@ -266,7 +266,7 @@ def test_delete_and_edit_remove_their_texts_from_every_backup(tmp_path: Path) ->
     del memory
     backup = repair(store, force=True).backup
     assert backup is not None and _leaks(backup, deleted) and _leaks(backup, draft)
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
 
     memory.delete(gone.id, user_id="bob")
     memory.feedback(run, edited="The edited answer.")
@@ -283,13 +283,13 @@ def test_a_purge_strips_every_backup_and_the_store_stays_usable_by_another_proce
     purge reads and writes after it (it reloads Chroma, as after any other process's
     write)."""
     store = tmp_path / "store"
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     early = _secret("deleted-early")
     memory.delete(memory.add(f"Early: {early}", user_id="bob").id, user_id="bob")
     memory.add("Bob keeps this.", user_id="bob")
     backup = repair(store, force=True).backup
     assert backup is not None and _leaks(backup, early)  # in the copied chroma.sqlite3
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     child = subprocess.Popen(
         [sys.executable, "-c", _OTHER_PROCESS, str(store)],
         stdin=subprocess.PIPE,
@@ -313,7 +313,7 @@ _OTHER_PROCESS = """
 import json, sys, warnings
 warnings.simplefilter("ignore")
 from langchain_outprofile import OutputProfileMemory, StyleEmbeddings
-memory = OutputProfileMemory(path=sys.argv[1])
+memory = OutputProfileMemory.from_path(sys.argv[1])
 memory.export("bob")
 print("open", flush=True)
 sys.stdin.readline()
@@ -333,7 +333,7 @@ def test_a_purge_of_the_in_memory_store_says_there_is_nothing_to_rewrite(
 
 
 def test_forget_refuses_a_purge_that_is_not_a_bool(tmp_path: Path) -> None:
-    memory = OutputProfileMemory(path=tmp_path / "store")
+    memory = OutputProfileMemory.from_path(tmp_path / "store")
     memory.add("Mine.", user_id="ana")
     with pytest.raises(InvalidInputError, match="purge must be"):
         memory.forget("ana", purge="yes")  # type: ignore[arg-type]
@@ -349,7 +349,7 @@ def test_twenty_rounds_of_forget_delete_edit_and_purge_leave_no_bytes(tmp_path: 
     gone: list[str] = []
     kept: set[str] = set()
     for round_ in range(20):
-        memory = OutputProfileMemory(path=store)
+        memory = OutputProfileMemory.from_path(store)
         user, forgotten, deleted, draft = f"u{round_}", *(_secret(k) for k in "fdp")
         for i in range(10):
             memory.add(f"{i}: {forgotten}", user_id=user)
@@ -363,7 +363,7 @@ def test_twenty_rounds_of_forget_delete_edit_and_purge_leave_no_bytes(tmp_path: 
         if round_ % 5 == 0:
             del memory
             repair(store, force=True)
-            memory = OutputProfileMemory(path=store)
+            memory = OutputProfileMemory.from_path(store)
         memory.forget(user)
         memory.delete(entry.id, user_id="bob")
         memory.feedback(run, edited=f"Edit {round_}.")
@@ -456,7 +456,7 @@ def test_a_purge_of_a_brought_collection_leaves_the_apps_documents(tmp_path: Pat
     client = persistent_client(tmp_path / "store")
     vectorstore = Chroma(collection_name="app", embedding_function=StyleEmbeddings(), client=client)
     vectorstore.add_texts(["The app's own document."], ids=["app-doc"])
-    memory = OutputProfileMemory(vectorstore=vectorstore)
+    memory = OutputProfileMemory.from_vectorstore(vectorstore)
     secret = _secret("brought")
     memory.add(f"Ana: {secret}", user_id="ana")
 
@@ -476,7 +476,7 @@ def test_a_purge_killed_before_restoring_the_thresholds_is_finished_by_the_next(
     noting the old values in a marker; killed before setting them back, it leaves them at
     1 (every write persists its index). The next purge restores the noted values."""
     store = tmp_path / "store"
-    memory = OutputProfileMemory(path=store)
+    memory = OutputProfileMemory.from_path(store)
     memory.add("Kept.", user_id="bob")
     names = ["outprofile", "outprofile.log", "outprofile.state"]
     (store / PURGE_MARKER).write_text(json.dumps(dict.fromkeys(names, 1000)))

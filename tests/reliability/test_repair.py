@@ -38,7 +38,7 @@ _WRITER = textwrap.dedent(
     import sys
     from langchain_outprofile import OutputProfileMemory
 
-    memory = OutputProfileMemory(path=sys.argv[1], collection_name=sys.argv[2])
+    memory = OutputProfileMemory.from_path(sys.argv[1], collection_name=sys.argv[2])
     users = ("ana", "bob", "cy")
     memory.add_many(  # past Chroma's sync threshold (1,000): the vector index is persisted
         [{"text": f"output {i} of {users[i % 3]}", "user_id": users[i % 3], "task": "t"}
@@ -75,7 +75,7 @@ _EXPORTER = textwrap.dedent(
     import json, sys
     from langchain_outprofile import OutputProfileMemory
 
-    memory = OutputProfileMemory(path=sys.argv[1], collection_name=sys.argv[2])
+    memory = OutputProfileMemory.from_path(sys.argv[1], collection_name=sys.argv[2])
     print(json.dumps({u: memory.export(u) for u in ("ana", "bob", "cy")}))
     """
 )
@@ -131,7 +131,7 @@ def _sorted(exports: dict[str, Any]) -> dict[str, Any]:
 def test_a_damaged_store_raises_a_typed_error_naming_the_repair(store: Path, how: str) -> None:
     _damage(store, how)
     with pytest.raises(StoreDamagedError, match=r"outprofile --path .* repair") as raised:
-        memory = OutputProfileMemory(path=store, collection_name=COLLECTION)  # open: count
+        memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)  # open: count
         memory.select("ana")  # first use: vectors
     assert COLLECTION in str(raised.value)
     assert diagnose(store, COLLECTION)  # the repair's check finds it too
@@ -154,7 +154,7 @@ def test_repair_rebuilds_every_entry_after_a_backup(
     for name, data in damaged_files.items():  # what was there, byte for byte
         assert (report.backup / name).read_bytes() == data
     assert not (store / MARKER.format(collection=COLLECTION)).exists()
-    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     assert _exports(memory) == _sorted(written[1])  # every field of every entry
     assert "output 3 of ana" not in {e.text for e in memory.select("ana").entries}
     memory.add("written after the repair", user_id="ana")
@@ -190,7 +190,7 @@ def test_entries_only_in_chromas_write_log_are_recovered(
     report = repair(store, COLLECTION)
 
     assert report.from_log >= len(singles) == 11  # single 2, single 20 .. single 29
-    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     assert _exports(memory) == _sorted(written[1])
 
 
@@ -215,7 +215,7 @@ def test_an_interrupted_repair_is_finished_from_its_saved_rows(
     report = repair(store, COLLECTION)
 
     assert report.resumed and report.entries == 1231
-    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     assert _exports(memory) == _sorted(written[1])
 
 
@@ -232,7 +232,7 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     """An entry row keeps only its last writer's fold, as a cache (a racing writer's signal
     may be missing from it); the repair rebuilds every entry from the signal log."""
     path = tmp_path / "store"
-    memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     memory.add("Short answer first.", user_id="ana")
     stale = memory.store._collection.get(
         ids=[memory.entry("Short answer first.", user_id="ana").id]
@@ -247,7 +247,7 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     report = repair(path, COLLECTION, force=True)
 
     assert report.repaired and report.entries == 2
-    repaired = OutputProfileMemory(path=path, collection_name=COLLECTION)
+    repaired = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     assert repaired.export("ana") == truth
     assert "Short answer first." not in repaired.select("ana").text
 
@@ -325,17 +325,17 @@ def test_a_killed_repair_is_detected_on_open_and_finished_by_the_next(tmp_path: 
     ana's 1,000 entries, 0 of bob's 200). Now every way of opening it raises
     ``RepairUnfinishedError`` naming ``outprofile repair``, and the next repair finishes."""
     path = tmp_path / "store"
-    _two_profiles(OutputProfileMemory(path=path, collection_name=COLLECTION))
+    _two_profiles(OutputProfileMemory.from_path(path, collection_name=COLLECTION))
     _kill_repair(path)
     named = r"interrupted.*outprofile --path .* repair"
 
     with pytest.raises(RepairUnfinishedError, match=named):
-        OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+        OutputProfileMemory.from_path(path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     with pytest.raises(RepairUnfinishedError, match=named):
         ProfileStore(path=path, collection_name=COLLECTION)
 
     async def open_and_read() -> None:  # the async surface opens the same way
-        memory = OutputProfileMemory(path=path, collection_name=COLLECTION)
+        memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
         await memory.aselect("ana")
 
     with pytest.raises(RepairUnfinishedError, match=named):
@@ -375,7 +375,7 @@ def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path, step
     it is then (killed mid-rebuild), or starts over from the store as it is then (killed
     before anything was deleted): ana's 1,050 entries, nothing of bob."""
     path = tmp_path / "store"
-    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    app = OutputProfileMemory.from_path(path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     _two_profiles(app)
     _kill_repair(path, step=step)
 
@@ -390,7 +390,7 @@ def test_a_resumed_repair_keeps_what_an_app_wrote_meanwhile(tmp_path: Path, step
     assert meanwhile <= texts, f"{len(meanwhile - texts)} of 50 acknowledged writes lost"
     assert len(exports["ana"]) == ANA + 50
     assert exports["bob"] == [], f"{len(exports['bob'])} entries of a forgotten user back"
-    fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    fresh = OutputProfileMemory.from_path(path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     assert fresh.store.user_ids() == ["ana"]
 
 
@@ -420,7 +420,7 @@ def test_a_damaged_log_starts_anew_from_the_rows_and_a_kill_there_loses_nothing(
     report = repair(store, COLLECTION)
 
     assert report.entries == 1231 and report.resumed == interrupted
-    memory = OutputProfileMemory(path=store, collection_name=COLLECTION)
+    memory = OutputProfileMemory.from_path(store, collection_name=COLLECTION)
     assert _exports(memory) == _sorted(written[1])
     assert diagnose(store, COLLECTION) == {}
 
@@ -433,7 +433,7 @@ def test_twenty_killed_repairs_lose_nothing_and_restore_nothing(tmp_path: Path) 
     the next repair finishes: after every round, 0 acknowledged writes lost, 0 entries of a
     forgotten user back, and every other user as before."""
     path = tmp_path / "store"
-    app = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+    app = OutputProfileMemory.from_path(path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
     _two_profiles(app)
     acked = {f"output {i} of ana" for i in range(ANA)}
     others = [f"user{n}" for n in range(20)]
@@ -449,5 +449,7 @@ def test_twenty_killed_repairs_lose_nothing_and_restore_nothing(tmp_path: Path) 
         texts = {str(r["text"]) for r in exports["ana"]}
         assert acked <= texts, f"round {round_}: {len(acked - texts)} acknowledged writes lost"
         assert len(exports["bob"]) == BOB
-        fresh = OutputProfileMemory(path=path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING)
+        fresh = OutputProfileMemory.from_path(
+            path, collection_name=COLLECTION, tokens=OFFLINE_ENCODING
+        )
         assert fresh.store.user_ids() == sorted(["ana", "bob", *others[round_ + 1 :]])

@@ -31,8 +31,8 @@ def _cfg(user: str) -> RunnableConfig:
 
 @pytest.fixture
 def memory() -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("rid")
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("rid")
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import chromadb
 import pytest
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry, ReadOptions
 from langchain_outprofile.store import state
 from outprofile_lab.bench.synthetic import user_entries
 from tests.conftest import ManualClock, MemoryFactory, unique_name
@@ -117,7 +117,7 @@ INTERLEAVINGS = {
 def test_forget_racing_a_read_leaves_nothing_of_the_user(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch, point: str, forgetter: str
 ) -> None:
-    reader = make_memory(cache_ttl_s=3600)
+    reader = make_memory(reads=ReadOptions(cache_ttl_s=3600))
     _fill(reader)
     other = make_memory()
     by = reader if forgetter == "same-memory" else other
@@ -135,7 +135,7 @@ def test_forget_racing_a_read_leaves_nothing_of_the_user(
     assert NEEDLE not in raced.text, "the racing read returned the forgotten text"
     assert _rows_holding(reader, NEEDLE) == []
     assert _state_rows(reader, "ana") == []
-    reopened = make_memory(cache_ttl_s=0)
+    reopened = make_memory(reads=ReadOptions(cache_ttl_s=0))
     assert reopened.select("ana", max_tokens=400).text == ""
     assert reader.select("ana", max_tokens=400).text == ""
     assert reopened.forget("ana") == 0
@@ -149,7 +149,7 @@ def test_a_snapshot_saved_for_a_version_that_moved_is_taken_back(
 ) -> None:
     """An ordinary write (not a forget) between the load and the save: the snapshot of the
     older profile is removed, and the read ranks the newer profile once more."""
-    reader = make_memory(cache_ttl_s=0)
+    reader = make_memory(reads=ReadOptions(cache_ttl_s=0))
     _fill(reader)
     writer = make_memory()
     real = reader.store.aload_fold
@@ -175,7 +175,7 @@ def test_a_read_racing_a_forget_and_a_new_write_returns_only_the_new_profile(
 ) -> None:
     """The version seen after the save is a new token, not '': the user was forgotten and
     written again. The read starts over and shows the new profile only."""
-    reader = make_memory(cache_ttl_s=3600)
+    reader = make_memory(reads=ReadOptions(cache_ttl_s=3600))
     _fill(reader)
     other = make_memory()
     real = reader.store.aload_fold
@@ -201,7 +201,7 @@ def test_a_read_racing_a_forget_and_a_new_write_returns_only_the_new_profile(
 def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reader = make_memory(cache_ttl_s=0)
+    reader = make_memory(reads=ReadOptions(cache_ttl_s=0))
     _fill(reader)
     writer = make_memory()
     real = reader.store.aload_fold
@@ -225,7 +225,7 @@ def test_a_read_whose_version_keeps_moving_ranks_at_most_twice(
 
 
 def test_reads_of_unknown_and_forgotten_users_write_nothing(make_memory: MemoryFactory) -> None:
-    memory = make_memory(cache_ttl_s=0)
+    memory = make_memory(reads=ReadOptions(cache_ttl_s=0))
     _fill(memory)
     memory.select("ana")
     memory.select("bob")
@@ -238,7 +238,7 @@ def test_reads_of_unknown_and_forgotten_users_write_nothing(make_memory: MemoryF
     memory.forget("ana")
     assert _state_rows(memory, "ana") == []
     rows = len(_state_rows(memory))
-    for reader in (memory, make_memory(cache_ttl_s=0), make_memory()):
+    for reader in (memory, make_memory(reads=ReadOptions(cache_ttl_s=0)), make_memory()):
         assert reader.select("ana").text == ""
         assert reader.select("ana", max_tokens=333).text == ""
     assert len(_state_rows(memory)) == rows
@@ -258,8 +258,8 @@ def test_a_user_added_after_forget_gets_a_fresh_version_and_snapshots(
     memory.add("A new start.", user_id="ana")
     assert memory.store.version("ana")
     assert memory.store.user_ids() == ["ana", "bob"]
-    assert "A new start." in make_memory(cache_ttl_s=0).select("ana").text
-    assert NEEDLE not in make_memory(cache_ttl_s=0).select("ana").text
+    assert "A new start." in make_memory(reads=ReadOptions(cache_ttl_s=0)).select("ana").text
+    assert NEEDLE not in make_memory(reads=ReadOptions(cache_ttl_s=0)).select("ana").text
 
 
 def test_a_version_row_left_by_an_older_forget_counts_as_no_version(
@@ -300,7 +300,7 @@ def test_distinct_budgets_keep_a_fixed_number_of_snapshot_rows(
 ) -> None:
     """600 distinct budgets on the in-process store; 80, still ten times the slots, where
     every snapshot write costs a disk or network round trip."""
-    memory = make_memory(cache_ttl_s=0)
+    memory = make_memory(reads=ReadOptions(cache_ttl_s=0))
     memory.add_many([{"text": f"Note {i}: fine, brief.", "user_id": "ana"} for i in range(8)])
 
     for budget in range(100, 700 if store_mode == "ephemeral" else 180):
@@ -314,9 +314,9 @@ def test_distinct_budgets_keep_a_fixed_number_of_snapshot_rows(
 def test_keys_sharing_a_slot_never_serve_each_other(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = make_memory(cache_ttl_s=0)
+    memory = make_memory(reads=ReadOptions(cache_ttl_s=0))
     memory.add_many([{**r, "user_id": "ana"} for r in user_entries(0, 40, seed=1)])
-    ranked = make_memory(snapshot_ttl_s=0)
+    ranked = make_memory(reads=ReadOptions(snapshot_ttl_s=0))
     by_slot: dict[int, dict[str, int]] = {}
     for budget in range(100, 700, 20):  # 30 keys over 8 slots
         key = memory._reader._snapshot_key(memory.options.with_changes(max_tokens=budget))
@@ -328,7 +328,7 @@ def test_keys_sharing_a_slot_never_serve_each_other(
 
     memory.select("ana", max_tokens=first)
     memory.select("ana", max_tokens=second)  # takes the slot of ``first``
-    cold = make_memory(cache_ttl_s=0)
+    cold = make_memory(reads=ReadOptions(cache_ttl_s=0))
     loads: list[str] = []
     real = cold.store.aload_fold
 
@@ -344,8 +344,8 @@ def test_keys_sharing_a_slot_never_serve_each_other(
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("cap"), **kwargs
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("cap"), **kwargs
     )
 
 
@@ -362,7 +362,9 @@ def _held(memory: OutputProfileMemory) -> int:
 
 def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
     bound = 300
-    memory = _memory(cache_ttl_s=3600, cache_size=1024, cache_entries=bound, snapshot_ttl_s=0)
+    memory = _memory(
+        reads=ReadOptions(cache_ttl_s=3600, cache_size=1024, cache_entries=bound, snapshot_ttl_s=0)
+    )
     users = [f"user-{u}" for u in range(30)]
     memory.add_many(
         [{"text": f"{u} wrote note {i}.", "user_id": u} for u in users for i in range(40)]
@@ -382,7 +384,7 @@ def test_the_read_cache_never_holds_more_entries_than_cache_entries() -> None:
 def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
     """With no version to revalidate against, a state past the ttl is swept."""
     ticks = ManualClock(1000.0)
-    memory = _memory(cache_ttl_s=10, monotonic=ticks, snapshot_ttl_s=0)
+    memory = _memory(monotonic=ticks, reads=ReadOptions(cache_ttl_s=10, snapshot_ttl_s=0))
     memory.add("Ana's words.", user_id="ana")
     memory.add("Bob's words.", user_id="bob")
     memory.select("ana")
@@ -397,7 +399,7 @@ def test_an_expired_read_state_is_evicted_without_snapshots() -> None:
 
 def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> None:
     ticks = ManualClock(1000.0)
-    memory = _memory(cache_ttl_s=10, monotonic=ticks, cache_entries=10_000)
+    memory = _memory(monotonic=ticks, reads=ReadOptions(cache_ttl_s=10, cache_entries=10_000))
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(20)])
     served = memory.select("ana")
     candidates = len(served.choice.chosen) + len(served.choice.left_out)
@@ -419,14 +421,14 @@ def test_a_delta_an_invalidation_or_a_revalidation_keeps_the_count_right() -> No
 
 def test_a_bad_cache_entries_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="cache_entries"):
-        _memory(cache_entries=-1)
+        _memory(reads=ReadOptions(cache_entries=-1))
 
 
 def test_writes_behind_the_cache_still_show_after_the_ttl(make_memory: MemoryFactory) -> None:
     """The sweep of expired states keeps the cache's contract: stale until the ttl, then
     read through."""
     ticks = ManualClock(1000.0)
-    reader = make_memory(cache_ttl_s=5, monotonic=ticks)
+    reader = make_memory(monotonic=ticks, reads=ReadOptions(cache_ttl_s=5))
     reader.add("first", user_id="ana")
     assert [e.text for e in reader.select("ana").entries] == ["first"]
     reader.store.upsert([ProfileEntry.create("second", user_id="ana")])

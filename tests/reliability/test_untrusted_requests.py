@@ -82,10 +82,8 @@ YEAR_33658 = 1_000_000_000_000.0  # what an import file carried: datetime cannot
 
 @pytest.fixture
 def clocked() -> OutputProfileMemory:
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
-        collection_name=unique_name("time"),
-        clock=ManualClock(NOW),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("time"), clock=ManualClock(NOW)
     )
     memory.add("Short answer first.", user_id="ana", created_at=NOW - 86_400)
     memory.add("Cheers, Bob", user_id="bob", created_at=NOW - 86_400)

@@ -21,9 +21,11 @@ from langchain_outprofile import (
     InvalidInputError,
     OutputProfileMemory,
     ProfileEntry,
+    ReadOptions,
     SelectionOptions,
     Signal,
     SignalStrengths,
+    WriteOptions,
 )
 from tests.conftest import unique_name
 
@@ -32,8 +34,8 @@ HUGE = 10**400  # an int no float can hold
 
 @pytest.fixture
 def memory() -> OutputProfileMemory:
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("wp")
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("wp")
     )
     memory.add("Short answer first.", user_id="ana")
     memory.add("Cheers, Bob", user_id="bob")
@@ -64,9 +66,9 @@ ROWS: list[Row] = [
     ("unknown option", lambda m: m.select("ana", colour="red"), "unknown selection option"),
     ("huge strength setting", lambda m: SignalStrengths(accepted=HUGE), "strength accepted must be"),
     ("huge half-life", lambda m: SelectionOptions(half_life_days=HUGE), "half_life_days must be"),
-    ("NaN pending_ttl_s", lambda m: OutputProfileMemory(client=m.store.client, collection_name=m.store.collection_name, pending_ttl_s=math.nan), "pending_ttl_s must be"),
-    ("inf cache_ttl_s", lambda m: OutputProfileMemory(client=m.store.client, collection_name=m.store.collection_name, cache_ttl_s=math.inf), "cache_ttl_s must be"),
-    ("state collection name", lambda m: OutputProfileMemory(client=m.store.client, collection_name=f"{m.store.collection_name}.state"), "names the state collection"),
+    ("NaN pending_ttl_s", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name=m.store.collection_name, writes=WriteOptions(pending_ttl_s=math.nan)), "pending_ttl_s must be"),
+    ("inf cache_ttl_s", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name=m.store.collection_name, reads=ReadOptions(cache_ttl_s=math.inf)), "cache_ttl_s must be"),
+    ("state collection name", lambda m: OutputProfileMemory.from_client(m.store.client, collection_name=f"{m.store.collection_name}.state"), "names the state collection"),
 ]  # fmt: skip
 
 

@@ -78,7 +78,7 @@ def assert_clean_failure(result: Result, code: int, *fragments: str) -> None:
 
 
 def memory_at(store: Path) -> OutputProfileMemory:
-    return OutputProfileMemory(path=store)
+    return OutputProfileMemory.from_path(store)
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_import_bad_record_names_the_line(ingested: Run, tmp_path: Path, store: 
 
 
 def test_expire_deletes_what_expired_and_says_how_many(run: Run, store: Path) -> None:
-    hour_ago = OutputProfileMemory(path=store, clock=ManualClock(time.time() - 3600))
+    hour_ago = OutputProfileMemory.from_path(store, clock=ManualClock(time.time() - 3600))
     hour_ago.add("Expired half an hour ago.", user_id="ana", ttl_s=1800)
     hour_ago.add("Still kept for a day.", user_id="ana", ttl_s=86_400)
     hour_ago.add("Bo's expired note.", user_id="bo", ttl_s=60)

@@ -13,13 +13,13 @@ import chromadb
 import numpy as np
 import pytest
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry, ReadOptions
 from tests.conftest import ManualClock, MemoryFactory, unique_name
 
 
 def _memory(**kwargs: Any) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=unique_name("cache"), **kwargs
+    return OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name("cache"), **kwargs
     )
 
 
@@ -33,7 +33,7 @@ def _write_behind(memory: OutputProfileMemory, user: str, text: str) -> None:
 
 
 def test_the_least_recently_used_user_is_evicted_beyond_cache_size() -> None:
-    memory = _memory(cache_size=2, cache_ttl_s=3600)
+    memory = _memory(reads=ReadOptions(cache_ttl_s=3600, cache_size=2))
     for user in ("a", "b", "c"):
         memory.add(f"First text of {user}.", user_id=user)
     _texts(memory, "a")
@@ -48,14 +48,16 @@ def test_the_least_recently_used_user_is_evicted_beyond_cache_size() -> None:
 
 
 def test_a_cached_user_is_served_stale_until_its_ttl_then_read_through() -> None:
-    cached = _memory(cache_ttl_s=3600)
+    cached = _memory(reads=ReadOptions(cache_ttl_s=3600))
     cached.add("Stay brief.", user_id="ana")
     _texts(cached, "ana")
     _write_behind(cached, "ana", "Use bullets.")
     assert _texts(cached, "ana") == {"Stay brief."}
 
-    through = OutputProfileMemory(
-        client=cached.store.client, collection_name=cached.store.collection_name, cache_ttl_s=0
+    through = OutputProfileMemory.from_client(
+        cached.store.client,
+        collection_name=cached.store.collection_name,
+        reads=ReadOptions(cache_ttl_s=0),
     )
     assert _texts(through, "ana") == {"Stay brief.", "Use bullets."}
     _write_behind(through, "ana", "Sign off with a dash.")
@@ -63,7 +65,7 @@ def test_a_cached_user_is_served_stale_until_its_ttl_then_read_through() -> None
 
 
 def test_writes_through_the_memory_invalidate_at_once() -> None:
-    memory = _memory(cache_ttl_s=3600)
+    memory = _memory(reads=ReadOptions(cache_ttl_s=3600))
     memory.add("Stay brief.", user_id="ana")
     _texts(memory, "ana")
     memory.add("Use bullets.", user_id="ana")
@@ -71,9 +73,9 @@ def test_writes_through_the_memory_invalidate_at_once() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"cache_size": 0}, {"cache_ttl_s": -1.0}])
-def test_bad_cache_settings_are_refused(kwargs: dict[str, float]) -> None:
+def test_bad_cache_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="cache"):
-        _memory(**kwargs)
+        _memory(reads=ReadOptions(**kwargs))
 
 
 @pytest.mark.parametrize("eager_rows", [0, 5, 6, 512])
@@ -95,7 +97,7 @@ def test_a_profile_gives_the_stored_vectors_of_the_rows_asked(eager_rows: int) -
 
 
 def test_lazy_and_eager_loads_choose_the_same_block() -> None:
-    memory = _memory(cache_ttl_s=0, snapshot_ttl_s=0)
+    memory = _memory(reads=ReadOptions(cache_ttl_s=0, snapshot_ttl_s=0))
     memory.add_many(
         [
             {
@@ -119,7 +121,7 @@ def test_other_writers_show_up_once_the_ttl_has_passed_on_the_memorys_clock(
     """Replaces a test that slept 0.6 s and needed a write to finish within 0.5 s: the
     cache's freshness is measured on the memory's injected monotonic clock."""
     ticks = ManualClock(1000.0)
-    reader = make_memory(cache_ttl_s=0.5, monotonic=ticks)
+    reader = make_memory(monotonic=ticks, reads=ReadOptions(cache_ttl_s=0.5))
     writer = make_memory()
     writer.add("first", user_id="ana")
     assert _texts(reader, "ana") == {"first"}  # read state loaded at 1000.0

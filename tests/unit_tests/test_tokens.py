@@ -319,10 +319,8 @@ def test_a_budget_counted_with_the_models_tokenizer_is_exact_for_that_model(
     from langchain_outprofile.local import local_model_path
 
     budget = 300
-    exact = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
-        collection_name=unique_name(),
-        tokens=local_model_path(),
+    exact = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name(), tokens=local_model_path()
     )
     exact.add_many({"text": text, "user_id": "ana"} for text in DIGITS)
     selection = exact.select("ana", max_tokens=budget)
@@ -333,10 +331,8 @@ def test_a_budget_counted_with_the_models_tokenizer_is_exact_for_that_model(
     assert over_budget  # enough entries that the budget, not the profile, is the limit
     assert budget - own < max(over_budget), "greedy packing leaves less than one entry free"
 
-    guessed = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
-        collection_name=unique_name(),
-        tokens=tokens.OFFLINE_ENCODING,
+    guessed = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name(), tokens=tokens.OFFLINE_ENCODING
     )
     guessed.add_many({"text": text, "user_id": "ana"} for text in DIGITS)
     block = guessed.select("ana", max_tokens=budget)

@@ -48,7 +48,7 @@ import chromadb
 from chromadb.config import Settings
 
 import langchain_outprofile
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from outprofile_lab.bench.synthetic import user_entries, user_name
 
 __all__ = ["BIG_USER_COLUMNS", "big_user_scenario"]
@@ -83,7 +83,7 @@ def _rss_mb() -> float:
 
 def _memory(path: str, **options: Any) -> OutputProfileMemory:
     client = chromadb.PersistentClient(path=path, settings=Settings(anonymized_telemetry=False))
-    return OutputProfileMemory(client=client, collection_name=_COLLECTION, **options)
+    return OutputProfileMemory.from_client(client, collection_name=_COLLECTION, **options)
 
 
 def _timed_ms(call: Any) -> float:
@@ -133,7 +133,7 @@ def _phase(phase: str, path: str, entries: int, max_tokens: int, seed: int) -> d
         memory = _memory(path)
         return {"cold_read_ms": _timed_ms(lambda: memory.select(big, max_tokens=max_tokens))}
     if phase == "small-user":
-        memory = _memory(path, cache_ttl_s=0.0)
+        memory = _memory(path, reads=ReadOptions(cache_ttl_s=0.0))
         first = _timed_ms(lambda: memory.select(small, max_tokens=max_tokens))
         reads = [_timed_ms(lambda: memory.select(small, max_tokens=max_tokens)) for _ in range(50)]
         return {"small_first_ms": first, "small_p99_ms": _percentile(reads, 0.99)}

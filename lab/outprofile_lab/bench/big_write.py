@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from outprofile_lab.bench.synthetic import user_entries, user_name
 
 __all__ = ["BIG_WRITE_COLUMNS", "big_write_scenario"]
@@ -69,10 +69,12 @@ def big_write_scenario(
     Returns a row: the write's seconds, how many reads ran during it, their p50/p99/max,
     and the p99 of the same reads with nothing writing (the floor)."""
     collection = f"bench-big-write-{name}"
-    writer = OutputProfileMemory(client=client, collection_name=collection)
+    writer = OutputProfileMemory.from_client(client, collection_name=collection)
     # no in-process cache: every read asks Chroma for the version, as a read after the
     # cache's 2 s does (otherwise most reads never wait for anything)
-    reader = OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=0.0)
+    reader = OutputProfileMemory.from_client(
+        client, collection_name=collection, reads=ReadOptions(cache_ttl_s=0.0)
+    )
     other = user_name(1)
     writer.add_many(list(user_entries(1, _READER_ENTRIES, seed=seed)))
 

@@ -184,16 +184,16 @@ def live_loop_scenario(
     ``turns`` turns of the user ``user_name(0)`` (see the module docstring). Without
     ``compare_ingest``, only ``add_many`` ingests (no raw-upsert or documents collection)."""
     stamp = time.time_ns()
-    memory = OutputProfileMemory(
-        client=client,
+    memory = OutputProfileMemory.from_client(
+        client,
         collection_name=f"live-{name}-{stamp}",
         options=SelectionOptions(max_tokens=max_tokens),
     )
     per_user = entries // users
     records = [r for u in range(users) for r in user_entries(u, per_user, seed=seed)]
     if compare_ingest:
-        with_documents = OutputProfileMemory(
-            client=client, collection_name=f"docs-{name}-{stamp}", documents=True
+        with_documents = OutputProfileMemory.from_client(
+            client, collection_name=f"docs-{name}-{stamp}", documents=True
         )
         raw = client.create_collection(
             f"raw-{name}-{stamp}", metadata={"hnsw:space": "cosine"}, embedding_function=None

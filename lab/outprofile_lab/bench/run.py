@@ -22,7 +22,12 @@ import chromadb
 import typer
 from chromadb.config import Settings
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile import (
+    InvalidInputError,
+    OutputProfileMemory,
+    ReadOptions,
+    StyleEmbeddings,
+)
 from langchain_outprofile.store.rows import PAYLOAD_KEY
 from outprofile_lab.bench.big_user import BIG_USER_COLUMNS, big_user_scenario
 from outprofile_lab.bench.big_write import BIG_WRITE_COLUMNS, big_write_scenario
@@ -92,11 +97,10 @@ def _cold(
     after a write). ``snapshots=True``: the profile is unchanged since it was last read, so
     the selection saved in the store serves it (every user is read once, untimed, first).
     """
-    reader = OutputProfileMemory(
-        client=client,
+    reader = OutputProfileMemory.from_client(
+        client,
         collection_name=collection,
-        cache_ttl_s=0,
-        snapshot_ttl_s=3600 if snapshots else 0,
+        reads=ReadOptions(cache_ttl_s=0, snapshot_ttl_s=3600 if snapshots else 0),
     )
     if snapshots:
         for user in set(users):
@@ -152,7 +156,9 @@ def _scenario(
     seed: int,
 ) -> dict[str, Any]:
     collection = f"bench-{name}-{time.time_ns()}"
-    memory = OutputProfileMemory(client=client, collection_name=collection, cache_ttl_s=3600)
+    memory = OutputProfileMemory.from_client(
+        client, collection_name=collection, reads=ReadOptions(cache_ttl_s=3600)
+    )
     per_user = entries // users
     records = (r for u in range(users) for r in user_entries(u, per_user, seed=seed))
     count, seconds = _ingest(memory, records)

@@ -71,8 +71,8 @@ def _memory(
     users: int, entries: int, block_tokens: int, seed: int, clock: Callable[[], float]
 ) -> OutputProfileMemory:
     """An in-memory store with ``users`` synthetic users of ``entries`` entries each."""
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=f"shared-prefix-{time.time_ns()}",
         tokens=TokenCounter.of(local_model_path()),
         options=SelectionOptions(max_tokens=block_tokens),

@@ -336,8 +336,8 @@ def run_command(
         raise InvalidInputError(f"--holdout applies to POPQUORN only; got {holdout} for {kind}")
     scorer = scorer or _scorer(backend, base_url, model, threads)
     clock = MovingClock(_NOW)
-    memory = OutputProfileMemory(
-        path=out / "chroma",
+    memory = OutputProfileMemory.from_path(
+        out / "chroma",
         # another holdout stores other profiles under the same user names: keep them apart
         collection_name=f"{EVAL_COLLECTION}-{kind}" + (f"-h{holdout}" if holdout > 1 else ""),
         clock=clock,
@@ -447,8 +447,8 @@ def run_loop_command(
         generator = scorer
     writers = load_lamp_edits(data, limit=limit)
     clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory(
-        path=out / "chroma",
+    memory = OutputProfileMemory.from_path(
+        out / "chroma",
         collection_name=LOOP_COLLECTION,
         clock=clock,
         template=FRAMES[frame],
@@ -525,7 +525,7 @@ def _counting(backend: str, model: str | None) -> dict[str, Any]:
         return {"tokens": resolve_model(model)}
     if model == SERVED_MODEL_NAME:
         return {"tokens": local_model_path()}
-    return {"model": model} if model else {}
+    return {"tokens": model} if model else {}
 
 
 def _scorer(backend: str, base_url: str | None, model: str | None, threads: int) -> Scorer:

@@ -46,8 +46,8 @@ def _write(path: Path) -> Path:
 
 @pytest.fixture
 def task(tmp_path: Path) -> LampEditsTask:
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=f"t-{uuid.uuid4().hex}",
         clock=MovingClock(EPOCH + 365 * 86_400.0),
     )

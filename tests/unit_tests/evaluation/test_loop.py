@@ -86,8 +86,8 @@ class OverlapScorer:
 
 def _memory(client: Any = None) -> tuple[OutputProfileMemory, MovingClock]:
     clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory(
-        client=client or chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        client or chromadb.EphemeralClient(),
         collection_name=f"t-{uuid.uuid4().hex}",
         clock=clock,
     )

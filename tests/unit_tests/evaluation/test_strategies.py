@@ -128,8 +128,8 @@ def test_random_draws_differ_by_index_and_repeat_in_a_fresh_memory_whatever_the_
     names = [f"random-{k}" for k in range(8)]
     first = {n: build_block(ephemeral_memory, example, n, 110, seed=0) for n in names}
     assert len(set(first.values())) >= 4  # 8 entries, about 2 fit: the draws differ
-    other = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=f"d-{uuid.uuid4().hex}"
+    other = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=f"d-{uuid.uuid4().hex}"
     )
     ingest(other, [example])
     again = {n: build_block(other, example, n, 110, seed=5) for n in names}

@@ -157,8 +157,8 @@ def _write_popquorn(path: Path) -> Path:
 def memory() -> OutputProfileMemory:
     # after every stored time: a caller's time past now + 24 h is refused
     clock = MovingClock(EPOCH + 365 * 86_400.0)
-    mem = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
+    mem = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
     )
     return mem
 
@@ -287,8 +287,8 @@ def test_targets_need_two_candidates_and_enough_history(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     clock = MovingClock(T0)
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
     )
     task = CoauthorTask(memory, clock, load_coauthor(path))
     golds = ["Kept as shown.", "Raw accepted text.", "Target gold line.", "Later rival."]

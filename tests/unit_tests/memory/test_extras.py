@@ -42,7 +42,7 @@ def test_a_surface_without_the_agents_extra_names_the_install(
     what: str,
     build: Callable[[OutputProfileMemory], object],
 ) -> None:
-    memory = OutputProfileMemory(client=client, collection_name=f"extras-{len(what)}")
+    memory = OutputProfileMemory.from_client(client, collection_name=f"extras-{len(what)}")
     hide_the_agents_extra(monkeypatch)
     with pytest.raises(MissingExtraError) as raised:
         build(memory)

@@ -19,7 +19,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from langchain_core.tools import tool
 from langchain_core.tracers.context import collect_runs
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, Signal
+from langchain_outprofile import (
+    InvalidInputError,
+    OutputProfileMemory,
+    ReadOptions,
+    Signal,
+    WriteOptions,
+)
 from langchain_outprofile.errors import MissingUserIdError, UnknownRunError
 from langchain_outprofile.render import parse_block
 from tests.conftest import ManualClock
@@ -102,24 +108,24 @@ def test_feedback_from_a_second_memory_on_the_same_path(tmp_path: Path) -> None:
     """The other memory's write reaches the first one's reads once its cached state is
     ``cache_ttl_s`` old (it is then revalidated by the profile version)."""
     ticks = ManualClock(0.0)
-    first = OutputProfileMemory(path=tmp_path / "store", monotonic=ticks)
+    first = OutputProfileMemory.from_path(tmp_path / "store", monotonic=ticks)
     tracked = first.track(chain_for(first, RecordingChatModel()))
     rid = uuid.uuid4()
     tracked.invoke({"question": "q"}, config=cfg("ana", rid))
-    second = OutputProfileMemory(path=tmp_path / "store")
+    second = OutputProfileMemory.from_path(tmp_path / "store")
     assert second.feedback(rid, "endorsed", user_id="ana").selectable
-    ticks.advance(first.cache_ttl_s)
+    ticks.advance(first.reads.cache_ttl_s)
     assert [e.text for e in first.select("ana", max_tokens=200).entries] == ["reply 1"]
 
 
 def test_feedback_from_another_process(tmp_path: Path) -> None:
-    first = OutputProfileMemory(path=tmp_path / "store")
+    first = OutputProfileMemory.from_path(tmp_path / "store")
     rid = uuid.uuid4()
     first.track(RecordingChatModel()).invoke("q", config=cfg("ana", rid))
     script = textwrap.dedent(
         f"""
         from langchain_outprofile import OutputProfileMemory
-        memory = OutputProfileMemory(path={str(tmp_path / "store")!r})
+        memory = OutputProfileMemory.from_path({str(tmp_path / "store")!r})
         print(memory.feedback({str(rid)!r}, rating=5).strength)
         """
     )
@@ -230,11 +236,11 @@ def _with_clock(
     memory: OutputProfileMemory, clock: ManualClock, **settings: Any
 ) -> OutputProfileMemory:
     """A memory on ``memory``'s collection whose time is ``clock``, pending for 60 s."""
-    return OutputProfileMemory(
-        client=memory.store.client,
+    return OutputProfileMemory.from_client(
+        memory.store.client,
         collection_name=memory.store.collection_name,
-        pending_ttl_s=60,
         clock=clock,
+        writes=WriteOptions(pending_ttl_s=60),
         **settings,
     )
 
@@ -283,8 +289,10 @@ def test_a_slow_clock_loses_no_pending_output_to_a_healthy_worker(tmp_path: Path
     UnknownRunError). Now a healthy worker keeps them for ``pending_ttl_s`` of its own
     time after it first saw them stale."""
     healthy_now = 1_800_000_000.0
-    slow = OutputProfileMemory(path=tmp_path / "s", clock=ManualClock(healthy_now - 8 * 86_400))
-    healthy = OutputProfileMemory(path=tmp_path / "s", clock=ManualClock(healthy_now))
+    slow = OutputProfileMemory.from_path(
+        tmp_path / "s", clock=ManualClock(healthy_now - 8 * 86_400)
+    )
+    healthy = OutputProfileMemory.from_path(tmp_path / "s", clock=ManualClock(healthy_now))
     runs = [uuid.uuid4() for _ in range(10)]
     for n, rid in enumerate(runs):
         slow.record_output(f"answer {n}", user_id="ana", run_id=str(rid))
@@ -299,7 +307,7 @@ def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     clock = ManualClock(1_700_000_000.0)
-    memory = _with_clock(ephemeral_memory, clock, cache_ttl_s=0)
+    memory = _with_clock(ephemeral_memory, clock, reads=ReadOptions(cache_ttl_s=0))
     memory.add("Kept: authored long ago.", user_id="ana")
     memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
     memory.select("ana")

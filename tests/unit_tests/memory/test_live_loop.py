@@ -10,7 +10,7 @@ from typing import Any
 
 import chromadb
 
-from langchain_outprofile import OutputProfileMemory, Signal
+from langchain_outprofile import OutputProfileMemory, ReadOptions, Signal, WriteOptions
 from tests.conftest import ManualClock, WatchedCollection, offline_memory, unique_name
 
 
@@ -67,7 +67,7 @@ def test_a_pending_output_keeps_the_version_and_the_saved_block(
     writer.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
     assert writer.store.version("ana") == version
 
-    reader = _memory(client, name, clock=clock, cache_ttl_s=0)
+    reader = _memory(client, name, clock=clock, reads=ReadOptions(cache_ttl_s=0))
     loads = Counter[str]()
     reader.store.aload_fold = counting(loads, "load", reader.store.aload_fold)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block
@@ -102,7 +102,9 @@ def test_a_first_pending_output_still_lists_the_user(client: chromadb.api.Client
 
 def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientAPI) -> None:
     clock = ManualClock()
-    memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=60)
+    memory = _memory(
+        client, unique_name("live"), clock=clock, writes=WriteOptions(pending_ttl_s=60)
+    )
     memory.add("Short answer first.", user_id="ana")
     memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
     version = memory.store.version("ana")
@@ -118,7 +120,9 @@ def test_a_tracked_run_looks_for_stale_pending_outputs_at_most_once_an_interval(
     client: chromadb.api.ClientAPI,
 ) -> None:
     clock = ManualClock()
-    memory = _memory(client, unique_name("live"), clock=clock, pending_ttl_s=600)
+    memory = _memory(
+        client, unique_name("live"), clock=clock, writes=WriteOptions(pending_ttl_s=600)
+    )
     queries = Counter[str]()
     memory.store.astale_pending = counting(  # type: ignore[method-assign, assignment]
         queries, "q", memory.store.astale_pending
@@ -208,7 +212,7 @@ def test_a_write_by_another_memory_is_seen_after_the_ttl(client: chromadb.api.Cl
     write moves it, and the next read ranks again."""
     ticks = ManualClock(0.0)
     name = unique_name("live")
-    reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks)
+    reader = _memory(client, name, monotonic=ticks, reads=ReadOptions(cache_ttl_s=5))
     other = _memory(client, name)
     reader.add("first", user_id="ana")
     assert [e.text for e in reader.select("ana").entries] == ["first"]
@@ -227,7 +231,7 @@ def test_another_memorys_forget_then_write_leaves_nothing_forgotten_in_the_cache
     reader, holding a ranking of the old profile, serves only the new text."""
     ticks, clock = ManualClock(0.0), ManualClock()
     name = unique_name("live")
-    reader = _memory(client, name, cache_ttl_s=5, monotonic=ticks, clock=clock)
+    reader = _memory(client, name, monotonic=ticks, clock=clock, reads=ReadOptions(cache_ttl_s=5))
     reader.add_many([{"text": f"Old note {n}.", "user_id": "ana"} for n in range(5)])
     clock.advance(86_400)  # a day later: the old notes are outside any recent window
     reader.add("A recent note.", user_id="ana")
@@ -252,7 +256,7 @@ def test_the_block_after_a_delta_is_saved_for_other_processes(
     writer.endorse("Bullets, no fluff.", user_id="ana")  # a delta of the cached ranking
     block = writer.select("ana").text
     writer._reader.flush()
-    reader = _memory(client, name, cache_ttl_s=0)
+    reader = _memory(client, name, reads=ReadOptions(cache_ttl_s=0))
     loads = Counter[str]()
     reader.store.aload_fold = counting(loads, "load", reader.store.aload_fold)  # type: ignore[method-assign, assignment]
     assert reader.select("ana").text == block

@@ -12,7 +12,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.prompts import ChatPromptTemplate
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from langchain_outprofile.errors import InvalidInputError
 from langchain_outprofile.store import state as state_rows
 from tests.conftest import ManualClock, offline_memory, unique_name
@@ -48,7 +48,7 @@ def test_a_thread_keeps_its_block_while_feedback_lands(client: chromadb.api.Clie
 
 
 def test_pinning_can_be_turned_off(client: chromadb.api.ClientAPI) -> None:
-    memory = _filled(client, pin_threads=False)
+    memory = _filled(client, reads=ReadOptions(pin_threads=False))
     first = memory.select("ana", thread_id="t-1").text
     memory.endorse("Bullets, no fluff.", user_id="ana")
     assert memory.select("ana", thread_id="t-1").text != first
@@ -66,7 +66,7 @@ def test_every_memory_on_the_store_serves_the_same_pin(client: chromadb.api.Clie
 
 def test_a_pin_expires(client: chromadb.api.ClientAPI) -> None:
     clock = ManualClock()
-    memory = _filled(client, clock=clock, pin_ttl_s=600)
+    memory = _filled(client, clock=clock, reads=ReadOptions(pin_ttl_s=600))
     first = memory.select("ana", thread_id="t-1").text
     memory.endorse("Bullets, no fluff.", user_id="ana")
     clock.advance(601)
@@ -76,7 +76,7 @@ def test_a_pin_expires(client: chromadb.api.ClientAPI) -> None:
 
 def test_expired_pins_are_deleted_when_the_next_is_saved(client: chromadb.api.ClientAPI) -> None:
     clock = ManualClock()
-    memory = _filled(client, clock=clock, pin_ttl_s=600)
+    memory = _filled(client, clock=clock, reads=ReadOptions(pin_ttl_s=600))
     memory.select("ana", thread_id="t-1")
     clock.advance(601)
     memory.select("ana", thread_id="t-2")

@@ -10,7 +10,13 @@ from dataclasses import replace
 import chromadb
 import pytest
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry
+from langchain_outprofile import (
+    InvalidInputError,
+    OutputProfileMemory,
+    ProfileEntry,
+    ReadOptions,
+    WriteOptions,
+)
 from langchain_outprofile.memory import Expired
 from langchain_outprofile.store.rows import to_metadata
 from tests.conftest import ManualClock, offline_memory, unique_name
@@ -41,7 +47,7 @@ def test_an_expired_entry_is_never_read_even_before_it_is_deleted(
 ) -> None:
     clock = ManualClock()
     name = unique_name("ret")
-    memory = _memory(client, clock, name, cache_ttl_s=3600)
+    memory = _memory(client, clock, name, reads=ReadOptions(cache_ttl_s=3600))
     memory.add("Kept forever, this one.", user_id="ana")
     memory.add("My phone number is 555-0100.", user_id="ana", ttl_s=60)
     assert len(_texts(memory)) == 2  # cached: ranking, selection and snapshot
@@ -84,7 +90,7 @@ def test_retention_applies_to_writes_and_later_writes_sweep_what_expired(
     client: chromadb.api.ClientAPI,
 ) -> None:
     clock = ManualClock()
-    memory = _memory(client, clock, retention_s=100)
+    memory = _memory(client, clock, writes=WriteOptions(retention_s=100))
     first = memory.add("Written first, expires first.", user_id="ana", created_at=clock.now - DAY)
     assert first.expires_at == clock.now + 100  # from the write, not from created_at
     clock.advance(50)
@@ -147,7 +153,7 @@ def test_bad_expiries_are_refused_and_nothing_is_stored(
 @pytest.mark.parametrize("retention", [-1, 0, math.nan, math.inf, "30d", True])
 def test_a_bad_retention_is_refused(client: chromadb.api.ClientAPI, retention: object) -> None:
     with pytest.raises(InvalidInputError, match="retention_s"):
-        _memory(client, ManualClock(), retention_s=retention)
+        _memory(client, ManualClock(), writes=WriteOptions(retention_s=retention))  # type: ignore[arg-type]
 
 
 def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> None:
@@ -161,7 +167,9 @@ def test_add_many_and_import_carry_expiries(client: chromadb.api.ClientAPI) -> N
     with pytest.raises(InvalidInputError, match=r"entries\[0\]"):
         memory.add_many([replace(entry, expires_at=clock.now - 1)])
     records = memory.export("ana")
-    kept = _memory(client, clock, retention_s=DAY)  # names none: gets the retention
+    kept = _memory(
+        client, clock, writes=WriteOptions(retention_s=DAY)
+    )  # names none: gets the retention
     assert kept.import_(records) == 2
     assert sorted((r["text"], r.get("expires_at")) for r in kept.export("ana")) == [
         ("A dict.", clock.now + DAY),

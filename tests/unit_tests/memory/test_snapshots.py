@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory, ProfileEntry, Signal
+from langchain_outprofile import (
+    InvalidInputError,
+    OutputProfileMemory,
+    ProfileEntry,
+    ReadOptions,
+    Signal,
+    WriteOptions,
+)
 from langchain_outprofile.memory.snapshots import LEFT_OUT_KEPT, dump_selection, load_selection
 from tests.conftest import ManualClock, MemoryFactory
 
@@ -44,7 +51,7 @@ def test_a_cold_read_of_an_unchanged_profile_is_served_from_the_snapshot(
 ) -> None:
     first = _filled(make_memory)
     made = first.select("ana", max_tokens=120)
-    cold = make_memory(cache_ttl_s=0)
+    cold = make_memory(reads=ReadOptions(cache_ttl_s=0))
     _forbid_loads(cold, monkeypatch)
 
     served = cold.select("ana", max_tokens=120)
@@ -61,7 +68,7 @@ def test_other_options_and_other_users_do_not_share_a_snapshot(
 ) -> None:
     first = _filled(make_memory)
     first.select("ana", max_tokens=120)
-    cold = make_memory(cache_ttl_s=0)
+    cold = make_memory(reads=ReadOptions(cache_ttl_s=0))
     _forbid_loads(cold, monkeypatch)
 
     with pytest.raises(_LoadForbidden):
@@ -75,19 +82,19 @@ def test_other_options_and_other_users_do_not_share_a_snapshot(
 def test_a_write_from_elsewhere_makes_the_snapshot_stale(make_memory: MemoryFactory) -> None:
     first = _filled(make_memory)
     first.select("ana", max_tokens=400)
-    other_process = make_memory(cache_ttl_s=0)
+    other_process = make_memory(reads=ReadOptions(cache_ttl_s=0))
     other_process.store.upsert([ProfileEntry.create("Brand new, sign off: -A", user_id="ana")])
 
-    cold = make_memory(cache_ttl_s=0)
+    cold = make_memory(reads=ReadOptions(cache_ttl_s=0))
     assert "Brand new, sign off: -A" in {e.text for e in cold.select("ana", max_tokens=400).entries}
 
 
 def test_a_write_racing_the_load_is_never_hidden_by_the_snapshot(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = _filled(make_memory, cache_ttl_s=0)
+    memory = _filled(make_memory, reads=ReadOptions(cache_ttl_s=0))
     real_load = memory.store.aload_fold
-    writer = make_memory(cache_ttl_s=0)
+    writer = make_memory(reads=ReadOptions(cache_ttl_s=0))
 
     async def a_write_lands_right_after_the_load(user_id: str, **kwargs: Any) -> Any:
         loaded = await real_load(user_id, **kwargs)
@@ -98,7 +105,10 @@ def test_a_write_racing_the_load_is_never_hidden_by_the_snapshot(
     memory.select("ana", max_tokens=400)  # its snapshot misses the write: must not be served
     monkeypatch.setattr(memory.store, "aload_fold", real_load)
 
-    texts = {e.text for e in make_memory(cache_ttl_s=0).select("ana", max_tokens=400).entries}
+    texts = {
+        e.text
+        for e in make_memory(reads=ReadOptions(cache_ttl_s=0)).select("ana", max_tokens=400).entries
+    }
     assert "Landed mid-read." in texts
 
 
@@ -115,7 +125,10 @@ def test_deleting_an_entry_removes_every_snapshot_that_quotes_it(
     assert memory.delete(secret.id, user_id="ana")
 
     assert not any("4711" in p for p in _stored_payloads(memory, "ana"))
-    assert "4711" not in make_memory(cache_ttl_s=0).select("ana", max_tokens=400).text
+    assert (
+        "4711"
+        not in make_memory(reads=ReadOptions(cache_ttl_s=0)).select("ana", max_tokens=400).text
+    )
 
 
 def test_forget_removes_the_users_snapshots_and_only_theirs(make_memory: MemoryFactory) -> None:
@@ -127,15 +140,17 @@ def test_forget_removes_the_users_snapshots_and_only_theirs(make_memory: MemoryF
 
     assert _stored_payloads(memory, "ana") == []
     assert _stored_payloads(memory, "bob")
-    assert make_memory(cache_ttl_s=0).select("ana", max_tokens=200).text == ""
+    assert make_memory(reads=ReadOptions(cache_ttl_s=0)).select("ana", max_tokens=200).text == ""
 
 
 def test_a_snapshot_expires_after_snapshot_ttl_s(
     make_memory: MemoryFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = ManualClock(1.8e9)
-    _filled(make_memory, clock=clock, snapshot_ttl_s=60).select("ana", max_tokens=200)
-    cold = make_memory(cache_ttl_s=0, clock=clock, snapshot_ttl_s=60)
+    _filled(make_memory, clock=clock, reads=ReadOptions(snapshot_ttl_s=60)).select(
+        "ana", max_tokens=200
+    )
+    cold = make_memory(clock=clock, reads=ReadOptions(cache_ttl_s=0, snapshot_ttl_s=60))
     _forbid_loads(cold, monkeypatch)
     cold.select("ana", max_tokens=200)  # served
 
@@ -150,7 +165,12 @@ def test_a_pending_entry_neither_shortens_a_snapshot_nor_is_quoted_in_it(
     """A pending output is never a candidate: its expiry does not end the snapshot (only
     ``snapshot_ttl_s`` does), and neither the choice nor the snapshot carries its text."""
     clock = ManualClock(1.8e9)
-    memory = _filled(make_memory, clock=clock, pending_ttl_s=100, snapshot_ttl_s=3600)
+    memory = _filled(
+        make_memory,
+        clock=clock,
+        reads=ReadOptions(snapshot_ttl_s=3600),
+        writes=WriteOptions(pending_ttl_s=100),
+    )
     draft = ProfileEntry.create("Draft awaiting feedback.", user_id="ana", created_at=clock.now)
     memory.store.upsert([replace(draft, signals=(Signal.PENDING,))])
     made = memory.select("ana", max_tokens=200)
@@ -194,14 +214,14 @@ def test_a_snapshot_keeps_the_first_left_out_candidates_and_counts_all(
 
 
 def test_snapshot_ttl_zero_stores_no_selection(make_memory: MemoryFactory) -> None:
-    memory = _filled(make_memory, snapshot_ttl_s=0)
+    memory = _filled(make_memory, reads=ReadOptions(snapshot_ttl_s=0))
     memory.select("ana", max_tokens=200)
     assert _stored_payloads(memory, "ana") == []
 
 
 def test_a_negative_snapshot_ttl_is_refused(make_memory: MemoryFactory) -> None:
     with pytest.raises(InvalidInputError, match="snapshot_ttl_s"):
-        make_memory(snapshot_ttl_s=-1)
+        make_memory(reads=ReadOptions(snapshot_ttl_s=-1))
 
 
 def _stored_payloads(memory: OutputProfileMemory, user: str) -> list[str]:
@@ -217,7 +237,7 @@ def _stored_payloads(memory: OutputProfileMemory, user: str) -> list[str]:
 def test_a_damaged_snapshot_is_ranked_again_and_replaced(
     make_memory: MemoryFactory, damage: str
 ) -> None:
-    memory = _filled(make_memory, cache_ttl_s=0)
+    memory = _filled(make_memory, reads=ReadOptions(cache_ttl_s=0))
     expected = memory.select("ana", max_tokens=200).text
     key = memory._reader._snapshot_key(memory.options.with_changes(max_tokens=200))
     memory.store.save_snapshot("ana", key, memory.store.version("ana"), damage)

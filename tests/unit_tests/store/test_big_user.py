@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_outprofile import OutputProfileMemory
+from langchain_outprofile import OutputProfileMemory, ReadOptions
 from tests.conftest import MemoryFactory
 
 _ENTRIES = 60
@@ -56,9 +56,11 @@ def test_a_cold_read_of_a_big_profile_reads_no_entry_row_in_full(
     make_memory: MemoryFactory,
 ) -> None:
     writer = _filled(make_memory)
-    expected = make_memory(snapshot_ttl_s=0).select("ana", max_tokens=200)  # eager path
+    expected = make_memory(reads=ReadOptions(snapshot_ttl_s=0)).select(
+        "ana", max_tokens=200
+    )  # eager path
 
-    reader = make_memory(snapshot_ttl_s=0)
+    reader = make_memory(reads=ReadOptions(snapshot_ttl_s=0))
     reader.store.eager_rows = _EAGER
     rows = _Recorder(reader.store._collection)
     reader.store._collection = rows

@@ -27,7 +27,9 @@ def test_a_langchain_chroma_vectorstore_holds_the_profiles() -> None:
     client = chromadb.EphemeralClient()
     vectorstore = _vectorstore(client)
     vectorstore.add_texts(["A document of the app, not of any user."], ids=["app-doc"])
-    memory = OutputProfileMemory(vectorstore=vectorstore, documents=True, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_vectorstore(
+        vectorstore, documents=True, tokens=OFFLINE_ENCODING
+    )
     memory.add("Short answer first, then bullets.", user_id="ana")
     memory.add("Cheers, Bob", user_id="bob")
 
@@ -45,7 +47,7 @@ def test_a_langchain_chroma_vectorstore_holds_the_profiles() -> None:
 
 def test_without_documents_chromas_search_finds_no_entry_text() -> None:
     vectorstore = _vectorstore(chromadb.EphemeralClient())
-    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_vectorstore(vectorstore, tokens=OFFLINE_ENCODING)
     memory.add("Short answer first, then bullets.", user_id="ana")
     rows = vectorstore.get(where={"user_id": "ana"})
     assert rows["documents"] == [None]
@@ -55,19 +57,21 @@ def test_without_documents_chromas_search_finds_no_entry_text() -> None:
 def test_a_chromadb_collection_and_its_client() -> None:
     client = chromadb.EphemeralClient()
     collection = client.create_collection(unique_name("byo"), embedding_function=None)
-    memory = OutputProfileMemory(client=client, collection=collection, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_vectorstore(
+        collection, client=client, tokens=OFFLINE_ENCODING
+    )
     memory.add("Short answer first.", user_id="ana")
     assert collection.count() == 1
     assert (client.get_collection(collection.name).metadata or {})["outprofile_schema"] == 2
-    again = OutputProfileMemory(client=client, collection=collection, tokens=OFFLINE_ENCODING)
+    again = OutputProfileMemory.from_vectorstore(collection, client=client, tokens=OFFLINE_ENCODING)
     assert [e.text for e in again.select("ana").entries] == ["Short answer first."]
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"collection": "set below"},  # no client
-        {"vectorstore": "set below", "client": "set below"},
+        {"vectorstore": "collection"},  # no client
+        {"vectorstore": "vectorstore", "client": "client"},
         {"vectorstore": object()},
     ],
 )
@@ -79,10 +83,10 @@ def test_contradicting_arguments_are_refused(kwargs: dict[str, Any]) -> None:
         "client": client,
     }
     arguments: dict[str, Any] = {
-        k: resolved[k] if v == "set below" else v for k, v in kwargs.items()
+        k: resolved[v] if isinstance(v, str) else v for k, v in kwargs.items()
     }
-    with pytest.raises(InvalidInputError, match=r"vectorstore=|collection="):
-        OutputProfileMemory(tokens=OFFLINE_ENCODING, **arguments)
+    with pytest.raises(InvalidInputError, match=r"client=|takes a langchain_chroma.Chroma"):
+        OutputProfileMemory.from_vectorstore(tokens=OFFLINE_ENCODING, **arguments)
 
 
 # -- a brought collection's own documents -----------------------------------------------------
@@ -124,7 +128,7 @@ def test_a_brought_collections_own_documents_are_never_read_as_entries_nor_delet
     )
     before = _foreign_rows(vectorstore)
     assert len(before) == len(_FOREIGN)
-    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_vectorstore(vectorstore, tokens=OFFLINE_ENCODING)
     kept = memory.add("Short answer first.", user_id="ana")
     gone = memory.add("Bullets, no fluff.", user_id="ana")
 
@@ -144,7 +148,7 @@ def test_a_brought_collections_own_documents_are_never_read_as_entries_nor_delet
     assert memory.stats("ana").entries == 0 and not memory.select("ana").entries
     assert _foreign_rows(vectorstore) == before  # every app document, as it was
     assert vectorstore._collection.count() == len(_FOREIGN)
-    fresh = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    fresh = OutputProfileMemory.from_vectorstore(vectorstore, tokens=OFFLINE_ENCODING)
     assert fresh.export("ana") == [] and fresh.store.user_ids() == []
 
 
@@ -155,7 +159,9 @@ def test_documents_added_later_to_the_packages_own_collection_are_left_alone(
     documents the app adds to it afterwards are still skipped by every read and left by
     every delete (each row is checked before it is read as an entry or deleted)."""
     client = chromadb.PersistentClient(str(tmp_path / "chroma"))
-    memory = OutputProfileMemory(client=client, collection_name="ours", tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_client(
+        client, collection_name="ours", tokens=OFFLINE_ENCODING
+    )
     memory.add("Short answer first.", user_id="ana")
     vectorstore = Chroma(
         collection_name="ours", embedding_function=StyleEmbeddings(), client=client
@@ -188,7 +194,7 @@ def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_pat
         metadatas=[meta for _, meta in _FOREIGN.values()],
         ids=list(_FOREIGN),
     )
-    memory = OutputProfileMemory(vectorstore=vectorstore, tokens=OFFLINE_ENCODING)
+    memory = OutputProfileMemory.from_vectorstore(vectorstore, tokens=OFFLINE_ENCODING)
     memory.add("Short answer first.", user_id="ana")
     memory.reject("Bullets, no fluff.", user_id="ana")
     before, entries = _foreign_rows(vectorstore), memory.export("ana")
@@ -206,6 +212,6 @@ def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_pat
     assert client.get_collection(name).metadata == settings  # the app's index settings too
     found = again.similarity_search("help article account", k=1, filter={"kind": "faq"})
     assert [d.page_content for d in found] == ["Nothing to do with users."]
-    repaired = OutputProfileMemory(vectorstore=again, tokens=OFFLINE_ENCODING)
+    repaired = OutputProfileMemory.from_vectorstore(again, tokens=OFFLINE_ENCODING)
     assert repaired.export("ana") == entries
     assert not repair(path, name).damaged  # healthy, and its check reads the app's rows

@@ -22,7 +22,12 @@ import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableLambda
 
-from langchain_outprofile import EmbeddingMismatchError, OutputProfileMemory, StyleEmbeddings
+from langchain_outprofile import (
+    EmbeddingMismatchError,
+    OutputProfileMemory,
+    ReadOptions,
+    StyleEmbeddings,
+)
 from tests.conftest import ManualClock
 
 NOW = 1_800_000_000.0
@@ -65,8 +70,8 @@ class OtherWordHashEmbeddings(WordHashEmbeddings):
 
 
 def _memory(path: Path, embeddings: Embeddings | None, **kwargs: Any) -> OutputProfileMemory:
-    return OutputProfileMemory(
-        path=path, embeddings=embeddings, collection_name="custom", clock=ManualClock(NOW), **kwargs
+    return OutputProfileMemory.from_path(
+        path, embeddings=embeddings, collection_name="custom", clock=ManualClock(NOW), **kwargs
     )
 
 
@@ -139,17 +144,19 @@ def test_reopening_with_the_same_embedder_gives_the_same_block(tmp_path: Path) -
     _fill(memory)
     block = memory.select("ana", max_tokens=400).text
 
-    same_process = _memory(path, WordHashEmbeddings(), snapshot_ttl_s=0)  # ranks anew
+    same_process = _memory(
+        path, WordHashEmbeddings(), reads=ReadOptions(snapshot_ttl_s=0)
+    )  # ranks anew
     assert same_process.select("ana", max_tokens=400).text == block
     script = textwrap.dedent(
         f"""
         import sys
-        from langchain_outprofile import OutputProfileMemory
+        from langchain_outprofile import OutputProfileMemory, ReadOptions
         from tests.conftest import ManualClock
         from tests.unit_tests.store.test_custom_embeddings import NOW, WordHashEmbeddings
-        memory = OutputProfileMemory(
-            path={str(path)!r}, embeddings=WordHashEmbeddings(), collection_name="custom",
-            clock=ManualClock(NOW), snapshot_ttl_s=0,
+        memory = OutputProfileMemory.from_path(
+            {str(path)!r}, embeddings=WordHashEmbeddings(), collection_name="custom",
+            clock=ManualClock(NOW), reads=ReadOptions(snapshot_ttl_s=0),
         )
         sys.stdout.write(memory.select("ana", max_tokens=400).text)
         """

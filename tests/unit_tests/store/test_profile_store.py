@@ -20,6 +20,7 @@ from langchain_outprofile import (
     ProfileEntry,
     Signal,
     StyleEmbeddings,
+    WriteOptions,
 )
 from langchain_outprofile.store import ProfileStore, http_client
 from langchain_outprofile.store import profile_store as store_module
@@ -112,12 +113,12 @@ def test_other_embedder_on_existing_collection_is_a_clear_error(tmp_path: Path) 
 
 def test_entries_survive_a_new_process(tmp_path: Path) -> None:
     path = tmp_path / "profiles"
-    memory = OutputProfileMemory(path=path)
+    memory = OutputProfileMemory.from_path(path)
     memory.add("Written in process one.", user_id="ana", task="email")
     script = textwrap.dedent(
         f"""
         from langchain_outprofile import OutputProfileMemory
-        memory = OutputProfileMemory(path={str(path)!r})
+        memory = OutputProfileMemory.from_path({str(path)!r})
         print(memory.export("ana")[0]["text"], memory.select("ana").entries[0].task)
         """
     )
@@ -203,11 +204,11 @@ def _same_lock(a: OutputProfileMemory, b: OutputProfileMemory) -> bool:
 def test_memories_on_one_path_share_one_lock(tmp_path: Path) -> None:
     path = tmp_path / "store"
     (tmp_path / "elsewhere").mkdir()
-    first = OutputProfileMemory(path=path)
-    same_collection = OutputProfileMemory(path=path)
-    other_collection = OutputProfileMemory(path=path, collection_name=unique_name())
-    other_spelling = OutputProfileMemory(
-        client=chromadb.PersistentClient(path=str(tmp_path / "elsewhere" / ".." / "store"))
+    first = OutputProfileMemory.from_path(path)
+    same_collection = OutputProfileMemory.from_path(path)
+    other_collection = OutputProfileMemory.from_path(path, collection_name=unique_name())
+    other_spelling = OutputProfileMemory.from_client(
+        chromadb.PersistentClient(path=str(tmp_path / "elsewhere" / ".." / "store"))
     )
     for other in (same_collection, other_collection, other_spelling):
         assert _same_lock(first, other)
@@ -216,16 +217,20 @@ def test_memories_on_one_path_share_one_lock(tmp_path: Path) -> None:
 
 
 def test_memories_on_different_locations_have_different_locks(tmp_path: Path) -> None:
-    one = OutputProfileMemory(path=tmp_path / "one")
-    two = OutputProfileMemory(path=tmp_path / "two")
-    in_memory = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name="c-1")
+    one = OutputProfileMemory.from_path(tmp_path / "one")
+    two = OutputProfileMemory.from_path(tmp_path / "two")
+    in_memory = OutputProfileMemory.from_client(chromadb.EphemeralClient(), collection_name="c-1")
     assert not _same_lock(one, two)
     assert not _same_lock(one, in_memory) and not _same_lock(two, in_memory)
 
 
 def test_memories_on_the_in_process_ephemeral_store_share_one_lock() -> None:
-    first = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
-    second = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    first = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
+    second = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
     assert _same_lock(first, second)
 
 
@@ -234,7 +239,7 @@ def test_memories_on_a_server_hold_no_lock(chroma_server: tuple[str, int]) -> No
     """No write reads, folds and writes back (store/log.py), so nothing locks a server's
     calls: no lock file (it would only be shared by one machine) and no thread lock."""
     host, port = chroma_server
-    memory = OutputProfileMemory(client=http_client(f"http://{host}:{port}"))
+    memory = OutputProfileMemory.from_client(http_client(f"http://{host}:{port}"))
     location = memory.store._location
     assert location.free and location.lock_file is None
     held = threading.Event()
@@ -257,8 +262,8 @@ def test_while_one_memory_writes_no_thread_can_enter_another_on_the_same_path(
     """The race of docs/reliability.md needs a read of one store object to run inside Chroma
     while a write of another runs there. While the writer is inside Chroma's upsert, another
     thread tries (without waiting) to take the lock the reader's every Chroma call holds."""
-    writer = OutputProfileMemory(path=tmp_path / "store")
-    reader = OutputProfileMemory(path=tmp_path / "store")
+    writer = OutputProfileMemory.from_path(tmp_path / "store")
+    reader = OutputProfileMemory.from_path(tmp_path / "store")
     could_enter: list[bool] = []
 
     def try_to_enter() -> None:
@@ -398,7 +403,7 @@ def test_user_ids_keep_their_meaning_across_two_memories(make_memory: MemoryFact
 def test_expired_pending_outputs_leave_their_user_unlisted(make_memory: MemoryFactory) -> None:
     """A user whose only entries were pending outputs that expired has no entry left."""
     clock = ManualClock()
-    memory = make_memory(pending_ttl_s=60, clock=clock)
+    memory = make_memory(clock=clock, writes=WriteOptions(pending_ttl_s=60))
     memory.record_output("Eve's tracked answer.", user_id="eve", run_id="run-eve")
     memory.add("Ana's entry.", user_id="ana")
     assert memory.store.user_ids() == ["ana", "eve"]

@@ -104,8 +104,8 @@ def test_a_store_written_before_the_log_keeps_every_entry_and_signal(
     monkeypatch.setattr(ProfileStore, "eager_rows", eager_rows)
     old = _old_entries()
     _write_old_store(tmp_path / "store", "profiles", old)
-    memory = OutputProfileMemory(
-        path=tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
+    memory = OutputProfileMemory.from_path(
+        tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )
     for user in ("ana", "bob"):
         want = {e.text: e.to_dict() for e in old if e.user_id == user}
@@ -118,8 +118,8 @@ def test_a_store_written_before_the_log_keeps_every_entry_and_signal(
 
 def test_new_signals_fold_on_top_of_old_rows_in_every_process(tmp_path: Path) -> None:
     _write_old_store(tmp_path / "store", "profiles", _old_entries())
-    memory = OutputProfileMemory(
-        path=tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
+    memory = OutputProfileMemory.from_path(
+        tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )
     stored = memory.endorse("Short answer first.", user_id="ana")
     # 0.88 before (endorsed, accepted), one more endorsement: 1 - 0.12 * 0.2
@@ -128,8 +128,8 @@ def test_new_signals_fold_on_top_of_old_rows_in_every_process(tmp_path: Path) ->
     # the old record was copied into the log before its row was rewritten
     assert memory.store._log.get(ids=[base_event_id(stored.id)], include=[])["ids"]
     memory.endorse("Never this.", user_id="ana")  # an approval after the old reject lifts it
-    fresh = OutputProfileMemory(
-        path=tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
+    fresh = OutputProfileMemory.from_path(
+        tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )
     assert _export(fresh, "ana") == _export(memory, "ana")
     assert _export(fresh, "ana")["Short answer first."]["strength"] == pytest.approx(0.976)
@@ -139,8 +139,8 @@ def test_new_signals_fold_on_top_of_old_rows_in_every_process(tmp_path: Path) ->
 
 def test_a_run_tracked_before_the_log_still_takes_feedback(tmp_path: Path) -> None:
     _write_old_store(tmp_path / "store", "profiles", _old_entries())
-    memory = OutputProfileMemory(
-        path=tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
+    memory = OutputProfileMemory.from_path(
+        tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )
     assert "A tracked answer." not in memory.select("ana").text
     assert memory.feedback("run-before-the-log", "endorsed").text == "A tracked answer."

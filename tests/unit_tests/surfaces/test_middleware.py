@@ -224,8 +224,8 @@ def test_two_memories_give_one_agent_each_its_own_block(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
     personal = ephemeral_memory  # ana's own outputs, read per call from the context
-    team = OutputProfileMemory(
-        client=personal.store.client, collection_name=f"{personal.store.collection_name}-team"
+    team = OutputProfileMemory.from_client(
+        personal.store.client, collection_name=f"{personal.store.collection_name}-team"
     )
     for text in PERSONAL:
         personal.add(text, user_id="ana", signal="endorsed")

@@ -26,7 +26,9 @@ ANA = [
 @functools.cache
 def seeded_memory() -> OutputProfileMemory:
     """One real in-process Chroma memory shared by the standard suite (read-only there)."""
-    memory = OutputProfileMemory(client=chromadb.EphemeralClient(), collection_name=unique_name())
+    memory = OutputProfileMemory.from_client(
+        chromadb.EphemeralClient(), collection_name=unique_name()
+    )
     for n, text in enumerate(ANA):
         memory.add(text, user_id="ana", created_at=1_700_000_000.0 + n)
     memory.add("Bob's text must never appear for ana.", user_id="bob")
