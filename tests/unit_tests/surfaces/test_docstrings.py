@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from langchain_outprofile import ProfileInjector
+from langchain_outprofile import ProfileInjector, ProfileRetriever
 from tests import docstrings
 
 
@@ -39,10 +40,20 @@ REFERENCES = [
         " [m.type for m in messages])",
         ["Short answer first, then bullets.", "True [3, 3] ['system', 'system', 'human']"],
     ),
+    Reference(
+        ProfileRetriever,
+        ["Instantiate", "Invoke", "Batch", "Async"],
+        "print([d.metadata['signal'] for d in docs], len(one), repr(emails[0].page_content),"
+        " [len(d) for d in batches])",
+        ["['authored', 'endorsed'] 1 'Thanks, see you Tuesday.' [2, 2]"],
+    ),
 ]
 
 
 def _arguments(cls: type) -> list[str]:
+    """What the constructor takes: a pydantic model's fields, else ``__init__``'s names."""
+    if issubclass(cls, BaseModel):
+        return list(cls.model_fields)
     return [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
 
 
