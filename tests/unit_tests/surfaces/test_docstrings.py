@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from langchain_outprofile import ProfileInjector, ProfileRetriever
+from langchain_outprofile import ProfileInjector, ProfileMiddleware, ProfileRetriever
 from tests import docstrings
 
 
@@ -46,6 +46,14 @@ REFERENCES = [
         "print([d.metadata['signal'] for d in docs], len(one), repr(emails[0].page_content),"
         " [len(d) for d in batches])",
         ["['authored', 'endorsed'] 1 'Thanks, see you Tuesday.' [2, 2]"],
+    ),
+    Reference(
+        ProfileMiddleware,
+        ["Instantiate", "Invoke", "Stream", "Async"],
+        # every model call (two invoked, one streamed, one awaited) was sent the block first
+        "print(len(seen), all('Short answer first' in m[0].content for m in seen),"
+        " repr(state['messages'][-1].content))",
+        ["Short answer first, then bullets.", "['model']", "4 True 'Yes, Tuesday works.'"],
     ),
 ]
 
