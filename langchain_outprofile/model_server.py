@@ -307,30 +307,23 @@ class LocalModelServer:
 
     def _launch(self, path: Path, port: int, runtime: str) -> ServedModel:
         log_path = self.log_path or self._temporary_log()
-        launcher = _LAUNCHER
         args = [
             "--model", str(path),
             "--model_alias", self.model,
             "--host", HOST,
             "--port", str(port),
             "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
             "--n_ctx", str(self.n_ctx),
             "--seed", str(self.seed),
-            "--logits_all", str(self.logits_all),
-            "--verbose", "False",
-            *self.extra_args,
         ]  # fmt: skip
-        if runtime == "cyllama":
-            launcher = _CYLLAMA_LAUNCHER
-            args = [
-                "--model", str(path),
-                "--model_alias", self.model,
-                "--host", HOST,
-                "--port", str(port),
-                "--n_threads", str(self.n_threads),
-                "--n_ctx", str(self.n_ctx),
-                "--seed", str(self.seed),
+        launcher = _CYLLAMA_LAUNCHER
+        if runtime != "cyllama":  # llama-cpp-python's server takes more
+            launcher = _LAUNCHER
+            args += [
+                "--n_threads_batch", str(self.n_threads),
+                "--logits_all", str(self.logits_all),
+                "--verbose", "False",
+                *self.extra_args,
             ]  # fmt: skip
         environ = {k: v for k, v in os.environ.items() if k.upper() != "CONFIG_FILE"}
         environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle llama.cpp threads sleep
