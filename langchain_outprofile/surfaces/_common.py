@@ -542,10 +542,14 @@ class ServedBlocks:
         """Add a selection's entries (its first ``count``, when a surface passed on only
         those), if it is the run's user's: another user's is never credited by this run's
         feedback."""
-        if selection.user_id != self.user_id:
+        self.add(selection.user_id, [e.id for e in selection.entries[:count]])
+
+    def add(self, user_id: str, entry_ids: Iterable[str]) -> None:
+        """Add entries a surface served, if they are the run's user's."""
+        if user_id != self.user_id:
             return
         held = set(self.entries)
-        self.entries += [e.id for e in selection.entries[:count] if e.id not in held]
+        self.entries += [i for i in dict.fromkeys(entry_ids) if i not in held]
 
 
 def served_blocks(config: RunnableConfig | None) -> ServedBlocks | None:

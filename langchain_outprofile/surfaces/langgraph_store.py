@@ -102,6 +102,7 @@ from langchain_outprofile.surfaces._common import (
     CallLimits,
     CallSettings,
     SurfaceSettings,
+    served_blocks,
 )
 from langchain_outprofile.types import (
     POSITIVE_SIGNALS,
@@ -604,6 +605,7 @@ class OutputProfileStore(BaseStore):
             self.memory, "select", user, **settings.read(op.query), here=here
         )
         items: list[SearchItem] = []
+        ids: list[str] = []  # each item's entry
         for candidate in selection.choice.chosen:
             shown = candidate.entry
             if _labels_of(shown)[: len(labels)] != labels:
@@ -618,7 +620,12 @@ class OutputProfileStore(BaseStore):
             if op.filter and not _matches(value, op.filter):
                 continue
             items.append(SearchItem(**self._item_fields(stored, value), score=candidate.score))
-        return items[op.offset : op.offset + op.limit]
+            ids.append(shown.id)
+        page = slice(op.offset, op.offset + op.limit)
+        served = served_blocks(_current_config())
+        if served is not None:  # a tracked graph: its feedback credits what search returned
+            served.add(user, ids[page])
+        return items[page]
 
     async def _list_namespaces(
         self, op: ListNamespacesOp, profiles: _Profiles, here: bool

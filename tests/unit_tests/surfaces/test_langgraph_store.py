@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
@@ -561,3 +562,29 @@ def test_the_memory_gives_itself_as_a_store(ephemeral_memory: OutputProfileMemor
     (item,) = store.search(("profile", "ana"))
     assert item.key == "tone" and item.value["text"] == "Short answer first."
     assert ephemeral_memory.select("ana").entries[0].text == "Short answer first."
+
+
+class Answered(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def test_a_tracked_graph_credits_only_what_its_store_search_returned(
+    filled: OutputProfileStore, ephemeral_memory: OutputProfileMemory
+) -> None:
+    def answer(state: Answered, runtime: Runtime[Context]) -> Answered:
+        assert runtime.store is not None
+        items = runtime.store.search(("profile", runtime.context.user_id), limit=1)
+        return {"answer": items[0].value["text"]}
+
+    graph = StateGraph(Answered, context_schema=Context)
+    graph.add_node("answer", answer)
+    graph.add_edge(START, "answer")
+    graph.add_edge("answer", END)
+    tracked = ephemeral_memory.track(graph.compile(store=filled))
+    run = uuid.uuid4()
+    config: Any = {"configurable": {"user_id": "ana"}, "run_id": run}
+    result = tracked.invoke({"question": "Lunch?"}, config, context=Context(user_id="ana"))
+    ephemeral_memory.feedback(run, "rejected")
+    credits = {r["text"]: r.get("debited", 0) for r in ephemeral_memory.export("ana")}
+    assert credits == {text: int(text == result["answer"]) for text in TEXTS.values()}
