@@ -101,14 +101,22 @@ class ManualClock:
         self.now = float(now)
 
 
+SLOW_TIMEOUT_S = 3_600
+"""The per-test timeout of a ``slow`` (soak-length) test: the default run's 300 s stops a
+hung test, and killed the 1,000-sequence property tests half-way."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """No test opens a network connection: sockets are blocked (pytest-socket) for every test
-    not marked ``integration``; integration tests may connect to loopback only."""
+    not marked ``integration``; integration tests may connect to loopback only. A ``slow``
+    test gets :data:`SLOW_TIMEOUT_S` unless it names a timeout of its own."""
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.allow_hosts(["127.0.0.1", "::1"]))
         else:
             item.add_marker(pytest.mark.disable_socket)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 def _free_port() -> int:
