@@ -411,12 +411,13 @@ class ChatGguf(BaseChatModel):
     n_ctx: int = 2048
     n_threads: int = 2
     n_batch: int = 256
-    temperature: float = 0.2
-    top_p: float = 0.9
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.15
-    seed: int = 7
+    # the sampling defaults are Sampling's, named once there
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
+    top_k: int = Sampling.top_k
+    min_p: float = Sampling.min_p
+    repeat_penalty: float = Sampling.repeat_penalty
+    seed: int = Sampling.seed
     max_tokens: int | None = 96
     stop: list[str] | None = None
     streaming: bool = False
