@@ -306,7 +306,8 @@ def _counted_stats(memory: OutputProfileMemory, user: str | None, quiet: bool) -
         every = []
         for start in range(0, len(users), _STATS_GROUP):
             group = users[start : start + _STATS_GROUP]
-            every.extend(memory.stats_of(group))
+            found = memory.store.load_many(group)
+            every.extend(outprofile.ProfileStats.of(u, e) for u, e in found.items())
             progress.advance(task, len(group))
     return every
 

@@ -86,6 +86,33 @@ class ProfileStats:
     oldest: float | None = None
     newest: float | None = None
 
+    @classmethod
+    def of(cls, user_id: str, entries: Sequence[ProfileEntry]) -> ProfileStats:
+        """Counts of one user's entries (as the store loads them) by state, signal and task.
+
+        Example:
+            ```python
+            found = memory.store.load_many(["ana", "bo"])  # a few reads for the group
+            [ProfileStats.of(user, entries) for user, entries in found.items()]
+            ```
+        """
+        by_signal: dict[str, int] = {}
+        tasks: dict[str, int] = {}
+        for entry in entries:
+            by_signal[entry.signal.value] = by_signal.get(entry.signal.value, 0) + 1
+            tasks[entry.task] = tasks.get(entry.task, 0) + 1
+        return cls(
+            user_id=user_id,
+            entries=len(entries),
+            selectable=sum(e.selectable for e in entries),
+            pending=sum(e.pending for e in entries),
+            rejected=sum(e.rejected for e in entries),
+            by_signal=by_signal,
+            tasks=tasks,
+            oldest=min((e.created_at for e in entries), default=None),
+            newest=max((e.created_at for e in entries), default=None),
+        )
+
 
 class MemorySettings(TypedDict, total=False):
     """The keyword arguments :class:`OutputProfileMemory`'s constructors share (the
@@ -666,16 +693,9 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         counting = partial(self._stats, user_id)
         return await self._atraced("search_memory", counting, _stats_counted, user_id=user_id)
 
-    def stats_of(self, user_ids: Sequence[str]) -> list[ProfileStats]:
-        """:meth:`stats` of several users, in their order, with a fixed number of reads for
-        the whole group (:meth:`ProfileStore.aload_many`), where :meth:`stats` costs two
-        reads a user. ``outprofile stats`` reads every user this way, a group at a time."""
-        found = self._run(self.store.aload_many(user_ids))
-        return [_stats_of(user, entries) for user, entries in found.items()]
-
     async def _stats(self, user_id: str) -> ProfileStats:
         entries = (await self.store.aload(user_id, with_vectors=False)).entries
-        return _stats_of(user_id, entries)
+        return ProfileStats.of(user_id, entries)
 
     def select(
         self,
@@ -985,26 +1005,6 @@ def _attempted_one(span: OperationSpan, _removed: int) -> None:
 
 def _counted_all(span: OperationSpan, records: list[dict[str, Any]]) -> None:
     span.counted(len(records))
-
-
-def _stats_of(user_id: str, entries: Sequence[ProfileEntry]) -> ProfileStats:
-    """Counts of one user's entries by state, signal and task."""
-    by_signal: dict[str, int] = {}
-    tasks: dict[str, int] = {}
-    for entry in entries:
-        by_signal[entry.signal.value] = by_signal.get(entry.signal.value, 0) + 1
-        tasks[entry.task] = tasks.get(entry.task, 0) + 1
-    return ProfileStats(
-        user_id=user_id,
-        entries=len(entries),
-        selectable=sum(e.selectable for e in entries),
-        pending=sum(e.pending for e in entries),
-        rejected=sum(e.rejected for e in entries),
-        by_signal=by_signal,
-        tasks=tasks,
-        oldest=min((e.created_at for e in entries), default=None),
-        newest=max((e.created_at for e in entries), default=None),
-    )
 
 
 def _stats_counted(span: OperationSpan, stats: ProfileStats) -> None:

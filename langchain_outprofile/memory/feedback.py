@@ -4,7 +4,7 @@ A tracked run's output is stored as ``pending`` under its run id (:meth:`record_
 later, possibly in another process, :meth:`feedback` makes it endorsed / rejected /
 rating / accepted, or stores the user's edited text instead. Pending outputs that never
 got feedback expire after ``pending_ttl_s``: they are deleted by a later tracked run of that
-user (checked at most hourly per process) or by :meth:`expire_pending`, never by a read; a
+user (checked at most hourly per process) or by ``expire``, never by a read; a
 pending output is never in a block, so none of this changes one.
 
 Credit. A run recorded with the block it was served (``served=``; ``memory.track`` passes
@@ -19,7 +19,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 from langchain_outprofile.capture import (
@@ -139,41 +138,25 @@ class FeedbackMixin:
         )
         return stored[0]
 
-    def expire_pending(self, user_id: str) -> int:
-        """Delete the user's tracked outputs pending longer than ``pending_ttl_s``.
-
-        Example:
-            ```python
-            memory.expire_pending("ana")  # 0 when nothing is stale
-            ```
-        """
-        expiring = partial(self._expire_pending, user_id)
-        return self._traced(  # type: ignore[no-any-return]
-            "delete_memory", expiring, OperationSpan.counted, user_id=user_id
-        )
-
-    async def aexpire_pending(self, user_id: str) -> int:
-        """Async :meth:`expire_pending`."""
-        expiring = partial(self._expire_pending, user_id)
-        return await self._atraced(  # type: ignore[no-any-return]
-            "delete_memory", expiring, OperationSpan.counted, user_id=user_id
-        )
-
-    async def _expire_pending(self, user_id: str) -> int:
-        user = validate_user_id(user_id)
-        now = self.clock()
-        self._pending_sweeps.ran(user)
-        stale = await self.store.astale_pending(user, now=now, ttl_s=self.pending_ttl_s)
-        if not stale:
-            return 0
-        return await self._remove_ids(user, stale, pending_only=True)
+    async def _expire_pending(self, user_id: str | None) -> dict[str, int]:
+        """Delete the tracked outputs of one user, or of every user, pending longer than
+        ``pending_ttl_s`` (the store's rule of two clocks); how many went, by user."""
+        user = None if user_id is None else validate_user_id(user_id)
+        if user is not None:
+            self._pending_sweeps.ran(user)
+        found = await self.store.astale_pending(user, now=self.clock(), ttl_s=self.pending_ttl_s)
+        return {
+            owner: await self._remove_ids(owner, ids, pending_only=True)
+            for owner, ids in found.items()
+        }
 
     async def _expire_now_and_then(self, user: str) -> None:
-        """:meth:`expire_pending` at most once per :meth:`_pending_interval` per user in
-        this process, and off the tracked run's path (the reader's background work, which
-        ``flush`` waits for): the look-up is a ``where`` on the log, whose cost grows with
-        the store, and an output is deleted no later than one interval after it went stale
-        (it is never selected meanwhile, and deleting it changes no block)."""
+        """Expire the user's stale tracked outputs at most once per
+        :meth:`_pending_interval` per user in this process, and off the tracked run's path
+        (the reader's background work, which ``flush`` waits for): the look-up is a
+        ``where`` on the log, whose cost grows with the store, and an output is deleted no
+        later than one interval after it went stale (it is never selected meanwhile, and
+        deleting it changes no block)."""
         if self._pending_sweeps.due(user):
             self._reader.in_background(self._expire_pending(user))
 

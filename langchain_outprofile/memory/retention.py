@@ -6,13 +6,13 @@ memory's ``retention_s`` after the write; the latest signal naming one sets it, 
 rankings drop it (``select.py``), before anything deletes it. Deleting it is housekeeping:
 :meth:`RetentionMixin.expire` does it at once (one user, or all), and a later write of the
 user does it now and then, off the request path (the reader's background work), as tracked
-outputs that never got feedback are expired (``feedback.py``); :class:`NowAndThen` is the
-throttle both use.
+outputs that never got feedback are expired (``feedback.py``; ``expire`` removes those
+too); :class:`NowAndThen` is the throttle both use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,26 +34,32 @@ this: the next write of each sweeps once more, no harm)."""
 
 @dataclass(frozen=True)
 class Expired:
-    """What :meth:`RetentionMixin.expire` removed: how many entries, and of whom.
+    """What :meth:`RetentionMixin.expire` removed: how many entries past their expiry, how
+    many tracked outputs left without feedback past ``pending_ttl_s``, and of whom (both).
 
     Example:
         ```python
         report = memory.expire()
-        report.entries, report.by_user  # (2, {"ana": 2})
+        report.entries, report.pending, report.by_user  # (2, 1, {"ana": 2, "bo": 1})
         ```
     """
 
     entries: int = 0
     by_user: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
 
     def __int__(self) -> int:
-        return self.entries
+        return self.entries + self.pending
 
     @classmethod
-    def of(cls, written: Written) -> Expired:
-        """The report of a store's expiry."""
+    def of(cls, written: Written, pending: Mapping[str, int]) -> Expired:
+        """The report of a store's expiry and of the stale tracked outputs removed."""
         by_user = {user: len(ids) for user, ids in written.removed.items() if ids}
-        return cls(sum(by_user.values()), by_user)
+        entries = sum(by_user.values())
+        for user, count in pending.items():
+            if count:
+                by_user[user] = by_user.get(user, 0) + count
+        return cls(entries, by_user, sum(pending.values()))
 
 
 class NowAndThen:
@@ -98,19 +104,23 @@ class RetentionMixin:
     _reader: ProfileReader
     _expiry_sweeps: NowAndThen
     _took: Callable[[Written], Awaitable[int]]
+    _expire_pending: Callable[[str | None], Awaitable[dict[str, int]]]
     _invalidate: Callable[[Iterable[str]], None]
     _traced: Callable[..., Any]
     _atraced: Callable[..., Awaitable[Any]]
 
     def expire(self, user_id: str | None = None) -> Expired:
-        """Delete the entries that have expired (of one user, or of every user): their
-        signals, rows and text, as :meth:`delete` removes them. Expired entries are never
-        selected even before this runs; writes of a user also run it now and then.
+        """Delete what has run out (of one user, or of every user): the entries past their
+        expiry, with their signals, rows and text, as :meth:`delete` removes them, and the
+        tracked outputs that got no feedback within ``pending_ttl_s`` (judged by two clocks,
+        so an output lives between one and two ``pending_ttl_s``: ``feedback.py``). Neither
+        is ever selected even before this runs; writes and tracked runs of a user also run
+        it now and then.
 
         Example:
             ```python
             memory.expire("ana").entries  # 0 when nothing of ana's has expired
-            memory.expire()  # every user
+            memory.expire().pending  # every user's stale tracked outputs removed
             ```
         """
         expiring = partial(self._expire, user_id)
@@ -135,7 +145,7 @@ class RetentionMixin:
             self._invalidate([] if user is None else [user])
             raise
         await self._took(written)
-        return Expired.of(written)
+        return Expired.of(written, await self._expire_pending(user))
 
     def _sweep_now_and_then(self, users: Iterable[str], *, expiring: bool) -> None:
         """After a write: delete the users' expired entries, at most once per
@@ -157,4 +167,4 @@ class RetentionMixin:
 
 
 def _counted(span: OperationSpan, expired: Expired) -> None:
-    span.counted(expired.entries)
+    span.counted(int(expired))

@@ -1282,31 +1282,36 @@ class ProfileStore:
         user = validate_user_id(user_id)
         return (await self._fold_of(user, [entry_id])).entry(entry_id)
 
-    def stale_pending(self, user_id: str, *, now: float, ttl_s: float) -> list[str]:
-        """Ids of one user's stale tracked outputs: see :meth:`astale_pending`."""
-        return self._run(self.astale_pending(user_id, now=now, ttl_s=ttl_s))
-
-    async def astale_pending(self, user_id: str, *, now: float, ttl_s: float) -> list[str]:
-        """Ids of one user's ``pending`` events (tracked outputs) that are stale by two
+    async def astale_pending(
+        self, user_id: str | None, *, now: float, ttl_s: float
+    ) -> dict[str, list[str]]:
+        """Ids of ``pending`` events (tracked outputs) of one user, or of every user (one
+        ``where`` either way), by user, that are stale by two
         clocks: recorded more than ``ttl_s`` before ``now`` by the clock of the process
         that recorded them, and *seen* so at least ``ttl_s`` ago by the clock of the
         process judging (``now``). The first sighting marks the event (``stale_at``) and
         keeps it; a later look deletes it. So a worker whose clock is days slow records
         outputs that a healthy worker keeps for ``ttl_s`` of its own time, not zero, and an
         output lives between ``ttl_s`` and twice that (plus the time between checks)."""
-        user = validate_user_id(user_id)
+        user = None if user_id is None else validate_user_id(user_id)
         cutoff = float(now - ttl_s)
-        where = {"$and": [{"user_id": user}, {"pending": True}, {"at": {"$lt": cutoff}}]}
+        where: dict[str, Any] = {"$and": [{"pending": True}, {"at": {"$lt": cutoff}}]}
+        if user is not None:
+            where["$and"].insert(0, {"user_id": user})
         found = await self._log_get(where=where, include=_METADATAS)
-        stale, unmarked = [], []
+        stale: dict[str, list[str]] = {}
+        unmarked = []
         for id_, meta in zip(found["ids"], found["metadatas"] or [], strict=True):
-            if not meta or meta.get("user_id") != user or not meta.get("pending"):
+            owner = (meta or {}).get("user_id")
+            if not isinstance(owner, str) or user not in (None, owner):
+                continue
+            if not meta or not meta.get("pending"):
                 continue
             seen = meta.get(_STALE_AT)
             if not isinstance(seen, float):
                 unmarked.append(id_)
             elif seen <= cutoff:
-                stale.append(id_)
+                stale.setdefault(owner, []).append(id_)
         for batch in batches(unmarked, self._max_batch):
             marks: list[Any] = [{_STALE_AT: float(now)} for _ in batch]
             await settle(self._log.update(ids=list(batch), metadatas=marks))

@@ -208,7 +208,7 @@ async def test_a_pinned_thread_and_feedback_work_on_the_async_path(
     assert (await memory.aselect("ana", thread_id="t-1")).text == pinned.text
     fresh = await memory.aselect("ana", thread_id="t-2")
     assert "The edited answer." in fresh.text
-    assert await memory.aexpire_pending("ana") == 0
+    assert (await memory.aexpire("ana")).pending == 0
     await memory.aflush()
     assert no_threads.refused == []
 

@@ -274,7 +274,7 @@ ARGS: list[Arg] = [
     ("forget purge", lambda m, v: m.forget("ana", purge=v), frozenset({"True"})),
     ("export user_id", lambda m, v: m.export(v), frozenset()),
     ("stats user_id", lambda m, v: m.stats(v), frozenset()),
-    ("expire_pending user_id", lambda m, v: m.expire_pending(v), frozenset()),
+    ("expire user_id", lambda m, v: m.expire(v), _NONE),
     ("select user_id", lambda m, v: m.select(v), frozenset()),
     ("select max_tokens", lambda m, v: m.select("ana", max_tokens=v), _NONE | _BIG),
     ("select task", lambda m, v: m.select("ana", task=v), _NONE),

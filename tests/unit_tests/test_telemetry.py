@@ -241,7 +241,7 @@ def test_delete_and_forget_are_delete_memory_with_what_they_removed(traced: Trac
     traced.clear()
     assert memory.delete(entry.id, user_id="ana")
     assert memory.forget("bo") == 3
-    assert memory.expire_pending("ana") == 0
+    assert memory.expire("ana").pending == 0
     assert memory.expire().entries == 0
     delete, forget, expire, expired = traced.spans()
     assert [delete.name, forget.name, expire.name, expired.name] == ["delete_memory"] * 4
@@ -381,8 +381,8 @@ def async_calls(memory: OutputProfileMemory) -> list[Callable[[], Any]]:
         lambda: memory.arecord_output("Reply.", user_id="ana", run_id=run),
         lambda: memory.afeedback(run, rating=5),
         lambda: memory.adelete(entry_id, user_id="ana"),
-        lambda: memory.aexpire_pending("ana"),
         lambda: memory.aexpire("ana"),
+        lambda: memory.aexpire(),
         lambda: memory.aforget("ana"),
     ]
 

@@ -30,7 +30,7 @@ IO_METHODS = [
     "block_messages",
     "record_output",
     "feedback",
-    "expire_pending",
+    "expire",
     "flush",
 ]
 
@@ -76,7 +76,7 @@ async def test_the_async_twins_give_what_the_sync_methods_give(
     recorded = await other.arecord_output("A tracked answer.", user_id="ana", run_id=run)
     assert recorded.pending
     assert (await other.afeedback(run, rating=5)).strength > 0
-    assert await other.aexpire_pending("ana") == 0
+    assert (await other.aexpire("ana")).pending == 0
     entry_id = sync.export("ana")[0]["id"]
     assert await other.adelete(entry_id, user_id="ana") is sync.delete(entry_id, user_id="ana")
     assert await other.aimport_(sync.export("ana")) == len(sync.export("ana"))

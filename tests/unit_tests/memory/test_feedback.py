@@ -262,10 +262,30 @@ def test_pending_outputs_expire(ephemeral_memory: OutputProfileMemory) -> None:
     assert str(old) not in [r["run_id"] for r in memory.export("ana")]
     assert len(memory.export("ana")) == 2
     clock.advance(61)
-    assert memory.expire_pending("ana") == 1  # "new", marked by the last run; q3 is marked
+    assert memory.expire("ana").pending == 1  # "new", marked by the last run; q3 is marked
     clock.advance(61)
-    assert memory.expire_pending("ana") == 1
-    assert memory.expire_pending("ana") == 0
+    assert memory.expire("ana").pending == 1
+    assert memory.expire("ana").pending == 0
+
+
+def test_expire_of_every_user_removes_each_users_stale_outputs_and_expired_entries(
+    ephemeral_memory: OutputProfileMemory,
+) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    memory = _with_clock(ephemeral_memory, clock)
+    for user in ("ana", "bob", "cy"):
+        memory.record_output(f"An answer for {user}.", user_id=user, run_id=str(uuid.uuid4()))
+    memory.add("Kept a minute.", user_id="cy", ttl_s=30)
+    memory.add("Kept for good.", user_id="cy")
+    clock.advance(61)
+    seen = memory.expire()  # the outputs are seen stale (kept one more ttl); cy's entry goes
+    assert (seen.entries, seen.pending, seen.by_user) == (1, 0, {"cy": 1})
+    clock.advance(61)
+    gone = memory.expire()
+    assert (gone.entries, gone.pending, int(gone)) == (0, 3, 3)
+    assert gone.by_user == {"ana": 1, "bob": 1, "cy": 1}
+    assert [e["text"] for e in memory.export("cy")] == ["Kept for good."]
+    assert memory.export("ana") == memory.export("bob") == []
 
 
 def test_feedback_on_an_expired_output_is_a_clear_error(
@@ -276,7 +296,7 @@ def test_feedback_on_an_expired_output_is_a_clear_error(
     rid = uuid.uuid4()
     memory.track(RecordingChatModel()).invoke("q", config=cfg("bob", rid))
     clock.advance(61)
-    assert memory.expire_pending("bob") == 0
+    assert memory.expire("bob").pending == 0
     clock.advance(61)
     with pytest.raises(UnknownRunError, match="expired"):
         memory.feedback(rid, "endorsed")
@@ -298,7 +318,7 @@ def test_a_slow_clock_loses_no_pending_output_to_a_healthy_worker(tmp_path: Path
         slow.record_output(f"answer {n}", user_id="ana", run_id=str(rid))
     healthy.record_output("healthy answer", user_id="ana", run_id=str(uuid.uuid4()))
     healthy.flush()
-    assert healthy.expire_pending("ana") == 0
+    assert healthy.expire("ana").pending == 0
     for rid in runs:
         assert healthy.feedback(rid, "endorsed", user_id="ana").selectable
 
@@ -319,10 +339,10 @@ def test_a_read_never_deletes_and_the_next_write_expires_stale_pending_outputs(
     memory.flush()
     assert memory.stats("ana").entries == 2  # the stale output is marked, kept one more ttl
     clock.advance(61)
-    memory.expire_pending("ana")  # the first output went; the second is marked
+    memory.expire("ana")  # the first output went; the second is marked
     assert memory.stats("ana").entries == 2
     clock.advance(61)
-    assert memory.expire_pending("ana") == 1 and memory.stats("ana").entries == 1
+    assert memory.expire("ana").pending == 1 and memory.stats("ana").entries == 1
 
 
 def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) -> None:
@@ -333,7 +353,7 @@ def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) ->
     clock.advance(59)
     assert memory.feedback(rid, "endorsed").selectable
     clock.advance(1_000)
-    assert memory.expire_pending("ana") == 0  # endorsed entries never expire
+    assert memory.expire("ana").pending == 0  # endorsed entries never expire
 
 
 def test_tracking_a_known_endorsed_text_keeps_it_selectable(

@@ -109,9 +109,9 @@ def test_expiring_pending_outputs_keeps_the_version(client: chromadb.api.ClientA
     memory.record_output("A tracked answer.", user_id="ana", run_id=str(uuid.uuid4()))
     version = memory.store.version("ana")
     clock.advance(61)
-    assert memory.expire_pending("ana") == 0  # seen stale: marked, kept one more ttl
+    assert memory.expire("ana").pending == 0  # seen stale: marked, kept one more ttl
     clock.advance(61)
-    assert memory.expire_pending("ana") == 1
+    assert memory.expire("ana").pending == 1
     assert memory.store.version("ana") == version
     assert [e["text"] for e in memory.export("ana")] == ["Short answer first."]
 

@@ -18,6 +18,7 @@ from langchain_outprofile import (
     InvalidInputError,
     OutputProfileMemory,
     ProfileEntry,
+    ProfileStats,
     Signal,
     StyleEmbeddings,
     WriteOptions,
@@ -408,9 +409,9 @@ def test_expired_pending_outputs_leave_their_user_unlisted(make_memory: MemoryFa
     memory.add("Ana's entry.", user_id="ana")
     assert memory.store.user_ids() == ["ana", "eve"]
     clock.advance(61)
-    memory.expire_pending("eve")  # marks it stale by this clock
+    memory.expire("eve")  # marks it stale by this clock
     clock.advance(61)
-    assert memory.expire_pending("eve") == 1
+    assert memory.expire("eve").pending == 1
     assert make_memory().store.user_ids() == ["ana"]
 
 
@@ -503,7 +504,8 @@ def test_a_big_write_lets_another_users_read_in_between_its_batches(
 
 
 def _stats_calls(make_memory: MemoryFactory, users: int) -> int:
-    """Chroma calls of ``stats_of`` over ``users`` users (checked against ``stats``)."""
+    """Chroma calls of ``load_many`` over ``users`` users, as ``outprofile stats`` reads
+    them (their counts checked against ``stats``)."""
     memory = make_memory(collection_name=unique_name())
     names = [f"user-{n:04d}" for n in range(users)]
     memory.add_many([{"text": f"Entry {i} of {u}.", "user_id": u} for u in names for i in range(2)])
@@ -513,7 +515,8 @@ def _stats_calls(make_memory: MemoryFactory, users: int) -> int:
     store = memory.store
     rows, log = _CallCounter(store._collection), _CallCounter(store._log)
     store._collection, store._log = rows, log
-    assert memory.stats_of(names) == expected
+    found = store.load_many(names)
+    assert [ProfileStats.of(user, entries) for user, entries in found.items()] == expected
     return len(rows.calls) + len(log.calls)
 
 
