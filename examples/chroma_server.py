@@ -30,7 +30,7 @@ def main() -> int:
     print(f"store: {url}, collection {collection}")
     try:
         memory.add("- tl;dr first\n- then details\n- no jargon", user_id="ana")
-        memory.endorse("Done. Rollout at 10, rollback ready.", user_id="ana")
+        memory.add("Done. Rollout at 10, rollback ready.", user_id="ana", signal="endorsed")
         print(f"entries for ana on the server: {memory.stats('ana').entries}")
         model, described = default_chat_model(max_tokens=40)
         print(f"model: {described}")

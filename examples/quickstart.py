@@ -27,7 +27,11 @@ def main() -> None:
         # 1. capture: texts the user wrote or approved (not what they asked)
         memory.add("Short answer first. Then three bullets, max.", user_id="ana")
         memory.add("- shipped\n- no regressions\n- next: docs", user_id="ana", task="status")
-        memory.endorse("Done. Two risks: quota, latency. Mitigation in the doc.", user_id="ana")
+        memory.add(
+            "Done. Two risks: quota, latency. Mitigation in the doc.",
+            user_id="ana",
+            signal="endorsed",
+        )
         memory.add("Bleh, long emails.", user_id="ana", signal=Signal.REJECTED)
 
         # 2. select: by preference signal, packed under an exact token budget

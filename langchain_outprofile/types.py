@@ -457,8 +457,8 @@ def stored_entry(id_: str, user_id: str, data: Mapping[str, Any]) -> ProfileEntr
 
 
 class EntryDetails(TypedDict, total=False):
-    """Optional fields of a new entry besides its signal (keyword arguments of
-    ``OutputProfileMemory.endorse`` / ``accept``; see :meth:`ProfileEntry.create`)."""
+    """Optional fields of a new entry besides its signal and rating (the part of
+    :class:`EntryFields` every signal takes; see :meth:`ProfileEntry.create`)."""
 
     task: str | None
     source_input: str | None

@@ -303,7 +303,7 @@ def _counted_stats(memory: OutputProfileMemory, user: str | None, quiet: bool) -
         task = progress.add_task("users", total=None)
         users = [_known_user(memory, user)] if user else memory.store.user_ids()
         progress.update(task, total=len(users))
-        every = []
+        every: list[outprofile.ProfileStats] = []
         for start in range(0, len(users), _STATS_GROUP):
             group = users[start : start + _STATS_GROUP]
             found = memory.store.load_many(group)

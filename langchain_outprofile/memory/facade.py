@@ -41,13 +41,11 @@ from langchain_outprofile.surfaces.tracking import TrackedRunnable
 from langchain_outprofile.telemetry import MemoryTelemetry, Operation, OperationSpan, signal_name
 from langchain_outprofile.tokens import DEFAULT_MODEL, TokenCounter, TokenSource
 from langchain_outprofile.types import (
-    EntryDetails,
     EntryFields,
     ProfileEntry,
     ProfileSelection,
     ReadOptions,
     SelectionOptions,
-    Signal,
     WriteOptions,
 )
 from langchain_outprofile.validation import (
@@ -196,7 +194,8 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         ```python
         memory.add("Short answer first, then bullets. No fluff.", user_id="ana",
                    signal=Signal.AUTHORED, task="email")
-        memory.endorse("Here is the summary you asked for, in three lines.", user_id="ana")
+        memory.add("Here is the summary you asked for, in three lines.", user_id="ana",
+                   signal="endorsed")
         memory.stats("ana").selectable  # 2
         ```
 
@@ -436,34 +435,6 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
             **fields,  # type: ignore[misc]
         )
         return timely(entry, now)
-
-    def endorse(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
-        """Remember an assistant output the user explicitly approved."""
-        return self.add(text, user_id=user_id, signal=Signal.ENDORSED, **fields)
-
-    async def aendorse(
-        self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]
-    ) -> ProfileEntry:
-        """Async :meth:`endorse`."""
-        return await self.aadd(text, user_id=user_id, signal=Signal.ENDORSED, **fields)
-
-    def accept(self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]) -> ProfileEntry:
-        """Remember an assistant output the user implicitly approved (copied, sent, kept)."""
-        return self.add(text, user_id=user_id, signal=Signal.ACCEPTED, **fields)
-
-    async def aaccept(
-        self, text: str, *, user_id: str, **fields: Unpack[EntryDetails]
-    ) -> ProfileEntry:
-        """Async :meth:`accept`."""
-        return await self.aadd(text, user_id=user_id, signal=Signal.ACCEPTED, **fields)
-
-    def reject(self, text: str, *, user_id: str) -> ProfileEntry:
-        """Mark a text as rejected: it is never selected again (until approved anew)."""
-        return self.add(text, user_id=user_id, signal=Signal.REJECTED)
-
-    async def areject(self, text: str, *, user_id: str) -> ProfileEntry:
-        """Async :meth:`reject`."""
-        return await self.aadd(text, user_id=user_id, signal=Signal.REJECTED)
 
     def add_many(self, entries: Iterable[ProfileEntry | Mapping[str, Any]]) -> list[ProfileEntry]:
         """Remember many entries in batched writes. Every item is validated before any write.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_outprofile.memory.reader import ProfileReader
 from langchain_outprofile.store import ProfileStore, Written
@@ -104,10 +104,13 @@ class RetentionMixin:
     _reader: ProfileReader
     _expiry_sweeps: NowAndThen
     _took: Callable[[Written], Awaitable[int]]
-    _expire_pending: Callable[[str | None], Awaitable[dict[str, int]]]
     _invalidate: Callable[[Iterable[str]], None]
     _traced: Callable[..., Any]
     _atraced: Callable[..., Awaitable[Any]]
+
+    if TYPE_CHECKING:  # FeedbackMixin's: a method there, so declared as one here
+
+        async def _expire_pending(self, user_id: str | None) -> dict[str, int]: ...
 
     def expire(self, user_id: str | None = None) -> Expired:
         """Delete what has run out (of one user, or of every user): the entries past their

@@ -12,7 +12,7 @@ entries. Nothing here imports chromadb: this module lays events out as rows and 
 Kinds of event:
 
 - ``put``: a record of the entry as one write gave it (text, signal, strength, fields), as
-  an ``add`` / ``endorse`` / tracked output / feedback made it. Folded with
+  an ``add`` (any signal) / tracked output / feedback made it. Folded with
   :meth:`ProfileEntry.merged_with`, so strengths combine as 1 - Π(1 - sᵢ) and a later
   ``rejected`` wins, whatever order the rows arrived in.
 - ``delete``: the entry is gone; a later ``put`` starts it afresh.

@@ -89,11 +89,9 @@ async def run_one(
         await memory.aadd(text, user_id=user)
         acked.append([user, text, "authored"])
     elif kind in ("endorse", "accept", "reject"):
-        method = {"endorse": memory.aendorse, "accept": memory.aaccept, "reject": memory.areject}
-        await method[kind](text, user_id=user)
-        acked.append(
-            [user, text, {"endorse": "endorsed", "accept": "accepted"}.get(kind, "rejected")]
-        )
+        signal = {"endorse": "endorsed", "accept": "accepted", "reject": "rejected"}[kind]
+        await memory.aadd(text, user_id=user, signal=signal)
+        acked.append([user, text, signal])
     elif kind == "rate":
         stars = rng.randint(1, 5)
         await memory.aadd(text, user_id=user, rating=stars)
@@ -177,7 +175,7 @@ def endorse_forever(url: str, collection: str) -> None:
     print("ready", flush=True)
     i = 0
     while True:
-        memory.endorse(shared_text(i), user_id="ana")
+        memory.add(shared_text(i), user_id="ana", signal="endorsed")
         print(f"acked {i}", flush=True)
         i += 1
 

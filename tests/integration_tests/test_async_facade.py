@@ -171,9 +171,9 @@ async def test_async_and_sync_memories_build_the_same_blocks(
     amem, smem = _memories(async_client, sync_client)
     texts = [f"Point {n}: numbers as digits, one ask per email." for n in range(12)]
     await amem.aadd_many([{"text": t, "user_id": "ana", "task": "email"} for t in texts])
-    await amem.aendorse("Sign off with -A.", user_id="ana")
-    await amem.aaccept("Dates as Tue 14 May.", user_id="ana")
-    await amem.areject("Dear Sir or Madam,", user_id="ana")
+    await amem.aadd("Sign off with -A.", user_id="ana", signal="endorsed")
+    await amem.aadd("Dates as Tue 14 May.", user_id="ana", signal="accepted")
+    await amem.aadd("Dear Sir or Madam,", user_id="ana", signal="rejected")
     await amem.aadd("Bob writes long.", user_id="bob")
 
     for options in ({"max_tokens": 90}, {"max_tokens": 300, "task": "email"}):

@@ -93,7 +93,7 @@ def test_a_workload_stays_inside_chroma_clouds_limits(
         memory.record_output(f"A tracked answer {n}.", user_id="ana", run_id=run)
         memory.feedback(run, "endorsed" if n % 2 else "rejected")
         memory.select("ana", max_tokens=300, thread_id=f"t-{n % 3}")
-    memory.endorse("Entry 5: short answer, then detail 5.", user_id="big")
+    memory.add("Entry 5: short answer, then detail 5.", user_id="big", signal="endorsed")
     assert memory.select("big", max_tokens=600).text
     assert memory.forget("big") == 2_000
     assert memory.export("big") == []

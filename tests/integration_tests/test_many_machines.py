@@ -190,13 +190,13 @@ def test_a_write_landing_inside_another_write_is_not_lost_from_the_block(
         def inner(*args: Any, **kwargs: Any) -> Any:
             if armed[0] and name == "upsert":  # the version row
                 armed[0] = False
-                other.reject("Keep the rejected one out.", user_id="ana")
+                other.add("Keep the rejected one out.", user_id="ana", signal="rejected")
             return call(*args, **kwargs)
 
         return inner
 
     writer.store.state._collection = WatchedCollection(writer.store.state._collection, watch)
-    writer.endorse("A new approved answer.", user_id="ana")
+    writer.add("A new approved answer.", user_id="ana", signal="endorsed")
     assert not armed[0], "the interleaving was not forced"
     assert "Keep the rejected one out." not in writer.select("ana").text
     writer.flush()
@@ -229,8 +229,8 @@ def test_another_process_write_is_taken_as_a_delta(chroma_server: tuple[str, int
         return await load(user, **kwargs)
 
     reader.store.aload_fold = counted  # type: ignore[method-assign, assignment]
-    writer.reject("Note 3: short.", user_id="ana")
-    writer.endorse("A brand new note.", user_id="ana")
+    writer.add("Note 3: short.", user_id="ana", signal="rejected")
+    writer.add("A brand new note.", user_id="ana", signal="endorsed")
     ticks.advance(6)
     block = reader.select("ana", max_tokens=200).text
     assert "Note 3: short." not in block

@@ -27,7 +27,7 @@ def test_a_forced_repair_through_a_server_keeps_every_entry(
     name = unique_name("repair")
     memory = OutputProfileMemory.from_client(client, collection_name=name)
     memory.add_many([{"text": f"output {i}", "user_id": ("ana", "bob")[i % 2]} for i in range(300)])
-    memory.reject("output 2", user_id="ana")
+    memory.add("output 2", user_id="ana", signal="rejected")
     before = _exports(memory)
     assert diagnose(client, name) == {}
 

@@ -54,9 +54,9 @@ def _race(memory: OutputProfileMemory, role: str, count: int) -> dict[str, objec
     acked = []
     for i in range(count):
         if role == "reject":
-            memory.reject(shared_text(i), user_id=SHARED_USER)
+            memory.add(shared_text(i), user_id=SHARED_USER, signal="rejected")
         else:
-            memory.accept(shared_text(i), user_id=SHARED_USER)
+            memory.add(shared_text(i), user_id=SHARED_USER, signal="accepted")
         acked.append(i)
     return {"acked": acked}
 
@@ -76,7 +76,7 @@ def _mixed(memory: OutputProfileMemory, user: str, other: str, count: int) -> di
             kept.update({e.text: e.id for e in stored})
         elif roll < 0.55 and kept:
             text = rng.choice(sorted(kept))
-            memory.endorse(text, user_id=user)
+            memory.add(text, user_id=user, signal="endorsed")
         elif roll < 0.65 and kept:
             text = rng.choice(sorted(kept))
             assert memory.delete(kept.pop(text), user_id=user)

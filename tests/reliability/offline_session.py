@@ -69,7 +69,7 @@ def session(mode: str, path: str) -> dict[str, Any]:
     memory = OutputProfileMemory.from_path(path, tokens=model)  # first tiktoken load
     memory.add("Short answer first.", user_id="ana", task="email")
     memory.add_many([{"text": f"Note {i}.", "user_id": "ana"} for i in range(5)])
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     tracked = memory.track(RunnableLambda(lambda q: f"Answer to {q}"))
     run = uuid.uuid4()
     tracked.invoke("hi", config={"configurable": {"user_id": "ana"}, "run_id": run})

@@ -40,7 +40,7 @@ Row = tuple[str, Callable[[OutputProfileMemory], Any], type[Exception], str]
 
 def _seed(memory: OutputProfileMemory) -> OutputProfileMemory:
     memory.add("Short answer first.", user_id="ana")
-    memory.endorse("Bullets, no fluff.", user_id="ana", task="email")
+    memory.add("Bullets, no fluff.", user_id="ana", task="email", signal="endorsed")
     memory.add("Cheers, Bob", user_id="bob", signal="edited")
     memory.add("A tracked answer.", user_id="ana", signal="pending", run_id=RUN)
     return memory
@@ -252,9 +252,9 @@ ARGS: list[Arg] = [
     ("add run_id", lambda m, v: m.add("hi", user_id="ana", run_id=v), _NONE),
     ("add metadata", lambda m, v: m.add("hi", user_id="ana", metadata=v), _NONE | {"dict"}),
     ("add metadata value", lambda m, v: m.add("hi", user_id="ana", metadata={"k": v}), frozenset({"0", "-1", "1.5", "True", "numpy float"})),
-    ("endorse text", lambda m, v: m.endorse(v, user_id="ana"), frozenset()),
-    ("accept user_id", lambda m, v: m.accept("hi", user_id=v), frozenset()),
-    ("reject text", lambda m, v: m.reject(v, user_id="ana"), frozenset()),
+    ("add endorsed text", lambda m, v: m.add(v, user_id="ana", signal="endorsed"), frozenset()),
+    ("accept user_id", lambda m, v: m.add("hi", user_id=v, signal="accepted"), frozenset()),
+    ("reject text", lambda m, v: m.add(v, user_id="ana", signal="rejected"), frozenset()),
     ("add_many entries", lambda m, v: m.add_many(v), frozenset()),
     ("add_many item", lambda m, v: m.add_many([v]), frozenset()),
     ("add_many item text", lambda m, v: m.add_many([{"text": v, "user_id": "ana"}]), frozenset()),

@@ -60,7 +60,7 @@ async def _worker(call: Call, memory: OutputProfileMemory, n: int, ops: int) -> 
         elif roll < 0.50 and mine:
             own = await call(memory.export, user)
             again = next(r for r in own if r["id"] == mine[-1])
-            entry = await call(memory.endorse, again["text"], user_id=user)
+            entry = await call(memory.add, again["text"], user_id=user, signal="endorsed")
             assert entry.id == mine[-1]
         elif roll < 0.60:
             run = str(uuid.uuid4())

@@ -48,7 +48,7 @@ def _round(tmp_path: Path, step: str, n: int, size: int) -> None:
     memory = OutputProfileMemory.from_path(path, collection_name=COLLECTION)
     memory.add_many([{"text": f"ana secret {i}", "user_id": "ana"} for i in range(size)])
     memory.add_many([{"text": f"bob note {i}", "user_id": "bob"} for i in range(30)])
-    memory.endorse("ana secret 7", user_id="ana")  # an entry with two events
+    memory.add("ana secret 7", user_id="ana", signal="endorsed")  # an entry with two events
     assert "ana secret" in memory.select("ana", max_tokens=200).text
     bob_before = memory.export("bob")
     del memory

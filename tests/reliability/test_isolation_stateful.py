@@ -125,7 +125,7 @@ class IsolationMachine(RuleBasedStateMachine):
 
     @rule(user=users, text=texts)
     def endorse(self, user: str, text: str) -> None:
-        stored = self.memory.endorse(text, user_id=user)
+        stored = self.memory.add(text, user_id=user, signal="endorsed")
         self.model.fold(user, text, "endorsed", "", stored.updated_at)
 
     @rule(target=runs, user=users, text=texts, run=st.uuids())

@@ -40,9 +40,11 @@ NEIGHBOURS = ("Ana", "ana ", "ana-2")  # ids an unanchored or case-folding filte
 def _fill(memory: OutputProfileMemory, run: str) -> dict[str, dict[str, object]]:
     """Store a varied profile for ana (and the same texts for her neighbours)."""
     memory.add("Short answer first.", user_id="ana", task="email", source_input="Reply to Bo")
-    memory.endorse("Bullets, no fluff.", user_id="ana", metadata={"app": "mail", "n": 3})
+    memory.add(
+        "Bullets, no fluff.", user_id="ana", metadata={"app": "mail", "n": 3}, signal="endorsed"
+    )
     memory.add("Too long, sorry.", user_id="ana", rating=2)
-    memory.reject("As an AI language model...", user_id="ana")
+    memory.add("As an AI language model...", user_id="ana", signal="rejected")
     memory.add("A tracked draft.", user_id="ana", signal="pending", run_id=run)
     for user in NEIGHBOURS:
         memory.add("Short answer first.", user_id=user)

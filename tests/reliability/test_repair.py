@@ -44,8 +44,8 @@ _WRITER = textwrap.dedent(
         [{"text": f"output {i} of {users[i % 3]}", "user_id": users[i % 3], "task": "t"}
          for i in range(1200)]
     )
-    memory.reject("output 3 of ana", user_id="ana")
-    memory.endorse("output 4 of bob", user_id="bob", metadata={"k": 1})
+    memory.add("output 3 of ana", user_id="ana", signal="rejected")
+    memory.add("output 4 of bob", user_id="bob", signal="endorsed", metadata={"k": 1})
     memory.record_output("a pending output", user_id="cy", run_id="run-1")
     for i in range(30):  # in Chroma's write log, past the last index persist
         memory.add(f"single {i}", user_id="ana", signal="authored")
@@ -237,8 +237,8 @@ def test_a_repair_keeps_what_the_log_holds_not_a_rows_stale_cache(tmp_path: Path
     stale = memory.store._collection.get(
         ids=[memory.entry("Short answer first.", user_id="ana").id]
     )
-    memory.reject("Short answer first.", user_id="ana")
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Short answer first.", user_id="ana", signal="rejected")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     truth = memory.export("ana")
     # the row's cache goes back to before the reject (what a racing writer can leave)
     memory.store._collection.update(ids=stale["ids"], metadatas=stale["metadatas"])

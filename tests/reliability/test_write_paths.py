@@ -91,7 +91,7 @@ def test_a_copy_for_a_teammate_is_the_teammates_entry(memory: OutputProfileMemor
     anas = memory.add("Ship it today.", user_id="ana")
     (bobs,) = memory.add_many([replace(anas, user_id="bob")])
     assert bobs.user_id == "bob" and bobs.id != anas.id
-    memory.reject("Ship it today.", user_id="bob")
+    memory.add("Ship it today.", user_id="bob", signal="rejected")
     memory.add("Ship it today.", user_id="ana")
     ana_texts = [e.text for e in memory.select("ana").entries]
     bob_texts = [e.text for e in memory.select("bob").entries]

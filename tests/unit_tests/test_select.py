@@ -148,8 +148,8 @@ def test_relevance_weight_lets_the_query_in(make_memory: MemoryFactory) -> None:
 
 def test_rejected_and_pending_are_never_selected(memory: OutputProfileMemory) -> None:
     memory.add("keep me", user_id="ana")
-    memory.endorse("thumbs down later", user_id="ana")
-    memory.reject("thumbs down later", user_id="ana")
+    memory.add("thumbs down later", user_id="ana", signal="endorsed")
+    memory.add("thumbs down later", user_id="ana", signal="rejected")
     memory.add("awaiting feedback", user_id="ana", signal="pending", run_id="run-1")
     selection = memory.select("ana")
     assert [e.text for e in selection.entries] == ["keep me"]
@@ -159,9 +159,9 @@ def test_rejected_and_pending_are_never_selected(memory: OutputProfileMemory) ->
 
 
 def test_stronger_signals_come_first(memory: OutputProfileMemory) -> None:
-    memory.accept("accepted once, meh", user_id="ana", created_at=NOW)
+    memory.add("accepted once, meh", user_id="ana", created_at=NOW, signal="accepted")
     memory.add("I wrote this myself!", user_id="ana", created_at=NOW)
-    memory.endorse("Endorsed: crisp and short.", user_id="ana", created_at=NOW)
+    memory.add("Endorsed: crisp and short.", user_id="ana", created_at=NOW, signal="endorsed")
     texts = [e.text for e in memory.select("ana").entries]
     assert texts == ["I wrote this myself!", "Endorsed: crisp and short.", "accepted once, meh"]
 
@@ -169,7 +169,7 @@ def test_stronger_signals_come_first(memory: OutputProfileMemory) -> None:
 def test_recency_decay_and_turning_it_off(make_memory: MemoryFactory) -> None:
     memory = make_memory(clock=ManualClock(NOW))
     memory.add("an old habit of mine", user_id="ana", created_at=NOW - 400 * DAY)
-    memory.accept("a fresh, merely accepted reply", user_id="ana", created_at=NOW)
+    memory.add("a fresh, merely accepted reply", user_id="ana", created_at=NOW, signal="accepted")
     decayed = memory.select("ana", half_life_days=90.0)
     assert decayed.entries[0].text == "a fresh, merely accepted reply"
     flat = memory.select("ana", options=SelectionOptions(half_life_days=None))
@@ -270,7 +270,7 @@ def test_stable_order_appends_new_entries(make_memory: MemoryFactory) -> None:
     for i, text in enumerate(SENTENCES[:4]):
         memory.add(text, user_id="ana", created_at=NOW + i)
     before = memory.select("ana", order="stable", max_tokens=2000).text
-    memory.accept("a brand-new, weaker entry", user_id="ana", created_at=NOW + 10)
+    memory.add("a brand-new, weaker entry", user_id="ana", created_at=NOW + 10, signal="accepted")
     after = memory.select("ana", order="stable", max_tokens=2000).text
     assert after.startswith(before.removesuffix(DEFAULT_TEMPLATE.footer))
     assert after.count("<entry") == 5

@@ -121,9 +121,9 @@ def test_every_write_is_an_upsert_span_with_store_user_record_and_count(traced: 
     memory = traced.memory(collection_name="otel-writes")
     written = [
         memory.add(SECRETS[0], user_id="ana", task="email"),
-        memory.endorse(SECRETS[1], user_id="ana"),
-        memory.accept("Kept as it was.", user_id="ana"),
-        memory.reject("Too long, sorry.", user_id="ana"),
+        memory.add(SECRETS[1], user_id="ana", signal="endorsed"),
+        memory.add("Kept as it was.", user_id="ana", signal="accepted"),
+        memory.add("Too long, sorry.", user_id="ana", signal="rejected"),
     ]
     spans = traced.spans()
     assert [s.name for s in spans] == ["upsert_memory"] * 4
@@ -284,7 +284,7 @@ def test_a_refused_call_is_traced_and_its_text_stays_out(traced: Traced) -> None
 def scenario(memory: OutputProfileMemory) -> None:
     """Every operation once, with texts and a query no span may carry by default."""
     memory.add(SECRETS[0], user_id="ana", source_input="Please write zebra-7")
-    memory.endorse(SECRETS[1], user_id="ana")
+    memory.add(SECRETS[1], user_id="ana", signal="endorsed")
     memory.select("ana", max_tokens=300, query=QUERY)
     run = str(uuid.uuid4())
     memory.record_output("Reply with okapi-3 inside", user_id="ana", run_id=run)
@@ -369,9 +369,9 @@ def async_calls(memory: OutputProfileMemory) -> list[Callable[[], Any]]:
     entry_id = memory.entry(SECRETS[0], user_id="ana").id
     return [
         lambda: memory.aadd(SECRETS[0], user_id="ana"),
-        lambda: memory.aendorse(SECRETS[1], user_id="ana"),
-        lambda: memory.aaccept("Kept.", user_id="ana"),
-        lambda: memory.areject("No.", user_id="ana"),
+        lambda: memory.aadd(SECRETS[1], user_id="ana", signal="endorsed"),
+        lambda: memory.aadd("Kept.", user_id="ana", signal="accepted"),
+        lambda: memory.aadd("No.", user_id="ana", signal="rejected"),
         lambda: memory.aadd_many([{"text": "Batch.", "user_id": "ana"}]),
         lambda: memory.aimport_([]),
         lambda: memory.aselect("ana", max_tokens=300),

@@ -103,9 +103,9 @@ def catch_up(
     for n in range(repeats):
         text = records[(n * 37) % size]["text"]
         if n % 2:
-            writer.reject(text, user_id=user)
+            writer.add(text, user_id=user, signal="rejected")
         else:
-            writer.endorse(text, user_id=user)
+            writer.add(text, user_id=user, signal="endorsed")
         ticks.now += 10.0  # past cache_ttl_s: the reader checks the store
         deltas.append(_timed(lambda: reader.select(user, max_tokens=600)))
         cold = OutputProfileMemory.from_client(
@@ -141,7 +141,9 @@ print("ready", flush=True)
 sys.stdin.readline()
 start = time.perf_counter()
 for n in range(int(count)):
-    memory.endorse(f"Writer {index} text {n % 50}.", user_id=f"writer-{index}-{n % 5}")
+    memory.add(
+        f"Writer {index} text {n % 50}.", user_id=f"writer-{index}-{n % 5}", signal="endorsed"
+    )
 print(json.dumps({"seconds": time.perf_counter() - start, "acked": int(count)}), flush=True)
 """
 

@@ -18,9 +18,6 @@ from tests.conftest import ManualClock, offline_memory, record_chroma_threads, u
 IO_METHODS = [
     "add",
     "add_many",
-    "endorse",
-    "accept",
-    "reject",
     "delete",
     "forget",
     "import_",
@@ -59,10 +56,10 @@ async def test_the_async_twins_give_what_the_sync_methods_give(
     threads = record_chroma_threads(other)
     items = [{"text": f"Point {n}: digits, one ask.", "user_id": "ana"} for n in range(8)]
     assert [e.id for e in sync.add_many(items)] == [e.id for e in await other.aadd_many(items)]
-    for method in ("add", "endorse", "accept", "reject"):
-        text = f"A {method}ed text."
-        made = getattr(sync, method)(text, user_id="ana")
-        assert made == await getattr(other, f"a{method}")(text, user_id="ana")
+    for signal in ("authored", "endorsed", "accepted", "rejected"):
+        text = f"An {signal} text."
+        made = sync.add(text, user_id="ana", signal=signal)
+        assert made == await other.aadd(text, user_id="ana", signal=signal)
     assert (await other.aselect("ana", max_tokens=120)).text == sync.select(
         "ana", max_tokens=120
     ).text

@@ -359,7 +359,7 @@ def test_feedback_just_in_time_is_kept(ephemeral_memory: OutputProfileMemory) ->
 def test_tracking_a_known_endorsed_text_keeps_it_selectable(
     ephemeral_memory: OutputProfileMemory,
 ) -> None:
-    ephemeral_memory.endorse("reply 1", user_id="ana")
+    ephemeral_memory.add("reply 1", user_id="ana", signal="endorsed")
     ephemeral_memory.track(RecordingChatModel()).invoke("q", config=cfg("ana"))
     assert [e.text for e in ephemeral_memory.select("ana").entries] == ["reply 1"]
 

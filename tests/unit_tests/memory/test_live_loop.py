@@ -78,7 +78,7 @@ def test_a_selectable_write_moves_the_version(client: chromadb.api.ClientAPI) ->
     memory = _memory(client, unique_name("live"))
     memory.add("Short answer first.", user_id="ana")
     version = memory.store.version("ana")
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     assert memory.store.version("ana") not in ("", version)
 
 
@@ -253,7 +253,9 @@ def test_the_block_after_a_delta_is_saved_for_other_processes(
     writer = _memory(client, name)
     writer.add("Short answer first.", user_id="ana")
     writer.select("ana")
-    writer.endorse("Bullets, no fluff.", user_id="ana")  # a delta of the cached ranking
+    writer.add(
+        "Bullets, no fluff.", user_id="ana", signal="endorsed"
+    )  # a delta of the cached ranking
     block = writer.select("ana").text
     writer._reader.flush()
     reader = _memory(client, name, reads=ReadOptions(cache_ttl_s=0))

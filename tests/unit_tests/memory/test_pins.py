@@ -50,7 +50,7 @@ def test_a_thread_keeps_its_block_while_feedback_lands(client: chromadb.api.Clie
 def test_pinning_can_be_turned_off(client: chromadb.api.ClientAPI) -> None:
     memory = _filled(client, reads=ReadOptions(pin_threads=False))
     first = memory.select("ana", thread_id="t-1").text
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     assert memory.select("ana", thread_id="t-1").text != first
     assert not [r for r in _state_rows_of(memory, "ana") if r.startswith("p:")]
 
@@ -58,7 +58,7 @@ def test_pinning_can_be_turned_off(client: chromadb.api.ClientAPI) -> None:
 def test_every_memory_on_the_store_serves_the_same_pin(client: chromadb.api.ClientAPI) -> None:
     one = _filled(client)
     pinned = one.select("ana", thread_id="t-1").text
-    one.endorse("Bullets, no fluff.", user_id="ana")
+    one.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     other = _memory(client, one.store.collection_name)
     assert other.select("ana", thread_id="t-1").text == pinned
     assert other.select("ana", thread_id="t-9").text != pinned
@@ -68,7 +68,7 @@ def test_a_pin_expires(client: chromadb.api.ClientAPI) -> None:
     clock = ManualClock()
     memory = _filled(client, clock=clock, reads=ReadOptions(pin_ttl_s=600))
     first = memory.select("ana", thread_id="t-1").text
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     clock.advance(601)
     later = memory.select("ana", thread_id="t-1").text
     assert later != first and "Bullets, no fluff." in later
@@ -95,7 +95,7 @@ def test_forget_drops_the_pins(client: chromadb.api.ClientAPI) -> None:
 
 def test_delete_drops_the_pins_that_quote_it(client: chromadb.api.ClientAPI) -> None:
     memory = _filled(client)
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     assert "Short answer first." in memory.select("ana", thread_id="t-1").text
     entry = next(e for e in memory.export("ana") if e["text"] == "Short answer first.")
     memory.delete(entry["id"], user_id="ana")
@@ -133,7 +133,7 @@ def test_the_injector_pins_by_the_configs_thread_id(client: chromadb.api.ClientA
     chain = prompt | memory.injector() | model
     config: Any = {"configurable": {"user_id": "ana", "thread_id": "t-1"}}
     chain.invoke({"q": "one"}, config=config)
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     chain.invoke({"q": "two"}, config=config)
     chain.invoke({"q": "three"}, config={"configurable": {"user_id": "ana", "thread_id": "t-2"}})
     first, second, third = (model.block(n) for n in range(3))
@@ -144,7 +144,7 @@ def test_the_injector_pins_by_the_configs_thread_id(client: chromadb.api.ClientA
 def test_block_messages_pin_by_thread(client: chromadb.api.ClientAPI) -> None:
     memory = _filled(client)
     first = memory.block_messages("ana", thread_id="t-1")
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     assert memory.block_messages("ana", thread_id="t-1") == first
     assert memory.block_messages("ana") != first
 
@@ -161,7 +161,7 @@ def test_the_middleware_pins_by_the_configs_thread_id_alone(
     )
     thread: Any = {"configurable": {"thread_id": "t-1"}}
     agent.invoke({"messages": [("user", "one")]}, config=thread, context={"user_id": "ana"})
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     agent.invoke({"messages": [("user", "two")]}, config=thread, context={"user_id": "ana"})
     agent.invoke({"messages": [("user", "three")]}, context={"user_id": "ana", "thread_id": "t-1"})
     agent.invoke({"messages": [("user", "four")]}, context={"user_id": "ana"})
@@ -186,7 +186,7 @@ def test_a_pin_left_behind_by_a_forget_serves_nothing_forgotten(
     leaves the pin row behind: it must serve nothing of the forgotten text, neither right
     after the forget nor once the user writes again."""
     memory = _filled(client)
-    memory.endorse("Secret detail 4411.", user_id="ana")
+    memory.add("Secret detail 4411.", user_id="ana", signal="endorsed")
     assert "Secret detail 4411." in memory.select("ana", thread_id="t-1").text
     left_behind = _pin_rows(memory, "ana")
     memory.forget("ana")
@@ -233,7 +233,7 @@ def test_a_users_pins_are_bounded(
         clock.advance(1)
         memory.select("ana", thread_id=f"t-{n}")
     assert len(_pin_rows(memory, "ana")) == 5
-    memory.endorse("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="endorsed")
     assert memory.select("ana", thread_id="t-11").text == first  # still pinned
     other = _memory(client, memory.store.collection_name)
     assert "Bullets, no fluff." in other.select("ana", thread_id="t-0").text  # pin went

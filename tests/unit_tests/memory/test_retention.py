@@ -73,9 +73,13 @@ def test_the_latest_signal_that_names_an_expiry_sets_it(client: chromadb.api.Cli
     start = clock.now
     first = memory.add("Extended by a later signal.", user_id="ana", ttl_s=60)
     assert first.expires_at == start + 60
-    kept = memory.endorse("Extended by a later signal.", user_id="ana")  # names none: kept
+    kept = memory.add(
+        "Extended by a later signal.", user_id="ana", signal="endorsed"
+    )  # names none: kept
     assert kept.expires_at == start + 60 and len(kept.signals) == 2
-    later = memory.accept("Extended by a later signal.", user_id="ana", expires_at=start + 600)
+    later = memory.add(
+        "Extended by a later signal.", user_id="ana", expires_at=start + 600, signal="accepted"
+    )
     assert later.expires_at == start + 600
     memory.add("Shortened by a later signal.", user_id="ana", ttl_s=DAY)
     memory.add("Shortened by a later signal.", user_id="ana", ttl_s=30)
@@ -201,7 +205,7 @@ def test_async_writes_take_expiries_too(client: chromadb.api.ClientAPI) -> None:
 
     async def run() -> list[str]:
         await memory.aadd("Async and short-lived.", user_id="ana", ttl_s=5)
-        await memory.aendorse("Async and kept.", user_id="ana")
+        await memory.aadd("Async and kept.", user_id="ana", signal="endorsed")
         clock.advance(5)
         removed = await memory.aexpire("ana")
         assert removed.entries == 1

@@ -196,7 +196,7 @@ def test_a_repair_of_a_brought_collection_writes_the_apps_documents_back(tmp_pat
     )
     memory = OutputProfileMemory.from_vectorstore(vectorstore, tokens=OFFLINE_ENCODING)
     memory.add("Short answer first.", user_id="ana")
-    memory.reject("Bullets, no fluff.", user_id="ana")
+    memory.add("Bullets, no fluff.", user_id="ana", signal="rejected")
     before, entries = _foreign_rows(vectorstore), memory.export("ana")
     settings = client.get_collection(name).metadata
 

@@ -40,10 +40,10 @@ def test_add_is_idempotent_and_accumulates_signals(memory: OutputProfileMemory) 
 
 
 def test_later_rejection_wins_and_later_approval_lifts_it(memory: OutputProfileMemory) -> None:
-    memory.endorse("Keep it brief.", user_id="ana")
-    rejected = memory.reject("Keep it brief.", user_id="ana")
+    memory.add("Keep it brief.", user_id="ana", signal="endorsed")
+    rejected = memory.add("Keep it brief.", user_id="ana", signal="rejected")
     assert rejected.rejected and not rejected.selectable and rejected.strength == 0.0
-    lifted = memory.endorse("Keep it brief.", user_id="ana")
+    lifted = memory.add("Keep it brief.", user_id="ana", signal="endorsed")
     assert lifted.selectable and lifted.strength == pytest.approx(0.8)
 
 
@@ -86,7 +86,7 @@ def test_export_import_round_trip(make_memory: MemoryFactory) -> None:
         source_input="say bye",
         metadata={"channel": "mail", "stars": 5},
     )
-    source.endorse("Noted.", user_id="ana")
+    source.add("Noted.", user_id="ana", signal="endorsed")
     records = source.export("ana")
     target = make_memory(collection_name=unique_name("copy"))
     assert target.import_(records) == 2
@@ -97,7 +97,7 @@ def test_stats_counts_states(memory: OutputProfileMemory) -> None:
     memory.add("a", user_id="ana", task="email")
     memory.add("b", user_id="ana", signal="pending", run_id="r1")
     memory.add("c", user_id="ana")
-    memory.reject("c", user_id="ana")
+    memory.add("c", user_id="ana", signal="rejected")
     stats = memory.stats("ana")
     assert (stats.entries, stats.selectable, stats.pending, stats.rejected) == (3, 1, 1, 1)
     assert stats.tasks == {"email": 1, "": 2}

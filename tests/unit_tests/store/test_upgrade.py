@@ -121,13 +121,15 @@ def test_new_signals_fold_on_top_of_old_rows_in_every_process(tmp_path: Path) ->
     memory = OutputProfileMemory.from_path(
         tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )
-    stored = memory.endorse("Short answer first.", user_id="ana")
+    stored = memory.add("Short answer first.", user_id="ana", signal="endorsed")
     # 0.88 before (endorsed, accepted), one more endorsement: 1 - 0.12 * 0.2
     assert stored.strength == pytest.approx(1 - 0.12 * 0.2)
     assert stored.signals == (Signal.ENDORSED, Signal.ACCEPTED, Signal.ENDORSED)
     # the old record was copied into the log before its row was rewritten
     assert memory.store._log.get(ids=[base_event_id(stored.id)], include=[])["ids"]
-    memory.endorse("Never this.", user_id="ana")  # an approval after the old reject lifts it
+    memory.add(
+        "Never this.", user_id="ana", signal="endorsed"
+    )  # an approval after the old reject lifts it
     fresh = OutputProfileMemory.from_path(
         tmp_path / "store", collection_name="profiles", tokens=OFFLINE_ENCODING
     )

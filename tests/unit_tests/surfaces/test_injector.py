@@ -185,7 +185,7 @@ async def test_missing_user_id_fails_on_the_async_path_too(filled: OutputProfile
 
 def test_empty_profile_injects_nothing(filled: OutputProfileMemory) -> None:
     filled.add("Awaiting feedback.", user_id="cleo", signal="pending")
-    filled.reject("Rejected text.", user_id="cleo")
+    filled.add("Rejected text.", user_id="cleo", signal="rejected")
     model = RecordingChatModel()
     chain = prompt() | filled.injector() | model
     chain.invoke({"topic": "x", "question": "q"}, config=cfg("cleo"))

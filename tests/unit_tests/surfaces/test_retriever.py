@@ -59,7 +59,7 @@ class TestProfileRetrieverStandard(RetrieversIntegrationTests):
 def filled(ephemeral_memory: OutputProfileMemory) -> OutputProfileMemory:
     for n, text in enumerate(ANA):
         ephemeral_memory.add(text, user_id="ana", task="email" if n == 1 else None)
-    ephemeral_memory.endorse("Bob's text must never appear for ana.", user_id="bob")
+    ephemeral_memory.add("Bob's text must never appear for ana.", user_id="bob", signal="endorsed")
     return ephemeral_memory
 
 
