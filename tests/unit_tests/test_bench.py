@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,10 @@ import pytest
 from langchain_outprofile.errors import InvalidInputError, LocalModelUnavailableError
 from langchain_outprofile.local import local_model_path
 from langchain_outprofile.tokens import TokenCounter
-from outprofile_lab.bench import big_user
+from outprofile_lab.bench import big_user, prompt_cache
 from outprofile_lab.bench.big_write import big_write_scenario
 from outprofile_lab.bench.live_loop import live_loop_scenario
-from outprofile_lab.bench.prompt_cache import _evaluated_since
+from outprofile_lab.bench.prompt_cache import _evaluated_since, _run_conditions
 from outprofile_lab.bench.run import SCENARIOS, _ms, bench_command, shared_prefix_table
 from outprofile_lab.bench.shared_prefix import (
     STATIC_PROMPT,
@@ -76,6 +78,44 @@ def test_prompt_eval_counts_are_read_from_the_servers_log(tmp_path: Path) -> Non
     before = len("llama_perf_context_print: prompt eval time =  12.50 ms /    37 tokens\n")
     assert _evaluated_since(log, before)[0] == 6
     assert _evaluated_since(log, log.stat().st_size)[0] is None
+
+
+def test_both_cache_benchmarks_run_each_condition_on_one_warmed_up_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[Any] = []
+
+    class Model:
+        def invoke(self, text: str) -> None:
+            events.append(("invoke", text))
+
+    class Served:
+        def chat_model(self, **settings: Any) -> Model:
+            events.append(("model", settings))
+            return Model()
+
+    @contextlib.contextmanager
+    def serve(**settings: Any) -> Iterator[Served]:
+        events.append(("serve", settings))
+        yield Served()
+        events.append("stopped")
+
+    def run(condition: str, served: Any, model: Any) -> list[dict[str, Any]]:
+        assert isinstance(served, Served) and isinstance(model, Model)
+        events.append(("run", condition))
+        return [{"condition": condition, "turn": t} for t in range(2)]
+
+    monkeypatch.setattr(prompt_cache, "serve_local_model", serve)
+    rows = _run_conditions(("a", "b"), 24, run)
+    assert [(r["condition"], r["turn"]) for r in rows] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert events == [
+        ("serve", {"n_ctx": 8192, "logits_all": False, "extra_args": ("--verbose", "True")}),
+        ("model", {"max_tokens": 24, "temperature": 0.0, "streaming": True}),
+        ("invoke", "Warm up."),  # before the first condition: it loads the weights
+        ("run", "a"),
+        ("run", "b"),
+        "stopped",
+    ]
 
 
 def test_reused_prefixes_are_read_from_the_servers_log(tmp_path: Path) -> None:

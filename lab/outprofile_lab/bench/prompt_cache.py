@@ -26,7 +26,7 @@ import re
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,24 @@ def _first_token_s(model: Any, messages: list[BaseMessage]) -> tuple[float, str]
             first = time.perf_counter() - start
         parts.append(chunk.text)
     return (first if first is not None else time.perf_counter() - start), "".join(parts)
+
+
+def _run_conditions(
+    conditions: Iterable[str],
+    answer_tokens: int,
+    run: Callable[[str, ServedModel, Any], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The rows of ``run(condition, served, model)`` for each condition in turn, all on one
+    llama.cpp server that logs its prompt eval counts, through one greedy streaming chat model
+    warmed up first (so no condition's first request pays for loading the weights)."""
+    rows: list[dict[str, Any]] = []
+    timing_lines = ("--verbose", "True")  # llama.cpp logs its prompt eval counts
+    with serve_local_model(n_ctx=8192, logits_all=False, extra_args=timing_lines) as served:
+        model = served.chat_model(max_tokens=answer_tokens, temperature=0.0, streaming=True)
+        model.invoke("Warm up.")  # loads the weights; the first condition's prompt is still cold
+        for condition in conditions:
+            rows += run(condition, served, model)
+    return rows
 
 
 def _thread(
@@ -202,13 +220,13 @@ def prompt_cache_command(
     )
     memory.add_many(list(user_entries(0, entries, seed=seed, now=clock())))
     asks = queries(turns, seed=seed)
-    rows: list[dict[str, Any]] = []
-    timing_lines = ("--verbose", "True")  # llama.cpp logs its prompt eval counts
-    with serve_local_model(n_ctx=8192, logits_all=False, extra_args=timing_lines) as served:
-        model = served.chat_model(max_tokens=answer_tokens, temperature=0.0, streaming=True)
-        model.invoke("Warm up.")  # loads the weights; the first thread's first turn is cold
-        for condition in conditions:
-            rows += _thread(condition, memory, served, model, asks, block_tokens)
+    rows = _run_conditions(
+        conditions,
+        answer_tokens,
+        lambda condition, served, model: _thread(
+            condition, memory, served, model, asks, block_tokens
+        ),
+    )
     summary = _summary(rows)
     targets = {}
     if {"pinned", "none", "bm25"} <= set(summary):

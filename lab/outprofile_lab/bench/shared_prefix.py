@@ -40,10 +40,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from langchain_outprofile import OutputProfileMemory, SelectionOptions
 from langchain_outprofile.model_file import local_model_path
-from langchain_outprofile.model_server import ServedModel, serve_local_model
+from langchain_outprofile.model_server import ServedModel
 from langchain_outprofile.surfaces._common import Placement
 from langchain_outprofile.tokens import TokenCounter
-from outprofile_lab.bench.prompt_cache import _evaluated_since, _first_token_s
+from outprofile_lab.bench.prompt_cache import _evaluated_since, _first_token_s, _run_conditions
 from outprofile_lab.bench.synthetic import queries, user_entries, user_name
 from outprofile_lab.evaluation.prefix import SHARED_PROMPT
 
@@ -168,13 +168,11 @@ def shared_prefix_command(
     counter = TokenCounter.of(local_model_path())
     memory = _memory(users, entries, block_tokens, seed, clock)
     asks = queries(turns, seed=seed)
-    rows: list[dict[str, Any]] = []
-    timing_lines = ("--verbose", "True")  # llama.cpp logs its prompt eval counts
-    with serve_local_model(n_ctx=8192, logits_all=False, extra_args=timing_lines) as served:
-        model = served.chat_model(max_tokens=answer_tokens, temperature=0.0, streaming=True)
-        model.invoke("Warm up.")  # loads the weights
-        for condition in conditions:
-            rows += _condition(condition, memory, served, model, asks, users)
+    rows = _run_conditions(
+        conditions,
+        answer_tokens,
+        lambda condition, served, model: _condition(condition, memory, served, model, asks, users),
+    )
     blocks = [memory.select(user_name(u)).text for u in range(users)]
     return {
         "rows": rows,

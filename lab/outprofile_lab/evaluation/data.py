@@ -132,23 +132,13 @@ def load_lamp(
     if not source.is_file():
         raise InvalidInputError(f"LaMP file not found: {source}")
     if source.suffix == ".jsonl":
-        rows = list(_jsonl(source))
+        rows = list(_records(source))
     else:
         rows = _official(source, Path(outputs) if outputs else None, task)
     examples = [_example(row, i, task) for i, row in enumerate(rows[:limit] if limit else rows)]
     if not examples:
         raise InvalidInputError(f"no LaMP questions in {source}")
     return examples
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InvalidInputError(f"{path}:{number}: not JSON ({error.msg})") from None
 
 
 def _official(path: Path, outputs: Path | None, task: str | None) -> list[dict[str, Any]]:
