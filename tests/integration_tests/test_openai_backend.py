@@ -173,8 +173,11 @@ def test_both_scorers_read_the_same_prompt(llama_scorer: LlamaScorer) -> None:
 def test_the_servers_prompt_logprobs_agree_with_llama_cpp(
     bounded_server: ServedModel, llama_scorer: LlamaScorer
 ) -> None:
+    """The method of the module notes, by hand, on the multi-line gold with an emoji and on
+    the gold starting with a space (echo costs ~0.1-0.2 s a token; every case goes through
+    :class:`OpenAIScorer`, which does the same, in the test after)."""
     client = _client(bounded_server)
-    for messages, gold in CASES:
+    for messages, gold in (CASES[2], CASES[3]):
         _assert_agree(
             echo_gold_nll(client, bounded_server.model, messages, gold),
             llama_scorer.score(messages, gold),
