@@ -8,9 +8,10 @@ import inspect
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from tests.fresh_process import run_python
 
 _TITLE = re.compile(r"^(\S[^\n]*):\n", re.M)
 
@@ -57,12 +58,4 @@ def script(found: dict[str, str], order: list[str], check: str) -> str:
 def run(program: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``program`` run by this interpreter in ``cwd``; warnings off, so stdout is the
     examples' own output."""
-    return subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    return run_python(code=program, cwd=cwd, env={**os.environ, "PYTHONWARNINGS": "ignore"})

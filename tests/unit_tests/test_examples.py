@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.fresh_process import run_python
 
 if TYPE_CHECKING:
     from langchain_outprofile.model_server import ServedModel
@@ -37,14 +37,7 @@ def run_example(name: str, **env: str) -> str:
         for k, v in os.environ.items()
         if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "OUTPROFILE_CHROMA_URL"}
     }
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(path=EXAMPLES / f"{name}.py", env={**clean, **env})
     assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
     assert "Traceback" not in done.stderr
     return done.stdout

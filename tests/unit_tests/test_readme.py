@@ -9,14 +9,13 @@ embedded SmolLM2 (the ``local`` extra), with a few tokens each.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import typer
 
 from langchain_outprofile.cli import app
+from tests.fresh_process import run_python
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.DOTALL)
@@ -69,13 +68,6 @@ def test_a_readme_server_snippet_runs_against_a_chroma_server(
 
 
 def _run(code: str, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python(code=code, cwd=tmp_path)
     assert done.returncode == 0, f"{code}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     assert "Traceback" not in done.stderr
