@@ -22,9 +22,9 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from langchain_outprofile import OutputProfileMemory
-from langchain_outprofile.cli import app, main
+from langchain_outprofile.cli import app, demo, main
 from langchain_outprofile.cli.app import forwarded_app
-from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, run_demo
+from langchain_outprofile.cli.demo import DEMO_ANSWERED, DEMO_PROFILES, DemoRun
 from langchain_outprofile.cli.files import read_records
 from langchain_outprofile.errors import MissingExtraError
 from outprofile_lab.evaluation.command import require_extras
@@ -555,32 +555,37 @@ needs_local_model = pytest.mark.skipif(
 
 
 @needs_local_model
-def test_demo_sends_each_users_block_after_the_apps_prompt_to_the_real_model() -> None:
-    console = Console(record=True, width=160)
-    shown = run_demo(console)
-    printed = console.export_text()
-    assert list(shown.blocks) == list(DEMO_PROFILES)
+def test_the_demo_command_sends_each_users_block_after_the_apps_prompt_to_the_real_model(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``outprofile demo`` runs offline once; what it printed and what its real model got
+    (:func:`run_demo`'s record of each call, kept by a spy that calls it unchanged)."""
+    shown: list[DemoRun] = []
+    real = demo.run_demo
+
+    def spied(console: Console) -> DemoRun:
+        shown.append(real(console))
+        return shown[-1]
+
+    monkeypatch.setattr(demo, "run_demo", spied)
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    printed, (done,) = result.stdout, shown
+    assert "done in" in printed
+    assert list(done.blocks) == list(DEMO_PROFILES)
     for user, entries in DEMO_PROFILES.items():
         assert f"{user}: {len(entries)} entries" in printed
-        assert all(text.split("\n")[0] in shown.blocks[user] for text, _ in entries)
+        assert all(text.split("\n")[0] in done.blocks[user] for text, _ in entries)
     for user in DEMO_ANSWERED:
-        assert shown.answers[user]
+        assert done.answers[user]
         assert f"answer for {user}" in printed
-        app, block, *rest = shown.model_inputs[user]
-        assert app.type == "system" and shown.blocks[user] not in app.text
-        assert block.type == "system" and block.text == shown.blocks[user]
+        app_message, block, *rest = done.model_inputs[user]
+        assert app_message.type == "system" and done.blocks[user] not in app_message.text
+        assert block.type == "system" and block.text == done.blocks[user]
         others = [u for u in DEMO_PROFILES if u != user]
         assert not any(text in block.text for u in others for text, _ in DEMO_PROFILES[u])
         assert rest[-1].type == "human"
     assert "read dana_dev's block (5 entries) after the app's 1 system message" in printed
-
-
-@needs_local_model
-def test_demo_command_runs_offline(run: Run) -> None:
-    result = run("demo")
-    assert result.exit_code == 0, result.output
-    assert "answer for dana_dev" in result.stdout and "answer for mia_warm" in result.stdout
-    assert "done in" in result.stdout
 
 
 # -- --json and tables ------------------------------------------------------------------------
