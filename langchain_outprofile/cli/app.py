@@ -419,14 +419,20 @@ def expire(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Delete the entries whose expiry has passed (they are never selected even before)."""
+    """Delete the entries whose expiry has passed, and tracked outputs left without feedback
+    past their pending TTL (neither is ever selected, even before)."""
     with _errors():
         report = _memory(ctx).expire(user)
         if as_json:
-            _print_json({"deleted": report.entries, "by_user": report.by_user})
+            _print_json(
+                {"deleted": report.entries, "pending": report.pending, "by_user": report.by_user}
+            )
         else:
             whose = f"of {user!r}" if user is not None else f"of {len(report.by_user)} users"
-            typer.echo(f"deleted {report.entries} expired entries {whose}")
+            typer.echo(
+                f"deleted {report.entries} expired entries and {report.pending} stale tracked "
+                f"outputs {whose}"
+            )
 
 
 @app.command()

@@ -334,9 +334,10 @@ def test_expire_deletes_what_expired_and_says_how_many(run: Run, store: Path) ->
     hour_ago.add("Still kept for a day.", user_id="ana", ttl_s=86_400)
     hour_ago.add("Bo's expired note.", user_id="bo", ttl_s=60)
     hour_ago.flush()
-    assert "deleted 1 expired entries of 'ana'" in run("expire", "--user", "ana").stdout
+    said = run("expire", "--user", "ana").stdout
+    assert "deleted 1 expired entries and 0 stale tracked outputs of 'ana'" in said
     result = run("expire", "--json")
-    assert json.loads(result.stdout) == {"deleted": 1, "by_user": {"bo": 1}}
+    assert json.loads(result.stdout) == {"deleted": 1, "pending": 0, "by_user": {"bo": 1}}
     assert [r["text"] for r in memory_at(store).export("ana")] == ["Still kept for a day."]
 
 
