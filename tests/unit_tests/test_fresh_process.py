@@ -13,14 +13,16 @@ import pytest
 from tests.fresh_process import run_python
 
 PROGRAM = """
-import atexit, os, sys, threading, time
+import atexit, os, sys, threading
 atexit.register(lambda: print("atexit ran", flush=True))
-def late():
-    time.sleep(0.2)
+printed = threading.Event()
+def late():  # a non-daemon thread still running when the program's last line is done
+    printed.wait()
     print("thread done", flush=True)
 threading.Thread(target=late).start()
-print(os.getcwd(), os.environ.get("FRESH_MARK"), sys.argv[0], __name__)
+print(os.getcwd(), os.environ.get("FRESH_MARK"), sys.argv[0], __name__, flush=True)
 print("to stderr", file=sys.stderr)
+printed.set()
 """
 
 
