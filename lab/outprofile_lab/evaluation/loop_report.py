@@ -2,7 +2,8 @@
 
 Every value is first a per-writer mean over the golds scored for that writer at that round
 (``none``: its scores of the same golds), so each writer counts once; intervals are seeded
-percentile bootstraps over writers (:func:`stats.bootstrap_mean`, 2,000 resamples).
+percentile bootstraps over writers (:func:`stats.bootstrap_mean`, 2,000 resamples). On
+POPQUORN a writer is a user; the report names the dataset (``meta.dataset``).
 """
 
 from __future__ import annotations
