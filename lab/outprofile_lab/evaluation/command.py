@@ -25,7 +25,14 @@ from outprofile_lab.evaluation.data import (
     load_lamp_edits,
     load_popquorn,
 )
-from outprofile_lab.evaluation.loop import ARMS, Generator, LoopCache, LoopConfig, run_loop
+from outprofile_lab.evaluation.loop import (
+    ARMS,
+    Generator,
+    LoopCache,
+    LoopConfig,
+    popquorn_writers,
+    run_loop,
+)
 from outprofile_lab.evaluation.loop_report import loop_summary, write_loop_report
 from outprofile_lab.evaluation.models import resolve_model
 from outprofile_lab.evaluation.report import (
@@ -136,9 +143,10 @@ def eval_command(
         bool,
         typer.Option(
             "--loop",
-            help="closed loop (LAMP edits): rounds of each writer's instructions, every arm "
-            "fed the writer's real edit through the memory's record_output and feedback, "
-            "scored on later edits",
+            help="closed loop (LAMP edits or POPQUORN): rounds of each writer's instructions "
+            "(POPQUORN: each user's emails), every arm fed the writer's real edit (the "
+            "user's rewrite) through the memory's record_output and feedback, scored on "
+            "later edits",
         ),
     ] = False,
     arms: Annotated[str, typer.Option(help=f"--loop: comma list of: {', '.join(ARMS)}")] = ",".join(
@@ -155,7 +163,7 @@ def eval_command(
         typer.Option(
             "--generate",
             help="--loop: the model writes each round's output (default: replay, the "
-            "dataset's preedit stands for it)",
+            "dataset's preedit stands for it; POPQUORN: the email unchanged)",
         ),
     ] = False,
     gen_tokens: Annotated[
@@ -379,6 +387,9 @@ def run_command(
 
 
 LOOP_COLLECTION = f"{EVAL_COLLECTION}-loop"
+LOOP_FORMATS = ("lamp-edits", "popquorn")
+"""The data the closed loop runs on (POPQUORN users are ``pq-<user>``: no LAMP writer's
+memory users or cache rows are theirs)."""
 
 
 def run_loop_command(
@@ -413,8 +424,11 @@ def run_loop_command(
         ```
     """
     kind = detect_format(data) if data_format == "auto" else data_format
-    if kind != "lamp-edits":
-        raise InvalidInputError(f"--loop runs on LAMP edits (--format lamp-edits) only; got {kind}")
+    if kind not in LOOP_FORMATS:
+        raise InvalidInputError(
+            f"--loop runs on LAMP edits or POPQUORN (--format {' or '.join(LOOP_FORMATS)}) "
+            f"only; got {kind}"
+        )
     budget = _budgets(budgets)
     if len(budget) != 1:
         raise InvalidInputError(f"--loop takes one budget; got {budgets!r}")
@@ -445,7 +459,10 @@ def run_loop_command(
                 "install the llama-cpp extra and set OUTPROFILE_LOCAL_RUNTIME=llama-cpp-python"
             )
         generator = scorer
-    writers = load_lamp_edits(data, limit=limit)
+    if kind == "popquorn":
+        writers = popquorn_writers(load_popquorn(data, limit=limit))
+    else:
+        writers = load_lamp_edits(data, limit=limit)
     clock = MovingClock(EPOCH)
     memory = OutputProfileMemory.from_path(
         out / "chroma",
@@ -466,7 +483,8 @@ def run_loop_command(
     )
     memory.flush()
     meta: dict[str, Any] = {
-        "task": "lamp-edits-loop",
+        "task": f"{kind}-loop",
+        "dataset": kind,
         "data": str(data),
         "model": scorer.name,
         "seed": seed,

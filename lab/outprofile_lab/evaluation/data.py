@@ -213,21 +213,29 @@ class RewriteUser:
 @dataclass(frozen=True)
 class WriterEdit:
     """One paragraph a model wrote for ``instruction`` (``preedit``) and a writer's edit of it
-    (LAMP edits). ``paragraph_id`` names a paragraph several writers edited, else None."""
+    (LAMP edits). ``paragraph_id`` names a paragraph several writers edited, else None.
+
+    The closed loop also maps POPQUORN pairs onto this shape (``loop.popquorn_writers``):
+    there ``request`` is the round's request, fixed by the dataset; LAMP edits leave it None
+    (the loop builds theirs from the instruction)."""
 
     id: str
     instruction: str | None
     preedit: str
     postedit: str
     paragraph_id: str | None
+    request: str | None = None
 
 
 @dataclass(frozen=True)
 class EditWriter:
-    """A LAMP-edits writer: their edits in file order (the data has no times)."""
+    """A LAMP-edits writer: their edits in file order (the data has no times). ``dataset``
+    names where the edits come from (``lamp-edits``, or ``popquorn`` for a POPQUORN user the
+    closed loop maps onto this shape); the loop keys its cache by it."""
 
     user: str
     edits: tuple[WriterEdit, ...]
+    dataset: str = "lamp-edits"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Closed loop on LAMP edits (``outprofile eval --loop``): the memory learns from real edits.
+"""Closed loop on LAMP edits and POPQUORN (``outprofile eval --loop``): the memory learns
+from real edits.
 
 Each writer's edits, in file order, are rounds. At round ``r`` the writer's ``r``-th
 instruction is the request (:func:`loop_request`; where the data has no instruction, the
@@ -15,6 +16,15 @@ writes it (greedy, ``--gen-tokens`` tokens, one thread) after the arm's block. O
 similarity arm keeps the output (the edit supersedes it in the memory's arms), so the mode
 changes that arm's pool only: the memory arms' blocks depend on which entries were served
 and credited, never on the output's words.
+
+**POPQUORN** runs the same loop (:func:`popquorn_writers` maps each user onto the LAMP
+shapes, named ``pq-<user>`` as in the static task): each user's (email, rewrite) pairs, in
+data order, are the rounds; the request is the static POPQUORN task's rewrite request for
+the round's email (:func:`tasks.rewrite_request`); the feedback is the user's own rewrite,
+``feedback(run_id, edited=<rewrite>)``. In replay mode the "model output" is the original
+email unchanged: a null rewriter, whose every output the user rewrites. With ``--generate``
+the scoring model writes the rewrite, as for LAMP. Golds are the user's next rewrites, under
+the same window and leakage rule.
 
 Arms, each in its own memory user (:func:`arm_user`) so no arm sees another's data, all
 at one token budget:
@@ -36,7 +46,8 @@ every arm has been fed rounds ``<= r`` only, so no arm holds the gold's edit, it
 paragraph or anything written after it (:func:`check_unseen`, checked before every score).
 
 Scores are cached in ``out/scores.jsonl`` (one line per scored prompt, keyed by writer,
-round, arm, gold, budget, placement, model, frame, mode and seed), generated outputs in
+round, arm, gold, budget, placement, model, frame, mode, seed and dataset, so LAMP-edits and
+POPQUORN rows never mix), generated outputs in
 ``out/outputs.jsonl``; a stopped run started again with the same ``out`` replays the
 memory writes (cheap) and scores only what is missing.
 """
@@ -57,7 +68,7 @@ from langchain_outprofile.errors import InvalidInputError, OutprofileError
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import render_block
 from langchain_outprofile.types import ProfileEntry, ProfileSelection
-from outprofile_lab.evaluation.data import EditWriter, WriterEdit
+from outprofile_lab.evaluation.data import EditWriter, RewriteUser, WriterEdit
 from outprofile_lab.evaluation.runner import SELECTION_RULE, append_jsonl, read_jsonl
 from outprofile_lab.evaluation.scoring import Message, Scorer
 from outprofile_lab.evaluation.strategies import (
@@ -68,7 +79,7 @@ from outprofile_lab.evaluation.strategies import (
     pack,
     shuffled,
 )
-from outprofile_lab.evaluation.tasks import MovingClock, edit_request
+from outprofile_lab.evaluation.tasks import MovingClock, edit_request, rewrite_request
 
 __all__ = [
     "ARMS",
@@ -84,6 +95,7 @@ __all__ = [
     "check_unseen",
     "gold_rounds",
     "loop_request",
+    "popquorn_writers",
     "run_loop",
     "scored_rounds",
 ]
@@ -97,6 +109,11 @@ LOOP_RULE = 1
 """What the arms mean, in every cache key: a change to an arm's block or to what it is fed
 bumps it, so a cache never serves one rule's score for another."""
 CREDIT = {"credit_weight": 1.0, "explore": True}
+FIRST_DATASET = "lamp-edits"
+"""The dataset of every row and output cached before the dataset joined the cache keys (the
+loop ran on LAMP edits only): they keep serving LAMP-edits runs."""
+_OUTPUT_KEY_FIELDS = 12
+"""The length of a generated output's key (:func:`_output`); one shorter is an older key."""
 _DAY_S = 86_400.0
 
 
@@ -115,11 +132,46 @@ class Generator(Protocol):
 
 
 def loop_request(edit: WriterEdit) -> str:
-    """The request of one round: write the paragraph for the instruction, or, where the data
-    has no instruction, edit the model's paragraph (:func:`tasks.edit_request`)."""
+    """The request of one round: the dataset's own where it fixes one (POPQUORN: rewrite the
+    email), else write the paragraph for the instruction, or, where the data has no
+    instruction, edit the model's paragraph (:func:`tasks.edit_request`)."""
+    if edit.request is not None:
+        return edit.request
     if edit.instruction:
         return f"{WRITE_PROMPT}{edit.instruction}"
     return edit_request(edit)
+
+
+def popquorn_writers(users: Sequence[RewriteUser]) -> list[EditWriter]:
+    """POPQUORN users as loop writers (``pq-<user>``): each pair, in data order, is a round
+    whose request is the static task's (:func:`tasks.rewrite_request` of the email), whose
+    replayed output is the email unchanged (``preedit``: a null rewriter) and whose
+    feedback is the user's rewrite (``postedit``). ``paragraph_id`` is the email's
+    instance id (two users rewrote some emails).
+
+    Example:
+        ```python
+        writers = popquorn_writers(load_popquorn("popquorn_users.jsonl", limit=60))
+        ```
+    """
+    return [
+        EditWriter(
+            f"pq-{user.user}",
+            tuple(
+                WriterEdit(
+                    id=f"pq-{user.user}/{pair.instance_id}",
+                    instruction=None,
+                    preedit=pair.input,
+                    postedit=pair.output,
+                    paragraph_id=pair.instance_id,
+                    request=rewrite_request(pair.input),
+                )
+                for pair in user.pairs
+            ),
+            dataset="popquorn",
+        )
+        for user in users
+    ]
 
 
 def arm_user(arm: str, writer: str) -> str:
@@ -216,6 +268,8 @@ class LoopRow:
     entries: int = 0
     selection: int = SELECTION_RULE
     rule: int = LOOP_RULE
+    dataset: str = FIRST_DATASET
+    """Where the writer's edits come from (``lamp-edits`` or ``popquorn``)."""
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -233,6 +287,7 @@ class LoopRow:
             self.seed,
             self.selection,
             self.rule,
+            dataset=self.dataset,
         )
 
     @property
@@ -254,12 +309,28 @@ def row_key(
     seed: int,
     selection: int = SELECTION_RULE,
     rule: int = LOOP_RULE,
+    *,
+    dataset: str = FIRST_DATASET,
 ) -> tuple[Any, ...]:
     """A row's key. ``none``'s prompt has no block: one score per gold, whatever the
-    round, budget, frame, mode, seed or rule."""
+    round, budget, frame, mode, seed or rule (the dataset stays: its gold is another)."""
     if arm == "none":
         round_, budget, frame, mode, seed, selection, rule = -1, 0, "", "", 0, 0, 0
-    return (writer, round_, arm, gold, budget, placement, model, frame, mode, seed, selection, rule)
+    return (
+        writer,
+        round_,
+        arm,
+        gold,
+        budget,
+        placement,
+        model,
+        frame,
+        mode,
+        seed,
+        selection,
+        rule,
+        dataset,
+    )
 
 
 @dataclass
@@ -280,7 +351,10 @@ class LoopCache:
             self.rows[row.key] = row
         for raw in read_jsonl(self.outputs_path):
             if isinstance(raw.get("key"), list) and isinstance(raw.get("text"), str):
-                self.outputs[tuple(raw["key"])] = raw["text"]
+                key = tuple(raw["key"])
+                if len(key) == _OUTPUT_KEY_FIELDS - 1:  # cached before the dataset was in it
+                    key = (*key, FIRST_DATASET)
+                self.outputs[key] = raw["text"]
 
     @property
     def scores_path(self) -> Path:
@@ -360,24 +434,26 @@ class LoopArms:
             raise LeakageError(f"{arm} fed round {round_} after {self.fed_through[arm]}")
         edit = self.writer.edits[round_]
         user, request = arm_user(arm, self.writer.user), loop_request(edit)
+        task = TASKS.get(self.writer.dataset, self.writer.dataset)
         self.clock.now = EPOCH + round_ * _DAY_S
         if arm == SIMILARITY:
             self.memory.add_many(
                 [
-                    _record(output, user, "accepted", request, self.clock.now),
-                    _record(edit.postedit, user, "edited", request, self.clock.now),
+                    _record(output, user, "accepted", request, task, self.clock.now),
+                    _record(edit.postedit, user, "edited", request, task, self.clock.now),
                 ]
             )
         else:
             run = run_id(user, round_)
             self.memory.record_output(
-                output, user_id=user, run_id=run, source_input=request, task=TASK, served=served
+                output, user_id=user, run_id=run, source_input=request, task=task, served=served
             )
             self.memory.feedback(run, edited=edit.postedit, user_id=user)
         self.fed_through[arm] = round_
 
 
-TASK = "paragraph"
+TASKS = {"lamp-edits": "paragraph", "popquorn": "email-rewrite"}
+"""The entries' ``task`` by dataset (POPQUORN's as the static task stores it)."""
 
 
 def run_id(user: str, round_: int) -> str:
@@ -385,12 +461,14 @@ def run_id(user: str, round_: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"outprofile-loop:{user}:{round_}"))
 
 
-def _record(text: str, user: str, signal: str, request: str, at: float) -> dict[str, Any]:
+def _record(
+    text: str, user: str, signal: str, request: str, task: str, at: float
+) -> dict[str, Any]:
     return {
         "text": text,
         "user_id": user,
         "signal": signal,
-        "task": TASK,
+        "task": task,
         "source_input": request,
         "created_at": at,
     }
@@ -509,7 +587,8 @@ def _output(
     counts: dict[str, int],
     writer: EditWriter,
 ) -> str:
-    """The round's model output: the preedit (replay), or the model's, cached."""
+    """The round's model output: the preedit (replay; POPQUORN's is the email unchanged), or
+    the model's, cached."""
     if not config.generate or generator is None:
         return edit.preedit
     key = (
@@ -524,6 +603,7 @@ def _output(
         config.seed,
         SELECTION_RULE,
         LOOP_RULE,
+        writer.dataset,
     )
     text = cache.outputs.get(key)
     if text is None:
@@ -560,6 +640,7 @@ class _Scoring:
             config.frame,
             config.mode,
             config.seed,
+            dataset=writer.dataset,
         )
         cached = self.cache.rows.get(key)
         if cached is not None:
@@ -587,6 +668,7 @@ class _Scoring:
             entries=block.count("<entry n="),
             selection=0 if none else SELECTION_RULE,
             rule=0 if none else LOOP_RULE,
+            dataset=writer.dataset,
         )
         self.cache.put(row)
         self.counts["scored_now"] += 1

@@ -2,7 +2,8 @@
 
 Every value is first a per-writer mean over the golds scored for that writer at that round
 (``none``: its scores of the same golds), so each writer counts once; intervals are seeded
-percentile bootstraps over writers (:func:`stats.bootstrap_mean`, 2,000 resamples).
+percentile bootstraps over writers (:func:`stats.bootstrap_mean`, 2,000 resamples). On
+POPQUORN a writer is a user; the report names the dataset (``meta.dataset``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,21 @@ import numpy as np
 from outprofile_lab.evaluation.loop import ARMS, SIMILARITY, LoopRow
 from outprofile_lab.evaluation.stats import bootstrap_mean
 
-__all__ = ["LAST_ROUND_PAIRS", "loop_markdown", "loop_summary", "write_loop_report"]
+__all__ = [
+    "DATASET_NAMES",
+    "LAST_ROUND_PAIRS",
+    "loop_markdown",
+    "loop_summary",
+    "write_loop_report",
+]
+
+DATASET_NAMES = {
+    "lamp-edits": ("LAMP edits", "writer", "edit"),
+    "popquorn": ("POPQUORN", "user", "rewrite"),
+}
+"""Per dataset: its name in the report, what one of its writers is called and what one of
+their edits is (a report without ``meta.dataset`` is LAMP edits': every loop run before the
+loop ran on POPQUORN was)."""
 
 LAST_ROUND_PAIRS = (
     ("credit", SIMILARITY),
@@ -147,23 +162,31 @@ def _ci(value: dict[str, Any] | None, fmt: str = "+.3f") -> str:
     return f"{value['mean']:{fmt}} [{value['lo']:{fmt}}, {value['hi']:{fmt}}]"
 
 
+def _names(meta: dict[str, Any]) -> tuple[str, str, str]:
+    dataset = str(meta.get("dataset", "lamp-edits"))
+    return DATASET_NAMES.get(dataset, (dataset, "writer", "edit"))
+
+
 def loop_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: per-round means, the last round and its pairs, growth."""
     meta = report.get("meta", {})
     arms = list(meta.get("arms", ARMS))
-    golds = f"the next {meta['gold_next']} edits" if meta.get("gold_next") else "every later edit"
+    name, who, edit = _names(meta)
+    golds = (
+        f"the next {meta['gold_next']} {edit}s" if meta.get("gold_next") else f"every later {edit}"
+    )
     lines = [
-        "# Closed loop: LAMP edits",
+        f"# Closed loop: {name}",
         "",
         f"Model `{meta.get('model')}`, mode `{meta.get('mode')}`, budget {meta.get('budget')}, "
         f"placement `{meta.get('placement')}`, gold = {golds}, scored every "
-        f"{meta.get('score_every')} rounds; {meta.get('writers')} writers "
-        f"({meta.get('writers_skipped')} with fewer than two edits skipped); "
+        f"{meta.get('score_every')} rounds; {meta.get('writers')} {who}s "
+        f"({meta.get('writers_skipped')} with fewer than two {edit}s skipped); "
         f"{meta.get('total_s')} s.",
         "",
-        "## Mean NLL per token by round (mean over writers)",
+        f"## Mean NLL per token by round (mean over {who}s)",
         "",
-        "| round | writers | " + " | ".join(f"`{a}`" for a in arms) + " |",
+        f"| round | {who}s | " + " | ".join(f"`{a}`" for a in arms) + " |",
         "| ---: | ---: | " + " | ".join("---:" for _ in arms) + " |",
     ]
     for entry in report.get("rounds", []):
@@ -175,7 +198,7 @@ def loop_markdown(report: dict[str, Any]) -> str:
     last = report.get("last_round", {})
     lines += [
         "",
-        f"## Each writer's last scored round ({last.get('writers', 0)} writers; 95 % CI)",
+        f"## Each {who}'s last scored round ({last.get('writers', 0)} {who}s; 95 % CI)",
         "",
         "| arm | mean NLL | lift vs none | lift grows (last - first round) |",
         "| --- | ---: | ---: | ---: |",
@@ -216,9 +239,10 @@ def plot_loop(report: dict[str, Any], path: Path) -> None:
         if points:
             axis.plot([x for x, _ in points], [y for _, y in points], marker="o", label=arm)
     axis.axhline(0.0, color="grey", linewidth=0.8)
-    axis.set_xlabel("round (feedback received so far: round + 1 edits)")
+    meta = report.get("meta", {})
+    axis.set_xlabel(f"round (feedback received so far: round + 1 {_names(meta)[2]}s)")
     axis.set_ylabel("NLL lift vs none (nats/token, higher = better)")
-    axis.set_title(f"Closed loop, LAMP edits, {report.get('meta', {}).get('model', '')}")
+    axis.set_title(f"Closed loop, {_names(meta)[0]}, {meta.get('model', '')}")
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -70,6 +70,7 @@ __all__ = [
     "Write",
     "check_strategies",
     "coauthor_writes",
+    "rewrite_request",
 ]
 
 _DAY_S = 86_400.0
@@ -277,7 +278,7 @@ class PopquornTask:
                     Target(
                         id=f"pq-{user}" if self.holdout == 1 else f"pq-{user}#{n}",
                         user=f"pq-{user}",
-                        request=REWRITE_PROMPT + pair.input,
+                        request=rewrite_request(pair.input),
                         gold=pair.output,
                         instance=pair.instance_id,
                     )
@@ -347,6 +348,12 @@ class PopquornTask:
             f"strategy {strategy!r} does not apply to POPQUORN; choose from "
             f"{', '.join(POPQUORN_STRATEGIES)}"
         )
+
+
+def rewrite_request(email: str) -> str:
+    """The request of a POPQUORN target (and of a POPQUORN round of the closed loop): rewrite
+    the email."""
+    return REWRITE_PROMPT + email
 
 
 # -- LAMP edits -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from langchain_outprofile.errors import InvalidInputError
 from outprofile_lab.evaluation.command import eval_command, run_command, run_loop_command
 from outprofile_lab.evaluation.runner import ScoreCache, ScoreRow
 from outprofile_lab.evaluation.scoring import LlamaScorer
+from outprofile_lab.evaluation.strategies import messages_for
+from outprofile_lab.evaluation.tasks import rewrite_request
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
 
@@ -143,6 +145,37 @@ def test_the_loop_end_to_end_with_the_real_model_writing(tmp_path: Path) -> None
     again = json.loads((out / "report.json").read_text())["meta"]
     assert again["scored_now"] == 0 and again["generated_now"] == 0
     assert again["from_cache"] == 10
+
+
+def test_the_popquorn_loop_end_to_end_with_the_real_model(tmp_path: Path) -> None:
+    """``--loop`` on one invented POPQUORN user (replay: the email stands for the model's
+    rewrite): every arm's block is scored on the next rewrite, ``none`` under exactly the
+    static task's prompt, and a second start scores nothing."""
+    pairs = [
+        {
+            "input": f"Hi all, the {thing} meeting moved to Monday at ten. Thanks, Pat",
+            "output": f"Heads up: {thing} meeting is now Monday 10am.",
+            "instance_id": str(n),
+        }
+        for n, thing in enumerate(("budget", "badge", "parking"))
+    ]
+    data = tmp_path / "popquorn.jsonl"
+    data.write_text(json.dumps({"user": "7", "pairs": pairs}) + "\n", encoding="utf-8")
+    out = tmp_path / "loop"
+    scorer = LlamaScorer(n_ctx=1024)
+    args: dict[str, Any] = dict(budgets="150", placement="after-system", gold_next=1)
+    run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert meta["dataset"] == "popquorn" and meta["mode"] == "replay"
+    assert meta["scored_now"] == 10  # rounds 0 and 1: 4 arms x 1 gold + none's 2 golds
+    rows = _rows(out / "scores.jsonl")
+    assert {(r["writer"], r["dataset"]) for r in rows} == {("pq-7", "popquorn")}
+    none = next(r for r in rows if r["arm"] == "none" and r["gold_round"] == 1)
+    static = messages_for(rewrite_request(pairs[1]["input"]), "", "after-system")
+    assert scorer.score(static, pairs[1]["output"]).nll == pytest.approx(none["nll"])
+    run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    again = json.loads((out / "report.json").read_text())["meta"]
+    assert again["scored_now"] == 0 and again["from_cache"] == 10
 
 
 def test_a_row_cut_by_a_killed_run_costs_only_itself(tmp_path: Path) -> None:
