@@ -372,12 +372,15 @@ class OutputProfileMemory(RetentionMixin, FeedbackMixin):
         Args:
             text: the output (NFC-normalized, surrounding white space stripped).
             user_id: whose output it is.
-            **fields: ``signal`` (default ``authored``; ``rating`` with ``rating=``), ``rating``
-                (1-5; 1-2 stars reject), ``task``, ``source_input`` (the request it answered),
-                ``created_at`` (epoch seconds; default: the memory's clock), ``run_id``,
-                ``metadata`` (scalars), ``expires_at`` (epoch seconds) or ``ttl_s`` (seconds
-                from now): when the entry expires (default: ``retention_s`` from now, or
-                never); the latest signal that names an expiry sets the entry's.
+            **fields: ``signal``, a :class:`Signal` or its name: ``authored`` (the default;
+                ``rating`` with ``rating=``), ``edited``, ``endorsed`` (approved outright),
+                ``accepted`` (approved by use: copied, sent, kept) or ``rejected`` (never
+                selected again until approved anew); ``rating`` (1-5; 1-2 stars reject),
+                ``task``, ``source_input`` (the request it answered), ``created_at`` (epoch
+                seconds; default: the memory's clock), ``run_id``, ``metadata`` (scalars),
+                ``expires_at`` (epoch seconds) or ``ttl_s`` (seconds from now): when the
+                entry expires (default: ``retention_s`` from now, or never); the latest
+                signal that names an expiry sets the entry's.
 
         Returns:
             The entry as stored (signals combined with any earlier ones).
