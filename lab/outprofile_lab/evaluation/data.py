@@ -236,6 +236,13 @@ class WriterEdit:
     scorable: bool = True
     """Whether ``postedit`` is scored as a gold: every LAMP edit and POPQUORN rewrite; a
     CoAuthor list only when the static task would take it as a target."""
+    t: float = 0.0
+    """When the round happened (a CoAuthor list's opening; 0 where the data has no times)."""
+    later_edit: str | None = None
+    """The writer's later edit of the accepted text (CoAuthor ``edited_to``), fed as
+    ``feedback(run_id, edited=...)`` at the first round after ``later_edit_at``."""
+    later_edit_at: float = 0.0
+    """When ``later_edit`` is known: the end of its session (its own time is not in the data)."""
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,14 @@ writes no signal for it. The replayed output of a round (there is no ``--generat
 are the model's outputs) is the **accepted candidate**, and for a dismissed list the **first
 candidate shown** (display order: the one a writer reads first); the feedback is
 ``feedback(run_id, "accepted")`` or ``feedback(run_id, "rejected")``, so an accepted list
-credits the entries served with it and a dismissed one debits them. Edits of an accepted
-text (``edited_to``) are not fed: the data does not say when they were made (the static task
-applies them once their session has ended), and the edited span can hold text written after
-a later list, a gold. The writer's typed sentences are not fed either: a round is a list.
+credits the entries served with it and a dismissed one debits them. A later edit of an
+accepted text (``edited_to``) is fed as in the static task, once its session has ended (the
+data does not say when it was made, and the edited span can hold text of a later list of
+that session): before the first round that opened after that end, every arm gets
+``feedback(run_id, edited=<edited_to>)`` on the accepted round's run (the similarity arm
+stores the edit), so it supersedes the accepted text, and the run's credit stays one
+approval (an entry counts a run once, by its latest feedback). The writer's typed sentences
+are not fed: a round is a list.
 The similarity arm stores every candidate shown (as the static task's ``all-outputs-bm25``
 pool). Golds are the accepted text of the static task's targets only (accepted among two or
 more distinct candidates; ``WriterEdit.scorable``): after round ``r``, the next ``gold_next``
@@ -266,6 +270,7 @@ def _list_round(session: WritingSession, index: int, event: SuggestionList) -> W
     if not output.strip():
         return None
     accepted = event.chosen is not None
+    edit = event.edited_to if accepted and event.edited_to and event.edited_to.strip() else None
     return WriterEdit(
         id=f"co-{session.session}-{index}",
         instruction=None,
@@ -277,6 +282,9 @@ def _list_round(session: WritingSession, index: int, event: SuggestionList) -> W
         candidates=shown,
         chosen=shown.index(output) if accepted else -1,
         scorable=list_target(session, index, event) is not None,
+        t=event.t,
+        later_edit=edit if edit != output else None,
+        later_edit_at=session.ended_at,
     )
 
 
@@ -554,6 +562,8 @@ class LoopArms:
         self.writer = writer
         self.arms = tuple(a for a in config.arms if a != "none")
         self.fed_through = dict.fromkeys(self.arms, -1)
+        self.edits_due: list[int] = []
+        """Fed rounds whose later edit is not fed yet (their session had not ended)."""
         self.credit_options = memory.options.with_changes(**CREDIT)
 
     def reset(self) -> None:
@@ -561,6 +571,7 @@ class LoopArms:
         for arm in self.arms:
             self.memory.forget(arm_user(arm, self.writer.user))
         self.fed_through = dict.fromkeys(self.arms, -1)
+        self.edits_due = []
 
     def serve(self, arm: str, round_: int, request: str) -> tuple[str, Served]:
         """The block ``arm`` serves at ``round_`` for ``request``, and what the run's
@@ -612,6 +623,30 @@ class LoopArms:
             else:  # accepted or rejected as it was shown (a CoAuthor list)
                 self.memory.feedback(run, edit.feedback, user_id=user)
         self.fed_through[arm] = round_
+
+    def feed_known_edits(self, round_: int) -> list[int]:
+        """Before round ``round_``: feed every arm the later edits of fed rounds whose
+        session ended before this round opened (:attr:`WriterEdit.later_edit`), each
+        once; returns those rounds."""
+        now = self.writer.edits[round_].t
+        known = [k for k in self.edits_due if self.writer.edits[k].later_edit_at < now]
+        if not known:
+            return []
+        self.clock.now = EPOCH + round_ * _DAY_S
+        task = TASKS.get(self.writer.dataset, self.writer.dataset)
+        for k in known:
+            edit = self.writer.edits[k]
+            text, request = edit.later_edit or "", loop_request(edit)
+            for arm in self.arms:
+                user = arm_user(arm, self.writer.user)
+                if arm == SIMILARITY:
+                    self.memory.add_many(
+                        [_record(text, user, "edited", request, task, self.clock.now)]
+                    )
+                else:
+                    self.memory.feedback(run_id(user, k), edited=text, user_id=user)
+        self.edits_due = [k for k in self.edits_due if k not in known]
+        return known
 
 
 TASKS = {"lamp-edits": "paragraph", "popquorn": "email-rewrite", "coauthor": "coauthor"}
@@ -721,6 +756,7 @@ def _run_writer(
         golds = sorted({t for r in scoring for t in golds_after(writer, r, config.gold_next)})
         rows.extend(scorer_.score("none", -1, t, "") for t in golds)
     for round_ in range(scoring[-1] + 1):
+        arms.feed_known_edits(round_)
         edit = writer.edits[round_]
         request = loop_request(edit)
         for arm in arms.arms:
@@ -729,6 +765,8 @@ def _run_writer(
                 arm, round_, edit, block, config, cache, generator, scorer, counts, writer
             )
             arms.feed(arm, round_, output, served)
+        if edit.later_edit:
+            arms.edits_due.append(round_)
         counts["rounds_fed"] += 1
         if round_ not in scored:
             continue

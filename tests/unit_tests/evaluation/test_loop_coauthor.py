@@ -189,12 +189,16 @@ def test_each_answered_list_is_a_round_with_the_static_request_output_and_feedba
         ("Harbor lights flicker at dusk.", "accepted"),
         ("Rain falls on tin roofs.", "rejected"),
         ("Lanterns sway in the wind.", "accepted"),
-        ("Nets dry in the sun.", "accepted"),  # accepted as shown: its later edit is not fed
+        ("Nets dry in the sun.", "accepted"),  # accepted as shown, edited later
         ("Stars fade above the cliffs.", "rejected"),
         ("Morning brings the ferry home.", "accepted"),
         ("Shells crunch underfoot.", "accepted"),
     ]
     assert [e.scorable for e in wa.edits] == [True, False, False, True, False, True, True]
+    # the edit is known when its session ended, the time of its last event
+    assert [(e.later_edit, e.later_edit_at) for e in wa.edits if e.later_edit] == [
+        ("Nets dry slowly in the sun.", T0 + 50)
+    ]
     sessions = load_coauthor(data)
     events = {
         f"co-{s.session}-{i}": e
@@ -257,11 +261,15 @@ def test_accepted_lists_credit_and_dismissed_lists_debit_the_served_entries(
     for arm in ("credit", "no-credit", "random"):
         user = arm_user(arm, "co-wa")
         mine = [(kind, a, b) for u, kind, a, b in calls if u == user]
-        assert [a for kind, a, _ in mine if kind == "output"] == [e.preedit for e in fed]
-        assert [(a, b) for kind, a, b in mine if kind == "feedback"] == [
-            (e.feedback, None) for e in fed
-        ]
         assert all(b is not None for kind, _, b in mine if kind == "output")  # served=
+        # each round's output and its feedback; round 3's edit once its session has
+        # ended, before round 4 (the next session's first list) is served
+        expected = [step for e in fed for step in (("output", e.preedit), ("feedback", e.feedback))]
+        expected.insert(8, ("edit", "Nets dry slowly in the sun."))
+        assert [
+            ("edit", b) if b is not None and kind == "feedback" else (kind, a)
+            for kind, a, b in mine
+        ] == expected
         entries = {e.text: e for e in memory.store.load(arm_user(arm, "co-wa")).entries}
         # by hand: the entry of round k is served at rounds k+1..5, whose feedback is
         # rounds 1..5 = rejected, accepted, accepted, rejected, accepted
@@ -269,21 +277,21 @@ def test_accepted_lists_credit_and_dismissed_lists_debit_the_served_entries(
         assert got == {
             "Harbor lights flicker at dusk.": (3, 2),
             "Lanterns sway in the wind.": (2, 1),
-            "Nets dry in the sun.": (1, 1),
+            "Nets dry slowly in the sun.": (1, 1),  # the edit superseded the accepted text
             "Morning brings the ferry home.": (0, 0),
         }, arm
+        assert entries["Nets dry slowly in the sun."].signal.value == "edited"
         rejected = {t for t, e in entries.items() if e.rejected}
         assert rejected == {"Rain falls on tin roofs.", "Stars fade above the cliffs."}
-        assert "Nets dry slowly in the sun." not in entries  # the edit is not fed
     selection = memory.select(
         arm_user("credit", "co-wa"),
         max_tokens=2000,
         options=memory.options.with_changes(**CREDIT),
     )
     assert "credit=0.57 (+3/-2)" in selection.explain()  # (1 + 3) / (2 + 5)
-    # the similarity memory stores every candidate shown, without feedback
+    # the similarity memory stores every candidate shown, without feedback, and the edit
     similar = {e.text for e in memory.store.load(arm_user("all-outputs-bm25", "co-wa")).entries}
-    assert similar == {c for e in fed for c in e.candidates}
+    assert similar == {c for e in fed for c in e.candidates} | {"Nets dry slowly in the sun."}
     assert {r.dataset for r in rows} == {"coauthor"}
 
 
