@@ -43,12 +43,12 @@ that session): before the first round that opened after that end, every arm gets
 ``feedback(run_id, edited=<edited_to>)`` on the accepted round's run (the similarity arm
 stores the edit), so it supersedes the accepted text, and the run's credit stays one
 approval (an entry counts a run once, by its latest feedback). The writer's typed sentences
-are not fed: a round is a list.
-The similarity arm stores every candidate shown (as the static task's ``all-outputs-bm25``
-pool). Golds are the accepted text of the static task's targets only (accepted among two or
-more distinct candidates; ``WriterEdit.scorable``): after round ``r``, the next ``gold_next``
-such lists, each scored by the NLL of its accepted text and by ``pair_acc`` over its shown
-candidates (:func:`runner.score_choices`, :func:`runner.pair_accuracy`, the static task's).
+are not fed: a round is a list. The similarity arm stores every candidate shown (as the
+static task's ``all-outputs-bm25`` pool) and every edit. Golds are the accepted text of the
+static task's targets only (accepted among two or more distinct candidates;
+``WriterEdit.scorable``): after round ``r``, the next ``gold_next`` such lists, each
+scored by the NLL of its accepted text and by ``pair_acc`` over its shown candidates
+(:func:`runner.score_choices`, :func:`runner.pair_accuracy`, the static task's).
 The static task's minimum history does not apply: the loop's memory starts empty.
 
 Arms, each in its own memory user (:func:`arm_user`) so no arm sees another's data, all
