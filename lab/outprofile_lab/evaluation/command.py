@@ -30,6 +30,7 @@ from outprofile_lab.evaluation.loop import (
     Generator,
     LoopCache,
     LoopConfig,
+    coauthor_writers,
     popquorn_writers,
     run_loop,
 )
@@ -110,7 +111,10 @@ def eval_command(
     ] = 0,
     limit: Annotated[
         int | None,
-        typer.Option(help="score only the first N users (CoAuthor: N target lists)"),
+        typer.Option(
+            help="score only the first N users (CoAuthor: N target lists; --loop on CoAuthor: "
+            "N lists dealt round-robin over the writers)"
+        ),
     ] = None,
     fields: Annotated[
         str, typer.Option(help="comma list of: output, input, full (output-profile's blocks)")
@@ -143,10 +147,12 @@ def eval_command(
         bool,
         typer.Option(
             "--loop",
-            help="closed loop (LAMP edits or POPQUORN): rounds of each writer's instructions "
-            "(POPQUORN: each user's emails), every arm fed the writer's real edit (the "
-            "user's rewrite) through the memory's record_output and feedback, scored on "
-            "later edits",
+            help="closed loop (LAMP edits, POPQUORN or CoAuthor): rounds of each writer's "
+            "instructions (POPQUORN: each user's emails; CoAuthor: each writer's suggestion "
+            "lists in time order), every arm fed the writer's real edit (the user's rewrite; "
+            "CoAuthor: accepted or dismissed) through the memory's record_output and "
+            "feedback, scored on later edits (CoAuthor: later accepted lists, NLL and "
+            "pair_acc)",
         ),
     ] = False,
     arms: Annotated[str, typer.Option(help=f"--loop: comma list of: {', '.join(ARMS)}")] = ",".join(
@@ -387,9 +393,9 @@ def run_command(
 
 
 LOOP_COLLECTION = f"{EVAL_COLLECTION}-loop"
-LOOP_FORMATS = ("lamp-edits", "popquorn")
-"""The data the closed loop runs on (POPQUORN users are ``pq-<user>``: no LAMP writer's
-memory users or cache rows are theirs)."""
+LOOP_FORMATS = ("lamp-edits", "popquorn", "coauthor")
+"""The data the closed loop runs on (POPQUORN users are ``pq-<user>`` and CoAuthor writers
+``co-<writer>``: no LAMP writer's memory users or cache rows are theirs)."""
 
 
 def run_loop_command(
@@ -426,8 +432,12 @@ def run_loop_command(
     kind = detect_format(data) if data_format == "auto" else data_format
     if kind not in LOOP_FORMATS:
         raise InvalidInputError(
-            f"--loop runs on LAMP edits or POPQUORN (--format {' or '.join(LOOP_FORMATS)}) "
-            f"only; got {kind}"
+            f"--loop runs on LAMP edits, POPQUORN or CoAuthor (--format "
+            f"{', '.join(LOOP_FORMATS)}) only; got {kind}"
+        )
+    if generate and kind == "coauthor":
+        raise InvalidInputError(
+            "--generate does not apply to --loop on CoAuthor: its lists are the model's outputs"
         )
     budget = _budgets(budgets)
     if len(budget) != 1:
@@ -461,6 +471,8 @@ def run_loop_command(
         generator = scorer
     if kind == "popquorn":
         writers = popquorn_writers(load_popquorn(data, limit=limit))
+    elif kind == "coauthor":
+        writers = coauthor_writers(load_coauthor(data), limit=limit)
     else:
         writers = load_lamp_edits(data, limit=limit)
     clock = MovingClock(EPOCH)

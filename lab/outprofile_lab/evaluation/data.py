@@ -215,9 +215,10 @@ class WriterEdit:
     """One paragraph a model wrote for ``instruction`` (``preedit``) and a writer's edit of it
     (LAMP edits). ``paragraph_id`` names a paragraph several writers edited, else None.
 
-    The closed loop also maps POPQUORN pairs onto this shape (``loop.popquorn_writers``):
-    there ``request`` is the round's request, fixed by the dataset; LAMP edits leave it None
-    (the loop builds theirs from the instruction)."""
+    The closed loop also maps POPQUORN pairs and CoAuthor lists onto this shape
+    (``loop.popquorn_writers``, ``loop.coauthor_writers``): there ``request`` is the round's
+    request, fixed by the dataset; LAMP edits leave it None (the loop builds theirs from the
+    instruction)."""
 
     id: str
     instruction: str | None
@@ -225,6 +226,23 @@ class WriterEdit:
     postedit: str
     paragraph_id: str | None
     request: str | None = None
+    feedback: str = "edited"
+    """The writer's feedback on the round's output: ``edited`` (``postedit`` is their edit),
+    or ``accepted`` / ``rejected`` of the output itself (a CoAuthor list)."""
+    candidates: tuple[str, ...] = ()
+    """Every candidate shown (a CoAuthor list's non-empty ones, in display order)."""
+    chosen: int = -1
+    """The accepted candidate's index in ``candidates`` (-1: none)."""
+    scorable: bool = True
+    """Whether ``postedit`` is scored as a gold: every LAMP edit and POPQUORN rewrite; a
+    CoAuthor list only when the static task would take it as a target."""
+    t: float = 0.0
+    """When the round happened (a CoAuthor list's opening; 0 where the data has no times)."""
+    later_edit: str | None = None
+    """The writer's later edit of the accepted text (CoAuthor ``edited_to``), fed as
+    ``feedback(run_id, edited=...)`` at the first round after ``later_edit_at``."""
+    later_edit_at: float = 0.0
+    """When ``later_edit`` is known: the end of its session (its own time is not in the data)."""
 
 
 @dataclass(frozen=True)

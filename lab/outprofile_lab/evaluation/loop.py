@@ -26,6 +26,31 @@ email unchanged: a null rewriter, whose every output the user rewrites. With ``-
 the scoring model writes the rewrite, as for LAMP. Golds are the user's next rewrites, under
 the same window and leakage rule.
 
+**CoAuthor** runs it too (:func:`coauthor_writers`, ``co-<writer>`` as in the static task):
+each writer's suggestion lists, over all their sessions in time order, are the rounds; the
+request is the static CoAuthor task's for that list (:func:`tasks.continue_request` of the
+document when it opened). Only lists the writer answered are rounds: accepted ones, and
+dismissed ones (``closed_by == "user"``); a list closed by asking for another (``regenerate``,
+``replaced``) or left open (``end``) carries no feedback and is skipped, as the static task
+writes no signal for it. The replayed output of a round (there is no ``--generate``: the lists
+are the model's outputs) is the **accepted candidate**, and for a dismissed list the **first
+candidate shown** (display order: the one a writer reads first); the feedback is
+``feedback(run_id, "accepted")`` or ``feedback(run_id, "rejected")``, so an accepted list
+credits the entries served with it and a dismissed one debits them. A later edit of an
+accepted text (``edited_to``) is fed as in the static task, once its session has ended (the
+data does not say when it was made, and the edited span can hold text of a later list of
+that session): before the first round that opened after that end, every arm gets
+``feedback(run_id, edited=<edited_to>)`` on the accepted round's run (the similarity arm
+stores the edit), so it supersedes the accepted text, and the run's credit stays one
+approval (an entry counts a run once, by its latest feedback). The writer's typed sentences
+are not fed: a round is a list. The similarity arm stores every candidate shown (as the
+static task's ``all-outputs-bm25`` pool) and every edit. Golds are the accepted text of the
+static task's targets only (accepted among two or more distinct candidates;
+``WriterEdit.scorable``): after round ``r``, the next ``gold_next`` such lists, each
+scored by the NLL of its accepted text and by ``pair_acc`` over its shown candidates
+(:func:`runner.score_choices`, :func:`runner.pair_accuracy`, the static task's).
+The static task's minimum history does not apply: the loop's memory starts empty.
+
 Arms, each in its own memory user (:func:`arm_user`) so no arm sees another's data, all
 at one token budget:
 
@@ -39,15 +64,16 @@ at one token budget:
 
 After round ``r`` (every ``score_every`` rounds, and always the last round that has a
 future), each arm's block, the one it would serve next, is scored by the NLL of held-out
-gold: the writer's edits of the next ``gold_next`` rounds (all later rounds with 0).
+gold: the writer's edits of the next ``gold_next`` rounds that are golds (all later ones
+with 0; every round is one on LAMP edits and POPQUORN).
 
 **Leakage rule**: when a gold of round ``t`` is scored after round ``r``, ``t > r`` and
 every arm has been fed rounds ``<= r`` only, so no arm holds the gold's edit, its
 paragraph or anything written after it (:func:`check_unseen`, checked before every score).
 
 Scores are cached in ``out/scores.jsonl`` (one line per scored prompt, keyed by writer,
-round, arm, gold, budget, placement, model, frame, mode, seed and dataset, so LAMP-edits and
-POPQUORN rows never mix), generated outputs in
+round, arm, gold, budget, placement, model, frame, mode, seed and dataset, so LAMP-edits,
+POPQUORN and CoAuthor rows never mix), generated outputs in
 ``out/outputs.jsonl``; a stopped run started again with the same ``out`` replays the
 memory writes (cheap) and scores only what is missing.
 """
@@ -56,6 +82,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -68,8 +96,20 @@ from langchain_outprofile.errors import InvalidInputError, OutprofileError
 from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.render import render_block
 from langchain_outprofile.types import ProfileEntry, ProfileSelection
-from outprofile_lab.evaluation.data import EditWriter, RewriteUser, WriterEdit
-from outprofile_lab.evaluation.runner import SELECTION_RULE, append_jsonl, read_jsonl
+from outprofile_lab.evaluation.data import (
+    EditWriter,
+    RewriteUser,
+    SuggestionList,
+    WriterEdit,
+    WritingSession,
+)
+from outprofile_lab.evaluation.runner import (
+    SELECTION_RULE,
+    append_jsonl,
+    pair_accuracy,
+    read_jsonl,
+    score_choices,
+)
 from outprofile_lab.evaluation.scoring import Message, Scorer
 from outprofile_lab.evaluation.strategies import (
     EPOCH,
@@ -79,7 +119,13 @@ from outprofile_lab.evaluation.strategies import (
     pack,
     shuffled,
 )
-from outprofile_lab.evaluation.tasks import MovingClock, edit_request, rewrite_request
+from outprofile_lab.evaluation.tasks import (
+    MovingClock,
+    continue_request,
+    edit_request,
+    list_target,
+    rewrite_request,
+)
 
 __all__ = [
     "ARMS",
@@ -93,11 +139,14 @@ __all__ = [
     "LoopRow",
     "arm_user",
     "check_unseen",
+    "coauthor_writers",
     "gold_rounds",
+    "golds_after",
     "loop_request",
     "popquorn_writers",
     "run_loop",
     "scored_rounds",
+    "writer_scored_rounds",
 ]
 
 ARMS = ("credit", "no-credit", "all-outputs-bm25", "random", "none")
@@ -174,6 +223,84 @@ def popquorn_writers(users: Sequence[RewriteUser]) -> list[EditWriter]:
     ]
 
 
+def coauthor_writers(
+    sessions: Sequence[WritingSession], *, limit: int | None = None
+) -> list[EditWriter]:
+    """CoAuthor writers as loop writers (``co-<writer>``): every list they accepted or
+    dismissed, over all their sessions in time order, is a round (see the module docstring).
+
+    ``limit`` keeps N lists in all, dealt round-robin over the writers (in id order), each
+    writer keeping the first of their lists in time order, so a short run covers every
+    writer evenly, as the static task's ``--limit`` does.
+
+    Example:
+        ```python
+        writers = coauthor_writers(load_coauthor("coauthor_sessions.jsonl.gz"), limit=600)
+        ```
+    """
+    by_writer: dict[str, list[tuple[float, WriterEdit]]] = defaultdict(list)
+    for session in sessions:
+        for index, event in enumerate(session.events):
+            if isinstance(event, SuggestionList):
+                edit = _list_round(session, index, event)
+                if edit is not None:
+                    by_writer[session.writer].append((event.t, edit))
+    rounds = {w: [e for _, e in sorted(items, key=_first)] for w, items in by_writer.items()}
+    keep = _dealt({w: len(r) for w, r in rounds.items()}, limit)
+    return [
+        EditWriter(f"co-{w}", tuple(rounds[w][: keep[w]]), dataset="coauthor")
+        for w in sorted(rounds)
+        if keep[w]
+    ]
+
+
+def _first(item: tuple[float, WriterEdit]) -> float:
+    return item[0]
+
+
+def _list_round(session: WritingSession, index: int, event: SuggestionList) -> WriterEdit | None:
+    """One list as a round, or None when the writer neither accepted nor dismissed it."""
+    shown = tuple(c for c in event.candidates if c.strip())
+    if event.chosen is not None:
+        output = event.candidates[event.chosen]
+    elif event.closed_by == "user" and shown:
+        output = shown[0]  # a dismissed list: the first candidate shown stands for it
+    else:
+        return None
+    if not output.strip():
+        return None
+    accepted = event.chosen is not None
+    edit = event.edited_to if accepted and event.edited_to and event.edited_to.strip() else None
+    return WriterEdit(
+        id=f"co-{session.session}-{index}",
+        instruction=None,
+        preedit=output,
+        postedit=output,
+        paragraph_id=None,
+        request=continue_request(event.context),
+        feedback="accepted" if accepted else "rejected",
+        candidates=shown,
+        chosen=shown.index(output) if accepted else -1,
+        scorable=list_target(session, index, event) is not None,
+        t=event.t,
+        later_edit=edit if edit != output else None,
+        later_edit_at=session.ended_at,
+    )
+
+
+def _dealt(sizes: dict[str, int], limit: int | None) -> dict[str, int]:
+    """How many rounds each writer keeps when ``limit`` are dealt round-robin."""
+    if limit is None:
+        return dict(sizes)
+    keep, left = dict.fromkeys(sizes, 0), limit
+    while left > 0 and any(keep[w] < n for w, n in sizes.items()):
+        for writer in sorted(sizes):
+            if left > 0 and keep[writer] < sizes[writer]:
+                keep[writer] += 1
+                left -= 1
+    return keep
+
+
 def arm_user(arm: str, writer: str) -> str:
     """The memory user holding one arm's data for one writer."""
     return f"loop-{arm}-{writer}"
@@ -202,6 +329,34 @@ def scored_rounds(rounds: int, every: int) -> list[int]:
         ```
     """
     return [r for r in range(rounds - 1) if r % every == 0 or r == rounds - 2]
+
+
+def golds_after(writer: EditWriter, round_: int, window: int) -> list[int]:
+    """The rounds whose golds are scored after ``round_``: the next ``window`` rounds that
+    are golds (:attr:`WriterEdit.scorable`; every later one with 0). Where every round is
+    a gold (LAMP edits, POPQUORN) this is :func:`gold_rounds`.
+
+    Example:
+        ```python
+        golds_after(writer, 2, 3)  # [3, 4, 5] on LAMP edits; CoAuthor skips dismissed lists
+        ```
+    """
+    positions = [i for i, edit in enumerate(writer.edits) if edit.scorable]
+    before = bisect_right(positions, round_)
+    return [positions[k] for k in gold_rounds(before - 1, len(positions), window)]
+
+
+def writer_scored_rounds(writer: EditWriter, every: int) -> list[int]:
+    """:func:`scored_rounds` of one writer: the last scored round is the last before its
+    last gold (the writer's last round where every round is a gold).
+
+    Example:
+        ```python
+        writer_scored_rounds(writer, 1)  # [0, 1, ..., last gold - 1]
+        ```
+    """
+    golds = [i for i, edit in enumerate(writer.edits) if edit.scorable]
+    return scored_rounds(golds[-1] + 1, every) if golds else []
 
 
 def check_unseen(fed_through: dict[str, int], gold_round: int) -> None:
@@ -269,7 +424,11 @@ class LoopRow:
     selection: int = SELECTION_RULE
     rule: int = LOOP_RULE
     dataset: str = FIRST_DATASET
-    """Where the writer's edits come from (``lamp-edits`` or ``popquorn``)."""
+    """Where the writer's edits come from (``lamp-edits``, ``popquorn`` or ``coauthor``)."""
+    choices: tuple[tuple[float, int], ...] = ()
+    """Each shown candidate's (NLL, tokens) after the same prompt (CoAuthor golds)."""
+    chosen: int = -1
+    """The accepted candidate's index in ``choices`` (-1: no choices)."""
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -294,6 +453,12 @@ class LoopRow:
     def mean(self) -> float:
         """Mean NLL per gold token."""
         return self.nll / self.tokens
+
+    @property
+    def pair_acc(self) -> float | None:
+        """The static task's pair accuracy of the accepted candidate (None without
+        choices: :func:`runner.pair_accuracy`)."""
+        return pair_accuracy(self.choices, self.chosen)
 
 
 def row_key(
@@ -345,8 +510,9 @@ class LoopCache:
     def __post_init__(self) -> None:
         for raw in read_jsonl(self.scores_path):
             try:
+                raw["choices"] = tuple(tuple(c) for c in raw.get("choices", ()))
                 row = LoopRow(**raw)
-            except TypeError:
+            except (TypeError, AttributeError):
                 continue
             self.rows[row.key] = row
         for raw in read_jsonl(self.outputs_path):
@@ -396,6 +562,8 @@ class LoopArms:
         self.writer = writer
         self.arms = tuple(a for a in config.arms if a != "none")
         self.fed_through = dict.fromkeys(self.arms, -1)
+        self.edits_due: list[int] = []
+        """Fed rounds whose later edit is not fed yet (their session had not ended)."""
         self.credit_options = memory.options.with_changes(**CREDIT)
 
     def reset(self) -> None:
@@ -403,6 +571,7 @@ class LoopArms:
         for arm in self.arms:
             self.memory.forget(arm_user(arm, self.writer.user))
         self.fed_through = dict.fromkeys(self.arms, -1)
+        self.edits_due = []
 
     def serve(self, arm: str, round_: int, request: str) -> tuple[str, Served]:
         """The block ``arm`` serves at ``round_`` for ``request``, and what the run's
@@ -437,23 +606,52 @@ class LoopArms:
         task = TASKS.get(self.writer.dataset, self.writer.dataset)
         self.clock.now = EPOCH + round_ * _DAY_S
         if arm == SIMILARITY:
+            # every output the model showed (each candidate of a CoAuthor list), and the edit
+            texts = [(text, "accepted") for text in edit.candidates or (output,)]
+            if edit.feedback == "edited":
+                texts.append((edit.postedit, "edited"))
             self.memory.add_many(
-                [
-                    _record(output, user, "accepted", request, task, self.clock.now),
-                    _record(edit.postedit, user, "edited", request, task, self.clock.now),
-                ]
+                [_record(t, user, s, request, task, self.clock.now) for t, s in texts]
             )
         else:
             run = run_id(user, round_)
             self.memory.record_output(
                 output, user_id=user, run_id=run, source_input=request, task=task, served=served
             )
-            self.memory.feedback(run, edited=edit.postedit, user_id=user)
+            if edit.feedback == "edited":
+                self.memory.feedback(run, edited=edit.postedit, user_id=user)
+            else:  # accepted or rejected as it was shown (a CoAuthor list)
+                self.memory.feedback(run, edit.feedback, user_id=user)
         self.fed_through[arm] = round_
 
+    def feed_known_edits(self, round_: int) -> list[int]:
+        """Before round ``round_``: feed every arm the later edits of fed rounds whose
+        session ended before this round opened (:attr:`WriterEdit.later_edit`), each
+        once; returns those rounds."""
+        now = self.writer.edits[round_].t
+        known = [k for k in self.edits_due if self.writer.edits[k].later_edit_at < now]
+        if not known:
+            return []
+        self.clock.now = EPOCH + round_ * _DAY_S
+        task = TASKS.get(self.writer.dataset, self.writer.dataset)
+        for k in known:
+            edit = self.writer.edits[k]
+            text, request = edit.later_edit or "", loop_request(edit)
+            for arm in self.arms:
+                user = arm_user(arm, self.writer.user)
+                if arm == SIMILARITY:
+                    self.memory.add_many(
+                        [_record(text, user, "edited", request, task, self.clock.now)]
+                    )
+                else:
+                    self.memory.feedback(run_id(user, k), edited=text, user_id=user)
+        self.edits_due = [k for k in self.edits_due if k not in known]
+        return known
 
-TASKS = {"lamp-edits": "paragraph", "popquorn": "email-rewrite"}
-"""The entries' ``task`` by dataset (POPQUORN's as the static task stores it)."""
+
+TASKS = {"lamp-edits": "paragraph", "popquorn": "email-rewrite", "coauthor": "coauthor"}
+"""The entries' ``task`` by dataset (POPQUORN's and CoAuthor's as the static tasks store
+them)."""
 
 
 def run_id(user: str, round_: int) -> str:
@@ -486,7 +684,8 @@ def run_loop(
     show_progress: bool = False,
     on_score: Callable[[EditWriter, int, WriterEdit], None] | None = None,
 ) -> tuple[list[LoopRow], dict[str, Any]]:
-    """Run the loop over every writer with two or more edits (see the module docstring).
+    """Run the loop over every writer with a round to score (two or more edits; on CoAuthor a
+    gold after a first round; see the module docstring).
 
     ``on_score(writer, round, gold_edit)`` is called before each score (tests inspect the
     arms' stores there).
@@ -497,11 +696,16 @@ def run_loop(
                                 LoopConfig(budget=600), LoopCache(Path("out")))
         ```
     """
+    if config.generate and any(w.dataset == "coauthor" for w in writers):
+        raise InvalidInputError(
+            "--generate does not apply to CoAuthor: its lists are the model's outputs, and "
+            "what the writer would have done with another text is not in the data"
+        )
     if config.generate and generator is None:
         raise InvalidInputError("--generate needs a model that writes (the llama backend)")
     started = time.perf_counter()
-    eligible = [w for w in writers if len(w.edits) >= 2]
-    total = sum(len(scored_rounds(len(w.edits), config.score_every)) for w in eligible)
+    eligible = [w for w in writers if writer_scored_rounds(w, config.score_every)]
+    total = sum(len(writer_scored_rounds(w, config.score_every)) for w in eligible)
     counts = {"scored_now": 0, "generated_now": 0, "rounds_fed": 0}
     rows: list[LoopRow] = []
     with _progress(show_progress, total) as advance:
@@ -544,14 +748,15 @@ def _run_writer(
 ) -> list[LoopRow]:
     arms = LoopArms(memory, clock, config, writer)
     arms.reset()
-    rounds = len(writer.edits)
-    scoring = set(scored_rounds(rounds, config.score_every))
+    scoring = writer_scored_rounds(writer, config.score_every)
+    scored = set(scoring)
     rows: list[LoopRow] = []
     scorer_ = _Scoring(scorer, config, cache, counts, arms, on_score)
     if "none" in config.arms:
-        golds = sorted({t for r in scoring for t in gold_rounds(r, rounds, config.gold_next)})
+        golds = sorted({t for r in scoring for t in golds_after(writer, r, config.gold_next)})
         rows.extend(scorer_.score("none", -1, t, "") for t in golds)
-    for round_ in range(rounds - 1):
+    for round_ in range(scoring[-1] + 1):
+        arms.feed_known_edits(round_)
         edit = writer.edits[round_]
         request = loop_request(edit)
         for arm in arms.arms:
@@ -560,12 +765,14 @@ def _run_writer(
                 arm, round_, edit, block, config, cache, generator, scorer, counts, writer
             )
             arms.feed(arm, round_, output, served)
+        if edit.later_edit:
+            arms.edits_due.append(round_)
         counts["rounds_fed"] += 1
-        if round_ not in scoring:
+        if round_ not in scored:
             continue
         for arm in arms.arms:
             shared = None if arm == SIMILARITY else arms.serve(arm, round_ + 1, "")[0]
-            for t in gold_rounds(round_, rounds, config.gold_next):
+            for t in golds_after(writer, round_, config.gold_next):
                 if shared is None:  # the similarity arm retrieves for each gold's request
                     block = arms.serve(arm, round_ + 1, loop_request(writer.edits[t]))[0]
                 else:
@@ -649,6 +856,10 @@ class _Scoring:
             self.on_score(writer, round_, gold)
         messages = messages_for(loop_request(gold), block, config.placement)
         score = self.scorer.score(messages, gold.postedit)
+        # a CoAuthor gold: every shown candidate after the same prompt, for pair_acc
+        choices: tuple[tuple[float, int], ...] = ()
+        if gold.chosen >= 0:
+            choices = score_choices(self.scorer, messages, score, gold.candidates, gold.chosen)
         none = arm == "none"
         row = LoopRow(
             writer=writer.user,
@@ -669,6 +880,8 @@ class _Scoring:
             selection=0 if none else SELECTION_RULE,
             rule=0 if none else LOOP_RULE,
             dataset=writer.dataset,
+            choices=choices,
+            chosen=gold.chosen if choices else -1,
         )
         self.cache.put(row)
         self.counts["scored_now"] += 1

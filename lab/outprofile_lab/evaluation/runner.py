@@ -29,7 +29,7 @@ from langchain_outprofile.memory import OutputProfileMemory
 from langchain_outprofile.types import Fields
 from outprofile_lab.evaluation.data import LampExample
 from outprofile_lab.evaluation.prefix import static_prefix
-from outprofile_lab.evaluation.scoring import Scorer
+from outprofile_lab.evaluation.scoring import Message, NllScore, Scorer
 from outprofile_lab.evaluation.strategies import Placement, messages_for
 from outprofile_lab.evaluation.tasks import EvalTask, LampTask, Target
 
@@ -39,10 +39,12 @@ __all__ = [
     "ScoreCache",
     "ScoreRow",
     "append_jsonl",
+    "pair_accuracy",
     "placed_where",
     "read_jsonl",
     "run_eval",
     "run_task",
+    "score_choices",
 ]
 
 CacheKey = tuple[str, str, str, int, str, str, str, int]
@@ -162,13 +164,46 @@ class ScoreRow:
     def pair_acc(self) -> float | None:
         """Share of (accepted, other) candidate pairs where the accepted one has the lower
         mean NLL per token (ties count half); None when the row has no choices."""
-        if self.chosen < 0 or len(self.choices) < 2:
-            return None
-        means = [nll / max(tokens, 1) for nll, tokens in self.choices]
-        gold = means[self.chosen]
-        others = [m for i, m in enumerate(means) if i != self.chosen]
-        wins = sum(1.0 if gold < m else 0.5 if gold == m else 0.0 for m in others)
-        return wins / len(others)
+        return pair_accuracy(self.choices, self.chosen)
+
+
+def pair_accuracy(choices: Sequence[tuple[float, int]], chosen: int) -> float | None:
+    """Share of (accepted, other) candidate pairs where the accepted one (``chosen``) has
+    the lower mean NLL per token (ties count half); None without two choices.
+
+    Example:
+        ```python
+        pair_accuracy([(2.0, 2), (3.0, 2), (1.0, 2)], 0)  # 0.5
+        ```
+    """
+    if chosen < 0 or len(choices) < 2:
+        return None
+    means = [nll / max(tokens, 1) for nll, tokens in choices]
+    gold = means[chosen]
+    others = [m for i, m in enumerate(means) if i != chosen]
+    wins = sum(1.0 if gold < m else 0.5 if gold == m else 0.0 for m in others)
+    return wins / len(others)
+
+
+def score_choices(
+    scorer: Scorer,
+    messages: Sequence[Message],
+    gold: NllScore,
+    candidates: Sequence[str],
+    chosen: int,
+) -> tuple[tuple[float, int], ...]:
+    """Each candidate's (NLL, tokens) after the same prompt (``gold``, the accepted one's
+    score, is reused at ``chosen``); () without candidates.
+
+    Example:
+        ```python
+        choices = score_choices(scorer, messages, scorer.score(messages, gold), shown, 1)
+        ```
+    """
+    scores = [
+        gold if i == chosen else scorer.score(messages, text) for i, text in enumerate(candidates)
+    ]
+    return tuple((s.nll, s.tokens) for s in scores)
 
 
 @dataclass
@@ -365,13 +400,7 @@ def _score(
     where = placed_where(placement)
     messages = messages_for(target.request, block, where, prefix)  # type: ignore[arg-type]
     score = scorer.score(messages, target.gold)
-    choices: tuple[tuple[float, int], ...] = ()
-    if target.candidates:
-        scores = [
-            score if i == target.chosen else scorer.score(messages, text)
-            for i, text in enumerate(target.candidates)
-        ]
-        choices = tuple((s.nll, s.tokens) for s in scores)
+    choices = score_choices(scorer, messages, score, target.candidates, target.chosen)
     return ScoreRow(
         user=target.id,
         strategy=strategy,

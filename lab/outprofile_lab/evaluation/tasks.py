@@ -70,6 +70,8 @@ __all__ = [
     "Write",
     "check_strategies",
     "coauthor_writes",
+    "continue_request",
+    "list_target",
     "rewrite_request",
 ]
 
@@ -525,6 +527,45 @@ def coauthor_writes(sessions: Iterable[WritingSession]) -> list[Write]:
     return sorted(writes, key=lambda w: w.t)
 
 
+def continue_request(context: str) -> str:
+    """The request of a CoAuthor list: continue the document as it was when the list opened
+    (its last :data:`CONTEXT_CHARS` characters).
+
+    Example:
+        ```python
+        continue_request(event.context)  # "Continue this text with the next sentence: ..."
+        ```
+    """
+    return CONTINUE_PROMPT + _context(context)
+
+
+def list_target(session: WritingSession, index: int, event: SuggestionList) -> Target | None:
+    """The target of one list (``index``: its place in the session's events), or None when
+    it is not one: not accepted, fewer than two distinct non-empty candidates, or an empty
+    accepted text. ``candidates`` are the non-empty ones in display order.
+
+    Example:
+        ```python
+        target = list_target(session, 3, session.events[3])
+        ```
+    """
+    if event.chosen is None:
+        return None
+    shown = [c for c in event.candidates if c.strip()]
+    gold = event.candidates[event.chosen]
+    if len(set(shown)) < 2 or not gold.strip():
+        return None
+    return Target(
+        id=f"co-{session.session}-{index}",
+        user=f"co-{session.writer}",
+        request=continue_request(event.context),
+        gold=gold,
+        t=event.t,
+        candidates=tuple(shown),
+        chosen=shown.index(gold),
+    )
+
+
 def _context(text: str, limit: int = CONTEXT_CHARS) -> str:
     """The last ``limit`` characters of ``text``, starting at a word."""
     if len(text) <= limit:
@@ -583,25 +624,12 @@ class CoauthorTask:
             eligible = []
             for session in by_writer[writer]:
                 for index, event in enumerate(session.events):
-                    if not isinstance(event, SuggestionList) or event.chosen is None:
+                    if not isinstance(event, SuggestionList):
                         continue
-                    shown = [c for c in event.candidates if c.strip()]
-                    gold = event.candidates[event.chosen]
-                    if len(set(shown)) < 2 or not gold.strip():
+                    target = list_target(session, index, event)
+                    if target is None or sum(t < event.t for t in positive) < MIN_HISTORY:
                         continue
-                    if sum(t < event.t for t in positive) < MIN_HISTORY:
-                        continue
-                    eligible.append(
-                        Target(
-                            id=f"co-{session.session}-{index}",
-                            user=f"co-{writer}",
-                            request=CONTINUE_PROMPT + _context(event.context),
-                            gold=gold,
-                            t=event.t,
-                            candidates=tuple(shown),
-                            chosen=shown.index(gold),
-                        )
-                    )
+                    eligible.append(target)
             random_module.Random(f"{self.seed}:{writer}").shuffle(eligible)
             per_writer.append(eligible)
         picked: list[Target] = []

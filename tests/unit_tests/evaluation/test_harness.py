@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from langchain_outprofile.errors import InvalidInputError
 from outprofile_lab.evaluation.command import eval_command, run_command, run_loop_command
-from outprofile_lab.evaluation.runner import ScoreCache, ScoreRow
+from outprofile_lab.evaluation.runner import ScoreCache, ScoreRow, pair_accuracy
 from outprofile_lab.evaluation.scoring import LlamaScorer
 from outprofile_lab.evaluation.strategies import messages_for
-from outprofile_lab.evaluation.tasks import rewrite_request
+from outprofile_lab.evaluation.tasks import continue_request, rewrite_request
 
 pytest.importorskip("llama_cpp", reason="the local extra (llama-cpp-python) is absent")
 
@@ -176,6 +176,52 @@ def test_the_popquorn_loop_end_to_end_with_the_real_model(tmp_path: Path) -> Non
     run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
     again = json.loads((out / "report.json").read_text())["meta"]
     assert again["scored_now"] == 0 and again["from_cache"] == 10
+
+
+def test_the_coauthor_loop_end_to_end_with_the_real_model(tmp_path: Path) -> None:
+    """``--loop`` on one invented CoAuthor writer (accepted, dismissed, accepted): every
+    arm's block is scored on the last list, ``none`` with exactly the static task's prompt,
+    NLL and pair_acc, and a second start scores nothing."""
+    context = "The lighthouse keeper climbed the stairs at dusk and looked out to sea."
+    lists = [
+        (["She counted the ships.", "The lamp was cold."], 0, "select"),
+        (["Rain hit the glass.", "A gull cried."], None, "user"),
+        (["The sea was calm tonight.", "Thunder rolled far away."], 1, "select"),
+    ]
+    events = [
+        {
+            "kind": "suggestions",
+            "t": 100.0 + n,
+            "context": f"{context} {n}",
+            "candidates": candidates,
+            "chosen": chosen,
+            "closed_by": closed_by,
+        }
+        for n, (candidates, chosen, closed_by) in enumerate(lists)
+    ]
+    session = {"writer": "w7", "session": "s7", "started_at": 99.0, "events": events}
+    data = tmp_path / "coauthor.jsonl"
+    data.write_text(json.dumps(session) + "\n", encoding="utf-8")
+    out = tmp_path / "loop"
+    scorer = LlamaScorer(n_ctx=1024)
+    args: dict[str, Any] = dict(budgets="150", placement="leading", gold_next=1)
+    run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["dataset"] == "coauthor" and "pair_acc" in report
+    assert report["meta"]["scored_now"] == 9  # rounds 0 and 1: 4 arms x 1 gold + none's
+    rows = _rows(out / "scores.jsonl")
+    assert {(r["writer"], r["gold_round"]) for r in rows} == {("co-w7", 2)}
+    none = next(r for r in rows if r["arm"] == "none")
+    static = messages_for(continue_request(f"{context} 2"), "", "leading")
+    scores = [scorer.score(static, text) for text in lists[2][0]]
+    assert none["nll"] == pytest.approx(scores[1].nll)
+    choices = [(s.nll, s.tokens) for s in scores]
+    assert [tuple(c) for c in none["choices"]] == pytest.approx(choices)
+    assert none["chosen"] == 1
+    assert pair_accuracy(none["choices"], 1) == pair_accuracy(choices, 1)
+    run_loop_command(data, out=out, scorer=scorer, quiet=True, **args)
+    again = json.loads((out / "report.json").read_text())["meta"]
+    assert again["scored_now"] == 0 and again["from_cache"] == 9
 
 
 def test_a_row_cut_by_a_killed_run_costs_only_itself(tmp_path: Path) -> None:
