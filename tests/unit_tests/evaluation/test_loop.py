@@ -6,19 +6,16 @@ text); a scorer made of word overlap stands in for the model."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from langchain_outprofile.memory import OutputProfileMemory
-from outprofile_lab.evaluation import command, loop
+from outprofile_lab.evaluation import command
 from outprofile_lab.evaluation.command import eval_command, run_loop_command
 from outprofile_lab.evaluation.data import EditWriter, WriterEdit, load_lamp_edits
 from outprofile_lab.evaluation.loop import (
@@ -37,9 +34,13 @@ from outprofile_lab.evaluation.loop import (
     scored_rounds,
 )
 from outprofile_lab.evaluation.loop_report import loop_summary
-from outprofile_lab.evaluation.scoring import Message, NllScore
-from outprofile_lab.evaluation.strategies import EPOCH
-from outprofile_lab.evaluation.tasks import EDIT_PROMPT, MovingClock
+from outprofile_lab.evaluation.scoring import Message
+from outprofile_lab.evaluation.tasks import EDIT_PROMPT
+from tests.unit_tests.evaluation.loop_support import (
+    OverlapScorer,
+    assert_a_window_reaching_its_own_round_is_refused,
+    loop_memory,
+)
 
 THINGS = ["gulls", "stairs", "sister", "ferry", "lamp", "kettle", "nets", "fog"]
 
@@ -65,35 +66,6 @@ def _write(path: Path) -> Path:
     return path
 
 
-class OverlapScorer:
-    """A stand-in model: each gold word missing from the prompt costs 1 nat, each present
-    0.5 (so a block holding the writer's words scores better), with a call count."""
-
-    name = "overlap"
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.calls = 0
-        self.fail_after = fail_after
-
-    def score(self, messages: Sequence[Message], gold: str) -> NllScore:
-        if self.fail_after is not None and self.calls >= self.fail_after:
-            raise KeyboardInterrupt  # the run stops here, as a killed process would
-        self.calls += 1
-        prompt = {w.strip(".,:") for _, text in messages for w in text.split()}
-        words = [w.strip(".,:") for w in gold.split()]
-        return NllScore(sum(0.5 if w in prompt else 1.0 for w in words), len(words))
-
-
-def _memory(client: Any = None) -> tuple[OutputProfileMemory, MovingClock]:
-    clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory.from_client(
-        client or chromadb.EphemeralClient(),
-        collection_name=f"t-{uuid.uuid4().hex}",
-        clock=clock,
-    )
-    return memory, clock
-
-
 @pytest.fixture
 def writers(tmp_path: Path) -> list[EditWriter]:
     return load_lamp_edits(_write(tmp_path / "edits.jsonl"))
@@ -117,7 +89,7 @@ def test_rounds_golds_and_the_guard_follow_the_rule() -> None:
 def test_no_gold_is_scored_under_an_arm_that_holds_its_edit_or_its_paragraph(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     scored: list[tuple[str, int, str]] = []
 
     def inspect(writer: EditWriter, round_: int, gold: WriterEdit) -> None:
@@ -143,13 +115,7 @@ def test_no_gold_is_scored_under_an_arm_that_holds_its_edit_or_its_paragraph(
 def test_a_gold_window_that_reaches_its_own_round_is_refused(
     writers: list[EditWriter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def leaky(round_: int, rounds: int, window: int) -> range:
-        return range(round_, rounds)
-
-    monkeypatch.setattr(loop, "gold_rounds", leaky)
-    memory, clock = _memory()
-    with pytest.raises(LeakageError, match="own round"):
-        run_loop(writers, memory, clock, OverlapScorer(), LoopConfig(), LoopCache(tmp_path))
+    assert_a_window_reaching_its_own_round_is_refused(writers, tmp_path, monkeypatch)
 
 
 def test_each_arm_holds_what_it_was_fed_and_credit_counts_the_served_blocks(
@@ -164,7 +130,7 @@ def test_each_arm_holds_what_it_was_fed_and_credit_counts_the_served_blocks(
         feed(self, arm, round_, output, block)
 
     monkeypatch.setattr(LoopArms, "feed", spy)
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     # a budget for about two entries: the arms serve different blocks
     run_loop(writers, memory, clock, OverlapScorer(), LoopConfig(budget=90), LoopCache(tmp_path))
     writer = writers[0]
@@ -191,7 +157,7 @@ def test_each_arm_holds_what_it_was_fed_and_credit_counts_the_served_blocks(
 def test_with_a_budget_for_every_entry_an_entry_of_round_k_is_credited_by_each_later_round(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     config = LoopConfig(arms=("credit", "none"), budget=2000)
     run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path))
     # A: 5 edits, rounds 0..3 fed; the edit of round k was in the blocks of rounds k+1..3
@@ -203,10 +169,10 @@ def test_a_stopped_run_resumes_from_the_cache_to_the_same_rows(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
     config = LoopConfig(budget=120, gold_next=2)
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     whole, _ = run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path / "a"))
     # the same run, stopped after 9 scores, then started again over the same memory
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     with pytest.raises(KeyboardInterrupt):
         run_loop(writers, memory, clock, OverlapScorer(9), config, LoopCache(tmp_path / "b"))
     with (tmp_path / "b" / "scores.jsonl").open("a") as handle:
@@ -339,7 +305,7 @@ def test_generate_mode_stores_the_models_output_in_the_similarity_arm_only(
             Echo.calls += 1
             return f"generated {Echo.calls} for {len(messages)} messages"
 
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     config = LoopConfig(generate=True, budget=300)
     cache = LoopCache(tmp_path)
     run_loop(writers, memory, clock, OverlapScorer(), config, cache, generator=Echo())
@@ -350,7 +316,7 @@ def test_generate_mode_stores_the_models_output_in_the_similarity_arm_only(
     credit = {e.text for e in memory.store.load(arm_user("credit", "A")).entries if e.selectable}
     assert not any(t.startswith("generated") for t in credit)
     # resumed: the outputs come from the cache, the model writes nothing
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path), generator=Echo())
     assert Echo.calls == 24
     with pytest.raises(Exception, match="model that writes"):

@@ -11,25 +11,18 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from langchain_outprofile.memory import OutputProfileMemory
-from outprofile_lab.evaluation import command, loop
-from outprofile_lab.evaluation.command import eval_command, run_loop_command
+from outprofile_lab.evaluation.command import run_loop_command
 from outprofile_lab.evaluation.data import EditWriter, SuggestionList, WriterEdit, load_coauthor
 from outprofile_lab.evaluation.loop import (
     ARMS,
     CREDIT,
-    LeakageError,
     LoopCache,
     LoopConfig,
     LoopRow,
@@ -42,14 +35,18 @@ from outprofile_lab.evaluation.loop import (
 )
 from outprofile_lab.evaluation.loop_report import loop_markdown, loop_summary
 from outprofile_lab.evaluation.runner import pair_accuracy
-from outprofile_lab.evaluation.scoring import Message, NllScore
-from outprofile_lab.evaluation.strategies import EPOCH
 from outprofile_lab.evaluation.tasks import (
     CONTINUE_PROMPT,
     MIN_HISTORY,
     CoauthorTask,
     MovingClock,
     continue_request,
+)
+from tests.unit_tests.evaluation.loop_support import (
+    OverlapScorer,
+    assert_a_window_reaching_its_own_round_is_refused,
+    loop_memory,
+    run_eval_cli,
 )
 
 T0 = 1_000_000.0
@@ -138,30 +135,6 @@ def _write(path: Path) -> Path:
     return path
 
 
-class RecordingScorer:
-    """A stand-in model that keeps every prompt and gold it scored: each gold word missing
-    from the prompt costs 1 nat, each present 0.5."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[list[Message], str]] = []
-
-    def score(self, messages: Sequence[Message], gold: str) -> NllScore:
-        self.seen.append((list(messages), gold))
-        prompt = {w.strip(".,:") for _, text in messages for w in text.split()}
-        words = [w.strip(".,:") for w in gold.split()]
-        return NllScore(sum(0.5 if w in prompt else 1.0 for w in words), len(words))
-
-
-def _memory() -> tuple[OutputProfileMemory, MovingClock]:
-    clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory.from_client(
-        chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
-    )
-    return memory, clock
-
-
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     return _write(tmp_path / "coauthor.jsonl.gz")
@@ -214,7 +187,7 @@ def test_each_answered_list_is_a_round_with_the_static_request_output_and_feedba
         assert loop_request(edit) == continue_request(events[edit.id].context)
         assert loop_request(edit).startswith(CONTINUE_PROMPT)
     # the golds are exactly the static task's targets, with its request, gold and choices
-    task = CoauthorTask(_memory()[0], MovingClock(T0), sessions)
+    task = CoauthorTask(loop_memory()[0], MovingClock(T0), sessions)
     targets = {t.id: t for t in task.targets() if t.user == "co-wa"}
     golds = {e.id: e for e in wa.edits if e.scorable}
     assert set(targets) == set(golds)
@@ -242,7 +215,7 @@ def test_limit_deals_lists_round_robin_over_writers_each_keeping_its_first(
 def test_accepted_lists_credit_and_dismissed_lists_debit_the_served_entries(
     writers: list[EditWriter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     calls: list[tuple[str, str, Any, Any]] = []
     record_output, feedback = memory.record_output, memory.feedback
 
@@ -258,7 +231,7 @@ def test_accepted_lists_credit_and_dismissed_lists_debit_the_served_entries(
     monkeypatch.setattr(memory, "feedback", spy_feedback)
     # a budget for every entry: each round serves every entry fed before it
     config = LoopConfig(budget=2000, gold_next=1)
-    rows, timing = run_loop(writers, memory, clock, RecordingScorer(), config, LoopCache(tmp_path))
+    rows, timing = run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path))
     assert timing["writers"] == 2 and timing["writers_skipped"] == 1  # wb
     wa = writers[0]
     fed = wa.edits[:6]  # round 6 is the last gold: never fed
@@ -302,7 +275,7 @@ def test_accepted_lists_credit_and_dismissed_lists_debit_the_served_entries(
 def test_no_coauthor_gold_is_scored_under_an_arm_that_holds_its_list_or_a_later_one(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     scored: list[tuple[str, int, str]] = []
 
     def inspect(writer: EditWriter, round_: int, gold: WriterEdit) -> None:
@@ -316,9 +289,7 @@ def test_no_coauthor_gold_is_scored_under_an_arm_that_holds_its_list_or_a_later_
             assert not any(c in t for c in shown for t in texts), (arm, gold.id)
 
     config = LoopConfig(budget=400, gold_next=0)
-    run_loop(
-        writers, memory, clock, RecordingScorer(), config, LoopCache(tmp_path), on_score=inspect
-    )
+    run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path), on_score=inspect)
     index = {e.id: i for w in writers for i, e in enumerate(w.edits)}
     blocks = [(w, r, g) for w, r, g in scored if r >= 0]
     # wa: after rounds 0..2 golds 3, 5, 6; after 3, 4 golds 5, 6; after 5 gold 6; wc: its
@@ -333,20 +304,14 @@ def test_no_coauthor_gold_is_scored_under_an_arm_that_holds_its_list_or_a_later_
 def test_a_gold_window_reaching_its_own_coauthor_round_is_refused(
     writers: list[EditWriter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def leaky(round_: int, rounds: int, window: int) -> range:
-        return range(round_, rounds)
-
-    monkeypatch.setattr(loop, "gold_rounds", leaky)
-    memory, clock = _memory()
-    with pytest.raises(LeakageError, match="own round"):
-        run_loop(writers, memory, clock, RecordingScorer(), LoopConfig(), LoopCache(tmp_path))
+    assert_a_window_reaching_its_own_round_is_refused(writers, tmp_path, monkeypatch)
 
 
 def test_golds_are_scored_by_the_static_tasks_nll_and_pair_acc(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
-    memory, clock = _memory()
-    scorer = RecordingScorer()
+    memory, clock = loop_memory()
+    scorer = OverlapScorer()
     config = LoopConfig(arms=("credit", "none"), budget=400, gold_next=1)
     rows, _ = run_loop(writers, memory, clock, scorer, config, LoopCache(tmp_path))
     golds = {e.id: e for w in writers for e in w.edits}
@@ -362,7 +327,7 @@ def test_golds_are_scored_by_the_static_tasks_nll_and_pair_acc(
         owner = next(g for g in golds.values() if g.scorable and text in g.candidates)
         assert messages[-1] == ("user", loop_request(owner))
     # the cache keeps the choices: a rerun is served whole, pair_acc included
-    again = RecordingScorer()
+    again = OverlapScorer()
     cached, timing = run_loop(writers, memory, clock, again, config, LoopCache(tmp_path))
     assert again.seen == [] and timing["from_cache"] == len(rows)
     assert sorted(r.pair_acc or 0 for r in cached) == sorted(r.pair_acc or 0 for r in rows)
@@ -403,20 +368,11 @@ def test_the_report_gives_pair_acc_beside_nll_for_coauthor_only() -> None:
     assert "pair_acc" not in loop_summary(lamp, arms=("credit", "none"))
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, scorer: RecordingScorer, *args: str) -> Any:
-    monkeypatch.setattr(command, "require_extras", lambda backend: None)
-    monkeypatch.setattr(command, "_scorer", lambda *a: scorer)
-    monkeypatch.setattr(command, "_counting", lambda backend, model: {})
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    return CliRunner().invoke(app, list(args))
-
-
 def test_the_cli_runs_the_loop_on_a_coauthor_file(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out, scorer = tmp_path / "out", RecordingScorer()
-    result = _cli(
+    out, scorer = tmp_path / "out", OverlapScorer()
+    result = run_eval_cli(
         monkeypatch,
         scorer,
         *(str(data), "--loop", "--budgets", "300", "--placement", "after-system"),
@@ -448,12 +404,12 @@ def test_the_cli_runs_the_loop_on_a_coauthor_file(
 
 def test_generate_does_not_apply_to_the_coauthor_loop(data: Path, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="CoAuthor"):
-        run_loop_command(data, budgets="300", generate=True, out=tmp_path, scorer=RecordingScorer())
-    memory, clock = _memory()
+        run_loop_command(data, budgets="300", generate=True, out=tmp_path, scorer=OverlapScorer())
+    memory, clock = loop_memory()
     writers = coauthor_writers(load_coauthor(data))
     with pytest.raises(Exception, match="CoAuthor"):
         config = LoopConfig(generate=True)
-        run_loop(writers, memory, clock, RecordingScorer(), config, LoopCache(tmp_path))
+        run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path))
 
 
 def test_a_counter_of_feedback_kinds_matches_the_data(writers: list[EditWriter]) -> None:

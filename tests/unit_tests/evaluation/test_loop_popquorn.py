@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from langchain_outprofile.memory import OutputProfileMemory
-from outprofile_lab.evaluation import command, loop
-from outprofile_lab.evaluation.command import eval_command, run_loop_command
+from outprofile_lab.evaluation import loop
+from outprofile_lab.evaluation.command import run_loop_command
 from outprofile_lab.evaluation.data import EditWriter, WriterEdit, load_popquorn
 from outprofile_lab.evaluation.loop import (
     ARMS,
-    LeakageError,
     LoopCache,
     LoopConfig,
     LoopRow,
@@ -33,13 +27,17 @@ from outprofile_lab.evaluation.loop import (
     popquorn_writers,
     run_loop,
 )
-from outprofile_lab.evaluation.scoring import Message, NllScore
-from outprofile_lab.evaluation.strategies import EPOCH
+from outprofile_lab.evaluation.scoring import Message
 from outprofile_lab.evaluation.tasks import (
     REWRITE_PROMPT,
-    MovingClock,
     PopquornTask,
     rewrite_request,
+)
+from tests.unit_tests.evaluation.loop_support import (
+    OverlapScorer,
+    assert_a_window_reaching_its_own_round_is_refused,
+    loop_memory,
+    run_eval_cli,
 )
 
 TOPICS = ["budget", "offsite", "badge", "printer", "invoice", "parking"]
@@ -61,30 +59,6 @@ def _write(path: Path) -> Path:
     ]
     path.write_text("".join(json.dumps(u) + "\n" for u in users), encoding="utf-8")
     return path
-
-
-class RecordingScorer:
-    """A stand-in model that keeps every prompt and gold it scored: each gold word missing
-    from the prompt costs 1 nat, each present 0.5."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[list[Message], str]] = []
-
-    def score(self, messages: Sequence[Message], gold: str) -> NllScore:
-        self.seen.append((list(messages), gold))
-        prompt = {w.strip(".,:") for _, text in messages for w in text.split()}
-        words = [w.strip(".,:") for w in gold.split()]
-        return NllScore(sum(0.5 if w in prompt else 1.0 for w in words), len(words))
-
-
-def _memory() -> tuple[OutputProfileMemory, MovingClock]:
-    clock = MovingClock(EPOCH)
-    memory = OutputProfileMemory.from_client(
-        chromadb.EphemeralClient(), collection_name=f"t-{uuid.uuid4().hex}", clock=clock
-    )
-    return memory, clock
 
 
 @pytest.fixture
@@ -111,7 +85,7 @@ def test_a_popquorn_user_is_a_writer_whose_rounds_are_their_pairs_in_data_order(
             assert edit.paragraph_id == pair.instance_id and edit.instruction is None
             assert loop_request(edit) == f"{REWRITE_PROMPT}{pair.input}"
     # the request is the static task's for the same email, built by the same function
-    task = PopquornTask(_memory()[0], users, seed=0)
+    task = PopquornTask(loop_memory()[0], users, seed=0)
     by_user = {w.user: w for w in writers}
     targets = task.targets()
     assert len(targets) == 2  # user 3 has one pair: nothing to leave out
@@ -126,7 +100,7 @@ def test_a_popquorn_user_is_a_writer_whose_rounds_are_their_pairs_in_data_order(
 def test_replay_records_the_email_as_the_output_and_the_rewrite_as_the_edit(
     writers: list[EditWriter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     recorded: list[tuple[str, str, str | None, str | None]] = []
     edits: list[tuple[str, str | None]] = []
     record_output, feedback = memory.record_output, memory.feedback
@@ -141,7 +115,7 @@ def test_replay_records_the_email_as_the_output_and_the_rewrite_as_the_edit(
 
     monkeypatch.setattr(memory, "record_output", spy_record)
     monkeypatch.setattr(memory, "feedback", spy_feedback)
-    scorer = RecordingScorer()
+    scorer = OverlapScorer()
     config = LoopConfig(budget=400, gold_next=2)
     rows, timing = run_loop(writers, memory, clock, scorer, config, LoopCache(tmp_path))
     assert timing["writers"] == 2 and timing["writers_skipped"] == 1
@@ -170,7 +144,7 @@ def test_replay_records_the_email_as_the_output_and_the_rewrite_as_the_edit(
 def test_no_popquorn_gold_is_scored_under_an_arm_that_holds_its_rewrite_or_its_email(
     writers: list[EditWriter], tmp_path: Path
 ) -> None:
-    memory, clock = _memory()
+    memory, clock = loop_memory()
     scored: list[tuple[str, int, str]] = []
 
     def inspect(writer: EditWriter, round_: int, gold: WriterEdit) -> None:
@@ -182,9 +156,7 @@ def test_no_popquorn_gold_is_scored_under_an_arm_that_holds_its_rewrite_or_its_e
             assert not texts & {e.preedit for e in later}, (arm, gold.id)
 
     config = LoopConfig(budget=400, gold_next=0)
-    run_loop(
-        writers, memory, clock, RecordingScorer(), config, LoopCache(tmp_path), on_score=inspect
-    )
+    run_loop(writers, memory, clock, OverlapScorer(), config, LoopCache(tmp_path), on_score=inspect)
     index = {e.id: i for w in writers for i, e in enumerate(w.edits)}
     blocks = [(w, r, g) for w, r, g in scored if r >= 0]
     # pq-1 (5 pairs) every later rewrite after rounds 0..3 in four arms; pq-2 (3) after 0..1
@@ -195,13 +167,7 @@ def test_no_popquorn_gold_is_scored_under_an_arm_that_holds_its_rewrite_or_its_e
 def test_a_gold_window_reaching_its_own_popquorn_round_is_refused(
     writers: list[EditWriter], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def leaky(round_: int, rounds: int, window: int) -> range:
-        return range(round_, rounds)
-
-    monkeypatch.setattr(loop, "gold_rounds", leaky)
-    memory, clock = _memory()
-    with pytest.raises(LeakageError, match="own round"):
-        run_loop(writers, memory, clock, RecordingScorer(), LoopConfig(), LoopCache(tmp_path))
+    assert_a_window_reaching_its_own_round_is_refused(writers, tmp_path, monkeypatch)
 
 
 def test_popquorn_and_lamp_rows_never_share_a_cache_key(
@@ -216,34 +182,25 @@ def test_popquorn_and_lamp_rows_never_share_a_cache_key(
         assert dataclasses.replace(lamp, dataset="popquorn").key != lamp.key
     # the same users and golds, labelled LAMP edits, into the same cache: all scored anew
     config = LoopConfig(budget=300, gold_next=1)
-    first = RecordingScorer()
-    memory, clock = _memory()
+    first = OverlapScorer()
+    memory, clock = loop_memory()
     rows, _ = run_loop(writers, memory, clock, first, config, LoopCache(tmp_path))
     relabelled = [dataclasses.replace(w, dataset="lamp-edits") for w in writers]
-    second = RecordingScorer()
+    second = OverlapScorer()
     again, timing = run_loop(relabelled, memory, clock, second, config, LoopCache(tmp_path))
     assert len(second.seen) == len(rows) and timing["from_cache"] == 0
     assert {r.dataset for r in again} == {"lamp-edits"}
     # and each dataset's rerun is served from the cache
-    third = RecordingScorer()
+    third = OverlapScorer()
     run_loop(writers, memory, clock, third, config, LoopCache(tmp_path))
     assert third.seen == []
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, scorer: RecordingScorer, *args: str) -> Any:
-    monkeypatch.setattr(command, "require_extras", lambda backend: None)
-    monkeypatch.setattr(command, "_scorer", lambda *a: scorer)
-    monkeypatch.setattr(command, "_counting", lambda backend, model: {})
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    return CliRunner().invoke(app, list(args))
 
 
 def test_the_cli_runs_the_loop_on_a_popquorn_file(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out, scorer = tmp_path / "out", RecordingScorer()
-    result = _cli(
+    out, scorer = tmp_path / "out", OverlapScorer()
+    result = run_eval_cli(
         monkeypatch,
         scorer,
         *(str(data), "--loop", "--budgets", "300", "--placement", "after-system"),
@@ -284,7 +241,7 @@ def test_generate_on_popquorn_has_the_model_write_the_rewrite_for_the_same_reque
         generate=True,
         gen_tokens=8,
         out=tmp_path,
-        scorer=RecordingScorer(),
+        scorer=OverlapScorer(),
         generator=Writer(),
         quiet=True,
     )
@@ -310,10 +267,8 @@ def test_lamp_outputs_cached_before_the_dataset_joined_the_key_still_serve_lamp_
     )
     lamp = [EditWriter("W", edits)]
     config = LoopConfig(arms=("all-outputs-bm25",), budget=300, gold_next=1, generate=True)
-    memory, clock = _memory()
-    run_loop(
-        lamp, memory, clock, RecordingScorer(), config, LoopCache(tmp_path), generator=Writer()
-    )
+    memory, clock = loop_memory()
+    run_loop(lamp, memory, clock, OverlapScorer(), config, LoopCache(tmp_path), generator=Writer())
     assert Writer.calls == 2
     lines = (tmp_path / "outputs.jsonl").read_text().splitlines()
     outputs = [json.loads(line) for line in lines]
@@ -327,13 +282,13 @@ def test_lamp_outputs_cached_before_the_dataset_joined_the_key_still_serve_lamp_
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
     assert rows and all(r.pop("dataset") == "lamp-edits" for r in rows)
     scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    memory, clock = _memory()
-    idle = RecordingScorer()
+    memory, clock = loop_memory()
+    idle = OverlapScorer()
     run_loop(lamp, memory, clock, idle, config, LoopCache(tmp_path), generator=Writer())
     assert Writer.calls == 2 and idle.seen == []  # served from the older lines
     # a POPQUORN writer of the same name and rounds is written anew
     popquorn = [dataclasses.replace(lamp[0], dataset="popquorn")]
     run_loop(
-        popquorn, memory, clock, RecordingScorer(), config, LoopCache(tmp_path), generator=Writer()
+        popquorn, memory, clock, OverlapScorer(), config, LoopCache(tmp_path), generator=Writer()
     )
     assert Writer.calls == 4
