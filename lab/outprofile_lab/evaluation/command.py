@@ -30,11 +30,10 @@ from outprofile_lab.evaluation.loop import (
     Generator,
     LoopCache,
     LoopConfig,
-    coauthor_writers,
-    popquorn_writers,
     run_loop,
 )
 from outprofile_lab.evaluation.loop_report import loop_summary, write_loop_report
+from outprofile_lab.evaluation.loop_rounds import coauthor_writers, popquorn_writers
 from outprofile_lab.evaluation.models import resolve_model
 from outprofile_lab.evaluation.report import (
     cells_summary,

@@ -216,9 +216,9 @@ class WriterEdit:
     (LAMP edits). ``paragraph_id`` names a paragraph several writers edited, else None.
 
     The closed loop also maps POPQUORN pairs and CoAuthor lists onto this shape
-    (``loop.popquorn_writers``, ``loop.coauthor_writers``): there ``request`` is the round's
-    request, fixed by the dataset; LAMP edits leave it None (the loop builds theirs from the
-    instruction)."""
+    (``loop_rounds.popquorn_writers``, ``loop_rounds.coauthor_writers``): there
+    ``request`` is the round's request, fixed by the dataset; LAMP edits leave it None (the
+    loop builds theirs from the instruction)."""
 
     id: str
     instruction: str | None

@@ -17,7 +17,7 @@ similarity arm keeps the output (the edit supersedes it in the memory's arms), s
 changes that arm's pool only: the memory arms' blocks depend on which entries were served
 and credited, never on the output's words.
 
-**POPQUORN** runs the same loop (:func:`popquorn_writers` maps each user onto the LAMP
+**POPQUORN** runs the same loop (:func:`loop_rounds.popquorn_writers` maps each user onto the LAMP
 shapes, named ``pq-<user>`` as in the static task): each user's (email, rewrite) pairs, in
 data order, are the rounds; the request is the static POPQUORN task's rewrite request for
 the round's email (:func:`tasks.rewrite_request`); the feedback is the user's own rewrite,
@@ -26,30 +26,31 @@ email unchanged: a null rewriter, whose every output the user rewrites. With ``-
 the scoring model writes the rewrite, as for LAMP. Golds are the user's next rewrites, under
 the same window and leakage rule.
 
-**CoAuthor** runs it too (:func:`coauthor_writers`, ``co-<writer>`` as in the static task):
-each writer's suggestion lists, over all their sessions in time order, are the rounds; the
-request is the static CoAuthor task's for that list (:func:`tasks.continue_request` of the
-document when it opened). Only lists the writer answered are rounds: accepted ones, and
-dismissed ones (``closed_by == "user"``); a list closed by asking for another (``regenerate``,
-``replaced``) or left open (``end``) carries no feedback and is skipped, as the static task
-writes no signal for it. The replayed output of a round (there is no ``--generate``: the lists
-are the model's outputs) is the **accepted candidate**, and for a dismissed list the **first
-candidate shown** (display order: the one a writer reads first); the feedback is
-``feedback(run_id, "accepted")`` or ``feedback(run_id, "rejected")``, so an accepted list
-credits the entries served with it and a dismissed one debits them. A later edit of an
-accepted text (``edited_to``) is fed as in the static task, once its session has ended (the
-data does not say when it was made, and the edited span can hold text of a later list of
-that session): before the first round that opened after that end, every arm gets
-``feedback(run_id, edited=<edited_to>)`` on the accepted round's run (the similarity arm
-stores the edit), so it supersedes the accepted text, and the run's credit stays one
-approval (an entry counts a run once, by its latest feedback). The writer's typed sentences
-are not fed: a round is a list. The similarity arm stores every candidate shown (as the
-static task's ``all-outputs-bm25`` pool) and every edit. Golds are the accepted text of the
-static task's targets only (accepted among two or more distinct candidates;
-``WriterEdit.scorable``): after round ``r``, the next ``gold_next`` such lists, each
-scored by the NLL of its accepted text and by ``pair_acc`` over its shown candidates
-(:func:`runner.score_choices`, :func:`runner.pair_accuracy`, the static task's).
-The static task's minimum history does not apply: the loop's memory starts empty.
+**CoAuthor** runs it too (:func:`loop_rounds.coauthor_writers`, ``co-<writer>`` as in the
+static task): each writer's suggestion lists, over all their sessions in time order, are the
+rounds; the request is the static CoAuthor task's for that list
+(:func:`tasks.continue_request` of the document when it opened). Only lists the writer
+answered are rounds: accepted ones, and dismissed ones (``closed_by == "user"``); a list
+closed by asking for another (``regenerate``, ``replaced``) or left open (``end``) carries
+no feedback and is skipped, as the static task writes no signal for it. The replayed output
+of a round (there is no ``--generate``: the lists are the model's outputs) is the **accepted
+candidate**, and for a dismissed list the **first candidate shown** (display order: the one
+a writer reads first); the feedback is ``feedback(run_id, "accepted")`` or
+``feedback(run_id, "rejected")``, so an accepted list credits the entries served with it and
+a dismissed one debits them. A later edit of an accepted text (``edited_to``) is fed as in
+the static task, once its session has ended (the data does not say when it was made, and the
+edited span can hold text of a later list of that session): before the first round that
+opened after that end, every arm gets ``feedback(run_id, edited=<edited_to>)`` on the
+accepted round's run (the similarity arm stores the edit), so it supersedes the accepted
+text, and the run's credit stays one approval (an entry counts a run once, by its latest
+feedback). The writer's typed sentences are not fed: a round is a list. The similarity arm
+stores every candidate shown (as the static task's ``all-outputs-bm25`` pool) and every
+edit. Golds are the accepted text of the static task's targets only (accepted among two or
+more distinct candidates; ``WriterEdit.scorable``): after round ``r``, the next
+``gold_next`` such lists, each scored by the NLL of its accepted text and by ``pair_acc``
+over its shown candidates (:func:`runner.score_choices`, :func:`runner.pair_accuracy`, the
+static task's). The static task's minimum history does not apply: the loop's memory starts
+empty.
 
 Arms, each in its own memory user (:func:`arm_user`) so no arm sees another's data, all
 at one token budget:
@@ -83,7 +84,6 @@ from __future__ import annotations
 import time
 import uuid
 from bisect import bisect_right
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -98,10 +98,7 @@ from langchain_outprofile.render import render_block
 from langchain_outprofile.types import ProfileEntry, ProfileSelection
 from outprofile_lab.evaluation.data import (
     EditWriter,
-    RewriteUser,
-    SuggestionList,
     WriterEdit,
-    WritingSession,
 )
 from outprofile_lab.evaluation.runner import (
     SELECTION_RULE,
@@ -121,10 +118,7 @@ from outprofile_lab.evaluation.strategies import (
 )
 from outprofile_lab.evaluation.tasks import (
     MovingClock,
-    continue_request,
     edit_request,
-    list_target,
-    rewrite_request,
 )
 
 __all__ = [
@@ -139,11 +133,9 @@ __all__ = [
     "LoopRow",
     "arm_user",
     "check_unseen",
-    "coauthor_writers",
     "gold_rounds",
     "golds_after",
     "loop_request",
-    "popquorn_writers",
     "run_loop",
     "scored_rounds",
     "writer_scored_rounds",
@@ -189,116 +181,6 @@ def loop_request(edit: WriterEdit) -> str:
     if edit.instruction:
         return f"{WRITE_PROMPT}{edit.instruction}"
     return edit_request(edit)
-
-
-def popquorn_writers(users: Sequence[RewriteUser]) -> list[EditWriter]:
-    """POPQUORN users as loop writers (``pq-<user>``): each pair, in data order, is a round
-    whose request is the static task's (:func:`tasks.rewrite_request` of the email), whose
-    replayed output is the email unchanged (``preedit``: a null rewriter) and whose
-    feedback is the user's rewrite (``postedit``). ``paragraph_id`` is the email's
-    instance id (two users rewrote some emails).
-
-    Example:
-        ```python
-        writers = popquorn_writers(load_popquorn("popquorn_users.jsonl", limit=60))
-        ```
-    """
-    return [
-        EditWriter(
-            f"pq-{user.user}",
-            tuple(
-                WriterEdit(
-                    id=f"pq-{user.user}/{pair.instance_id}",
-                    instruction=None,
-                    preedit=pair.input,
-                    postedit=pair.output,
-                    paragraph_id=pair.instance_id,
-                    request=rewrite_request(pair.input),
-                )
-                for pair in user.pairs
-            ),
-            dataset="popquorn",
-        )
-        for user in users
-    ]
-
-
-def coauthor_writers(
-    sessions: Sequence[WritingSession], *, limit: int | None = None
-) -> list[EditWriter]:
-    """CoAuthor writers as loop writers (``co-<writer>``): every list they accepted or
-    dismissed, over all their sessions in time order, is a round (see the module docstring).
-
-    ``limit`` keeps N lists in all, dealt round-robin over the writers (in id order), each
-    writer keeping the first of their lists in time order, so a short run covers every
-    writer evenly, as the static task's ``--limit`` does.
-
-    Example:
-        ```python
-        writers = coauthor_writers(load_coauthor("coauthor_sessions.jsonl.gz"), limit=600)
-        ```
-    """
-    by_writer: dict[str, list[tuple[float, WriterEdit]]] = defaultdict(list)
-    for session in sessions:
-        for index, event in enumerate(session.events):
-            if isinstance(event, SuggestionList):
-                edit = _list_round(session, index, event)
-                if edit is not None:
-                    by_writer[session.writer].append((event.t, edit))
-    rounds = {w: [e for _, e in sorted(items, key=_first)] for w, items in by_writer.items()}
-    keep = _dealt({w: len(r) for w, r in rounds.items()}, limit)
-    return [
-        EditWriter(f"co-{w}", tuple(rounds[w][: keep[w]]), dataset="coauthor")
-        for w in sorted(rounds)
-        if keep[w]
-    ]
-
-
-def _first(item: tuple[float, WriterEdit]) -> float:
-    return item[0]
-
-
-def _list_round(session: WritingSession, index: int, event: SuggestionList) -> WriterEdit | None:
-    """One list as a round, or None when the writer neither accepted nor dismissed it."""
-    shown = tuple(c for c in event.candidates if c.strip())
-    if event.chosen is not None:
-        output = event.candidates[event.chosen]
-    elif event.closed_by == "user" and shown:
-        output = shown[0]  # a dismissed list: the first candidate shown stands for it
-    else:
-        return None
-    if not output.strip():
-        return None
-    accepted = event.chosen is not None
-    edit = event.edited_to if accepted and event.edited_to and event.edited_to.strip() else None
-    return WriterEdit(
-        id=f"co-{session.session}-{index}",
-        instruction=None,
-        preedit=output,
-        postedit=output,
-        paragraph_id=None,
-        request=continue_request(event.context),
-        feedback="accepted" if accepted else "rejected",
-        candidates=shown,
-        chosen=shown.index(output) if accepted else -1,
-        scorable=list_target(session, index, event) is not None,
-        t=event.t,
-        later_edit=edit if edit != output else None,
-        later_edit_at=session.ended_at,
-    )
-
-
-def _dealt(sizes: dict[str, int], limit: int | None) -> dict[str, int]:
-    """How many rounds each writer keeps when ``limit`` are dealt round-robin."""
-    if limit is None:
-        return dict(sizes)
-    keep, left = dict.fromkeys(sizes, 0), limit
-    while left > 0 and any(keep[w] < n for w, n in sizes.items()):
-        for writer in sorted(sizes):
-            if left > 0 and keep[writer] < sizes[writer]:
-                keep[writer] += 1
-                left -= 1
-    return keep
 
 
 def arm_user(arm: str, writer: str) -> str:

@@ -27,13 +27,13 @@ from outprofile_lab.evaluation.loop import (
     LoopConfig,
     LoopRow,
     arm_user,
-    coauthor_writers,
     golds_after,
     loop_request,
     run_loop,
     writer_scored_rounds,
 )
 from outprofile_lab.evaluation.loop_report import loop_markdown, loop_summary
+from outprofile_lab.evaluation.loop_rounds import coauthor_writers
 from outprofile_lab.evaluation.runner import pair_accuracy
 from outprofile_lab.evaluation.tasks import (
     CONTINUE_PROMPT,

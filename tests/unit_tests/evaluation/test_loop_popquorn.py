@@ -24,9 +24,9 @@ from outprofile_lab.evaluation.loop import (
     LoopRow,
     arm_user,
     loop_request,
-    popquorn_writers,
     run_loop,
 )
+from outprofile_lab.evaluation.loop_rounds import popquorn_writers
 from outprofile_lab.evaluation.scoring import Message
 from outprofile_lab.evaluation.tasks import (
     REWRITE_PROMPT,
