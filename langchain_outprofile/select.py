@@ -389,8 +389,10 @@ def _query_similarity(
 
 def _typicality(profile: StoredProfile, weight: float) -> np.ndarray | None:
     """Cosine of each entry's style vector to the centroid of the user's selectable entries."""
+    if weight <= 0.0:
+        return None
     usable = [i for i, e in enumerate(profile.entries) if e.selectable]
-    if weight <= 0.0 or not usable:
+    if not usable:
         return None
     vectors = profile.vectors
     centroid = vectors[usable].mean(axis=0)
