@@ -12,7 +12,6 @@ import dataclasses
 import gzip
 import json
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from outprofile_lab.evaluation.tasks import (
     MovingClock,
     continue_request,
 )
+from tests.unit_tests.evaluation.coauthor_rows import list_row, session_row
 from tests.unit_tests.evaluation.loop_support import (
     OverlapScorer,
     assert_a_window_reaching_its_own_round_is_refused,
@@ -50,34 +50,6 @@ from tests.unit_tests.evaluation.loop_support import (
 )
 
 T0 = 1_000_000.0
-
-
-def _list(
-    t: float, candidates: Sequence[str], chosen: int | None, closed_by: str, edited: str = ""
-) -> dict[str, Any]:
-    return {
-        "kind": "suggestions",
-        "t": t,
-        "context": f"An invented story, as it stood at {t}. " * 3,
-        "candidates": list(candidates),
-        "chosen": chosen,
-        "closed_by": closed_by,
-        "kept_verbatim": chosen is not None and not edited,
-        "edited_to": edited or None,
-    }
-
-
-def _session(writer: str, session: str, start: float, events: list[Any]) -> dict[str, Any]:
-    return {
-        "writer": writer,
-        "session": session,
-        "genre": "creative",
-        "prompt_code": "x",
-        "started_at": start,
-        "prompt": "An invented prompt.",
-        "events": events,
-        "final_text": "unused",
-    }
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -90,41 +62,45 @@ def _rows() -> list[dict[str, Any]]:
     ]
     first = [
         *typed,
-        _list(
+        list_row(
             T0 + 20, ["Harbor lights flicker at dusk.", "Gulls circle the old pier."], 0, "select"
         ),
-        _list(T0 + 30, ["Rain falls on tin roofs.", "Fog rolls over the bay."], None, "user"),
-        _list(T0 + 35, ["Asked again once.", "Asked again twice."], None, "regenerate"),
-        _list(T0 + 40, ["Lanterns sway in the wind."], 0, "select"),
-        _list(
+        list_row(T0 + 30, ["Rain falls on tin roofs.", "Fog rolls over the bay."], None, "user"),
+        list_row(T0 + 35, ["Asked again once.", "Asked again twice."], None, "regenerate"),
+        list_row(T0 + 40, ["Lanterns sway in the wind."], 0, "select"),
+        list_row(
             T0 + 50,
             ["Boats rock against the dock.", "Nets dry in the sun.", "Sailors mend ropes."],
             1,
             "select",
-            edited="Nets dry slowly in the sun.",
+            edited_to="Nets dry slowly in the sun.",
         ),
     ]
     second = [
-        _list(T0 + 210, ["", "Stars fade above the cliffs.", "Waves crash below."], None, "user"),
-        _list(T0 + 220, ["Morning brings the ferry home.", "Dawn breaks gray."], 0, "select"),
-        _list(T0 + 230, ["Children chase crabs on sand.", "Shells crunch underfoot."], 1, "select"),
+        list_row(
+            T0 + 210, ["", "Stars fade above the cliffs.", "Waves crash below."], None, "user"
+        ),
+        list_row(T0 + 220, ["Morning brings the ferry home.", "Dawn breaks gray."], 0, "select"),
+        list_row(
+            T0 + 230, ["Children chase crabs on sand.", "Shells crunch underfoot."], 1, "select"
+        ),
     ]
     lonely = [
-        _list(T0 + 5, ["Owls hoot in pines.", "Moss covers stones."], None, "user"),
-        _list(T0 + 6, ["Only one idea here."], 0, "select"),
+        list_row(T0 + 5, ["Owls hoot in pines.", "Moss covers stones."], None, "user"),
+        list_row(T0 + 6, ["Only one idea here."], 0, "select"),
     ]
     # wc's first text, edited, became a span of the final text that holds a later gold's
     edited = "Trains hum at night. Clocks tick loudly."
     pair = [
-        _list(T0 + 7, ["Trains hum at night.", "Rails gleam wet."], 0, "select", edited),
-        _list(T0 + 8, ["Platforms empty out.", "Porters doze."], None, "user"),
-        _list(T0 + 9, ["Signals blink red.", "Clocks tick loudly."], 1, "select"),
+        list_row(T0 + 7, ["Trains hum at night.", "Rails gleam wet."], 0, "select", edited),
+        list_row(T0 + 8, ["Platforms empty out.", "Porters doze."], None, "user"),
+        list_row(T0 + 9, ["Signals blink red.", "Clocks tick loudly."], 1, "select"),
     ]
     return [
-        _session("wa", "s1", T0, first),
-        _session("wa", "s2", T0 + 200, second),
-        _session("wb", "s3", T0, lonely),
-        _session("wc", "s4", T0, pair),
+        session_row("wa", "s1", T0, first),
+        session_row("wa", "s2", T0 + 200, second),
+        session_row("wb", "s3", T0, lonely),
+        session_row("wc", "s4", T0, pair),
     ]
 
 

@@ -42,67 +42,34 @@ from outprofile_lab.evaluation.tasks import (
 )
 
 # -- invented fixtures ------------------------------------------------------------------------
+from tests.unit_tests.evaluation.coauthor_rows import list_row, session_row, typed_row
 
 T0 = 1_000_000.0
 
 
-def _typed(t: float, text: str) -> dict[str, Any]:
-    return {"kind": "typed", "t": t, "text": text}
-
-
-def _list(
-    t: float,
-    candidates: Sequence[str],
-    chosen: int | None,
-    closed_by: str,
-    edited_to: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "kind": "suggestions",
-        "t": t,
-        "context": f"Invented context at {t}. " * 3,
-        "candidates": list(candidates),
-        "chosen": chosen,
-        "closed_by": closed_by,
-        "kept_verbatim": chosen is not None and edited_to is None,
-        "edited_to": edited_to,
-    }
-
-
-def _session(
-    writer: str, session: str, start: float, events: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "writer": writer,
-        "session": session,
-        "genre": "creative",
-        "prompt_code": "x",
-        "started_at": start,
-        "prompt": "An invented prompt.",
-        "events": events,
-        "final_text": "unused",
-    }
-
-
 def _coauthor_rows() -> list[dict[str, Any]]:
     """Writer ``wa``: two sessions; writer ``wb``: one. All text is made up."""
-    early = [_typed(T0 + i, f"Alpha typed sentence number {i}.") for i in range(1, MIN_HISTORY + 1)]
+    early = [
+        typed_row(T0 + i, f"Alpha typed sentence number {i}.") for i in range(1, MIN_HISTORY + 1)
+    ]
     first = [
         *early,
-        _list(T0 + 20, ["Dismissed one.", "Dismissed two."], None, "user"),
-        _list(T0 + 30, ["Kept as shown.", "Not taken."], 0, "select"),
-        _list(T0 + 40, ["Raw accepted text.", "Other option."], 0, "select", "Edited final text."),
-        _list(T0 + 50, ["Target gold line.", "Target rival line.", "Third line."], 0, "select"),
-        _typed(T0 + 60, "Alpha typed after the target."),
+        list_row(T0 + 20, ["Dismissed one.", "Dismissed two."], None, "user"),
+        list_row(T0 + 30, ["Kept as shown.", "Not taken."], 0, "select"),
+        list_row(
+            T0 + 40, ["Raw accepted text.", "Other option."], 0, "select", "Edited final text."
+        ),
+        list_row(T0 + 50, ["Target gold line.", "Target rival line.", "Third line."], 0, "select"),
+        typed_row(T0 + 60, "Alpha typed after the target."),
     ]
     second = [
-        _list(T0 + 200, ["Later gold.", "Later rival."], 1, "select"),
+        list_row(T0 + 200, ["Later gold.", "Later rival."], 1, "select"),
     ]
-    other = [_typed(T0 + i, f"Beta wrote line {i}.") for i in range(1, MIN_HISTORY + 5)]
+    other = [typed_row(T0 + i, f"Beta wrote line {i}.") for i in range(1, MIN_HISTORY + 5)]
     return [
-        _session("wa", "s1", T0, first),
-        _session("wa", "s2", T0 + 150, second),
-        _session("wb", "s3", T0, other),
+        session_row("wa", "s1", T0, first),
+        session_row("wa", "s2", T0 + 150, second),
+        session_row("wb", "s3", T0, other),
     ]
 
 
@@ -282,8 +249,8 @@ def test_a_target_never_sees_its_own_future(tmp_path: Path, memory: OutputProfil
 
 def test_targets_need_two_candidates_and_enough_history(tmp_path: Path) -> None:
     rows = _coauthor_rows()
-    rows[0]["events"].insert(0, _list(T0 + 0.5, ["Too early.", "Also early."], 0, "select"))
-    rows[1]["events"].append(_list(T0 + 210, ["Single candidate."], 0, "select"))
+    rows[0]["events"].insert(0, list_row(T0 + 0.5, ["Too early.", "Also early."], 0, "select"))
+    rows[1]["events"].append(list_row(T0 + 210, ["Single candidate."], 0, "select"))
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     clock = MovingClock(T0)
