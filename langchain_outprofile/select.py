@@ -44,7 +44,7 @@ from langchain_outprofile.types import (
     StoredProfile,
 )
 
-__all__ = ["LEFT_OUT_KEPT", "Ranked", "Ranking", "choose_from", "rank"]
+__all__ = ["LEFT_OUT_KEPT", "Beyond", "Ranked", "Ranking", "choose_from", "rank"]
 
 _DAY_S = 86_400.0
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n+")
@@ -71,6 +71,20 @@ class Ranked:
     key: float
     in_scope: bool
     reason: str
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """What a ranking *head* (:meth:`Ranking.head`) knows of the entries it does not hold:
+    how many eligible ones rank after its last eligible one (``eligible_cut``, that one's
+    order), how many never-eligible ones after its last such one (``rest_cut``), and the
+    earliest expiry among them. A whole ranking has nothing beyond it."""
+
+    eligible: int = 0
+    rest: int = 0
+    eligible_cut: tuple[bool, float, str] | None = None
+    rest_cut: tuple[float, str] | None = None
+    expiry: float = math.inf
 
 
 def _eligible_order(item: Ranked) -> tuple[bool, float, str]:
@@ -105,9 +119,12 @@ class Ranking:
         *,
         incremental: bool,
         now: float = -math.inf,
+        beyond: Beyond | None = None,
     ) -> None:
         self.options = options
         self.incremental = incremental
+        self.beyond = beyond or Beyond()
+        """The entries a head does not hold (none for a whole ranking)."""
         self.now = now
         """The latest time the ranking was brought to: it holds no entry expired by then."""
         self._items: dict[str, Ranked] = {
@@ -126,6 +143,104 @@ class Ranking:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def total(self) -> int:
+        """Every entry the ranking stands for: those it holds and, for a head, those beyond."""
+        return len(self._items) + self.beyond.eligible + self.beyond.rest
+
+    def head(self, eligible: int, rest: int) -> tuple[list[Ranked], Beyond] | None:
+        """The first ``eligible`` eligible and ``rest`` never-eligible entries, and what lies
+        beyond them: a head that :func:`choose_from` picks from as from the whole ranking,
+        since a choice sees only the pool and the best left-out candidates (``eligible`` at
+        least ``pool_size`` + :data:`LEFT_OUT_KEPT`, ``rest`` at least the latter). None when
+        a head cannot stand for the ranking: keys blended with time or a query, or a task
+        scope (out-of-scope entries rank after every in-scope one, yet their best are shown
+        as left out)."""
+        if not self.incremental or self.options.task is not None:
+            return None
+        kept_eligible, kept_rest = self._eligible[:eligible], self._rest[:rest]
+        held = {o[2] for o in kept_eligible} | {o[1] for o in kept_rest}
+        expiries = [
+            i.entry.expires_at
+            for i in self._items.values()
+            if i.entry.expires_at is not None and i.entry.id not in held
+        ]
+        more_eligible = len(self._eligible) - len(kept_eligible)
+        more_rest = len(self._rest) - len(kept_rest)
+        beyond = Beyond(
+            eligible=more_eligible,
+            rest=more_rest,
+            eligible_cut=kept_eligible[-1] if more_eligible and kept_eligible else None,
+            rest_cut=kept_rest[-1] if more_rest and kept_rest else None,
+            expiry=min(expiries, default=math.inf),
+        )
+        return [self._items[i] for i in held], beyond
+
+    @property
+    def answers(self) -> bool:
+        """Whether :func:`choose_from` on this ranking gives the whole ranking's choice: always
+        for a whole ranking; for a head, while it still holds the pool and the left-out
+        candidates a choice shows, and until an entry beyond it expires."""
+        beyond, options = self.beyond, self.options
+        return (
+            self.now < beyond.expiry
+            and (beyond.eligible == 0 or len(self._eligible) >= options.pool_size + LEFT_OUT_KEPT)
+            and (beyond.rest == 0 or len(self._rest) >= LEFT_OUT_KEPT)
+        )
+
+    def update_head(
+        self, changes: Iterable[tuple[ProfileEntry | None, ProfileEntry | None]]
+    ) -> None:
+        """Apply a write to a head: each change is an entry as it was and as it is now (None:
+        absent). An entry the head holds moves as in :meth:`update`; one it does not hold was
+        beyond it (or nowhere) and is counted out; an entry now ranked before the head's cut
+        is held, one after it counted beyond. Check :attr:`answers` after."""
+        beyond = self.beyond
+        eligible, rest, expiry = beyond.eligible, beyond.rest, beyond.expiry
+        for old, new in changes:
+            either = new if new is not None else old
+            if either is None:
+                continue
+            entry_id = either.id
+            if entry_id in self._items:
+                self._remove(entry_id)
+            elif old is not None and self._holds_kind(old):
+                if ranked(old, self.options).reason:
+                    rest -= 1
+                else:
+                    eligible -= 1
+            if new is None or not self._holds_kind(new):
+                continue
+            item = ranked(new, self.options)
+            if item.reason:
+                inside = rest == 0 or _left_out_order(item) < (beyond.rest_cut or ())
+                rest += 0 if inside else 1
+            else:
+                inside = eligible == 0 or _eligible_order(item) < (beyond.eligible_cut or ())
+                eligible += 0 if inside else 1
+            if not inside:
+                if new.expires_at is not None:
+                    expiry = min(expiry, new.expires_at)
+                continue
+            self._items[entry_id] = item
+            if new.expires_at is not None:
+                heapq.heappush(self._expiries, (new.expires_at, entry_id))
+            if item.reason:
+                insort(self._rest, _left_out_order(item))
+            else:
+                insort(self._eligible, _eligible_order(item))
+        self.beyond = Beyond(
+            eligible=eligible,
+            rest=rest,
+            eligible_cut=beyond.eligible_cut if eligible else None,
+            rest_cut=beyond.rest_cut if rest else None,
+            expiry=expiry,
+        )
+
+    def _holds_kind(self, entry: ProfileEntry) -> bool:
+        """Whether a ranking at this time holds ``entry`` (pending and expired ones: never)."""
+        return not entry.pending and not entry.expired(self.now)
 
     def update(self, changed: Iterable[ProfileEntry], removed: Iterable[str] = ()) -> bool:
         """Apply a write: ``changed`` entries as now stored (new or folded), ``removed`` ids
@@ -178,14 +293,14 @@ class Ranking:
 
     @property
     def next_expiry(self) -> float:
-        """When the first entry the ranking holds expires (``math.inf``: none does)."""
+        """When the first entry the ranking stands for expires (``math.inf``: none does)."""
         heap = self._expiries
         while heap:  # entries replaced or removed since leave stale heads
             item = self._items.get(heap[0][1])
             if item is not None and item.entry.expires_at == heap[0][0]:
-                return heap[0][0]
+                return min(heap[0][0], self.beyond.expiry)
             heapq.heappop(heap)
-        return math.inf
+        return self.beyond.expiry
 
     def _remove(self, entry_id: str) -> bool:
         item = self._items.pop(entry_id, None)
@@ -317,7 +432,7 @@ def choose_from(
             for item, cost, why in left_out[:LEFT_OUT_KEPT]
         ),
         options,
-        left_out_total=len(ranking) - len(block),
+        left_out_total=ranking.total - len(block),
         note=_budget_note(options, fixed_cost, block, [cost for _, cost, _ in over if cost]),
         valid_until=ranking.next_expiry,
     )
