@@ -102,21 +102,22 @@ def _run(seed: int, size: int, pool: int, writes: int, credit: float) -> tuple[i
     assert head is not None and head.answers
     checks = taken = 0
     for n in range(writes):
-        changes = []
+        changes: list[tuple[ProfileEntry | None, ProfileEntry | None]] = []
         for _ in range(rng.randint(1, 3)):
+            old: ProfileEntry | None = None
             if rng.random() < 0.3 or not entries:
-                new: ProfileEntry | None = _entry(rng, size + n * 10 + len(changes))
-                vectors[new.id] = EMBED.embed_array([new.text])[0]
-                old = None
+                added = _entry(rng, size + n * 10 + len(changes))
+                vectors[added.id] = EMBED.embed_array([added.text])[0]
+                new: ProfileEntry | None = added
+                entries[added.id] = added
             else:
                 old = entries[rng.choice(sorted(entries))]
                 new = _changed(rng, old, n)
+                if new is None:
+                    del entries[old.id]
+                else:
+                    entries[old.id] = new
             changes.append((old, new))
-            identity = (new or old).id  # type: ignore[union-attr]
-            if new is None:
-                entries.pop(identity, None)
-            else:
-                entries[identity] = new
         head.update_head(changes)
         if not head.answers:
             break
@@ -195,7 +196,8 @@ def test_an_entry_beyond_the_head_expiring_ends_its_answers() -> None:
     assert head.next_expiry == NOW + DAY and head.answers
     head.expire(NOW + 2 * DAY)
     assert not head.answers
-    assert math.isinf(_head_of(_ranked(entries[:-1], options)).beyond.expiry)  # type: ignore[union-attr]
+    without = _head_of(_ranked(entries[:-1], options))
+    assert without is not None and math.isinf(without.beyond.expiry)
 
 
 def _graded(n: int, **fields: Any) -> ProfileEntry:
