@@ -144,6 +144,10 @@ class Ranking:
     def __len__(self) -> int:
         return len(self._items)
 
+    def held(self) -> list[ProfileEntry]:
+        """The entries the ranking holds (for a head, not those beyond it)."""
+        return [item.entry for item in self._items.values()]
+
     @property
     def total(self) -> int:
         """Every entry the ranking stands for: those it holds and, for a head, those beyond."""

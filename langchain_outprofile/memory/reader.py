@@ -74,14 +74,24 @@ import numpy as np
 from langchain_outprofile.bridge import run_sync
 from langchain_outprofile.errors import BudgetTooSmallWarning
 from langchain_outprofile.memory.snapshots import (
+    Head,
     dump_selection,
+    load_head,
     load_selection,
     snapshot_key,
 )
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
-from langchain_outprofile.select import Ranking, Vectors, choose_from, profile_vectors, rank
+from langchain_outprofile.select import (
+    LEFT_OUT_KEPT,
+    Ranking,
+    Vectors,
+    choose_from,
+    profile_vectors,
+    rank,
+    ranked,
+)
 from langchain_outprofile.store import ProfileStore, Written
-from langchain_outprofile.store.log import Event, Fold
+from langchain_outprofile.store.log import Event, Fold, coverage_of
 from langchain_outprofile.tokens import TokenCounter
 from langchain_outprofile.types import (
     ProfileEntry,
@@ -103,6 +113,10 @@ _WINDOW_S = 300.0
 stamped by their writer just before they are added, so only a writer stalled, or with a
 clock behind, by longer lands outside it (then the full check finds it)."""
 """Rankings a cold read may take when the profile's version moves under it (module docstring)."""
+
+HEAD_MIN_RATIO = 8
+"""A ranking head is saved beside a snapshot only for a profile this many times larger than
+the head: a smaller profile loads fast enough, and each save rewrites the head's entries."""
 
 _Key = tuple[SelectionOptions, BlockTemplate]
 
@@ -260,12 +274,72 @@ class ProfileReader:
         if self._memory.reads.snapshot_ttl_s <= 0:
             return None
         key = self._snapshot_key(options)
-        version, payload = await self._memory.store.asnapshot(user, key)
+        version, payload, tag = await self._memory.store.asnapshot(user, key)
         if cached.profile is None and cached.version is None:
             cached.version = version
-        if payload is None:
+        if payload is None or not version:
             return None
-        return load_selection(payload, user_id=user, options=options, now=self._memory.clock())
+        now = self._memory.clock()
+        if tag == version:
+            found = load_selection(payload, user_id=user, options=options, now=now)
+            if found is not None:
+                return found
+        head = load_head(payload, user_id=user)
+        if head is None:
+            return None
+        return await self._from_head(user, cached, (options, self._memory.template), version, head)
+
+    async def _from_head(
+        self, user: str, cached: _Cached, key: _Key, version: str, head: Head
+    ) -> ProfileSelection | None:
+        """The selection of the profile at ``version`` from a ranking head saved with an
+        older snapshot: what the log gained since the head's fold, applied to the head as
+        changed entries (``Ranking.update_head``), chosen from as from the whole ranking,
+        and saved as the snapshot of ``version`` (with the head moved on). ``version`` was
+        read before the log, as a full load reads it first. None when the head cannot tell
+        (the log lost events or gained old ones, the head no longer holds the pool): the
+        caller loads the whole profile. See docs/design.md, "A ranking head"."""
+        store = self._memory.store
+        delta = await store.adelta(user, head.coverage)
+        if delta is None:
+            return None
+        options = key[0]
+        now = self._memory.clock()
+        items = [ranked(e, options) for e in head.entries]
+        ranking = Ranking(options, items, incremental=True, now=now, beyond=head.beyond)
+        ranking.update_head(delta.changes)
+        if not ranking.answers:
+            return None
+        pool = [r.entry for r in ranking.pool()]
+        found = await store.aentry_vectors(pool)
+
+        def vectors(ids: list[str]) -> np.ndarray:
+            return np.stack([found[i] for i in ids]) if ids else np.zeros((0, 0), np.float32)
+
+        selection = self._selection(user, ranking, vectors)
+        moved = Head(tuple(ranking.held()), ranking.beyond, delta.coverage)
+        seen = await self._save(user, cached, key, version, selection, moved)
+        if seen is not None and seen != version:
+            return None  # written (or forgotten) meanwhile: load it whole
+        return selection
+
+    def _head_of(self, ranking: Ranking, fold: Fold | None) -> Head | None:
+        """A ranking head to save beside the snapshot of a large profile's full ranking: twice
+        what a choice sees (so writes can take entries from it and it still answers),
+        with the coverage of the fold it came from. None without snapshots, for a profile
+        less than :data:`HEAD_MIN_RATIO` times the head, or for a fold a head cannot
+        describe (bases from before the log, a forget not finished)."""
+        options = ranking.options
+        eligible, rest = 2 * (options.pool_size + LEFT_OUT_KEPT), 2 * LEFT_OUT_KEPT
+        if self._memory.reads.snapshot_ttl_s <= 0 or fold is None or fold.bases:
+            return None
+        if fold.forgotten or ranking.total <= HEAD_MIN_RATIO * (eligible + rest):
+            return None
+        found = ranking.head(eligible, rest)
+        if found is None:
+            return None
+        items, beyond = found
+        return Head(tuple(i.entry for i in items), beyond, coverage_of([], fold.events.values()))
 
     async def _fresh_selection(
         self, user: str, cached: _Cached, options: SelectionOptions, key: _Key
@@ -279,10 +353,11 @@ class ProfileReader:
         at, is refused by the store (the write moved that version)."""
         for attempt in range(1, _ATTEMPTS + 1):
             generation = cached.generation
-            profile, version = await self._profile(user, cached)
+            profile, version, fold = await self._loaded(user, cached)
             ranking, vectors = await self._ranking(profile, options, None)
             selection = self._selection(user, ranking, vectors)
-            seen = await self._save(user, cached, key, version, selection)
+            head = self._head_of(ranking, fold)
+            seen = await self._save(user, cached, key, version, selection, head)
             moved = seen is not None and seen != version
             if not moved or attempt == _ATTEMPTS or (attempt > 1 and seen):
                 break
@@ -298,7 +373,7 @@ class ProfileReader:
         self, user: str, cached: _Cached, options: SelectionOptions, query: str | None
     ) -> tuple[Ranking, Vectors]:
         """Load (once per state) and rank the whole profile."""
-        return await self._ranking((await self._profile(user, cached))[0], options, query)
+        return await self._ranking((await self._loaded(user, cached))[0], options, query)
 
     async def _ranking(
         self, profile: StoredProfile, options: SelectionOptions, query: str | None
@@ -379,17 +454,21 @@ class ProfileReader:
         key: _Key,
         version: str | None,
         selection: ProfileSelection,
+        head: Head | None = None,
     ) -> str | None:
         """Save the selection as the snapshot of ``version`` (the store refuses it, or
-        takes it back, if that version moved), and return the user's version after the
-        save. None when nothing is saved: snapshots are off, or the version is '' (an
-        unknown or forgotten user, whose read writes nothing)."""
+        takes it back, if that version moved), with the ranking head it came from when
+        given, and return the user's version after the save. None when nothing is saved:
+        snapshots are off, or the version is '' (an unknown or forgotten user, whose read
+        writes nothing)."""
         if self._memory.reads.snapshot_ttl_s <= 0 or not version:
             return None
         # the scores and ages a snapshot shows move on; its block does not until a write,
         # or until an entry of its ranking expires
         until = self._memory.clock() + self._memory.reads.snapshot_ttl_s
-        payload = dump_selection(selection, until=min(until, selection.choice.valid_until))
+        payload = dump_selection(
+            selection, until=min(until, selection.choice.valid_until), head=head
+        )
         store = self._memory.store
         await store.asave_snapshot(user, self._snapshot_key(key[0]), version, payload)
         seen = await store.aversion(user)
@@ -566,12 +645,15 @@ class ProfileReader:
                 self._drop(user)
         return _Cached(stale.checked_at)
 
-    async def _profile(self, user: str, cached: _Cached) -> tuple[StoredProfile, str | None]:
-        """The user's whole profile, loaded once per read state (version read first), and
-        the version it was loaded at."""
+    async def _loaded(
+        self, user: str, cached: _Cached
+    ) -> tuple[StoredProfile, str | None, Fold | None]:
+        """The user's whole profile, loaded once per read state (version read first), the
+        version it was loaded at, and the fold it was loaded from when this call loaded it
+        (None when the state held the profile already)."""
         with cached.lock:
             if cached.profile is not None:
-                return cached.profile, cached.profile_version
+                return cached.profile, cached.profile_version, None
             version, generation = cached.version, cached.generation
         if version is None:  # read outside the state's lock: no thread lock is held across I/O
             found = await self._version(user)
@@ -594,7 +676,7 @@ class ProfileReader:
                     cached.fold = fold
                 if self._cache.get(user) is cached:
                     self._add_held(cached, len(profile.entries))
-        return profile, version
+        return profile, version, fold
 
     def _add_held(self, cached: _Cached, count: int) -> None:
         """Count ``count`` more entries held by ``cached`` (in the cache), then drop the least

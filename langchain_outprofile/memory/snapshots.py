@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from langchain_outprofile.render import BlockTemplate
-from langchain_outprofile.select import LEFT_OUT_KEPT
+from langchain_outprofile.select import LEFT_OUT_KEPT, Beyond
+from langchain_outprofile.store.log import Coverage
 from langchain_outprofile.types import (
     Candidate,
     Choice,
+    ProfileEntry,
     ProfileSelection,
     SelectionOptions,
     stored_entry,
@@ -33,7 +37,9 @@ from langchain_outprofile.types import (
 
 __all__ = [
     "LEFT_OUT_KEPT",
+    "Head",
     "dump_selection",
+    "load_head",
     "load_selection",
     "snapshot_key",
     "stored_selection",
@@ -55,23 +61,74 @@ def snapshot_key(options: SelectionOptions, template: BlockTemplate, encoding: s
     return hashlib.sha256(settings.encode()).hexdigest()[:32]
 
 
-def dump_selection(selection: ProfileSelection, *, until: float) -> str:
-    """The selection as a JSON payload that :func:`load_selection` restores exactly."""
+@dataclass(frozen=True)
+class Head:
+    """A ranking head kept beside a snapshot (``Ranking.head``): its entries, what lies
+    beyond them, and exactly which events of the log the fold they came from held."""
+
+    entries: tuple[ProfileEntry, ...]
+    beyond: Beyond
+    coverage: Coverage
+
+
+def dump_selection(selection: ProfileSelection, *, until: float, head: Head | None = None) -> str:
+    """The selection as a JSON payload that :func:`load_selection` restores exactly, with
+    the ranking head it was chosen from when given (:func:`load_head`)."""
     choice = selection.choice
-    return json.dumps(
-        {
-            "format": FORMAT,
-            "valid_until": until,
-            "text": selection.text,
-            "tokens": selection.tokens,
-            "encoding": selection.encoding,
-            "chosen": [_candidate_dict(c) for c in choice.chosen],
-            "left_out": [_candidate_dict(c) for c in choice.left_out if not c.entry.pending],
-            "left_out_total": choice.left_out_total,
-            "note": choice.note,
-        },
-        separators=(",", ":"),
-    )
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "valid_until": until,
+        "text": selection.text,
+        "tokens": selection.tokens,
+        "encoding": selection.encoding,
+        "chosen": [_candidate_dict(c) for c in choice.chosen],
+        "left_out": [_candidate_dict(c) for c in choice.left_out if not c.entry.pending],
+        "left_out_total": choice.left_out_total,
+        "note": choice.note,
+    }
+    if head is not None:
+        beyond = head.beyond
+        data["head"] = {
+            "entries": [_entry_dict(e) for e in head.entries],
+            "beyond": [
+                beyond.eligible,
+                beyond.rest,
+                beyond.eligible_cut,
+                beyond.rest_cut,
+                None if math.isinf(beyond.expiry) else beyond.expiry,
+            ],
+            "coverage": head.coverage.to_dict(),
+        }
+    return json.dumps(data, separators=(",", ":"))
+
+
+def load_head(payload: str, *, user_id: str) -> Head | None:
+    """The ranking head a payload keeps, or None (none kept, damaged, or of another user)."""
+    try:
+        data = json.loads(payload)["head"]
+        entries = tuple(stored_entry(str(e["id"]), str(e["user_id"]), e) for e in data["entries"])
+        eligible, rest, eligible_cut, rest_cut, expiry = data["beyond"]
+        beyond = Beyond(
+            eligible=int(eligible),
+            rest=int(rest),
+            eligible_cut=None if eligible_cut is None else _order(eligible_cut, 3),
+            rest_cut=None if rest_cut is None else _order(rest_cut, 2),
+            expiry=math.inf if expiry is None else float(expiry),
+        )
+        coverage = Coverage.from_dict(data["coverage"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if any(e.user_id != user_id for e in entries):
+        return None
+    return Head(entries, beyond, coverage)
+
+
+def _order(values: Any, size: int) -> Any:
+    """A ranking order read back from JSON (a list) as the tuple it was."""
+    order = tuple(values)
+    if len(order) != size:
+        raise ValueError("a damaged ranking order")
+    return order
 
 
 def load_selection(
@@ -128,9 +185,13 @@ def stored_selection(
     )
 
 
+def _entry_dict(entry: ProfileEntry) -> dict[str, Any]:
+    return {k: v for k, v in entry.to_dict().items() if v not in _DEFAULTS}
+
+
 def _candidate_dict(candidate: Candidate) -> dict[str, Any]:
     return {
-        "entry": {k: v for k, v in candidate.entry.to_dict().items() if v not in _DEFAULTS},
+        "entry": _entry_dict(candidate.entry),
         "score": candidate.score,
         "age_days": candidate.age_days,
         "tokens": candidate.tokens,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -50,14 +51,19 @@ __all__ = [
     "EXPIRY_KEY",
     "LOG_MARK",
     "LOG_SUFFIX",
+    "Coverage",
     "Event",
     "Fold",
     "base_event_id",
+    "coverage_of",
     "credit_event",
     "event_id",
     "event_metadata",
     "events_from",
     "feedback_event_id",
+    "ids_digest",
+    "named_entries",
+    "pending_hash",
     "put_events",
     "run_event_id",
 ]
@@ -294,7 +300,7 @@ class Fold:
                 self._forgets.append(event)
                 touched |= self._all_entries()
             else:
-                for entry_id in _named(event):
+                for entry_id in named_entries(event):
                     self._by_entry.setdefault(entry_id, []).append(event)
                     touched.add(entry_id)
         return touched
@@ -311,7 +317,7 @@ class Fold:
                 self._forgets.remove(event)
                 touched |= self._all_entries()
                 continue
-            for entry_id in _named(event):
+            for entry_id in named_entries(event):
                 held = self._by_entry[entry_id]
                 held.remove(event)
                 if not held:
@@ -386,6 +392,97 @@ def _order(event: Event) -> tuple[float, int, str]:
     return event.order
 
 
-def _named(event: Event) -> tuple[str, ...]:
+def named_entries(event: Event) -> tuple[str, ...]:
     """The entries whose fold an event (not a ``forget``) takes part in."""
     return event.entries if event.kind == "credit" else (event.entry_id,)
+
+
+COVERAGE_WINDOW_S = 300.0
+"""Events stamped this long before a fold's newest are named one by one in its coverage;
+older ones only through their count and digest."""
+COVERAGE_NAMED = 200
+"""At most this many settled events are named one by one (a bulk write stamps thousands
+within the window, most with one time): the boundary moves up past the rest."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Exactly which events of one user a fold holds, compactly, so that a reader holding
+    only what was derived from it (a ranking head beside a snapshot) can tell what the log
+    gained since, and that it lost nothing:
+
+    - events stamped before ``boundary``: their ``count`` and a ``digest`` of their
+      sorted ids (those are read back as ids only);
+    - settled events (not pending) at or after it: their ids (``recent``);
+    - pending events (a tracked run's output, whatever its time): id and a hash of what
+      they hold, since they are the only events rewritten in place (an edit moves a run's
+      claim to the edited text; a run-id race replaces a claim).
+
+    Settled events are never rewritten (their ids come from what they say, and ``add``
+    ignores an id it holds), so an event with the same id holds the same thing."""
+
+    boundary: float
+    count: int
+    digest: str
+    recent: frozenset[str]
+    pending: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (see :meth:`from_dict`)."""
+        return {
+            "boundary": self.boundary,
+            "count": self.count,
+            "digest": self.digest,
+            "recent": sorted(self.recent),
+            "pending": dict(self.pending),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Coverage:
+        """The coverage :meth:`to_dict` wrote (KeyError, TypeError or ValueError if damaged)."""
+        return cls(
+            boundary=float(data["boundary"]),
+            count=int(data["count"]),
+            digest=str(data["digest"]),
+            recent=frozenset(str(i) for i in data["recent"]),
+            pending={str(k): str(v) for k, v in dict(data["pending"]).items()},
+        )
+
+
+def ids_digest(ids: Iterable[str]) -> str:
+    """A digest of a set of event ids (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def pending_hash(event: Event) -> str:
+    """What a pending event holds, hashed: a rewrite in place changes it."""
+    return hashlib.sha256(json.dumps(event_metadata(event), sort_keys=True).encode()).hexdigest()[
+        :32
+    ]
+
+
+def coverage_of(
+    before: Iterable[str],
+    events: Iterable[Event],
+    *,
+    floor: float = -math.inf,
+    window_s: float = COVERAGE_WINDOW_S,
+) -> Coverage:
+    """The coverage of a fold holding ``events`` and, besides them, events known only by id
+    (``before``: stamped before ``floor``, the boundary of the coverage they come from).
+    The boundary is ``window_s`` before the newest event, or later, so that at most
+    :data:`COVERAGE_NAMED` events are named, and never below ``floor``."""
+    held = list(events)
+    boundary = max(max((e.at for e in held), default=0.0) - window_s, floor)
+    times = sorted((e.at for e in held if not e.pending and e.at >= boundary), reverse=True)
+    if len(times) > COVERAGE_NAMED:  # name only events stamped after the first one left out
+        boundary = math.nextafter(times[COVERAGE_NAMED], math.inf)
+    old = list(before)
+    old += [e.id for e in held if e.at < boundary]
+    return Coverage(
+        boundary=boundary,
+        count=len(old),
+        digest=ids_digest(old),
+        recent=frozenset(e.id for e in held if not e.pending and e.at >= boundary),
+        pending={e.id: pending_hash(e) for e in held if e.pending},
+    )

@@ -64,13 +64,18 @@ from langchain_outprofile.store.log import (
     EXPIRY_KEY,
     LOG_MARK,
     LOG_SUFFIX,
+    Coverage,
     Event,
     Fold,
     base_event_id,
+    coverage_of,
     credit_event,
     event_id,
     event_metadata,
     events_from,
+    ids_digest,
+    named_entries,
+    pending_hash,
     put_events,
     run_event_id,
 )
@@ -155,6 +160,16 @@ class Caught:
     vectors: dict[str, np.ndarray]
     full: bool = True
     """Whether every event id of the user was compared (else only recent ones)."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What the log gained since a fold of known :class:`Coverage` (:meth:`ProfileStore.adelta`):
+    each entry it changed, as it was folded then and as it folds now (None: absent), and
+    the coverage of the fold with those events."""
+
+    changes: list[tuple[ProfileEntry | None, ProfileEntry | None]]
+    coverage: Coverage
 
 
 class ProfileStore:
@@ -993,7 +1008,7 @@ class ProfileStore:
 
     # -- profile versions, stored selections and thread pins -----------------------------
 
-    async def asnapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
+    async def asnapshot(self, user_id: str, key: str) -> tuple[str, str | None, str]:
         """See :meth:`StateRows.snapshot`."""
         return await self.state.snapshot(user_id, key)
 
@@ -1204,6 +1219,49 @@ class ProfileStore:
         vectors = await self._vectors_of(list(named.values()))
         return Caught(found, gone, vectors, full=since is None)
 
+    async def adelta(self, user_id: str, coverage: Coverage) -> Delta | None:
+        """What the user's log gained since a fold with ``coverage`` was made, as changed
+        entries, or None when it cannot be told that way: the log lost an event, or gained
+        one stamped before the boundary (a writer whose clock is behind), a pending event
+        changed, or a ``forget`` came. Then the caller loads the whole profile.
+
+        Two reads of the log, then one of the changed entries' events: the ids of the
+        settled events before the boundary (counted and digested); the events after it,
+        every pending one and every ``credit`` event (which name their entries in a list
+        no ``where`` matches); then every event of the entries the new events name, to
+        fold each with and without what is new."""
+        user = validate_user_id(user_id)
+        before = {"$and": [{"user_id": user}, {"at": {"$lt": coverage.boundary}}]}
+        old = (await self._log_get(where=before, include=[]))["ids"]
+        if len(old) != coverage.count or ids_digest(old) != coverage.digest:
+            return None
+        # one read for the events after the boundary, every pending one and every credit
+        wanted = [{"at": {"$gte": coverage.boundary}}, {"pending": True}, {"kind": "credit"}]
+        found = await self._events_where(user, {"$and": [{"user_id": user}, {"$or": wanted}]})
+        recent = [e for e in found if not e.pending and e.at >= coverage.boundary]
+        pending = [e for e in found if e.pending]
+        credits = [e for e in found if e.kind == "credit"]
+        held = {e.id for e in recent}
+        if not coverage.recent <= held:
+            # an event after the boundary went without a new one (every delete adds its
+            # own event, and an edit rewrites a pending claim: a guard, e.g. for a repair)
+            return None
+        hashes = {e.id: pending_hash(e) for e in pending}
+        if any(hashes.get(i) != h for i, h in coverage.pending.items()):
+            return None  # a pending event went (expired, edited away) or was rewritten
+        new = [e for e in recent if e.id not in coverage.recent]
+        new += [e for e in pending if e.id not in coverage.pending]
+        if any(e.user_id != user or e.kind == "forget" for e in new):
+            return None
+        touched = sorted({i for e in new for i in named_entries(e)})
+        fold = await self._fold_of(user, touched)
+        fold.add(credits)
+        then = Fold(user, fold.bases)
+        fresh = {e.id for e in new}
+        then.add(e for e in fold.events.values() if e.id not in fresh)
+        changes = [(then.entry(i), fold.entry(i)) for i in touched]
+        return Delta(changes, coverage_of(old, [*recent, *pending], floor=coverage.boundary))
+
     async def _still_there(self, fold: Fold) -> bool:
         """Whether the fold's probe (:meth:`Fold.probe`) is still in the store."""
         probe = fold.probe()
@@ -1241,6 +1299,11 @@ class ProfileStore:
     def vectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of the given entry ids of one user: see :meth:`avectors`."""
         return self._run(self.avectors(ids))
+
+    async def aentry_vectors(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
+        """Style vectors of some entries of one user, by id: their rows', or computed again
+        from the text for an entry whose row is gone (as a load does)."""
+        return await self._vectors_of(entries)
 
     async def avectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone)."""
@@ -1389,13 +1452,17 @@ class ProfileStore:
         return rows_from(await self._read(ids=ids, include=_METADATAS))
 
     async def _user_events(self, user: str) -> list[Event]:
-        """Every event of one user (paged as :meth:`_rows_where` pages rows)."""
-        where = {"user_id": user}
+        """Every event of one user."""
+        return await self._events_where(user, {"user_id": user})
+
+    async def _events_where(self, user: str, where: Any) -> list[Event]:
+        """The events of one user matching ``where``, paged as :meth:`_rows_where` pages
+        rows (Chroma fails a read of too many rows at once)."""
         first = await self._log_get(where=where, include=_METADATAS, limit=_READ_PAGE + 1)
         if len(first["ids"]) <= _READ_PAGE:
             return [e for e in events_from(first) if e.user_id == user]
         found: list[Event] = []
-        for page in batches(await self._log_ids(user), _READ_PAGE):
+        for page in batches(await self._log_ids_where(where), _READ_PAGE):
             result = await self._log_get(ids=list(page), include=_METADATAS)
             found.extend(e for e in events_from(result) if e.user_id == user)
         return found

@@ -248,24 +248,20 @@ class StateRows:
         if excess > 0:
             await self._delete(ids=[id_ for id_, _ in held[:excess]])
 
-    async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None]:
-        """The user's profile version, and the payload saved under ``key`` for exactly that
-        version (None when there is none, it was saved for an older version, or its slot
-        holds another key).
-
-        Two reads by id in one call: the cost does not grow with the collection.
-        """
+    async def snapshot(self, user_id: str, key: str) -> tuple[str, str | None, str]:
+        """The user's profile version, the payload saved under ``key`` whatever version it
+        was saved for, and that version ('' and None when the slot holds none or another
+        key). A payload of an older version is never served as is; a reader may bring what
+        it holds up to date (a ranking head, ``memory/reader.py``). Two reads by id."""
         user = validate_user_id(user_id)
         version_id, slot_id = state_id("v", user), snapshot_id(user, key)
         rows = await self._rows(user, [version_id, slot_id])
         version = _version_in(rows, version_id)
-        meta = rows.get(slot_id)
-        if not version or meta is None or meta.get("version") != version:
-            return version, None
-        payload = meta.get("payload")
-        if meta.get("key") != key or not isinstance(payload, str):
-            return version, None
-        return version, payload
+        meta = rows.get(slot_id) or {}
+        payload, tag = meta.get("payload"), meta.get("version")
+        if meta.get("key") != key or not isinstance(payload, str) or not isinstance(tag, str):
+            return version, None, ""
+        return version, payload, tag
 
     async def version(self, user_id: str) -> str:
         """The user's profile version: a new random token after every write ('' before any,

@@ -72,7 +72,7 @@ class Pair:
 
     def __init__(self, client: chromadb.api.ClientAPI) -> None:
         self.clock = ManualClock(START)
-        name = unique_name("inc")
+        name = self.collection = unique_name("inc")
         common: dict[str, Any] = {
             "collection_name": name,
             "clock": self.clock,

@@ -59,11 +59,13 @@ def test_the_big_user_phases_report_reads_rss_and_a_complete_forget(
 ) -> None:
     # the phases in this process, in the order the scenario runs them in children
     row: dict[str, Any] = {}
-    for phase in ("build", "first-read", "cold-read", "touch", "small-user", "forget"):
+    phases = ("build", "first-read", "cold-read", "small-user", "touch", "after-write", "forget")
+    for phase in phases:
         big_user.main(["--phase", phase, "--path", str(tmp_path), "--entries", "300"])
         row.update(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert row["first_read_s"] > 0 and row["first_read_rss_mb"] >= row["open_rss_mb"] > 0
     assert row["warm_read_ms"] > 0 and row["cold_read_ms"] > 0 and row["small_p99_ms"] > 0
+    assert row["after_write_s"] > 0 and row["after_write_rss_mb"] > 0
     assert row["forget_s"] > 0 and row["left_after_forget"] == 0
 
 

@@ -17,7 +17,11 @@ Every phase runs in a process of its own (``python -m outprofile_lab.bench.big_u
    it was last read (the saved snapshot serves it).
 4. ``small-user``: a second user's first read in a new process, then reads that ask the
    store for the version every time (``cache_ttl_s=0``), while the big user exists.
-5. ``forget``: ``forget`` of the big user in a new process.
+5. ``after-write``: one ``add`` of the big user in a process of its own (``touch``), then
+   the first ``select`` of a new process: the read after a write, which a ranking head
+   saved with the last snapshot serves from what the log gained (a tree without heads
+   loads the whole profile again).
+6. ``forget``: ``forget`` of the big user in a new process.
 
 ``--trees A,B`` runs every phase for each source tree (its library first on the import path,
 this checkout's lab after it, so the phases are the same code), each on
@@ -58,7 +62,7 @@ _LAB = Path(__file__).resolve().parents[2]
 _CHUNK = 5000
 _SMALL_ENTRIES = 200
 _COLLECTION = "bench-big-user"
-_PHASES = ("build", "touch", "first-read", "cold-read", "small-user", "forget")
+_PHASES = ("build", "touch", "first-read", "cold-read", "small-user", "after-write", "forget")
 
 BIG_USER_COLUMNS = (
     ("code", "code"),
@@ -71,6 +75,8 @@ BIG_USER_COLUMNS = (
     ("cold read ms", "cold_read_ms"),
     ("small first ms", "small_first_ms"),
     ("small p99 ms", "small_p99_ms"),
+    ("after write s", "after_write_s"),
+    ("after write RSS MB", "after_write_rss_mb"),
     ("forget s", "forget_s"),
     ("forget RSS MB", "forget_rss_mb"),
     ("load avg", "load_avg"),
@@ -129,6 +135,10 @@ def _phase(phase: str, path: str, entries: int, max_tokens: int, seed: int) -> d
             "open_rss_mb": open_rss,
             "warm_read_ms": _percentile(warm, 0.5),
         }
+    if phase == "after-write":
+        memory = _memory(path)
+        took = _timed_ms(lambda: memory.select(big, max_tokens=max_tokens))
+        return {"after_write_s": took / 1e3, "after_write_rss_mb": _rss_mb()}
     if phase == "cold-read":
         memory = _memory(path)
         return {"cold_read_ms": _timed_ms(lambda: memory.select(big, max_tokens=max_tokens))}
@@ -202,7 +212,7 @@ def big_user_scenario(
             for n, store in enumerate(stores):
                 if repeat:
                     run("touch", n, store)
-                for phase in ("first-read", "cold-read", "small-user"):
+                for phase in ("first-read", "cold-read", "small-user", "touch", "after-write"):
                     run(phase, n, store)
         for repeat in range(repeats):
             for n, store in enumerate(stores):
