@@ -226,3 +226,30 @@ def test_an_edit_that_moves_a_runs_claim_sends_the_read_to_a_full_load(
     trio.clock.advance(1.0)
     trio.check("edited")
     assert trio.cold_loads == loads + 1
+
+
+def test_a_forget_racing_a_read_from_the_head_leaves_nothing_of_the_user(
+    client: chromadb.api.ClientAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user is forgotten right after the cold read took its version and the stale
+    snapshot with the head: the read must not serve the head's texts, nor save them again
+    (the race the snapshot design walks through, with a head in the payload)."""
+    trio = Trio(client, HEAD_OPTIONS[1:2])
+    trio.seed()
+    trio.check("seeded")
+    trio.live.add("a write, so the next cold read uses the head", user_id=USER)
+    real = trio.cold.store.asnapshot
+
+    async def then_forget(user_id: str, key: str) -> Any:
+        found = await real(user_id, key)
+        monkeypatch.setattr(trio.cold.store, "asnapshot", real)
+        trio.live.forget(USER)
+        return found
+
+    monkeypatch.setattr(trio.cold.store, "asnapshot", then_forget)
+    raced = trio.cold.select(USER, options=HEAD_OPTIONS[1])
+    trio.cold._reader.flush()
+    assert "seed" not in raced.text
+    state = trio.live.store.state._collection
+    assert state.get(where={"user_id": USER}, include=[])["ids"] == []
+    assert trio.cold.select(USER, options=HEAD_OPTIONS[1]).text == ""
