@@ -4,8 +4,9 @@ stored snapshots, and ranking.
 A read is served, in this order, by the in-process cache, by the user's cached
 :class:`~langchain_outprofile.select.Ranking` (re-packed only when its candidate pool
 changed), by a selection saved in the store for the user's current profile version (see
-``snapshots.py``), or by loading and ranking the whole profile (then saved for the next cold
-read). A cached state is fresh for ``cache_ttl_s``; after that, when snapshots are on, one
+``snapshots.py``), for a large profile by the ranking head saved with an older selection
+and what the log gained since (:meth:`ProfileReader._from_head`; docs/design.md, "A ranking
+head"), or by loading and ranking the whole profile (then saved for the next cold read). A cached state is fresh for ``cache_ttl_s``; after that, when snapshots are on, one
 read of the user's version revalidates it (the same version: nothing was written, in any
 process, and the state is kept), else it is dropped.
 
