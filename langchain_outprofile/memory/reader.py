@@ -6,8 +6,9 @@ A read is served, in this order, by the in-process cache, by the user's cached
 changed), by a selection saved in the store for the user's current profile version (see
 ``snapshots.py``), for a large profile by the ranking head saved with an older selection
 and what the log gained since (:meth:`ProfileReader._from_head`; docs/design.md, "A ranking
-head"), or by loading and ranking the whole profile (then saved for the next cold read). A cached state is fresh for ``cache_ttl_s``; after that, when snapshots are on, one
-read of the user's version revalidates it (the same version: nothing was written, in any
+head"), or by loading and ranking the whole profile (then saved for the next cold read). A
+cached state is fresh for ``cache_ttl_s``; after that, when snapshots are on, one read of
+the user's version revalidates it (the same version: nothing was written, in any
 process, and the state is kept), else it is dropped.
 
 Writes through the memory report what they did (:meth:`ProfileReader.written`): the entries
@@ -226,6 +227,7 @@ class ProfileReader:
                 cached.saved.discard(key)
         if ranking is not None:
             await self._fetch_pool_vectors(cached, ranking)
+        head = None
         with cached.lock:
             generation, ranking = cached.generation, cached.rankings.get(key)
             version = cached.version  # the version the ranking is current for
@@ -234,12 +236,17 @@ class ProfileReader:
                 if ranking is None
                 else self._selection(user, ranking, self._vectors_of(cached))
             )
+            if ranking is not None and key not in cached.saved:
+                # the kept ranking and its fold move together: the head and its coverage
+                # describe the same events (a snapshot saved without one would drop the
+                # head the last full load saved)
+                head = self._head_of(ranking, cached.fold)
         if selection is None:
             selection = await self._stored_selection(user, cached, options)
         if selection is None:
             cached, selection, generation = await self._fresh_selection(user, cached, options, key)
         elif ranking is not None and key not in cached.saved:
-            self._save_current(user, cached, key, selection, version)
+            self._save_current(user, cached, key, selection, version, head)
         self._keep(user, cached, key, selection, generation)
         return selection
 
@@ -399,15 +406,17 @@ class ProfileReader:
         key: _Key,
         selection: ProfileSelection,
         version: str | None,
+        head: Head | None = None,
     ) -> None:
-        """Save a selection packed from an updated ranking as the snapshot of ``version``,
+        """Save a selection packed from an updated ranking as the snapshot of ``version``
+        (with the ranking's head, for a large profile),
         the one the ranking was current for (once per version and key), in the reader's
         background thread: the read that packed it returns at once (the save is three small
         reads and a write of the store; its version checks make it safe whenever it runs).
         With an async client the save is a task of the running event loop instead."""
         if self._memory.reads.snapshot_ttl_s <= 0 or not version:
             return
-        self.in_background(self._save_moved(user, cached, key, version, selection))
+        self.in_background(self._save_moved(user, cached, key, version, selection, head))
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a store coroutine off the caller's path: in the reader's background thread
@@ -423,9 +432,15 @@ class ProfileReader:
             self._saves.append(self._saver.submit(run_sync, work))
 
     async def _save_moved(
-        self, user: str, cached: _Cached, key: _Key, version: str, selection: ProfileSelection
+        self,
+        user: str,
+        cached: _Cached,
+        key: _Key,
+        version: str,
+        selection: ProfileSelection,
+        head: Head | None,
     ) -> None:
-        seen = await self._save(user, cached, key, version, selection)
+        seen = await self._save(user, cached, key, version, selection, head)
         if seen is not None and seen != version:  # a write came after: catch up next read
             with cached.lock:
                 if cached.version == version:

@@ -253,3 +253,22 @@ def test_a_forget_racing_a_read_from_the_head_leaves_nothing_of_the_user(
     state = trio.live.store.state._collection
     assert state.get(where={"user_id": USER}, include=[])["ids"] == []
     assert trio.cold.select(USER, options=HEAD_OPTIONS[1]).text == ""
+
+
+def test_a_warm_memory_saves_its_ranking_head_with_each_snapshot(
+    client: chromadb.api.ClientAPI,
+) -> None:
+    """A long-lived worker ranks once, then takes its own writes as deltas and saves each
+    new selection as a snapshot: with the head of its kept ranking, so another process's
+    read after the next write is still served from a head (a snapshot saved without one
+    would have replaced the head the first load saved)."""
+    trio = Trio(client, HEAD_OPTIONS[1:2])
+    trio.seed()
+    options = HEAD_OPTIONS[1]
+    trio.live.select(USER, options=options)  # loads and ranks: a head is saved
+    trio.live.add("cheers, a write the worker takes as a delta", user_id=USER)
+    trio.live.select(USER, options=options)  # packed from the kept ranking, saved anew
+    trio.live.flush()
+    trio.live.add("ship it, a second write", user_id=USER)
+    trio.check("after the worker's writes")
+    assert (trio.from_head, trio.cold_loads) == (1, 0)
