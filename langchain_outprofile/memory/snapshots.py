@@ -86,26 +86,33 @@ def dump_selection(selection: ProfileSelection, *, until: float, head: Head | No
         "left_out_total": choice.left_out_total,
         "note": choice.note,
     }
-    if head is not None:
-        beyond = head.beyond
-        data["head"] = {
-            "entries": [_entry_dict(e) for e in head.entries],
-            "beyond": [
-                beyond.eligible,
-                beyond.rest,
-                beyond.eligible_cut,
-                beyond.rest_cut,
-                None if math.isinf(beyond.expiry) else beyond.expiry,
-            ],
-            "coverage": head.coverage.to_dict(),
-        }
-    return json.dumps(data, separators=(",", ":"))
+    selection_json = json.dumps(data, separators=(",", ":"))
+    if head is None:
+        return selection_json
+    beyond = head.beyond
+    head_data = {
+        "entries": [_entry_dict(e) for e in head.entries],
+        "beyond": [
+            beyond.eligible,
+            beyond.rest,
+            beyond.eligible_cut,
+            beyond.rest_cut,
+            None if math.isinf(beyond.expiry) else beyond.expiry,
+        ],
+        "coverage": head.coverage.to_dict(),
+    }
+    # on a line of its own (compact JSON holds no newline): a read of the current
+    # snapshot decodes the selection only, not the head's hundreds of entries
+    return selection_json + "\n" + json.dumps(head_data, separators=(",", ":"))
 
 
 def load_head(payload: str, *, user_id: str) -> Head | None:
     """The ranking head a payload keeps, or None (none kept, damaged, or of another user)."""
+    _, newline, head_json = payload.partition("\n")
+    if not newline:
+        return None
     try:
-        data = json.loads(payload)["head"]
+        data = json.loads(head_json)
         entries = tuple(stored_entry(str(e["id"]), str(e["user_id"]), e) for e in data["entries"])
         eligible, rest, eligible_cut, rest_cut, expiry = data["beyond"]
         beyond = Beyond(
@@ -137,7 +144,7 @@ def load_selection(
     """The stored selection, or None when it has expired, is damaged, of another format or
     of another user (ids hash the user in; this is the second check)."""
     try:
-        data = json.loads(payload)
+        data = json.loads(payload.split("\n", 1)[0])
         if data.get("format") != FORMAT or float(data["valid_until"]) <= now:
             return None
         chosen = tuple(_candidate(c) for c in data["chosen"])
