@@ -185,9 +185,18 @@ def test_an_event_stamped_before_the_boundary_sends_the_read_to_a_full_load(
     assert trio.from_head == heads and trio.cold_loads == loads + 1
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(steps=st.lists(operations, min_size=1, max_size=12))
 def test_random_write_sequences_read_cold_from_heads_as_full_loads_do(
+    client: chromadb.api.ClientAPI, steps: list[tuple[Any, ...]]
+) -> None:
+    _check_sequence(client, steps)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(operations, min_size=1, max_size=25))
+def test_many_random_write_sequences_read_cold_from_heads_as_full_loads_do(
     client: chromadb.api.ClientAPI, steps: list[tuple[Any, ...]]
 ) -> None:
     _check_sequence(client, steps)
