@@ -1226,7 +1226,7 @@ class ProfileStore:
         changed, or a ``forget`` came. Then the caller loads the whole profile.
 
         Two reads of the log, then one of the changed entries' events: the ids of the
-        settled events before the boundary (counted and digested); the events after it,
+        events before the boundary (counted and digested); the events after it,
         every pending one and every ``credit`` event (which name their entries in a list
         no ``where`` matches); then every event of the entries the new events name, to
         fold each with and without what is new."""
