@@ -85,6 +85,7 @@ from langchain_outprofile.memory.snapshots import (
 from langchain_outprofile.render import BlockTemplate, render_block, render_entry
 from langchain_outprofile.select import (
     LEFT_OUT_KEPT,
+    Beyond,
     Ranking,
     Vectors,
     choose_from,
@@ -106,6 +107,7 @@ from langchain_outprofile.types import (
 __all__ = ["BudgetTooSmallWarning", "CacheSettings", "ProfileReader"]
 
 _ATTEMPTS = 3
+"""Rankings a cold read may take when the profile's version moves under it (module docstring)."""
 _FULL_CHECK_S = 60.0
 """Longest time a kept ranking goes without comparing its events with the whole log, even
 when the version did not move (a writer killed between its events and its version), or when
@@ -114,13 +116,27 @@ _WINDOW_S = 300.0
 """How far back from its newest event (or from now, if earlier) a catch-up looks: events are
 stamped by their writer just before they are added, so only a writer stalled, or with a
 clock behind, by longer lands outside it (then the full check finds it)."""
-"""Rankings a cold read may take when the profile's version moves under it (module docstring)."""
 
 HEAD_MIN_RATIO = 8
 """A ranking head is saved beside a snapshot only for a profile this many times larger than
 the head: a smaller profile loads fast enough, and each save rewrites the head's entries."""
 
 _Key = tuple[SelectionOptions, BlockTemplate]
+
+
+@dataclass(frozen=True)
+class _HeadCut:
+    """A ranking head's entries and what lies beyond them, cut while the ranking could not
+    move, with the events of its fold as they were then. Its coverage (a sort and digest of
+    every event id: linear in the profile) is computed by :meth:`head`, which a warm read
+    leaves to the background save."""
+
+    entries: tuple[ProfileEntry, ...]
+    beyond: Beyond
+    events: tuple[Event, ...]
+
+    def head(self) -> Head:
+        return Head(self.entries, self.beyond, coverage_of([], self.events))
 
 
 class CacheSettings(Protocol):
@@ -227,7 +243,7 @@ class ProfileReader:
                 cached.saved.discard(key)
         if ranking is not None:
             await self._fetch_pool_vectors(cached, ranking)
-        head = None
+        cut = None
         with cached.lock:
             generation, ranking = cached.generation, cached.rankings.get(key)
             version = cached.version  # the version the ranking is current for
@@ -240,13 +256,13 @@ class ProfileReader:
                 # the kept ranking and its fold move together: the head and its coverage
                 # describe the same events (a snapshot saved without one would drop the
                 # head the last full load saved)
-                head = self._head_of(ranking, cached.fold)
+                cut = self._head_cut(ranking, cached.fold)
         if selection is None:
             selection = await self._stored_selection(user, cached, options)
         if selection is None:
             cached, selection, generation = await self._fresh_selection(user, cached, options, key)
         elif ranking is not None and key not in cached.saved:
-            self._save_current(user, cached, key, selection, version, head)
+            self._save_current(user, cached, key, selection, version, cut)
         self._keep(user, cached, key, selection, generation)
         return selection
 
@@ -331,12 +347,12 @@ class ProfileReader:
             return None  # written (or forgotten) meanwhile: load it whole
         return selection
 
-    def _head_of(self, ranking: Ranking, fold: Fold | None) -> Head | None:
+    def _head_cut(self, ranking: Ranking, fold: Fold | None) -> _HeadCut | None:
         """A ranking head to save beside the snapshot of a large profile's full ranking: twice
         what a choice sees (so writes can take entries from it and it still answers),
-        with the coverage of the fold it came from. None without snapshots, for a profile
-        less than :data:`HEAD_MIN_RATIO` times the head, or for a fold a head cannot
-        describe (bases from before the log, a forget not finished)."""
+        with the events of the fold it came from (its coverage). None without snapshots,
+        for a profile less than :data:`HEAD_MIN_RATIO` times the head, or for a fold a head
+        cannot describe (bases from before the log, a forget not finished)."""
         options = ranking.options
         eligible, rest = 2 * (options.pool_size + LEFT_OUT_KEPT), 2 * LEFT_OUT_KEPT
         if self._memory.reads.snapshot_ttl_s <= 0 or fold is None or fold.bases:
@@ -347,7 +363,7 @@ class ProfileReader:
         if found is None:
             return None
         items, beyond = found
-        return Head(tuple(i.entry for i in items), beyond, coverage_of([], fold.events.values()))
+        return _HeadCut(tuple(i.entry for i in items), beyond, tuple(fold.events.values()))
 
     async def _fresh_selection(
         self, user: str, cached: _Cached, options: SelectionOptions, key: _Key
@@ -364,7 +380,8 @@ class ProfileReader:
             profile, version, fold = await self._loaded(user, cached)
             ranking, vectors = await self._ranking(profile, options, None)
             selection = self._selection(user, ranking, vectors)
-            head = self._head_of(ranking, fold)
+            cut = self._head_cut(ranking, fold)
+            head = None if cut is None else cut.head()
             seen = await self._save(user, cached, key, version, selection, head)
             moved = seen is not None and seen != version
             if not moved or attempt == _ATTEMPTS or (attempt > 1 and seen):
@@ -406,17 +423,17 @@ class ProfileReader:
         key: _Key,
         selection: ProfileSelection,
         version: str | None,
-        head: Head | None = None,
+        cut: _HeadCut | None = None,
     ) -> None:
         """Save a selection packed from an updated ranking as the snapshot of ``version``
-        (with the ranking's head, for a large profile),
+        (with the ranking's head, for a large profile: its coverage is computed there too),
         the one the ranking was current for (once per version and key), in the reader's
         background thread: the read that packed it returns at once (the save is three small
         reads and a write of the store; its version checks make it safe whenever it runs).
         With an async client the save is a task of the running event loop instead."""
         if self._memory.reads.snapshot_ttl_s <= 0 or not version:
             return
-        self.in_background(self._save_moved(user, cached, key, version, selection, head))
+        self.in_background(self._save_moved(user, cached, key, version, selection, cut))
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a store coroutine off the caller's path: in the reader's background thread
@@ -438,8 +455,9 @@ class ProfileReader:
         key: _Key,
         version: str,
         selection: ProfileSelection,
-        head: Head | None,
+        cut: _HeadCut | None,
     ) -> None:
+        head = None if cut is None else cut.head()
         seen = await self._save(user, cached, key, version, selection, head)
         if seen is not None and seen != version:  # a write came after: catch up next read
             with cached.lock:

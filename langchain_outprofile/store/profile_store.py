@@ -1216,7 +1216,7 @@ class ProfileStore:
             result = await self._log_get(ids=list(part), include=_METADATAS)
             found.extend(e for e in events_from(result) if e.user_id == user)
         named = {e.record.id: e.record for e in found if e.record is not None}
-        vectors = await self._vectors_of(list(named.values()))
+        vectors = await self.aentry_vectors(list(named.values()))
         return Caught(found, gone, vectors, full=since is None)
 
     async def adelta(self, user_id: str, coverage: Coverage) -> Delta | None:
@@ -1271,9 +1271,9 @@ class ProfileStore:
         read = self._log_get if kind == "event" else self._read
         return bool((await read(ids=[id_], include=[]))["ids"])
 
-    async def _vectors_of(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
-        """Vectors of some entries of one user: their rows', or computed again for entries
-        whose row is gone."""
+    async def aentry_vectors(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
+        """Style vectors of some entries of one user, by id: their rows', or computed again
+        from the text for an entry whose row is gone (as a load does)."""
         known = await self._stored_vectors([e.id for e in entries])
         lost = [e for e in entries if e.id not in known]
         known.update(
@@ -1299,11 +1299,6 @@ class ProfileStore:
     def vectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of the given entry ids of one user: see :meth:`avectors`."""
         return self._run(self.avectors(ids))
-
-    async def aentry_vectors(self, entries: Sequence[ProfileEntry]) -> dict[str, np.ndarray]:
-        """Style vectors of some entries of one user, by id: their rows', or computed again
-        from the text for an entry whose row is gone (as a load does)."""
-        return await self._vectors_of(entries)
 
     async def avectors(self, ids: list[str]) -> np.ndarray:
         """Style vectors of one user's entries, rows in the order of ``ids`` (zeros if gone)."""
