@@ -15,6 +15,11 @@ Roles:
 - ``async20``: twenty memories over ``chromadb.AsyncHttpClient`` on one event loop (one per
   request, a common pattern; every fourth names the server as ``localhost``), each running
   COUNT random operations, all at once.
+- ``credit`` / ``credit-async20``: as ``random`` / ``async20``, but each operation either
+  adds a shared text or serves a block weighing credit (:data:`CREDITED`), tracks a run
+  with it (``served=``) and gives the run random feedback, sometimes replayed, sometimes
+  changed (the latest verdict counts). Reports list every run as ``[user, run, verdict,
+  served texts]``, the verdict being ``up`` or ``down``.
 - ``endorse-forever``: endorses shared text i of user ``ana`` for i = 0, 1, ..., printing
   ``acked i`` after each returned call, until killed.
 
@@ -35,12 +40,22 @@ from typing import Any
 
 import chromadb
 
-from langchain_outprofile import OutputProfileMemory, ReadOptions
+from langchain_outprofile import OutputProfileMemory, ReadOptions, SelectionOptions
 
 USERS = ("ana", "bob")
 TEXTS = 12
 THREADS = ("t-1", "t-2")
 BUDGET = 120
+CREDITED = SelectionOptions(max_tokens=BUDGET, credit_weight=1.0, explore=True)
+VERDICTS: tuple[tuple[tuple[str | None, int | None], ...], ...] = (
+    (("endorsed", None),),
+    (("rejected", None),),
+    (("accepted", None), ("accepted", None)),  # replayed: counts once
+    (("endorsed", None), ("rejected", None)),  # changed: the latest counts
+    ((None, 4),),
+    ((None, 2),),
+)
+"""Feedback sequences of one run: (signal, rating) pairs."""
 
 
 def shared_text(i: int) -> str:
@@ -117,9 +132,32 @@ async def run_one(
         done["pinned"].append([f"{user}/{thread}", block])
 
 
-async def final_blocks(memory: OutputProfileMemory, ticks: Ticks) -> dict[str, str]:
+async def run_credit(memory: OutputProfileMemory, rng: random.Random, done: dict[str, Any]) -> None:
+    """Add a shared text, or serve a block weighing credit to a tracked run and judge it."""
+    user = rng.choice(USERS)
+    if rng.random() < 0.25:
+        await memory.aadd(shared_text(rng.randrange(TEXTS)), user_id=user, signal="endorsed")
+        return
+    selection = await memory.aselect(user, options=CREDITED)
+    run = str(uuid.uuid4())
+    await memory.arecord_output(f"Answer {run}.", user_id=user, run_id=run, served=selection)
+    verdicts = rng.choice(VERDICTS)
+    for signal, rating in verdicts:
+        if rating is None:
+            await memory.afeedback(run, signal)
+        else:
+            await memory.afeedback(run, rating=rating)
+    signal, rating = verdicts[-1]
+    up = signal in ("endorsed", "accepted") or (rating is not None and rating >= 3)
+    done["runs"].append([user, run, "up" if up else "down", [e.text for e in selection.entries]])
+
+
+async def final_blocks(
+    memory: OutputProfileMemory, ticks: Ticks, options: SelectionOptions | None = None
+) -> dict[str, str]:
     ticks.now += 10.0  # past cache_ttl_s: every cached state is checked against the store
-    return {user: (await memory.aselect(user, max_tokens=BUDGET)).text for user in USERS}
+    options = options or SelectionOptions(max_tokens=BUDGET)
+    return {user: (await memory.aselect(user, options=options)).text for user in USERS}
 
 
 def wait_for(path: Path) -> None:
@@ -127,23 +165,32 @@ def wait_for(path: Path) -> None:
         time.sleep(0.01)
 
 
-async def random_role(url: str, collection: str, seed: int, count: int, folder: Path) -> None:
+async def random_role(
+    url: str, collection: str, role: str, seed: int, count: int, folder: Path
+) -> None:
     host, port = url.removeprefix("http://").split(":")
     ticks = Ticks()
     memory = memory_on(chromadb.HttpClient(host=host, port=int(port)), collection, ticks)
     rng = random.Random(seed)
-    done: dict[str, Any] = {"acked": [], "pinned": []}
+    done: dict[str, Any] = {"acked": [], "pinned": [], "runs": []}
+    credit = role == "credit"
     print("ready", flush=True)
     wait_for(folder / "go")
     for _ in range(count):
-        await run_one(memory, plan(rng), rng, done)
+        if credit:
+            await run_credit(memory, rng, done)
+        else:
+            await run_one(memory, plan(rng), rng, done)
     memory.flush()
     print(json.dumps(done), flush=True)
     wait_for(folder / "final")
-    print(json.dumps({"blocks": [await final_blocks(memory, ticks)]}), flush=True)
+    options = CREDITED if credit else None
+    print(json.dumps({"blocks": [await final_blocks(memory, ticks, options)]}), flush=True)
 
 
-async def async20_role(url: str, collection: str, seed: int, count: int, folder: Path) -> None:
+async def async20_role(
+    url: str, collection: str, role: str, seed: int, count: int, folder: Path
+) -> None:
     host, port = url.removeprefix("http://").split(":")
     ticks = Ticks()
     memories = []
@@ -151,21 +198,26 @@ async def async20_role(url: str, collection: str, seed: int, count: int, folder:
         name = "localhost" if n % 4 == 0 else host
         client = await chromadb.AsyncHttpClient(host=name, port=int(port))
         memories.append(memory_on(client, collection, ticks))
-    done: dict[str, Any] = {"acked": [], "pinned": []}
+    done: dict[str, Any] = {"acked": [], "pinned": [], "runs": []}
+    credit = role == "credit-async20"
     print("ready", flush=True)
     wait_for(folder / "go")
 
     async def one_memory(n: int) -> None:
         rng = random.Random(seed * 100 + n)
         for _ in range(count):
-            await run_one(memories[n], plan(rng), rng, done)
+            if credit:
+                await run_credit(memories[n], rng, done)
+            else:
+                await run_one(memories[n], plan(rng), rng, done)
 
     await asyncio.gather(*(one_memory(n) for n in range(20)))
     for memory in memories:
         await memory.aflush()
     print(json.dumps(done), flush=True)
     wait_for(folder / "final")
-    blocks = [await final_blocks(m, ticks) for m in memories]
+    options = CREDITED if credit else None
+    blocks = [await final_blocks(m, ticks, options) for m in memories]
     print(json.dumps({"blocks": blocks}), flush=True)
 
 
@@ -184,10 +236,10 @@ def main() -> None:
     url, collection, role, seed, count, folder = sys.argv[1:7]
     if role == "endorse-forever":
         endorse_forever(url, collection)
-    elif role == "async20":
-        asyncio.run(async20_role(url, collection, int(seed), int(count), Path(folder)))
+    elif role in ("async20", "credit-async20"):
+        asyncio.run(async20_role(url, collection, role, int(seed), int(count), Path(folder)))
     else:
-        asyncio.run(random_role(url, collection, int(seed), int(count), Path(folder)))
+        asyncio.run(random_role(url, collection, role, int(seed), int(count), Path(folder)))
 
 
 if __name__ == "__main__":

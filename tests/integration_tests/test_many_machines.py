@@ -30,7 +30,7 @@ from langchain_outprofile.store.clients import http_client
 from langchain_outprofile.store.log import events_from
 from langchain_outprofile.validation import entry_id
 from tests.conftest import ManualClock, WatchedCollection, unique_name
-from tests.integration_tests._machine_worker import BUDGET, USERS, shared_text
+from tests.integration_tests._machine_worker import BUDGET, CREDITED, USERS, shared_text
 
 pytestmark = pytest.mark.integration
 
@@ -70,19 +70,30 @@ def _log_events(memory: OutputProfileMemory) -> list[Any]:
 
 
 def run_machines(
-    server: tuple[str, int], folder: Path, *, sync_workers: int, count: int, seed: int
+    server: tuple[str, int],
+    folder: Path,
+    *,
+    sync_workers: int,
+    count: int,
+    seed: int,
+    credit: bool = False,
 ) -> None:
     """Seed both users, run ``sync_workers`` random workers and one of twenty async
-    memories at once, then check the store, every worker and a fresh process."""
+    memories at once, then check the store, every worker and a fresh process (with
+    ``credit``, the workers serve blocks weighing credit to tracked runs and judge them)."""
     url = f"http://{server[0]}:{server[1]}"
     collection = unique_name("machines")
     seeder = _memory(server, collection)
     for user in USERS:  # every pinned read then pins (a user with no version pins nothing)
         seeder.add("Seed: keep it short.", user_id=user)
+        if credit:  # blocks to credit from the first run on
+            seeder.add_many([{"text": shared_text(i), "user_id": user} for i in range(4)])
+    sync_role, async_role = ("credit", "credit-async20") if credit else ("random", "async20")
     workers = [
-        _start(url, collection, "random", seed * 10 + n, count, folder) for n in range(sync_workers)
+        _start(url, collection, sync_role, seed * 10 + n, count, folder)
+        for n in range(sync_workers)
     ]
-    workers.append(_start(url, collection, "async20", seed, max(2, count // 10), folder))
+    workers.append(_start(url, collection, async_role, seed, max(2, count // 10), folder))
     try:
         for worker in workers:
             assert _line(worker) == "ready"
@@ -98,7 +109,11 @@ def run_machines(
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-    _check(server, collection, reports, [b for blocks in finals for b in blocks])
+    blocks = [b for worker_blocks in finals for b in worker_blocks]
+    if credit:
+        _check_credit(server, collection, reports, blocks)
+    else:
+        _check(server, collection, reports, blocks)
 
 
 def _check(
@@ -156,10 +171,51 @@ def _check(
     )
 
 
+def _check_credit(
+    server: tuple[str, int],
+    collection: str,
+    reports: list[dict[str, Any]],
+    worker_blocks: list[dict[str, str]],
+) -> None:
+    """Every entry's credit is what the judged runs that were served it add up to (each run
+    once, its latest verdict), per user; every worker's block weighing credit, a fresh
+    process's from the log and a cold one's agree."""
+    runs = [run for report in reports for run in report["runs"]]
+    assert {r[2] for r in runs} == {"up", "down"}, "the race judged runs only one way"
+    expected: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for user, _, verdict, served in runs:
+        for text in served:
+            expected[(user, text)][0 if verdict == "up" else 1] += 1
+    fresh = _memory(server, collection, reads=ReadOptions(snapshot_ttl_s=0))
+    cold = _memory(server, collection)
+    for user in USERS:
+        stored = {
+            (user, r["text"]): [r.get("credited", 0), r.get("debited", 0)]
+            for r in fresh.export(user)
+        }
+        assert {k: v for k, v in stored.items() if v != [0, 0]} == {
+            k: v for k, v in expected.items() if k[0] == user
+        }
+        weighed = fresh.select(user, options=CREDITED).text
+        assert cold.select(user, options=CREDITED).text == weighed
+        served = {blocks[user] for blocks in worker_blocks}
+        assert served == {weighed}, f"{len(served)} different blocks of {user} after quiescence"
+    print(  # the figures docs/reliability.md reports (pytest -s shows them)
+        f"{len(runs)} judged runs; credit of {len(expected)} entries as their runs add up; "
+        f"{len(worker_blocks)} worker blocks and 2 fresh ones equal per user"
+    )
+
+
 def test_writers_on_separate_machines_lose_nothing_and_agree(
     chroma_server: tuple[str, int], tmp_path: Path
 ) -> None:
     run_machines(chroma_server, tmp_path, sync_workers=3, count=60, seed=1)
+
+
+def test_credit_from_machines_sharing_no_lock_adds_up_and_agrees(
+    chroma_server: tuple[str, int], tmp_path: Path
+) -> None:
+    run_machines(chroma_server, tmp_path, sync_workers=3, count=40, seed=1, credit=True)
 
 
 @pytest.mark.slow
