@@ -219,6 +219,14 @@ def test_credit_from_machines_sharing_no_lock_adds_up_and_agrees(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 7))
+def test_credit_from_machines_soak(
+    chroma_server: tuple[str, int], tmp_path: Path, seed: int
+) -> None:
+    run_machines(chroma_server, tmp_path, sync_workers=4, count=150, seed=seed, credit=True)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(2, 12))
 def test_writers_on_separate_machines_soak(
     chroma_server: tuple[str, int], tmp_path: Path, seed: int
