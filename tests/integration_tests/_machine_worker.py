@@ -152,6 +152,20 @@ async def run_credit(memory: OutputProfileMemory, rng: random.Random, done: dict
     done["runs"].append([user, run, "up" if up else "down", [e.text for e in selection.entries]])
 
 
+async def run_random(memory: OutputProfileMemory, rng: random.Random, done: dict[str, Any]) -> None:
+    """One random operation of :func:`plan`."""
+    await run_one(memory, plan(rng), rng, done)
+
+
+OPERATIONS = {
+    "random": run_random,
+    "async20": run_random,
+    "credit": run_credit,
+    "credit-async20": run_credit,
+}
+"""What one operation of each role is; the credit roles read their blocks with CREDITED."""
+
+
 async def final_blocks(
     memory: OutputProfileMemory, ticks: Ticks, options: SelectionOptions | None = None
 ) -> dict[str, str]:
@@ -173,18 +187,14 @@ async def random_role(
     memory = memory_on(chromadb.HttpClient(host=host, port=int(port)), collection, ticks)
     rng = random.Random(seed)
     done: dict[str, Any] = {"acked": [], "pinned": [], "runs": []}
-    credit = role == "credit"
     print("ready", flush=True)
     wait_for(folder / "go")
     for _ in range(count):
-        if credit:
-            await run_credit(memory, rng, done)
-        else:
-            await run_one(memory, plan(rng), rng, done)
+        await OPERATIONS[role](memory, rng, done)
     memory.flush()
     print(json.dumps(done), flush=True)
     wait_for(folder / "final")
-    options = CREDITED if credit else None
+    options = CREDITED if OPERATIONS[role] is run_credit else None
     print(json.dumps({"blocks": [await final_blocks(memory, ticks, options)]}), flush=True)
 
 
@@ -199,24 +209,20 @@ async def async20_role(
         client = await chromadb.AsyncHttpClient(host=name, port=int(port))
         memories.append(memory_on(client, collection, ticks))
     done: dict[str, Any] = {"acked": [], "pinned": [], "runs": []}
-    credit = role == "credit-async20"
     print("ready", flush=True)
     wait_for(folder / "go")
 
     async def one_memory(n: int) -> None:
         rng = random.Random(seed * 100 + n)
         for _ in range(count):
-            if credit:
-                await run_credit(memories[n], rng, done)
-            else:
-                await run_one(memories[n], plan(rng), rng, done)
+            await OPERATIONS[role](memories[n], rng, done)
 
     await asyncio.gather(*(one_memory(n) for n in range(20)))
     for memory in memories:
         await memory.aflush()
     print(json.dumps(done), flush=True)
     wait_for(folder / "final")
-    options = CREDITED if credit else None
+    options = CREDITED if OPERATIONS[role] is run_credit else None
     blocks = [await final_blocks(m, ticks, options) for m in memories]
     print(json.dumps({"blocks": blocks}), flush=True)
 
